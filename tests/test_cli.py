@@ -1,0 +1,62 @@
+"""The command line: one console command, a --help on every subcommand, python -m entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from calico_accountant.cli import SUBCOMMANDS, build_parser
+
+
+def _registered() -> list[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if a.dest == "command"]
+    return sorted(actions[0].choices) if actions else []  # type: ignore[attr-defined]
+
+
+def test_parse_is_registered() -> None:
+    assert "parse" in _registered()
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_help_of_every_registered_subcommand(name: str) -> None:
+    if name not in _registered():
+        pytest.skip(f"{name} is not implemented in this tree")
+    done = subprocess.run(
+        [sys.executable, "-m", "calico_accountant", name, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert name in done.stdout and "usage:" in done.stdout
+
+
+def test_python_m_entry_point_runs_parse(tmp_path: object) -> None:
+    dump = (
+        '*filter\n:cali-tw-eth0x - [0:0]\n[7:420] -A cali-tw-eth0x -m comment --comment "cali:x" '
+        '-m comment --comment "Drop if no policies passed packet" -j DROP\nCOMMIT\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "calico_accountant", "parse", "--format", "json", "-"],
+        input=dump,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"kind":"no_policy_drop"' in done.stdout and '"packets":7' in done.stdout
+
+
+def test_nothing_parsed_is_a_failure() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "calico_accountant", "parse", "-"],
+        input="this is not a table\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "garbled_line" in done.stderr
