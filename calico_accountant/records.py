@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class Kind(enum.StrEnum):
@@ -47,9 +48,11 @@ class RuleAction(enum.StrEnum):
     LOG = "log"
 
 
-@dataclass(frozen=True, slots=True)
-class CounterKey:
+class CounterKey(NamedTuple):
     """The identity of a counter on one node; stable across reads while the rule exists.
+
+    A named tuple rather than a frozen dataclass: a big node has ~100k of them per read
+    and tuples are several times cheaper to build and hash.
 
     ``rule_ids`` is not part of the identity: it is the ``cali:<hash>`` of the rule(s)
     the value is read from, used to detect that felix rewrote them (a counter reset).
@@ -71,9 +74,8 @@ class CounterKey:
     """For ``policy_rule``: a :class:`RuleAction` value, else empty."""
 
 
-@dataclass(frozen=True, slots=True)
-class CounterRecord:
-    """One counter value read from one table at one time."""
+class CounterRecord(NamedTuple):
+    """One counter value read from one table at one time (a named tuple, for speed)."""
 
     key: CounterKey
     packets: int

@@ -20,11 +20,19 @@ Exactness rules (see ``docs/attribution.md``):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind, RuleAction
-from node_agent.iptables_save import FilterTable, Rule, RuleShape
+from node_agent.iptables_save import (
+    FilterTable,
+    Rule,
+    comments_of,
+    has_extra_match,
+    mark_guards_of,
+    set_xmark_of,
+)
 
 ENDPOINT_PREFIXES = {"cali-tw-": Direction.INGRESS, "cali-fw-": Direction.EGRESS}
 POLICY_PREFIXES = {"cali-pi-": Direction.INGRESS, "cali-po-": Direction.EGRESS}
@@ -34,6 +42,9 @@ UNTIERED = "default"
 """The tier reported for layouts before tiers (Calico <= v3.28): OSS policy was all in
 the implicit ``default`` tier."""
 
+_JUMP_PREFIXES = ("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")
+_POLICY_JUMP_PREFIXES = ("cali-pi-", "cali-po-")
+_DROP_TARGETS = frozenset({"DROP", "REJECT"})
 _START_OF_TIER = "Start of tier "
 _START_OF_POLICIES = "Start of policies"
 _POLICY_ACCEPTED = "Return if policy accepted"
@@ -60,10 +71,10 @@ class MarkBits:
     pass_: int
 
 
-@dataclass(frozen=True, slots=True)
-class RecordPlan:
+class RecordPlan(NamedTuple):
     """Which rule counters make up one record.  One slot: that rule's value; three slots
-    (a deny): ``a - b - c``, slot ``-1`` standing for zero."""
+    (a deny): ``a - b - c``, slot ``-1`` standing for zero.  A named tuple: a big node
+    has ~100k plans and :func:`evaluate` unpacks them on every read."""
 
     key: CounterKey
     slots: tuple[int, ...]
@@ -78,8 +89,8 @@ def learn_marks(table: FilterTable) -> MarkBits:
     """The accept and pass bits, from the markers felix writes; never hard-coded.
 
     ``Return if policy/profile accepted`` guards on ``accept/accept``; ``Start of ...``
-    clears the pass bit; before v3.28's combined clear, and in every layout, a policy
-    jump is guarded by ``0x0/pass`` (``0x0/accept|pass`` inside groups).
+    clears the pass bit (before v3.28); every policy jump is guarded by ``0x0/pass``
+    (``0x0/accept|pass`` inside groups and in v3.28's combined clear).
     """
     accept = 0
     pass_ = 0
@@ -87,20 +98,25 @@ def learn_marks(table: FilterTable) -> MarkBits:
         if not name.startswith(("cali-tw-", "cali-fw-")):
             continue
         for rule in rules:
-            shape = rule.shape
-            if not accept and (_POLICY_ACCEPTED in shape.comments or _PROFILE_ACCEPTED in shape.comments):
-                for value, mask, negated in shape.mark_guards:
+            body = rule.body
+            if (
+                not accept
+                and rule.target == "RETURN"
+                and (_POLICY_ACCEPTED in body or _PROFILE_ACCEPTED in body)
+            ):
+                for value, mask, negated in mark_guards_of(body):
                     if value == mask and not negated:
                         accept = mask
-            starts_section = any(
-                c == _START_OF_POLICIES or c.startswith(_START_OF_TIER) for c in shape.comments
-            )
-            if not pass_ and starts_section and shape.set_xmark is not None and shape.set_xmark[0] == 0:
-                pass_ = shape.set_xmark[1]
-            if not pass_ and shape.target.startswith(("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")):
-                for value, mask, negated in shape.mark_guards:
+            if not pass_ and rule.target.startswith(_JUMP_PREFIXES):
+                for value, mask, negated in mark_guards_of(body):
                     if value == 0 and not negated:
                         pass_ = mask
+            if not pass_ and rule.target == "MARK" and (_START_OF_POLICIES in body or _START_OF_TIER in body):
+                mark = set_xmark_of(body)
+                if mark is not None and mark[0] == 0:
+                    pass_ = mark[1]
+            if accept and pass_:
+                break
         if accept and pass_:
             break
     if pass_ & accept:
@@ -113,39 +129,49 @@ def learn_marks(table: FilterTable) -> MarkBits:
     return MarkBits(accept=accept, pass_=pass_)
 
 
-def _verdict(shape: RuleShape, marks: MarkBits) -> RuleAction | None:
+def verdict_of(rule: Rule, marks: MarkBits) -> RuleAction | None:
     """The verdict a rule inside a policy chain gives, or None for plumbing (RETURN, NFLOG,
-    scratch marks, the comment-only identity rule)."""
-    target = shape.target
-    if target in ("DROP", "REJECT"):
+    scratch marks, the comment-only identity rule).
+
+    A v3.30 deny is ``MARK drop-bit`` then a guarded ``DROP``; the DROP is taken as the
+    verdict (its counter equals the MARK's), so every deny is exactly one DROP/REJECT.
+    """
+    target = rule.target
+    if target == "DROP" or target == "REJECT":
         return RuleAction.DENY
-    if target == "MARK" and shape.set_xmark is not None:
-        value, mask = shape.set_xmark
-        if value and value & mask == value:
-            if value == marks.accept:
-                return RuleAction.ALLOW
-            if value == marks.pass_:
-                return RuleAction.PASS
+    if target == "MARK":
+        mark = set_xmark_of(rule.body)
+        if mark is not None:
+            value, mask = mark
+            if value and value & mask == value:
+                if value == marks.accept:
+                    return RuleAction.ALLOW
+                if value == marks.pass_:
+                    return RuleAction.PASS
         return None
     if target == "LOG":
         return RuleAction.LOG
     return None
 
 
-def _pass_guarded(shape: RuleShape, marks: MarkBits) -> bool:
+def pass_guarded(rule: Rule, marks: MarkBits) -> bool:
     """True for a rule only packets with the pass bit clear reach (the next policy jump,
     an NFLOG or the tier's drop): its counter excludes passed packets."""
+    if has_extra_match(rule.body):
+        return False
     return any(
-        value == 0 and mask & marks.pass_ and not negated for value, mask, negated in shape.mark_guards
+        value == 0 and mask & marks.pass_ and not negated
+        for value, mask, negated in mark_guards_of(rule.body)
     )
 
 
 def identity_comment(rules: Sequence[Rule]) -> str:
     """Felix's ``Policy ns/name ingress`` / ``<Kind> ...`` / ``Profile ...`` comment of a chain."""
     for rule in rules[:2]:
-        for comment in rule.shape.comments:
-            if _IDENTITY.match(comment):
-                return comment
+        if " ingress" in rule.body or " egress" in rule.body:
+            for comment in comments_of(rule.body):
+                if _IDENTITY.match(comment):
+                    return comment
     return ""
 
 
@@ -161,16 +187,18 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     policy_tiers: dict[str, str] = {}
     verdicts: dict[str, list[tuple[Rule, RuleAction]]] = {}
     comments: dict[str, str] = {}
+    members_cache: dict[str, tuple[str, ...]] = {}
+    pass_cache: dict[str, bool | None] = {}
 
     def chain_verdicts(name: str) -> list[tuple[Rule, RuleAction]] | None:
         if name not in chains:
             return None
-        cached = verdicts.get(name)
-        if cached is None:
-            cached = verdicts[name] = [
-                (rule, action) for rule in chains[name] if (action := _verdict(rule.shape, marks)) is not None
+        found = verdicts.get(name)
+        if found is None:
+            found = verdicts[name] = [
+                (rule, action) for rule in chains[name] if (action := verdict_of(rule, marks)) is not None
             ]
-        return cached
+        return found
 
     def chain_comment(name: str) -> str:
         comment = comments.get(name)
@@ -179,24 +207,31 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         return comment
 
     def group_members(name: str) -> tuple[str, ...]:
-        return tuple(
-            rule.shape.target
-            for rule in chains.get(name, ())
-            if rule.shape.target.startswith(tuple(POLICY_PREFIXES))
-        )
+        members = members_cache.get(name)
+        if members is None:
+            members = members_cache[name] = tuple(
+                rule.target for rule in chains.get(name, ()) if rule.target.startswith(_POLICY_JUMP_PREFIXES)
+            )
+        return members
 
     def has_pass(name: str) -> bool | None:
-        """Whether a policy or group can pass packets; None when the chain is not in the dump."""
-        targets = group_members(name) if name.startswith(GROUP_PREFIXES) else (name,)
-        if name.startswith(GROUP_PREFIXES) and name not in chains:
-            return None
-        for target in targets:
-            rules = chain_verdicts(target)
-            if rules is None:
-                return None
-            if any(action is RuleAction.PASS for _, action in rules):
-                return True
-        return False
+        """Whether a policy or group can pass packets; None when that is unknown (chain not in the dump)."""
+        if name in pass_cache:
+            return pass_cache[name]
+        answer: bool | None = False
+        if name not in chains:
+            answer = None
+        else:
+            for target in group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
+                rules = chain_verdicts(target)
+                if rules is None:
+                    answer = None
+                    break
+                if any(action is RuleAction.PASS for _, action in rules):
+                    answer = True
+                    break
+        pass_cache[name] = answer
+        return answer
 
     def note_missing(name: str, line: int) -> None:
         if name not in missing:
@@ -206,73 +241,54 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             )
 
     for name, rules in chains.items():
-        prefix = name[:8]
-        direction = ENDPOINT_PREFIXES.get(prefix)
+        direction = ENDPOINT_PREFIXES.get(name[:8])
         if direction is None:
             continue
         interface = name[8:]
-        tier = UNTIERED
-        # The policy jumps of each tier, to decide exactness of an unguarded "next".
-        tier_targets: dict[str, list[str]] = {}
-        walk_tier = UNTIERED
-        for rule in rules:
-            shape = rule.shape
-            for comment in shape.comments:
-                if comment.startswith(_START_OF_TIER):
-                    walk_tier = comment[len(_START_OF_TIER) :]
-            if shape.target.startswith(("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")):
-                tier_targets.setdefault(walk_tier, []).append(shape.target)
-
+        tiers = _tier_of_each_rule(rules)
+        # Tiers holding a policy that can (or, its chain missing, may) pass packets: there
+        # an unguarded "next" rule also counts passed packets.
+        tier_may_pass = {
+            tiers[index]
+            for index, rule in enumerate(rules)
+            if rule.target.startswith(_JUMP_PREFIXES) and has_pass(rule.target) is not False
+        }
         count = len(rules)
         for index, rule in enumerate(rules):
-            shape = rule.shape
-            target = shape.target
-            for comment in shape.comments:
-                if comment.startswith(_START_OF_TIER):
-                    tier = comment[len(_START_OF_TIER) :]
-                elif comment == _START_OF_POLICIES:
-                    tier = UNTIERED
-                else:
+            target = rule.target
+            body = rule.body
+            if target == "MARK":
+                continue
+            tier = tiers[index]
+            if target in _DROP_TARGETS:
+                if " if no " not in body:
+                    continue
+                for comment in comments_of(body):
                     match = _NO_POLICY.match(comment)
                     if match:
-                        plans.append(
-                            RecordPlan(
-                                CounterKey(
-                                    Kind.NO_POLICY_DROP,
-                                    family,
-                                    direction,
-                                    interface,
-                                    "",
-                                    match["tier"] or tier,
-                                ),
-                                (rule.ordinal,),
-                                (shape.rule_id,),
-                                line=rule.line,
-                                source=source,
-                            )
+                        key = CounterKey(
+                            Kind.NO_POLICY_DROP, family, direction, interface, "", match["tier"] or tier
                         )
                     elif _NO_PROFILE.match(comment):
-                        plans.append(
-                            RecordPlan(
-                                CounterKey(Kind.NO_PROFILE_DROP, family, direction, interface),
-                                (rule.ordinal,),
-                                (shape.rule_id,),
-                                line=rule.line,
-                                source=source,
-                            )
-                        )
+                        key = CounterKey(Kind.NO_PROFILE_DROP, family, direction, interface)
+                    else:
+                        continue
+                    plans.append(
+                        RecordPlan(key, (rule.ordinal,), (rule.rule_id,), line=rule.line, source=source)
+                    )
+                continue
             if not target.startswith("cali-"):
                 continue
             following = rules[index + 1] if index + 1 < count else None
             if target.startswith(PROFILE_PREFIXES):
                 if target not in chains:
                     note_missing(target, rule.line)
-                if following is not None and _PROFILE_ACCEPTED in following.shape.comments:
+                if following is not None and _PROFILE_ACCEPTED in following.body:
                     plans.append(
                         RecordPlan(
                             CounterKey(Kind.PROFILE_ACCEPT, family, direction, interface, target),
                             (following.ordinal,),
-                            (following.shape.rule_id,),
+                            (following.rule_id,),
                             chain_comment(target),
                             line=following.line,
                             source=source,
@@ -280,7 +296,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                     )
                 continue
             is_group = target.startswith(GROUP_PREFIXES)
-            if not (is_group or target[:8] in POLICY_PREFIXES):
+            if not is_group and not target.startswith(_POLICY_JUMP_PREFIXES):
                 continue
             if target not in chains:
                 note_missing(target, rule.line)
@@ -290,16 +306,16 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 if member not in chains:
                     note_missing(member, rule.line)
             policy_tiers.setdefault(target, tier)
-            if following is None or _POLICY_ACCEPTED not in following.shape.comments:
+            if following is None or _POLICY_ACCEPTED not in following.body:
                 # Only staged-only groups lack the RETURN, and they have no chains since v3.30.
                 continue
-            key = CounterKey(Kind.POLICY_ACCEPT, family, direction, interface, target, tier)
             comment = chain_comment(target)
+            accept_id = following.rule_id
             plans.append(
                 RecordPlan(
-                    key,
+                    CounterKey(Kind.POLICY_ACCEPT, family, direction, interface, target, tier),
                     (following.ordinal,),
-                    (following.shape.rule_id,),
+                    (accept_id,),
                     comment,
                     members,
                     following.line,
@@ -307,21 +323,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 )
             )
             after = rules[index + 2] if index + 2 < count else None
-            deny_key = CounterKey(Kind.POLICY_DENY, family, direction, interface, target, tier)
-            passes = has_pass(target)
-            reason = ""
-            if passes is None:
-                reason = f"{target} (or a member) is not in the dump, so its pass rules are unknown"
-            elif passes:
-                reason = f"{target} has pass rules: entered - accepted - next mixes denied and passed packets"
-            elif after is not None and not _pass_guarded(after.shape, marks):
-                for other in tier_targets.get(tier, ()):
-                    if other != target and has_pass(other) is not False:
-                        reason = (
-                            f"tier {tier} has a policy that can pass ({other}) and the rule after "
-                            f"{target} also counts passed packets"
-                        )
-                        break
+            reason = _deny_inexact_reason(target, after, tier, tier in tier_may_pass, marks, has_pass)
             if reason:
                 diagnostics.append(
                     Diagnostic("deny_not_exact", f"{name}: deny for {reason}; left out", rule.line, source)
@@ -329,13 +331,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 continue
             plans.append(
                 RecordPlan(
-                    deny_key,
+                    CounterKey(Kind.POLICY_DENY, family, direction, interface, target, tier),
                     (rule.ordinal, following.ordinal, after.ordinal if after is not None else -1),
-                    (
-                        shape.rule_id,
-                        following.shape.rule_id,
-                        after.shape.rule_id if after is not None else "",
-                    ),
+                    (rule.rule_id, accept_id, after.rule_id if after is not None else ""),
                     comment,
                     members,
                     rule.line,
@@ -343,6 +341,8 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 )
             )
 
+    make_plan = RecordPlan._make
+    make_key = CounterKey._make
     for name in chains:
         direction = POLICY_PREFIXES.get(name[:8])
         if direction is None:
@@ -351,16 +351,98 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         tier = policy_tiers.get(name, "")
         for position, (rule, action) in enumerate(chain_verdicts(name) or ()):
             plans.append(
-                RecordPlan(
-                    CounterKey(Kind.POLICY_RULE, family, direction, "", name, tier, position, action.value),
-                    (rule.ordinal,),
-                    (rule.shape.rule_id,),
-                    comment,
-                    line=rule.line,
-                    source=source,
+                make_plan(
+                    (
+                        make_key(
+                            (Kind.POLICY_RULE, family, direction, "", name, tier, position, action.value)
+                        ),
+                        (rule.ordinal,),
+                        (rule.rule_id,),
+                        comment,
+                        (),
+                        rule.line,
+                        source,
+                    )
                 )
             )
     return plans, diagnostics
+
+
+def _deny_inexact_reason(
+    target: str,
+    after: Rule | None,
+    tier: str,
+    tier_may_pass: bool,
+    marks: MarkBits,
+    has_pass: Callable[[str], bool | None],
+) -> str:
+    """Why entered - accepted - next would not be this endpoint's denied packets, or "".
+
+    ``next`` counts only unmatched packets when it is pass-guarded; otherwise it also
+    counts what any policy of the tier passed.
+    """
+    passes = has_pass(target)
+    if passes is None:
+        return f"{target} (or a member) is not in the dump, so its pass rules are unknown"
+    if passes:
+        return f"{target} has pass rules: entered - accepted - next mixes denied and passed packets"
+    if after is None or not tier_may_pass or pass_guarded(after, marks):
+        return ""
+    return f"tier {tier} has a policy that can pass and the rule after {target} also counts passed packets"
+
+
+def _tier_of_each_rule(rules: Sequence[Rule]) -> list[str]:
+    """The tier in effect at each rule of an endpoint chain (``default`` before tiers)."""
+    tiers = []
+    tier = UNTIERED
+    for rule in rules:
+        if rule.target == "MARK":
+            body = rule.body
+            if _START_OF_TIER in body:
+                for comment in comments_of(body):
+                    if comment.startswith(_START_OF_TIER):
+                        tier = comment[len(_START_OF_TIER) :]
+            elif _START_OF_POLICIES in body:
+                tier = UNTIERED
+        tiers.append(tier)
+    return tiers
+
+
+def evaluate_plan(
+    plan: RecordPlan, packets: Sequence[int], bytes_: Sequence[int]
+) -> CounterRecord | Diagnostic | None:
+    """One plan's record from one read's counters (``-1`` marks an unreadable counter).
+
+    None when the record would read an unreadable counter (the bad line already has its
+    diagnostic); a ``deny_negative`` diagnostic when a deny comes out below zero (a
+    counter reset between the reads of one table, or a hand-edited dump).
+    """
+    key, slots, rule_ids, chain_comment, group_members, line, source = plan
+    if len(slots) == 1:
+        slot = slots[0]
+        value_packets = packets[slot]
+        if value_packets < 0:
+            return None
+        return _make_record((key, value_packets, bytes_[slot], rule_ids, chain_comment, group_members))
+    entered, accepted, after = slots
+    after_packets = packets[after] if after >= 0 else 0
+    after_bytes = bytes_[after] if after >= 0 else 0
+    if packets[entered] < 0 or packets[accepted] < 0 or after_packets < 0:
+        return None
+    value_packets = packets[entered] - packets[accepted] - after_packets
+    value_bytes = bytes_[entered] - bytes_[accepted] - after_bytes
+    if value_packets < 0 or value_bytes < 0:
+        return Diagnostic(
+            "deny_negative",
+            f"deny for {key.chain} on {key.interface} computes to {value_packets} packets: "
+            "counters inconsistent, left out",
+            line,
+            source,
+        )
+    return _make_record((key, value_packets, value_bytes, rule_ids, chain_comment, group_members))
+
+
+_make_record = CounterRecord._make
 
 
 def evaluate(
@@ -368,45 +450,13 @@ def evaluate(
     packets: Sequence[int],
     bytes_: Sequence[int],
 ) -> tuple[list[CounterRecord], list[Diagnostic]]:
-    """Records from plans and one read's counters (``-1`` marks an unreadable counter).
-
-    A record that would read an unreadable counter is left out (the bad line already has
-    its diagnostic); a deny that comes out negative (a counter reset between the reads
-    of one table, or a hand-edited dump) is left out with ``deny_negative``.
-    """
+    """Records from plans and one read's counters; see :func:`evaluate_plan`."""
     records: list[CounterRecord] = []
     diagnostics: list[Diagnostic] = []
-    append = records.append
     for plan in plans:
-        slots = plan.slots
-        if len(slots) == 1:
-            slot = slots[0]
-            value_packets = packets[slot]
-            value_bytes = bytes_[slot]
-            if value_packets < 0:
-                continue
-        else:
-            entered, accepted, after = slots
-            after_packets = packets[after] if after >= 0 else 0
-            after_bytes = bytes_[after] if after >= 0 else 0
-            if packets[entered] < 0 or packets[accepted] < 0 or after_packets < 0:
-                continue
-            value_packets = packets[entered] - packets[accepted] - after_packets
-            value_bytes = bytes_[entered] - bytes_[accepted] - after_bytes
-            if value_packets < 0 or value_bytes < 0:
-                diagnostics.append(
-                    Diagnostic(
-                        "deny_negative",
-                        f"deny for {plan.key.chain} on {plan.key.interface} computes to "
-                        f"{value_packets} packets: counters inconsistent, left out",
-                        plan.line,
-                        plan.source,
-                    )
-                )
-                continue
-        append(
-            CounterRecord(
-                plan.key, value_packets, value_bytes, plan.rule_ids, plan.chain_comment, plan.group_members
-            )
-        )
+        outcome = evaluate_plan(plan, packets, bytes_)
+        if isinstance(outcome, Diagnostic):
+            diagnostics.append(outcome)
+        elif outcome is not None:
+            records.append(outcome)
     return records, diagnostics

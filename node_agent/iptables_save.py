@@ -16,55 +16,45 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from calico_accountant.records import Diagnostic
 
 MAX_COUNTER = 2**64 - 1
 """iptables counters are u64; anything larger is corrupt input."""
 
-_EXTRA_MATCH_FLAGS = (" -p ", " -s ", " -d ", " -i ", " -o ", " ! -")
 _IPV6_ADDRESS = re.compile(r" -[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)? ")
 
 
-@dataclass(frozen=True, slots=True)
-class RuleShape:
-    """What a rule does, independent of its counters (and so cacheable by rule text)."""
+class Rule(NamedTuple):
+    """One rule line of the filter table.  A tuple, because a big node has 150k of them.
 
-    chain: str
+    The body is kept as text: attribution asks it only the few questions it needs
+    (:func:`comments_of`, :func:`mark_guards_of`, ...), for the few rules that matter.
+    """
+
     target: str
     """The ``-j``/``-g`` target, or empty for a rule without one (felix's comment-only rule)."""
-    rule_id: str
-    """The ``cali:<hash>`` token, or empty for rules felix did not write."""
-    comments: tuple[str, ...]
-    """Comments other than the ``cali:`` token, in rule order."""
-    mark_guards: tuple[tuple[int, int, bool], ...]
-    """Every ``[!] --mark value/mask`` match as (value, mask, negated)."""
-    set_xmark: tuple[int, int] | None
-    """The ``MARK --set-xmark value/mask`` action, if any."""
-    extra_match: bool
-    """True when the rule matches on anything besides marks and comments."""
-
-
-@dataclass(slots=True)
-class Rule:
-    """One rule line: its shape, its counters (``-1`` when unreadable) and where it was."""
-
-    shape: RuleShape
-    packets: int
-    bytes: int
-    line: int
+    body: str
+    """``-A CHAIN ...`` without counters."""
     ordinal: int
-    """Position among all rule lines of the input; the steady-state parser's slot."""
+    """Position among all rule lines of the input: the rule's slot in the counter arrays."""
+    line: int
+    rule_id: str
+    """The ``cali:<hash>`` token (without ``cali:``), or empty for rules felix did not write."""
 
 
 @dataclass(slots=True)
 class FilterTable:
-    """The filter table of one input, as chains of rules in order."""
+    """The filter table of one input: chains of rules in order, and the counters by slot."""
 
     source: str
     family: int
     chains: dict[str, list[Rule]] = field(default_factory=dict)
     declared: set[str] = field(default_factory=set)
+    packets: list[int] = field(default_factory=list)
+    """Counter per rule ordinal; -1 where the counter was unreadable."""
+    bytes: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,29 +69,6 @@ class ScanResult:
     counters_in_prefix_form: bool
     """True when every rule line carried a well-formed ``[p:b]`` prefix: the condition for
     the steady-state fast path, which re-reads only those prefixes."""
-
-
-class ShapeCache:
-    """Rule text -> :class:`RuleShape`, kept between reads of the same node.
-
-    Bounded: when the rule set churns completely the cache is dropped rather than grown.
-    """
-
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._shapes: dict[str, RuleShape | None] = {}
-        self._max_entries = max_entries
-
-    def get(self, body: str) -> RuleShape | bool | None:
-        """The cached shape (``None`` for a cached failure), or ``False`` when unknown."""
-        return self._shapes.get(body, False)
-
-    def put(self, body: str, shape: RuleShape | None) -> None:
-        if len(self._shapes) >= self._max_entries:
-            self._shapes.clear()
-        self._shapes[body] = shape
-
-    def __len__(self) -> int:
-        return len(self._shapes)
 
 
 def decode_input(data: str | bytes, source: str) -> tuple[str, list[Diagnostic]]:
@@ -149,131 +116,116 @@ def _parse_mark(text: str) -> tuple[int, int] | None:
         return None
 
 
-def parse_rule_body(body: str) -> RuleShape | None:
-    """The shape of ``-A CHAIN ...`` (without counters), or None if it is not a rule.
+def normalize_body(body: str) -> str | None:
+    """A rule body the ``str.find`` queries below can trust, or None if it is not a rule.
 
-    Inline ``-c p b`` counters are not part of the shape; see :func:`split_inline_counters`.
+    iptables-save quotes comments with double quotes and escapes ``"``, ``\\`` and ``'``
+    inside them.  Felix's comments never need escapes, so almost every body is returned
+    as it is; the rare one with escapes or odd quoting is re-tokenized with
+    :func:`shlex.split` and rebuilt with plain double quotes (inner ``"`` become ``'``).
     """
     if not body.startswith("-A ") or len(body) < 4:
         return None
-    if "\\" in body or "'" in body or body.count('"') % 2:
-        return _parse_rule_tokens(body)
-    space = body.find(" ", 3)
-    if space == -1:
-        return RuleShape(body[3:], "", "", (), (), None, False)
-    chain = body[3:space]
-    rest = body[space:] + " "
-
-    target = ""
-    jump = rest.rfind(" -j ")
-    goto = rest.rfind(" -g ")
-    position = max(jump, goto)
-    if position != -1 and rest.count('"', position) % 2 == 0:
-        end = rest.find(" ", position + 4)
-        target = rest[position + 4 : end]
-    else:
-        position = len(rest)
-
-    rule_id = ""
-    comments: list[str] = []
-    search = 0
-    while True:
-        start = rest.find("--comment ", search)
-        if start == -1 or start > position:
-            break
-        start += 10
-        if rest[start] == '"':
-            end = rest.find('"', start + 1)
-            value = rest[start + 1 : end]
-            search = end + 1
-        else:
-            end = rest.find(" ", start)
-            value = rest[start:end]
-            search = end
-        if value.startswith("cali:") and not rule_id:
-            rule_id = value[5:]
-        else:
-            comments.append(value)
-
-    guards: list[tuple[int, int, bool]] = []
-    search = 0
-    while True:
-        start = rest.find(" --mark ", search)
-        if start == -1 or start > position:
-            break
-        end = rest.find(" ", start + 8)
-        mark = _parse_mark(rest[start + 8 : end])
-        if mark is not None:
-            guards.append((mark[0], mark[1], rest[start - 2 : start] == " !"))
-        search = end
-
-    set_xmark = None
-    if target == "MARK":
-        start = rest.find(" --set-xmark ", position)
-        if start != -1:
-            end = rest.find(" ", start + 13)
-            set_xmark = _parse_mark(rest[start + 13 : end])
-
-    head = rest[:position]
-    modules = head.count(" -m ")
-    extra = modules > head.count(" -m comment ") + head.count(" -m mark ") or any(
-        flag in head for flag in _EXTRA_MATCH_FLAGS
-    )
-    return RuleShape(chain, target, rule_id, tuple(comments), tuple(guards), set_xmark, extra)
-
-
-def _parse_rule_tokens(body: str) -> RuleShape | None:
-    """The general path: shlex tokens, for rules with escapes or odd quoting."""
+    if "\\" not in body and "'" not in body and body.count('"') % 2 == 0:
+        return body
     try:
         tokens = shlex.split(body)
     except ValueError:
         return None
     if len(tokens) < 2 or tokens[0] != "-A":
         return None
-    chain = tokens[1]
-    target = ""
-    rule_id = ""
-    comments: list[str] = []
+    return " ".join(
+        '"' + token.replace('"', "'") + '"' if not token or " " in token or '"' in token else token
+        for token in tokens
+    )
+
+
+def target_of(body: str) -> str:
+    """The ``-j``/``-g`` target of a rule body, or empty."""
+    position = body.rfind(" -j ")
+    if position == -1:
+        position = body.rfind(" -g ")
+        if position == -1:
+            return ""
+    end = body.find(" ", position + 4)
+    return body[position + 4 :] if end == -1 else body[position + 4 : end]
+
+
+def _matches_part(body: str) -> str:
+    """The body up to its target: where matches (and comments) live."""
+    position = body.rfind(" -j ")
+    if position == -1:
+        position = body.rfind(" -g ")
+    return body + " " if position == -1 else body[:position] + " "
+
+
+def comments_of(body: str) -> list[str]:
+    """Every ``--comment`` value in rule order, the ``cali:<hash>`` token included."""
+    part = _matches_part(body)
+    found: list[str] = []
+    search = 0
+    while True:
+        start = part.find("--comment ", search)
+        if start == -1:
+            return found
+        start += 10
+        if part[start : start + 1] == '"':
+            end = part.find('"', start + 1)
+            found.append(part[start + 1 : end])
+        else:
+            end = part.find(" ", start)
+            found.append(part[start:end])
+        search = end + 1
+
+
+def rule_id_of(body: str) -> str:
+    """The ``cali:<hash>`` felix puts on every rule it writes, without ``cali:``; else empty."""
+    start = body.find('"cali:')
+    if start != -1:
+        end = body.find('"', start + 6)
+        return body[start + 6 : end] if end != -1 else ""
+    start = body.find("--comment cali:")
+    if start == -1:
+        return ""
+    end = body.find(" ", start + 15)
+    return body[start + 15 :] if end == -1 else body[start + 15 : end]
+
+
+def mark_guards_of(body: str) -> list[tuple[int, int, bool]]:
+    """Every ``[!] --mark value/mask`` match as (value, mask, negated)."""
+    part = _matches_part(body)
     guards: list[tuple[int, int, bool]] = []
-    set_xmark = None
-    extra = False
-    index = 2
-    count = len(tokens)
-    while index < count:
-        token = tokens[index]
-        following = tokens[index + 1] if index + 1 < count else ""
-        negated = index > 0 and tokens[index - 1] == "!"
-        if token in ("-j", "-g"):
-            target = following
-            index += 2
-            continue
-        if token == "--comment":
-            if following.startswith("cali:") and not rule_id:
-                rule_id = following[5:]
-            else:
-                comments.append(following)
-            index += 2
-            continue
-        if token == "--mark" and not target:
-            mark = _parse_mark(following)
-            if mark is not None:
-                guards.append((mark[0], mark[1], negated))
-            index += 2
-            continue
-        if token == "--set-xmark" and target == "MARK":
-            set_xmark = _parse_mark(following)
-            index += 2
-            continue
-        if token == "-c":
-            index += 3
-            continue
-        if not target and (
-            token in ("-p", "-s", "-d", "-i", "-o")
-            or (token == "-m" and following not in ("comment", "mark"))
-        ):
-            extra = True
-        index += 1
-    return RuleShape(chain, target, rule_id, tuple(comments), tuple(guards), set_xmark, extra)
+    search = 0
+    while True:
+        start = part.find(" --mark ", search)
+        if start == -1:
+            return guards
+        end = part.find(" ", start + 8)
+        mark = _parse_mark(part[start + 8 : end])
+        if mark is not None:
+            guards.append((mark[0], mark[1], part[start - 2 : start] == " !"))
+        search = end
+
+
+def set_xmark_of(body: str) -> tuple[int, int] | None:
+    """The ``MARK --set-xmark value/mask`` action, if any."""
+    start = body.rfind(" --set-xmark ")
+    if start == -1:
+        return None
+    end = body.find(" ", start + 13)
+    return _parse_mark(body[start + 13 :] if end == -1 else body[start + 13 : end])
+
+
+_EXTRA_MATCH_FLAGS = (" -p ", " -s ", " -d ", " -i ", " -o ", " ! -")
+
+
+def has_extra_match(body: str) -> bool:
+    """True when the rule matches on anything besides marks and comments."""
+    part = _matches_part(body)
+    modules = part.count(" -m ")
+    if modules > part.count(" -m comment ") + part.count(" -m mark "):
+        return True
+    return any(flag in part for flag in _EXTRA_MATCH_FLAGS)
 
 
 def split_inline_counters(body: str) -> tuple[str, str, str] | None:
@@ -289,92 +241,102 @@ def split_inline_counters(body: str) -> tuple[str, str, str] | None:
     return stripped, parts[0], parts[1]
 
 
-def scan(
-    data: str | bytes,
-    source: str = "",
-    family: int | None = None,
-    cache: ShapeCache | None = None,
-) -> ScanResult:
-    """One input's text to its filter table, with diagnostics.  Never raises."""
+def scan(data: str | bytes, source: str = "", family: int | None = None) -> ScanResult:
+    """One input's text to its filter table, with diagnostics.  Never raises.
+
+    The loop is the hot path of a cold parse (150k lines on a big node): it does the
+    least per line that it can, taking only the chain, the target and the counters.
+    """
     text, diagnostics = decode_input(data, source)
     table = FilterTable(source=source, family=family or detect_family(text))
-    shapes = cache if cache is not None else ShapeCache()
+    if not text.strip():
+        diagnostics.append(Diagnostic("empty_input", "input is empty: no table to read", 0, source))
+        return ScanResult(table, diagnostics, 0, 0, False)
     chains = table.chains
     declared = table.declared
+    packets_by_slot = table.packets
+    bytes_by_slot = table.bytes
     lines = text.split("\n")
     trailing_newline = text.endswith("\n")
     if trailing_newline:
         lines.pop()
-    if not text.strip():
-        diagnostics.append(Diagnostic("empty_input", "input is empty: no table to read", 0, source))
-        return ScanResult(table, diagnostics, 0, 0, False)
+    last_number = len(lines)
 
-    current_table = "filter"
+    in_filter = True
     open_table = ""
     open_line = 0
     ordinal = 0
-    rule_lines = 0
     prefix_form = True
-    undeclared: set[str] = set()
     listing_hint = False
-    last_index = len(lines) - 1
+    current_chain = ""
+    current_rules: list[Rule] = []
+    new_rule = Rule._make
 
-    for index, line in enumerate(lines):
-        number = index + 1
-        if not line:
-            continue
-        first = line[0]
-        packets = bytes_ = 0
+    for number, line in enumerate(lines, start=1):
+        first = line[:1]
         if first == "[":
-            close = line.find("] ")
+            close = line.find("] -A ")
             if close == -1:
-                _garbled(diagnostics, line, number, source, index == last_index and not trailing_newline)
+                _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
                 prefix_form = False
                 continue
             pkts_text, _, bytes_text = line[1:close].partition(":")
-            packets = _parse_int(pkts_text)
-            bytes_ = _parse_int(bytes_text)
             body = line[close + 2 :]
-            if packets < 0 or bytes_ < 0:
+            if pkts_text.isdigit() and bytes_text.isdigit():
+                packets = int(pkts_text)
+                bytes_ = int(bytes_text)
+                if packets > MAX_COUNTER or bytes_ > MAX_COUNTER:
+                    diagnostics.append(
+                        Diagnostic("bad_counter", f"counter overflows u64 [{line[1:close]}]", number, source)
+                    )
+                    packets = bytes_ = -1
+                    prefix_form = False
+            else:
                 diagnostics.append(
                     Diagnostic("bad_counter", f"unreadable counter [{line[1:close]}]", number, source)
                 )
                 packets = bytes_ = -1
                 prefix_form = False
         elif first == "-":
-            body = line
-            if body.startswith("-P ") or body.startswith("-N "):
-                words = body.split()
-                if len(words) >= 2 and current_table == "filter":
+            if line.startswith(("-P ", "-N ")):
+                words = line.split()
+                if len(words) >= 2 and in_filter:
                     declared.add(words[1])
                 continue
-            inline = split_inline_counters(body) if " -c " in body else None
-            if inline is not None:
-                body, pkts_text, bytes_text = inline
-                packets = _parse_int(pkts_text)
-                bytes_ = _parse_int(bytes_text)
-                if packets < 0 or bytes_ < 0:
-                    diagnostics.append(
-                        Diagnostic(
-                            "bad_counter", f"unreadable counter -c {pkts_text} {bytes_text}", number, source
-                        )
-                    )
-                    packets = bytes_ = -1
             prefix_form = False
-        elif first == "#":
-            continue
+            body = line
+            packets = bytes_ = 0
+            if " -c " in body:
+                inline = split_inline_counters(body)
+                if inline is not None:
+                    body, pkts_text, bytes_text = inline
+                    packets = _parse_int(pkts_text)
+                    bytes_ = _parse_int(bytes_text)
+                    if packets < 0 or bytes_ < 0:
+                        diagnostics.append(
+                            Diagnostic(
+                                "bad_counter",
+                                f"unreadable counter -c {pkts_text} {bytes_text}",
+                                number,
+                                source,
+                            )
+                        )
+                        packets = bytes_ = -1
         elif first == ":":
-            name = line[1:].split(" ", 1)[0]
-            if current_table == "filter" and name:
-                declared.add(name)
+            if in_filter:
+                name = line[1:].split(" ", 1)[0]
+                if name:
+                    declared.add(name)
+            continue
+        elif first == "#" or not line:
             continue
         elif first == "*":
             if open_table:
                 diagnostics.append(
                     Diagnostic("missing_commit", f"table {open_table} has no COMMIT", open_line, source)
                 )
-            current_table = line[1:].strip()
-            open_table = current_table
+            open_table = line[1:].strip()
+            in_filter = open_table == "filter"
             open_line = number
             continue
         elif line.rstrip() == "COMMIT":
@@ -393,39 +355,58 @@ def scan(
             )
             continue
         else:
-            _garbled(diagnostics, line, number, source, index == last_index and not trailing_newline)
+            _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
             continue
 
-        cached = shapes.get(body)
-        if cached is False:
-            shape = parse_rule_body(body)
-            shapes.put(body, shape)
-        else:
-            shape = cached if isinstance(cached, RuleShape) else None
-        if shape is None:
-            _garbled(diagnostics, line, number, source, index == last_index and not trailing_newline)
+        if ('"' in body and (body.count('"') % 2 or "\\" in body or "'" in body)) or not body.startswith(
+            "-A "
+        ):
+            checked = normalize_body(body)
+            if checked is None:
+                _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
+                prefix_form = False
+                continue
+            body = checked
+        space = body.find(" ", 3)
+        chain = body[3:space] if space != -1 else body[3:]
+        if not chain:
+            _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
             prefix_form = False
             continue
-        rule_lines += 1
-        if current_table != "filter":
-            ordinal += 1
-            continue
-        rules = chains.get(shape.chain)
-        if rules is None:
-            rules = chains[shape.chain] = []
-        rules.append(Rule(shape, packets, bytes_, number, ordinal))
+        packets_by_slot.append(packets)
+        bytes_by_slot.append(bytes_)
+        if in_filter:
+            if chain != current_chain:
+                current_chain = chain
+                found = chains.get(chain)
+                if found is None:
+                    found = chains[chain] = []
+                    if declared and chain not in declared:
+                        diagnostics.append(
+                            Diagnostic("unknown_chain", f"rule for undeclared chain {chain}", number, source)
+                        )
+                current_rules = found
+            position = body.rfind(" -j ")
+            if position == -1:
+                position = body.rfind(" -g ")
+            if position == -1:
+                target = ""
+            else:
+                end = body.find(" ", position + 4)
+                target = body[position + 4 :] if end == -1 else body[position + 4 : end]
+            start = body.find('"cali:')
+            if start != -1:
+                rule_id = body[start + 6 : body.find('"', start + 6)]
+            else:
+                rule_id = rule_id_of(body)
+            current_rules.append(new_rule((target, body, ordinal, number, rule_id)))
         ordinal += 1
-        if declared and shape.chain not in declared and shape.chain not in undeclared:
-            undeclared.add(shape.chain)
-            diagnostics.append(
-                Diagnostic("unknown_chain", f"rule for undeclared chain {shape.chain}", number, source)
-            )
 
     if open_table:
         diagnostics.append(
             Diagnostic("missing_commit", f"table {open_table} has no COMMIT", open_line, source)
         )
-    return ScanResult(table, diagnostics, rule_lines, len(lines), prefix_form and ordinal == rule_lines)
+    return ScanResult(table, diagnostics, ordinal, len(lines), prefix_form)
 
 
 def _garbled(diagnostics: list[Diagnostic], line: str, number: int, source: str, last: bool) -> None:

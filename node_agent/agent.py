@@ -1,0 +1,270 @@
+"""The node agent process: read every ``interval``, stream to the aggregator, serve health.
+
+Wiring only; the parts are :mod:`node_agent.reader` (commands, parse, glitch),
+:mod:`node_agent.streamer` (gRPC) and :mod:`node_agent.health` (HTTP).  The read loop
+and the stream run as two asyncio tasks joined by a :class:`LatestSlot`, so a slow
+aggregator never delays a read.  The agent needs no datastore access: it sends raw
+interface and chain names; the aggregator resolves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
+from node_agent.health import AgentMetrics, AgentStatus, HealthServer
+from node_agent.reader import (
+    DEFAULT_NEAR_ZERO_PACKETS,
+    NodeRead,
+    NodeReader,
+    ReadError,
+    default_commands,
+    detect_backend,
+)
+from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
+
+__all__ = ["AgentConfig", "add_arguments", "config_from_args", "default_node_name", "run", "run_agent"]
+
+log = logging.getLogger("calico_accountant.agent")
+
+
+def default_node_name() -> str:
+    """``$NODENAME``, then the hostname: the order Calico itself uses."""
+    return os.environ.get("NODENAME", "").strip() or socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    node: str
+    aggregator: str
+    interval: float = 10.0
+    commands: tuple[str, ...] = ()
+    """Empty: the backend's ``ip(6)tables-*-save -c -t filter``, chosen like felix."""
+    backend: str = "auto"
+    ipv6: bool = True
+    read_timeout: float = 30.0
+    near_zero_packets: int = DEFAULT_NEAR_ZERO_PACKETS
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9012
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ack_timeout: float = 30.0
+    backoff_max: float = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The agent's flags (shared by ``calico-accountant agent`` and ``python -m node_agent``)."""
+    parser.add_argument("--node", default=None, help="node name (default: $NODENAME, then the hostname)")
+    parser.add_argument(
+        "--aggregator",
+        default=os.environ.get("CALICO_ACCOUNTANT_AGGREGATOR", "localhost:9010"),
+        metavar="HOST:PORT",
+        help="the aggregator's gRPC address (default: $CALICO_ACCOUNTANT_AGGREGATOR or localhost:9010)",
+    )
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between reads (default 10)")
+    parser.add_argument(
+        "--iptables-save",
+        action="append",
+        dest="commands",
+        metavar="COMMAND",
+        default=None,
+        help="a command that prints a filter table, run without a shell (repeat for IPv4 and IPv6); "
+        "default: iptables-save -c -t filter and ip6tables-save -c -t filter of felix's backend",
+    )
+    parser.add_argument(
+        "--iptables-backend",
+        default=os.environ.get("FELIX_IPTABLESBACKEND", "auto"),
+        choices=["auto", "Auto", "legacy", "Legacy", "nft", "NFT"],
+        help="which backend felix programs (default: $FELIX_IPTABLESBACKEND, else auto-detect like felix)",
+    )
+    parser.add_argument("--no-ipv6", action="store_true", help="do not read the IPv6 table")
+    parser.add_argument("--read-timeout", type=float, default=30.0, help="seconds a save command may take")
+    parser.add_argument(
+        "--near-zero-packets",
+        type=int,
+        default=DEFAULT_NEAR_ZERO_PACKETS,
+        help="a read whose counters all fell to this or below is re-read at once before it is sent",
+    )
+    parser.add_argument(
+        "--listen",
+        default="0.0.0.0:9012",
+        metavar="HOST:PORT",
+        help="/healthz, /readyz, /metrics (default :9012)",
+    )
+    parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
+    parser.add_argument("--ack-timeout", type=float, default=30.0)
+    parser.add_argument("--backoff-max", type=float, default=30.0, help="longest wait between reconnects")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    if args.interval <= 0:
+        raise ValueError("--interval must be positive")
+    host, port = _split_host_port(args.listen)
+    _split_host_port(args.aggregator)
+    return AgentConfig(
+        node=args.node or default_node_name(),
+        aggregator=args.aggregator,
+        interval=args.interval,
+        commands=tuple(args.commands or ()),
+        backend=args.iptables_backend.lower(),
+        ipv6=not args.no_ipv6,
+        read_timeout=args.read_timeout,
+        near_zero_packets=args.near_zero_packets,
+        listen_host=host,
+        listen_port=port,
+        max_message_bytes=args.max_message_bytes,
+        ack_timeout=args.ack_timeout,
+        backoff_max=args.backoff_max,
+    )
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
+    stop = stop or _stop_on_signals()
+    metrics = AgentMetrics()
+    status = AgentStatus(started=time.time(), stall_after=3 * config.interval + 2 * config.read_timeout)
+    health = HealthServer(config.listen_host, config.listen_port, status, metrics)
+    health.start()
+    log.info("agent for node %s: health on %s:%d", config.node, config.listen_host, health.port)
+    try:
+        commands = list(config.commands)
+        if not commands:
+            backend = await detect_backend(config.backend, config.read_timeout)
+            commands = default_commands(backend, ipv6=config.ipv6)
+            log.info("iptables backend %s (setting %s): %s", backend.value, config.backend, commands)
+        reader = NodeReader(commands, timeout=config.read_timeout, near_zero_packets=config.near_zero_packets)
+        slot: LatestSlot[NodeRead] = LatestSlot()
+        streamer = Streamer(
+            StreamerConfig(
+                target=config.aggregator,
+                node=config.node,
+                max_message_bytes=config.max_message_bytes,
+                chunk_bytes=max(64 * 1024, config.max_message_bytes - 64 * 1024),
+                ack_timeout=config.ack_timeout,
+                backoff_max=config.backoff_max,
+            ),
+            slot,
+            metrics=metrics,
+            status=status,
+        )
+        log.info("streaming to %s as instance %s", config.aggregator, streamer.instance_id)
+        stream_task = asyncio.create_task(streamer.run(), name="ingest-stream")
+        read_task = asyncio.create_task(_read_loop(config, reader, slot, metrics, status), name="read-loop")
+        await stop.wait()
+        for task in (read_task, stream_task):
+            task.cancel()
+        for task in (read_task, stream_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return 0
+    finally:
+        health.stop()
+
+
+async def _read_loop(
+    config: AgentConfig,
+    reader: NodeReader,
+    slot: LatestSlot[NodeRead],
+    metrics: AgentMetrics,
+    status: AgentStatus,
+) -> None:
+    """One read per interval on a fixed schedule (a slow read shortens the next wait)."""
+    next_tick = time.monotonic()
+    dodged = confirmed = 0
+    while True:
+        try:
+            read = await reader.read()
+        except ReadError as error:
+            metrics.reads.labels("error").inc()
+            status.last_read_ok, status.last_read_error = False, str(error)
+            log.warning("read failed: %s", error)
+        except Exception as error:  # a daemon never dies from one bad read
+            metrics.reads.labels("error").inc()
+            status.last_read_ok, status.last_read_error = False, repr(error)
+            log.exception("read failed unexpectedly")
+        else:
+            _record_read(read, metrics, status)
+            if reader.glitches_dodged > dodged:
+                metrics.rereads.labels("dodged").inc(reader.glitches_dodged - dodged)
+            if reader.resets_confirmed > confirmed:
+                metrics.rereads.labels("confirmed").inc(reader.resets_confirmed - confirmed)
+            dodged, confirmed = reader.glitches_dodged, reader.resets_confirmed
+            if slot.put(read):
+                metrics.snapshots_superseded.inc()
+        status.last_attempt = time.time()
+        next_tick += config.interval
+        now = time.monotonic()
+        if next_tick < now:  # fell behind (a read longer than the interval): do not burst
+            next_tick = now
+        await asyncio.sleep(next_tick - now)
+
+
+def _record_read(read: NodeRead, metrics: AgentMetrics, status: AgentStatus) -> None:
+    metrics.reads.labels("ok").inc()
+    metrics.read_duration.observe(read.seconds)
+    metrics.counters.set(len(read.records))
+    metrics.rules.set(read.result.rules_seen)
+    metrics.last_read.set(read.read_time.timestamp())
+    counts = read.result.diagnostic_counts()
+    for code in set(counts) | {key[0] for key in _label_values(metrics)}:
+        metrics.diagnostics.labels(code).set(counts.get(code, 0))
+    for code, count in counts.items():
+        metrics.diagnostics_total.labels(code).inc(count)
+    status.last_read_ok, status.ever_read, status.last_read_error = True, True, ""
+
+
+def _label_values(metrics: AgentMetrics) -> list[tuple[str, ...]]:
+    """Codes the diagnostics gauge already has (so a code that went away drops to 0)."""
+    return [
+        (sample.labels["code"],)
+        for family in metrics.diagnostics.collect()
+        for sample in family.samples
+        if "code" in sample.labels
+    ]
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for ``calico-accountant agent``."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    return asyncio.run(run_agent(config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m node_agent", description="The calico-accountant node agent."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,207 @@
+"""The agent's own small HTTP endpoint: ``/healthz``, ``/readyz`` and ``/metrics``.
+
+Kept separate from the counters the agent ships (those are the aggregator's business):
+this is how Kubernetes and an operator see the *agent* itself.  Its metrics live in their
+own :class:`~prometheus_client.CollectorRegistry`, so nothing global leaks in and tests
+can run several agents in one process.
+
+* ``/healthz`` fails when the read loop has not finished an attempt (success or
+  failure) for ``stall_after`` seconds: the process is wedged and a restart helps.
+* ``/readyz`` fails until a read succeeded and the aggregator acknowledged a snapshot,
+  and again when the last read failed or the stream is down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["AgentMetrics", "AgentStatus", "HealthServer"]
+
+
+class AgentMetrics:
+    """The agent's self-metrics (``calico_accountant_agent_*``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.read_duration = Histogram(
+            "calico_accountant_agent_read_duration_seconds",
+            "Time to run the save commands and parse their output, per read.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.reads = Counter(
+            "calico_accountant_agent_reads",
+            "Reads of the filter tables, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        self.rereads = Counter(
+            "calico_accountant_agent_glitch_rereads",
+            "Near-zero reads re-read at once, by outcome: dodged (the re-read was normal, the "
+            "glitch was dropped) or confirmed (the reset was real and was sent).",
+            ["outcome"],
+            registry=r,
+        )
+        self.counters = Gauge(
+            "calico_accountant_agent_counters", "Counter records in the last successful read.", registry=r
+        )
+        self.rules = Gauge(
+            "calico_accountant_agent_rules", "Rule lines understood in the last read.", registry=r
+        )
+        self.diagnostics = Gauge(
+            "calico_accountant_agent_parse_diagnostics",
+            "Parse diagnostics in the last successful read, per code.",
+            ["code"],
+            registry=r,
+        )
+        self.diagnostics_total = Counter(
+            "calico_accountant_agent_diagnostics",
+            "Parse diagnostics summed over all reads, per code.",
+            ["code"],
+            registry=r,
+        )
+        self.last_read = Gauge(
+            "calico_accountant_agent_last_read_timestamp_seconds",
+            "Unix time of the last successful read.",
+            registry=r,
+        )
+        self.snapshots_sent = Counter(
+            "calico_accountant_agent_snapshots_sent",
+            "Snapshots sent to the aggregator, by type (full, delta).",
+            ["type"],
+            registry=r,
+        )
+        self.counters_sent = Counter(
+            "calico_accountant_agent_counters_sent",
+            "Counters sent in snapshots (changed ones for deltas).",
+            registry=r,
+        )
+        self.messages_sent = Counter(
+            "calico_accountant_agent_messages_sent",
+            "gRPC messages sent (a chunked snapshot is several).",
+            registry=r,
+        )
+        self.snapshots_superseded = Counter(
+            "calico_accountant_agent_snapshots_superseded",
+            "Reads replaced by a newer read before they could be sent (the aggregator was slow or away).",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "calico_accountant_agent_resyncs_requested", "Full resends the aggregator asked for.", registry=r
+        )
+        self.reconnects = Counter(
+            "calico_accountant_agent_reconnects",
+            "Times the ingest stream was (re)established after the first connection.",
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "calico_accountant_agent_stream_errors",
+            "Ingest streams that ended with an error, by gRPC code.",
+            ["code"],
+            registry=r,
+        )
+        self.connected = Gauge(
+            "calico_accountant_agent_connected",
+            "1 while the ingest stream is up and acknowledged.",
+            registry=r,
+        )
+        self.last_ack = Gauge(
+            "calico_accountant_agent_last_ack_timestamp_seconds",
+            "Unix time the aggregator last acknowledged a snapshot.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass(slots=True)
+class AgentStatus:
+    """What health and readiness are judged on; written by the agent's loops."""
+
+    started: float
+    stall_after: float
+    last_attempt: float = 0.0
+    last_read_ok: bool = False
+    last_read_error: str = ""
+    ever_read: bool = False
+    stream_up: bool = False
+    ever_acked: bool = False
+
+    def healthy(self, now: float) -> tuple[bool, str]:
+        reference = self.last_attempt or self.started
+        if now - reference > self.stall_after:
+            return False, f"no read attempt for {now - reference:.0f} s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.ever_read:
+            return False, "no successful read yet"
+        if not self.last_read_ok:
+            return False, f"last read failed: {self.last_read_error}"
+        if not self.ever_acked:
+            return False, "no snapshot acknowledged by the aggregator yet"
+        if not self.stream_up:
+            return False, "not connected to the aggregator"
+        return True, "ok"
+
+
+class HealthServer:
+    """A threaded HTTP server for the three endpoints (it must answer even while the
+    asyncio loop is busy parsing a large table)."""
+
+    def __init__(self, host: str, port: int, status: AgentStatus, metrics: AgentMetrics) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok, why = outer.status.healthy(time.time())
+                    self._send(200 if ok else 503, why.encode() + b"\n")
+                elif path == "/readyz":
+                    ok, why = outer.status.ready()
+                    self._send(200 if ok else 503, why.encode() + b"\n")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+            def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.status = status
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="agent-health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

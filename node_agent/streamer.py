@@ -1,0 +1,267 @@
+"""The agent's side of ``Ingest.StreamSnapshots``: one long-lived stream, changes only.
+
+Protocol (see ``snapshot.proto``):
+
+* every stream starts with a **full** snapshot of the newest read;
+* then, per newer read, a **delta** against the state the aggregator last
+  *acknowledged* (values are absolute, so a delta re-sent after a lost ack is harmless);
+* one snapshot is in flight at a time (stop-and-wait on its ack): at one read per
+  10 s this costs nothing, and it makes "the acknowledged state" unambiguous;
+* an ack with ``resync_requested`` makes the next snapshot full again, on the same
+  stream; any stream error or a missing ack reconnects, with jittered exponential
+  backoff, and the new stream starts with a full snapshot.
+
+Reading never waits for the network: reads go into a :class:`LatestSlot`, which keeps
+only the newest one, and the streamer takes whatever is newest when it is ready to send.
+A slow or absent aggregator therefore costs memory for one read, not a growing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import grpc
+import grpc.aio
+
+from calico_accountant import __version__
+from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.v1 import snapshot_pb2 as pb
+from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
+from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES, build_snapshot, compute_delta, split_snapshot
+from node_agent.health import AgentMetrics, AgentStatus
+from node_agent.reader import NodeRead
+
+__all__ = [
+    "LatestSlot",
+    "StreamBroken",
+    "Streamer",
+    "StreamerConfig",
+    "backoff_delay",
+    "channel_options",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox where a newer item replaces an unconsumed older one."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._fresh = False
+        self._event = asyncio.Event()
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; True when it replaced one nobody had taken yet."""
+        replaced = self._fresh
+        self._item, self._fresh = item, True
+        self._event.set()
+        return replaced
+
+    def latest(self) -> T | None:
+        """The newest item ever put (taken or not), without waiting."""
+        return self._item
+
+    def take_latest(self) -> T | None:
+        """The newest item ever put (taken or not), marking it taken; None if none yet.
+        A new stream starts from this: its full snapshot covers the newest read."""
+        self._fresh = False
+        return self._item
+
+    async def take(self) -> T:
+        """Wait for an item not taken before, and take it."""
+        while not self._fresh:
+            self._event.clear()
+            await self._event.wait()
+        self._fresh = False
+        assert self._item is not None
+        return self._item
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [initial/2, min(maximum, initial*2**attempt)],
+    so agents that lost the same aggregator do not come back in lockstep."""
+    ceiling = min(maximum, initial * (2 ** min(attempt, 32)))
+    return rng.uniform(min(initial / 2, ceiling), ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamerConfig:
+    target: str
+    """``HOST:PORT`` of the aggregator."""
+    node: str
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Sent and received messages are capped at this (set explicitly on both sides)."""
+    chunk_bytes: int = DEFAULT_MAX_MESSAGE_BYTES - 64 * 1024
+    """Snapshots larger than this are sent in chunks."""
+    ack_timeout: float = 30.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    keepalive_time_ms: int = 20_000
+    keepalive_timeout_ms: int = 10_000
+
+
+def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
+    """gRPC channel options: explicit size limits and keepalives (so a dead aggregator or
+    a silently dropped connection is noticed while the stream is idle between reads)."""
+    return [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", config.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect attempts are ours (with jitter); keep gRPC's own short.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+class StreamBroken(RuntimeError):
+    """The stream ended or stopped answering; reconnect."""
+
+
+class Streamer:
+    """Ships reads from a :class:`LatestSlot` to the aggregator until cancelled."""
+
+    def __init__(
+        self,
+        config: StreamerConfig,
+        slot: LatestSlot[NodeRead],
+        *,
+        metrics: AgentMetrics | None = None,
+        status: AgentStatus | None = None,
+        instance_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.slot = slot
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.status = status
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self._rng = rng if rng is not None else random.Random()
+        self.sequence = 0
+        self.sessions = 0
+        self.acked_sequence = 0
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect; returns only by cancellation."""
+        attempt = 0
+        while True:
+            acked_before = self.acked_sequence
+            try:
+                async with grpc.aio.insecure_channel(
+                    self.config.target, options=channel_options(self.config)
+                ) as ch:
+                    await self._session(ch)
+            except grpc.aio.AioRpcError as error:
+                self.metrics.stream_errors.labels(error.code().name).inc()
+                log.warning(
+                    "ingest stream to %s failed: %s %s",
+                    self.config.target,
+                    error.code().name,
+                    error.details(),
+                )
+            except StreamBroken as error:
+                self.metrics.stream_errors.labels("BROKEN").inc()
+                log.warning("ingest stream to %s broke: %s", self.config.target, error)
+            finally:
+                self._set_connected(False)
+            if self.acked_sequence > acked_before:
+                attempt = 0
+            delay = backoff_delay(attempt, self.config.backoff_initial, self.config.backoff_max, self._rng)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+        call = stub.StreamSnapshots()
+        self.sessions += 1
+        if self.sessions > 1:
+            self.metrics.reconnects.inc()
+        acked: Mapping[CounterKey, CounterRecord] | None = None  # None: next one is full
+        current = self.slot.take_latest()
+        if current is None:
+            current = await self.slot.take()
+        try:
+            while True:
+                was_full = acked is None
+                acked = await self._send_and_confirm(call, current, acked)
+                self._set_connected(True)
+                if acked is None and not was_full:
+                    continue  # resync asked after a delta: resend this read in full at once
+                current = await self.slot.take()
+        finally:
+            call.cancel()
+
+    async def _send_and_confirm(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.NodeSnapshot, pb.IngestAck],
+        read: NodeRead,
+        acked: Mapping[CounterKey, CounterRecord] | None,
+    ) -> Mapping[CounterKey, CounterRecord] | None:
+        """Send one snapshot (full when ``acked`` is None) and wait for its ack; returns
+        the new acknowledged state (None when the aggregator asked for a resync)."""
+        self.sequence += 1
+        full = acked is None
+        if full:
+            records = list(read.records.values())
+            removed: list[CounterKey] = []
+        else:
+            assert acked is not None
+            delta = compute_delta(acked, read.records)
+            records, removed = list(delta.changed), list(delta.removed)
+        snapshot = build_snapshot(
+            node=self.config.node,
+            agent_instance_id=self.instance_id,
+            sequence=self.sequence,
+            read_time=read.read_time,
+            full=full,
+            records=records,
+            removed=removed,
+            sources=read.sources,
+            diagnostic_counts=read.diagnostic_totals,
+            diagnostics=read.result.diagnostics[:20],
+            agent_version=__version__,
+        )
+        chunks = split_snapshot(snapshot, self.config.chunk_bytes)
+        for chunk in chunks:
+            await call.write(chunk)
+        self.metrics.messages_sent.inc(len(chunks))
+        self.metrics.snapshots_sent.labels("full" if full else "delta").inc()
+        self.metrics.counters_sent.inc(len(records))
+        while True:
+            try:
+                ack = await asyncio.wait_for(call.read(), self.config.ack_timeout)
+            except TimeoutError:
+                raise StreamBroken(
+                    f"no ack for snapshot {self.sequence} in {self.config.ack_timeout:g} s"
+                ) from None
+            if not isinstance(ack, pb.IngestAck):  # grpc.aio.EOF
+                raise StreamBroken("the aggregator closed the stream")
+            if ack.sequence < self.sequence and not ack.resync_requested:
+                continue  # an ack of an older snapshot; ours is still to come
+            break
+        self.acked_sequence = self.sequence
+        if self.status is not None:
+            self.status.ever_acked = True
+        self.metrics.last_ack.set(time.time())
+        if ack.resync_requested:
+            self.metrics.resyncs.inc()
+            log.info("aggregator asked for a full resync: %s", ack.message or "(no reason given)")
+            return None
+        return read.records
+
+    def _set_connected(self, up: bool) -> None:
+        self.metrics.connected.set(1 if up else 0)
+        if self.status is not None:
+            self.status.stream_up = up
