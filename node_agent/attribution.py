@@ -179,6 +179,8 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     """Every record of one filter table, as plans over rule slots, plus structural diagnostics."""
     marks = learn_marks(table)
     chains = table.chains
+    # A chain with no rules (an empty policy) appears only in its declaration.
+    present = chains.keys() | table.declared
     family = table.family
     source = table.source
     plans: list[RecordPlan] = []
@@ -191,12 +193,14 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     pass_cache: dict[str, bool | None] = {}
 
     def chain_verdicts(name: str) -> list[tuple[Rule, RuleAction]] | None:
-        if name not in chains:
+        if name not in present:
             return None
         found = verdicts.get(name)
         if found is None:
             found = verdicts[name] = [
-                (rule, action) for rule in chains[name] if (action := verdict_of(rule, marks)) is not None
+                (rule, action)
+                for rule in chains.get(name, ())
+                if (action := verdict_of(rule, marks)) is not None
             ]
         return found
 
@@ -219,7 +223,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         if name in pass_cache:
             return pass_cache[name]
         answer: bool | None = False
-        if name not in chains:
+        if name not in present:
             answer = None
         else:
             for target in group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
@@ -281,7 +285,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 continue
             following = rules[index + 1] if index + 1 < count else None
             if target.startswith(PROFILE_PREFIXES):
-                if target not in chains:
+                if target not in present:
                     note_missing(target, rule.line)
                 if following is not None and _PROFILE_ACCEPTED in following.body:
                     plans.append(
@@ -298,12 +302,12 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             is_group = target.startswith(GROUP_PREFIXES)
             if not is_group and not target.startswith(_POLICY_JUMP_PREFIXES):
                 continue
-            if target not in chains:
+            if target not in present:
                 note_missing(target, rule.line)
             members = group_members(target) if is_group else ()
             for member in members:
                 policy_tiers.setdefault(member, tier)
-                if member not in chains:
+                if member not in present:
                     note_missing(member, rule.line)
             policy_tiers.setdefault(target, tier)
             if following is None or _POLICY_ACCEPTED not in following.body:

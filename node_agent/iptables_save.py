@@ -271,6 +271,8 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     current_chain = ""
     current_rules: list[Rule] = []
     new_rule = Rule._make
+    # Felix's comments never need escapes; only then must each line be checked for them.
+    quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
 
     for number, line in enumerate(lines, start=1):
         first = line[:1]
@@ -280,18 +282,14 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
                 prefix_form = False
                 continue
-            pkts_text, _, bytes_text = line[1:close].partition(":")
+            colon = line.find(":", 1, close)
             body = line[close + 2 :]
-            if pkts_text.isdigit() and bytes_text.isdigit():
-                packets = int(pkts_text)
-                bytes_ = int(bytes_text)
-                if packets > MAX_COUNTER or bytes_ > MAX_COUNTER:
-                    diagnostics.append(
-                        Diagnostic("bad_counter", f"counter overflows u64 [{line[1:close]}]", number, source)
-                    )
-                    packets = bytes_ = -1
-                    prefix_form = False
-            else:
+            try:
+                packets = int(line[1:colon])
+                bytes_ = int(line[colon + 1 : close])
+            except ValueError:
+                packets = bytes_ = -1
+            if not (0 <= packets <= MAX_COUNTER and 0 <= bytes_ <= MAX_COUNTER) or line[1:2] in "+- ":
                 diagnostics.append(
                     Diagnostic("bad_counter", f"unreadable counter [{line[1:close]}]", number, source)
                 )
@@ -358,9 +356,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
             continue
 
-        if ('"' in body and (body.count('"') % 2 or "\\" in body or "'" in body)) or not body.startswith(
-            "-A "
-        ):
+        if (quoting_needs_care and '"' in body) or not body.startswith("-A "):
             checked = normalize_body(body)
             if checked is None:
                 _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
