@@ -391,10 +391,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 end = body.find(" ", position + 4)
                 target = body[position + 4 :] if end == -1 else body[position + 4 : end]
             start = body.find('"cali:')
-            if start != -1:
-                rule_id = body[start + 6 : body.find('"', start + 6)]
-            else:
-                rule_id = rule_id_of(body)
+            rule_id = body[start + 6 : body.find('"', start + 6)] if start != -1 else rule_id_of(body)
             current_rules.append(new_rule((target, body, ordinal, number, rule_id)))
         ordinal += 1
 
