@@ -1,0 +1,644 @@
+"""Lookup tables from Calico objects: (node, interface) → pod, chain → policy or profile.
+
+A :class:`Catalog` is built from a snapshot of datastore objects and never changes
+afterwards; when the datastore changes, :class:`aggregator.datastore.DatastoreCache`
+builds a new one and swaps it in, so readers never see a half-updated table.  Building
+reuses the per-object work of the previous catalog for objects that did not change, so
+a pod coming or going costs a dictionary rebuild, not 2k policies' worth of hashing.
+
+Chain resolution covers every felix naming scheme at once (:mod:`aggregator.naming`):
+each policy contributes all the chain names any felix version could give it, and a
+chain resolves when exactly one policy claims it.  Candidates built from the literal
+stored name beat those built from guessed storage variants; a tie between two
+policies is reported as ambiguous rather than guessed.  Felix's identity comment
+(v3.22+) is a second opinion: it wins only when it names a policy the datastore knows.
+
+Resolution itself is pure.  The only mutable state is a memo of answers, which also
+feeds :meth:`Catalog.resolution_stats` (each distinct question counted once, so
+repeated lookups of the same chain do not inflate the figures).  Not thread-safe:
+use a catalog from one thread (the aggregator's event loop).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.naming import (
+    ADMIN_NETWORK_POLICY_PREFIX,
+    BASELINE_ADMIN_NETWORK_POLICY_PREFIX,
+    DEFAULT_TIER,
+    KNP_STORED_PREFIX,
+    STAGED_KINDS,
+    NamingScheme,
+    parse_identity_comment,
+    policy_chain_candidates,
+    policy_id_candidates,
+    profile_chain_candidates,
+    profile_names_for_workload,
+)
+
+if TYPE_CHECKING:  # only for annotations: keeps aggregator.datastore free to import this module
+    from aggregator.datastore.objects import CalicoObject
+
+__all__ = [
+    "UNRESOLVED_KIND",
+    "Catalog",
+    "PolicyOutcome",
+    "PolicyResolution",
+    "ResolutionStats",
+]
+
+UNRESOLVED_KIND = "Unresolved"
+_POLICY_KINDS = frozenset(
+    {
+        "NetworkPolicy",
+        "GlobalNetworkPolicy",
+        "KubernetesNetworkPolicy",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
+        "KubernetesClusterNetworkPolicy",
+    }
+    | STAGED_KINDS
+)
+_APP_LABELS = ("app", "app.kubernetes.io/name")
+_NFT_LAYER_PREFIX = "filter-"
+_MEMO_LIMIT = 200_000
+"""Distinct questions remembered; beyond this answers are still computed, not memoized."""
+
+# v3.32 comment kind words for each short kind (felix's ``PolicyID`` kinds).
+_COMMENT_KINDS = {
+    "np": ("NetworkPolicy",),
+    "gnp": ("GlobalNetworkPolicy",),
+    "knp": ("KubernetesNetworkPolicy",),
+    "kcnp": ("KubernetesClusterNetworkPolicy", "ClusterNetworkPolicy"),
+}
+
+
+class PolicyOutcome(enum.StrEnum):
+    """How one chain (with its comment) was resolved."""
+
+    RESOLVED = "resolved"
+    """The chain name matched exactly one policy (the comment agreed, or said nothing usable)."""
+    BY_COMMENT = "by_comment"
+    """The chain matched no policy, or several; the comment named a known policy."""
+    COMMENT_MISMATCH = "comment_mismatch"
+    """The chain matched one policy but the comment named another known one; the comment won."""
+    AMBIGUOUS = "ambiguous"
+    """Several policies claim the chain and no comment settles it."""
+    UNRESOLVED = "unresolved"
+    """No known policy has this chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResolution:
+    """The answer to "which policy is this chain?", with how sure we are."""
+
+    identity: PolicyIdentity
+    outcome: PolicyOutcome
+    scheme: NamingScheme | None = None
+    """The naming scheme the chain matched under (tells the felix version family)."""
+    candidates: tuple[PolicyIdentity, ...] = ()
+    """For an ambiguous chain: the policies that claim it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionStats:
+    """Sizes of the catalog and outcome counts over the distinct questions it answered."""
+
+    workloads: int
+    policies: int
+    """Known policies, staged ones included."""
+    staged_policies: int
+    profiles: int
+    tiers: int
+    duplicate_interfaces: int
+    """(node, interface) pairs claimed by several WorkloadEndpoints (the newest wins)."""
+    workloads_resolved: int
+    workloads_unresolved: int
+    policies_resolved: int
+    policies_by_comment: int
+    comment_mismatches: int
+    policies_ambiguous: int
+    policies_unresolved: int
+    profiles_resolved: int
+    profiles_unresolved: int
+    schemes: tuple[tuple[str, int], ...]
+    """Resolved chains per naming scheme, e.g. ``(("v3.29-v3.31", 12),)``."""
+
+    def as_dict(self) -> dict[str, int]:
+        """The integer figures by field name (for metrics)."""
+        return {name: value for name in self.__slots__ if isinstance(value := getattr(self, name), int)}
+
+
+@dataclass(frozen=True, slots=True)
+class _PolicyEntry:
+    identity: PolicyIdentity
+    chains: tuple[tuple[str, NamingScheme | None, bool], ...]
+    comment_keys: tuple[tuple[tuple[str, str, str], bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkloadEntry:
+    identity: WorkloadIdentity
+    profiles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ChainMatch:
+    identity: PolicyIdentity | None
+    scheme: NamingScheme | None
+    candidates: tuple[PolicyIdentity, ...]
+
+
+class Catalog:
+    """Immutable lookup tables over one snapshot of datastore objects.
+
+    Build with :meth:`from_objects`; :meth:`empty` is a valid catalog with nothing in it
+    (every lookup unresolved).
+    """
+
+    __slots__ = (
+        "_build_seconds",
+        "_by_interface",
+        "_chains",
+        "_comments",
+        "_derived",
+        "_duplicate_interfaces",
+        "_memo_policy",
+        "_memo_profile",
+        "_memo_workload",
+        "_policies",
+        "_policy_entries",
+        "_profile_chains",
+        "_profiles",
+        "_revision",
+        "_staged",
+        "_tiers",
+        "_workloads",
+    )
+
+    def __init__(self) -> None:
+        self._workloads: dict[tuple[str, str], WorkloadIdentity] = {}
+        self._by_interface: dict[str, WorkloadIdentity | None] = {}
+        self._chains: dict[str, _ChainMatch] = {}
+        self._comments: dict[tuple[str, str, str], PolicyIdentity | None] = {}
+        self._profile_chains: dict[str, str] = {}
+        self._profiles: frozenset[str] = frozenset()
+        self._policies: tuple[PolicyIdentity, ...] = ()
+        self._policy_entries: tuple[_PolicyEntry, ...] = ()
+        self._tiers: frozenset[str] = frozenset()
+        self._staged = 0
+        self._duplicate_interfaces = 0
+        self._derived: dict[str, tuple[CalicoObject, Any]] = {}
+        self._revision = 0
+        self._build_seconds = 0.0
+        self._memo_policy: dict[tuple[str, str], PolicyResolution] = {}
+        self._memo_workload: dict[tuple[str, str], WorkloadIdentity] = {}
+        self._memo_profile: dict[str, ProfileIdentity] = {}
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def empty(cls) -> Catalog:
+        """A catalog that knows nothing (before the datastore's first listing)."""
+        return cls()
+
+    @classmethod
+    def from_objects(
+        cls,
+        objects: Iterable[CalicoObject],
+        *,
+        revision: int = 0,
+        previous: Catalog | None = None,
+    ) -> Catalog:
+        """Build the tables from datastore objects (any order; unknown kinds ignored).
+
+        ``previous``: a catalog built earlier; the per-object work (hashing every chain
+        candidate) is reused for objects that are unchanged (same key and the same
+        object, or an equal body).  ``revision`` is recorded as :attr:`revision`.
+        """
+        started = time.perf_counter()
+        catalog = cls()
+        catalog._revision = revision
+        objects = list(objects)
+        tiers = frozenset(o.name for o in objects if o.kind == "Tier") | {DEFAULT_TIER}
+        catalog._tiers = tiers
+        reuse = previous._derived if previous is not None else {}
+        reuse_policies = previous is not None and previous._tiers == tiers
+        derived: dict[str, tuple[CalicoObject, Any]] = {}
+
+        workload_entries: list[tuple[CalicoObject, _WorkloadEntry]] = []
+        policy_entries: list[_PolicyEntry] = []
+        profiles: set[str] = set()
+        for obj in objects:
+            if obj.kind == "WorkloadEndpoint":
+                entry = _reused(reuse, obj)
+                if not isinstance(entry, _WorkloadEntry):
+                    entry = _workload_entry(obj)
+                derived[obj.key] = (obj, entry)
+                workload_entries.append((obj, entry))
+            elif obj.kind in _POLICY_KINDS:
+                policy = _reused(reuse, obj) if reuse_policies else None
+                if not isinstance(policy, _PolicyEntry):
+                    policy = _policy_entry(obj, tiers)
+                derived[obj.key] = (obj, policy)
+                policy_entries.append(policy)
+            elif obj.kind == "Profile":
+                profiles.add(obj.name)
+        catalog._derived = derived
+        catalog._index_workloads(workload_entries, profiles)
+        if previous is not None and _same_entries(previous._policy_entries, policy_entries):
+            # Only workloads changed (the common case: pods come and go): share the
+            # previous policy tables, which are never mutated.
+            catalog._policy_entries = previous._policy_entries
+            catalog._chains = previous._chains
+            catalog._comments = previous._comments
+            catalog._policies = previous._policies
+            catalog._staged = previous._staged
+        else:
+            catalog._policy_entries = tuple(policy_entries)
+            catalog._index_policies(policy_entries)
+        if previous is not None and previous._profiles == profiles:
+            catalog._profiles = previous._profiles
+            catalog._profile_chains = previous._profile_chains
+        else:
+            catalog._index_profiles(profiles)
+        catalog._build_seconds = time.perf_counter() - started
+        return catalog
+
+    def _index_workloads(
+        self, entries: list[tuple[CalicoObject, _WorkloadEntry]], profiles: set[str]
+    ) -> None:
+        newest: dict[tuple[str, str], tuple[int, WorkloadIdentity]] = {}
+        duplicates = 0
+        for obj, entry in entries:
+            identity = entry.identity
+            profiles.update(entry.profiles)
+            key = (identity.node, identity.interface)
+            held = newest.get(key)
+            if held is not None:
+                duplicates += 1
+                held_rank = (held[0], held[1].namespace, held[1].pod)
+                if held_rank >= (obj.revision, identity.namespace, identity.pod):
+                    continue
+            newest[key] = (obj.revision, identity)
+        self._workloads = {key: identity for key, (_, identity) in newest.items()}
+        by_interface: dict[str, WorkloadIdentity | None] = {}
+        for (_, interface), identity in self._workloads.items():
+            by_interface[interface] = None if interface in by_interface else identity
+        self._by_interface = by_interface
+        self._duplicate_interfaces = duplicates
+
+    def _index_policies(self, entries: list[_PolicyEntry]) -> None:
+        claims: dict[str, list[tuple[PolicyIdentity, NamingScheme | None, bool]]] = {}
+        comment_claims: dict[tuple[str, str, str], list[tuple[PolicyIdentity, bool]]] = {}
+        policies: list[PolicyIdentity] = []
+        staged = 0
+        for entry in entries:
+            policies.append(entry.identity)
+            if entry.identity.kind in STAGED_KINDS:
+                staged += 1
+                continue
+            for chain, scheme, exact in entry.chains:
+                claims.setdefault(chain, []).append((entry.identity, scheme, exact))
+            for comment_key, exact in entry.comment_keys:
+                comment_claims.setdefault(comment_key, []).append((entry.identity, exact))
+        chains: dict[str, _ChainMatch] = {}
+        for chain, chain_claims in claims.items():
+            if len(chain_claims) == 1:
+                identity, scheme, _ = chain_claims[0]
+                chains[chain] = _ChainMatch(identity, scheme, ())
+                continue
+            winner = _single_winner([(identity, exact) for identity, _, exact in chain_claims])
+            if winner is not None:
+                winner_claims = sorted(
+                    ((not e, s) for i, s, e in chain_claims if i == winner), key=lambda c: c[0]
+                )
+                scheme = winner_claims[0][1]
+                chains[chain] = _ChainMatch(winner, scheme, ())
+            else:
+                chains[chain] = _ChainMatch(None, None, _distinct(i for i, _, _ in chain_claims))
+        self._chains = chains
+        self._comments = {
+            key: _single_winner(claims_for_key) for key, claims_for_key in comment_claims.items()
+        }
+        self._policies = tuple(sorted(policies, key=lambda p: (p.kind, p.namespace, p.stored_name)))
+        self._staged = staged
+
+    def _index_profiles(self, profiles: set[str]) -> None:
+        self._profiles = frozenset(profiles)
+        chains: dict[str, str] = {}
+        for profile in sorted(profiles):
+            for candidate in profile_chain_candidates(profile):
+                chains.setdefault(candidate.chain, profile)
+        self._profile_chains = chains
+
+    # ---------------------------------------------------------------- lookups
+
+    @property
+    def revision(self) -> int:
+        """The datastore revision this catalog reflects (0 for files)."""
+        return self._revision
+
+    @property
+    def build_seconds(self) -> float:
+        """How long :meth:`from_objects` took, for the aggregator's own metrics."""
+        return self._build_seconds
+
+    @property
+    def tiers(self) -> frozenset[str]:
+        return self._tiers
+
+    def policies(self) -> tuple[PolicyIdentity, ...]:
+        """Every known policy (staged ones too), sorted by kind, namespace, stored name."""
+        return self._policies
+
+    def workloads(self) -> tuple[WorkloadIdentity, ...]:
+        """Every known workload endpoint, sorted by node and interface."""
+        return tuple(self._workloads[key] for key in sorted(self._workloads))
+
+    def profiles(self) -> frozenset[str]:
+        """Known profile names (Profile objects plus those implied by workloads)."""
+        return self._profiles
+
+    def workload(self, node: str, interface: str) -> WorkloadIdentity:
+        """The pod behind ``interface`` on ``node``.
+
+        Falls back to the interface alone when it is unique in the cluster (Calico's
+        veth names are), so a node agent whose node name differs from Calico's still
+        resolves; the identity then carries the node the caller asked about.
+        """
+        key = (node, interface)
+        memo = self._memo_workload.get(key)
+        if memo is not None:
+            return memo
+        identity = self._workloads.get(key)
+        if identity is None:
+            by_interface = self._by_interface.get(interface)
+            if by_interface is not None:
+                identity = replace(by_interface, node=node)
+        if identity is None:
+            identity = WorkloadIdentity(
+                node=node, interface=interface, namespace="", pod=interface, app="", resolved=False
+            )
+        if len(self._memo_workload) < _MEMO_LIMIT:
+            self._memo_workload[key] = identity
+        return identity
+
+    def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
+        """The policy a ``cali-pi-``/``cali-po-`` chain belongs to (see :meth:`resolve_policy`)."""
+        return self.resolve_policy(chain, comment).identity
+
+    def resolve_policy(self, chain: str, comment: str = "") -> PolicyResolution:
+        """Resolve a policy chain, cross-checked with felix's identity comment when given.
+
+        Unknown or ambiguous chains give ``PolicyIdentity(kind="Unresolved", name=chain)``.
+        """
+        key = (chain, comment)
+        memo = self._memo_policy.get(key)
+        if memo is not None:
+            return memo
+        resolution = self._resolve_policy(chain, comment)
+        if len(self._memo_policy) < _MEMO_LIMIT:
+            self._memo_policy[key] = resolution
+        return resolution
+
+    def _resolve_policy(self, chain: str, comment: str) -> PolicyResolution:
+        match = self._chains.get(chain)
+        if match is None and chain.startswith(_NFT_LAYER_PREFIX):
+            match = self._chains.get(chain[len(_NFT_LAYER_PREFIX) :])
+        by_comment = self._comment_identity(comment)
+        if match is not None and match.identity is not None:
+            if by_comment is not None and by_comment != match.identity:
+                return PolicyResolution(by_comment, PolicyOutcome.COMMENT_MISMATCH, match.scheme)
+            return PolicyResolution(match.identity, PolicyOutcome.RESOLVED, match.scheme)
+        if by_comment is not None:
+            return PolicyResolution(by_comment, PolicyOutcome.BY_COMMENT)
+        unresolved = PolicyIdentity(kind=UNRESOLVED_KIND, namespace="", name=chain, tier="")
+        if match is not None:
+            return PolicyResolution(unresolved, PolicyOutcome.AMBIGUOUS, None, match.candidates)
+        return PolicyResolution(unresolved, PolicyOutcome.UNRESOLVED)
+
+    def _comment_identity(self, comment: str) -> PolicyIdentity | None:
+        if not comment:
+            return None
+        parsed = parse_identity_comment(comment)
+        if parsed is None or parsed.kind == "Profile":
+            return None
+        return self._comments.get((parsed.kind, parsed.namespace, parsed.name))
+
+    def group(
+        self, chain: str, member_chains: Sequence[str], member_comments: Sequence[str] = ()
+    ) -> PolicyGroup:
+        """A ``cali-gi-``/``cali-go-`` group chain with its members resolved, in order.
+
+        ``member_comments[i]`` is the identity comment of ``member_chains[i]`` (missing
+        or empty when unknown).
+        """
+        comments = list(member_comments) + [""] * (len(member_chains) - len(member_comments))
+        return PolicyGroup(
+            chain=chain,
+            policies=tuple(self.policy(m, c) for m, c in zip(member_chains, comments, strict=False)),
+        )
+
+    def profile(self, chain: str) -> ProfileIdentity:
+        """The profile of a ``cali-pri-``/``cali-pro-`` chain.
+
+        Unhashed chains carry the profile name verbatim, so they resolve even when the
+        datastore does not list the profile; hashed unknown ones stay unresolved.
+        """
+        memo = self._memo_profile.get(chain)
+        if memo is not None:
+            return memo
+        name = self._profile_chains.get(chain)
+        if name is None and chain.startswith(_NFT_LAYER_PREFIX):
+            name = self._profile_chains.get(chain[len(_NFT_LAYER_PREFIX) :])
+        if name is not None:
+            identity = ProfileIdentity(name=name)
+        else:
+            stripped = chain[len(_NFT_LAYER_PREFIX) :] if chain.startswith(_NFT_LAYER_PREFIX) else chain
+            suffix = ""
+            for prefix in ("cali-pri-", "cali-pro-"):
+                if stripped.startswith(prefix):
+                    suffix = stripped[len(prefix) :]
+            if suffix and not suffix.startswith("_"):
+                identity = ProfileIdentity(name=suffix)
+            else:
+                identity = ProfileIdentity(name=chain, resolved=False)
+        if len(self._memo_profile) < _MEMO_LIMIT:
+            self._memo_profile[chain] = identity
+        return identity
+
+    def resolution_stats(self) -> ResolutionStats:
+        """Sizes and outcome counts over the distinct questions answered so far."""
+        outcomes = {outcome: 0 for outcome in PolicyOutcome}
+        schemes: dict[str, int] = {}
+        for resolution in self._memo_policy.values():
+            outcomes[resolution.outcome] += 1
+            if resolution.scheme is not None and resolution.outcome is PolicyOutcome.RESOLVED:
+                schemes[resolution.scheme.value] = schemes.get(resolution.scheme.value, 0) + 1
+        workloads_unresolved = sum(1 for w in self._memo_workload.values() if not w.resolved)
+        profiles_unresolved = sum(1 for p in self._memo_profile.values() if not p.resolved)
+        return ResolutionStats(
+            workloads=len(self._workloads),
+            policies=len(self._policies),
+            staged_policies=self._staged,
+            profiles=len(self._profiles),
+            tiers=len(self._tiers),
+            duplicate_interfaces=self._duplicate_interfaces,
+            workloads_resolved=len(self._memo_workload) - workloads_unresolved,
+            workloads_unresolved=workloads_unresolved,
+            policies_resolved=outcomes[PolicyOutcome.RESOLVED],
+            policies_by_comment=outcomes[PolicyOutcome.BY_COMMENT],
+            comment_mismatches=outcomes[PolicyOutcome.COMMENT_MISMATCH],
+            policies_ambiguous=outcomes[PolicyOutcome.AMBIGUOUS],
+            policies_unresolved=outcomes[PolicyOutcome.UNRESOLVED],
+            profiles_resolved=len(self._memo_profile) - profiles_unresolved,
+            profiles_unresolved=profiles_unresolved,
+            schemes=tuple(sorted(schemes.items())),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Catalog(revision={self._revision}, workloads={len(self._workloads)}, "
+            f"policies={len(self._policies)}, profiles={len(self._profiles)})"
+        )
+
+
+# -------------------------------------------------------------------- per-object work
+
+
+def _reused(reuse: Mapping[str, tuple[CalicoObject, Any]], obj: CalicoObject) -> Any:
+    held = reuse.get(obj.key)
+    if held is None:
+        return None
+    old, entry = held
+    if old is obj:
+        return entry
+    if obj.revision and old.revision == obj.revision:
+        return entry
+    if not obj.revision and old.body == obj.body:
+        return entry
+    return None
+
+
+def _same_entries(old: Sequence[_PolicyEntry], new: Sequence[_PolicyEntry]) -> bool:
+    """True when ``new`` holds exactly the entry objects of ``old`` (reused, so unchanged)."""
+    return len(old) == len(new) and {id(e) for e in old} == {id(e) for e in new}
+
+
+def _single_winner(claims: Sequence[tuple[PolicyIdentity, bool]]) -> PolicyIdentity | None:
+    """The one policy with an exact claim, else the one with any claim, else None (a tie)."""
+    exact = _distinct(identity for identity, is_exact in claims if is_exact)
+    if len(exact) == 1:
+        return exact[0]
+    if exact:
+        return None
+    inexact = _distinct(identity for identity, _ in claims)
+    return inexact[0] if len(inexact) == 1 else None
+
+
+def _distinct(identities: Iterable[PolicyIdentity]) -> tuple[PolicyIdentity, ...]:
+    return tuple(dict.fromkeys(identities))
+
+
+def _workload_entry(obj: CalicoObject) -> _WorkloadEntry:
+    spec = obj.spec
+    labels = {str(k): str(v) for k, v in obj.labels.items()}
+    app = next((labels[label] for label in _APP_LABELS if labels.get(label)), "")
+    networks = spec.get("ipNetworks") or ()
+    ips = tuple(str(network).split("/", 1)[0] for network in networks)
+    service_account = str(
+        spec.get("serviceAccountName") or labels.get("projectcalico.org/serviceaccount") or ""
+    )
+    pod = str(spec.get("pod") or spec.get("workload") or obj.name)
+    identity = WorkloadIdentity(
+        node=str(spec.get("node", "")),
+        interface=str(spec.get("interfaceName", "")),
+        namespace=obj.namespace,
+        pod=pod,
+        app=app,
+        ips=ips,
+        service_account=service_account,
+        labels=tuple(sorted(labels.items())),
+    )
+    profiles = tuple(str(p) for p in spec.get("profiles") or ())
+    implied = profile_names_for_workload(obj.namespace, service_account)
+    return _WorkloadEntry(identity, tuple(dict.fromkeys(profiles + implied)))
+
+
+def _policy_entry(obj: CalicoObject, tiers: frozenset[str]) -> _PolicyEntry:
+    identity, naming_kind, naming_name = _policy_identity(obj, tiers)
+    if obj.kind in STAGED_KINDS:
+        return _PolicyEntry(identity, (), ())
+    chains = tuple(
+        (c.chain, c.scheme, c.exact)
+        for c in policy_chain_candidates(naming_kind, obj.namespace, naming_name, identity.tier)
+    )
+    comment_keys: dict[tuple[str, str, str], bool] = {}
+    for candidate in policy_id_candidates(naming_kind, obj.namespace, naming_name, identity.tier):
+        for key in _comment_keys(candidate.policy_id, candidate.scheme, obj.namespace):
+            comment_keys[key] = comment_keys.get(key, False) or candidate.exact
+    return _PolicyEntry(identity, chains, tuple(comment_keys.items()))
+
+
+def _comment_keys(policy_id: str, scheme: NamingScheme, namespace: str) -> list[tuple[str, str, str]]:
+    """The (kind word, namespace, name) felix's identity comment would carry for a policy id."""
+    if scheme is NamingScheme.V3_0:
+        name = policy_id[len(namespace) + 1 :] if namespace else policy_id
+        return [("Policy", namespace, name)]
+    if scheme is NamingScheme.V3_32:
+        short, _, rest = policy_id.partition("/")
+        name = rest[len(namespace) + 1 :] if namespace else rest
+        return [(kind, namespace, name) for kind in _COMMENT_KINDS.get(short, ())]
+    return []
+
+
+def _policy_identity(obj: CalicoObject, tiers: frozenset[str]) -> tuple[PolicyIdentity, str, str]:
+    """The user-facing identity, plus the (kind, stored name) felix's naming starts from."""
+    stored = obj.name
+    spec_tier = obj.spec.get("tier")
+    tier = spec_tier if isinstance(spec_tier, str) and spec_tier else ""
+    kind = obj.kind
+    naming_kind, naming_name = kind, stored
+    if kind in ("KubernetesNetworkPolicy", "StagedKubernetesNetworkPolicy") or (
+        kind == "NetworkPolicy" and stored.startswith(KNP_STORED_PREFIX)
+    ):
+        shown_kind = "KubernetesNetworkPolicy" if kind != "StagedKubernetesNetworkPolicy" else kind
+        tier = tier or DEFAULT_TIER
+        name = stored.removeprefix(KNP_STORED_PREFIX) or stored
+    elif kind == "AdminNetworkPolicy" or stored.startswith(ADMIN_NETWORK_POLICY_PREFIX):
+        shown_kind = "AdminNetworkPolicy"
+        tier = tier or "adminnetworkpolicy"
+        name = stored.removeprefix(ADMIN_NETWORK_POLICY_PREFIX) or stored
+        naming_kind, naming_name = "GlobalNetworkPolicy", ADMIN_NETWORK_POLICY_PREFIX + name
+    elif kind == "BaselineAdminNetworkPolicy" or stored.startswith(BASELINE_ADMIN_NETWORK_POLICY_PREFIX):
+        shown_kind = "BaselineAdminNetworkPolicy"
+        tier = tier or "baselineadminnetworkpolicy"
+        name = stored.removeprefix(BASELINE_ADMIN_NETWORK_POLICY_PREFIX) or stored
+        naming_kind, naming_name = "GlobalNetworkPolicy", BASELINE_ADMIN_NETWORK_POLICY_PREFIX + name
+    elif kind in ("ClusterNetworkPolicy", "KubernetesClusterNetworkPolicy"):
+        shown_kind = "ClusterNetworkPolicy"
+        tier = tier or "kube-admin"
+        name = stored
+        naming_kind = "ClusterNetworkPolicy"
+    else:
+        shown_kind = kind
+        if not tier:
+            head, dot, _ = stored.partition(".")
+            tier = head if dot and head in tiers else DEFAULT_TIER
+        name = stored
+        for prefix in (f"{tier}.", f"{DEFAULT_TIER}."):
+            if name.startswith(prefix) and len(name) > len(prefix):
+                name = name[len(prefix) :]
+                break
+    identity = PolicyIdentity(
+        kind=shown_kind, namespace=obj.namespace, name=name, tier=tier, stored_name=stored
+    )
+    return identity, naming_kind, naming_name

@@ -1,0 +1,184 @@
+"""The ``--datastore`` flag: ``file:PATH`` or ``etcd://HOST:PORT[,HOST:PORT...]``.
+
+Parsing is pure and strict (a typo is a startup error with a message saying what is
+accepted); :func:`open_datastore` turns a parsed spec into a running source.  The etcd
+module (and gRPC) is imported only when an etcd spec is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from aggregator.datastore.cache import DatastoreCache
+
+__all__ = [
+    "DatastoreSource",
+    "DatastoreSpec",
+    "EtcdEndpoint",
+    "EtcdSpec",
+    "FileSpec",
+    "TlsFiles",
+    "open_datastore",
+    "parse_datastore_spec",
+]
+
+_USAGE = (
+    "expected file:PATH or etcd://HOST:PORT[,HOST:PORT...] "
+    "(TLS: etcd://...?ca=CA.pem&cert=CERT.pem&key=KEY.pem, or the --etcd-ca/--etcd-cert/--etcd-key flags)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """A file of Calico objects, re-read when it changes."""
+
+    path: Path
+    poll_interval: float = 1.0
+
+    def describe(self) -> str:
+        return f"file:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdEndpoint:
+    host: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        """The gRPC target (``host:port``, IPv6 literals bracketed)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS connection to etcd; ``cert``/``key`` only for client-cert auth."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSpec:
+    """etcd v3 endpoints (tried in turn when one fails) and optional TLS."""
+
+    endpoints: tuple[EtcdEndpoint, ...]
+    tls: TlsFiles | None = None
+
+    def describe(self) -> str:
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://" + ",".join(e.target for e in self.endpoints)
+
+
+DatastoreSpec = FileSpec | EtcdSpec
+
+
+class DatastoreSource(Protocol):
+    """What :func:`open_datastore` returns: a task-like source feeding a cache."""
+
+    async def run(self) -> None:
+        """Read and follow the datastore until cancelled; never returns on bad data."""
+
+    def start(self) -> asyncio.Task[None]:
+        """Run :meth:`run` as a task of the current event loop."""
+
+    async def stop(self) -> None:
+        """Cancel the task started by :meth:`start` and release connections."""
+
+    def describe(self) -> str:
+        """``file:PATH`` or ``etcd://...``, for logs and status."""
+
+
+def parse_datastore_spec(
+    spec: str,
+    *,
+    ca: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    poll_interval: float = 1.0,
+) -> DatastoreSpec:
+    """Parse the ``--datastore`` flag value; raises ``ValueError`` with usage on bad input.
+
+    ``etcds://`` is accepted as ``etcd://`` with TLS using the system CA roots.  TLS
+    files may be given as keyword arguments (the CLI flags) or as ``?ca=&cert=&key=``.
+    """
+    spec = spec.strip()
+    if spec.startswith("file:"):
+        path = spec[len("file:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"datastore {spec!r}: missing path; {_USAGE}")
+        return FileSpec(Path(path), poll_interval)
+    for scheme in ("etcd://", "etcds://"):
+        if spec.startswith(scheme):
+            break
+    else:
+        raise ValueError(f"datastore {spec!r}: unknown scheme; {_USAGE}")
+    rest = spec[len(scheme) :]
+    hosts, _, query = rest.partition("?")
+    hosts = hosts.rstrip("/")
+    if not hosts:
+        raise ValueError(f"datastore {spec!r}: no endpoints; {_USAGE}")
+    endpoints = tuple(_parse_endpoint(part, spec) for part in hosts.split(","))
+    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=False).items()}
+    unknown = set(options) - {"ca", "cert", "key"}
+    if unknown:
+        raise ValueError(f"datastore {spec!r}: unknown options {sorted(unknown)}; {_USAGE}")
+    ca = ca or options.get("ca")
+    cert = cert or options.get("cert")
+    key = key or options.get("key")
+    if bool(cert) != bool(key):
+        raise ValueError(f"datastore {spec!r}: a client certificate needs both cert and key")
+    tls = None
+    if scheme == "etcds://" or ca or cert:
+        tls = TlsFiles(
+            ca=Path(ca) if ca else None, cert=Path(cert) if cert else None, key=Path(key) if key else None
+        )
+    return EtcdSpec(endpoints, tls)
+
+
+def _parse_endpoint(text: str, spec: str) -> EtcdEndpoint:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, port_text = text[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as error:
+            raise ValueError(f"datastore {spec!r}: bad IPv6 address {host!r}") from error
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            host, port_text = text, ""
+    if not host:
+        raise ValueError(f"datastore {spec!r}: empty host in {text!r}; {_USAGE}")
+    if not port_text:
+        port = 2379
+    else:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError(f"datastore {spec!r}: bad port {port_text!r}; {_USAGE}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"datastore {spec!r}: port {port} out of range")
+    return EtcdEndpoint(host, port)
+
+
+def open_datastore(spec: DatastoreSpec, cache: DatastoreCache) -> DatastoreSource:
+    """A source that feeds ``cache`` from ``spec``; call ``start()`` inside the event loop."""
+    if isinstance(spec, FileSpec):
+        from aggregator.datastore.file import FileDatastore
+
+        return FileDatastore(spec.path, cache, poll_interval=spec.poll_interval)
+    from aggregator.datastore.etcd import EtcdDatastore
+
+    return EtcdDatastore(spec, cache)
