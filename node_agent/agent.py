@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, HealthServer
@@ -166,13 +167,20 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
         log.info("streaming to %s as instance %s", config.aggregator, streamer.instance_id)
         stream_task = asyncio.create_task(streamer.run(), name="ingest-stream")
         read_task = asyncio.create_task(_read_loop(config, reader, slot, metrics, status), name="read-loop")
-        await stop.wait()
+        stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait({stopping, read_task, stream_task}, return_when=asyncio.FIRST_COMPLETED)
+        status_code = 0
         for task in (read_task, stream_task):
+            if task.done():  # neither should ever end by itself: exit so the pod restarts
+                log.error("%s ended unexpectedly: %r", task.get_name(), task.exception())
+                status_code = 1
+        every: tuple[asyncio.Task[Any], ...] = (stopping, read_task, stream_task)
+        for task in every:
             task.cancel()
-        for task in (read_task, stream_task):
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in every:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        return 0
+        return status_code
     finally:
         health.stop()
 

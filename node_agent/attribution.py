@@ -129,29 +129,60 @@ def learn_marks(table: FilterTable) -> MarkBits:
     return MarkBits(accept=accept, pass_=pass_)
 
 
-def verdict_of(rule: Rule, marks: MarkBits) -> RuleAction | None:
-    """The verdict a rule inside a policy chain gives, or None for plumbing (RETURN, NFLOG,
-    scratch marks, the comment-only identity rule).
+def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, RuleAction]]:
+    """The rules of a policy chain that give a verdict, in order, with that verdict.
 
-    A v3.30 deny is ``MARK drop-bit`` then a guarded ``DROP``; the DROP is taken as the
-    verdict (its counter equals the MARK's), so every deny is exactly one DROP/REJECT.
+    Plumbing (RETURN, NFLOG, scratch marks, the comment-only identity rule) is skipped.
+    A v3.30+ deny is two rules, ``MARK --set-xmark D/D`` then ``-m mark --mark D/D -j
+    DROP``: the MARK is the verdict (in Calico Enterprise an NFQUEUE rule can sit between
+    them, so only the MARK counts every denied packet) and the guarded DROP is its
+    follow-up, not a second verdict.  The drop bit ``D`` is learned from that DROP.
     """
-    target = rule.target
-    if target == "DROP" or target == "REJECT":
-        return RuleAction.DENY
-    if target == "MARK":
-        mark = set_xmark_of(rule.body)
-        if mark is not None:
+    drop_bits = set()
+    for rule in rules:
+        if rule.target in _DROP_TARGETS:
+            guards = mark_guards_of(rule.body)
+            if (
+                len(guards) == 1
+                and guards[0][0] == guards[0][1]
+                and not guards[0][2]
+                and guards[0][0] not in (marks.accept, marks.pass_)
+                and not has_extra_match(rule.body)
+            ):
+                drop_bits.add(guards[0][0])
+    found: list[tuple[Rule, RuleAction]] = []
+    for rule in rules:
+        target = rule.target
+        if target in _DROP_TARGETS:
+            if drop_bits and _is_drop_follow_up(rule, drop_bits):
+                continue
+            found.append((rule, RuleAction.DENY))
+        elif target == "MARK":
+            mark = set_xmark_of(rule.body)
+            if mark is None:
+                continue
             value, mask = mark
-            if value and value & mask == value:
-                if value == marks.accept:
-                    return RuleAction.ALLOW
-                if value == marks.pass_:
-                    return RuleAction.PASS
-        return None
-    if target == "LOG":
-        return RuleAction.LOG
-    return None
+            if not value or value & mask != value:
+                continue
+            if value == marks.accept:
+                found.append((rule, RuleAction.ALLOW))
+            elif value == marks.pass_:
+                found.append((rule, RuleAction.PASS))
+            elif value in drop_bits:
+                found.append((rule, RuleAction.DENY))
+        elif target == "LOG":
+            found.append((rule, RuleAction.LOG))
+    return found
+
+
+def _is_drop_follow_up(rule: Rule, drop_bits: set[int]) -> bool:
+    guards = mark_guards_of(rule.body)
+    return (
+        len(guards) == 1
+        and guards[0][0] in drop_bits
+        and guards[0][0] == guards[0][1]
+        and not has_extra_match(rule.body)
+    )
 
 
 def pass_guarded(rule: Rule, marks: MarkBits) -> bool:
@@ -192,16 +223,12 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     members_cache: dict[str, tuple[str, ...]] = {}
     pass_cache: dict[str, bool | None] = {}
 
-    def chain_verdicts(name: str) -> list[tuple[Rule, RuleAction]] | None:
+    def verdicts_of(name: str) -> list[tuple[Rule, RuleAction]] | None:
         if name not in present:
             return None
         found = verdicts.get(name)
         if found is None:
-            found = verdicts[name] = [
-                (rule, action)
-                for rule in chains.get(name, ())
-                if (action := verdict_of(rule, marks)) is not None
-            ]
+            found = verdicts[name] = chain_verdicts(chains.get(name, ()), marks)
         return found
 
     def chain_comment(name: str) -> str:
@@ -227,7 +254,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             answer = None
         else:
             for target in group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
-                rules = chain_verdicts(target)
+                rules = verdicts_of(target)
                 if rules is None:
                     answer = None
                     break
@@ -353,7 +380,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             continue
         comment = chain_comment(name)
         tier = policy_tiers.get(name, "")
-        for position, (rule, action) in enumerate(chain_verdicts(name) or ()):
+        for position, (rule, action) in enumerate(verdicts_of(name) or ()):
             plans.append(
                 make_plan(
                     (

@@ -174,6 +174,12 @@ class Streamer:
             except StreamBroken as error:
                 self.metrics.stream_errors.labels("BROKEN").inc()
                 log.warning("ingest stream to %s broke: %s", self.config.target, error)
+            except (asyncio.InvalidStateError, grpc.RpcError) as error:  # the call ended under us
+                self.metrics.stream_errors.labels("FINISHED").inc()
+                log.warning("ingest stream to %s ended: %s", self.config.target, error)
+            except Exception:  # a bug must cost a reconnect, not the agent
+                self.metrics.stream_errors.labels("ERROR").inc()
+                log.exception("ingest stream to %s failed unexpectedly", self.config.target)
             finally:
                 self._set_connected(False)
             if self.acked_sequence > acked_before:
