@@ -25,6 +25,12 @@ are the rule set (the "skeleton"), the rest its counters.  ``\\n[`` is a literal
 so the regex engine skips ahead with a fast search instead of trying every position."""
 
 
+def _split_counters(text: str) -> list[str]:
+    """[skeleton, packets, bytes, skeleton, ...] of a table; see :data:`_COUNTER_PREFIX`."""
+    # iptables-save starts with a comment line; only a bare excerpt starts with a rule.
+    return _COUNTER_PREFIX.split("\n" + text if text.startswith("[") else text)
+
+
 def parse_node(
     inputs: Sequence[tuple[str, str | bytes]],
     *,
@@ -85,7 +91,7 @@ class SteadyStateParser:
         remembered = self._remembered.get(source)
         if remembered is None:
             return False
-        parts = _COUNTER_PREFIX.split("\n" + text)
+        parts = _split_counters(text)
         if parts[0::3] != remembered.skeleton:
             return False
         packets = list(map(int, parts[1::3]))
@@ -117,7 +123,7 @@ class SteadyStateParser:
         result.lines_seen += scanned.lines
         if scanned.counters_in_prefix_form and scanned.rule_lines and not decode_diagnostics:
             self._remembered[source] = _Remembered(
-                _COUNTER_PREFIX.split("\n" + text)[0::3],
+                _split_counters(text)[0::3],
                 compiled,
                 all_structural,
                 scanned.rule_lines,
