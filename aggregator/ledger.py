@@ -1,0 +1,362 @@
+"""Monotonic totals per node and counter, from the raw kernel values the agents report.
+
+A pure state machine (no I/O, no clock: callers pass ``now``).  Agents report *raw*
+iptables counters; those restart from zero whenever felix rewrites a rule, and a derived
+deny (entered - accepted - next) restarts in a way that cannot always be told apart
+from traffic.  The ledger turns the raw values into totals that never decrease and never
+count a packet twice, and reports every increase so the hit API can stream it.
+
+Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
+
+* the node's first snapshot since this aggregator started seeds the baselines *and*
+  counts the raw values: kernel counters count since the rule was created, which is real
+  traffic nobody has counted yet (the increases are flagged ``initial``);
+* a key never seen before on a known node: its raw value is its first increase (the rule
+  is new, its counter started at zero);
+* same ``rule_ids`` and raw ≥ last: the difference;
+* same ``rule_ids`` and raw < last (packets or bytes): the counter was reset, add the raw;
+* every rule id different (rule rewritten, interface recreated): a new counter, add the raw;
+* some ids of a multi-rule derived counter changed (a POLICY_DENY's next rule was
+  replaced): the interval cannot be computed exactly, so add nothing, take the raw as
+  the new baseline and count it in ``inexact_resets``;
+* a new agent instance (agent restart) changes nothing: kernel counters did not reset,
+  identical raws add zero;
+* a key missing from a full snapshot, or listed as removed in a delta, is *retired*: its
+  totals stay (node and cluster sums keep them forever), it comes back to life with the
+  rules above if it reappears, and :meth:`Ledger.expire` hands it over after a grace
+  period so its per-workload series can be removed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Protocol
+
+from calico_accountant.records import CounterKey, CounterRecord
+
+__all__ = [
+    "CounterState",
+    "ExpiredCounter",
+    "Increase",
+    "Ledger",
+    "NodeState",
+    "NodeUpdate",
+    "ResetReason",
+]
+
+
+class NodeUpdate(Protocol):
+    """One whole node snapshot as the ledger applies it: what
+    :func:`calico_accountant.wire.decode_snapshot` returns (``DecodedSnapshot``)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def agent_instance_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def read_time(self) -> datetime: ...
+    @property
+    def full(self) -> bool: ...
+    @property
+    def records(self) -> Sequence[CounterRecord]: ...
+    @property
+    def removed(self) -> Sequence[CounterKey]: ...
+    @property
+    def diagnostic_counts(self) -> Mapping[str, int]: ...
+    @property
+    def agent_version(self) -> str: ...
+    @property
+    def invalid_counters(self) -> int: ...
+
+
+class ResetReason(enum.StrEnum):
+    """Why a counter's raw value could not simply be differenced."""
+
+    DECREASED = "decreased"
+    RULES_REWRITTEN = "rules_rewritten"
+    INEXACT = "inexact"
+
+
+@dataclass(frozen=True, slots=True)
+class Increase:
+    """How much one counter grew in one update.
+
+    Zero increases are reported once for every key the ledger sees for the first time,
+    so that series exist for policies that never matched; the hit API skips them.
+    """
+
+    node: str
+    key: CounterKey
+    packets: int
+    bytes: int
+    initial: bool = False
+    """Counted from the node's first snapshot since the aggregator started: traffic since
+    the rule was created, not traffic since the previous read."""
+    new_key: bool = False
+
+
+@dataclass(slots=True)
+class CounterState:
+    """The ledger's memory of one counter.  Treat as read-only outside this module."""
+
+    key: CounterKey
+    raw_packets: int
+    raw_bytes: int
+    rule_ids: tuple[str, ...]
+    total_packets: int
+    total_bytes: int
+    chain_comment: str = ""
+    group_members: tuple[str, ...] = ()
+    retired_at: float | None = None
+    """When the key vanished from its node's snapshots; None while live."""
+
+    @property
+    def live(self) -> bool:
+        return self.retired_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredCounter:
+    """A retired counter whose grace period ended: the ledger forgot it."""
+
+    node: str
+    state: CounterState
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What the aggregator knows about one node's agent."""
+
+    node: str
+    instance_id: str = ""
+    sequence: int = 0
+    read_time: float = 0.0
+    received_at: float = 0.0
+    connected: bool = False
+    agent_version: str = ""
+    snapshots: int = 0
+    diagnostic_counts: dict[str, int] = field(default_factory=dict)
+    """As last reported by the current agent instance."""
+    diagnostic_totals: dict[str, int] = field(default_factory=dict)
+    """Monotonic across agent restarts (what the ``_total`` metric exports)."""
+    resets: dict[str, int] = field(default_factory=dict)
+    """Counter resets seen, per :class:`ResetReason` value."""
+    sequence_gaps: int = 0
+    """Deltas that did not follow the previous sequence (a full resync fixes retirements)."""
+    out_of_order: int = 0
+    """Updates ignored because their sequence was not newer than the last applied one."""
+    invalid_counters: int = 0
+    """Counters the wire decoder dropped because they did not validate."""
+    counters_known: int = 0
+    """Counters ever seen on the node and not yet forgotten (live + retired)."""
+    counters_retired: int = 0
+
+    @property
+    def counters_live(self) -> int:
+        return self.counters_known - self.counters_retired
+
+    @property
+    def inexact_resets(self) -> int:
+        return self.resets.get(ResetReason.INEXACT.value, 0)
+
+    def stale(self, now: float, timeout: float) -> bool:
+        """No snapshot received for longer than ``timeout`` seconds (or never)."""
+        return self.snapshots == 0 or now - self.received_at > timeout
+
+
+@dataclass(slots=True)
+class _NodeLedger:
+    state: NodeState
+    counters: dict[CounterKey, CounterState] = field(default_factory=dict)
+    chain_comments: dict[str, str] = field(default_factory=dict)
+
+
+class Ledger:
+    """Monotonic totals for every node; see the module docstring for the rules."""
+
+    def __init__(self, *, stale_after: float = 120.0, retired_grace: float = 600.0) -> None:
+        if stale_after <= 0 or retired_grace < 0:
+            raise ValueError("stale_after must be > 0 and retired_grace >= 0")
+        self.stale_after = stale_after
+        self.retired_grace = retired_grace
+        self._nodes: dict[str, _NodeLedger] = {}
+
+    # -- reading ---------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return sorted(self._nodes)
+
+    def node(self, node: str) -> NodeState | None:
+        entry = self._nodes.get(node)
+        return entry.state if entry else None
+
+    def nodes(self) -> list[NodeState]:
+        return [self._nodes[name].state for name in sorted(self._nodes)]
+
+    def counters(self, node: str) -> Mapping[CounterKey, CounterState]:
+        entry = self._nodes.get(node)
+        return MappingProxyType(entry.counters) if entry else MappingProxyType({})
+
+    def chain_comments(self, node: str) -> Mapping[str, str]:
+        """Felix's identity comment per policy chain, as last seen on the node."""
+        entry = self._nodes.get(node)
+        return MappingProxyType(entry.chain_comments) if entry else MappingProxyType({})
+
+    def items(self) -> Iterator[tuple[str, CounterState]]:
+        """Every counter the ledger remembers (live and retired), with its node."""
+        for name, entry in self._nodes.items():
+            for state in entry.counters.values():
+                yield name, state
+
+    def is_stale(self, node: str, now: float) -> bool:
+        state = self.node(node)
+        return state is None or state.stale(now, self.stale_after)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def set_connected(self, node: str, connected: bool) -> None:
+        """The ingest stream of ``node`` opened or closed."""
+        self._entry(node).state.connected = connected
+
+    def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
+        """Apply one snapshot; returns the increases (nothing for a stale update)."""
+        entry = self._nodes.get(update.node)
+        first_snapshot = entry is None or entry.state.snapshots == 0
+        if entry is None:
+            entry = self._entry(update.node)
+        node_state = entry.state
+        same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
+        if same_instance and update.sequence <= node_state.sequence:
+            node_state.out_of_order += 1
+            return []
+        if same_instance and not update.full and update.sequence != node_state.sequence + 1:
+            node_state.sequence_gaps += 1
+        self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
+        node_state.instance_id = update.agent_instance_id
+        node_state.sequence = update.sequence
+        node_state.read_time = update.read_time.timestamp()
+        node_state.invalid_counters += update.invalid_counters
+        node_state.received_at = now
+        node_state.agent_version = update.agent_version or node_state.agent_version
+        node_state.snapshots += 1
+
+        increases: list[Increase] = []
+        seen: set[CounterKey] = set()
+        for record in update.records:
+            seen.add(record.key)
+            increase = self._apply_record(entry, record, first_snapshot)
+            if increase is not None:
+                increases.append(increase)
+        if update.full:
+            for key, state in entry.counters.items():
+                if key not in seen and state.retired_at is None:
+                    state.retired_at = now
+                    node_state.counters_retired += 1
+        for key in update.removed:
+            gone = entry.counters.get(key)
+            if gone is not None and gone.retired_at is None and key not in seen:
+                gone.retired_at = now
+                node_state.counters_retired += 1
+        return increases
+
+    def expire(self, now: float) -> list[ExpiredCounter]:
+        """Forget counters retired for longer than the grace period, and return them."""
+        expired: list[ExpiredCounter] = []
+        for name, entry in self._nodes.items():
+            gone = [
+                key
+                for key, state in entry.counters.items()
+                if state.retired_at is not None and now - state.retired_at >= self.retired_grace
+            ]
+            if not gone:
+                continue
+            for key in gone:
+                expired.append(ExpiredCounter(name, entry.counters.pop(key)))
+            entry.state.counters_retired -= len(gone)
+            entry.state.counters_known -= len(gone)
+        return expired
+
+    # -- internals -------------------------------------------------------------------
+
+    def _entry(self, node: str) -> _NodeLedger:
+        entry = self._nodes.get(node)
+        if entry is None:
+            entry = self._nodes[node] = _NodeLedger(NodeState(node))
+        return entry
+
+    @staticmethod
+    def _update_diagnostics(state: NodeState, counts: Mapping[str, int], same_instance: bool) -> None:
+        """Diagnostic counts restart with each agent instance; the totals must not."""
+        for code, value in counts.items():
+            last = state.diagnostic_counts.get(code, 0) if same_instance else 0
+            increase = value - last if value >= last else value
+            if increase > 0:
+                state.diagnostic_totals[code] = state.diagnostic_totals.get(code, 0) + increase
+            else:
+                state.diagnostic_totals.setdefault(code, 0)
+        state.diagnostic_counts = dict(counts)
+
+    def _apply_record(
+        self, entry: _NodeLedger, record: CounterRecord, first_snapshot: bool
+    ) -> Increase | None:
+        packets = max(record.packets, 0)
+        octets = max(record.bytes, 0)
+        if record.chain_comment and record.key.chain:
+            entry.chain_comments[record.key.chain] = record.chain_comment
+        state = entry.counters.get(record.key)
+        if state is None:
+            entry.state.counters_known += 1
+            entry.counters[record.key] = CounterState(
+                key=record.key,
+                raw_packets=packets,
+                raw_bytes=octets,
+                rule_ids=record.rule_ids,
+                total_packets=packets,
+                total_bytes=octets,
+                chain_comment=record.chain_comment,
+                group_members=record.group_members,
+            )
+            return Increase(entry.state.node, record.key, packets, octets, first_snapshot, new_key=True)
+
+        if state.retired_at is not None:
+            state.retired_at = None
+            entry.state.counters_retired -= 1
+        if record.chain_comment:
+            state.chain_comment = record.chain_comment
+        if record.group_members:
+            state.group_members = record.group_members
+        d_packets, d_bytes, reason = _difference(state, packets, octets, record.rule_ids)
+        if reason is not None:
+            entry.state.resets[reason.value] = entry.state.resets.get(reason.value, 0) + 1
+        state.raw_packets, state.raw_bytes, state.rule_ids = packets, octets, record.rule_ids
+        if d_packets == 0 and d_bytes == 0:
+            return None
+        state.total_packets += d_packets
+        state.total_bytes += d_bytes
+        return Increase(entry.state.node, record.key, d_packets, d_bytes)
+
+
+def _difference(
+    state: CounterState, packets: int, octets: int, rule_ids: tuple[str, ...]
+) -> tuple[int, int, ResetReason | None]:
+    """The increase since ``state``'s last raw value, and the reset it implies, if any."""
+    if rule_ids == state.rule_ids:
+        if packets >= state.raw_packets and octets >= state.raw_bytes:
+            return packets - state.raw_packets, octets - state.raw_bytes, None
+        return packets, octets, ResetReason.DECREASED
+    if not _any_same_position(state.rule_ids, rule_ids):
+        return packets, octets, ResetReason.RULES_REWRITTEN
+    return 0, 0, ResetReason.INEXACT
+
+
+def _any_same_position(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """Whether some rule the value is read from survived (a partial rewrite)."""
+    if len(old) != len(new):
+        return bool(set(old) & set(new))
+    return any(a == b for a, b in zip(old, new, strict=True))

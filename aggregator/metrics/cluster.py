@@ -1,0 +1,54 @@
+"""Cluster-wide families: every node summed."""
+
+from __future__ import annotations
+
+from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
+from calico_accountant.records import Kind
+
+__all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "series"]
+
+POLICY = SeriesFamily(
+    packets_name="calico_accountant_cluster_policy_packets_total",
+    bytes_name="calico_accountant_cluster_policy_bytes_total",
+    level=Level.CLUSTER,
+    labels=("direction", "verdict", "tier", "policy_kind", "policy_namespace", "policy"),
+    packets_help="Packets a policy accepted (verdict=accept) or explicitly denied (verdict=deny) in the "
+    "whole cluster; the sum of calico_accountant_node_policy_packets_total over nodes.",
+    bytes_help="Bytes of the packets counted by calico_accountant_cluster_policy_packets_total.",
+    per_workload=False,
+)
+NO_POLICY_DROP = SeriesFamily(
+    packets_name="calico_accountant_cluster_no_policy_drop_packets_total",
+    bytes_name="calico_accountant_cluster_no_policy_drop_bytes_total",
+    level=Level.CLUSTER,
+    labels=("namespace", "app", "direction"),
+    packets_help="Packets to (ingress) or from (egress) the workloads of one namespace and app label, "
+    "on every node, dropped because no policy accepted or passed them.",
+    bytes_help="Bytes of the packets counted by calico_accountant_cluster_no_policy_drop_packets_total.",
+    per_workload=False,
+)
+
+FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP)
+
+
+def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    kind = counter.key.kind
+    policy = counter.policy
+    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and policy is not None:
+        return [
+            (
+                POLICY,
+                (
+                    counter.direction,
+                    counter.verdict,
+                    counter.tier,
+                    policy.kind,
+                    policy.namespace,
+                    policy.name,
+                ),
+            )
+        ]
+    if kind is Kind.NO_POLICY_DROP and counter.workload is not None:
+        workload = counter.workload
+        return [(NO_POLICY_DROP, (workload.namespace, workload.app, counter.direction))]
+    return []

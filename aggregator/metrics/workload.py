@@ -1,0 +1,69 @@
+"""Per-workload families: what policy did to one pod's traffic, per direction.
+
+Only packets that reach policy are counted: Calico accepts established connections
+(conntrack) before any policy, so these are mostly connection-opening packets and every
+packet of denied flows.  IPv4 and IPv6 are summed.
+"""
+
+from __future__ import annotations
+
+from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
+from calico_accountant.records import Kind
+
+__all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
+
+_WORKLOAD = ("node", "namespace", "pod", "app")
+_POLICY = ("tier", "policy_kind", "policy_namespace", "policy")
+
+POLICY = SeriesFamily(
+    packets_name="calico_accountant_workload_policy_packets_total",
+    bytes_name="calico_accountant_workload_policy_bytes_total",
+    level=Level.WORKLOAD,
+    labels=(*_WORKLOAD, "direction", "verdict", *_POLICY),
+    packets_help="Packets a policy decided for one workload since its rules were created: "
+    "verdict=accept when one of the policy's allow rules matched, verdict=deny when one of its deny rules "
+    "matched (exact, by flow conservation in the workload's own chain). Policy groups are one series, "
+    "policy_kind=PolicyGroup. Established connections are accepted before policy and not counted.",
+    bytes_help="Bytes of the packets counted by calico_accountant_workload_policy_packets_total.",
+)
+NO_POLICY_DROP = SeriesFamily(
+    packets_name="calico_accountant_workload_no_policy_drop_packets_total",
+    bytes_name="calico_accountant_workload_no_policy_drop_bytes_total",
+    level=Level.WORKLOAD,
+    labels=(*_WORKLOAD, "direction", "tier"),
+    packets_help="Packets to (ingress) or from (egress) one workload dropped at the end of a tier "
+    "because no policy of that tier accepted or passed them (the implicit default deny).",
+    bytes_help="Bytes of the packets counted by calico_accountant_workload_no_policy_drop_packets_total.",
+)
+PROFILE = SeriesFamily(
+    packets_name="calico_accountant_workload_profile_packets_total",
+    bytes_name="calico_accountant_workload_profile_bytes_total",
+    level=Level.WORKLOAD,
+    labels=(*_WORKLOAD, "direction", "verdict", "profile"),
+    packets_help="Packets of one workload decided by profiles after no policy applied: verdict=accept "
+    "when the named profile accepted them, verdict=deny (profile empty) when no profile matched and "
+    "they were dropped.",
+    bytes_help="Bytes of the packets counted by calico_accountant_workload_profile_packets_total.",
+)
+
+FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE)
+
+
+def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """The per-workload series ``counter`` adds to (none for per-rule counters)."""
+    workload = counter.workload
+    if workload is None:
+        return []
+    base = (counter.node, workload.namespace, workload.pod, workload.app, counter.direction)
+    kind = counter.key.kind
+    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
+        policy = counter.policy
+        return [(POLICY, (*base, counter.verdict, counter.tier, policy.kind, policy.namespace, policy.name))]
+    if kind is Kind.NO_POLICY_DROP:
+        return [(NO_POLICY_DROP, (*base, counter.tier))]
+    if kind is Kind.PROFILE_ACCEPT:
+        name = counter.profile.name if counter.profile is not None else counter.key.chain
+        return [(PROFILE, (*base, "accept", name))]
+    if kind is Kind.NO_PROFILE_DROP:
+        return [(PROFILE, (*base, "deny", ""))]
+    return []

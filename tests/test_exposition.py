@@ -1,0 +1,352 @@
+"""The exposition: valid for promtool and a real Prometheus, the same through both renderers,
+served over HTTP; and how long a big scrape takes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from accounting_support import (
+    EGRESS,
+    FakeCatalog,
+    accept,
+    deny,
+    no_policy_drop,
+    no_profile_drop,
+    policy_rule,
+    profile_accept,
+    snapshot,
+)
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aggregator.exposition import AccountantCollector, render_accountant, render_text, serve_metrics
+from aggregator.series import Accountant, SeriesOptions
+from calico_accountant.records import CounterRecord, Direction
+
+PROMTOOL = shutil.which("promtool")
+PROMETHEUS = shutil.which("prometheus")
+
+
+def populated(options: SeriesOptions | None = None) -> Accountant:
+    cat = (
+        FakeCatalog()
+        .add_pod("n1", "cali1", "shop", "web-1", "web", ["169.254.1.1"])
+        .add_pod("n2", "cali3", "shop", "db-1", "db", ["169.254.1.3", "2001:db8::3"])
+        .add_policy("cali-pi-allow", "allow-web", "shop")
+        .add_policy("cali-po-gdeny", "deny-all", tier="security")
+    )
+    cat.profiles["cali-pri-kns.shop"] = "kns.shop"
+    acct = Accountant(cat, options=options)
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                accept("cali1", "cali-pi-allow", 5),
+                deny("cali1", "cali-po-gdeny", 2, direction=EGRESS, tier="security"),
+                no_policy_drop("cali1", 3),
+                profile_accept("cali1", "cali-pri-kns.shop", 4),
+                no_profile_drop("cali1", 1),
+                policy_rule("cali-pi-allow", 0, "allow", 5),
+                accept("caliZZ", 'cali-pi-weird"name\\x', 1),  # unresolved, with characters to escape
+            ],
+            diagnostics={"garbled_line": 2},
+        ),
+        0,
+    )
+    acct.apply(snapshot("n2", [accept("cali3", "cali-pi-allow", 7, family=6)]), 0)
+    acct.set_connected("n1", True)
+    return acct
+
+
+def promtool_check(text: str) -> tuple[int, str]:
+    assert PROMTOOL is not None
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_accepts_the_exposition_without_a_single_lint() -> None:
+    code, output = promtool_check(render_accountant(populated(), now=0))
+    assert code == 0, output
+    assert output.strip() == ""
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_only_lints_the_historic_compat_names() -> None:
+    text = render_accountant(populated(SeriesOptions(compat=True)), now=0)
+    assert "\nno_policy_drop_counter{" in text and "\npolicy_accept_counter{" in text
+    code, output = promtool_check(text)
+    lint_lines = [line for line in output.splitlines() if line.strip()]
+    assert lint_lines, "promtool should flag the compat names that lack _total"
+    flagged = {line.split()[0] for line in lint_lines}
+    assert flagged <= {"no_policy_drop_counter", "policy_accept_counter", "policy_accept_drop_counter"}, (
+        output
+    )
+    expected_lints = ('should have "_total" suffix', "should not include type 'counter'")
+    assert all(line.endswith(expected_lints) for line in lint_lines), output
+    assert code in (0, 3), output  # 3: lint problems only; anything else is a real error
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_catches_a_broken_exposition() -> None:
+    # the check above can fail: promtool does reject bad text
+    code, _ = promtool_check('calico_accountant_x_total{a="b} 1\n')
+    assert code != 0
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_fast_renderer_and_prometheus_client_collector_agree() -> None:
+    acct = populated()
+    registry = CollectorRegistry()
+    registry.register(AccountantCollector(acct, clock=lambda: 0.0))
+    ours = _samples(render_accountant(acct, now=0))
+    theirs = _samples(generate_latest(registry).decode())
+    assert ours == theirs
+    assert (
+        ours[
+            (
+                "calico_accountant_cluster_policy_packets_total",
+                tuple(
+                    sorted(
+                        {
+                            "direction": "ingress",
+                            "verdict": "accept",
+                            "tier": "default",
+                            "policy_kind": "NetworkPolicy",
+                            "policy_namespace": "shop",
+                            "policy": "allow-web",
+                        }.items()
+                    )
+                ),
+            )
+        ]
+        == 12
+    )
+
+
+def test_label_values_are_escaped_and_round_trip() -> None:
+    samples = _samples(render_accountant(populated(), now=0))
+    policies = {
+        dict(labels).get("policy")
+        for (name, labels) in samples
+        if name.endswith("workload_policy_packets_total")
+    }
+    assert 'cali-pi-weird"name\\x' in policies
+
+
+def test_every_policy_family_is_a_counter_with_help() -> None:
+    text = render_accountant(populated(SeriesOptions(compat=True)), now=0)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, family in families.items():
+        assert family.documentation, name
+        if name.startswith(
+            ("calico_accountant_workload", "calico_accountant_node_policy", "calico_accountant_cluster")
+        ):
+            assert family.type == "counter", name
+    assert families["calico_accountant_agents_connected"].samples[0].value == 1
+    diagnostics = families["calico_accountant_node_parse_diagnostics"].samples
+    assert [(s.labels, s.value) for s in diagnostics] == [({"node": "n1", "code": "garbled_line"}, 2)]
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[tuple[int, Accountant]]:
+    acct = populated()
+    extra = CollectorRegistry()
+    Counter("calico_accountant_ingest_messages", "test extra registry", registry=extra).inc(3)
+    server = serve_metrics(acct, 0, host="127.0.0.1", extra=extra)
+    try:
+        yield server.port, acct
+    finally:
+        server.close()
+
+
+def test_serves_metrics_over_http_with_gzip(metrics_server: tuple[int, Accountant]) -> None:
+    port, acct = metrics_server
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        plain = response.read().decode()
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "calico_accountant_ingest_messages_total 3.0" in plain
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        unzipped = gzip.decompress(response.read()).decode()
+    assert _samples(unzipped) == _samples(plain)
+    # new counts show up in the next scrape
+    acct.apply(snapshot("n2", [accept("cali3", "cali-pi-allow", 10, family=6)], sequence=2), 1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        after = _samples(response.read().decode())
+    key = next(
+        k for k in after if k[0] == "calico_accountant_node_policy_packets_total" and ("node", "n2") in k[1]
+    )
+    assert after[key] == 10
+
+
+def test_unknown_paths_are_404(metrics_server: tuple[int, Accountant]) -> None:
+    port, _ = metrics_server
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+    assert error.value.code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package prometheus)")
+def test_a_real_prometheus_scrapes_and_queries_the_totals(metrics_server: tuple[int, Accountant]) -> None:
+    port, _ = metrics_server
+    assert PROMETHEUS is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "prom.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: acct\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        )
+        web = _free_port()
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp}/data",
+                f"--web.listen-address=127.0.0.1:{web}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            query = urllib.parse.quote(
+                'sum(calico_accountant_cluster_policy_packets_total{policy="allow-web",verdict="accept"})'
+            )
+            deadline = time.monotonic() + 60
+            value = None
+            while time.monotonic() < deadline and value is None:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{web}/api/v1/query?query={query}", timeout=5
+                    ) as r:
+                        result = json.load(r)["data"]["result"]
+                    if result:
+                        value = float(result[0]["value"][1])
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            assert value == 12
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/v1/targets", timeout=5) as r:
+                targets = json.load(r)["data"]["activeTargets"]
+            assert [t["health"] for t in targets] == ["up"], targets
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+# -- scale: 1000 pods x 40 policies ----------------------------------------------------------
+
+
+def _big_snapshot(pods: int, policies: int, sequence: int = 1, bump: int = 0) -> list[CounterRecord]:
+    records: list[CounterRecord] = []
+    for pod in range(pods):
+        iface = f"cali{pod:011x}"
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
+            for policy in range(policies):
+                chain = f"{prefix}_policy{policy:03d}"
+                records.append(
+                    accept(iface, chain, pod + policy + bump, direction=direction, ids=(f"r{pod}-{policy}",))
+                )
+                records.append(
+                    deny(
+                        iface,
+                        chain,
+                        policy + bump,
+                        direction=direction,
+                        ids=(f"j{pod}-{policy}", f"r{pod}-{policy}", f"n{pod}-{policy}"),
+                    )
+                )
+            records.append(no_policy_drop(iface, pod + bump, direction=direction))
+    return records
+
+
+def _big_catalog(pods: int, policies: int) -> FakeCatalog:
+    cat = FakeCatalog()
+    for pod in range(pods):
+        cat.add_pod(
+            "node-1",
+            f"cali{pod:011x}",
+            f"ns{pod % 50}",
+            f"pod-{pod}",
+            f"app{pod % 20}",
+            [f"169.254.{pod // 250}.{pod % 250}"],
+        )
+    for policy in range(policies):
+        for prefix in ("cali-pi-", "cali-po-"):
+            cat.add_policy(f"{prefix}_policy{policy:03d}", f"policy-{policy}", f"ns{policy % 50}")
+    return cat
+
+
+@pytest.mark.slow
+def test_scale_1000_pods_40_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    pods, policies = 1000, 40
+    records = _big_snapshot(pods, policies)
+    acct = Accountant(_big_catalog(pods, policies))
+    started = time.perf_counter()
+    acct.apply(snapshot("node-1", records), 0)
+    first_apply = time.perf_counter() - started
+    # a steady-state full snapshot where every counter moved
+    moved = _big_snapshot(pods, policies, bump=3)
+    started = time.perf_counter()
+    increases = acct.apply(snapshot("node-1", moved, sequence=2), 1)
+    steady_apply = time.perf_counter() - started
+    assert len(increases) == len(moved)
+    started = time.perf_counter()
+    view = acct.view(1)
+    copy_time = time.perf_counter() - started
+    started = time.perf_counter()
+    text = render_text(view)
+    render_time = time.perf_counter() - started
+    # the catalog learns one renamed policy: only its counters move
+    renamed = _big_catalog(pods, policies).add_policy("cali-pi-_policy007", "renamed", "ns7")
+    started = time.perf_counter()
+    acct.set_resolver(renamed)
+    incremental = time.perf_counter() - started
+    assert acct.moved_counters == pods * 2
+    started = time.perf_counter()
+    acct.rebuild()
+    rebuild = time.perf_counter() - started
+    lines = text.count("\n")
+    with capsys.disabled():
+        print(
+            f"\nscale {pods} pods x {policies} policies x 2 directions: {len(records)} counters, "
+            f"{view.series_count} label sets, {lines} exposition lines, {len(text) / 1e6:.1f} MB\n"
+            f"  first full snapshot apply {first_apply:.2f}s, steady full snapshot {steady_apply:.2f}s, "
+            f"scrape copy {copy_time:.3f}s + render {render_time:.2f}s, catalog change (1 policy renamed, "
+            f"{pods * 2} counters moved) {incremental:.2f}s, full rebuild {rebuild:.2f}s"
+        )
+    assert view.series_count >= pods * policies * 2 * 2
+    assert copy_time + render_time < 10 and steady_apply < 10

@@ -1,0 +1,593 @@
+"""Resolved, pre-aggregated series: labels, sums across levels, options, catalog changes, expiry."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pytest
+from accounting_support import (
+    EGRESS,
+    FakeCatalog,
+    accept,
+    deny,
+    no_policy_drop,
+    no_profile_drop,
+    policy_rule,
+    profile_accept,
+    snapshot,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.ledger import Ledger
+from aggregator.metrics import Level
+from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.series import Accountant, SeriesOptions, StateView, parse_labels, parse_levels
+from calico_accountant.records import CounterRecord
+
+Series = dict[tuple[tuple[str, str], ...], tuple[int, int]]
+
+
+def by_name(view: StateView) -> dict[str, Series]:
+    """Family (by its packets name) -> {sorted label pairs: (packets, bytes)}."""
+    out: dict[str, Series] = {}
+    for family in view.families:
+        out[family.family.packets_name] = {
+            tuple(sorted(zip(family.label_names, labels, strict=True))): values
+            for labels, values in family.series
+        }
+    return out
+
+
+def one(series: Series) -> tuple[dict[str, str], tuple[int, int]]:
+    assert len(series) == 1, series
+    labels, values = next(iter(series.items()))
+    return dict(labels), values
+
+
+def catalog() -> FakeCatalog:
+    return (
+        FakeCatalog()
+        .add_pod("n1", "cali1", "shop", "web-1", "web", ["169.254.1.1"])
+        .add_pod("n1", "cali2", "shop", "web-2", "web", ["169.254.1.2"])
+        .add_pod("n2", "cali3", "shop", "db-1", "db", ["169.254.1.3", "2001:db8::3"])
+        .add_policy("cali-pi-allow", "allow-web", "shop")
+        .add_policy("cali-pi-gdeny", "deny-all", tier="security")
+    )
+
+
+WORKLOAD_POLICY = "calico_accountant_workload_policy_packets_total"
+NODE_POLICY = "calico_accountant_node_policy_packets_total"
+CLUSTER_POLICY = "calico_accountant_cluster_policy_packets_total"
+
+
+def test_workload_policy_series_carry_the_resolved_names() -> None:
+    acct = Accountant(catalog())
+    acct.apply(
+        snapshot(
+            "n1", [accept("cali1", "cali-pi-allow", 5), deny("cali1", "cali-pi-gdeny", 2, tier="security")]
+        ),
+        0,
+    )
+    series = by_name(acct.view(0))[WORKLOAD_POLICY]
+    assert series == {
+        tuple(
+            sorted(
+                {
+                    "node": "n1",
+                    "namespace": "shop",
+                    "pod": "web-1",
+                    "app": "web",
+                    "direction": "ingress",
+                    "verdict": "accept",
+                    "tier": "default",
+                    "policy_kind": "NetworkPolicy",
+                    "policy_namespace": "shop",
+                    "policy": "allow-web",
+                }.items()
+            )
+        ): (5, 500),
+        tuple(
+            sorted(
+                {
+                    "node": "n1",
+                    "namespace": "shop",
+                    "pod": "web-1",
+                    "app": "web",
+                    "direction": "ingress",
+                    "verdict": "deny",
+                    "tier": "security",
+                    "policy_kind": "GlobalNetworkPolicy",
+                    "policy_namespace": "",
+                    "policy": "deny-all",
+                }.items()
+            )
+        ): (2, 200),
+    }
+
+
+def test_ipv4_and_ipv6_records_of_one_series_are_summed() -> None:
+    acct = Accountant(catalog())
+    acct.apply(
+        snapshot("n2", [accept("cali3", "cali-pi-allow", 5), accept("cali3", "cali-pi-allow", 7, family=6)]),
+        0,
+    )
+    labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert values == (12, 1200) and labels["pod"] == "db-1"
+
+
+def test_group_chains_export_one_policy_group_series() -> None:
+    cat = catalog().add_policy("cali-pi-b", "allow-b", "shop")
+    acct = Accountant(cat)
+    members = ("cali-pi-allow", "cali-pi-b")
+    acct.apply(snapshot("n1", [accept("cali1", "cali-gi-XYZ", 4, members=members)]), 0)
+    labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert (labels["policy_kind"], labels["policy"], labels["policy_namespace"]) == (
+        "PolicyGroup",
+        "allow-web+allow-b",
+        "shop",
+    )
+    assert values == (4, 400)
+
+
+def test_unresolved_interfaces_and_chains_are_exported_raw_and_counted() -> None:
+    acct = Accountant(catalog())
+    acct.apply(snapshot("n1", [accept("caliX", "cali-pi-_unknownHash", 3)]), 0)
+    view = acct.view(0)
+    labels, values = one(by_name(view)[WORKLOAD_POLICY])
+    assert (labels["namespace"], labels["pod"], labels["policy_kind"], labels["policy"]) == (
+        "",
+        "caliX",
+        "Unresolved",
+        "cali-pi-_unknownHash",
+    )
+    assert values == (3, 300)
+    (node,) = view.nodes
+    assert (node.unresolved_interfaces, node.unresolved_chains) == (1, 1)
+
+
+def test_profiles_accept_and_no_profile_drop() -> None:
+    cat = catalog()
+    cat.profiles["cali-pri-kns.shop"] = "kns.shop"
+    acct = Accountant(cat)
+    acct.apply(
+        snapshot("n1", [profile_accept("cali1", "cali-pri-kns.shop", 6), no_profile_drop("cali1", 2)]), 0
+    )
+    series = by_name(acct.view(0))["calico_accountant_workload_profile_packets_total"]
+    got = {(dict(k)["verdict"], dict(k)["profile"]): v for k, v in series.items()}
+    assert got == {("accept", "kns.shop"): (6, 600), ("deny", ""): (2, 200)}
+
+
+def test_policy_rules_are_per_node_and_per_real_policy() -> None:
+    acct = Accountant(catalog())
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                policy_rule("cali-pi-allow", 0, "allow", 8),
+                policy_rule("cali-pi-allow", 1, "deny", 1),
+                policy_rule("cali-pi-allow", 1, "deny", 2, family=6),
+            ],
+        ),
+        0,
+    )
+    series = by_name(acct.view(0))["calico_accountant_node_policy_rule_packets_total"]
+    got = {
+        (dict(k)["node"], dict(k)["policy"], dict(k)["rule"], dict(k)["action"]): v[0]
+        for k, v in series.items()
+    }
+    assert got == {("n1", "allow-web", "0", "allow"): 8, ("n1", "allow-web", "1", "deny"): 3}
+
+
+def test_no_policy_drop_at_every_level() -> None:
+    acct = Accountant(catalog())
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                no_policy_drop("cali1", 4),
+                no_policy_drop("cali2", 5, tier="security"),
+                no_policy_drop("cali1", 1, direction=EGRESS),
+            ],
+        ),
+        0,
+    )
+    acct.apply(snapshot("n2", [no_policy_drop("cali3", 7)]), 0)
+    families = by_name(acct.view(0))
+    node = {
+        (dict(k)["node"], dict(k)["direction"]): v[0]
+        for k, v in families["calico_accountant_node_no_policy_drop_packets_total"].items()
+    }
+    assert node == {("n1", "ingress"): 9, ("n1", "egress"): 1, ("n2", "ingress"): 7}
+    cluster = {
+        (dict(k)["namespace"], dict(k)["app"], dict(k)["direction"]): v[0]
+        for k, v in families["calico_accountant_cluster_no_policy_drop_packets_total"].items()
+    }
+    assert cluster == {
+        ("shop", "web", "ingress"): 9,
+        ("shop", "web", "egress"): 1,
+        ("shop", "db", "ingress"): 7,
+    }
+
+
+def test_compat_names_have_monzo_labels_and_values() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(compat=True))
+    acct.apply(
+        snapshot(
+            "n2",
+            [
+                accept("cali3", "cali-pi-allow", 5),
+                deny("cali3", "cali-pi-allow", 2, direction=EGRESS),
+                no_policy_drop("cali3", 4),
+            ],
+        ),
+        0,
+    )
+    families = by_name(acct.view(0))
+    labels, values = one(families["policy_accept_counter"])
+    assert labels == {
+        "pod": "db-1",
+        "pod_namespace": "shop",
+        "app": "db",
+        "ip": "169.254.1.3,2001:db8::3",
+        "type": "tw",
+        "policy": "shop/default.allow-web",
+    }
+    assert values[0] == 5
+    labels, values = one(families["policy_accept_drop_counter"])
+    assert (labels["type"], labels["policy"], values[0]) == ("fw", "shop/default.allow-web", 2)
+    labels, values = one(families["no_policy_drop_counter"])
+    assert (labels["type"], values[0]) == ("tw", 4)
+
+
+def test_compat_policy_label_prefers_felix_identity_comment() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(compat=True))
+    record = accept("cali1", "cali-pi-allow", 5)
+    commented = CounterRecord(
+        record.key, record.packets, record.bytes, record.rule_ids, "Policy shop/allow-web ingress"
+    )
+    acct.apply(snapshot("n1", [commented]), 0)
+    labels, _ = one(by_name(acct.view(0))["policy_accept_counter"])
+    assert labels["policy"] == "shop/allow-web"
+
+
+def test_compat_names_are_off_by_default() -> None:
+    acct = Accountant(catalog())
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    assert "policy_accept_counter" not in by_name(acct.view(0))
+
+
+def test_levels_choose_what_is_exported() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(levels=parse_levels("node,cluster")))
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    names = set(by_name(acct.view(0)))
+    assert NODE_POLICY in names and CLUSTER_POLICY in names
+    assert not any(name.startswith("calico_accountant_workload_") for name in names)
+    with pytest.raises(ValueError):
+        parse_levels("workload,pods")
+
+
+def test_allow_list_drops_labels_and_sums_what_merges() -> None:
+    acct = Accountant(
+        catalog(),
+        options=SeriesOptions(
+            allowed_labels=parse_labels(
+                "node,namespace,app,direction,verdict,tier,policy_kind,policy_namespace,policy"
+            )
+        ),
+    )
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5), accept("cali2", "cali-pi-allow", 6)]), 0)
+    labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert "pod" not in labels and labels["app"] == "web"
+    assert values == (11, 1100)
+    with pytest.raises(ValueError):
+        parse_labels("pod,colour")
+
+
+def test_series_cap_refuses_new_series_and_counts_them() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(levels=frozenset({Level.WORKLOAD}), max_series=2))
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                accept("cali1", "cali-pi-allow", 1),
+                accept("cali2", "cali-pi-allow", 2),
+                no_policy_drop("cali1", 3),
+            ],
+        ),
+        0,
+    )
+    view = acct.view(0)
+    assert view.series_count == 2
+    assert sum(len(f.series) for f in view.families) == 2
+    assert view.overflow == {"workload": 1}
+    # more traffic for a refused series neither creates it nor counts it again
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                accept("cali1", "cali-pi-allow", 1),
+                accept("cali2", "cali-pi-allow", 2),
+                no_policy_drop("cali1", 9),
+            ],
+            sequence=2,
+        ),
+        1,
+    )
+    assert acct.view(1).overflow == {"workload": 1}
+
+
+def test_rebuild_prefers_aggregate_series_under_the_cap() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(max_series=2))
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 1)]), 0)
+    assert acct.view(0).overflow == {"cluster": 1}  # arrival order: workload, node, then no room
+    acct.rebuild()
+    names = {name for name, series in by_name(acct.view(0)).items() if series}
+    assert names == {NODE_POLICY, CLUSTER_POLICY}
+    # the counter stays monotonic: the workload series is newly refused, the cluster one admitted
+    assert acct.view(0).overflow == {"cluster": 1, "workload": 1}
+    acct.rebuild()
+    assert acct.view(0).overflow == {"cluster": 1, "workload": 1}
+
+
+def test_catalog_change_resolves_late_pods_with_their_full_totals() -> None:
+    cat = FakeCatalog()
+    acct = Accountant(cat)
+    acct.apply(snapshot("n1", [accept("cali9", "cali-pi-late", 5)]), 0)
+    acct.apply(snapshot("n1", [accept("cali9", "cali-pi-late", 8)], sequence=2), 1)
+    labels, _ = one(by_name(acct.view(1))[WORKLOAD_POLICY])
+    assert labels["pod"] == "cali9" and labels["policy_kind"] == "Unresolved"
+    acct.set_resolver(
+        FakeCatalog().add_pod("n1", "cali9", "late", "late-pod").add_policy("cali-pi-late", "p", "late")
+    )
+    labels, values = one(by_name(acct.view(1))[WORKLOAD_POLICY])
+    assert (labels["pod"], labels["policy"], values) == ("late-pod", "p", (8, 800))
+    assert acct.view(1).nodes[0].unresolved_interfaces == 0
+
+
+def test_expired_pods_leave_workload_series_but_not_the_sums() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(compat=True), ledger=Ledger(retired_grace=60))
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5), accept("cali2", "cali-pi-allow", 6)]), 0)
+    acct.apply(snapshot("n1", [accept("cali2", "cali-pi-allow", 6)], sequence=2), 10)
+    assert acct.expire(69) == 0
+    assert len(by_name(acct.view(69))[WORKLOAD_POLICY]) == 2  # still within the grace period
+    assert acct.expire(70) == 2  # the workload series and its compat twin
+    families = by_name(acct.view(70))
+    assert [dict(k)["pod"] for k in families[WORKLOAD_POLICY]] == ["web-2"]
+    assert [dict(k)["pod"] for k in families["policy_accept_counter"]] == ["web-2"]
+    assert one(families[NODE_POLICY])[1] == (11, 1100)
+    assert one(families[CLUSTER_POLICY])[1] == (11, 1100)
+    # a rebuild keeps the expired totals in the sums
+    acct.set_resolver(catalog())
+    assert one(by_name(acct.view(70))[NODE_POLICY])[1] == (11, 1100)
+    assert acct.view(70).expired_counters == 1
+
+
+def test_a_workload_series_with_a_live_twin_counter_stays() -> None:
+    acct = Accountant(catalog(), ledger=Ledger(retired_grace=0))
+    acct.apply(
+        snapshot("n2", [accept("cali3", "cali-pi-allow", 5), accept("cali3", "cali-pi-allow", 7, family=6)]),
+        0,
+    )
+    acct.apply(snapshot("n2", [accept("cali3", "cali-pi-allow", 7, family=6)], sequence=2), 1)
+    assert acct.expire(1) == 0
+    assert one(by_name(acct.view(1))[WORKLOAD_POLICY])[1] == (12, 1200)
+
+
+def test_a_resolver_that_raises_costs_names_not_counts() -> None:
+    class Broken(FakeCatalog):
+        def workload(self, node: str, interface: str) -> WorkloadIdentity:
+            raise RuntimeError("datastore exploded")
+
+        def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
+            raise KeyError(chain)
+
+    acct = Accountant(Broken())
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    view = acct.view(0)
+    labels, values = one(by_name(view)[WORKLOAD_POLICY])
+    assert (labels["pod"], labels["policy"], values[0]) == ("cali1", "cali-pi-allow", 5)
+    assert view.resolution_errors == 2
+
+
+def test_resolved_increases_for_the_hit_api() -> None:
+    acct = Accountant(catalog())
+    first = acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    assert [(i.counter.workload.pod, i.packets, i.initial) for i in first] == [("web-1", 5, True)]  # type: ignore[union-attr]
+    later = acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 9)], sequence=2), 1)
+    assert [(i.counter.policy.name, i.counter.verdict, i.packets, i.initial) for i in later] == [  # type: ignore[union-attr]
+        ("allow-web", "accept", 4, False)
+    ]
+    totals = acct.totals()
+    assert [(t.counter.key.chain, t.packets, t.live) for t in totals] == [("cali-pi-allow", 9, True)]
+
+
+def test_scrapes_while_ingesting_see_consistent_copies() -> None:
+    acct = Accountant(catalog())
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def scrape() -> None:
+        try:
+            while not stop.is_set():
+                for family in acct.view(0).families:
+                    for _, (packets, octets) in family.series:
+                        assert octets == packets * 100
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    thread = threading.Thread(target=scrape)
+    thread.start()
+    try:
+        for sequence in range(1, 200):
+            acct.apply(
+                snapshot(
+                    "n1",
+                    [accept(f"cali{i}", "cali-pi-allow", sequence) for i in range(50)],
+                    sequence=sequence,
+                ),
+                sequence,
+            )
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+# -- property: every level is the sum of the level below it ------------------------------------
+
+_PODS = [("n1", "cali1"), ("n1", "cali2"), ("n2", "cali3"), ("n2", "cali4"), ("n3", "cali5")]
+_CHAINS = ["cali-pi-allow", "cali-pi-gdeny", "cali-pi-unknown"]
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[tuple[str, CounterRecord]]:
+    out: list[tuple[str, CounterRecord]] = []
+    for node, iface in draw(st.lists(st.sampled_from(_PODS), min_size=1, max_size=5, unique=True)):
+        for _ in range(draw(st.integers(0, 4))):
+            maker = draw(st.sampled_from(["accept", "deny", "drop"]))
+            packets = draw(st.integers(0, 10**6))
+            family = draw(st.sampled_from([4, 6]))
+            direction = draw(st.sampled_from(list(type(EGRESS))))
+            chain = draw(st.sampled_from(_CHAINS))
+            tier = draw(st.sampled_from(["default", "security"]))
+            if maker == "accept":
+                record = accept(iface, chain, packets, family=family, direction=direction, tier=tier)
+            elif maker == "deny":
+                record = deny(iface, chain, packets, family=family, direction=direction, tier=tier)
+            else:
+                record = no_policy_drop(iface, packets, family=family, direction=direction, tier=tier)
+            out.append((node, record))
+    return out
+
+
+def _sum(series: Series, keep: Sequence[str]) -> dict[tuple[str, ...], tuple[int, int]]:
+    sums: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for labels, (packets, octets) in series.items():
+        as_dict = dict(labels)
+        target = sums[tuple(as_dict[name] for name in keep)]
+        target[0] += packets
+        target[1] += octets
+    return {k: (v[0], v[1]) for k, v in sums.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=_records(), allow_app=st.booleans())
+def test_node_series_sum_workloads_and_cluster_series_sum_nodes(
+    batch: list[tuple[str, CounterRecord]], allow_app: bool
+) -> None:
+    cat = catalog().add_pod("n2", "cali4", "shop", "web-4", "web").add_pod("n3", "cali5", "ops", "tool", "")
+    allowed = (
+        None
+        if allow_app
+        else frozenset(
+            parse_labels("node,namespace,pod,direction,verdict,tier,policy_kind,policy_namespace,policy")
+        )
+    )
+    acct = Accountant(cat, options=SeriesOptions(allowed_labels=allowed))
+    by_node: dict[str, dict[object, CounterRecord]] = defaultdict(dict)
+    for node, record in batch:
+        by_node[node][record.key] = record  # one value per key, like a real snapshot
+    for node, records in by_node.items():
+        acct.apply(snapshot(node, list(records.values())), 0)
+    families = by_name(acct.view(0))
+    policy_keys = ("node", "direction", "verdict", "tier", "policy_kind", "policy_namespace", "policy")
+    assert _sum(families[WORKLOAD_POLICY], policy_keys) == _sum(families[NODE_POLICY], policy_keys)
+    assert _sum(families[NODE_POLICY], policy_keys[1:]) == _sum(families[CLUSTER_POLICY], policy_keys[1:])
+    drops_workload = families["calico_accountant_workload_no_policy_drop_packets_total"]
+    drops_node = families["calico_accountant_node_no_policy_drop_packets_total"]
+    drops_cluster = families["calico_accountant_cluster_no_policy_drop_packets_total"]
+    assert _sum(drops_workload, ("node", "direction")) == _sum(drops_node, ("node", "direction"))
+    assert _sum(drops_node, ("direction",)) == _sum(drops_cluster, ("direction",))
+    # and the grand total is what the records said
+    expected = sum(
+        r.packets
+        for records in by_node.values()
+        for r in records.values()
+        if r.key.kind.value != "no_policy_drop"
+    )
+    assert sum(v[0] for v in families[CLUSTER_POLICY].values()) == expected
+
+
+def test_identity_types_used_by_the_fake_match_the_model() -> None:
+    # the fake catalog must return the model's types, or the tests above prove nothing
+    cat = catalog()
+    assert isinstance(cat.group("g", ["cali-pi-allow"], [""]), PolicyGroup)
+    assert isinstance(cat.profile("x"), ProfileIdentity)
+
+
+def _partial_catalog(pods: set[tuple[str, str]], chains: set[str]) -> FakeCatalog:
+    full = catalog().add_pod("n2", "cali4", "shop", "web-4", "web").add_pod("n3", "cali5", "ops", "tool", "")
+    partial = FakeCatalog()
+    partial.workloads = {where: w for where, w in full.workloads.items() if where in pods}
+    partial.policies = {chain: p for chain, p in full.policies.items() if chain in chains}
+    return partial
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    batch=_records(),
+    before=st.tuples(st.sets(st.sampled_from(_PODS)), st.sets(st.sampled_from(_CHAINS))),
+    after=st.tuples(st.sets(st.sampled_from(_PODS)), st.sets(st.sampled_from(_CHAINS))),
+    compat=st.booleans(),
+)
+def test_incremental_catalog_change_equals_resolving_from_scratch(
+    batch: list[tuple[str, CounterRecord]],
+    before: tuple[set[tuple[str, str]], set[str]],
+    after: tuple[set[tuple[str, str]], set[str]],
+    compat: bool,
+) -> None:
+    by_node: dict[str, dict[object, CounterRecord]] = defaultdict(dict)
+    for node, record in batch:
+        by_node[node][record.key] = record
+    options = SeriesOptions(compat=compat)
+    changed = Accountant(_partial_catalog(*before), options=options)
+    fresh = Accountant(_partial_catalog(*after), options=options)
+    for acct in (changed, fresh):
+        for node, records in by_node.items():
+            acct.apply(snapshot(node, list(records.values())), 0)
+    changed.set_resolver(_partial_catalog(*after))
+    assert by_name(changed.view(0)) == by_name(fresh.view(0))
+    assert changed.view(0).series_count == fresh.view(0).series_count
+    assert [(n.unresolved_interfaces, n.unresolved_chains) for n in changed.view(0).nodes] == [
+        (n.unresolved_interfaces, n.unresolved_chains) for n in fresh.view(0).nodes
+    ]
+    rebuilt = Accountant(_partial_catalog(*before), options=options)
+    for node, records in by_node.items():
+        rebuilt.apply(snapshot(node, list(records.values())), 0)
+    rebuilt.set_resolver(_partial_catalog(*after))
+    rebuilt.rebuild()
+    assert by_name(rebuilt.view(0)) == by_name(fresh.view(0))
+
+
+def test_a_pod_leaving_the_catalog_goes_back_to_raw_names() -> None:
+    acct = Accountant(catalog())
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    acct.set_resolver(FakeCatalog().add_policy("cali-pi-allow", "allow-web", "shop"))
+    labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert (labels["pod"], labels["namespace"], values) == ("cali1", "", (5, 500))
+    assert acct.moved_counters == 1
+
+
+def test_group_members_resolve_with_comments_from_policy_rules() -> None:
+    class ByComment(FakeCatalog):
+        def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
+            if comment == "Policy shop/default.late ingress":
+                return PolicyIdentity("NetworkPolicy", "shop", "late", "default", "default.late")
+            return super().policy(chain, comment)
+
+    acct = Accountant(ByComment())
+    acct.apply(
+        snapshot(
+            "n1",
+            [
+                policy_rule("cali-pi-_hashed", 0, "allow", 1, comment="Policy shop/default.late ingress"),
+                accept("cali1", "cali-gi-group", 3, members=("cali-pi-_hashed",)),
+            ],
+        ),
+        0,
+    )
+    labels, _ = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert (labels["policy_kind"], labels["policy"]) == ("PolicyGroup", "late")
