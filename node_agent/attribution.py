@@ -45,6 +45,7 @@ UNTIERED = "default"
 the implicit ``default`` tier."""
 
 _JUMP_PREFIXES = ("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")
+_JUMP_PREFIX_SET = frozenset(_JUMP_PREFIXES)
 _POLICY_JUMP_PREFIXES = ("cali-pi-", "cali-po-")
 _DROP_TARGETS = frozenset({"DROP", "REJECT"})
 _START_OF_TIER = "Start of tier "
@@ -85,6 +86,11 @@ class RecordPlan(NamedTuple):
     group_members: tuple[str, ...] = ()
     line: int = 0
     source: str = ""
+
+
+_new_key = functools.partial(tuple.__new__, CounterKey)
+"""Builds a CounterKey from a full tuple of its fields, without the Python-level __new__."""
+_new_plan = functools.partial(tuple.__new__, RecordPlan)
 
 
 def learn_marks(table: FilterTable) -> MarkBits:
@@ -284,7 +290,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         tier_may_pass = {
             tiers[index]
             for index, rule in enumerate(rules)
-            if rule.target.startswith(_JUMP_PREFIXES) and has_pass(rule.target) is not False
+            if rule.target[:8] in _JUMP_PREFIX_SET and has_pass(rule.target) is not False
         }
         count = len(rules)
         for index, rule in enumerate(rules):
@@ -345,37 +351,44 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             comment = chain_comment(target)
             accept_id = following.rule_id
             plans.append(
-                RecordPlan(
-                    CounterKey(Kind.POLICY_ACCEPT, family, direction, interface, target, tier),
-                    (following.ordinal,),
-                    (accept_id,),
-                    comment,
-                    members,
-                    following.line,
-                    source,
+                _new_plan(
+                    (
+                        _new_key((Kind.POLICY_ACCEPT, family, direction, interface, target, tier, -1, "")),
+                        (following.ordinal,),
+                        (accept_id,),
+                        comment,
+                        members,
+                        following.line,
+                        source,
+                    )
                 )
             )
             after = rules[index + 2] if index + 2 < count else None
-            reason = _deny_inexact_reason(target, after, tier, tier in tier_may_pass, marks, has_pass)
-            if reason:
-                diagnostics.append(
-                    Diagnostic("deny_not_exact", f"{name}: deny for {reason}; left out", rule.line, source)
-                )
-                continue
+            if has_pass(target) is not False or tier in tier_may_pass:
+                reason = _deny_inexact_reason(target, after, tier, tier in tier_may_pass, marks, has_pass)
+                if reason:
+                    diagnostics.append(
+                        Diagnostic(
+                            "deny_not_exact", f"{name}: deny for {reason}; left out", rule.line, source
+                        )
+                    )
+                    continue
             plans.append(
-                RecordPlan(
-                    CounterKey(Kind.POLICY_DENY, family, direction, interface, target, tier),
-                    (rule.ordinal, following.ordinal, after.ordinal if after is not None else -1),
-                    (rule.rule_id, accept_id, after.rule_id if after is not None else ""),
-                    comment,
-                    members,
-                    rule.line,
-                    source,
+                _new_plan(
+                    (
+                        _new_key((Kind.POLICY_DENY, family, direction, interface, target, tier, -1, "")),
+                        (rule.ordinal, following.ordinal, after.ordinal if after is not None else -1),
+                        (rule.rule_id, accept_id, after.rule_id if after is not None else ""),
+                        comment,
+                        members,
+                        rule.line,
+                        source,
+                    )
                 )
             )
 
-    make_plan = RecordPlan._make
-    make_key = CounterKey._make
+    make_plan = _new_plan
+    make_key = _new_key
     for name in chains:
         direction = POLICY_PREFIXES.get(name[:8])
         if direction is None:
@@ -475,7 +488,7 @@ def evaluate_plan(
     return _make_record((key, value_packets, value_bytes, rule_ids, chain_comment, group_members))
 
 
-_make_record = CounterRecord._make
+_make_record = functools.partial(tuple.__new__, CounterRecord)
 
 
 def evaluate(

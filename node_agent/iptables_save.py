@@ -13,6 +13,7 @@ text: in steady state the same rules come back with new counters.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -270,7 +271,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     listing_hint = False
     current_chain = ""
     current_rules: list[Rule] = []
-    new_rule = Rule._make
+    new_rule = functools.partial(tuple.__new__, Rule)
     # Felix's comments never need escapes; only then must each line be checked for them.
     quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
 
