@@ -303,6 +303,11 @@ class _MemoResolver:
                 new = self._ask(lookup)
             except Exception:
                 new = None
+            if _forgotten(old, new):
+                # The pod or policy left the datastore; its counters (live until its chains
+                # go, then retired) keep the names they were counted under, so a deleted
+                # pod's drops stay under its namespace and app in the sums.
+                new = old
             if new != old:
                 dirty |= users
             if new is None:
@@ -310,6 +315,18 @@ class _MemoResolver:
             else:
                 cache[lookup] = new
         return dirty
+
+    def inherit(self, previous: _MemoResolver) -> None:
+        """Start from ``previous``'s answers, asked again of this resolver, keeping the
+        names of what was deleted since (see :func:`_forgotten`): a rebuild then routes
+        counters exactly as the incremental path would have."""
+        for lookup in [*previous._workloads, *previous._policies, *previous._groups, *previous._profiles]:
+            old = previous._cache(lookup).get(lookup)
+            try:
+                new = self._ask(lookup)
+            except Exception:
+                continue
+            self._cache(lookup)[lookup] = old if _forgotten(old, new) else new
 
     def _cache(self, lookup: _Lookup) -> dict[_Lookup, Any]:
         tag = lookup[0]
@@ -330,6 +347,15 @@ class _MemoResolver:
         rest = lookup[2:]
         split = rest.index("")
         return self.resolver.group(lookup[1], rest[:split], rest[split + 1 :])
+
+
+def _forgotten(old: object, new: object) -> bool:
+    """True when a lookup that resolved now does not: the object was deleted."""
+    if isinstance(old, WorkloadIdentity) and isinstance(new, WorkloadIdentity):
+        return old.resolved and not new.resolved
+    if isinstance(old, PolicyIdentity) and isinstance(new, PolicyIdentity):
+        return old.kind != "Unresolved" and new.kind == "Unresolved"
+    return False
 
 
 # -- what increases and totals look like once resolved ---------------------------------------
@@ -478,6 +504,7 @@ class SeriesState:
         """A new state with the same options and archive, every counter resolved afresh
         and aggregate series admitted first under the cap."""
         fresh = SeriesState(resolver or self.resolver, self.options)
+        fresh._memo.inherit(self._memo)
         fresh._archive = dict(self._archive)
         # exported as counters: they must not go down because of a rebuild
         fresh.resolution_errors = self.resolution_errors

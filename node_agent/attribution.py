@@ -146,6 +146,15 @@ def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, R
     them, so only the MARK counts every denied packet) and the guarded DROP is its
     follow-up, not a second verdict.  The drop bit ``D`` is learned from that DROP.
     """
+    # Bits the chain clears (``--set-xmark 0x0/S``) are scratch bits of match blocks
+    # (before v3.30 scratch0 is 0x40000, the same bit v3.30 uses to drop): a rule setting
+    # one only records that one alternative of a match matched, it is no verdict.
+    scratch = 0
+    for rule in rules:
+        if rule.target == "MARK":
+            mark = set_xmark_of(rule.body)
+            if mark is not None and mark[0] == 0:
+                scratch |= mark[1]
     drop_bits = set()
     for rule in rules:
         if rule.target in _DROP_TARGETS:
@@ -155,6 +164,7 @@ def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, R
                 and guards[0][0] == guards[0][1]
                 and not guards[0][2]
                 and guards[0][0] not in (marks.accept, marks.pass_)
+                and not guards[0][0] & scratch
                 and not has_extra_match(rule.body)
             ):
                 drop_bits.add(guards[0][0])

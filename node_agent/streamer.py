@@ -202,6 +202,13 @@ class Streamer:
             while True:
                 was_full = acked is None
                 acked = await self._send_and_confirm(call, current, acked)
+                if was_full:
+                    log.info(
+                        "aggregator %s acknowledged full snapshot %d (%d counters)",
+                        self.config.target,
+                        self.sequence,
+                        len(current.records),
+                    )
                 self._set_connected(True)
                 if acked is None and not was_full:
                     continue  # resync asked after a delta: resend this read in full at once

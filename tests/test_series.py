@@ -533,7 +533,7 @@ def _partial_catalog(pods: set[tuple[str, str]], chains: set[str]) -> FakeCatalo
     after=st.tuples(st.sets(st.sampled_from(_PODS)), st.sets(st.sampled_from(_CHAINS))),
     compat=st.booleans(),
 )
-def test_incremental_catalog_change_equals_resolving_from_scratch(
+def test_incremental_catalog_change_equals_resolving_everything_ever_known(
     batch: list[tuple[str, CounterRecord]],
     before: tuple[set[tuple[str, str]], set[str]],
     after: tuple[set[tuple[str, str]], set[str]],
@@ -544,7 +544,10 @@ def test_incremental_catalog_change_equals_resolving_from_scratch(
         by_node[node][record.key] = record
     options = SeriesOptions(compat=compat)
     changed = Accountant(_partial_catalog(*before), options=options)
-    fresh = Accountant(_partial_catalog(*after), options=options)
+    # What left the catalog keeps the names it was counted under: resolving from
+    # scratch with everything ever known must give the same series.
+    ever_known = (before[0] | after[0], before[1] | after[1])
+    fresh = Accountant(_partial_catalog(*ever_known), options=options)
     for acct in (changed, fresh):
         for node, records in by_node.items():
             acct.apply(snapshot(node, list(records.values())), 0)
@@ -562,12 +565,29 @@ def test_incremental_catalog_change_equals_resolving_from_scratch(
     assert by_name(rebuilt.view(0)) == by_name(fresh.view(0))
 
 
-def test_a_pod_leaving_the_catalog_goes_back_to_raw_names() -> None:
+def test_a_pod_leaving_the_catalog_keeps_the_names_it_was_counted_under() -> None:
     acct = Accountant(catalog())
     acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
-    acct.set_resolver(FakeCatalog().add_policy("cali-pi-allow", "allow-web", "shop"))
+    acct.set_resolver(FakeCatalog())
     labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
-    assert (labels["pod"], labels["namespace"], values) == ("cali1", "", (5, 500))
+    assert (labels["pod"], labels["namespace"], labels["policy"], values) == (
+        "web-1",
+        "shop",
+        "allow-web",
+        (5, 500),
+    )
+    assert acct.moved_counters == 0
+    acct.rebuild()
+    labels, values = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert (labels["pod"], labels["namespace"], values) == ("web-1", "shop", (5, 500))
+
+
+def test_an_interface_reused_by_a_new_pod_moves_to_the_new_pod() -> None:
+    acct = Accountant(catalog())
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
+    acct.set_resolver(catalog().add_pod("n1", "cali1", "shop", "web-9", "web"))
+    labels, _ = one(by_name(acct.view(0))[WORKLOAD_POLICY])
+    assert labels["pod"] == "web-9"
     assert acct.moved_counters == 1
 
 
