@@ -1,0 +1,120 @@
+"""The aggregator's flags and entry point (``calico-accountant aggregator``, ``python -m aggregator``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aggregator.server import AggregatorConfig
+
+__all__ = ["add_arguments", "config_from_args", "main", "run"]
+
+log = logging.getLogger("calico_accountant.aggregator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--grpc-port", type=int, default=9010, help="gRPC port: ingest, hits, health (default 9010)"
+    )
+    parser.add_argument("--grpc-host", default="0.0.0.0")
+    parser.add_argument("--metrics-port", type=int, default=9011, help="/metrics port (default 9011)")
+    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument(
+        "--datastore",
+        default=env("CALICO_ACCOUNTANT_DATASTORE", ""),
+        help="etcd://HOST:PORT[,HOST:PORT...], etcds://..., or file:PATH (YAML/JSON of Calico objects); "
+        "default $CALICO_ACCOUNTANT_DATASTORE; none: pods and policies stay unresolved",
+    )
+    parser.add_argument("--etcd-ca", default=env("ETCD_CA_CERT_FILE"))
+    parser.add_argument("--etcd-cert", default=env("ETCD_CERT_FILE"))
+    parser.add_argument("--etcd-key", default=env("ETCD_KEY_FILE"))
+    parser.add_argument("--levels", default="workload,node,cluster", help="metric levels to export")
+    parser.add_argument(
+        "--labels", default=None, help="label allow-list for the workload/node/cluster families"
+    )
+    parser.add_argument(
+        "--compat-metrics", action="store_true", help="also export monzo/calico-accountant names"
+    )
+    parser.add_argument("--max-series", type=int, default=None, help="cap on counter series (default: none)")
+    parser.add_argument(
+        "--stale-after", type=float, default=120.0, help="seconds without a snapshot: node stale"
+    )
+    parser.add_argument(
+        "--retired-grace",
+        type=float,
+        default=600.0,
+        help="seconds a vanished counter keeps its workload series",
+    )
+    parser.add_argument(
+        "--expire-interval",
+        type=float,
+        default=30.0,
+        help="seconds between sweeps that remove series past their grace period",
+    )
+    parser.add_argument("--hits-window", type=float, default=600.0, help="seconds of hits kept for --since")
+    parser.add_argument("--hits-window-max", type=int, default=100_000, help="most hits kept for --since")
+    parser.add_argument("--watch-buffer", type=int, default=10_000, help="hits buffered per Watch stream")
+    parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+
+
+def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
+    from aggregator.series import SeriesOptions, parse_labels, parse_levels
+    from aggregator.server import AggregatorConfig
+
+    series = SeriesOptions(
+        levels=parse_levels(args.levels),
+        compat=args.compat_metrics,
+        allowed_labels=parse_labels(args.labels) if args.labels else None,
+        max_series=args.max_series,
+    )
+    return AggregatorConfig(
+        grpc_host=args.grpc_host,
+        grpc_port=args.grpc_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        datastore=args.datastore,
+        etcd_ca=args.etcd_ca,
+        etcd_cert=args.etcd_cert,
+        etcd_key=args.etcd_key,
+        series=series,
+        stale_after=args.stale_after,
+        retired_grace=args.retired_grace,
+        expire_interval=args.expire_interval,
+        max_message_bytes=args.max_message_bytes,
+        hits_window_seconds=args.hits_window,
+        hits_window_max=args.hits_window_max,
+        watch_buffer=args.watch_buffer,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from aggregator.server import run_aggregator
+
+    try:
+        config = config_from_args(args)
+        return asyncio.run(run_aggregator(config))
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m aggregator", description="The calico-accountant aggregator."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,221 @@
+"""The aggregator process, wiring only: datastore, accounting, gRPC, /metrics, one loop.
+
+* the datastore source (etcd or a file) feeds a :class:`DatastoreCache`; every new
+  catalog is handed to the :class:`Accountant`, which re-resolves its series;
+* the ``grpc.aio`` server carries ``Ingest`` (agents), ``PolicyHits`` (consumers), the
+  standard health service and reflection, with explicit message size limits and a
+  keepalive policy that lets agents ping an idle stream;
+* ``/metrics`` is C's exposition (:func:`aggregator.exposition.serve_metrics`) plus this
+  process's own ingest and hit metrics;
+* a housekeeping task expires retired counters;
+* SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, then all stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from aggregator.catalog import Catalog
+from aggregator.datastore import DatastoreCache, DatastoreSource, open_datastore, parse_datastore_spec
+from aggregator.exposition import MetricsServer, serve_metrics
+from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
+from aggregator.ingest import IngestMetrics, IngestServicer
+from aggregator.ledger import Ledger
+from aggregator.series import Accountant, SeriesOptions
+from calico_accountant import __version__
+from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
+from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
+
+__all__ = ["Aggregator", "AggregatorConfig", "run_aggregator", "server_options"]
+
+log = logging.getLogger("calico_accountant.aggregator")
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+_SERVICES = (
+    snapshot_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name,
+    hits_pb2.DESCRIPTOR.services_by_name["PolicyHits"].full_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 9010
+    """0 picks a free port (see :attr:`Aggregator.grpc_port`)."""
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9011
+    datastore: str = ""
+    """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    sync_timeout: float = 30.0
+    """How long start-up waits for the datastore's first listing before serving anyway."""
+    series: SeriesOptions = field(default_factory=SeriesOptions)
+    stale_after: float = 120.0
+    retired_grace: float = 600.0
+    expire_interval: float = 30.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    hits_window_seconds: float = 600.0
+    hits_window_max: int = 100_000
+    watch_buffer: int = 10_000
+    shutdown_grace: float = 2.0
+
+
+def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
+    """Explicit size limits (a larger incoming message is refused with RESOURCE_EXHAUSTED;
+    the agent chunks below it) and a ping policy that accepts the agents' keepalives."""
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # Larger on the way out: a Snapshot of a big cluster's totals is tens of MB (the
+        # CLI accepts 64 MiB); Watch batches stay small.
+        ("grpc.max_send_message_length", max(config.max_message_bytes, MAX_RESPONSE_BYTES)),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+class Aggregator:
+    """All the aggregator's parts in one event loop; :meth:`start` then :meth:`stop`."""
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.registry = CollectorRegistry()
+        self.cache: DatastoreCache | None = None
+        self._source: DatastoreSource | None = None
+        resolver = Catalog.empty()
+        if config.datastore:
+            spec = parse_datastore_spec(
+                config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key
+            )
+            self.cache = DatastoreCache(source=spec.describe())
+            self._source = open_datastore(spec, self.cache)
+            resolver = self.cache.catalog
+        self.accountant = Accountant(
+            resolver,
+            options=config.series,
+            ledger=Ledger(stale_after=config.stale_after, retired_grace=config.retired_grace),
+        )
+        if self.cache is not None:
+            self.cache.add_listener(self.accountant.set_resolver)
+        self.hub = HitHub(
+            window_seconds=config.hits_window_seconds,
+            window_hits=config.hits_window_max,
+            buffer_hits=config.watch_buffer,
+            metrics=HitMetrics(self.registry),
+        )
+        self.ingest = IngestServicer(
+            self.accountant, on_increases=self.hub.publish, metrics=IngestMetrics(self.registry)
+        )
+        self.hits = PolicyHitsServicer(self.hub, self.accountant, started=self.started)
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(options=server_options(config))
+        snapshot_pb2_grpc.add_IngestServicer_to_server(self.ingest, self.server)  # type: ignore[no-untyped-call]
+        hits_pb2_grpc.add_PolicyHitsServicer_to_server(self.hits, self.server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.grpc_port = 0
+        self.metrics: MetricsServer | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        address = f"{_bracket(self.config.grpc_host)}:{self.config.grpc_port}"
+        self.grpc_port = self.server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        if self._source is not None and self.cache is not None:
+            self._source.start()
+            # Resolve from the first snapshot on: counters applied before the catalog
+            # exists are exported under raw names until the rebuild that follows it.
+            try:
+                catalog = await self.cache.wait_synced(timeout=self.config.sync_timeout)
+                self.accountant.set_resolver(catalog)
+            except TimeoutError:
+                log.warning(
+                    "datastore %s not synced within %g s; serving anyway, names resolve once it is",
+                    self.config.datastore,
+                    self.config.sync_timeout,
+                )
+        await self.server.start()
+        self.metrics = serve_metrics(
+            self.accountant, self.config.metrics_port, host=self.config.metrics_host, extra=self.registry
+        )
+        for service in ("", *_SERVICES):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._housekeeping = asyncio.create_task(self._expire_loop(), name="expire")
+        log.info(
+            "aggregator %s: gRPC on %s:%d, /metrics on %s:%d, datastore %s",
+            __version__,
+            self.config.grpc_host,
+            self.grpc_port,
+            self.config.metrics_host,
+            self.metrics.port,
+            self.config.datastore or "(none: names stay unresolved)",
+        )
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.expire_interval)
+            try:
+                removed = self.accountant.expire(time.time())
+                if removed:
+                    log.info("removed %d series of expired counters", removed)
+            except Exception:
+                log.exception("expiring counters failed")
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        # Agents' streams never end by themselves, so the grace period ends by cancelling
+        # them; grpc logs each cancelled servicer as an error, which here it is not.
+        logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
+        await self.server.stop(self.config.shutdown_grace)
+        if self._source is not None:
+            await self._source.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def run_aggregator(config: AggregatorConfig, stop: asyncio.Event | None = None) -> int:
+    """Run until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+    aggregator = Aggregator(config)
+    await aggregator.start()
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await aggregator.stop()
+    return 0

@@ -1,0 +1,25 @@
+"""``calico-accountant aggregator``: the cluster-wide service (ingest, /metrics, policy-hit API)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "aggregator",
+        help="run the aggregator: agents' snapshots in, Prometheus metrics and the policy-hit API out",
+        description="Receives the node agents' snapshots over gRPC, resolves interfaces and chains to pods "
+        "and policies from the Calico datastore, serves /metrics and the PolicyHits gRPC API.",
+    )
+    from aggregator.cli import add_arguments
+
+    add_arguments(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aggregator.cli import run
+
+    return run(args)
