@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grpc-port", type=int, default=9010, help="gRPC port: ingest, hits, health (default 9010)"
     )
     parser.add_argument("--grpc-host", default="0.0.0.0")
-    parser.add_argument("--metrics-port", type=int, default=9011, help="/metrics port (default 9011)")
+    parser.add_argument("--metrics-port", type=int, default=9009, help="/metrics port (default 9009)")
     parser.add_argument("--metrics-host", default="0.0.0.0")
     parser.add_argument(
         "--datastore",

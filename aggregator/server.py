@@ -56,7 +56,7 @@ class AggregatorConfig:
     grpc_port: int = 9010
     """0 picks a free port (see :attr:`Aggregator.grpc_port`)."""
     metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9011
+    metrics_port: int = 9009
     datastore: str = ""
     """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
     etcd_ca: str | None = None

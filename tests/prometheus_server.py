@@ -4,7 +4,7 @@ Usage::
 
     from prometheus_server import PrometheusServer, prometheus_available
 
-    with PrometheusServer(targets=["127.0.0.1:9011"]) as prom:
+    with PrometheusServer(targets=["127.0.0.1:9009"]) as prom:
         prom.wait_for_target_up()
         prom.query('sum(calico_accountant_cluster_policy_packets_total)')   # instant vector
         prom.wait_for(lambda: prom.value('up') == 1.0, timeout=20)

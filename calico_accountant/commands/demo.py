@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
         "--duration", type=float, default=0.0, help="seconds to run; 0 (default) until Ctrl-C"
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=9011, help="aggregator /metrics port; 0 picks one"
+        "--metrics-port", type=int, default=9009, help="aggregator /metrics port; 0 picks one"
     )
     parser.add_argument("--grpc-port", type=int, default=9010, help="aggregator gRPC port; 0 picks one")
     parser.add_argument("--no-traffic", action="store_true", help="set everything up but send no traffic")

@@ -61,7 +61,7 @@ class DemoOptions:
     layout: Layout = Layout.V3_30
     duration: float = 0.0
     """Seconds to run; 0 runs until Ctrl-C / SIGTERM."""
-    metrics_port: int = 9011
+    metrics_port: int = 9009
     grpc_port: int = 9010
     """0 picks a free port."""
     traffic: bool = True
