@@ -28,12 +28,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Sequence
 
 from aggregator.naming import length_limited_id
 from calico_accountant.demo.cluster import Cluster, Policy, PolicyRule, Workload
 from calico_accountant.demo.verdicts import applicable_tiers, effective_tiers, policy_applies, rule_sources
-from calico_accountant.lab.calico_rules import ACCEPT_MARK, DROP_MARK, PASS_MARK, Layout
+from calico_accountant.lab.calico_rules import ACCEPT_MARK, DROP_MARK, PASS_MARK, FelixChain, Layout
 
 __all__ = [
     "carry_counters",
@@ -69,29 +68,6 @@ def policy_chain(policy: Policy, direction: str, layout: Layout) -> str:
 
 def profile_chain(profile: str, direction: str) -> str:
     return length_limited_id("cali-pri-" if direction == "ingress" else "cali-pro-", profile)
-
-
-class _Chain:
-    """Rules of one chain with felix-style chained ``cali:`` hashes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.lines: list[str] = []
-        self._previous = name
-
-    def add(self, body: str, *, prefix: str = "", comments: Sequence[str] = ()) -> None:
-        """Append a rule; ``prefix`` holds -s/-i/-o/-p, which iptables-save prints first."""
-        digest = hashlib.sha224(f"{self._previous}|{prefix}|{'|'.join(comments)}|{body}".encode()).digest()
-        rule_hash = base64.urlsafe_b64encode(digest).decode()[:16]
-        self._previous = rule_hash
-        parts = [f"-A {self.name}"]
-        if prefix:
-            parts.append(prefix)
-        parts.append(f'-m comment --comment "cali:{rule_hash}"')
-        parts.extend(f'-m comment --comment "{comment}"' for comment in comments)
-        if body:
-            parts.append(body)
-        self.lines.append(" ".join(parts))
 
 
 def _protocol_parts(rule: PolicyRule) -> tuple[str, str]:
@@ -167,8 +143,8 @@ def _policy_rules(
 
 def _policy_chain(
     cluster: Cluster, policy: Policy, direction: str, layout: Layout, use_ipsets: bool
-) -> _Chain:
-    chain = _Chain(policy_chain(policy, direction, layout))
+) -> FelixChain:
+    chain = FelixChain(policy_chain(policy, direction, layout))
     scope = f"{policy.namespace}/{policy.stored_name}" if policy.namespace else policy.stored_name
     identity = [f"Policy {scope} {direction}"]
     rendered = _policy_rules(cluster, policy, direction, layout, use_ipsets)
@@ -179,8 +155,8 @@ def _policy_chain(
     return chain
 
 
-def _profile_chain(cluster: Cluster, name: str, direction: str) -> _Chain:
-    chain = _Chain(profile_chain(name, direction))
+def _profile_chain(cluster: Cluster, name: str, direction: str) -> FelixChain:
+    chain = FelixChain(profile_chain(name, direction))
     identity = [f"Profile {name} {direction}"]
     profile = cluster.profile(name)
     allows = profile is not None and (
@@ -190,9 +166,9 @@ def _profile_chain(cluster: Cluster, name: str, direction: str) -> _Chain:
     return chain
 
 
-def _endpoint_chain(cluster: Cluster, workload: Workload, direction: str, layout: Layout) -> _Chain:
+def _endpoint_chain(cluster: Cluster, workload: Workload, direction: str, layout: Layout) -> FelixChain:
     name = ("cali-tw-" if direction == "ingress" else "cali-fw-") + workload.interface
-    chain = _Chain(name)
+    chain = FelixChain(name)
     chain.add("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
     chain.add("-m conntrack --ctstate INVALID -j DROP")
     clear = ACCEPT_MARK | PASS_MARK if layout is Layout.V3_30 else ACCEPT_MARK
@@ -234,18 +210,18 @@ def render_node_table(cluster: Cluster, node: str, layout: Layout, *, use_ipsets
     first); with ``use_ipsets=False`` a single source is ``-s`` and several are a match
     block on felix's scratch mark (for machines without ``ipset``)."""
     workloads = sorted(cluster.on_node(node), key=lambda w: w.interface)
-    forward = _Chain("FORWARD")
+    forward = FelixChain("FORWARD")
     forward.add("-j cali-FORWARD")
     forward.add(
         f"-m mark --mark {_mark(ACCEPT_MARK)} -j ACCEPT", comments=["Policy explicitly accepted packet."]
     )
-    cali_forward = _Chain("cali-FORWARD")
+    cali_forward = FelixChain("cali-FORWARD")
     cali_forward.add(f"-j MARK --set-xmark 0x0/{0xE0000:#x}")
     cali_forward.add("-j cali-from-wl-dispatch", prefix="-i cali+")
     cali_forward.add("-j cali-to-wl-dispatch", prefix="-o cali+")
-    from_dispatch = _Chain("cali-from-wl-dispatch")
-    to_dispatch = _Chain("cali-to-wl-dispatch")
-    chains: list[_Chain] = [forward, cali_forward, from_dispatch, to_dispatch]
+    from_dispatch = FelixChain("cali-from-wl-dispatch")
+    to_dispatch = FelixChain("cali-to-wl-dispatch")
+    chains: list[FelixChain] = [forward, cali_forward, from_dispatch, to_dispatch]
     for workload in workloads:
         from_dispatch.add(f"-g cali-fw-{workload.interface}", prefix=f"-i {workload.interface}")
         to_dispatch.add(f"-g cali-tw-{workload.interface}", prefix=f"-o {workload.interface}")

@@ -34,6 +34,7 @@ __all__ = [
     "ACCEPT_MARK",
     "DROP_MARK",
     "PASS_MARK",
+    "FelixChain",
     "LabEndpoint",
     "LabPolicy",
     "LabPolicyGroup",
@@ -153,8 +154,9 @@ def _mark(bits: int) -> str:
     return f"{bits:#x}/{bits:#x}"
 
 
-class _Chain:
-    """Rules of one chain with felix-style chained ``cali:`` hashes."""
+class FelixChain:
+    """Rules of one chain with felix-style chained ``cali:`` hashes (shared by the lab and
+    the demo renderers)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -196,8 +198,8 @@ def _deny_target(deny_action: str, family: int) -> str:
     raise ValueError(f"deny_action must be DROP or REJECT, not {deny_action!r}")
 
 
-def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int, deny: str) -> _Chain:
-    chain = _Chain(policy_chain_name(policy, direction, layout))
+def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int, deny: str) -> FelixChain:
+    chain = FelixChain(policy_chain_name(policy, direction, layout))
     rules = policy.ingress if direction == "ingress" else policy.egress
     identity = [f"Policy {policy.namespace}/{policy.stored_name} {direction}"]
     rendered: list[tuple[str, str]] = []  # (-p part, matches and target)
@@ -224,16 +226,18 @@ def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int
     return chain
 
 
-def _profile_chain(profile: str, direction: str) -> _Chain:
-    chain = _Chain(profile_chain_name(profile, direction))
+def _profile_chain(profile: str, direction: str) -> FelixChain:
+    chain = FelixChain(profile_chain_name(profile, direction))
     chain.add(f"-j MARK --set-xmark {_mark(ACCEPT_MARK)}", comments=[f"Profile {profile} {direction}"])
     return chain
 
 
-def _endpoint_chain(endpoint: LabEndpoint, direction: str, layout: Layout, family: int, deny: str) -> _Chain:
+def _endpoint_chain(
+    endpoint: LabEndpoint, direction: str, layout: Layout, family: int, deny: str
+) -> FelixChain:
     name = ("cali-tw-" if direction == "ingress" else "cali-fw-") + endpoint.interface
     policies = endpoint.ingress_policies if direction == "ingress" else endpoint.egress_policies
-    chain = _Chain(name)
+    chain = FelixChain(name)
     verb = "Drop" if deny == "DROP" else "Reject"
     chain.add("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
     chain.add("-m conntrack --ctstate INVALID -j DROP")
@@ -270,10 +274,10 @@ def _endpoint_chain(endpoint: LabEndpoint, direction: str, layout: Layout, famil
     return chain
 
 
-def _group_chain(group: LabPolicyGroup, direction: str, layout: Layout) -> _Chain:
+def _group_chain(group: LabPolicyGroup, direction: str, layout: Layout) -> FelixChain:
     """Blocks of five jumps; later jumps in a block need both verdict bits clear, and a
     ``Return on verdict`` rule separates blocks (felix ``policyGroupChain``)."""
-    chain = _Chain(group_chain_name(group, direction, layout))
+    chain = FelixChain(group_chain_name(group, direction, layout))
     both = ACCEPT_MARK | PASS_MARK
     for index, policy in enumerate(group.policies):
         target = policy_chain_name(policy, direction, layout)
@@ -306,18 +310,18 @@ def render_filter_table(
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family}")
     deny = _deny_target(deny_action, family)
-    forward = _Chain("FORWARD")
+    forward = FelixChain("FORWARD")
     forward.add("-j cali-FORWARD")
     forward.add(
         f"-m mark --mark {_mark(ACCEPT_MARK)} -j ACCEPT", comments=["Policy explicitly accepted packet."]
     )
-    cali_forward = _Chain("cali-FORWARD")
+    cali_forward = FelixChain("cali-FORWARD")
     cali_forward.add(f"-j MARK --set-xmark 0x0/{0xE0000:#x}")
     cali_forward.add("-j cali-from-wl-dispatch", prefix="-i cali+")
     cali_forward.add("-j cali-to-wl-dispatch", prefix="-o cali+")
-    from_dispatch = _Chain("cali-from-wl-dispatch")
-    to_dispatch = _Chain("cali-to-wl-dispatch")
-    chains: list[_Chain] = [forward, cali_forward, from_dispatch, to_dispatch]
+    from_dispatch = FelixChain("cali-from-wl-dispatch")
+    to_dispatch = FelixChain("cali-to-wl-dispatch")
+    chains: list[FelixChain] = [forward, cali_forward, from_dispatch, to_dispatch]
     for endpoint in endpoints:
         from_dispatch.add(f"-g cali-fw-{endpoint.interface}", prefix=f"-i {endpoint.interface}")
         to_dispatch.add(f"-g cali-tw-{endpoint.interface}", prefix=f"-o {endpoint.interface}")
