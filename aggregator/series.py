@@ -240,6 +240,8 @@ class _MemoResolver:
         self._groups: dict[_Lookup, PolicyGroup] = {}
         self._profiles: dict[_Lookup, ProfileIdentity] = {}
         self._users: dict[_Lookup, set[_RouteKey]] = {}
+        self._last_known: dict[_Lookup, object] = {}
+        """Per workload or policy lookup, the last answer that resolved (see _remembering)."""
         self.touched: list[_Lookup] = []
         """Lookups made since the caller last cleared it (one counter's resolution)."""
 
@@ -248,7 +250,9 @@ class _MemoResolver:
         self.touched.append(lookup)
         found = self._workloads.get(lookup)
         if found is None:
-            found = self._workloads[lookup] = self.resolver.workload(node, interface)
+            answer = self._ask(lookup)
+            assert isinstance(answer, WorkloadIdentity)
+            found = self._workloads[lookup] = answer
         return found
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
@@ -256,7 +260,9 @@ class _MemoResolver:
         self.touched.append(lookup)
         found = self._policies.get(lookup)
         if found is None:
-            found = self._policies[lookup] = self.resolver.policy(chain, comment)
+            answer = self._ask(lookup)
+            assert isinstance(answer, PolicyIdentity)
+            found = self._policies[lookup] = answer
         return found
 
     def group(self, chain: str, member_chains: Sequence[str], member_comments: Sequence[str]) -> PolicyGroup:
@@ -303,11 +309,6 @@ class _MemoResolver:
                 new = self._ask(lookup)
             except Exception:
                 new = None
-            if _forgotten(old, new):
-                # The pod or policy left the datastore; its counters (live until its chains
-                # go, then retired) keep the names they were counted under, so a deleted
-                # pod's drops stay under its namespace and app in the sums.
-                new = old
             if new != old:
                 dirty |= users
             if new is None:
@@ -317,16 +318,20 @@ class _MemoResolver:
         return dirty
 
     def inherit(self, previous: _MemoResolver) -> None:
-        """Start from ``previous``'s answers, asked again of this resolver, keeping the
-        names of what was deleted since (see :func:`_forgotten`): a rebuild then routes
-        counters exactly as the incremental path would have."""
-        for lookup in [*previous._workloads, *previous._policies, *previous._groups, *previous._profiles]:
-            old = previous._cache(lookup).get(lookup)
-            try:
-                new = self._ask(lookup)
-            except Exception:
-                continue
-            self._cache(lookup)[lookup] = old if _forgotten(old, new) else new
+        """Keep ``previous``'s last known names, so a rebuild routes the counters of deleted
+        pods and policies exactly as the incremental path does."""
+        self._last_known.update(previous._last_known)
+
+    def _remembering(self, lookup: _Lookup, answer: object) -> object:
+        """The resolver's answer, or, when a pod or policy that resolved before has left
+        the datastore, the names it had: its counters (live until its chains go, then
+        retired) stay under its namespace, app and policy in the sums."""
+        known = self._last_known.get(lookup)
+        if known is not None and not _resolves(answer):
+            return known
+        if _resolves(answer):
+            self._last_known[lookup] = answer
+        return answer
 
     def _cache(self, lookup: _Lookup) -> dict[_Lookup, Any]:
         tag = lookup[0]
@@ -339,9 +344,9 @@ class _MemoResolver:
     def _ask(self, lookup: _Lookup) -> object:
         tag = lookup[0]
         if tag == "w":
-            return self.resolver.workload(lookup[1], lookup[2])
+            return self._remembering(lookup, self.resolver.workload(lookup[1], lookup[2]))
         if tag == "p":
-            return self.resolver.policy(lookup[1], lookup[2])
+            return self._remembering(lookup, self.resolver.policy(lookup[1], lookup[2]))
         if tag == "r":
             return self.resolver.profile(lookup[1])
         rest = lookup[2:]
@@ -349,12 +354,12 @@ class _MemoResolver:
         return self.resolver.group(lookup[1], rest[:split], rest[split + 1 :])
 
 
-def _forgotten(old: object, new: object) -> bool:
-    """True when a lookup that resolved now does not: the object was deleted."""
-    if isinstance(old, WorkloadIdentity) and isinstance(new, WorkloadIdentity):
-        return old.resolved and not new.resolved
-    if isinstance(old, PolicyIdentity) and isinstance(new, PolicyIdentity):
-        return old.kind != "Unresolved" and new.kind == "Unresolved"
+def _resolves(answer: object) -> bool:
+    """True for a workload or policy the datastore knows (not a raw-name fallback)."""
+    if isinstance(answer, WorkloadIdentity):
+        return answer.resolved
+    if isinstance(answer, PolicyIdentity):
+        return answer.kind != "Unresolved"
     return False
 
 
