@@ -33,6 +33,7 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
+from aggregator.datastore.background import BackgroundSource
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.objects import (
     RESOURCE_PREFIX,
@@ -117,7 +118,7 @@ async def list_pinned(
         start = kvs[-1].key + b"\x00"
 
 
-class EtcdDatastore:
+class EtcdDatastore(BackgroundSource):
     """List + watch Calico's resources in etcd into a :class:`DatastoreCache`.
 
     Run it with ``task = source.start()`` (or ``await source.run()``) inside the event
@@ -154,7 +155,6 @@ class EtcdDatastore:
         self._need_list = True
         self._listed_once = False
         self._backoff = backoff_initial
-        self._task: asyncio.Task[None] | None = None
         self.watching = asyncio.Event()
         """Set while a watch stream is established (tests and readiness use it)."""
 
@@ -168,17 +168,8 @@ class EtcdDatastore:
         """The revision up to which every change has been applied to the cache."""
         return self._revision
 
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.run(), name=self.describe())
-        return self._task
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await super().stop()
         await self._close_channel()
 
     async def run(self) -> None:

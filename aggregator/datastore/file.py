@@ -16,7 +16,6 @@ in the cache's status); single bad entries are counted per reason and skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from aggregator.datastore.background import BackgroundSource
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.objects import DecodeResult, decode_documents
 
@@ -73,7 +73,7 @@ def read_datastore_file(path: Path) -> DecodeResult:
     return decode_text(text)
 
 
-class FileDatastore:
+class FileDatastore(BackgroundSource):
     """Feeds a :class:`DatastoreCache` from a file, polling for changes."""
 
     def __init__(self, path: Path | str, cache: DatastoreCache, *, poll_interval: float = 1.0) -> None:
@@ -81,7 +81,6 @@ class FileDatastore:
         self.cache = cache
         self.poll_interval = poll_interval
         self._signature: tuple[int, int, int] | None = None
-        self._task: asyncio.Task[None] | None = None
         self.loads = 0
         """Successful reads applied (for tests and status)."""
 
@@ -139,15 +138,3 @@ class FileDatastore:
             signature = self._stat()
             if signature != self._signature:
                 await self._load()
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.run(), name=self.describe())
-        return self._task
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
