@@ -20,11 +20,12 @@ Exactness rules (see ``docs/attribution.md``):
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind, RuleAction
 from node_agent.iptables_save import (
@@ -48,12 +49,14 @@ _JUMP_PREFIXES = ("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")
 _JUMP_PREFIX_SET = frozenset(_JUMP_PREFIXES)
 _POLICY_JUMP_PREFIXES = ("cali-pi-", "cali-po-")
 _DROP_TARGETS = frozenset({"DROP", "REJECT"})
-_START_OF_TIER = "Start of tier "
-_START_OF_POLICIES = "Start of policies"
-_POLICY_ACCEPTED = "Return if policy accepted"
-_PROFILE_ACCEPTED = "Return if profile accepted"
-_NO_POLICY = re.compile(r"^(?:End of tier (?P<tier>.+)\. )?(?:Drop|Reject) if no policies passed packet$")
-_NO_PROFILE = re.compile(r"^(?:Drop|Reject) if no profiles matched$")
+START_OF_TIER_MARKER = "Start of tier "
+START_OF_POLICIES_MARKER = "Start of policies"
+POLICY_ACCEPTED_MARKER = "Return if policy accepted"
+PROFILE_ACCEPTED_MARKER = "Return if profile accepted"
+NO_POLICY_MARKER = re.compile(
+    r"^(?:End of tier (?P<tier>.+)\. )?(?:Drop|Reject) if no policies passed packet$"
+)
+NO_PROFILE_MARKER = re.compile(r"^(?:Drop|Reject) if no profiles matched$")
 _IDENTITY = re.compile(
     r"^(?:Policy|Profile|NetworkPolicy|GlobalNetworkPolicy|KubernetesNetworkPolicy|"
     r"KubernetesClusterNetworkPolicy|ClusterNetworkPolicy|AdminNetworkPolicy|"
@@ -88,9 +91,9 @@ class RecordPlan(NamedTuple):
     source: str = ""
 
 
-_new_key = functools.partial(tuple.__new__, CounterKey)
+new_key = functools.partial(tuple.__new__, CounterKey)
 """Builds a CounterKey from a full tuple of its fields, without the Python-level __new__."""
-_new_plan = functools.partial(tuple.__new__, RecordPlan)
+new_plan = functools.partial(tuple.__new__, RecordPlan)
 
 
 def learn_marks(table: FilterTable) -> MarkBits:
@@ -100,9 +103,15 @@ def learn_marks(table: FilterTable) -> MarkBits:
     clears the pass bit (before v3.28); every policy jump is guarded by ``0x0/pass``
     (``0x0/accept|pass`` inside groups and in v3.28's combined clear).
     """
+    return learn_marks_from(table.chains.items())
+
+
+def learn_marks_from(chains: Iterable[tuple[str, Sequence[Rule]]]) -> MarkBits:
+    """:func:`learn_marks` over (chain name, rules) pairs in table order; it stops at the
+    first chains that show both bits, so a lazy iterable is materialized only that far."""
     accept = 0
     pass_ = 0
-    for name, rules in table.chains.items():
+    for name, rules in chains:
         if not name.startswith(("cali-tw-", "cali-fw-")):
             continue
         for rule in rules:
@@ -110,7 +119,7 @@ def learn_marks(table: FilterTable) -> MarkBits:
             if (
                 not accept
                 and rule.target == "RETURN"
-                and (_POLICY_ACCEPTED in body or _PROFILE_ACCEPTED in body)
+                and (POLICY_ACCEPTED_MARKER in body or PROFILE_ACCEPTED_MARKER in body)
             ):
                 for value, mask, negated in mark_guards_of(body):
                     if value == mask and not negated:
@@ -119,7 +128,11 @@ def learn_marks(table: FilterTable) -> MarkBits:
                 for value, mask, negated in mark_guards_of(body):
                     if value == 0 and not negated:
                         pass_ = mask
-            if not pass_ and rule.target == "MARK" and (_START_OF_POLICIES in body or _START_OF_TIER in body):
+            if (
+                not pass_
+                and rule.target == "MARK"
+                and (START_OF_POLICIES_MARKER in body or START_OF_TIER_MARKER in body)
+            ):
                 mark = set_xmark_of(body)
                 if mark is not None and mark[0] == 0:
                     pass_ = mark[1]
@@ -224,6 +237,67 @@ def identity_comment(rules: Sequence[Rule]) -> str:
     return ""
 
 
+class ChainFacts:
+    """What planning asks about the chains an endpoint chain jumps to (verdicts, identity
+    comment, group members, whether they can pass), each answer computed once per table."""
+
+    __slots__ = ("_comments", "_members", "_pass", "_verdicts", "chains", "marks", "present")
+
+    def __init__(self, chains: Mapping[str, Sequence[Rule]], present: Set[str], marks: MarkBits) -> None:
+        self.chains = chains
+        self.present = present
+        """Chains in the dump: with rules, or only declared (an empty policy)."""
+        self.marks = marks
+        self._verdicts: dict[str, list[tuple[Rule, RuleAction]]] = {}
+        self._comments: dict[str, str] = {}
+        self._members: dict[str, tuple[str, ...]] = {}
+        self._pass: dict[str, bool | None] = {}
+
+    def verdicts_of(self, name: str) -> list[tuple[Rule, RuleAction]] | None:
+        """The verdict rules of a policy chain; None when the chain is not in the dump."""
+        if name not in self.present:
+            return None
+        found = self._verdicts.get(name)
+        if found is None:
+            found = self._verdicts[name] = chain_verdicts(self.chains.get(name, ()), self.marks)
+        return found
+
+    def chain_comment(self, name: str) -> str:
+        comment = self._comments.get(name)
+        if comment is None:
+            comment = self._comments[name] = identity_comment(self.chains.get(name, ()))
+        return comment
+
+    def group_members(self, name: str) -> tuple[str, ...]:
+        members = self._members.get(name)
+        if members is None:
+            members = self._members[name] = tuple(
+                rule.target
+                for rule in self.chains.get(name, ())
+                if rule.target.startswith(_POLICY_JUMP_PREFIXES)
+            )
+        return members
+
+    def has_pass(self, name: str) -> bool | None:
+        """Whether a policy or group can pass packets; None when that is unknown (chain not in the dump)."""
+        if name in self._pass:
+            return self._pass[name]
+        answer: bool | None = False
+        if name not in self.present:
+            answer = None
+        else:
+            for target in self.group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
+                rules = self.verdicts_of(target)
+                if rules is None:
+                    answer = None
+                    break
+                if any(action is RuleAction.PASS for _, action in rules):
+                    answer = True
+                    break
+        self._pass[name] = answer
+        return answer
+
+
 def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     """Every record of one filter table, as plans over rule slots, plus structural diagnostics."""
     marks = learn_marks(table)
@@ -236,51 +310,10 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     missing: set[str] = set()
     policy_tiers: dict[str, str] = {}
-    verdicts: dict[str, list[tuple[Rule, RuleAction]]] = {}
-    comments: dict[str, str] = {}
-    members_cache: dict[str, tuple[str, ...]] = {}
-    pass_cache: dict[str, bool | None] = {}
-
-    def verdicts_of(name: str) -> list[tuple[Rule, RuleAction]] | None:
-        if name not in present:
-            return None
-        found = verdicts.get(name)
-        if found is None:
-            found = verdicts[name] = chain_verdicts(chains.get(name, ()), marks)
-        return found
-
-    def chain_comment(name: str) -> str:
-        comment = comments.get(name)
-        if comment is None:
-            comment = comments[name] = identity_comment(chains.get(name, ()))
-        return comment
-
-    def group_members(name: str) -> tuple[str, ...]:
-        members = members_cache.get(name)
-        if members is None:
-            members = members_cache[name] = tuple(
-                rule.target for rule in chains.get(name, ()) if rule.target.startswith(_POLICY_JUMP_PREFIXES)
-            )
-        return members
-
-    def has_pass(name: str) -> bool | None:
-        """Whether a policy or group can pass packets; None when that is unknown (chain not in the dump)."""
-        if name in pass_cache:
-            return pass_cache[name]
-        answer: bool | None = False
-        if name not in present:
-            answer = None
-        else:
-            for target in group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
-                rules = verdicts_of(target)
-                if rules is None:
-                    answer = None
-                    break
-                if any(action is RuleAction.PASS for _, action in rules):
-                    answer = True
-                    break
-        pass_cache[name] = answer
-        return answer
+    facts = ChainFacts(chains, present, marks)
+    chain_comment = facts.chain_comment
+    group_members = facts.group_members
+    has_pass = facts.has_pass
 
     def note_missing(name: str, line: int) -> None:
         if name not in missing:
@@ -313,12 +346,12 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 if " if no " not in body:
                     continue
                 for comment in comments_of(body):
-                    match = _NO_POLICY.match(comment)
+                    match = NO_POLICY_MARKER.match(comment)
                     if match:
                         key = CounterKey(
                             Kind.NO_POLICY_DROP, family, direction, interface, "", match["tier"] or tier
                         )
-                    elif _NO_PROFILE.match(comment):
+                    elif NO_PROFILE_MARKER.match(comment):
                         key = CounterKey(Kind.NO_PROFILE_DROP, family, direction, interface)
                     else:
                         continue
@@ -332,7 +365,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             if target.startswith(PROFILE_PREFIXES):
                 if target not in present:
                     note_missing(target, rule.line)
-                if following is not None and _PROFILE_ACCEPTED in following.body:
+                if following is not None and PROFILE_ACCEPTED_MARKER in following.body:
                     plans.append(
                         RecordPlan(
                             CounterKey(Kind.PROFILE_ACCEPT, family, direction, interface, target),
@@ -355,15 +388,15 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 if member not in present:
                     note_missing(member, rule.line)
             policy_tiers.setdefault(target, tier)
-            if following is None or _POLICY_ACCEPTED not in following.body:
+            if following is None or POLICY_ACCEPTED_MARKER not in following.body:
                 # Only staged-only groups lack the RETURN, and they have no chains since v3.30.
                 continue
             comment = chain_comment(target)
             accept_id = following.rule_id
             plans.append(
-                _new_plan(
+                new_plan(
                     (
-                        _new_key((Kind.POLICY_ACCEPT, family, direction, interface, target, tier, -1, "")),
+                        new_key((Kind.POLICY_ACCEPT, family, direction, interface, target, tier, -1, "")),
                         (following.ordinal,),
                         (accept_id,),
                         comment,
@@ -375,7 +408,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             )
             after = rules[index + 2] if index + 2 < count else None
             if has_pass(target) is not False or tier in tier_may_pass:
-                reason = _deny_inexact_reason(target, after, tier, tier in tier_may_pass, marks, has_pass)
+                reason = deny_inexact_reason(target, after, tier, tier in tier_may_pass, marks, has_pass)
                 if reason:
                     diagnostics.append(
                         Diagnostic(
@@ -384,9 +417,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                     )
                     continue
             plans.append(
-                _new_plan(
+                new_plan(
                     (
-                        _new_key((Kind.POLICY_DENY, family, direction, interface, target, tier, -1, "")),
+                        new_key((Kind.POLICY_DENY, family, direction, interface, target, tier, -1, "")),
                         (rule.ordinal, following.ordinal, after.ordinal if after is not None else -1),
                         (rule.rule_id, accept_id, after.rule_id if after is not None else ""),
                         comment,
@@ -397,15 +430,28 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 )
             )
 
-    make_plan = _new_plan
-    make_key = _new_key
+    plans.extend(plan_policy_rules(chains, facts, policy_tiers, family, source))
+    return plans, diagnostics
+
+
+def plan_policy_rules(
+    chains: Mapping[str, Sequence[Rule]],
+    facts: ChainFacts,
+    policy_tiers: Mapping[str, str],
+    family: int,
+    source: str,
+) -> list[RecordPlan]:
+    """The ``policy_rule`` plans: every verdict rule of every policy chain, in chain order."""
+    plans: list[RecordPlan] = []
+    make_plan = new_plan
+    make_key = new_key
     for name in chains:
         direction = POLICY_PREFIXES.get(name[:8])
         if direction is None:
             continue
-        comment = chain_comment(name)
+        comment = facts.chain_comment(name)
         tier = policy_tiers.get(name, "")
-        for position, (rule, action) in enumerate(verdicts_of(name) or ()):
+        for position, (rule, action) in enumerate(facts.verdicts_of(name) or ()):
             plans.append(
                 make_plan(
                     (
@@ -421,10 +467,10 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                     )
                 )
             )
-    return plans, diagnostics
+    return plans
 
 
-def _deny_inexact_reason(
+def deny_inexact_reason(
     target: str,
     after: Rule | None,
     tier: str,
@@ -454,11 +500,11 @@ def _tier_of_each_rule(rules: Sequence[Rule]) -> list[str]:
     for rule in rules:
         if rule.target == "MARK":
             body = rule.body
-            if _START_OF_TIER in body:
+            if START_OF_TIER_MARKER in body:
                 for comment in comments_of(body):
-                    if comment.startswith(_START_OF_TIER):
-                        tier = comment[len(_START_OF_TIER) :]
-            elif _START_OF_POLICIES in body:
+                    if comment.startswith(START_OF_TIER_MARKER):
+                        tier = comment[len(START_OF_TIER_MARKER) :]
+            elif START_OF_POLICIES_MARKER in body:
                 tier = UNTIERED
         tiers.append(tier)
     return tiers
@@ -518,6 +564,51 @@ def evaluate(
     return records, diagnostics
 
 
+class PlanColumns(NamedTuple):
+    """Plans of one shape laid out column-wise: one list per field, the slots as one list
+    per slot position (one for single-slot plans, three for denies)."""
+
+    keys: list[CounterKey]
+    slots: tuple[list[int], ...]
+    rule_ids: list[tuple[str, ...]]
+    comments: list[str]
+    members: list[tuple[str, ...]]
+    lines: list[int]
+    sources: list[str]
+
+    @classmethod
+    def of(cls, plans: Sequence[RecordPlan], width: int) -> PlanColumns:
+        return cls(
+            [plan.key for plan in plans],
+            tuple([plan.slots[position] for plan in plans] for position in range(width)),
+            [plan.rule_ids for plan in plans],
+            [plan.chain_comment for plan in plans],
+            [plan.group_members for plan in plans],
+            [plan.line for plan in plans],
+            [plan.source for plan in plans],
+        )
+
+    def extend(self, other: PlanColumns) -> None:
+        """Append another's plans (of the same width) in place."""
+        self.keys.extend(other.keys)
+        for column, more in zip(self.slots, other.slots, strict=True):
+            column.extend(more)
+        self.rule_ids.extend(other.rule_ids)
+        self.comments.extend(other.comments)
+        self.members.extend(other.members)
+        self.lines.extend(other.lines)
+        self.sources.extend(other.sources)
+
+    def plans(self) -> list[RecordPlan]:
+        keys, slots, rule_ids, comments, members, lines, sources = self
+        return list(
+            map(
+                new_plan,
+                zip(keys, zip(*slots, strict=True), rule_ids, comments, members, lines, sources, strict=True),
+            )
+        )
+
+
 class CompiledPlans:
     """Plans laid out column-wise so a read is evaluated with C-level loops (``map``,
     ``zip``) instead of a Python loop per record: the agent's steady state.
@@ -525,48 +616,122 @@ class CompiledPlans:
     Records come out single-slot plans first, then denies, each group in plan order.
     """
 
-    __slots__ = (
-        "deny_accepted",
-        "deny_entered",
-        "deny_next",
-        "deny_plans",
-        "deny_static",
-        "plans",
-        "single_plans",
-        "single_slots",
-        "single_static",
-    )
+    __slots__ = ("_deny_plans", "_single_plans", "deny", "single")
 
     def __init__(self, plans: Sequence[RecordPlan]) -> None:
-        self.plans = list(plans)
-        self.single_plans = [plan for plan in self.plans if len(plan.slots) == 1]
-        self.deny_plans = [plan for plan in self.plans if len(plan.slots) == 3]
-        self.single_slots = [plan.slots[0] for plan in self.single_plans]
-        # Slot -1 ("no next rule") reads the zero the evaluation appends to the arrays.
-        self.deny_entered = [plan.slots[0] for plan in self.deny_plans]
-        self.deny_accepted = [plan.slots[1] for plan in self.deny_plans]
-        self.deny_next = [plan.slots[2] for plan in self.deny_plans]
-        self.single_static = _static_columns(self.single_plans)
-        self.deny_static = _static_columns(self.deny_plans)
+        self._setup(
+            PlanColumns.of([plan for plan in plans if len(plan.slots) == 1], 1),
+            PlanColumns.of([plan for plan in plans if len(plan.slots) == 3], 3),
+        )
+
+    @classmethod
+    def from_columns(cls, single: PlanColumns, deny: PlanColumns) -> CompiledPlans:
+        """From columns built directly (the columnar cold parse), without a RecordPlan per record."""
+        compiled = cls.__new__(cls)
+        compiled._setup(single, deny)
+        return compiled
+
+    def _setup(self, single: PlanColumns, deny: PlanColumns) -> None:
+        # A deny's slot -1 ("no next rule") reads the zero the evaluation appends to the arrays.
+        self.single = single
+        self.deny = deny
+        self._single_plans: list[RecordPlan] | None = None
+        self._deny_plans: list[RecordPlan] | None = None
+
+    @property
+    def single_plans(self) -> list[RecordPlan]:
+        if self._single_plans is None:
+            self._single_plans = self.single.plans()
+        return self._single_plans
+
+    @property
+    def deny_plans(self) -> list[RecordPlan]:
+        if self._deny_plans is None:
+            self._deny_plans = self.deny.plans()
+        return self._deny_plans
+
+    @property
+    def plans(self) -> list[RecordPlan]:
+        """Every plan, single-slot ones first (materialized on demand)."""
+        return self.single_plans + self.deny_plans
 
     def evaluate(self, packets: list[int], bytes_: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
         """Every record of one read; the same records as :func:`evaluate` on ``plans``."""
+        split = self.evaluate_split(packets, bytes_)
+        if split is not None:
+            return split[0] + split[1], []
         if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
             records, diagnostics = evaluate(self.single_plans, packets, bytes_)
             more, more_diagnostics = evaluate(self.deny_plans, packets, bytes_)
             return records + more, diagnostics + more_diagnostics
         packets = [*packets, 0]
         bytes_ = [*bytes_, 0]
-        get_packets = packets.__getitem__
-        get_bytes = bytes_.__getitem__
-        keys, rule_ids, comments, members = self.single_static
-        records = list(
+        more, diagnostics = evaluate(self.deny_plans, packets, bytes_)
+        return self._singles(packets, bytes_, None) + more, diagnostics
+
+    def evaluate_split(
+        self, packets: list[int], bytes_: list[int]
+    ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
+        """The single-slot and the deny records of one read, apart; None when a counter is
+        unreadable (-1) or a deny comes out negative (then :meth:`evaluate` words why)."""
+        if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
+            return None
+        packets = [*packets, 0]
+        bytes_ = [*bytes_, 0]
+        deny = self._denies(packets, bytes_, None)
+        if deny is None:
+            return None
+        return self._singles(packets, bytes_, None), deny
+
+    def reevaluate(
+        self,
+        previous: tuple[list[CounterRecord], list[CounterRecord]],
+        packets: list[int],
+        bytes_: list[int],
+        changed: Set[int],
+    ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
+        """:meth:`evaluate_split` of a read whose counters differ from those that gave
+        ``previous`` only in the ``changed`` slots: only the records reading one are
+        rebuilt (in steady state most counters stay put, most of them at zero)."""
+        if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
+            return None
+        packets = [*packets, 0]
+        bytes_ = [*bytes_, 0]
+        touches = changed.__contains__
+        (single_slots,) = self.single.slots
+        single_positions = list(itertools.compress(range(len(single_slots)), map(touches, single_slots)))
+        entered, accepted, after = self.deny.slots
+        deny_positions = list(
+            itertools.compress(
+                range(len(entered)),
+                map(_or, map(_or, map(touches, entered), map(touches, accepted)), map(touches, after)),
+            )
+        )
+        fresh_denies = self._denies(packets, bytes_, deny_positions)
+        if fresh_denies is None:
+            return None
+        single = previous[0][:]
+        for position, record in zip(
+            single_positions, self._singles(packets, bytes_, single_positions), strict=True
+        ):
+            single[position] = record
+        deny = previous[1][:]
+        for position, record in zip(deny_positions, fresh_denies, strict=True):
+            deny[position] = record
+        return single, deny
+
+    def _singles(
+        self, packets: list[int], bytes_: list[int], positions: list[int] | None
+    ) -> list[CounterRecord]:
+        """Single-slot records (all, or those at ``positions``), from arrays ending in a 0."""
+        keys, (slots,), rule_ids, comments, members, _, _ = _select(self.single, positions)
+        return list(
             map(
                 _new_record,
                 zip(
                     keys,
-                    map(get_packets, self.single_slots),
-                    map(get_bytes, self.single_slots),
+                    map(packets.__getitem__, slots),
+                    map(bytes_.__getitem__, slots),
                     rule_ids,
                     comments,
                     members,
@@ -574,40 +739,45 @@ class CompiledPlans:
                 ),
             )
         )
+
+    def _denies(
+        self, packets: list[int], bytes_: list[int], positions: list[int] | None
+    ) -> list[CounterRecord] | None:
+        """Deny records (all, or those at ``positions``); None if one comes out negative."""
+        keys, (entered, accepted, after), rule_ids, comments, members, _, _ = _select(self.deny, positions)
+        get_packets = packets.__getitem__
+        get_bytes = bytes_.__getitem__
         deny_packets = list(
             map(
                 _sub,
-                map(_sub, map(get_packets, self.deny_entered), map(get_packets, self.deny_accepted)),
-                map(get_packets, self.deny_next),
+                map(_sub, map(get_packets, entered), map(get_packets, accepted)),
+                map(get_packets, after),
             )
         )
         deny_bytes = list(
-            map(
-                _sub,
-                map(_sub, map(get_bytes, self.deny_entered), map(get_bytes, self.deny_accepted)),
-                map(get_bytes, self.deny_next),
-            )
+            map(_sub, map(_sub, map(get_bytes, entered), map(get_bytes, accepted)), map(get_bytes, after))
         )
         if min(deny_packets, default=0) < 0 or min(deny_bytes, default=0) < 0:
-            more, diagnostics = evaluate(self.deny_plans, packets, bytes_)
-            return records + more, diagnostics
-        keys, rule_ids, comments, members = self.deny_static
-        records.extend(
+            return None
+        return list(
             map(_new_record, zip(keys, deny_packets, deny_bytes, rule_ids, comments, members, strict=True))
         )
-        return records, []
 
 
-def _static_columns(
-    plans: Sequence[RecordPlan],
-) -> tuple[list[CounterKey], list[tuple[str, ...]], list[str], list[tuple[str, ...]]]:
-    return (
-        [plan.key for plan in plans],
-        [plan.rule_ids for plan in plans],
-        [plan.chain_comment for plan in plans],
-        [plan.group_members for plan in plans],
+def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:
+    """The plans at ``positions`` (the evaluated columns only), or all of them."""
+    if positions is None:
+        return columns
+    keys, slots, rule_ids, comments, members, _, _ = columns
+
+    def pick(column: list[Any]) -> list[Any]:
+        return list(map(column.__getitem__, positions))
+
+    return PlanColumns(
+        pick(keys), tuple(pick(slot) for slot in slots), pick(rule_ids), pick(comments), pick(members), [], []
     )
 
 
 _new_record = functools.partial(tuple.__new__, CounterRecord)
 _sub = operator.sub
+_or = operator.or_

@@ -172,6 +172,11 @@ def comments_of(body: str) -> list[str]:
         start += 10
         if part[start : start + 1] == '"':
             end = part.find('"', start + 1)
+            if end == -1:
+                # The target search cut a quoted comment (it holds " -j "): keep what is
+                # there and stop, rather than search from the start again forever.
+                found.append(part[start + 1 : -1])
+                return found
             found.append(part[start + 1 : end])
         else:
             end = part.find(" ", start)

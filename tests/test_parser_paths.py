@@ -1,0 +1,185 @@
+"""The columnar cold path (``node_agent.columnar``) and the general path agree exactly.
+
+``parse_node`` takes the columnar path for well-formed ``iptables-save -c`` filter tables
+and the general ``scan`` + ``plan_table`` for everything else.  Whatever it took, the
+result must be what the general path alone gives: the same records as a multiset of
+(key, packets, bytes, rule ids, chain comment, group members), the same diagnostics, the
+same line and rule counts.  The tables are felix_render's for every layout and option,
+as rendered and with one line dropped, duplicated, moved or garbled (which must either
+still agree or send the parse to the general path).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+from felix_render import LAYOUTS, CounterForm, Framing, node_models, render, sized_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
+from node_agent.attribution import CompiledPlans, plan_table
+from node_agent.columnar import parse_columnar
+from node_agent.iptables_save import decode_input, scan
+from node_agent.parsing import SteadyStateParser, parse_node
+
+EXAMPLES_PER_LAYOUT = 300
+PATH_SETTINGS = settings(
+    max_examples=EXAMPLES_PER_LAYOUT,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FAST_PATH_TAKEN: Counter[str] = Counter()
+"""Per layout, how many drawn tables the columnar path took (checked at the end)."""
+
+
+def general_parse(text: str, family: int | None) -> ParseResult:
+    """The general path alone, as parse_node ran it before the columnar path existed."""
+    result = ParseResult()
+    decoded, decode_diagnostics = decode_input(text, "node")
+    scanned = scan(decoded, "node", family)
+    plans, structural = plan_table(scanned.table)
+    records, diagnostics = CompiledPlans(plans).evaluate(scanned.table.packets, scanned.table.bytes)
+    result.records.extend(records)
+    result.diagnostics.extend(decode_diagnostics + scanned.diagnostics + structural + diagnostics)
+    result.rules_seen = scanned.rule_lines
+    result.lines_seen = scanned.lines
+    return result
+
+
+def _diagnostics(result: ParseResult) -> Counter[Diagnostic]:
+    return Counter(result.diagnostics)
+
+
+def assert_same(got: ParseResult, want: ParseResult) -> None:
+    got_records: Counter[CounterRecord] = Counter(got.records)
+    want_records: Counter[CounterRecord] = Counter(want.records)
+    assert got_records == want_records, (
+        f"only columnar: {list((got_records - want_records).items())[:5]}\n"
+        f"only general: {list((want_records - got_records).items())[:5]}"
+    )
+    assert _diagnostics(got) == _diagnostics(want)
+    assert (got.rules_seen, got.lines_seen) == (want.rules_seen, want.lines_seen)
+
+
+def _perturb(text: str, rng: random.Random) -> str:
+    """One line dropped, duplicated, moved, garbled or given a bad counter."""
+    lines = text.split("\n")
+    index = rng.randrange(len(lines))
+    line = lines[index]
+    how = rng.choice(("drop", "duplicate", "move", "garble", "counter", "quote"))
+    if how == "drop":
+        del lines[index]
+    elif how == "duplicate":
+        lines.insert(index, line)
+    elif how == "move":
+        del lines[index]
+        lines.insert(rng.randrange(len(lines) + 1), line)
+    elif how == "garble":
+        cut = rng.randrange(len(line) + 1)
+        lines[index] = (
+            line[:cut] + rng.choice(("\\", "'", '"', "] -A x ", " -j ", "\t", "")) + line[cut + 1 :]
+        )
+    elif how == "counter":
+        lines[index] = line.replace("[", "[9" * 12, 1) if rng.random() < 0.5 else line.replace("[", "[-", 1)
+    else:
+        lines[index] = line.replace('"', "", 1)
+    return "\n".join(lines)
+
+
+def _check(text: str, family: int | None, layout: str) -> None:
+    if parse_columnar(text, "node", family) is not None:
+        FAST_PATH_TAKEN[layout] += 1
+    assert_same(parse_node([("node", text)], family=family), general_parse(text, family))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@PATH_SETTINGS
+@given(data=st.data())
+def test_columnar_path_agrees_with_general_path(layout: str, data: st.DataObject) -> None:
+    save: tuple[CounterForm, Framing] = ("prefix", "save")
+    listing: tuple[CounterForm, Framing] = ("inline", "list")
+    forms = [save, save, save, save, listing]
+    model = data.draw(node_models(layout, counter_forms=forms))
+    rendered = render(model)
+    family = rendered.family if model.options.framing == "list" else None
+    _check(rendered.text, family, layout)
+    perturbed = _perturb(rendered.text, random.Random(data.draw(st.integers(0, 2**32))))
+    _check(perturbed, family, layout + "-perturbed")
+
+
+def test_columnar_path_was_taken_for_every_layout() -> None:
+    """Runs after the property test (file order): the fast path was not silently skipped."""
+    if not FAST_PATH_TAKEN:
+        pytest.skip("run together with test_columnar_path_agrees_with_general_path")
+    for layout in LAYOUTS:
+        assert FAST_PATH_TAKEN[layout] >= EXAMPLES_PER_LAYOUT // 8, dict(FAST_PATH_TAKEN)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sized_tables_take_the_columnar_path_and_agree(layout: str) -> None:
+    text = render(sized_model(60, 8, layout=layout, seed=3)).text
+    assert parse_columnar(text, "node", None) is not None
+    assert_same(parse_node([("node", text)]), general_parse(text, None))
+
+
+def test_steady_state_after_a_columnar_parse_matches_fresh_parses() -> None:
+    model = sized_model(30, 6, layout="v3.30", seed=5)
+    parser = SteadyStateParser()
+    for step in range(4):
+        text = render(model.with_options(flow_seed=step)).text
+        assert_same(parser.parse([("node", text)]), general_parse(text, None))
+    assert parser.fast_path_reads == 3
+
+
+def _recount(text: str, rng: random.Random) -> str:
+    """The same rules with some counters changed: up, down (a deny may go negative) or to
+    zero; now and then one past 2**64 (unreadable)."""
+    unreadable = rng.random() < 0.15
+
+    def new_counter(match: re.Match[str]) -> str:
+        nonlocal unreadable
+        if rng.random() < 0.7:
+            return match[0]
+        if unreadable:
+            unreadable = False
+            return f"\n[{2**64 + 5}:0] "
+        packets = rng.choice((0, int(match[1]) + rng.randint(1, 50), rng.randint(0, 10)))
+        return f"\n[{packets}:{packets * rng.randint(40, 1500)}] "
+
+    return _COUNTER.sub(new_counter, text)
+
+
+_COUNTER = re.compile(r"\n\[(\d+):(\d+)\] ")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_steady_state_with_changing_counters_agrees_with_general_path(data: st.DataObject) -> None:
+    """Reads of the same rules with moving counters: the steady state re-evaluates only the
+    records whose counters changed, and must still give what a fresh general parse gives."""
+    layout = data.draw(st.sampled_from(LAYOUTS))
+    model = data.draw(node_models(layout, counter_forms=[("prefix", "save")]))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    parser = SteadyStateParser()
+    text = render(model).text
+    for _ in range(5):
+        assert_same(parser.parse([("node", text)]), general_parse(text, None))
+        text = _recount(text, rng)
+
+
+def test_a_quoted_comment_holding_dash_j_ends_the_parse() -> None:
+    """A trailing comment holding `` -j `` makes the target search cut it mid-quote; the
+    comment search then started over forever (a daemon-killing loop the perturbed tables
+    above ran into, on both paths).  Both paths must finish, and agree."""
+    text = render(sized_model(3, 2, layout="v3.30", seed=7)).text
+    lines = text.split("\n")
+    index = next(i for i, line in enumerate(lines) if '--comment "Policy ' in line)
+    lines[index] += ' -m comment --comment "note -j here"'
+    broken = "\n".join(lines)
+    result = parse_node([("node", broken)])
+    assert_same(result, general_parse(broken, None))
+    assert result.records
