@@ -32,7 +32,15 @@ import re
 from aggregator.naming import length_limited_id
 from calico_accountant.demo.cluster import Cluster, Policy, PolicyRule, Workload
 from calico_accountant.demo.verdicts import applicable_tiers, effective_tiers, policy_applies, rule_sources
-from calico_accountant.lab.calico_rules import ACCEPT_MARK, DROP_MARK, PASS_MARK, FelixChain, Layout
+from calico_accountant.lab.calico_rules import (
+    ACCEPT_MARK,
+    DROP_MARK,
+    PASS_MARK,
+    FelixChain,
+    Layout,
+    filter_table_text,
+    forwarding_chains,
+)
 
 __all__ = [
     "carry_counters",
@@ -210,25 +218,10 @@ def render_node_table(cluster: Cluster, node: str, layout: Layout, *, use_ipsets
     first); with ``use_ipsets=False`` a single source is ``-s`` and several are a match
     block on felix's scratch mark (for machines without ``ipset``)."""
     workloads = sorted(cluster.on_node(node), key=lambda w: w.interface)
-    forward = FelixChain("FORWARD")
-    forward.add("-j cali-FORWARD")
-    forward.add(
-        f"-m mark --mark {_mark(ACCEPT_MARK)} -j ACCEPT", comments=["Policy explicitly accepted packet."]
-    )
-    cali_forward = FelixChain("cali-FORWARD")
-    cali_forward.add(f"-j MARK --set-xmark 0x0/{0xE0000:#x}")
-    cali_forward.add("-j cali-from-wl-dispatch", prefix="-i cali+")
-    cali_forward.add("-j cali-to-wl-dispatch", prefix="-o cali+")
-    from_dispatch = FelixChain("cali-from-wl-dispatch")
-    to_dispatch = FelixChain("cali-to-wl-dispatch")
-    chains: list[FelixChain] = [forward, cali_forward, from_dispatch, to_dispatch]
+    chains = forwarding_chains([workload.interface for workload in workloads])
     for workload in workloads:
-        from_dispatch.add(f"-g cali-fw-{workload.interface}", prefix=f"-i {workload.interface}")
-        to_dispatch.add(f"-g cali-tw-{workload.interface}", prefix=f"-o {workload.interface}")
         chains.append(_endpoint_chain(cluster, workload, "egress", layout))
         chains.append(_endpoint_chain(cluster, workload, "ingress", layout))
-    from_dispatch.add("-j DROP", comments=["Unknown interface"])
-    to_dispatch.add("-j DROP", comments=["Unknown interface"])
     for direction in ("ingress", "egress"):
         for tier in effective_tiers(cluster, layout):
             for policy in tier.policies:
@@ -238,14 +231,7 @@ def render_node_table(cluster: Cluster, node: str, layout: Layout, *, use_ipsets
     for profile in profiles:
         chains.append(_profile_chain(cluster, profile, "ingress"))
         chains.append(_profile_chain(cluster, profile, "egress"))
-    names = [chain.name for chain in chains]
-    if len(set(names)) != len(names):
-        raise ValueError("two chains got the same name")
-    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    lines += [f":{chain.name} - [0:0]" for chain in chains if chain.name != "FORWARD"]
-    lines += [f"[0:0] {line}" for chain in chains for line in chain.lines]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    return filter_table_text(chains)
 
 
 def carry_counters(saved: str, rendered: str, *, reset_chains: frozenset[str] = frozenset()) -> str:

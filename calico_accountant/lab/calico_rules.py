@@ -42,6 +42,8 @@ __all__ = [
     "Layout",
     "PolicyEntry",
     "entry_chain_name",
+    "filter_table_text",
+    "forwarding_chains",
     "group_chain_name",
     "length_limited_id",
     "policy_chain_name",
@@ -310,25 +312,10 @@ def render_filter_table(
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family}")
     deny = _deny_target(deny_action, family)
-    forward = FelixChain("FORWARD")
-    forward.add("-j cali-FORWARD")
-    forward.add(
-        f"-m mark --mark {_mark(ACCEPT_MARK)} -j ACCEPT", comments=["Policy explicitly accepted packet."]
-    )
-    cali_forward = FelixChain("cali-FORWARD")
-    cali_forward.add(f"-j MARK --set-xmark 0x0/{0xE0000:#x}")
-    cali_forward.add("-j cali-from-wl-dispatch", prefix="-i cali+")
-    cali_forward.add("-j cali-to-wl-dispatch", prefix="-o cali+")
-    from_dispatch = FelixChain("cali-from-wl-dispatch")
-    to_dispatch = FelixChain("cali-to-wl-dispatch")
-    chains: list[FelixChain] = [forward, cali_forward, from_dispatch, to_dispatch]
+    chains = forwarding_chains([endpoint.interface for endpoint in endpoints])
     for endpoint in endpoints:
-        from_dispatch.add(f"-g cali-fw-{endpoint.interface}", prefix=f"-i {endpoint.interface}")
-        to_dispatch.add(f"-g cali-tw-{endpoint.interface}", prefix=f"-o {endpoint.interface}")
         chains.append(_endpoint_chain(endpoint, "egress", layout, family, deny))
         chains.append(_endpoint_chain(endpoint, "ingress", layout, family, deny))
-    from_dispatch.add("-j DROP", comments=["Unknown interface"])
-    to_dispatch.add("-j DROP", comments=["Unknown interface"])
     for direction in ("ingress", "egress"):
         entries = [
             entry
@@ -343,6 +330,33 @@ def render_filter_table(
     for profile in profiles:
         chains.append(_profile_chain(profile, "ingress"))
         chains.append(_profile_chain(profile, "egress"))
+    return filter_table_text(chains)
+
+
+def forwarding_chains(interfaces: Sequence[str]) -> list[FelixChain]:
+    """FORWARD -> cali-FORWARD -> the two dispatch chains, with a goto per workload
+    interface and felix's ``Unknown interface`` drop; endpoint chains come after them."""
+    forward = FelixChain("FORWARD")
+    forward.add("-j cali-FORWARD")
+    forward.add(
+        f"-m mark --mark {_mark(ACCEPT_MARK)} -j ACCEPT", comments=["Policy explicitly accepted packet."]
+    )
+    cali_forward = FelixChain("cali-FORWARD")
+    cali_forward.add(f"-j MARK --set-xmark 0x0/{0xE0000:#x}")
+    cali_forward.add("-j cali-from-wl-dispatch", prefix="-i cali+")
+    cali_forward.add("-j cali-to-wl-dispatch", prefix="-o cali+")
+    from_dispatch = FelixChain("cali-from-wl-dispatch")
+    to_dispatch = FelixChain("cali-to-wl-dispatch")
+    for interface in interfaces:
+        from_dispatch.add(f"-g cali-fw-{interface}", prefix=f"-i {interface}")
+        to_dispatch.add(f"-g cali-tw-{interface}", prefix=f"-o {interface}")
+    from_dispatch.add("-j DROP", comments=["Unknown interface"])
+    to_dispatch.add("-j DROP", comments=["Unknown interface"])
+    return [forward, cali_forward, from_dispatch, to_dispatch]
+
+
+def filter_table_text(chains: Sequence[FelixChain]) -> str:
+    """The ``*filter`` table of ``chains`` as ``iptables-restore -c`` takes it, zero counters."""
     names = [chain.name for chain in chains]
     if len(set(names)) != len(names):
         raise ValueError("two chains got the same name")
