@@ -34,12 +34,12 @@ from calico_accountant.demo.cluster import Cluster, Policy, PolicyRule, Workload
 from calico_accountant.demo.verdicts import applicable_tiers, effective_tiers, policy_applies, rule_sources
 from calico_accountant.lab.calico_rules import (
     ACCEPT_MARK,
-    DROP_MARK,
     PASS_MARK,
     FelixChain,
     Layout,
     filter_table_text,
     forwarding_chains,
+    verdict_rules,
 )
 
 __all__ = [
@@ -132,20 +132,7 @@ def _policy_rules(
                     (f"-s {address}/32", f"-j MARK --set-xmark {_mark(scratch)}") for address in addresses
                 )
                 match = f"-m mark --mark {_mark(scratch)} {match}"
-        last = index == len(rules) - 1
-        if rule.action in ("allow", "pass"):
-            bit = ACCEPT_MARK if rule.action == "allow" else PASS_MARK
-            out.append((prefix, f"{match}-j MARK --set-xmark {_mark(bit)}"))
-            if not last:  # felix strips a RETURN that would end the chain
-                out.append(("", f"-m mark --mark {_mark(bit)} -j RETURN"))
-        elif rule.action == "deny":
-            if layout is Layout.V3_30:
-                out.append((prefix, f"{match}-j MARK --set-xmark {_mark(DROP_MARK)}"))
-                out.append(("", f"-m mark --mark {_mark(DROP_MARK)} -j DROP"))
-            else:
-                out.append((prefix, f"{match}-j DROP"))
-        else:
-            out.append((prefix, f'{match}-j LOG --log-prefix "calico-packet: " --log-level 5'))
+        out.extend(verdict_rules(rule.action, prefix, match, layout, last=index == len(rules) - 1))
     return out
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "policy_chain_name",
     "profile_chain_name",
     "render_filter_table",
+    "verdict_rules",
 ]
 
 ACCEPT_MARK = 0x10000
@@ -207,20 +208,9 @@ def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int
     rendered: list[tuple[str, str]] = []  # (-p part, matches and target)
     for index, rule in enumerate(rules):
         protocol, match = _protocol_match(rule, family)
-        last = index == len(rules) - 1
-        if rule.action in ("allow", "pass"):
-            bit = ACCEPT_MARK if rule.action == "allow" else PASS_MARK
-            rendered.append((protocol, f"{match}-j MARK --set-xmark {_mark(bit)}"))
-            if not last:  # felix strips a RETURN that would end the chain
-                rendered.append(("", f"-m mark --mark {_mark(bit)} -j RETURN"))
-        elif rule.action == "deny":
-            if layout is Layout.V3_30:
-                rendered.append((protocol, f"{match}-j MARK --set-xmark {_mark(DROP_MARK)}"))
-                rendered.append(("", f"-m mark --mark {_mark(DROP_MARK)} -j {deny}"))
-            else:
-                rendered.append((protocol, f"{match}-j {deny}"))
-        else:
-            rendered.append((protocol, f'{match}-j LOG --log-prefix "calico-packet: " --log-level 5'))
+        rendered.extend(
+            verdict_rules(rule.action, protocol, match, layout, deny, last=index == len(rules) - 1)
+        )
     if not rendered:
         chain.add("", comments=identity)
     for index, (protocol, body) in enumerate(rendered):
@@ -331,6 +321,31 @@ def render_filter_table(
         chains.append(_profile_chain(profile, "ingress"))
         chains.append(_profile_chain(profile, "egress"))
     return filter_table_text(chains)
+
+
+def verdict_rules(
+    action: str, prefix: str, match: str, layout: Layout, deny: str = "DROP", *, last: bool = False
+) -> list[tuple[str, str]]:
+    """The (prefix, matches and target) rules felix renders for one policy rule's action.
+
+    ``prefix`` holds -s/-p (printed before the comments), ``match`` the rest of the
+    matches with a trailing space; ``last`` is whether the rule ends the chain (felix
+    strips a RETURN that would).  v3.30 renders a deny as the drop mark then a guarded drop.
+    """
+    if action in ("allow", "pass"):
+        bit = ACCEPT_MARK if action == "allow" else PASS_MARK
+        rules = [(prefix, f"{match}-j MARK --set-xmark {_mark(bit)}")]
+        if not last:
+            rules.append(("", f"-m mark --mark {_mark(bit)} -j RETURN"))
+        return rules
+    if action == "deny":
+        if layout is Layout.V3_30:
+            return [
+                (prefix, f"{match}-j MARK --set-xmark {_mark(DROP_MARK)}"),
+                ("", f"-m mark --mark {_mark(DROP_MARK)} -j {deny}"),
+            ]
+        return [(prefix, f"{match}-j {deny}")]
+    return [(prefix, f'{match}-j LOG --log-prefix "calico-packet: " --log-level 5')]
 
 
 def forwarding_chains(interfaces: Sequence[str]) -> list[FelixChain]:
