@@ -5,7 +5,7 @@
 * the ``grpc.aio`` server carries ``Ingest`` (agents), ``PolicyHits`` (consumers), the
   standard health service and reflection, with explicit message size limits and a
   keepalive policy that lets agents ping an idle stream;
-* ``/metrics`` is C's exposition (:func:`aggregator.exposition.serve_metrics`) plus this
+* ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serve_metrics`) plus this
   process's own ingest and hit metrics;
 * a housekeeping task expires retired counters;
 * SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, then all stops.
