@@ -20,7 +20,6 @@ Exactness rules (see ``docs/attribution.md``):
 from __future__ import annotations
 
 import functools
-import itertools
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
@@ -616,7 +615,7 @@ class CompiledPlans:
     Records come out single-slot plans first, then denies, each group in plan order.
     """
 
-    __slots__ = ("_deny_plans", "_single_plans", "deny", "single")
+    __slots__ = ("_deny_plans", "_readers", "_single_plans", "deny", "single")
 
     def __init__(self, plans: Sequence[RecordPlan]) -> None:
         self._setup(
@@ -637,6 +636,9 @@ class CompiledPlans:
         self.deny = deny
         self._single_plans: list[RecordPlan] | None = None
         self._deny_plans: list[RecordPlan] | None = None
+        self._readers: tuple[int, _ReaderIndex, _ReaderIndex] | None = None
+        """(table size, which single-slot plans and which denies read each slot), built by
+        the first :meth:`reevaluate`."""
 
     @property
     def single_plans(self) -> list[RecordPlan]:
@@ -688,25 +690,26 @@ class CompiledPlans:
         previous: tuple[list[CounterRecord], list[CounterRecord]],
         packets: list[int],
         bytes_: list[int],
-        changed: Set[int],
+        changed: Sequence[int],
+        *,
+        readable: bool = False,
     ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
         """:meth:`evaluate_split` of a read whose counters differ from those that gave
         ``previous`` only in the ``changed`` slots: only the records reading one are
-        rebuilt (in steady state most counters stay put, most of them at zero)."""
-        if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
+        rebuilt (in steady state most counters stay put, most of them at zero).
+        ``readable``: the caller knows no counter is -1 (unreadable)."""
+        if not changed:
+            return previous[0][:], previous[1][:]
+        if not readable and (min(packets, default=0) < 0 or min(bytes_, default=0) < 0):
             return None
+        size = len(packets)
         packets = [*packets, 0]
         bytes_ = [*bytes_, 0]
-        touches = changed.__contains__
-        (single_slots,) = self.single.slots
-        single_positions = list(itertools.compress(range(len(single_slots)), map(touches, single_slots)))
-        entered, accepted, after = self.deny.slots
-        deny_positions = list(
-            itertools.compress(
-                range(len(entered)),
-                map(_or, map(_or, map(touches, entered), map(touches, accepted)), map(touches, after)),
-            )
-        )
+        if self._readers is None or self._readers[0] != size:
+            self._readers = (size, _ReaderIndex(self.single.slots, size), _ReaderIndex(self.deny.slots, size))
+        _, single_readers, deny_readers = self._readers
+        single_positions = single_readers.positions(changed)
+        deny_positions = deny_readers.positions(changed)
         fresh_denies = self._denies(packets, bytes_, deny_positions)
         if fresh_denies is None:
             return None
@@ -762,6 +765,38 @@ class CompiledPlans:
         return list(
             map(_new_record, zip(keys, deny_packets, deny_bytes, rule_ids, comments, members, strict=True))
         )
+
+
+class _ReaderIndex:
+    """Which plans of one column group read each counter slot, per slot position: a slot's
+    first reader in a flat list (C-level lookups; in felix's tables a slot has one reader
+    per slot position), any others in a dict."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, slot_columns: tuple[list[int], ...], size: int) -> None:
+        self.columns: list[tuple[list[int], dict[int, list[int]]]] = []
+        for column in slot_columns:
+            # Index ``size`` is the zero appended for slot -1 ("no next rule"): never changed.
+            first = [-1] * (size + 1)
+            more: dict[int, list[int]] = {}
+            for position, slot in enumerate(column):
+                if first[slot] == -1:
+                    first[slot] = position
+                else:
+                    more.setdefault(slot % (size + 1), []).append(position)
+            self.columns.append((first, more))
+
+    def positions(self, slots: Sequence[int]) -> list[int]:
+        """The sorted positions of the plans that read any of ``slots``."""
+        found: set[int] = set()
+        for first, more in self.columns:
+            found.update(map(first.__getitem__, slots))
+            if more:
+                for slot in more.keys() & set(slots):
+                    found.update(more[slot])
+        found.discard(-1)
+        return sorted(found)
 
 
 def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:

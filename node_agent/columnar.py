@@ -92,8 +92,6 @@ class ColumnarParse:
     structural: list[Diagnostic]
     packets: list[int]
     bytes: list[int]
-    counter_text: tuple[list[str], list[str]]
-    """The packet and byte counters as they were written, for the steady state's comparison."""
     rule_lines: int
     lines: int
 
@@ -512,7 +510,6 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
         structural,
         packets,
         bytes_,
-        (packet_text, byte_text),
         count,
         line_count,
     )
