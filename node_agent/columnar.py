@@ -54,16 +54,15 @@ __all__ = ["ColumnarParse", "parse_columnar"]
 
 _ROW = re.compile(
     r"\n\[([0-9]+):([0-9]+)\] -A ([^ \n]+)"
-    r"(?:(?=[^\n]* -j ([^ \n]*)))?"
-    r' (?:-m comment --comment "cali:([^" \n]*)")?'
+    r' (?:-m comment --comment "cali:([^"\\\' \n]*)")?'
 )
-"""One rule line's head, split off as five columns: packets, bytes, chain, the word after
-the line's last `` -j `` (a lookahead from the end of the chain name: exactly the
-``rfind`` of the general scan; None when there is none) and felix's leading ``cali:``
-rule id (None when the line does not start that way).  What ``split`` leaves between two
-heads is the rest of a line, so a rule line this pattern does not match shows up as a
-newline inside a piece."""
-_FIELDS = 6
+"""One rule line's head, split off as four columns: packets, bytes, chain and felix's
+leading ``cali:`` rule id (None when the line does not start that way).  What ``split``
+leaves between two heads is the rest of a line (its "rest"), so a rule line this pattern
+does not match shows up as a newline inside a rest.  A big table has ~150k rule lines
+but only a few thousand distinct rests: everything else a line says (its target, whether
+it is odd) is worked out once per distinct rest."""
+_FIELDS = 5
 
 _JUMP = 1
 _SPECIAL = 2
@@ -80,7 +79,6 @@ _CLASS_BY_PREFIX = {
 }
 """Endpoint-chain rules by the first 8 characters of their target: policy/group jumps (the
 bulk, planned column-wise) and the few rules the general planner looks at one by one."""
-_FIRST_8 = operator.itemgetter(slice(0, 8))
 _new_rule = functools.partial(tuple.__new__, Rule)
 
 
@@ -120,6 +118,11 @@ def _positions(values: list[Any], wanted: object) -> Iterator[int]:
         return
 
 
+def _odd(text: str) -> bool:
+    """Escapes or odd quoting: what the general scan re-tokenizes (so this path does not)."""
+    return "\\" in text or "'" in text or text.count('"') % 2 == 1
+
+
 def _declarations(head: str) -> tuple[set[str], bool]:
     """Declared chains of the lines before the first rule, and whether ``*filter`` opened."""
     declared: set[str] = set()
@@ -152,9 +155,6 @@ def _check_tail(tail: str, opened: bool) -> None:
 
 
 def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
-    # Without escapes or odd quoting no body needs re-tokenizing (the general scan's rule).
-    if "\\" in text or "'" in text or text.count('"') % 2:
-        raise _Irregular
     framed_by_newline = text.startswith("[")
     framed = "\n" + text if framed_by_newline else text
     parts = _ROW.split(framed)
@@ -162,29 +162,41 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     if not count:
         raise _Irregular
     head = parts[0]
-    last_rest, _, tail = parts[-1].partition("\n")
-    # Every newline is a rule head's, or in the text before the first or after the last
-    # rule: so no piece holds a line the pattern did not take apart.
-    newlines = text.count("\n")
-    if newlines + framed_by_newline != head.count("\n") + count + parts[-1].count("\n"):
+    last_rest, newline, tail = parts[-1].partition("\n")
+    # Without escapes or odd quoting no body needs re-tokenizing (the general scan's rule);
+    # checked outside the rules here and per distinct rest below.
+    if _odd(head) or _odd(tail):
         raise _Irregular
     declared, opened = _declarations(head)
     _check_tail(tail, opened)
 
-    packet_text = parts[1::_FIELDS]
-    byte_text = parts[2::_FIELDS]
-    packets = list(map(int, packet_text))
-    bytes_ = list(map(int, byte_text))
+    packets = list(map(int, parts[1::_FIELDS]))
+    bytes_ = list(map(int, parts[2::_FIELDS]))
     if max(packets) > MAX_COUNTER or max(bytes_) > MAX_COUNTER:
         raise _Irregular
     chains = parts[3::_FIELDS]
-    targets = parts[4::_FIELDS]
-    leading_ids = parts[5::_FIELDS]
-    pieces = parts[6::_FIELDS]
+    leading_ids = parts[4::_FIELDS]
+    pieces = parts[5::_FIELDS]
     pieces[-1] = last_rest
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
+    # Rests hold no newline (checked below): every other one is a row's, or outside the rules.
+    newlines = head.count("\n") + count + len(newline) + tail.count("\n") - framed_by_newline
     line_count = newlines + (0 if text.endswith("\n") else 1)
     table_family = family or detect_family(text)
+
+    # What each distinct rest says: a newline in it is a line the pattern did not take
+    # apart; escapes or odd quoting need the general path's tokenizer.  Its target is the
+    # word after the line's last `-j` (or `-g`), as the general scan finds it: for a line
+    # with a leading id comment that is always inside the rest.
+    target_of_rest: dict[str, str] = {}
+    class_of_rest: dict[str, int] = {}
+    for rest in dict.fromkeys(pieces):
+        if "\n" in rest or _odd(rest):
+            raise _Irregular
+        target = target_of_rest[rest] = target_of(rest)
+        class_of_rest[rest] = _CLASS_BY_PREFIX.get(target[:8], 0)
+    targets = list(map(target_of_rest.__getitem__, pieces))
+    classes = list(map(class_of_rest.__getitem__, pieces))
 
     # Chains: contiguous runs of distinct, declared names (else the general path).
     run_names: list[str] = []
@@ -196,7 +208,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     if len(names) != len(run_names):
         raise _Irregular
     for name in run_names:
-        if '"' in name or name[:1] == "-" or (declared and name not in declared):
+        if _odd(name) or '"' in name or name[:1] == "-" or (declared and name not in declared):
             raise _Irregular
     run_ends = list(itertools.accumulate(run_lengths))
     run_starts = [end - length for end, length in zip(run_ends, run_lengths, strict=True)]
@@ -212,10 +224,10 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     # What "does this rule's body contain <marker>" can be asked of: for markers made of
     # words and spaces, the text after the leading id comment answers as the body would.
     probes = list(pieces)
-    for index in _positions(targets, None):
-        targets[index] = target_of(body_of(index))
     for index in _positions(leading_ids, None):
         body = probes[index] = body_of(index)
+        target = targets[index] = target_of(body)
+        classes[index] = _CLASS_BY_PREFIX.get(target[:8], 0)
         start = body.find('"cali:')
         rule_ids[index] = body[start + 6 : body.find('"', start + 6)] if start != -1 else rule_id_of(body)
 
@@ -276,7 +288,6 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
         return list(itertools.chain.from_iterable(map(itertools.repeat, values, run_lengths)))
 
     end_of = expand(run_ends)
-    classes = list(map(_CLASS_BY_PREFIX.get, map(_FIRST_8, targets), itertools.repeat(0)))
     for run, flag in enumerate(endpoint_flags):
         if not flag:
             classes[run_starts[run] : run_ends[run]] = itertools.repeat(0, run_lengths[run])
