@@ -112,6 +112,8 @@ class ParseResult:
     rules_seen: int = 0
     """Rule lines understood (every good line is counted, even in tables we do not use)."""
     lines_seen: int = 0
+    rules_by_source: dict[str, int] = field(default_factory=dict)
+    """``rules_seen`` per input (what a snapshot reports for each table it read)."""
 
     def diagnostic_counts(self) -> dict[str, int]:
         """Diagnostics per code, the way the agent exports them as a metric."""

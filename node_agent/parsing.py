@@ -153,9 +153,12 @@ class SteadyStateParser:
         gc.disable()
         try:
             for source, data in inputs:
+                rules_before = result.rules_seen
                 text, decode_diagnostics = decode_input(data, source)
                 if decode_diagnostics or not self._parse_unchanged(source, _framed(text), result):
                     self._parse_full(source, text, decode_diagnostics, result)
+                rules = result.rules_seen - rules_before
+                result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules
         finally:
             if collecting:
                 gc.enable()

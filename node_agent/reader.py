@@ -348,7 +348,7 @@ class NodeReader:
                 dataplane=int(dataplane_of(output.command, output.stdout)),
                 family=family_of(output.command, output.stdout),
                 command=output.command,
-                rules=len(_RULE_LINE.findall(output.stdout)),
+                rules=result.rules_by_source.get(output.command, 0),
             )
             for output in outputs
         )

@@ -287,3 +287,19 @@ def parse_node_records(text: str) -> list[CounterRecord]:
     from node_agent.parsing import parse_node
 
     return parse_node([("rendered", text)]).records
+
+
+def test_each_source_reports_the_rule_lines_its_table_had(tmp_path: Path) -> None:
+    """A snapshot's per-table ``rules`` is the parser's count for that table (lines it
+    understood), not a second scan of the output: two tables of different sizes, and a
+    garbled line that is not counted."""
+    (tmp_path / "v4.save").write_bytes(LEGACY_DUMP)
+    big = render(sized_model(4, 2, seed=2)).text
+    (tmp_path / "v6.save").write_text(big.replace("COMMIT", "[1:2] not a rule\nCOMMIT", 1))
+    commands = [f"cat {tmp_path / 'v4.save'}", f"cat {tmp_path / 'v6.save'}"]
+    reader = NodeReader(commands, parser=SteadyStateParser())
+    for _ in range(2):  # a first read, then the steady state's re-read
+        read = asyncio.run(reader.read())
+        rules = {source.command: source.rules for source in read.sources}
+        assert rules == {commands[0]: 1, commands[1]: big.count("\n[")}
+        assert read.result.rules_seen == 1 + big.count("\n[")
