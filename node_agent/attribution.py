@@ -788,7 +788,7 @@ class _ReaderIndex:
             self.columns.append((first, more))
 
     def positions(self, slots: Sequence[int]) -> list[int]:
-        """The sorted positions of the plans that read any of ``slots``."""
+        """The positions of the plans that read any of ``slots`` (in no particular order)."""
         found: set[int] = set()
         for first, more in self.columns:
             found.update(map(first.__getitem__, slots))
@@ -796,7 +796,7 @@ class _ReaderIndex:
                 for slot in more.keys() & set(slots):
                     found.update(more[slot])
         found.discard(-1)
-        return sorted(found)
+        return list(found)
 
 
 def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:
