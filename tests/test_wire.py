@@ -119,6 +119,33 @@ def test_delta_sees_a_rule_id_change_with_the_same_value() -> None:
     assert [r.rule_ids for r in compute_delta(previous, current).changed] == [("h2",)]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(("h1", "h2"))), min_size=0, max_size=12),
+    edits=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 3), st.sampled_from(("h1", "h2", "h3")))),
+    reorder=st.booleans(),
+    drop=st.integers(-1, 11),
+)
+def test_delta_is_what_differs_whatever_the_shape(
+    values: list[tuple[int, str]], edits: list[tuple[int, int, str]], reorder: bool, drop: int
+) -> None:
+    """The agent's usual case (same keys in the same order, unmoved records the same
+    objects) takes a shortcut; every shape must give what the definition says."""
+    before = [accept(f"cali{i}", packets, ids=(rule_id,)) for i, (packets, rule_id) in enumerate(values)]
+    after = list(before)
+    for position, packets, rule_id in edits:
+        if position < len(after):
+            after[position] = accept(f"cali{position}", packets, ids=(rule_id,))
+    if reorder:
+        after.reverse()
+    if 0 <= drop < len(after):
+        del after[drop]
+    previous, current = index_records(before), index_records(after)
+    delta = compute_delta(previous, current)
+    assert delta.changed == tuple(record for key, record in current.items() if previous.get(key) != record)
+    assert set(delta.removed) == set(previous) - set(current)
+
+
 def _snapshot(
     records: list[CounterRecord], removed: list[CounterKey] | None = None, full: bool = True
 ) -> pb.NodeSnapshot:
