@@ -248,9 +248,6 @@ def _invalid_reason(counter: pb.Counter) -> str:
 # --- what changed ------------------------------------------------------------------
 
 
-_KEY_OF = operator.itemgetter(0)
-
-
 def index_records(records: Iterable[CounterRecord]) -> dict[CounterKey, CounterRecord]:
     """Records by key (a later duplicate wins, as it would on the aggregator)."""
     return {record.key: record for record in records}
@@ -262,15 +259,13 @@ def compute_delta(
     """Counters of ``current`` that differ from ``previous`` in any field (value,
     rule ids, comment, members) or are new, and keys of ``previous`` gone from
     ``current``.  Values are absolute, so applying a delta twice is harmless."""
-    if len(previous) == len(current):
-        # The agent's usual case: the same keys in the same order (the steady-state parser
-        # keeps its plan), the records of unmoved counters the very same objects.  One
-        # C-level pass then does it, without hashing 100k keys twice.
-        previous_records = list(previous.values())
+    # The agent's usual case: the same keys in the same order (the steady-state parser
+    # keeps its plan), the records of unmoved counters the very same objects.  One C-level
+    # pass then does it, without hashing 100k keys twice.
+    if len(previous) == len(current) and list(previous) == list(current):
         current_records = list(current.values())
-        if list(map(_KEY_OF, previous_records)) == list(map(_KEY_OF, current_records)):
-            moved = map(operator.ne, previous_records, current_records)
-            return Delta(changed=tuple(itertools.compress(current_records, moved)), removed=())
+        moved = map(operator.ne, previous.values(), current_records)
+        return Delta(changed=tuple(itertools.compress(current_records, moved)), removed=())
     changed = tuple(record for key, record in current.items() if previous.get(key) != record)
     removed = tuple(key for key in previous if key not in current)
     return Delta(changed=changed, removed=removed)

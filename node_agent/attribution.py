@@ -815,4 +815,3 @@ def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:
 
 _new_record = functools.partial(tuple.__new__, CounterRecord)
 _sub = operator.sub
-_or = operator.or_

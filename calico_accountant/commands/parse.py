@@ -19,8 +19,7 @@ from typing import Any, TextIO
 from calico_accountant.records import CounterRecord, Kind, ParseResult
 from node_agent.parsing import parse_node
 
-_KEY = operator.itemgetter(0)
-_KIND = operator.itemgetter(0)
+_KIND_OF = operator.attrgetter("key.kind")
 
 
 def register(subparsers: Any) -> None:
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "table":
         write_table(records, out)
     else:
-        kinds = Counter(map(_KIND, map(_KEY, records)))
+        kinds = Counter(map(_KIND_OF, records))
         out.write(f"lines: {result.lines_seen}\nrules: {result.rules_seen}\nrecords: {len(records)}\n")
         for kind in Kind:
             out.write(f"  {kind.value}: {kinds.get(kind, 0)}\n")
