@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
+from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "series"]
@@ -11,7 +11,7 @@ POLICY = SeriesFamily(
     packets_name="calico_accountant_cluster_policy_packets_total",
     bytes_name="calico_accountant_cluster_policy_bytes_total",
     level=Level.CLUSTER,
-    labels=("direction", "verdict", "tier", "policy_kind", "policy_namespace", "policy"),
+    labels=("direction", "verdict", *POLICY_LABELS),
     packets_help="Packets a policy accepted (verdict=accept) or explicitly denied (verdict=deny) in the "
     "whole cluster; the sum of calico_accountant_node_policy_packets_total over nodes.",
     bytes_help="Bytes of the packets counted by calico_accountant_cluster_policy_packets_total.",
@@ -41,10 +41,7 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
                 (
                     counter.direction,
                     counter.verdict,
-                    counter.tier,
-                    policy.kind,
-                    policy.namespace,
-                    policy.name,
+                    *policy_label_values(counter, policy),
                 ),
             )
         ]

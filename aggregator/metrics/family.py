@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
 from calico_accountant.records import CounterKey, Direction, Kind
 
-__all__ = ["Level", "ResolvedCounter", "SeriesFamily", "verdict_of"]
+__all__ = ["POLICY_LABELS", "Level", "ResolvedCounter", "SeriesFamily", "policy_label_values", "verdict_of"]
+
+
+POLICY_LABELS = ("tier", "policy_kind", "policy_namespace", "policy")
+"""The labels that name a policy, the same in every family that has them."""
 
 
 class Level(enum.StrEnum):
@@ -98,3 +102,8 @@ def verdict_of(key: CounterKey) -> str:
     if key.kind is Kind.POLICY_RULE:
         return _RULE_VERDICTS.get(key.action, key.action)
     return _VERDICTS[key.kind]
+
+
+def policy_label_values(counter: ResolvedCounter, policy: PolicyIdentity) -> tuple[str, str, str, str]:
+    """The values of :data:`POLICY_LABELS` for ``counter`` exported under ``policy``."""
+    return (counter.tier, policy.kind, policy.namespace, policy.name)

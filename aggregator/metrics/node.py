@@ -6,18 +6,17 @@ Per-rule counters are read inside the shared policy chains, so they are exact pe
 
 from __future__ import annotations
 
-from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
+from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "POLICY_RULE", "series"]
 
-_POLICY = ("tier", "policy_kind", "policy_namespace", "policy")
 
 POLICY = SeriesFamily(
     packets_name="calico_accountant_node_policy_packets_total",
     bytes_name="calico_accountant_node_policy_bytes_total",
     level=Level.NODE,
-    labels=("node", "direction", "verdict", *_POLICY),
+    labels=("node", "direction", "verdict", *POLICY_LABELS),
     packets_help="Packets a policy accepted (verdict=accept) or explicitly denied (verdict=deny) on one "
     "node, summed over the node's workloads; the sum of calico_accountant_workload_policy_packets_total.",
     bytes_help="Bytes of the packets counted by calico_accountant_node_policy_packets_total.",
@@ -37,7 +36,7 @@ POLICY_RULE = SeriesFamily(
     packets_name="calico_accountant_node_policy_rule_packets_total",
     bytes_name="calico_accountant_node_policy_rule_bytes_total",
     level=Level.NODE,
-    labels=("node", "direction", *_POLICY, "rule", "action"),
+    labels=("node", "direction", *POLICY_LABELS, "rule", "action"),
     packets_help="Packets that matched one verdict rule of a policy on one node (all workloads using "
     "the policy together); rule is the 0-based index among the policy's allow/deny/pass/log rules in "
     "that direction, action what the rule does.",
@@ -59,10 +58,7 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
                     counter.node,
                     counter.direction,
                     counter.verdict,
-                    counter.tier,
-                    policy.kind,
-                    policy.namespace,
-                    policy.name,
+                    *policy_label_values(counter, policy),
                 ),
             )
         ]
@@ -75,10 +71,7 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
                 (
                     counter.node,
                     counter.direction,
-                    counter.tier,
-                    policy.kind,
-                    policy.namespace,
-                    policy.name,
+                    *policy_label_values(counter, policy),
                     str(counter.key.rule_index),
                     counter.key.action,
                 ),

@@ -7,19 +7,18 @@ packet of denied flows.  IPv4 and IPv6 are summed.
 
 from __future__ import annotations
 
-from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
+from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
 _WORKLOAD = ("node", "namespace", "pod", "app")
-_POLICY = ("tier", "policy_kind", "policy_namespace", "policy")
 
 POLICY = SeriesFamily(
     packets_name="calico_accountant_workload_policy_packets_total",
     bytes_name="calico_accountant_workload_policy_bytes_total",
     level=Level.WORKLOAD,
-    labels=(*_WORKLOAD, "direction", "verdict", *_POLICY),
+    labels=(*_WORKLOAD, "direction", "verdict", *POLICY_LABELS),
     packets_help="Packets a policy decided for one workload since its rules were created: "
     "verdict=accept when one of the policy's allow rules matched, verdict=deny when one of its deny rules "
     "matched (exact, by flow conservation in the workload's own chain). Policy groups are one series, "
@@ -57,8 +56,7 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
     base = (counter.node, workload.namespace, workload.pod, workload.app, counter.direction)
     kind = counter.key.kind
     if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
-        policy = counter.policy
-        return [(POLICY, (*base, counter.verdict, counter.tier, policy.kind, policy.namespace, policy.name))]
+        return [(POLICY, (*base, counter.verdict, *policy_label_values(counter, counter.policy)))]
     if kind is Kind.NO_POLICY_DROP:
         return [(NO_POLICY_DROP, (*base, counter.tier))]
     if kind is Kind.PROFILE_ACCEPT:
