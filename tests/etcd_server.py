@@ -15,7 +15,6 @@ False.  Only the process this module started is ever signalled.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+from process_support import log_tail, stop_process
 
 __all__ = [
     "ETCD_BINARY",
@@ -238,22 +238,10 @@ class EtcdServer:
 
     def _terminate(self, sig: int = signal.SIGTERM) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process(process, sig)
 
     def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def _port_conflict(self) -> bool:
         return "address already in use" in self._log_tail(40)

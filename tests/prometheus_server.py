@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+from process_support import log_tail, stop_process
 
 __all__ = [
     "PROMETHEUS_BINARY",
@@ -137,16 +137,7 @@ class PrometheusServer:
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process(process, grace=15)
 
     def close(self) -> None:
         self._terminate()
@@ -165,10 +156,7 @@ class PrometheusServer:
         self.close()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     # ------------------------------------------------------------------ queries
 
