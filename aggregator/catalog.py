@@ -6,7 +6,7 @@ builds a new one and swaps it in, so readers never see a half-updated table.  Bu
 reuses the per-object work of the previous catalog for objects that did not change, so
 a pod coming or going costs a dictionary rebuild, not 2k policies' worth of hashing.
 
-Chain resolution covers every felix naming scheme at once (:mod:`aggregator.naming`):
+Chain resolution covers every felix naming scheme at once (:mod:`calico_accountant.felix.naming`):
 each policy contributes all the chain names any felix version could give it, and a
 chain resolves when exactly one policy claims it.  Candidates built from the literal
 stored name beat those built from guessed storage variants; a tie between two
@@ -25,25 +25,23 @@ import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aggregator.datastore.objects import CalicoObject
 from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
-from aggregator.naming import (
+from calico_accountant.felix.chains import PROFILE_CHAIN_PREFIXES, parse_identity_comment
+from calico_accountant.felix.naming import (
     ADMIN_NETWORK_POLICY_PREFIX,
     BASELINE_ADMIN_NETWORK_POLICY_PREFIX,
     DEFAULT_TIER,
     KNP_STORED_PREFIX,
     STAGED_KINDS,
     NamingScheme,
-    parse_identity_comment,
     policy_chain_candidates,
     policy_id_candidates,
     profile_chain_candidates,
     profile_names_for_workload,
 )
-
-if TYPE_CHECKING:  # only for annotations: keeps aggregator.datastore free to import this module
-    from aggregator.datastore.objects import CalicoObject
 
 __all__ = [
     "UNRESOLVED_KIND",
@@ -464,7 +462,7 @@ class Catalog:
         else:
             stripped = chain[len(_NFT_LAYER_PREFIX) :] if chain.startswith(_NFT_LAYER_PREFIX) else chain
             suffix = ""
-            for prefix in ("cali-pri-", "cali-pro-"):
+            for prefix in PROFILE_CHAIN_PREFIXES:
                 if stripped.startswith(prefix):
                     suffix = stripped[len(prefix) :]
             if suffix and not suffix.startswith("_"):

@@ -9,6 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
+
 if TYPE_CHECKING:
     from aggregator.server import AggregatorConfig
 
@@ -20,10 +22,18 @@ log = logging.getLogger("calico_accountant.aggregator")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
-        "--grpc-port", type=int, default=9010, help="gRPC port: ingest, hits, health (default 9010)"
+        "--grpc-port",
+        type=int,
+        default=AGGREGATOR_GRPC_PORT,
+        help=f"gRPC port: ingest, hits, health (default {AGGREGATOR_GRPC_PORT})",
     )
     parser.add_argument("--grpc-host", default="0.0.0.0")
-    parser.add_argument("--metrics-port", type=int, default=9009, help="/metrics port (default 9009)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=AGGREGATOR_METRICS_PORT,
+        help=f"/metrics port (default {AGGREGATOR_METRICS_PORT})",
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0")
     parser.add_argument(
         "--datastore",

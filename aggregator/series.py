@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, Protocol
 from aggregator.ledger import CounterState, ExpiredCounter, Increase, Ledger, NodeUpdate
 from aggregator.metrics import FAMILIES, Level, ResolvedCounter, SeriesFamily, series_makers
 from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from calico_accountant.felix.chains import is_group_chain
 from calico_accountant.records import CounterKey, Kind
 
 __all__ = [
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS: frozenset[Level] = frozenset({Level.WORKLOAD, Level.NODE, Level.CLUSTER})
 _LEVEL_PRIORITY = (Level.CLUSTER, Level.NODE, Level.WORKLOAD, Level.COMPAT)
-_GROUP_CHAIN_MARKERS = ("cali-gi-", "cali-go-")
 
 
 class Resolver(Protocol):
@@ -155,7 +155,7 @@ def resolve_counter(
             workload = WorkloadIdentity(node, key.interface, "", key.interface, "", resolved=False)
     kind = key.kind
     if kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY:
-        if group_members or any(marker in chain for marker in _GROUP_CHAIN_MARKERS):
+        if group_members or is_group_chain(chain):
             members = tuple(group_members)
             member_comments = tuple((comments or {}).get(member, "") for member in members)
             try:

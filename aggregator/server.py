@@ -28,13 +28,16 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from aggregator.catalog import Catalog
-from aggregator.datastore import DatastoreCache, DatastoreSource, open_datastore, parse_datastore_spec
+from aggregator.datastore.cache import DatastoreCache
+from aggregator.datastore.sources import DatastoreSource, open_datastore
+from aggregator.datastore.spec import parse_datastore_spec
 from aggregator.exposition import MetricsServer, serve_metrics
 from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.series import Accountant, SeriesOptions
 from calico_accountant import __version__
+from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -53,10 +56,10 @@ _SERVICES = (
 @dataclass(frozen=True, slots=True)
 class AggregatorConfig:
     grpc_host: str = "0.0.0.0"
-    grpc_port: int = 9010
+    grpc_port: int = AGGREGATOR_GRPC_PORT
     """0 picks a free port (see :attr:`Aggregator.grpc_port`)."""
     metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9009
+    metrics_port: int = AGGREGATOR_METRICS_PORT
     datastore: str = ""
     """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
     etcd_ca: str | None = None

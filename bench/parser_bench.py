@@ -117,7 +117,7 @@ class Row:
 def _cli_seconds(path: Path, repetitions: int) -> float | None:
     """Net time of ``calico-accountant parse --format summary FILE`` (minus ``--version``)."""
     command = Path(sys.executable).parent / "calico-accountant"
-    argv = [str(command)] if command.exists() else [sys.executable, "-m", "calico_accountant"]
+    argv = [str(command)] if command.exists() else [sys.executable, "-m", "calico_accountant_cli"]
 
     def run(*args: str) -> None:
         subprocess.run([*argv, *args], check=True, stdout=subprocess.DEVNULL)
@@ -134,8 +134,8 @@ def _cli_seconds(path: Path, repetitions: int) -> float | None:
 def _save_seconds(text: str, repetitions: int) -> tuple[float | None, float | None]:
     """``iptables-save -c -t filter`` of ``text`` in a lab namespace, per backend."""
     try:
-        from calico_accountant.lab.iptables import Backend, missing_backend_tools, restore, tool
-        from calico_accountant.lab.netns import LabNetwork, netns_exec_argv
+        from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools, restore, tool
+        from calico_accountant_cli.lab.netns import LabNetwork, netns_exec_argv
     except ImportError:
         return None, None
     import os

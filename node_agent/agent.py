@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from calico_accountant.ports import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, HealthServer
 from node_agent.reader import (
@@ -55,7 +56,7 @@ class AgentConfig:
     read_timeout: float = 30.0
     near_zero_packets: int = DEFAULT_NEAR_ZERO_PACKETS
     listen_host: str = "0.0.0.0"
-    listen_port: int = 9012
+    listen_port: int = AGENT_HEALTH_PORT
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ack_timeout: float = 30.0
     backoff_max: float = 30.0
@@ -66,9 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", default=None, help="node name (default: $NODENAME, then the hostname)")
     parser.add_argument(
         "--aggregator",
-        default=os.environ.get("CALICO_ACCOUNTANT_AGGREGATOR", "localhost:9010"),
+        default=os.environ.get("CALICO_ACCOUNTANT_AGGREGATOR", DEFAULT_AGGREGATOR_ADDRESS),
         metavar="HOST:PORT",
-        help="the aggregator's gRPC address (default: $CALICO_ACCOUNTANT_AGGREGATOR or localhost:9010)",
+        help="the aggregator's gRPC address "
+        f"(default: $CALICO_ACCOUNTANT_AGGREGATOR or {DEFAULT_AGGREGATOR_ADDRESS})",
     )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between reads (default 10)")
     parser.add_argument(
@@ -96,9 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--listen",
-        default="0.0.0.0:9012",
+        default=f"0.0.0.0:{AGENT_HEALTH_PORT}",
         metavar="HOST:PORT",
-        help="/healthz, /readyz, /metrics (default :9012)",
+        help=f"/healthz, /readyz, /metrics (default :{AGENT_HEALTH_PORT})",
     )
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     parser.add_argument("--ack-timeout", type=float, default=30.0)

@@ -21,12 +21,26 @@ from __future__ import annotations
 
 import functools
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind, RuleAction
+from calico_accountant.felix.chains import (
+    ENDPOINT_CHAIN_PREFIXES,
+    GROUP_CHAIN_PREFIXES,
+    NO_POLICY_MARKER,
+    NO_PROFILE_MARKER,
+    POLICY_ACCEPTED_MARKER,
+    POLICY_CHAIN_PREFIXES,
+    POLICY_JUMP_PREFIXES,
+    PROFILE_ACCEPTED_MARKER,
+    PROFILE_CHAIN_PREFIXES,
+    START_OF_POLICIES_MARKER,
+    START_OF_TIER_MARKER,
+    UNTIERED,
+    is_identity_comment,
+)
+from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Kind, RuleAction
 from node_agent.iptables_save import (
     FilterTable,
     Rule,
@@ -36,32 +50,10 @@ from node_agent.iptables_save import (
     set_xmark_of,
 )
 
-ENDPOINT_PREFIXES = {"cali-tw-": Direction.INGRESS, "cali-fw-": Direction.EGRESS}
-POLICY_PREFIXES = {"cali-pi-": Direction.INGRESS, "cali-po-": Direction.EGRESS}
-GROUP_PREFIXES = ("cali-gi-", "cali-go-")
-PROFILE_PREFIXES = ("cali-pri-", "cali-pro-")
-UNTIERED = "default"
-"""The tier reported for layouts before tiers (Calico <= v3.28): OSS policy was all in
-the implicit ``default`` tier."""
-
-_JUMP_PREFIXES = ("cali-pi-", "cali-po-", "cali-gi-", "cali-go-")
-_JUMP_PREFIX_SET = frozenset(_JUMP_PREFIXES)
-_POLICY_JUMP_PREFIXES = ("cali-pi-", "cali-po-")
+_JUMP_PREFIX_SET = frozenset(POLICY_JUMP_PREFIXES)
+_ENDPOINT_CHAIN_PREFIXES_TUPLE = tuple(ENDPOINT_CHAIN_PREFIXES)
+_POLICY_CHAIN_PREFIXES_TUPLE = tuple(POLICY_CHAIN_PREFIXES)
 _DROP_TARGETS = frozenset({"DROP", "REJECT"})
-START_OF_TIER_MARKER = "Start of tier "
-START_OF_POLICIES_MARKER = "Start of policies"
-POLICY_ACCEPTED_MARKER = "Return if policy accepted"
-PROFILE_ACCEPTED_MARKER = "Return if profile accepted"
-NO_POLICY_MARKER = re.compile(
-    r"^(?:End of tier (?P<tier>.+)\. )?(?:Drop|Reject) if no policies passed packet$"
-)
-NO_PROFILE_MARKER = re.compile(r"^(?:Drop|Reject) if no profiles matched$")
-_IDENTITY = re.compile(
-    r"^(?:Policy|Profile|NetworkPolicy|GlobalNetworkPolicy|KubernetesNetworkPolicy|"
-    r"KubernetesClusterNetworkPolicy|ClusterNetworkPolicy|AdminNetworkPolicy|"
-    r"BaselineAdminNetworkPolicy|StagedNetworkPolicy|StagedGlobalNetworkPolicy|"
-    r"StagedKubernetesNetworkPolicy) \S+ (?:ingress|egress)$"
-)
 
 
 DEFAULT_ACCEPT_MARK = 0x10000
@@ -111,7 +103,7 @@ def learn_marks_from(chains: Iterable[tuple[str, Sequence[Rule]]]) -> MarkBits:
     accept = 0
     pass_ = 0
     for name, rules in chains:
-        if not name.startswith(("cali-tw-", "cali-fw-")):
+        if not name.startswith(_ENDPOINT_CHAIN_PREFIXES_TUPLE):
             continue
         for rule in rules:
             body = rule.body
@@ -123,7 +115,7 @@ def learn_marks_from(chains: Iterable[tuple[str, Sequence[Rule]]]) -> MarkBits:
                 for value, mask, negated in mark_guards_of(body):
                     if value == mask and not negated:
                         accept = mask
-            if not pass_ and rule.target.startswith(_JUMP_PREFIXES):
+            if not pass_ and rule.target.startswith(POLICY_JUMP_PREFIXES):
                 for value, mask, negated in mark_guards_of(body):
                     if value == 0 and not negated:
                         pass_ = mask
@@ -231,7 +223,7 @@ def identity_comment(rules: Sequence[Rule]) -> str:
     for rule in rules[:2]:
         if " ingress" in rule.body or " egress" in rule.body:
             for comment in comments_of(rule.body):
-                if _IDENTITY.match(comment):
+                if is_identity_comment(comment):
                     return comment
     return ""
 
@@ -273,7 +265,7 @@ class ChainFacts:
             members = self._members[name] = tuple(
                 rule.target
                 for rule in self.chains.get(name, ())
-                if rule.target.startswith(_POLICY_JUMP_PREFIXES)
+                if rule.target.startswith(_POLICY_CHAIN_PREFIXES_TUPLE)
             )
         return members
 
@@ -285,7 +277,7 @@ class ChainFacts:
         if name not in self.present:
             answer = None
         else:
-            for target in self.group_members(name) if name.startswith(GROUP_PREFIXES) else (name,):
+            for target in self.group_members(name) if name.startswith(GROUP_CHAIN_PREFIXES) else (name,):
                 rules = self.verdicts_of(target)
                 if rules is None:
                     answer = None
@@ -322,7 +314,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             )
 
     for name, rules in chains.items():
-        direction = ENDPOINT_PREFIXES.get(name[:8])
+        direction = ENDPOINT_CHAIN_PREFIXES.get(name[:8])
         if direction is None:
             continue
         interface = name[8:]
@@ -361,7 +353,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             if not target.startswith("cali-"):
                 continue
             following = rules[index + 1] if index + 1 < count else None
-            if target.startswith(PROFILE_PREFIXES):
+            if target.startswith(PROFILE_CHAIN_PREFIXES):
                 if target not in present:
                     note_missing(target, rule.line)
                 if following is not None and PROFILE_ACCEPTED_MARKER in following.body:
@@ -376,8 +368,8 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                         )
                     )
                 continue
-            is_group = target.startswith(GROUP_PREFIXES)
-            if not is_group and not target.startswith(_POLICY_JUMP_PREFIXES):
+            is_group = target.startswith(GROUP_CHAIN_PREFIXES)
+            if not is_group and not target.startswith(_POLICY_CHAIN_PREFIXES_TUPLE):
                 continue
             if target not in present:
                 note_missing(target, rule.line)
@@ -445,7 +437,7 @@ def plan_policy_rules(
     make_plan = new_plan
     make_key = new_key
     for name in chains:
-        direction = POLICY_PREFIXES.get(name[:8])
+        direction = POLICY_CHAIN_PREFIXES.get(name[:8])
         if direction is None:
             continue
         comment = facts.chain_comment(name)

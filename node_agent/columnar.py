@@ -26,18 +26,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from calico_accountant.records import CounterKey, Diagnostic, Kind
-from node_agent.attribution import (
-    ENDPOINT_PREFIXES,
-    GROUP_PREFIXES,
+from calico_accountant.felix.chains import (
+    ENDPOINT_CHAIN_PREFIXES,
+    GROUP_CHAIN_PREFIXES,
     NO_POLICY_MARKER,
     NO_PROFILE_MARKER,
     POLICY_ACCEPTED_MARKER,
     PROFILE_ACCEPTED_MARKER,
-    PROFILE_PREFIXES,
+    PROFILE_CHAIN_PREFIXES,
     START_OF_POLICIES_MARKER,
     START_OF_TIER_MARKER,
     UNTIERED,
+)
+from calico_accountant.records import CounterKey, Diagnostic, Kind
+from node_agent.attribution import (
     ChainFacts,
     CompiledPlans,
     PlanColumns,
@@ -268,9 +270,9 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     def rules_of(run: int) -> list[Rule]:
         return [rule_at(index) for index in range(run_starts[run], run_ends[run])]
 
-    endpoint_runs = [run for run, name in enumerate(run_names) if name[:8] in ENDPOINT_PREFIXES]
+    endpoint_runs = [run for run, name in enumerate(run_names) if name[:8] in ENDPOINT_CHAIN_PREFIXES]
     other_chains = {
-        name: rules_of(run) for run, name in enumerate(run_names) if name[:8] not in ENDPOINT_PREFIXES
+        name: rules_of(run) for run, name in enumerate(run_names) if name[:8] not in ENDPOINT_CHAIN_PREFIXES
     }
     marks = learn_marks_from((run_names[run], rules_of(run)) for run in endpoint_runs)
     facts = ChainFacts(other_chains, present, marks)
@@ -281,7 +283,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     run_interfaces = [""] * len(run_names)
     for run in endpoint_runs:
         endpoint_flags[run] = 1
-        run_directions[run] = ENDPOINT_PREFIXES[run_names[run][:8]]
+        run_directions[run] = ENDPOINT_CHAIN_PREFIXES[run_names[run][:8]]
         run_interfaces[run] = run_names[run][8:]
 
     def expand(values: list[Any]) -> list[Any]:
@@ -335,7 +337,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
                     new_plan((key, (index,), (rule_ids[index],), "", (), first_line + index, source))
                 )
             continue
-        if not target.startswith(PROFILE_PREFIXES):
+        if not target.startswith(PROFILE_CHAIN_PREFIXES):
             continue
         if target not in present:
             raise _Irregular  # a missing_chain diagnostic: the general path words it
@@ -376,7 +378,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     for target in distinct:
         if target not in present:
             raise _Irregular
-        if target.startswith(GROUP_PREFIXES):
+        if target.startswith(GROUP_CHAIN_PREFIXES):
             groups = True
             for member in facts.group_members(target):
                 if member not in present:
@@ -384,7 +386,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     policy_tiers: dict[str, str] = {}
     if groups:
         for target, tier in zip(jump_targets, jump_tiers, strict=True):
-            if target.startswith(GROUP_PREFIXES):
+            if target.startswith(GROUP_CHAIN_PREFIXES):
                 for member in facts.group_members(target):
                     policy_tiers.setdefault(member, tier)
             policy_tiers.setdefault(target, tier)
@@ -424,7 +426,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     )
     comment_of = {target: facts.chain_comment(target) for target in distinct}
     members_of = {
-        target: facts.group_members(target) if target.startswith(GROUP_PREFIXES) else ()
+        target: facts.group_members(target) if target.startswith(GROUP_CHAIN_PREFIXES) else ()
         for target in distinct
     }
     accepted_comments = list(map(comment_of.__getitem__, accepted_targets))

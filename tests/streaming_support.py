@@ -133,7 +133,7 @@ class Processes:
             name,
             [
                 "-m",
-                "calico_accountant",
+                "calico_accountant_cli",
                 "aggregator",
                 "--grpc-host",
                 "127.0.0.1",
@@ -153,7 +153,7 @@ class Processes:
         port = free_port()
         argv = [
             "-m",
-            "calico_accountant",
+            "calico_accountant_cli",
             "agent",
             "--node",
             node,

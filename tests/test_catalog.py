@@ -1,6 +1,6 @@
 """Catalog resolution: interfaces to pods, chains to policies under every felix naming
 scheme, profiles, groups, ambiguity, comments.  Expected chain names are computed here
-with hashlib (``felix_name``), not with aggregator.naming."""
+with hashlib (``felix_name``), not with calico_accountant.felix.naming."""
 
 from __future__ import annotations
 
@@ -424,7 +424,7 @@ def test_build_cost_10k_workloads_2k_policies(capsys: pytest.CaptureFixture[str]
 
 
 def test_sample_cluster_resolves_v330_chains() -> None:
-    text = resources.files("calico_accountant").joinpath("sample/cluster.yaml").read_text()
+    text = resources.files("calico_accountant_cli").joinpath("sample/cluster.yaml").read_text()
     result = decode_text(text)
     assert result.bad == {} and len(result.objects) == 26
     catalog = Catalog.from_objects(result.objects)

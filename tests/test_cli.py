@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from calico_accountant.cli import SUBCOMMANDS, build_parser
+from calico_accountant_cli.main import SUBCOMMANDS, build_parser
 
 
 def _registered() -> list[str]:
@@ -24,7 +24,7 @@ def test_parse_is_registered() -> None:
 def test_help_of_every_registered_subcommand(name: str) -> None:
     assert name in _registered(), f"{name} is listed in SUBCOMMANDS but not registered"
     done = subprocess.run(
-        [sys.executable, "-m", "calico_accountant", name, "--help"],
+        [sys.executable, "-m", "calico_accountant_cli", name, "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -39,7 +39,7 @@ def test_python_m_entry_point_runs_parse(tmp_path: object) -> None:
         '-m comment --comment "Drop if no policies passed packet" -j DROP\nCOMMIT\n'
     )
     done = subprocess.run(
-        [sys.executable, "-m", "calico_accountant", "parse", "--format", "json", "-"],
+        [sys.executable, "-m", "calico_accountant_cli", "parse", "--format", "json", "-"],
         input=dump,
         capture_output=True,
         text=True,
@@ -51,7 +51,7 @@ def test_python_m_entry_point_runs_parse(tmp_path: object) -> None:
 
 def test_nothing_parsed_is_a_failure() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "calico_accountant", "parse", "-"],
+        [sys.executable, "-m", "calico_accountant_cli", "parse", "-"],
         input="this is not a table\n",
         capture_output=True,
         text=True,

@@ -16,9 +16,9 @@ import pytest
 from felix_render import render, sized_model
 from streaming_support import REPO, Processes, free_port, processes, scale_dump, wait_until, write_atomic
 
-from calico_accountant.hits_client import ClientError, build_filter, parse_duration
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
+from calico_accountant_cli.hits_client import ClientError, build_filter, parse_duration
 from node_agent.parsing import parse_node
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "calico_accountant", *args],
+        [sys.executable, "-m", "calico_accountant_cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -103,7 +103,7 @@ def test_observe_jsonpb_prints_protobuf_json(cluster: Cluster) -> None:
 
 def test_observe_follow_prints_new_hits_as_they_arrive(cluster: Cluster) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "calico_accountant", "observe", "--server", cluster.server, "--follow"],
+        [sys.executable, "-m", "calico_accountant_cli", "observe", "--server", cluster.server, "--follow"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

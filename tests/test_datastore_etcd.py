@@ -20,9 +20,9 @@ import pytest
 from etcd_server import SKIP_REASON, EtcdServer, TlsMaterial, etcd_available, make_tls_material
 
 from aggregator.catalog import Catalog
-from aggregator.datastore import DatastoreCache, parse_datastore_spec
+from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
-from aggregator.datastore.spec import EtcdSpec
+from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason=SKIP_REASON)
 

@@ -15,17 +15,11 @@ import pytest
 import yaml
 
 from aggregator.catalog import Catalog
-from aggregator.datastore import (
-    DatastoreCache,
-    EtcdEndpoint,
-    EtcdSpec,
-    FileSpec,
-    TlsFiles,
-    open_datastore,
-    parse_datastore_spec,
-)
+from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.file import DatastoreFileError, FileDatastore, decode_text, read_datastore_file
 from aggregator.datastore.objects import object_from_manifest
+from aggregator.datastore.sources import open_datastore
+from aggregator.datastore.spec import EtcdEndpoint, EtcdSpec, FileSpec, TlsFiles, parse_datastore_spec
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from etcd_server import EtcdServer, etcd_available
 
-from calico_accountant.demo.supervisor import free_port, python_env
-from calico_accountant.lab.netns import list_namespaces
+from calico_accountant_cli.demo.supervisor import free_port, python_env
+from calico_accountant_cli.lab.netns import list_namespaces
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -84,7 +84,7 @@ class DemoRun:
 def _start_demo(*args: str, env: dict[str, str] | None = None) -> DemoRun:
     metrics_port, grpc_port = free_port(), free_port()
     argv = [
-        sys.executable, "-m", "calico_accountant", "demo",
+        sys.executable, "-m", "calico_accountant_cli", "demo",
         "--metrics-port", str(metrics_port), "--grpc-port", str(grpc_port),
         "--plain", "--interval", "0.5", "--traffic-period", "1", "--refresh", "1", *args,
     ]  # fmt: skip

@@ -14,7 +14,10 @@ import pytest
 
 from aggregator.catalog import Catalog
 from aggregator.datastore.objects import decode_documents, object_from_etcd
-from calico_accountant.demo.cluster import (
+from calico_accountant.records import Kind
+from calico_accountant.v1 import hits_pb2 as hpb
+from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant_cli.demo.cluster import (
     ClusterError,
     load_cluster,
     load_sample_cluster,
@@ -22,17 +25,19 @@ from calico_accountant.demo.cluster import (
     sample_cluster_text,
     stored_documents,
 )
-from calico_accountant.demo.plan import DEFAULT_PLAN, flows_of, node_packets
-from calico_accountant.demo.render import carry_counters, node_ipsets, render_node_table
-from calico_accountant.demo.replay import bundled_dump, bundled_dump_name, render_bundled_dumps, replayed_dump
-from calico_accountant.demo.selectors import SelectorError, parse_selector
-from calico_accountant.demo.simulate import Packet, TableError, advance_counters, load_table
-from calico_accountant.demo.summary import render_summary, summarize
-from calico_accountant.demo.verdicts import Flow, OutcomeKind, decide, effective_tiers, outcomes_for
-from calico_accountant.lab.calico_rules import Layout
-from calico_accountant.records import Kind
-from calico_accountant.v1 import hits_pb2 as hpb
-from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant_cli.demo.plan import DEFAULT_PLAN, flows_of, node_packets
+from calico_accountant_cli.demo.render import carry_counters, node_ipsets, render_node_table
+from calico_accountant_cli.demo.replay import (
+    bundled_dump,
+    bundled_dump_name,
+    render_bundled_dumps,
+    replayed_dump,
+)
+from calico_accountant_cli.demo.selectors import SelectorError, parse_selector
+from calico_accountant_cli.demo.simulate import Packet, TableError, advance_counters, load_table
+from calico_accountant_cli.demo.summary import render_summary, summarize
+from calico_accountant_cli.demo.verdicts import Flow, OutcomeKind, decide, effective_tiers, outcomes_for
+from calico_accountant_cli.lab.calico_rules import Layout
 from node_agent.parsing import parse_node
 
 LABELS = {"app": "cart", "projectcalico.org/namespace": "shop", "tier": "web"}

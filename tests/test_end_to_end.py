@@ -8,8 +8,8 @@ sample cluster written into a real etcd the way Calico stores it:
   ``iptables-save -c`` of its namespace, a real aggregator process reading etcd, and a
   real Prometheus scraping the aggregator every second;
 * real traffic with known counts (every TCP attempt and every ping is exactly one
-  new-flow packet, see :mod:`calico_accountant.lab.traffic`), and the oracle
-  :mod:`calico_accountant.demo.verdicts` saying, from the Calico objects alone, which
+  new-flow packet, see :mod:`calico_accountant_cli.lab.traffic`), and the oracle
+  :mod:`calico_accountant_cli.demo.verdicts` saying, from the Calico objects alone, which
   counter each packet must move.
 
 What is asserted, each time *exactly* (equality of integers read from Prometheus's HTTP
@@ -56,26 +56,26 @@ from etcd_server import EtcdServer, etcd_available
 from prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
 from prometheus_server import PrometheusServer, prometheus_available
 
-from aggregator.naming import veth_name
-from calico_accountant.demo.cluster import Cluster, Workload, load_sample_cluster
-from calico_accountant.demo.dataplane import program_node, save_command, zero_chains
-from calico_accountant.demo.plan import flows_of
-from calico_accountant.demo.store import ClusterStore
-from calico_accountant.demo.supervisor import (
+from calico_accountant.felix.naming import veth_name
+from calico_accountant_cli.demo.cluster import Cluster, Workload, load_sample_cluster
+from calico_accountant_cli.demo.dataplane import program_node, save_command, zero_chains
+from calico_accountant_cli.demo.plan import flows_of
+from calico_accountant_cli.demo.store import ClusterStore
+from calico_accountant_cli.demo.supervisor import (
     ManagedProcess,
     Supervisor,
     calico_accountant_argv,
     free_port,
     wait_for_http,
 )
-from calico_accountant.demo.traffic import SentFlow, guard_pod, lab_pod, send_flows, start_listeners
-from calico_accountant.demo.verdicts import Flow, Outcome, OutcomeKind, outcomes_for
-from calico_accountant.demo.wiring import LabCluster, build_lab_cluster
-from calico_accountant.hits_client import HitsClient
-from calico_accountant.lab.calico_rules import Layout
-from calico_accountant.lab.iptables import Backend, missing_backend_tools
-from calico_accountant.lab.netns import LabNetwork, list_namespaces
-from calico_accountant.lab.traffic import Listener, start_listener
+from calico_accountant_cli.demo.traffic import SentFlow, guard_pod, lab_pod, send_flows, start_listeners
+from calico_accountant_cli.demo.verdicts import Flow, Outcome, OutcomeKind, outcomes_for
+from calico_accountant_cli.demo.wiring import LabCluster, build_lab_cluster
+from calico_accountant_cli.hits_client import HitsClient
+from calico_accountant_cli.lab.calico_rules import Layout
+from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools
+from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
+from calico_accountant_cli.lab.traffic import Listener, start_listener
 
 pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(200)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from calico_accountant.lab.calico_rules import (
+from calico_accountant_cli.lab.calico_rules import (
     LabEndpoint,
     LabPolicy,
     LabPolicyGroup,
@@ -30,7 +30,7 @@ from calico_accountant.lab.calico_rules import (
     policy_chain_name,
     render_filter_table,
 )
-from calico_accountant.lab.iptables import (
+from calico_accountant_cli.lab.iptables import (
     Backend,
     append_rules,
     backend_for_restore,
@@ -39,7 +39,7 @@ from calico_accountant.lab.iptables import (
     save,
     save_command,
 )
-from calico_accountant.lab.netns import (
+from calico_accountant_cli.lab.netns import (
     LabNetwork,
     delete_namespace,
     list_namespaces,
@@ -47,8 +47,8 @@ from calico_accountant.lab.netns import (
     set_sysctls,
     sweep_orphans,
 )
-from calico_accountant.lab.topology import Node, PodSpec, build_node, calico_interface_name, pod_addresses
-from calico_accountant.lab.traffic import connect, guard_counts, ping, prepare_pods, start_listener
+from calico_accountant_cli.lab.topology import Node, PodSpec, build_node, calico_interface_name, pod_addresses
+from calico_accountant_cli.lab.traffic import connect, guard_counts, ping, prepare_pods, start_listener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,11 +187,11 @@ def test_namespaces_and_processes_are_cleaned_up_on_signals(signum: int) -> None
     script = textwrap.dedent(
         """
         import signal, sys, time
-        from calico_accountant.lab.netns import LabNetwork
+        from calico_accountant_cli.lab.netns import LabNetwork
         # A shell's background job inherits SIGINT ignored; be an interactive process here.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from calico_accountant.lab.topology import PodSpec, build_node
-        from calico_accountant.lab.traffic import start_listener
+        from calico_accountant_cli.lab.topology import PodSpec, build_node
+        from calico_accountant_cli.lab.traffic import start_listener
         with LabNetwork() as lab:
             node = build_node(lab, [PodSpec("a")])
             listener = start_listener(lab, node.pods[0], [8080])

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.naming import (
+from calico_accountant.felix.chains import parse_identity_comment
+from calico_accountant.felix.naming import (
     NamingScheme,
     kind_short,
     length_limited_id,
-    parse_identity_comment,
     policy_chain_candidates,
     policy_id_candidates,
     profile_chain_names,

@@ -3,11 +3,11 @@
 Two kinds of test, with the legacy and the nft backend:
 
 * **real traffic** -- a node namespace routes for pod namespaces (veths named like Calico's),
-  loaded with a felix-shaped ruleset (:mod:`calico_accountant.lab.calico_rules`): the v3.27
+  loaded with a felix-shaped ruleset (:mod:`calico_accountant_cli.lab.calico_rules`): the v3.27
   layout, the v3.30 layout, v3.30 with a policy-group chain, and v3.27 with REJECT.  A known
   number of new TCP connections and pings is sent that an allow policy accepts, that a deny
   policy denies, that no policy matches and that an egress policy denies, over IPv4 and
-  IPv6.  Every probe is exactly one new-flow packet (see :mod:`calico_accountant.lab.traffic`),
+  IPv6.  Every probe is exactly one new-flow packet (see :mod:`calico_accountant_cli.lab.traffic`),
   so every parsed record -- per endpoint and per policy rule, packets and bytes -- must
   equal what was sent, and there must be no other records.  Then more traffic, and a
   ``SteadyStateParser`` re-read must show exactly the increments.
@@ -28,7 +28,8 @@ import pytest
 from felix_render import NodeModel, RenderedTable, node_models, render, render_restore, sized_model
 from hypothesis import HealthCheck, given, settings
 
-from calico_accountant.lab.calico_rules import (
+from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
+from calico_accountant_cli.lab.calico_rules import (
     LabEndpoint,
     LabPolicy,
     LabPolicyGroup,
@@ -39,18 +40,17 @@ from calico_accountant.lab.calico_rules import (
     policy_chain_name,
     profile_chain_name,
 )
-from calico_accountant.lab.calico_rules import render_filter_table as render_lab_table
-from calico_accountant.lab.iptables import Backend, missing_backend_tools, restore, save
-from calico_accountant.lab.netns import LabNetwork, list_namespaces, missing_tools
-from calico_accountant.lab.topology import Node, Pod, PodSpec, build_node
-from calico_accountant.lab.traffic import (
+from calico_accountant_cli.lab.calico_rules import render_filter_table as render_lab_table
+from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools, restore, save
+from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces, missing_tools
+from calico_accountant_cli.lab.topology import Node, Pod, PodSpec, build_node
+from calico_accountant_cli.lab.traffic import (
     connect,
     guard_counts,
     ping,
     prepare_pods,
     start_listener,
 )
-from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
 
 
 def _skip_reason() -> str | None:

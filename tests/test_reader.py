@@ -251,9 +251,9 @@ def test_auto_detection_finds_the_backend_felix_programmed(backend: str) -> None
     from felix_render import render_restore
     from streaming_support import REPO
 
-    from calico_accountant.lab.iptables import Backend as LabBackend
-    from calico_accountant.lab.iptables import restore
-    from calico_accountant.lab.netns import LabNetwork
+    from calico_accountant_cli.lab.iptables import Backend as LabBackend
+    from calico_accountant_cli.lab.iptables import restore
+    from calico_accountant_cli.lab.netns import LabNetwork
 
     table = render_restore(sized_model(4, 2, seed=4))
     probe = (

@@ -17,7 +17,7 @@ import pytest
 from etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from prometheus_client.parser import text_string_to_metric_families
 
-from calico_accountant.cli import main
+from calico_accountant_cli.main import main
 from node_agent.parsing import parse_node
 
 PROMTOOL = shutil.which("promtool")
@@ -272,7 +272,7 @@ def test_prometheus_format_through_the_real_command_passes_promtool(files: tuple
         [
             sys.executable,
             "-m",
-            "calico_accountant",
+            "calico_accountant_cli",
             "report",
             "--datastore",
             f"file:{datastore}",
@@ -419,7 +419,7 @@ def test_report_against_a_real_etcd(etcd: EtcdServer, files: tuple[Path, Path]) 
         [
             sys.executable,
             "-m",
-            "calico_accountant",
+            "calico_accountant_cli",
             "report",
             "--datastore",
             f"etcd://{etcd.endpoint}",

@@ -446,8 +446,8 @@ def _kernel_skip_reason() -> str | None:
 @pytest.mark.kernel
 @pytest.mark.skipif(_kernel_skip_reason() is not None, reason=_kernel_skip_reason() or "")
 def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: Path) -> None:
-    from calico_accountant.lab.iptables import Backend, restore
-    from calico_accountant.lab.netns import LabNetwork
+    from calico_accountant_cli.lab.iptables import Backend, restore
+    from calico_accountant_cli.lab.netns import LabNetwork
 
     table = render_restore(sized_model(8, 3, seed=11))
     with LabNetwork() as lab:
@@ -496,7 +496,7 @@ def _with_counters(text: str) -> str:
 
 
 def test_names_are_resolved_from_a_file_datastore(run: Processes, tmp_path: Path) -> None:
-    sample = Path(__file__).resolve().parent.parent / "calico_accountant" / "sample"
+    sample = Path(__file__).resolve().parent.parent / "calico_accountant_cli" / "sample"
     nodes = []
     for name in ("node-a", "node-b"):
         node = Node(

@@ -1,10 +1,12 @@
-"""The Calico datastore as seen by the aggregator: objects, a cache that builds catalogs, sources.
+"""The Calico datastore as seen by the aggregator.
 
-Public API::
+* :mod:`.objects`: Calico objects decoded from etcd keys/values or manifests (pure);
+* :mod:`.spec`: the ``--datastore`` flag, parsed (pure);
+* :mod:`.cache`: the objects held in memory, and the catalogs built from them;
+* :mod:`.sources`: the backends (:mod:`.file`, :mod:`.etcd`) that list and follow a
+  datastore into a cache.
 
-    from aggregator.datastore import (
-        CalicoObject, DatastoreCache, DatastoreStatus, parse_datastore_spec, open_datastore,
-    )
+Usage::
 
     cache = DatastoreCache(source=spec.describe())
     source = open_datastore(parse_datastore_spec("etcd://127.0.0.1:2379"), cache)
@@ -12,53 +14,5 @@ Public API::
     catalog = await cache.wait_synced()  # first complete listing
     cache.add_listener(on_new_catalog)   # or: await cache.wait_for_change(cache.generation)
 
-The etcd source (and gRPC) is imported only when an etcd spec is opened.
+The package re-exports nothing, so the pure modules import without the I/O ones.
 """
-
-from aggregator.datastore.cache import CatalogListener, DatastoreCache, DatastoreStatus
-from aggregator.datastore.objects import (
-    RESOURCE_PREFIX,
-    RESOURCE_TYPES,
-    BadObject,
-    CalicoObject,
-    DecodeResult,
-    ResourceType,
-    decode_documents,
-    object_from_etcd,
-    object_from_manifest,
-    resource_key,
-)
-from aggregator.datastore.spec import (
-    DatastoreSource,
-    DatastoreSpec,
-    EtcdEndpoint,
-    EtcdSpec,
-    FileSpec,
-    TlsFiles,
-    open_datastore,
-    parse_datastore_spec,
-)
-
-__all__ = [
-    "RESOURCE_PREFIX",
-    "RESOURCE_TYPES",
-    "BadObject",
-    "CalicoObject",
-    "CatalogListener",
-    "DatastoreCache",
-    "DatastoreSource",
-    "DatastoreSpec",
-    "DatastoreStatus",
-    "DecodeResult",
-    "EtcdEndpoint",
-    "EtcdSpec",
-    "FileSpec",
-    "ResourceType",
-    "TlsFiles",
-    "decode_documents",
-    "object_from_etcd",
-    "object_from_manifest",
-    "open_datastore",
-    "parse_datastore_spec",
-    "resource_key",
-]

@@ -1,8 +1,8 @@
 """The ``--datastore`` flag: ``file:PATH`` or ``etcd://HOST:PORT[,HOST:PORT...]``.
 
 Parsing is pure and strict (a typo is a startup error with a message saying what is
-accepted); :func:`open_datastore` turns a parsed spec into a running source.  The etcd
-module (and gRPC) is imported only when an etcd spec is opened.
+accepted); :func:`aggregator.datastore.sources.open_datastore` turns a parsed spec into a
+running source.
 """
 
 from __future__ import annotations
@@ -10,22 +10,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
-if TYPE_CHECKING:
-    import asyncio
-
-    from aggregator.datastore.cache import DatastoreCache
-
 __all__ = [
-    "DatastoreSource",
     "DatastoreSpec",
     "EtcdEndpoint",
     "EtcdSpec",
     "FileSpec",
     "TlsFiles",
-    "open_datastore",
     "parse_datastore_spec",
 ]
 
@@ -79,22 +71,6 @@ class EtcdSpec:
 
 
 DatastoreSpec = FileSpec | EtcdSpec
-
-
-class DatastoreSource(Protocol):
-    """What :func:`open_datastore` returns: a task-like source feeding a cache."""
-
-    async def run(self) -> None:
-        """Read and follow the datastore until cancelled; never returns on bad data."""
-
-    def start(self) -> asyncio.Task[None]:
-        """Run :meth:`run` as a task of the current event loop."""
-
-    async def stop(self) -> None:
-        """Cancel the task started by :meth:`start` and release connections."""
-
-    def describe(self) -> str:
-        """``file:PATH`` or ``etcd://...``, for logs and status."""
 
 
 def parse_datastore_spec(
@@ -171,14 +147,3 @@ def _parse_endpoint(text: str, spec: str) -> EtcdEndpoint:
     if not 0 < port < 65536:
         raise ValueError(f"datastore {spec!r}: port {port} out of range")
     return EtcdEndpoint(host, port)
-
-
-def open_datastore(spec: DatastoreSpec, cache: DatastoreCache) -> DatastoreSource:
-    """A source that feeds ``cache`` from ``spec``; call ``start()`` inside the event loop."""
-    if isinstance(spec, FileSpec):
-        from aggregator.datastore.file import FileDatastore
-
-        return FileDatastore(spec.path, cache, poll_interval=spec.poll_interval)
-    from aggregator.datastore.etcd import EtcdDatastore
-
-    return EtcdDatastore(spec, cache)

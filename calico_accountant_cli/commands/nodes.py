@@ -1,0 +1,71 @@
+"""``calico-accountant nodes``: the nodes the aggregator knows and the state of their agents."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from calico_accountant_cli.commands.hit_args import add_server_argument
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "nodes",
+        help="list nodes with their agent's state (connected, last snapshot, sequence, diagnostics)",
+        description="Lists the nodes the aggregator has heard from, whether their agent is connected, "
+        "when it last read its tables, and the parse diagnostics it reported.",
+    )
+    add_server_argument(parser)
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from google.protobuf import json_format
+
+    from calico_accountant_cli.hits_client import ClientError, HitsClient, age_text
+
+    try:
+        with HitsClient(args.server, timeout=args.timeout) as client:
+            status = client.server_status()
+            nodes = client.list_nodes()
+    except ClientError as error:
+        print(f"calico-accountant nodes: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "server": json_format.MessageToDict(status, preserving_proto_field_name=True),
+                    "nodes": [
+                        json_format.MessageToDict(n, preserving_proto_field_name=True) for n in nodes.nodes
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    now = datetime.now(UTC)
+    print(
+        f"aggregator {status.version}: {status.agents_connected} of {status.nodes_known} agents connected, "
+        f"up {status.uptime.seconds}s"
+    )
+    print(f"{'NODE':<24} {'AGENT':<13} {'LAST SNAPSHOT':<14} {'SEQUENCE':>8}  DIAGNOSTICS")
+    for node in nodes.nodes:
+        state = "connected" if node.connected else "disconnected"
+        if node.stale:
+            state += ",stale"
+        last = (
+            age_text(node.last_snapshot_time.ToDatetime(tzinfo=UTC), now)
+            if node.HasField("last_snapshot_time")
+            else "never"
+        )
+        diagnostics = ", ".join(
+            f"{code}={count}" for code, count in sorted(node.diagnostic_counts.items()) if count
+        )
+        print(f"{node.node:<24} {state:<13} {last:<14} {node.sequence:>8}  {diagnostics or '-'}")
+    return 0

@@ -1,0 +1,69 @@
+"""The ``calico-accountant`` command: one entry point, one module per subcommand.
+
+Each module in :mod:`calico_accountant_cli.commands` exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (``Callable[[argparse.Namespace], int]``).  Modules are
+imported only when listed here, so ``parse`` never pays for gRPC or etcd imports it does
+not use... beyond what the registering module itself imports at top level (keep those light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from calico_accountant import __version__
+
+#: Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[str, ...] = (
+    "demo",
+    "agent",
+    "aggregator",
+    "parse",
+    "report",
+    "observe",
+    "top",
+    "nodes",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser; subcommands whose module is not there yet are skipped."""
+    parser = argparse.ArgumentParser(
+        prog="calico-accountant",
+        description="What your Calico network policies actually do: per-workload, per-node and "
+        "cluster-wide policy counters for Prometheus, and a live policy-hit API.",
+    )
+    parser.add_argument("--version", action="version", version=f"calico-accountant {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"calico_accountant_cli.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"calico_accountant_cli.commands.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `calico-accountant parse big.save | head` is normal use, not an error.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
