@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aggregator.datastore.objects import CalicoObject
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from calico_accountant.felix.chains import PROFILE_CHAIN_PREFIXES, parse_identity_comment
 from calico_accountant.felix.naming import (
     ADMIN_NETWORK_POLICY_PREFIX,
@@ -44,14 +44,12 @@ from calico_accountant.felix.naming import (
 )
 
 __all__ = [
-    "UNRESOLVED_KIND",
     "Catalog",
     "PolicyOutcome",
     "PolicyResolution",
     "ResolutionStats",
 ]
 
-UNRESOLVED_KIND = "Unresolved"
 _POLICY_KINDS = frozenset(
     {
         "NetworkPolicy",
@@ -396,7 +394,7 @@ class Catalog:
     def resolve_policy(self, chain: str, comment: str = "") -> PolicyResolution:
         """Resolve a policy chain, cross-checked with felix's identity comment when given.
 
-        Unknown or ambiguous chains give ``PolicyIdentity(kind="Unresolved", name=chain)``.
+        Unknown or ambiguous chains give :meth:`PolicyIdentity.unresolved`.
         """
         key = (chain, comment)
         memo = self._memo_policy.get(key)
@@ -418,7 +416,7 @@ class Catalog:
             return PolicyResolution(match.identity, PolicyOutcome.RESOLVED, match.scheme)
         if by_comment is not None:
             return PolicyResolution(by_comment, PolicyOutcome.BY_COMMENT)
-        unresolved = PolicyIdentity(kind=UNRESOLVED_KIND, namespace="", name=chain, tier="")
+        unresolved = PolicyIdentity.unresolved(chain)
         if match is not None:
             return PolicyResolution(unresolved, PolicyOutcome.AMBIGUOUS, None, match.candidates)
         return PolicyResolution(unresolved, PolicyOutcome.UNRESOLVED)
@@ -608,26 +606,30 @@ def _policy_identity(obj: CalicoObject, tiers: frozenset[str]) -> tuple[PolicyId
     if kind in ("KubernetesNetworkPolicy", "StagedKubernetesNetworkPolicy") or (
         kind == "NetworkPolicy" and stored.startswith(KNP_STORED_PREFIX)
     ):
-        shown_kind = "KubernetesNetworkPolicy" if kind != "StagedKubernetesNetworkPolicy" else kind
+        shown_kind = (
+            PolicyKind.KUBERNETES_NETWORK_POLICY
+            if kind != "StagedKubernetesNetworkPolicy"
+            else PolicyKind.STAGED_KUBERNETES_NETWORK_POLICY
+        )
         tier = tier or DEFAULT_TIER
         name = stored.removeprefix(KNP_STORED_PREFIX) or stored
     elif kind == "AdminNetworkPolicy" or stored.startswith(ADMIN_NETWORK_POLICY_PREFIX):
-        shown_kind = "AdminNetworkPolicy"
+        shown_kind = PolicyKind.ADMIN_NETWORK_POLICY
         tier = tier or "adminnetworkpolicy"
         name = stored.removeprefix(ADMIN_NETWORK_POLICY_PREFIX) or stored
         naming_kind, naming_name = "GlobalNetworkPolicy", ADMIN_NETWORK_POLICY_PREFIX + name
     elif kind == "BaselineAdminNetworkPolicy" or stored.startswith(BASELINE_ADMIN_NETWORK_POLICY_PREFIX):
-        shown_kind = "BaselineAdminNetworkPolicy"
+        shown_kind = PolicyKind.BASELINE_ADMIN_NETWORK_POLICY
         tier = tier or "baselineadminnetworkpolicy"
         name = stored.removeprefix(BASELINE_ADMIN_NETWORK_POLICY_PREFIX) or stored
         naming_kind, naming_name = "GlobalNetworkPolicy", BASELINE_ADMIN_NETWORK_POLICY_PREFIX + name
     elif kind in ("ClusterNetworkPolicy", "KubernetesClusterNetworkPolicy"):
-        shown_kind = "ClusterNetworkPolicy"
+        shown_kind = PolicyKind.CLUSTER_NETWORK_POLICY
         tier = tier or "kube-admin"
         name = stored
         naming_kind = "ClusterNetworkPolicy"
     else:
-        shown_kind = kind
+        shown_kind = PolicyKind(kind)
         if not tier:
             head, dot, _ = stored.partition(".")
             tier = head if dot and head in tiers else DEFAULT_TIER

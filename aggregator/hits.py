@@ -32,10 +32,10 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aggregator.metrics import ResolvedCounter
+from aggregator.model import ResolvedCounter
 from aggregator.series import NodeView, ResolvedIncrease, ResolvedTotal
 from calico_accountant import __version__
-from calico_accountant.records import Direction, Kind
+from calico_accountant.records import Direction, Kind, Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
@@ -67,7 +67,6 @@ _KIND_TO_PB: dict[Kind, spb.CounterKind] = {
     Kind.POLICY_RULE: spb.POLICY_RULE,
 }
 _DIRECTION_TO_PB = {Direction.INGRESS: spb.INGRESS, Direction.EGRESS: spb.EGRESS}
-VERDICTS = frozenset({"accept", "deny", "pass", "log"})
 DIRECTIONS = frozenset({"ingress", "egress"})
 
 
@@ -165,17 +164,19 @@ class HitFilterSpec:
     apps: frozenset[str] = frozenset()
     policies: frozenset[str] = frozenset()
     """``name``, ``namespace/name``, the stored name, or the raw chain."""
-    verdicts: frozenset[str] = frozenset()
+    verdicts: frozenset[Verdict] = frozenset()
     directions: frozenset[str] = frozenset()
     min_packets: int = 0
 
     @classmethod
     def from_pb(cls, message: hpb.HitFilter) -> HitFilterSpec:
         """Validates; :class:`ValueError` says which value is wrong."""
-        verdicts = frozenset(v.lower() for v in message.verdict)
+        known = {verdict.value: verdict for verdict in Verdict}
+        asked = {v.lower() for v in message.verdict}
+        if asked - known.keys():
+            raise ValueError(f"unknown verdict {sorted(asked - known.keys())}; use one of {sorted(known)}")
+        verdicts = frozenset(known[v] for v in asked)
         directions = frozenset(d.lower() for d in message.direction)
-        if verdicts - VERDICTS:
-            raise ValueError(f"unknown verdict {sorted(verdicts - VERDICTS)}; use one of {sorted(VERDICTS)}")
         if directions - DIRECTIONS:
             raise ValueError(f"unknown direction {sorted(directions - DIRECTIONS)}; use ingress or egress")
         return cls(

@@ -1,31 +1,61 @@
 """Resolved identities: what the datastore says a raw interface or chain name is.
 
-Produced by :mod:`aggregator.catalog` (pure resolution), consumed by the ledger, the
-metric families and the hit API.  Plain frozen dataclasses so they can be dict keys.
+Produced by :mod:`aggregator.catalog` (pure resolution), attached to counters by
+:mod:`aggregator.resolution`, consumed by the metric families and the hit API.  Plain
+frozen dataclasses so they can be dict keys.  Every identity says whether the catalog
+explained it (``resolved``); an unexplained one carries the raw dataplane name.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+from calico_accountant.records import CounterKey, Direction, Verdict, verdict_of
+
+
+class PolicyKind(enum.StrEnum):
+    """The ``policy_kind`` label: the kind of policy users wrote, as the API names it."""
+
+    NETWORK_POLICY = "NetworkPolicy"
+    GLOBAL_NETWORK_POLICY = "GlobalNetworkPolicy"
+    KUBERNETES_NETWORK_POLICY = "KubernetesNetworkPolicy"
+    ADMIN_NETWORK_POLICY = "AdminNetworkPolicy"
+    BASELINE_ADMIN_NETWORK_POLICY = "BaselineAdminNetworkPolicy"
+    CLUSTER_NETWORK_POLICY = "ClusterNetworkPolicy"
+    STAGED_NETWORK_POLICY = "StagedNetworkPolicy"
+    STAGED_GLOBAL_NETWORK_POLICY = "StagedGlobalNetworkPolicy"
+    STAGED_KUBERNETES_NETWORK_POLICY = "StagedKubernetesNetworkPolicy"
+    POLICY_GROUP = "PolicyGroup"
+    """A v3.28+ group chain exported as one series (the members' names joined by ``+``)."""
+    UNRESOLVED = "Unresolved"
+    """A chain the catalog could not explain; the name is the raw chain name."""
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyIdentity:
     """A policy as users see it.
 
-    ``kind`` is ``NetworkPolicy``, ``GlobalNetworkPolicy``, ``KubernetesNetworkPolicy``,
-    ``AdminNetworkPolicy``, ``BaselineAdminNetworkPolicy``, ``ClusterNetworkPolicy``, or
-    ``PolicyGroup`` for a v3.28+ group chain (then ``name`` is the members' names joined
-    by ``+``), or ``Unresolved`` (then ``name`` is the raw chain name).
+    ``kind`` is a :class:`PolicyKind`: for ``PolicyGroup`` ``name`` is the members' names
+    joined by ``+``, for ``Unresolved`` the raw chain name.
     ``namespace`` is empty for global kinds.  ``name`` has storage prefixes stripped
     (``default.``, ``knp.default.``, ``<tier>.``); ``stored_name`` is the datastore name.
     """
 
-    kind: str
+    kind: PolicyKind
     namespace: str
     name: str
     tier: str
     stored_name: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        return self.kind is not PolicyKind.UNRESOLVED
+
+    @classmethod
+    def unresolved(cls, chain: str, tier: str = "") -> PolicyIdentity:
+        """The identity of a chain the catalog does not explain: its raw name."""
+        return cls(PolicyKind.UNRESOLVED, "", chain, tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +68,7 @@ class PolicyGroup:
     def as_identity(self, tier: str) -> PolicyIdentity:
         """The single identity a group's per-workload series are exported under."""
         return PolicyIdentity(
-            kind="PolicyGroup",
+            kind=PolicyKind.POLICY_GROUP,
             namespace=_common_namespace(self.policies),
             name="+".join(p.name for p in self.policies),
             tier=tier,
@@ -74,3 +104,43 @@ class ProfileIdentity:
 
     name: str
     resolved: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCounter:
+    """One counter of one node with the datastore's names attached.
+
+    ``policy`` is the identity series are exported under: for a policy-group chain it is
+    :meth:`PolicyGroup.as_identity` and ``group`` holds the members.
+    """
+
+    node: str
+    key: CounterKey
+    workload: WorkloadIdentity | None = None
+    """None for ``policy_rule`` counters, which belong to no single workload."""
+    policy: PolicyIdentity | None = None
+    group: PolicyGroup | None = None
+    profile: ProfileIdentity | None = None
+    chain_comment: str = ""
+    """Felix's identity comment of ``key.chain`` on the node (``Policy ns/default.x ingress``),
+    when it wrote one."""
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict_of(self.key)
+
+    @property
+    def tier(self) -> str:
+        """The tier the dataplane enforced it in, else the datastore's."""
+        if self.key.tier:
+            return self.key.tier
+        return self.policy.tier if self.policy is not None else ""
+
+    @property
+    def direction(self) -> str:
+        return self.key.direction.value
+
+    @property
+    def endpoint_chain_type(self) -> str:
+        """``tw`` (to workload, ingress) or ``fw`` (from workload, egress), monzo's ``type``."""
+        return "tw" if self.key.direction is Direction.INGRESS else "fw"

@@ -38,8 +38,8 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from aggregator.ledger import CounterState, ExpiredCounter, Increase, Ledger, NodeUpdate
-from aggregator.metrics import FAMILIES, Level, ResolvedCounter, SeriesFamily, series_makers
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
+from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, ResolvedCounter, WorkloadIdentity
 from calico_accountant.felix.chains import is_group_chain
 from calico_accountant.records import CounterKey, Kind
 
@@ -121,10 +121,6 @@ def parse_labels(text: str) -> frozenset[str]:
 # -- resolution ----------------------------------------------------------------------------
 
 
-def _unresolved_policy(chain: str, tier: str) -> PolicyIdentity:
-    return PolicyIdentity("Unresolved", "", chain, tier, chain)
-
-
 def resolve_counter(
     resolver: Resolver,
     node: str,
@@ -163,8 +159,10 @@ def resolve_counter(
             except Exception as error:
                 if on_error is not None:
                     on_error(chain, error)
-                group = PolicyGroup(chain, tuple(_unresolved_policy(m, key.tier) for m in members))
-            policy = group.as_identity(key.tier) if group.policies else _unresolved_policy(chain, key.tier)
+                group = PolicyGroup(chain, tuple(PolicyIdentity.unresolved(m, key.tier) for m in members))
+            policy = (
+                group.as_identity(key.tier) if group.policies else PolicyIdentity.unresolved(chain, key.tier)
+            )
         else:
             policy = _policy(
                 resolver, chain, chain_comment or (comments or {}).get(chain, ""), key.tier, on_error
@@ -203,7 +201,7 @@ def _policy(
     except Exception as error:
         if on_error is not None:
             on_error(chain, error)
-        return _unresolved_policy(chain, tier)
+        return PolicyIdentity.unresolved(chain, tier)
 
 
 def _unresolved_names(counter: ResolvedCounter) -> tuple[tuple[str, str], ...]:
@@ -212,12 +210,10 @@ def _unresolved_names(counter: ResolvedCounter) -> tuple[tuple[str, str], ...]:
     if counter.workload is not None and not counter.workload.resolved:
         names.append(("interface", counter.workload.interface))
     if counter.group is not None:
-        names.extend(
-            ("chain", p.stored_name or p.name) for p in counter.group.policies if p.kind == "Unresolved"
-        )
+        names.extend(("chain", p.stored_name or p.name) for p in counter.group.policies if not p.resolved)
         if not counter.group.policies:
             names.append(("chain", counter.key.chain))
-    elif counter.policy is not None and counter.policy.kind == "Unresolved":
+    elif counter.policy is not None and not counter.policy.resolved:
         names.append(("chain", counter.key.chain))
     if counter.profile is not None and not counter.profile.resolved:
         names.append(("chain", counter.key.chain))
@@ -359,7 +355,7 @@ def _resolves(answer: object) -> bool:
     if isinstance(answer, WorkloadIdentity):
         return answer.resolved
     if isinstance(answer, PolicyIdentity):
-        return answer.kind != "Unresolved"
+        return answer.resolved
     return False
 
 

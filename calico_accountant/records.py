@@ -48,6 +48,16 @@ class RuleAction(enum.StrEnum):
     LOG = "log"
 
 
+class Verdict(enum.StrEnum):
+    """What happened to the packets a counter counts: the ``verdict`` label of the metrics,
+    the ``verdict`` of a hit, and what the CLI filters on."""
+
+    ACCEPT = "accept"
+    DENY = "deny"
+    PASS = "pass"
+    LOG = "log"
+
+
 class CounterKey(NamedTuple):
     """The identity of a counter on one node; stable across reads while the rule exists.
 
@@ -121,3 +131,25 @@ class ParseResult:
         for diagnostic in self.diagnostics:
             counts[diagnostic.code] = counts.get(diagnostic.code, 0) + 1
         return counts
+
+
+_KIND_VERDICTS: dict[Kind, Verdict] = {
+    Kind.POLICY_ACCEPT: Verdict.ACCEPT,
+    Kind.POLICY_DENY: Verdict.DENY,
+    Kind.NO_POLICY_DROP: Verdict.DENY,
+    Kind.PROFILE_ACCEPT: Verdict.ACCEPT,
+    Kind.NO_PROFILE_DROP: Verdict.DENY,
+}
+_ACTION_VERDICTS: dict[str, Verdict] = {
+    RuleAction.ALLOW: Verdict.ACCEPT,
+    RuleAction.DENY: Verdict.DENY,
+    RuleAction.PASS: Verdict.PASS,
+    RuleAction.LOG: Verdict.LOG,
+}
+
+
+def verdict_of(key: CounterKey) -> Verdict:
+    """Accept or deny for endpoint counters; for a policy rule, what its action does."""
+    if key.kind is Kind.POLICY_RULE:
+        return _ACTION_VERDICTS[key.action]
+    return _KIND_VERDICTS[key.kind]

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 
 from calico_accountant.ports import DEFAULT_AGGREGATOR_ADDRESS
+from calico_accountant.records import Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
@@ -38,7 +39,7 @@ __all__ = [
 
 #: The API version this client speaks (``calico_accountant.v1``).
 API_VERSION = 1
-VERDICTS = ("accept", "deny", "pass", "log")
+VERDICTS = tuple(verdict.value for verdict in Verdict)
 DIRECTIONS = ("ingress", "egress")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """What the client accepts (a Snapshot of a large cluster is big); the server sends less."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
 from calico_accountant.wire import DecodedSnapshot
 
@@ -35,7 +35,7 @@ class FakeCatalog:
         self, chain: str, name: str, namespace: str = "", kind: str = "", tier: str = "default"
     ) -> FakeCatalog:
         kind = kind or ("NetworkPolicy" if namespace else "GlobalNetworkPolicy")
-        self.policies[chain] = PolicyIdentity(kind, namespace, name, tier, f"{tier}.{name}")
+        self.policies[chain] = PolicyIdentity(PolicyKind(kind), namespace, name, tier, f"{tier}.{name}")
         return self
 
     def workload(self, node: str, interface: str) -> WorkloadIdentity:
@@ -45,7 +45,7 @@ class FakeCatalog:
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
         self.calls += 1
-        return self.policies.get(chain) or PolicyIdentity("Unresolved", "", chain, "")
+        return self.policies.get(chain) or PolicyIdentity(PolicyKind.UNRESOLVED, "", chain, "")
 
     def group(self, chain: str, member_chains: Sequence[str], member_comments: Sequence[str]) -> PolicyGroup:
         return PolicyGroup(

@@ -16,7 +16,7 @@ import pytest
 from aggregator.catalog import Catalog, PolicyOutcome
 from aggregator.datastore.file import decode_text
 from aggregator.datastore.objects import CalicoObject, object_from_etcd, object_from_manifest
-from aggregator.model import PolicyIdentity
+from aggregator.model import PolicyIdentity, PolicyKind
 
 
 def felix_name(prefix: str, suffix: str, max_len: int = 28) -> str:
@@ -150,7 +150,7 @@ def test_duplicate_interface_newest_wins() -> None:
 def test_every_scheme_resolves_the_same_policy() -> None:
     """A Calico NP stored as default.db-access, seen by felix of every version."""
     catalog = Catalog.from_objects([policy("NetworkPolicy", "prod", "default.db-access")])
-    expected = PolicyIdentity("NetworkPolicy", "prod", "db-access", "default", "default.db-access")
+    expected = PolicyIdentity(PolicyKind.NETWORK_POLICY, "prod", "db-access", "default", "default.db-access")
     for hashed, scheme in (
         ("prod/default.db-access", "v3.0-v3.28"),
         ("default/prod/default.db-access", "v3.29-v3.31"),
@@ -169,7 +169,7 @@ def test_every_scheme_resolves_the_same_policy() -> None:
 def test_kubernetes_network_policy_all_schemes() -> None:
     catalog = Catalog.from_objects([policy("NetworkPolicy", "default", "knp.default.allow-nginx")])
     expected = PolicyIdentity(
-        "KubernetesNetworkPolicy", "default", "allow-nginx", "default", "knp.default.allow-nginx"
+        PolicyKind.KUBERNETES_NETWORK_POLICY, "default", "allow-nginx", "default", "knp.default.allow-nginx"
     )
     for hashed in (
         "default/knp.default.allow-nginx",
@@ -195,12 +195,14 @@ def test_global_and_tiered_policies_and_prefix_stripping() -> None:
         ]
     )
     dns = catalog.policy("cali-pi-default.allow-dns")
-    assert dns == PolicyIdentity("GlobalNetworkPolicy", "", "allow-dns", "default", "default.allow-dns")
+    assert dns == PolicyIdentity(
+        PolicyKind.GLOBAL_NETWORK_POLICY, "", "allow-dns", "default", "default.allow-dns"
+    )
     assert catalog.policy(felix_name("cali-po-", "default/default.allow-dns")) == dns
     assert catalog.policy(felix_name("cali-pi-", "gnp/default.allow-dns")) == dns
     block = catalog.policy(felix_name("cali-pi-", "security/security.block-egress"))
     assert block == PolicyIdentity(
-        "GlobalNetworkPolicy", "", "block-egress", "security", "security.block-egress"
+        PolicyKind.GLOBAL_NETWORK_POLICY, "", "block-egress", "security", "security.block-egress"
     )
     other = catalog.policy("cali-pi-platform.x")
     assert (other.tier, other.name) == ("default", "platform.x")
@@ -223,7 +225,9 @@ def test_unresolved_policy() -> None:
     catalog = Catalog.from_objects([policy("NetworkPolicy", "prod", "default.db-access")])
     resolution = catalog.resolve_policy("cali-pi-_AAAAAAAAAAAAAAAAAAA")
     assert resolution.outcome is PolicyOutcome.UNRESOLVED
-    assert resolution.identity == PolicyIdentity("Unresolved", "", "cali-pi-_AAAAAAAAAAAAAAAAAAA", "")
+    assert resolution.identity == PolicyIdentity(
+        PolicyKind.UNRESOLVED, "", "cali-pi-_AAAAAAAAAAAAAAAAAAA", ""
+    )
     assert catalog.resolution_stats().policies_unresolved == 1
     # Asking again does not count twice.
     catalog.policy("cali-pi-_AAAAAAAAAAAAAAAAAAA")
@@ -250,7 +254,7 @@ def test_ambiguous_chain_and_comment_disambiguation() -> None:
     chain = felix_name("cali-pi-", "default/default.allow")
     resolution = catalog.resolve_policy(chain)
     assert resolution.outcome is PolicyOutcome.AMBIGUOUS
-    assert resolution.identity == PolicyIdentity("Unresolved", "", chain, "")
+    assert resolution.identity == PolicyIdentity(PolicyKind.UNRESOLVED, "", chain, "")
     assert {c.kind for c in resolution.candidates} == {"NetworkPolicy", "GlobalNetworkPolicy"}
 
     # Felix's comment (v3.22+) names the GNP: it settles the question.

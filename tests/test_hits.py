@@ -14,8 +14,7 @@ from accounting_support import FakeCatalog, accept, deny, no_policy_drop, policy
 from google.protobuf import duration_pb2
 
 from aggregator.hits import HitFilterSpec, HitHub, counter_to_hit
-from aggregator.metrics import ResolvedCounter
-from aggregator.model import PolicyGroup, PolicyIdentity, WorkloadIdentity
+from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter, WorkloadIdentity
 from aggregator.series import ResolvedIncrease
 from aggregator.server import Aggregator, AggregatorConfig
 from calico_accountant.records import CounterRecord, Direction
@@ -28,8 +27,8 @@ from calico_accountant.wire import build_snapshot, split_snapshot
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 WEB = WorkloadIdentity("n1", "cali1", "shop", "web-1", "web")
 DB = WorkloadIdentity("n2", "cali2", "data", "db-0", "db")
-ALLOW = PolicyIdentity("NetworkPolicy", "shop", "allow-web", "default", "default.allow-web")
-GUARD = PolicyIdentity("GlobalNetworkPolicy", "", "guard", "security", "security.guard")
+ALLOW = PolicyIdentity(PolicyKind.NETWORK_POLICY, "shop", "allow-web", "default", "default.allow-web")
+GUARD = PolicyIdentity(PolicyKind.GLOBAL_NETWORK_POLICY, "", "guard", "security", "security.guard")
 
 
 def increase(

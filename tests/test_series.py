@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from aggregator.ledger import Ledger
 from aggregator.metrics import Level
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from aggregator.series import Accountant, SeriesOptions, StateView, parse_labels, parse_levels
 from calico_accountant.records import CounterRecord
 
@@ -595,7 +595,7 @@ def test_group_members_resolve_with_comments_from_policy_rules() -> None:
     class ByComment(FakeCatalog):
         def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
             if comment == "Policy shop/default.late ingress":
-                return PolicyIdentity("NetworkPolicy", "shop", "late", "default", "default.late")
+                return PolicyIdentity(PolicyKind.NETWORK_POLICY, "shop", "late", "default", "default.late")
             return super().policy(chain, comment)
 
     acct = Accountant(ByComment())

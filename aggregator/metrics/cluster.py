@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.model import ResolvedCounter
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "series"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from aggregator.metrics.family import Level, ResolvedCounter, SeriesFamily
-from aggregator.model import PolicyIdentity
+from aggregator.metrics.family import Level, SeriesFamily
+from aggregator.model import PolicyIdentity, ResolvedCounter
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY_ACCEPT", "POLICY_ACCEPT_DROP", "series"]
@@ -62,7 +62,7 @@ def policy_label(counter: ResolvedCounter) -> str:
     if counter.policy is None:
         return counter.key.chain
     match = _V1_COMMENT.match(counter.chain_comment)
-    if match is not None and counter.policy.kind != "Unresolved":
+    if match is not None and counter.policy.resolved:
         return match.group(1)
     return _qualified(counter.policy)
 

@@ -6,7 +6,8 @@ Per-rule counters are read inside the shared policy chains, so they are exact pe
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.model import ResolvedCounter
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "POLICY_RULE", "series"]

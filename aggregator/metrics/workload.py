@@ -7,7 +7,8 @@ packet of denied flows.  IPv4 and IPv6 are summed.
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, ResolvedCounter, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.model import ResolvedCounter
 from calico_accountant.records import Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]

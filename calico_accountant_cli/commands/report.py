@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from aggregator.catalog import Catalog
-from aggregator.metrics import ResolvedCounter
-from aggregator.model import PolicyIdentity
+from aggregator.model import PolicyIdentity, ResolvedCounter
 from aggregator.series import Resolver, SeriesOptions, parse_labels, parse_levels, resolve_counter
 from calico_accountant.records import CounterRecord, Kind, ParseResult
 from calico_accountant_cli.commands.parse import read_inputs, write_diagnostics
@@ -263,7 +262,7 @@ def _write_unresolved(result: ParseResult, resolver: Resolver, node: str, err: T
         policies = counter.group.policies if counter.group is not None else ()
         if counter.policy is not None and counter.group is None:
             policies = (counter.policy,)
-        chains.update(p.stored_name or p.name for p in policies if p.kind == "Unresolved")
+        chains.update(p.stored_name or p.name for p in policies if not p.resolved)
         if counter.profile is not None and not counter.profile.resolved:
             chains.add(record.key.chain)
     for interface in sorted(interfaces):
