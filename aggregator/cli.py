@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
-    from aggregator.series import SeriesOptions, parse_labels, parse_levels
+    from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
     from aggregator.server import AggregatorConfig
 
     series = SeriesOptions(

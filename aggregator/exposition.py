@@ -1,6 +1,6 @@
 """Rendering the accounting state for Prometheus, and serving it.
 
-Two renderers of the same :class:`~aggregator.series.StateView`:
+Two renderers of the same :class:`~aggregator.series.views.StateView`:
 
 * :func:`render_text` writes the Prometheus text format (0.0.4) directly.  It is what
   ``/metrics`` serves and what ``report --format prometheus`` prints: a cluster has
@@ -28,8 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from aggregator.accountant import Accountant
 from aggregator.metrics.selfmon import SimpleMetric, self_metrics
-from aggregator.series import Accountant, FamilyView, StateView
+from aggregator.series.views import FamilyView, StateView
 from calico_accountant import __version__
 
 __all__ = [

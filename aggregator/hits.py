@@ -33,7 +33,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aggregator.model import ResolvedCounter
-from aggregator.series import NodeView, ResolvedIncrease, ResolvedTotal
+from aggregator.series.views import NodeView, ResolvedIncrease, ResolvedTotal
 from calico_accountant import __version__
 from calico_accountant.records import Direction, Kind, Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -409,7 +409,7 @@ class HitHub:
 
 
 class HitsState(Protocol):
-    """What the read-only RPCs need (:class:`aggregator.series.Accountant`)."""
+    """What the read-only RPCs need (:class:`aggregator.accountant.Accountant`)."""
 
     def totals(self) -> list[ResolvedTotal]: ...
 

@@ -33,7 +33,7 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aggregator.series import ResolvedIncrease
+from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire import ChunkAssembler, DecodedSnapshot, WireError, decode_snapshot
@@ -45,7 +45,7 @@ _R = TypeVar("_R")
 
 
 class Accounting(Protocol):
-    """What ingest needs of the accounting state (:class:`aggregator.series.Accountant`)."""
+    """What ingest needs of the accounting state (:class:`aggregator.accountant.Accountant`)."""
 
     def apply(self, update: DecodedSnapshot, now: float) -> list[ResolvedIncrease]: ...
 

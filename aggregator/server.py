@@ -27,6 +27,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from aggregator.accountant import Accountant
 from aggregator.catalog import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
@@ -35,7 +36,7 @@ from aggregator.exposition import MetricsServer, serve_metrics
 from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
-from aggregator.series import Accountant, SeriesOptions
+from aggregator.series.options import SeriesOptions
 from calico_accountant import __version__
 from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc

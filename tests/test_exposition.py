@@ -32,8 +32,9 @@ from accounting_support import (
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from aggregator.accountant import Accountant
 from aggregator.exposition import AccountantCollector, render_accountant, render_text, serve_metrics
-from aggregator.series import Accountant, SeriesOptions
+from aggregator.series.options import SeriesOptions
 from calico_accountant.records import CounterRecord, Direction
 
 PROMTOOL = shutil.which("promtool")

@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2
 
 from aggregator.hits import HitFilterSpec, HitHub, counter_to_hit
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter, WorkloadIdentity
-from aggregator.series import ResolvedIncrease
+from aggregator.series.views import ResolvedIncrease
 from aggregator.server import Aggregator, AggregatorConfig
 from calico_accountant.records import CounterRecord, Direction
 from calico_accountant.v1 import hits_pb2 as hpb

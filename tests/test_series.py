@@ -21,10 +21,12 @@ from accounting_support import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.accountant import Accountant
 from aggregator.ledger import Ledger
 from aggregator.metrics import Level
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
-from aggregator.series import Accountant, SeriesOptions, StateView, parse_labels, parse_levels
+from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
+from aggregator.series.views import StateView
 from calico_accountant.records import CounterRecord
 
 Series = dict[tuple[tuple[str, str], ...], tuple[int, int]]

@@ -1,6 +1,6 @@
 """The aggregator's own metrics: is every node reporting, and can its counters be trusted?
 
-Computed from a :class:`~aggregator.series.StateView` at scrape time; there are only a
+Computed from a :class:`~aggregator.series.views.StateView` at scrape time; there are only a
 handful per node, so nothing is pre-rendered.
 """
 
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from aggregator.series import StateView
+from aggregator.series.views import StateView
 
 __all__ = ["SimpleMetric", "self_metrics"]
 

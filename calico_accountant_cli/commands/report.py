@@ -23,7 +23,8 @@ from typing import Any, TextIO
 
 from aggregator.catalog import Catalog
 from aggregator.model import PolicyIdentity, ResolvedCounter
-from aggregator.series import Resolver, SeriesOptions, parse_labels, parse_levels, resolve_counter
+from aggregator.resolution.resolve import Resolver, resolve_counter
+from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
 from calico_accountant.records import CounterRecord, Kind, ParseResult
 from calico_accountant_cli.commands.parse import read_inputs, write_diagnostics
 from node_agent.parsing import parse_node
@@ -182,8 +183,8 @@ def report_json(result: ParseResult, resolver: Resolver, node: str, out: TextIO)
 
 def report_prometheus(result: ParseResult, resolver: Resolver, node: str, options: SeriesOptions) -> str:
     """The exposition the aggregator would serve for this one node."""
+    from aggregator.accountant import Accountant
     from aggregator.exposition import render_text
-    from aggregator.series import Accountant
     from calico_accountant.wire import DecodedSnapshot
 
     accountant = Accountant(resolver, options=options)

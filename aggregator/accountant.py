@@ -1,0 +1,149 @@
+"""The aggregator's accounting state: ledger and series behind one lock.
+
+Threading: :class:`Accountant` is mutated by one thread (the asyncio ingest loop, or the
+worker it hands a large snapshot to) and read by scrapes and the hit API from others;
+every method takes its lock, and :meth:`Accountant.view` returns an immutable copy that
+is rendered outside the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from aggregator.ledger import Ledger, NodeUpdate
+from aggregator.resolution.resolve import Resolver
+from aggregator.series.options import SeriesOptions
+from aggregator.series.state import SeriesState
+from aggregator.series.views import FamilyView, NodeView, ResolvedIncrease, ResolvedTotal, StateView
+
+__all__ = ["Accountant"]
+
+
+class Accountant:
+    """Ledger + series behind one lock: the aggregator's accounting state.
+
+    Feed it with :meth:`apply` (one decoded snapshot), tell it about streams with
+    :meth:`set_connected`, about a changed catalog with :meth:`set_resolver`, and call
+    :meth:`expire` periodically.  Read it with :meth:`view` (scrapes), :meth:`totals`
+    (Snapshot API) and :meth:`node_views` (ListNodes).  Writers must be one thread (the
+    ingest event loop); readers may be any thread.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        options: SeriesOptions | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self.ledger = ledger or Ledger()
+        self._series = SeriesState(resolver, options)
+        self._expired_counters = 0
+        self._rebuilds = 0
+        self._moved = 0
+
+    @property
+    def options(self) -> SeriesOptions:
+        return self._series.options
+
+    def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
+        """Apply one snapshot; returns the resolved increases (zero ones included, see
+        :class:`~aggregator.ledger.Increase`)."""
+        with self._lock:
+            increases = self.ledger.apply(update, now)
+            return self._series.apply(increases, self.ledger, update.read_time)
+
+    def set_connected(self, node: str, connected: bool) -> None:
+        with self._lock:
+            self.ledger.set_connected(node, connected)
+
+    def set_resolver(self, resolver: Resolver) -> None:
+        """The catalog changed: counters whose names changed move to their new series
+        with their full totals (:attr:`moved_counters` counts them).  Suits a catalog
+        listener: cheap when little changed."""
+        with self._lock:
+            self._moved += self._series.set_resolver(resolver, self.ledger)
+            self._rebuilds += 1
+
+    @property
+    def moved_counters(self) -> int:
+        """Counters re-routed by catalog changes so far."""
+        return self._moved
+
+    def rebuild(self) -> None:
+        """Recompute every series from the ledger (aggregate series first under the cap)."""
+        with self._lock:
+            self._series = self._series.rebuilt(self.ledger)
+            self._rebuilds += 1
+
+    def expire(self, now: float) -> int:
+        """Forget counters retired longer than the grace period; returns series removed."""
+        with self._lock:
+            expired = self.ledger.expire(now)
+            self._expired_counters += len(expired)
+            return self._series.expire(expired)
+
+    def totals(self) -> list[ResolvedTotal]:
+        """Every counter the ledger remembers, resolved, with its total."""
+        with self._lock:
+            out: list[ResolvedTotal] = []
+            for node, state in self.ledger.items():
+                counter = self._series.resolved(node, state.key)
+                if counter is None:
+                    counter = self._series.resolve_state(node, state, self.ledger.chain_comments(node))
+                out.append(ResolvedTotal(counter, state.total_packets, state.total_bytes, state.live))
+            return out
+
+    def node_views(self, now: float) -> list[NodeView]:
+        with self._lock:
+            return self._node_views(now)
+
+    def view(self, now: float) -> StateView:
+        """A consistent copy for rendering outside the lock."""
+        with self._lock:
+            series = self._series
+            families = tuple(
+                FamilyView(family, series.label_names[index], tuple(series.values[index].items()))
+                for index, family in enumerate(series.families)
+            )
+            return StateView(
+                families=families,
+                nodes=tuple(self._node_views(now)),
+                series_count=series.series_count,
+                overflow={level.value: count for level, count in series.overflow.items()},
+                resolution_errors=series.resolution_errors,
+                expired_counters=self._expired_counters,
+                rebuilds=self._rebuilds,
+                moved_counters=self._moved,
+                levels=series.options.levels,
+            )
+
+    def _node_views(self, now: float) -> list[NodeView]:
+        unresolved = self._series.unresolved_counts()
+        views: list[NodeView] = []
+        for state in self.ledger.nodes():
+            interfaces, chains = unresolved.get(state.node, (0, 0))
+            views.append(
+                NodeView(
+                    node=state.node,
+                    connected=state.connected,
+                    stale=state.stale(now, self.ledger.stale_after),
+                    instance_id=state.instance_id,
+                    agent_version=state.agent_version,
+                    sequence=state.sequence,
+                    read_time=state.read_time,
+                    received_at=state.received_at,
+                    diagnostic_totals=dict(state.diagnostic_totals),
+                    diagnostic_counts=dict(state.diagnostic_counts),
+                    resets=dict(state.resets),
+                    sequence_gaps=state.sequence_gaps,
+                    out_of_order=state.out_of_order,
+                    invalid_counters=state.invalid_counters,
+                    unresolved_interfaces=interfaces,
+                    unresolved_chains=chains,
+                    counters_live=state.counters_live,
+                    counters_retired=state.counters_retired,
+                )
+            )
+        return views

@@ -1,0 +1,81 @@
+"""What the accounting state hands out: resolved increases and totals, and the immutable
+copies scrapes and the hit API read outside the lock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+from aggregator.metrics import Level, SeriesFamily
+from aggregator.model import ResolvedCounter
+
+__all__ = ["FamilyView", "NodeView", "ResolvedIncrease", "ResolvedTotal", "StateView"]
+
+
+class ResolvedIncrease(NamedTuple):
+    """One counter's growth in one update, with names: what the hit API streams."""
+
+    counter: ResolvedCounter
+    packets: int
+    bytes: int
+    time: datetime
+    """The agent's read time of the snapshot that carried it."""
+    initial: bool = False
+    """From the node's first snapshot since the aggregator started (traffic since the
+    rule was created, not since the previous read): usually not a "hit"."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTotal:
+    """A counter's monotonic total, with names: what the Snapshot API returns."""
+
+    counter: ResolvedCounter
+    packets: int
+    bytes: int
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyView:
+    family: SeriesFamily
+    label_names: tuple[str, ...]
+    series: tuple[tuple[tuple[str, ...], tuple[int, int]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node: str
+    connected: bool
+    stale: bool
+    instance_id: str
+    agent_version: str
+    sequence: int
+    read_time: float
+    received_at: float
+    diagnostic_totals: Mapping[str, int]
+    diagnostic_counts: Mapping[str, int]
+    resets: Mapping[str, int]
+    sequence_gaps: int
+    out_of_order: int
+    invalid_counters: int
+    unresolved_interfaces: int
+    unresolved_chains: int
+    counters_live: int
+    counters_retired: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """An immutable copy of everything a scrape renders."""
+
+    families: tuple[FamilyView, ...]
+    nodes: tuple[NodeView, ...]
+    series_count: int
+    overflow: Mapping[str, int]
+    resolution_errors: int
+    expired_counters: int = 0
+    rebuilds: int = 0
+    moved_counters: int = 0
+    levels: frozenset[Level] = field(default_factory=frozenset)
