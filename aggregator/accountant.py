@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import threading
 
-from aggregator.ledger import Ledger, NodeUpdate
+from aggregator.ledger import Ledger, NodeUpdate, SequenceRefusal
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.state import SeriesState
 from aggregator.series.views import FamilyView, NodeView, ResolvedIncrease, ResolvedTotal, StateView
 
-__all__ = ["Accountant"]
+__all__ = ["Accountant", "SequenceRefused"]
+
+
+class SequenceRefused(Exception):
+    """The snapshot was not applied: it is out of sequence for its agent instance."""
+
+    def __init__(self, refusal: SequenceRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class Accountant:
@@ -49,9 +57,13 @@ class Accountant:
 
     def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
         """Apply one snapshot; returns the resolved increases (zero ones included, see
-        :class:`~aggregator.ledger.Increase`)."""
+        :class:`~aggregator.ledger.Increase`).  Raises :class:`SequenceRefused` (after
+        the ledger counted it) when the snapshot is out of sequence."""
         with self._lock:
+            refusal = self.ledger.check_sequence(update)
             increases = self.ledger.apply(update, now)
+            if refusal is not None:
+                raise SequenceRefused(refusal)
             return self._series.apply(increases, self.ledger, update.read_time)
 
     def set_connected(self, node: str, connected: bool) -> None:

@@ -8,9 +8,10 @@ resulting increases to the hit fan-out, and acknowledges with the snapshot's seq
 Stream rules (the agent's side is :mod:`node_agent.streamer`):
 
 * a stream belongs to one node and one agent instance, fixed by its first message;
-* a delta is applied only after a full snapshot was applied *on this stream* and only
-  if its sequence follows the previous one; otherwise it is not applied and the ack
-  asks for a full resync (``resync_requested``), on the same stream;
+* a snapshot the ledger refuses as out of sequence (see
+  :meth:`aggregator.ledger.Ledger.check_sequence`: a delta before any full snapshot of
+  its agent instance, a gap, a sequence that went back) is not applied, and the ack asks
+  for a full resync (``resync_requested``), on the same stream;
 * a newer stream for the same node supersedes the older one, which is ended with
   ``ABORTED`` at its next message (an agent that restarted, or two agents claiming
   one node: the newest wins, and the metric shows the churn);
@@ -33,6 +34,7 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from aggregator.accountant import SequenceRefused
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
@@ -98,9 +100,6 @@ class _StreamState:
         self.node = ""
         self.instance_id = ""
         self.assembler = ChunkAssembler()
-        self.baseline = False
-        """A full snapshot was applied on this stream (deltas may follow)."""
-        self.last_sequence = 0
 
 
 class IngestServicer(pb_grpc.IngestServicer):
@@ -123,10 +122,6 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._ids = itertools.count(1)
         self._owner: dict[str, int] = {}
         """node -> id of the stream currently accepted for it."""
-
-    @property
-    def connected_nodes(self) -> frozenset[str]:
-        return frozenset(self._owner)
 
     async def StreamSnapshots(
         self, request_iterator: AsyncIterator[pb.NodeSnapshot], context: grpc.aio.ServicerContext[Any, Any]
@@ -186,7 +181,7 @@ class IngestServicer(pb_grpc.IngestServicer):
             self._owner[update.node] = state.stream_id
             if previous is None:
                 self._accounting.set_connected(update.node, True)
-        return await self._apply(state, update)
+        return await self._apply(update)
 
     async def _offload(self, function: Callable[..., _R], *args: Any) -> _R:
         """Run a large decode or apply in a worker thread, so Watch streams, health checks
@@ -198,27 +193,14 @@ class IngestServicer(pb_grpc.IngestServicer):
             return function(*args)
         return await asyncio.to_thread(function, *args)
 
-    async def _apply(self, state: _StreamState, update: DecodedSnapshot) -> pb.IngestAck | _Abort:
+    async def _apply(self, update: DecodedSnapshot) -> pb.IngestAck | _Abort:
         kind = "full" if update.full else "delta"
-        if not update.full:
-            reason = ""
-            if not state.baseline:
-                reason = "no full snapshot on this stream yet"
-            elif update.sequence != state.last_sequence + 1:
-                reason = f"sequence gap: got {update.sequence} after {state.last_sequence}"
-            if reason:
-                self._metrics.snapshots.labels(kind, "resync").inc()
-                return pb.IngestAck(sequence=update.sequence, resync_requested=True, message=reason)
-        elif update.sequence <= state.last_sequence:
-            self._metrics.snapshots.labels(kind, "resync").inc()
-            return pb.IngestAck(
-                sequence=update.sequence,
-                resync_requested=True,
-                message=f"sequence went back: {update.sequence} after {state.last_sequence}",
-            )
         started = time.perf_counter()
         try:
             increases = await self._offload(self._accounting.apply, update, self._clock())
+        except SequenceRefused as refused:
+            self._metrics.snapshots.labels(kind, "resync").inc()
+            return pb.IngestAck(sequence=update.sequence, resync_requested=True, message=str(refused))
         except Exception:  # a bug must cost this stream, not the server
             log.exception("applying snapshot %d of node %s failed", update.sequence, update.node)
             self._metrics.snapshots.labels(kind, "error").inc()
@@ -226,8 +208,6 @@ class IngestServicer(pb_grpc.IngestServicer):
                 grpc.StatusCode.INTERNAL, "the aggregator failed to apply the snapshot; see its log"
             )
         self._metrics.apply_seconds.observe(time.perf_counter() - started)
-        state.baseline = True
-        state.last_sequence = update.sequence
         self._metrics.snapshots.labels(kind, "applied").inc()
         self._metrics.counters.inc(len(update.records))
         message = ""

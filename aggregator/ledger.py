@@ -6,6 +6,13 @@ deny (entered - accepted - next) restarts in a way that cannot always be told ap
 from traffic.  The ledger turns the raw values into totals that never decrease and never
 count a packet twice, and reports every increase so the hit API can stream it.
 
+Which snapshots apply (:meth:`Ledger.check_sequence`, the one place this is decided):
+snapshots of one agent instance carry increasing sequence numbers, and the first one an
+instance sends is full.  A snapshot not newer than the last one applied from its
+instance, a delta that does not follow it, or a delta from an instance whose full
+snapshot was never applied is refused (counted; ingest asks the agent for a full
+resync).  A new instance (agent restart) starts over with a full snapshot.
+
 Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
 
 * the node's first snapshot since this aggregator started seeds the baselines *and*
@@ -46,6 +53,8 @@ __all__ = [
     "NodeState",
     "NodeUpdate",
     "ResetReason",
+    "SequenceProblem",
+    "SequenceRefusal",
 ]
 
 
@@ -81,6 +90,25 @@ class ResetReason(enum.StrEnum):
     DECREASED = "decreased"
     RULES_REWRITTEN = "rules_rewritten"
     INEXACT = "inexact"
+
+
+class SequenceProblem(enum.StrEnum):
+    """Why a snapshot cannot be applied in the order it came."""
+
+    NO_BASELINE = "no_baseline"
+    """A delta from an agent instance none of whose (full) snapshots was applied."""
+    GAP = "gap"
+    """A delta that does not follow the last applied sequence of its instance."""
+    NOT_NEWER = "not_newer"
+    """Not newer than the last applied snapshot of its instance."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceRefusal:
+    """A refused snapshot: the problem and a sentence for the agent's log."""
+
+    problem: SequenceProblem
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +176,10 @@ class NodeState:
     resets: dict[str, int] = field(default_factory=dict)
     """Counter resets seen, per :class:`ResetReason` value."""
     sequence_gaps: int = 0
-    """Deltas that did not follow the previous sequence (a full resync fixes retirements)."""
+    """Deltas refused because they did not follow the previous sequence of their instance
+    (or no full snapshot of it was applied); a full resync follows."""
     out_of_order: int = 0
-    """Updates ignored because their sequence was not newer than the last applied one."""
+    """Snapshots refused because their sequence was not newer than the last applied one."""
     invalid_counters: int = 0
     """Counters the wire decoder dropped because they did not validate."""
     counters_known: int = 0
@@ -224,19 +253,47 @@ class Ledger:
         """The ingest stream of ``node`` opened or closed."""
         self._entry(node).state.connected = connected
 
+    def check_sequence(self, update: NodeUpdate) -> SequenceRefusal | None:
+        """Whether ``update`` may be applied now (None) or why not; changes nothing."""
+        entry = self._nodes.get(update.node)
+        state = entry.state if entry is not None else None
+        same_instance = (
+            state is not None and state.snapshots > 0 and state.instance_id == update.agent_instance_id
+        )
+        if not same_instance:
+            if update.full:
+                return None
+            return SequenceRefusal(
+                SequenceProblem.NO_BASELINE,
+                "no full snapshot of this agent instance was applied yet; send a full one",
+            )
+        assert state is not None
+        if update.sequence <= state.sequence:
+            return SequenceRefusal(
+                SequenceProblem.NOT_NEWER, f"sequence went back: {update.sequence} after {state.sequence}"
+            )
+        if not update.full and update.sequence != state.sequence + 1:
+            return SequenceRefusal(
+                SequenceProblem.GAP, f"sequence gap: got {update.sequence} after {state.sequence}"
+            )
+        return None
+
     def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
-        """Apply one snapshot; returns the increases (nothing for a stale update)."""
+        """Apply one snapshot; returns the increases.  A snapshot
+        :meth:`check_sequence` refuses is counted and changes nothing else."""
+        refusal = self.check_sequence(update)
         entry = self._nodes.get(update.node)
         first_snapshot = entry is None or entry.state.snapshots == 0
         if entry is None:
             entry = self._entry(update.node)
         node_state = entry.state
-        same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
-        if same_instance and update.sequence <= node_state.sequence:
-            node_state.out_of_order += 1
+        if refusal is not None:
+            if refusal.problem is SequenceProblem.NOT_NEWER:
+                node_state.out_of_order += 1
+            else:
+                node_state.sequence_gaps += 1
             return []
-        if same_instance and not update.full and update.sequence != node_state.sequence + 1:
-            node_state.sequence_gaps += 1
+        same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
         self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
         node_state.instance_id = update.agent_instance_id
         node_state.sequence = update.sequence
