@@ -13,10 +13,12 @@ stored name beat those built from guessed storage variants; a tie between two
 policies is reported as ambiguous rather than guessed.  Felix's identity comment
 (v3.22+) is a second opinion: it wins only when it names a policy the datastore knows.
 
-Resolution itself is pure.  The only mutable state is a memo of answers, which also
-feeds :meth:`Catalog.resolution_stats` (each distinct question counted once, so
-repeated lookups of the same chain do not inflate the figures).  Not thread-safe:
-use a catalog from one thread (the aggregator's event loop).
+Resolution itself is pure.  The only mutable state is a memo of answers, whose
+outcomes are tallied as they are memoised: :meth:`Catalog.resolution_stats` counts each
+distinct question once (repeated lookups of the same chain do not inflate the figures)
+and reads only those tallies, so a scrape may call it from another thread.  Lookups
+must come from one thread at a time (the aggregator's accountant calls them under its
+lock).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 from aggregator.datastore.objects import CalicoObject
@@ -103,6 +106,24 @@ class PolicyResolution:
     """For an ambiguous chain: the policies that claim it."""
 
 
+class _Tally:
+    """Outcomes of a catalog's memoised answers, counted as they are memoised.  Lists
+    indexed by ``resolved`` (False=0, True=1) and small dicts: cheap to update and to copy."""
+
+    __slots__ = ("outcomes", "profiles", "schemes", "workloads")
+
+    def __init__(self) -> None:
+        self.workloads = [0, 0]
+        self.profiles = [0, 0]
+        self.outcomes: dict[PolicyOutcome, int] = {}
+        self.schemes: dict[NamingScheme, int] = {}
+
+    def count_policy(self, resolution: PolicyResolution) -> None:
+        self.outcomes[resolution.outcome] = self.outcomes.get(resolution.outcome, 0) + 1
+        if resolution.scheme is not None and resolution.outcome is PolicyOutcome.RESOLVED:
+            self.schemes[resolution.scheme] = self.schemes.get(resolution.scheme, 0) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class ResolutionStats:
     """Sizes of the catalog and outcome counts over the distinct questions it answered."""
@@ -169,12 +190,14 @@ class Catalog:
         "_memo_policy",
         "_memo_profile",
         "_memo_workload",
+        "_object_counts",
         "_policies",
         "_policy_entries",
         "_profile_chains",
         "_profiles",
         "_revision",
         "_staged",
+        "_tally",
         "_tiers",
         "_workloads",
     )
@@ -197,6 +220,8 @@ class Catalog:
         self._memo_policy: dict[tuple[str, str], PolicyResolution] = {}
         self._memo_workload: dict[tuple[str, str], WorkloadIdentity] = {}
         self._memo_profile: dict[str, ProfileIdentity] = {}
+        self._object_counts: dict[str, int] = {}
+        self._tally = _Tally()
 
     # ---------------------------------------------------------------- building
 
@@ -232,7 +257,9 @@ class Catalog:
         workload_entries: list[tuple[CalicoObject, _WorkloadEntry]] = []
         policy_entries: list[_PolicyEntry] = []
         profiles: set[str] = set()
+        counts = catalog._object_counts
         for obj in objects:
+            counts[obj.kind] = counts.get(obj.kind, 0) + 1
             if obj.kind == "WorkloadEndpoint":
                 entry = _reused(reuse, obj)
                 if not isinstance(entry, _WorkloadEntry):
@@ -385,6 +412,7 @@ class Catalog:
             )
         if len(self._memo_workload) < _MEMO_LIMIT:
             self._memo_workload[key] = identity
+            self._tally.workloads[identity.resolved] += 1
         return identity
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
@@ -403,6 +431,7 @@ class Catalog:
         resolution = self._resolve_policy(chain, comment)
         if len(self._memo_policy) < _MEMO_LIMIT:
             self._memo_policy[key] = resolution
+            self._tally.count_policy(resolution)
         return resolution
 
     def _resolve_policy(self, chain: str, comment: str) -> PolicyResolution:
@@ -469,18 +498,20 @@ class Catalog:
                 identity = ProfileIdentity(name=chain, resolved=False)
         if len(self._memo_profile) < _MEMO_LIMIT:
             self._memo_profile[chain] = identity
+            self._tally.profiles[identity.resolved] += 1
         return identity
+
+    @property
+    def object_counts(self) -> Mapping[str, int]:
+        """Datastore objects the catalog was built from, per kind (unknown kinds too)."""
+        return MappingProxyType(self._object_counts)
 
     def resolution_stats(self) -> ResolutionStats:
         """Sizes and outcome counts over the distinct questions answered so far."""
-        outcomes = {outcome: 0 for outcome in PolicyOutcome}
-        schemes: dict[str, int] = {}
-        for resolution in self._memo_policy.values():
-            outcomes[resolution.outcome] += 1
-            if resolution.scheme is not None and resolution.outcome is PolicyOutcome.RESOLVED:
-                schemes[resolution.scheme.value] = schemes.get(resolution.scheme.value, 0) + 1
-        workloads_unresolved = sum(1 for w in self._memo_workload.values() if not w.resolved)
-        profiles_unresolved = sum(1 for p in self._memo_profile.values() if not p.resolved)
+        tally = self._tally
+        outcomes = dict(tally.outcomes)  # C-level copies: safe against a concurrent lookup
+        schemes = dict(tally.schemes)
+        workloads, profiles = list(tally.workloads), list(tally.profiles)
         return ResolutionStats(
             workloads=len(self._workloads),
             policies=len(self._policies),
@@ -488,16 +519,16 @@ class Catalog:
             profiles=len(self._profiles),
             tiers=len(self._tiers),
             duplicate_interfaces=self._duplicate_interfaces,
-            workloads_resolved=len(self._memo_workload) - workloads_unresolved,
-            workloads_unresolved=workloads_unresolved,
-            policies_resolved=outcomes[PolicyOutcome.RESOLVED],
-            policies_by_comment=outcomes[PolicyOutcome.BY_COMMENT],
-            comment_mismatches=outcomes[PolicyOutcome.COMMENT_MISMATCH],
-            policies_ambiguous=outcomes[PolicyOutcome.AMBIGUOUS],
-            policies_unresolved=outcomes[PolicyOutcome.UNRESOLVED],
-            profiles_resolved=len(self._memo_profile) - profiles_unresolved,
-            profiles_unresolved=profiles_unresolved,
-            schemes=tuple(sorted(schemes.items())),
+            workloads_resolved=workloads[True],
+            workloads_unresolved=workloads[False],
+            policies_resolved=outcomes.get(PolicyOutcome.RESOLVED, 0),
+            policies_by_comment=outcomes.get(PolicyOutcome.BY_COMMENT, 0),
+            comment_mismatches=outcomes.get(PolicyOutcome.COMMENT_MISMATCH, 0),
+            policies_ambiguous=outcomes.get(PolicyOutcome.AMBIGUOUS, 0),
+            policies_unresolved=outcomes.get(PolicyOutcome.UNRESOLVED, 0),
+            profiles_resolved=profiles[True],
+            profiles_unresolved=profiles[False],
+            schemes=tuple(sorted((scheme.value, n) for scheme, n in schemes.items())),
         )
 
     def __repr__(self) -> str:

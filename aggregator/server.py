@@ -36,6 +36,7 @@ from aggregator.exposition import MetricsServer, serve_metrics
 from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
+from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from calico_accountant import __version__
 from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
@@ -112,6 +113,7 @@ class Aggregator:
             self.cache = DatastoreCache(source=spec.describe())
             self._source = open_datastore(spec, self.cache)
             resolver = self.cache.catalog
+            self.registry.register(DatastoreCollector(self.cache))
         self.accountant = Accountant(
             resolver,
             options=config.series,

@@ -43,7 +43,7 @@ class DatastoreStatus:
     generation: int
     """How many catalogs have been built; increases by one per swap."""
     objects: Mapping[str, int]
-    """Objects held, per kind."""
+    """Objects the current catalog was built from, per kind."""
     bad_values: Mapping[str, int]
     """Values skipped since start, per reason (``not_json``, ``bad_spec``, ...)."""
     relists: int
@@ -145,16 +145,15 @@ class DatastoreCache:
         return self._catalog
 
     def status(self) -> DatastoreStatus:
-        per_kind: dict[str, int] = {}
-        for obj in self._objects.values():
-            per_kind[obj.kind] = per_kind.get(obj.kind, 0) + 1
+        """Safe to call from another thread (a scrape): it reads counters and the
+        current catalog's per-kind counts, never iterates the objects."""
         counters = self._counters
         return DatastoreStatus(
             source=self._source,
             synced=self._synced,
             revision=self._revision,
             generation=self._generation,
-            objects=dict(sorted(per_kind.items())),
+            objects=dict(sorted(self._catalog.object_counts.items())),
             bad_values=dict(sorted(counters.bad_values.items())),
             relists=counters.relists,
             reconnects=counters.reconnects,

@@ -29,7 +29,6 @@ __all__ = [
     "object_from_manifest",
     "parse_resource_key",
     "resource_key",
-    "resource_type_for_kind",
 ]
 
 API_VERSION = "projectcalico.org/v3"
@@ -119,11 +118,6 @@ class CalicoObject:
     def labels(self) -> Mapping[str, str]:
         value = self.metadata.get("labels")
         return value if isinstance(value, Mapping) else {}
-
-
-def resource_type_for_kind(kind: str) -> ResourceType | None:
-    """The resource type of a kind name, or None when the aggregator does not read it."""
-    return _BY_KIND.get(kind)
 
 
 def resource_key(kind: str, namespace: str, name: str) -> str:

@@ -26,7 +26,6 @@ __all__ = [
     "Verdict",
     "advance_counters",
     "load_table",
-    "verdicts_by_packet",
 ]
 
 _RULE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
@@ -257,11 +256,3 @@ def advance_counters(
         if times > 0:
             table.count(packet, times)
     return table.text()
-
-
-def verdicts_by_packet(
-    text: str, packets: Iterable[Packet], ipsets: Mapping[str, Iterable[str]] | None = None
-) -> Mapping[Packet, Verdict]:
-    """Each packet's walk through the table, without touching counters."""
-    table = load_table(text, ipsets)
-    return {packet: table.walk(packet) for packet in packets}
