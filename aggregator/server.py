@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from aggregator.accountant import Accountant
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec

@@ -1,5 +1,5 @@
 """Small builders for the ledger, series and exposition tests: a fake catalog with the
-same lookup methods as :class:`aggregator.catalog.Catalog`, and counter records."""
+same lookup methods as :class:`aggregator.catalog.index.Catalog`, and counter records."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from aggregator.catalog import Catalog, PolicyOutcome
+from aggregator.catalog.index import Catalog
+from aggregator.catalog.outcomes import PolicyOutcome
 from aggregator.datastore.file import decode_text
 from aggregator.datastore.objects import CalicoObject, object_from_etcd, object_from_manifest
 from aggregator.model import PolicyIdentity, PolicyKind

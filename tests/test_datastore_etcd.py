@@ -19,7 +19,7 @@ import aetcd
 import pytest
 from etcd_server import SKIP_REASON, EtcdServer, TlsMaterial, etcd_available, make_tls_material
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec

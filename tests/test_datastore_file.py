@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.file import DatastoreFileError, FileDatastore, decode_text, read_datastore_file
 from aggregator.datastore.objects import object_from_manifest

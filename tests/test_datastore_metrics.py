@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.file import decode_text
 from aggregator.metrics.datastore import DatastoreCollector

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.objects import decode_documents, object_from_etcd
 from calico_accountant.records import Kind
 from calico_accountant.v1 import hits_pb2 as hpb

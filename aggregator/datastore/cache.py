@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.datastore.objects import BadObject, CalicoObject
 
 __all__ = ["CatalogListener", "DatastoreCache", "DatastoreStatus"]

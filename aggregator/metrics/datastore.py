@@ -15,7 +15,7 @@ from typing import Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aggregator.catalog import ResolutionStats
+from aggregator.catalog.outcomes import ResolutionStats
 from aggregator.datastore.cache import DatastoreCache, DatastoreStatus
 from aggregator.metrics.selfmon import SimpleMetric
 

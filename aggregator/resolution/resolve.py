@@ -21,7 +21,7 @@ OnError = Callable[[str, Exception], None]
 
 
 class Resolver(Protocol):
-    """What resolution needs from :class:`aggregator.catalog.Catalog`."""
+    """What resolution needs from :class:`aggregator.catalog.index.Catalog`."""
 
     def workload(self, node: str, interface: str) -> WorkloadIdentity: ...
 

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from aggregator.catalog import Catalog
+from aggregator.catalog.index import Catalog
 from aggregator.model import PolicyIdentity, ResolvedCounter
 from aggregator.resolution.resolve import Resolver, resolve_counter
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels

@@ -1,7 +1,7 @@
 """Lookup tables from Calico objects: (node, interface) → pod, chain → policy or profile.
 
 A :class:`Catalog` is built from a snapshot of datastore objects and never changes
-afterwards; when the datastore changes, :class:`aggregator.datastore.DatastoreCache`
+afterwards; when the datastore changes, :class:`aggregator.datastore.cache.DatastoreCache`
 builds a new one and swaps it in, so readers never see a half-updated table.  Building
 reuses the per-object work of the previous catalog for objects that did not change, so
 a pod coming or going costs a dictionary rebuild, not 2k policies' worth of hashing.
@@ -23,147 +23,32 @@ lock).
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from aggregator.catalog.entries import (
+    POLICY_KINDS,
+    PolicyEntry,
+    WorkloadEntry,
+    policy_entry,
+    reused_entry,
+    same_entries,
+    workload_entry,
+)
+from aggregator.catalog.outcomes import PolicyOutcome, PolicyResolution, ResolutionStats, ResolutionTally
 from aggregator.datastore.objects import CalicoObject
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
+from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
 from calico_accountant.felix.chains import PROFILE_CHAIN_PREFIXES, parse_identity_comment
-from calico_accountant.felix.naming import (
-    ADMIN_NETWORK_POLICY_PREFIX,
-    BASELINE_ADMIN_NETWORK_POLICY_PREFIX,
-    DEFAULT_TIER,
-    KNP_STORED_PREFIX,
-    STAGED_KINDS,
-    NamingScheme,
-    policy_chain_candidates,
-    policy_id_candidates,
-    profile_chain_candidates,
-    profile_names_for_workload,
-)
+from calico_accountant.felix.naming import DEFAULT_TIER, STAGED_KINDS, NamingScheme, profile_chain_candidates
 
-__all__ = [
-    "Catalog",
-    "PolicyOutcome",
-    "PolicyResolution",
-    "ResolutionStats",
-]
+__all__ = ["Catalog"]
 
-_POLICY_KINDS = frozenset(
-    {
-        "NetworkPolicy",
-        "GlobalNetworkPolicy",
-        "KubernetesNetworkPolicy",
-        "AdminNetworkPolicy",
-        "BaselineAdminNetworkPolicy",
-        "ClusterNetworkPolicy",
-        "KubernetesClusterNetworkPolicy",
-    }
-    | STAGED_KINDS
-)
-_APP_LABELS = ("app", "app.kubernetes.io/name")
 _NFT_LAYER_PREFIX = "filter-"
 _MEMO_LIMIT = 200_000
 """Distinct questions remembered; beyond this answers are still computed, not memoized."""
-
-# v3.32 comment kind words for each short kind (felix's ``PolicyID`` kinds).
-_COMMENT_KINDS = {
-    "np": ("NetworkPolicy",),
-    "gnp": ("GlobalNetworkPolicy",),
-    "knp": ("KubernetesNetworkPolicy",),
-    "kcnp": ("KubernetesClusterNetworkPolicy", "ClusterNetworkPolicy"),
-}
-
-
-class PolicyOutcome(enum.StrEnum):
-    """How one chain (with its comment) was resolved."""
-
-    RESOLVED = "resolved"
-    """The chain name matched exactly one policy (the comment agreed, or said nothing usable)."""
-    BY_COMMENT = "by_comment"
-    """The chain matched no policy, or several; the comment named a known policy."""
-    COMMENT_MISMATCH = "comment_mismatch"
-    """The chain matched one policy but the comment named another known one; the comment won."""
-    AMBIGUOUS = "ambiguous"
-    """Several policies claim the chain and no comment settles it."""
-    UNRESOLVED = "unresolved"
-    """No known policy has this chain."""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyResolution:
-    """The answer to "which policy is this chain?", with how sure we are."""
-
-    identity: PolicyIdentity
-    outcome: PolicyOutcome
-    scheme: NamingScheme | None = None
-    """The naming scheme the chain matched under (tells the felix version family)."""
-    candidates: tuple[PolicyIdentity, ...] = ()
-    """For an ambiguous chain: the policies that claim it."""
-
-
-class _Tally:
-    """Outcomes of a catalog's memoised answers, counted as they are memoised.  Lists
-    indexed by ``resolved`` (False=0, True=1) and small dicts: cheap to update and to copy."""
-
-    __slots__ = ("outcomes", "profiles", "schemes", "workloads")
-
-    def __init__(self) -> None:
-        self.workloads = [0, 0]
-        self.profiles = [0, 0]
-        self.outcomes: dict[PolicyOutcome, int] = {}
-        self.schemes: dict[NamingScheme, int] = {}
-
-    def count_policy(self, resolution: PolicyResolution) -> None:
-        self.outcomes[resolution.outcome] = self.outcomes.get(resolution.outcome, 0) + 1
-        if resolution.scheme is not None and resolution.outcome is PolicyOutcome.RESOLVED:
-            self.schemes[resolution.scheme] = self.schemes.get(resolution.scheme, 0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class ResolutionStats:
-    """Sizes of the catalog and outcome counts over the distinct questions it answered."""
-
-    workloads: int
-    policies: int
-    """Known policies, staged ones included."""
-    staged_policies: int
-    profiles: int
-    tiers: int
-    duplicate_interfaces: int
-    """(node, interface) pairs claimed by several WorkloadEndpoints (the newest wins)."""
-    workloads_resolved: int
-    workloads_unresolved: int
-    policies_resolved: int
-    policies_by_comment: int
-    comment_mismatches: int
-    policies_ambiguous: int
-    policies_unresolved: int
-    profiles_resolved: int
-    profiles_unresolved: int
-    schemes: tuple[tuple[str, int], ...]
-    """Resolved chains per naming scheme, e.g. ``(("v3.29-v3.31", 12),)``."""
-
-    def as_dict(self) -> dict[str, int]:
-        """The integer figures by field name (for metrics)."""
-        return {name: value for name in self.__slots__ if isinstance(value := getattr(self, name), int)}
-
-
-@dataclass(frozen=True, slots=True)
-class _PolicyEntry:
-    identity: PolicyIdentity
-    chains: tuple[tuple[str, NamingScheme | None, bool], ...]
-    comment_keys: tuple[tuple[tuple[str, str, str], bool], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _WorkloadEntry:
-    identity: WorkloadIdentity
-    profiles: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +95,7 @@ class Catalog:
         self._profile_chains: dict[str, str] = {}
         self._profiles: frozenset[str] = frozenset()
         self._policies: tuple[PolicyIdentity, ...] = ()
-        self._policy_entries: tuple[_PolicyEntry, ...] = ()
+        self._policy_entries: tuple[PolicyEntry, ...] = ()
         self._tiers: frozenset[str] = frozenset()
         self._staged = 0
         self._duplicate_interfaces = 0
@@ -221,7 +106,7 @@ class Catalog:
         self._memo_workload: dict[tuple[str, str], WorkloadIdentity] = {}
         self._memo_profile: dict[str, ProfileIdentity] = {}
         self._object_counts: dict[str, int] = {}
-        self._tally = _Tally()
+        self._tally = ResolutionTally()
 
     # ---------------------------------------------------------------- building
 
@@ -254,29 +139,29 @@ class Catalog:
         reuse_policies = previous is not None and previous._tiers == tiers
         derived: dict[str, tuple[CalicoObject, Any]] = {}
 
-        workload_entries: list[tuple[CalicoObject, _WorkloadEntry]] = []
-        policy_entries: list[_PolicyEntry] = []
+        workload_entries: list[tuple[CalicoObject, WorkloadEntry]] = []
+        policy_entries: list[PolicyEntry] = []
         profiles: set[str] = set()
         counts = catalog._object_counts
         for obj in objects:
             counts[obj.kind] = counts.get(obj.kind, 0) + 1
             if obj.kind == "WorkloadEndpoint":
-                entry = _reused(reuse, obj)
-                if not isinstance(entry, _WorkloadEntry):
-                    entry = _workload_entry(obj)
+                entry = reused_entry(reuse, obj)
+                if not isinstance(entry, WorkloadEntry):
+                    entry = workload_entry(obj)
                 derived[obj.key] = (obj, entry)
                 workload_entries.append((obj, entry))
-            elif obj.kind in _POLICY_KINDS:
-                policy = _reused(reuse, obj) if reuse_policies else None
-                if not isinstance(policy, _PolicyEntry):
-                    policy = _policy_entry(obj, tiers)
+            elif obj.kind in POLICY_KINDS:
+                policy = reused_entry(reuse, obj) if reuse_policies else None
+                if not isinstance(policy, PolicyEntry):
+                    policy = policy_entry(obj, tiers)
                 derived[obj.key] = (obj, policy)
                 policy_entries.append(policy)
             elif obj.kind == "Profile":
                 profiles.add(obj.name)
         catalog._derived = derived
         catalog._index_workloads(workload_entries, profiles)
-        if previous is not None and _same_entries(previous._policy_entries, policy_entries):
+        if previous is not None and same_entries(previous._policy_entries, policy_entries):
             # Only workloads changed (the common case: pods come and go): share the
             # previous policy tables, which are never mutated.
             catalog._policy_entries = previous._policy_entries
@@ -295,9 +180,7 @@ class Catalog:
         catalog._build_seconds = time.perf_counter() - started
         return catalog
 
-    def _index_workloads(
-        self, entries: list[tuple[CalicoObject, _WorkloadEntry]], profiles: set[str]
-    ) -> None:
+    def _index_workloads(self, entries: list[tuple[CalicoObject, WorkloadEntry]], profiles: set[str]) -> None:
         newest: dict[tuple[str, str], tuple[int, WorkloadIdentity]] = {}
         duplicates = 0
         for obj, entry in entries:
@@ -318,7 +201,7 @@ class Catalog:
         self._by_interface = by_interface
         self._duplicate_interfaces = duplicates
 
-    def _index_policies(self, entries: list[_PolicyEntry]) -> None:
+    def _index_policies(self, entries: list[PolicyEntry]) -> None:
         claims: dict[str, list[tuple[PolicyIdentity, NamingScheme | None, bool]]] = {}
         comment_claims: dict[tuple[str, str, str], list[tuple[PolicyIdentity, bool]]] = {}
         policies: list[PolicyIdentity] = []
@@ -538,28 +421,6 @@ class Catalog:
         )
 
 
-# -------------------------------------------------------------------- per-object work
-
-
-def _reused(reuse: Mapping[str, tuple[CalicoObject, Any]], obj: CalicoObject) -> Any:
-    held = reuse.get(obj.key)
-    if held is None:
-        return None
-    old, entry = held
-    if old is obj:
-        return entry
-    if obj.revision and old.revision == obj.revision:
-        return entry
-    if not obj.revision and old.body == obj.body:
-        return entry
-    return None
-
-
-def _same_entries(old: Sequence[_PolicyEntry], new: Sequence[_PolicyEntry]) -> bool:
-    """True when ``new`` holds exactly the entry objects of ``old`` (reused, so unchanged)."""
-    return len(old) == len(new) and {id(e) for e in old} == {id(e) for e in new}
-
-
 def _single_winner(claims: Sequence[tuple[PolicyIdentity, bool]]) -> PolicyIdentity | None:
     """The one policy with an exact claim, else the one with any claim, else None (a tie)."""
     exact = _distinct(identity for identity, is_exact in claims if is_exact)
@@ -573,103 +434,3 @@ def _single_winner(claims: Sequence[tuple[PolicyIdentity, bool]]) -> PolicyIdent
 
 def _distinct(identities: Iterable[PolicyIdentity]) -> tuple[PolicyIdentity, ...]:
     return tuple(dict.fromkeys(identities))
-
-
-def _workload_entry(obj: CalicoObject) -> _WorkloadEntry:
-    spec = obj.spec
-    labels = {str(k): str(v) for k, v in obj.labels.items()}
-    app = next((labels[label] for label in _APP_LABELS if labels.get(label)), "")
-    networks = spec.get("ipNetworks") or ()
-    ips = tuple(str(network).split("/", 1)[0] for network in networks)
-    service_account = str(
-        spec.get("serviceAccountName") or labels.get("projectcalico.org/serviceaccount") or ""
-    )
-    pod = str(spec.get("pod") or spec.get("workload") or obj.name)
-    identity = WorkloadIdentity(
-        node=str(spec.get("node", "")),
-        interface=str(spec.get("interfaceName", "")),
-        namespace=obj.namespace,
-        pod=pod,
-        app=app,
-        ips=ips,
-        service_account=service_account,
-        labels=tuple(sorted(labels.items())),
-    )
-    profiles = tuple(str(p) for p in spec.get("profiles") or ())
-    implied = profile_names_for_workload(obj.namespace, service_account)
-    return _WorkloadEntry(identity, tuple(dict.fromkeys(profiles + implied)))
-
-
-def _policy_entry(obj: CalicoObject, tiers: frozenset[str]) -> _PolicyEntry:
-    identity, naming_kind, naming_name = _policy_identity(obj, tiers)
-    if obj.kind in STAGED_KINDS:
-        return _PolicyEntry(identity, (), ())
-    chains = tuple(
-        (c.chain, c.scheme, c.exact)
-        for c in policy_chain_candidates(naming_kind, obj.namespace, naming_name, identity.tier)
-    )
-    comment_keys: dict[tuple[str, str, str], bool] = {}
-    for candidate in policy_id_candidates(naming_kind, obj.namespace, naming_name, identity.tier):
-        for key in _comment_keys(candidate.policy_id, candidate.scheme, obj.namespace):
-            comment_keys[key] = comment_keys.get(key, False) or candidate.exact
-    return _PolicyEntry(identity, chains, tuple(comment_keys.items()))
-
-
-def _comment_keys(policy_id: str, scheme: NamingScheme, namespace: str) -> list[tuple[str, str, str]]:
-    """The (kind word, namespace, name) felix's identity comment would carry for a policy id."""
-    if scheme is NamingScheme.V3_0:
-        name = policy_id[len(namespace) + 1 :] if namespace else policy_id
-        return [("Policy", namespace, name)]
-    if scheme is NamingScheme.V3_32:
-        short, _, rest = policy_id.partition("/")
-        name = rest[len(namespace) + 1 :] if namespace else rest
-        return [(kind, namespace, name) for kind in _COMMENT_KINDS.get(short, ())]
-    return []
-
-
-def _policy_identity(obj: CalicoObject, tiers: frozenset[str]) -> tuple[PolicyIdentity, str, str]:
-    """The user-facing identity, plus the (kind, stored name) felix's naming starts from."""
-    stored = obj.name
-    spec_tier = obj.spec.get("tier")
-    tier = spec_tier if isinstance(spec_tier, str) and spec_tier else ""
-    kind = obj.kind
-    naming_kind, naming_name = kind, stored
-    if kind in ("KubernetesNetworkPolicy", "StagedKubernetesNetworkPolicy") or (
-        kind == "NetworkPolicy" and stored.startswith(KNP_STORED_PREFIX)
-    ):
-        shown_kind = (
-            PolicyKind.KUBERNETES_NETWORK_POLICY
-            if kind != "StagedKubernetesNetworkPolicy"
-            else PolicyKind.STAGED_KUBERNETES_NETWORK_POLICY
-        )
-        tier = tier or DEFAULT_TIER
-        name = stored.removeprefix(KNP_STORED_PREFIX) or stored
-    elif kind == "AdminNetworkPolicy" or stored.startswith(ADMIN_NETWORK_POLICY_PREFIX):
-        shown_kind = PolicyKind.ADMIN_NETWORK_POLICY
-        tier = tier or "adminnetworkpolicy"
-        name = stored.removeprefix(ADMIN_NETWORK_POLICY_PREFIX) or stored
-        naming_kind, naming_name = "GlobalNetworkPolicy", ADMIN_NETWORK_POLICY_PREFIX + name
-    elif kind == "BaselineAdminNetworkPolicy" or stored.startswith(BASELINE_ADMIN_NETWORK_POLICY_PREFIX):
-        shown_kind = PolicyKind.BASELINE_ADMIN_NETWORK_POLICY
-        tier = tier or "baselineadminnetworkpolicy"
-        name = stored.removeprefix(BASELINE_ADMIN_NETWORK_POLICY_PREFIX) or stored
-        naming_kind, naming_name = "GlobalNetworkPolicy", BASELINE_ADMIN_NETWORK_POLICY_PREFIX + name
-    elif kind in ("ClusterNetworkPolicy", "KubernetesClusterNetworkPolicy"):
-        shown_kind = PolicyKind.CLUSTER_NETWORK_POLICY
-        tier = tier or "kube-admin"
-        name = stored
-        naming_kind = "ClusterNetworkPolicy"
-    else:
-        shown_kind = PolicyKind(kind)
-        if not tier:
-            head, dot, _ = stored.partition(".")
-            tier = head if dot and head in tiers else DEFAULT_TIER
-        name = stored
-        for prefix in (f"{tier}.", f"{DEFAULT_TIER}."):
-            if name.startswith(prefix) and len(name) > len(prefix):
-                name = name[len(prefix) :]
-                break
-    identity = PolicyIdentity(
-        kind=shown_kind, namespace=obj.namespace, name=name, tier=tier, stored_name=stored
-    )
-    return identity, naming_kind, naming_name
