@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
 from aggregator.model import ResolvedCounter
-from calico_accountant.records import Kind
+from calico_accountant.records import Kind, Verdict
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
@@ -62,7 +62,7 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
         return [(NO_POLICY_DROP, (*base, counter.tier))]
     if kind is Kind.PROFILE_ACCEPT:
         name = counter.profile.name if counter.profile is not None else counter.key.chain
-        return [(PROFILE, (*base, "accept", name))]
+        return [(PROFILE, (*base, Verdict.ACCEPT, name))]
     if kind is Kind.NO_PROFILE_DROP:
-        return [(PROFILE, (*base, "deny", ""))]
+        return [(PROFILE, (*base, Verdict.DENY, ""))]
     return []

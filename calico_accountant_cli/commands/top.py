@@ -101,6 +101,7 @@ def render(window: _Window, now: float, limit: int, title: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from calico_accountant.records import Verdict
     from calico_accountant.v1 import hits_pb2 as hpb
     from calico_accountant.v1 import snapshot_pb2 as spb
     from calico_accountant_cli.hits_client import (
@@ -115,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         print("calico-accountant top: --window and --interval must be positive", file=sys.stderr)
         return 2
     if not args.verdict:
-        args.verdict = ["deny"]
+        args.verdict = [Verdict.DENY.value]
     try:
         hit_filter = filter_from_args(args)
         client = HitsClient(args.server, timeout=args.timeout)
