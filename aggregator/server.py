@@ -32,7 +32,8 @@ from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
 from aggregator.exposition import MetricsServer, serve_metrics
-from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
+from aggregator.hits.hub import HitHub, HitMetrics
+from aggregator.hits.servicer import PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.series import Accountant, SeriesOptions
