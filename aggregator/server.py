@@ -5,7 +5,7 @@
 * the ``grpc.aio`` server carries ``Ingest`` (agents), ``PolicyHits`` (consumers), the
   standard health service and reflection, with explicit message size limits and a
   keepalive policy that lets agents ping an idle stream;
-* ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serve_metrics`) plus this
+* ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serving.serve_metrics`) plus this
   process's own ingest and hit metrics;
 * a housekeeping task expires retired counters;
 * SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, then all stops.
@@ -31,13 +31,14 @@ from aggregator.catalog import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
-from aggregator.exposition import MetricsServer, serve_metrics
+from aggregator.exposition.serving import serve_metrics
 from aggregator.hits.hub import HitHub, HitMetrics
 from aggregator.hits.servicer import PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.series import Accountant, SeriesOptions
 from calico_accountant import __version__
+from calico_accountant.daemon import HttpServer
 from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -139,7 +140,7 @@ class Aggregator:
             self.server,
         )
         self.grpc_port = 0
-        self.metrics: MetricsServer | None = None
+        self.metrics: HttpServer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
