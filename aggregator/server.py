@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -38,7 +37,7 @@ from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.series import Accountant, SeriesOptions
 from calico_accountant import __version__
-from calico_accountant.daemon import HttpServer
+from calico_accountant.daemon import HttpServer, stop_on_signals
 from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -211,11 +210,7 @@ def _bracket(host: str) -> str:
 async def run_aggregator(config: AggregatorConfig, stop: asyncio.Event | None = None) -> int:
     """Run until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None."""
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
     aggregator = Aggregator(config)
     await aggregator.start()
     try:
