@@ -5,7 +5,7 @@
 * the ``grpc.aio`` server carries ``Ingest`` (agents), ``PolicyHits`` (consumers), the
   standard health service and reflection, with explicit message size limits and a
   keepalive policy that lets agents ping an idle stream;
-* ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serve_metrics`) plus this
+* ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serving.serve_metrics`) plus this
   process's own ingest and hit metrics;
 * a housekeeping task expires retired counters;
 * SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, then all stops.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -32,13 +31,15 @@ from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
-from aggregator.exposition import MetricsServer, serve_metrics
-from aggregator.hits import HitHub, HitMetrics, PolicyHitsServicer
+from aggregator.exposition.serving import serve_metrics
+from aggregator.hits.hub import HitHub, HitMetrics
+from aggregator.hits.servicer import PolicyHitsServicer
 from aggregator.ingest import IngestMetrics, IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from calico_accountant import __version__
+from calico_accountant.daemon import HttpServer, stop_on_signals
 from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -141,7 +142,7 @@ class Aggregator:
             self.server,
         )
         self.grpc_port = 0
-        self.metrics: MetricsServer | None = None
+        self.metrics: HttpServer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -212,11 +213,7 @@ def _bracket(host: str) -> str:
 async def run_aggregator(config: AggregatorConfig, stop: asyncio.Event | None = None) -> int:
     """Run until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None."""
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
     aggregator = Aggregator(config)
     await aggregator.start()
     try:

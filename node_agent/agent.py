@@ -1,10 +1,12 @@
 """The node agent process: read every ``interval``, stream to the aggregator, serve health.
 
 Wiring only; the parts are :mod:`node_agent.reader` (commands, parse, glitch),
-:mod:`node_agent.streamer` (gRPC) and :mod:`node_agent.health` (HTTP).  The read loop
-and the stream run as two asyncio tasks joined by a :class:`LatestSlot`, so a slow
-aggregator never delays a read.  The agent needs no datastore access: it sends raw
-interface and chain names; the aggregator resolves them.
+:mod:`node_agent.streamer` (gRPC) and :mod:`node_agent.health` (HTTP); logging, signals
+and the HTTP server are the shell every calico-accountant daemon shares
+(:mod:`calico_accountant.daemon`).  The read loop and the stream run as two asyncio
+tasks joined by a :class:`LatestSlot`, so a slow aggregator never delays a read.  The
+agent needs no datastore access: it sends raw interface and chain names; the aggregator
+resolves them.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from calico_accountant.daemon import configure_logging, stop_on_signals
 from calico_accountant.ports import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
-from node_agent.health import AgentMetrics, AgentStatus, HealthServer
+from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,
     NodeRead,
@@ -139,11 +141,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     metrics = AgentMetrics()
     status = AgentStatus(started=time.time(), stall_after=3 * config.interval + 2 * config.read_timeout)
-    health = HealthServer(config.listen_host, config.listen_port, status, metrics)
-    health.start()
+    health = serve_health(config.listen_host, config.listen_port, status, metrics)
     log.info("agent for node %s: health on %s:%d", config.node, config.listen_host, health.port)
     try:
         commands = list(config.commands)
@@ -184,7 +185,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
                 await task
         return status_code
     finally:
-        health.stop()
+        health.close()
 
 
 async def _read_loop(
@@ -249,21 +250,9 @@ def _label_values(metrics: AgentMetrics) -> list[tuple[str, ...]]:
     ]
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point for ``calico-accountant agent``."""
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         config = config_from_args(args)
     except ValueError as error:

@@ -13,10 +13,9 @@ can run several agents in one process.
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,7 +26,11 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["AgentMetrics", "AgentStatus", "HealthServer"]
+from calico_accountant.daemon import TEXT_PLAIN, HttpServer, Response
+
+__all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
+
+log = logging.getLogger("calico_accountant.agent.health")
 
 
 class AgentMetrics:
@@ -159,49 +162,30 @@ class AgentStatus:
         return True, "ok"
 
 
-class HealthServer:
-    """A threaded HTTP server for the three endpoints (it must answer even while the
-    asyncio loop is busy parsing a large table)."""
+def serve_health(host: str, port: int, status: AgentStatus, metrics: AgentMetrics) -> HttpServer:
+    """Serve the three endpoints on ``host:port`` (port 0 picks a free one) until the
+    returned server is closed.  Threaded, so they answer even while the asyncio loop is
+    busy parsing a large table."""
 
-    def __init__(self, host: str, port: int, status: AgentStatus, metrics: AgentMetrics) -> None:
-        outer = self
+    def metrics_page() -> Response:
+        return Response(200, CONTENT_TYPE_LATEST, metrics.render())
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    ok, why = outer.status.healthy(time.time())
-                    self._send(200 if ok else 503, why.encode() + b"\n")
-                elif path == "/readyz":
-                    ok, why = outer.status.ready()
-                    self._send(200 if ok else 503, why.encode() + b"\n")
-                else:
-                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+    def healthz() -> Response:
+        ok, why = status.healthy(time.time())
+        return Response(200 if ok else 503, TEXT_PLAIN, why.encode() + b"\n")
 
-            def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def readyz() -> Response:
+        ok, why = status.ready()
+        return Response(200 if ok else 503, TEXT_PLAIN, why.encode() + b"\n")
 
-            def log_message(self, format: str, *args: object) -> None:
-                return
+    def not_found() -> Response:
+        return Response(404, TEXT_PLAIN, b"not found: try /metrics, /healthz or /readyz\n")
 
-        self.status = status
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="agent-health", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return HttpServer(
+        host,
+        port,
+        {"/metrics": metrics_page, "/healthz": healthz, "/readyz": readyz},
+        name="agent-health",
+        not_found=not_found,
+        logger=log,
+    )

@@ -1,5 +1,5 @@
-"""The exposition: valid for promtool and a real Prometheus, the same through both renderers,
-served over HTTP; and how long a big scrape takes."""
+"""The exposition: valid for promtool and a real Prometheus, every series of the state with
+its value, served over HTTP; and how long a big scrape takes."""
 
 from __future__ import annotations
 
@@ -29,12 +29,16 @@ from accounting_support import (
     profile_accept,
     snapshot,
 )
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.accountant import Accountant
-from aggregator.exposition import AccountantCollector, render_accountant, render_text, serve_metrics
+from aggregator.exposition.serving import serve_metrics
+from aggregator.exposition.text import render_accountant, render_text
+from aggregator.metrics.selfmon import self_metrics
 from aggregator.series.options import SeriesOptions
+from aggregator.series.views import StateView
+from calico_accountant import __version__
 from calico_accountant.records import CounterRecord, Direction
 
 PROMTOOL = shutil.which("promtool")
@@ -118,12 +122,26 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_fast_renderer_and_prometheus_client_collector_agree() -> None:
+def _view_samples(view: StateView) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What the exposition of ``view`` must hold, built from the view without any text."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family_view in view.families:
+        family = family_view.family
+        for labels, (packets, octets) in family_view.series:
+            pairs = tuple(sorted(zip(family_view.label_names, labels, strict=True)))
+            out[(family.packets_name, pairs)] = packets
+            if family.bytes_name is not None:
+                out[(family.bytes_name, pairs)] = octets
+    for metric in self_metrics(view, __version__):
+        for labels, value in metric.samples:
+            out[(metric.name, tuple(sorted(zip(metric.labels, labels, strict=True))))] = value
+    return out
+
+
+def test_the_text_holds_every_series_of_the_view_and_nothing_else() -> None:
     acct = populated()
-    registry = CollectorRegistry()
-    registry.register(AccountantCollector(acct, clock=lambda: 0.0))
     ours = _samples(render_accountant(acct, now=0))
-    theirs = _samples(generate_latest(registry).decode())
+    theirs = _view_samples(acct.view(0))
     assert ours == theirs
     assert (
         ours[

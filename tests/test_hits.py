@@ -13,7 +13,9 @@ import pytest
 from accounting_support import FakeCatalog, accept, deny, no_policy_drop, policy_rule
 from google.protobuf import duration_pb2
 
-from aggregator.hits import HitFilterSpec, HitHub, counter_to_hit
+from aggregator.hits.convert import counter_to_hit
+from aggregator.hits.filters import HitFilterSpec
+from aggregator.hits.hub import HitHub
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter, WorkloadIdentity
 from aggregator.series.views import ResolvedIncrease
 from aggregator.server import Aggregator, AggregatorConfig

@@ -27,7 +27,6 @@ NO_POLICY_DROP = SeriesFamily(
     labels=_LABELS,
     packets_help="Number of packets dropped to/from a workload because no policies matched them "
     "(type=tw to the workload, fw from it). Compatibility name of monzo/calico-accountant.",
-    requires_total_suffix=False,
 )
 POLICY_ACCEPT = SeriesFamily(
     packets_name="policy_accept_counter",
@@ -36,7 +35,6 @@ POLICY_ACCEPT = SeriesFamily(
     labels=(*_LABELS, "policy"),
     packets_help="Number of packets accepted by a policy on a workload (policy is <namespace>/<stored "
     "name>). Compatibility name of monzo/calico-accountant.",
-    requires_total_suffix=False,
 )
 POLICY_ACCEPT_DROP = SeriesFamily(
     packets_name="policy_accept_drop_counter",
@@ -45,7 +43,6 @@ POLICY_ACCEPT_DROP = SeriesFamily(
     labels=(*_LABELS, "policy"),
     packets_help="Number of packets dropped by an explicit deny rule of a policy on a workload, exact "
     "per workload. Compatibility name of monzo/calico-accountant.",
-    requires_total_suffix=False,
 )
 
 FAMILIES: tuple[SeriesFamily, ...] = (NO_POLICY_DROP, POLICY_ACCEPT, POLICY_ACCEPT_DROP)

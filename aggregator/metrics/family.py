@@ -42,8 +42,6 @@ class SeriesFamily:
     per_workload: bool = True
     """Series are removed when every counter behind them has expired (deleted pods);
     aggregate families keep their series forever so sums never drop."""
-    requires_total_suffix: bool = True
-    """False only for the compatibility names, which keep their historic spelling."""
 
 
 def policy_label_values(counter: ResolvedCounter, policy: PolicyIdentity) -> tuple[str, str, str, str]:

@@ -184,7 +184,7 @@ def report_json(result: ParseResult, resolver: Resolver, node: str, out: TextIO)
 def report_prometheus(result: ParseResult, resolver: Resolver, node: str, options: SeriesOptions) -> str:
     """The exposition the aggregator would serve for this one node."""
     from aggregator.accountant import Accountant
-    from aggregator.exposition import render_text
+    from aggregator.exposition.text import render_text
     from calico_accountant.wire import DecodedSnapshot
 
     accountant = Accountant(resolver, options=options)

@@ -1,0 +1,236 @@
+"""The fan-out: recent hits for ``since`` replays, and one bounded buffer per ``Watch``.
+
+:class:`HitHub` receives every applied snapshot's increases from ingest, keeps a recent
+window for ``since`` replays (bounded by age *and* count), and offers them to every
+``Watch`` stream through that stream's own bounded buffer.
+
+A slow consumer never slows ingest or other consumers: :meth:`HitHub.publish` only
+appends to buffers and never waits.  When a consumer's buffer is full, the hits that do
+not fit are dropped *for that consumer*, and it finds, at the place in its stream where
+they would have been, a ``HitBatch`` with ``lost = N`` (as Hubble reports lost events);
+``calico_accountant_hits_lost_total`` counts them.
+
+Not hits: zero increases (a series being created) and the increases of a node's first
+snapshot after the aggregator started (``initial``: traffic since the rule was created,
+already history).  Their totals are in ``Snapshot`` and in ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from aggregator.hits.convert import counter_to_hit, policy_names
+from aggregator.hits.filters import HitFilterSpec
+from aggregator.series.views import ResolvedIncrease
+from calico_accountant.v1 import hits_pb2 as hpb
+
+__all__ = ["MAX_HITS_PER_BATCH", "HitHub", "HitMetrics"]
+
+#: Hits per ``HitBatch`` message (about 150 bytes each: well under any message limit).
+MAX_HITS_PER_BATCH = 1000
+
+
+class _Entry:
+    """One hit as kept and fanned out.  The ``Hit`` message and the policy names filters
+    use are built on first need only: a busy node yields ~100k increases per read, most
+    of which no consumer ever asks for."""
+
+    __slots__ = ("_hit", "_names", "increase", "received")
+
+    def __init__(self, increase: ResolvedIncrease, received: float) -> None:
+        self.increase = increase
+        self.received = received
+        """Aggregator wall time of arrival: what ``since`` is measured against."""
+        self._hit: hpb.Hit | None = None
+        self._names: frozenset[str] | None = None
+
+    @property
+    def hit(self) -> hpb.Hit:
+        if self._hit is None:
+            increase = self.increase
+            self._hit = counter_to_hit(increase.counter, increase.packets, increase.bytes, increase.time)
+        return self._hit
+
+    @property
+    def policy_names(self) -> frozenset[str]:
+        if self._names is None:
+            self._names = policy_names(self.increase.counter)
+        return self._names
+
+    def passes(self, spec: HitFilterSpec) -> bool:
+        return spec.matches(self.increase.counter, self.increase.packets, lambda: self.policy_names)
+
+
+class HitMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "calico_accountant_hits_published", "Hits produced by applied snapshots.", registry=registry
+        )
+        self.lost = Counter(
+            "calico_accountant_hits_lost",
+            "Hits dropped for Watch consumers that fell behind (each consumer was told how many).",
+            registry=registry,
+        )
+        self.watchers = Gauge(
+            "calico_accountant_hits_watch_streams", "Open Watch streams.", registry=registry
+        )
+        self.window = Gauge(
+            "calico_accountant_hits_window", "Hits kept for `since` replays right now.", registry=registry
+        )
+
+
+class _Subscriber:
+    """One Watch stream's bounded buffer: batches of hits and lost-N markers, in order."""
+
+    def __init__(self, spec: HitFilterSpec, capacity: int) -> None:
+        self.spec = spec
+        self.capacity = capacity
+        self.items: deque[list[_Entry] | int] = deque()
+        self.buffered = 0
+        self.lost = 0
+        self.wakeup = asyncio.Event()
+        self.closed = False
+
+    def offer(self, hits: list[_Entry]) -> int:
+        """Buffer what fits; returns how many were lost."""
+        room = self.capacity - self.buffered
+        kept = hits[: max(room, 0)]
+        dropped = len(hits) - len(kept)
+        if kept:
+            self.items.append(kept)
+            self.buffered += len(kept)
+        if dropped:
+            if self.items and isinstance(self.items[-1], int):
+                self.items[-1] += dropped
+            else:
+                self.items.append(dropped)
+            self.lost += dropped
+        if kept or dropped:
+            self.wakeup.set()
+        return dropped
+
+    def drain(self) -> list[hpb.HitBatch]:
+        """Everything buffered as messages (hits merged up to the batch size)."""
+        out: list[hpb.HitBatch] = []
+        pending: list[hpb.Hit] = []
+        while self.items:
+            item = self.items.popleft()
+            if isinstance(item, int):
+                if pending:
+                    out.extend(_batches(pending))
+                    pending = []
+                out.append(hpb.HitBatch(lost=item))
+            else:
+                self.buffered -= len(item)
+                pending.extend(entry.hit for entry in item)
+        if pending:
+            out.extend(_batches(pending))
+        self.wakeup.clear()
+        return out
+
+
+def _batches(hits: Sequence[hpb.Hit]) -> Iterable[hpb.HitBatch]:
+    for start in range(0, len(hits), MAX_HITS_PER_BATCH):
+        yield hpb.HitBatch(hits=hits[start : start + MAX_HITS_PER_BATCH])
+
+
+class HitHub:
+    """Recent hits and the Watch subscribers; mutated only from the asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float = 600.0,
+        window_hits: int = 100_000,
+        buffer_hits: int = 10_000,
+        metrics: HitMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if window_seconds < 0 or window_hits < 0 or buffer_hits <= 0:
+            raise ValueError("window bounds must be >= 0 and the buffer > 0")
+        self.window_seconds = window_seconds
+        self.window_hits = window_hits
+        self.buffer_hits = buffer_hits
+        self.metrics = metrics if metrics is not None else HitMetrics(CollectorRegistry())
+        self._clock = clock
+        self._window: deque[_Entry] = deque(maxlen=window_hits or None)
+        self._subscribers: set[_Subscriber] = set()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, increases: Iterable[ResolvedIncrease]) -> int:
+        """Turn increases into hits, keep them, offer them to every subscriber; never
+        waits.  Returns the number of hits."""
+        now = self._clock()
+        entries = [
+            _Entry(increase, now)
+            for increase in increases
+            if not increase.initial and (increase.packets or increase.bytes)
+        ]
+        if not entries:
+            return 0
+        if self.window_hits:
+            self._window.extend(entries)
+        self._prune(now)
+        self.metrics.window.set(len(self._window))
+        self.metrics.published.inc(len(entries))
+        for subscriber in self._subscribers:
+            spec = subscriber.spec
+            matching = entries if spec.everything else [e for e in entries if e.passes(spec)]
+            if matching:
+                lost = subscriber.offer(matching)
+                if lost:
+                    self.metrics.lost.inc(lost)
+        return len(entries)
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window_seconds
+        while self._window and self._window[0].received < horizon:
+            self._window.popleft()
+
+    def recent(self, spec: HitFilterSpec, since: float | None) -> list[hpb.Hit]:
+        """Kept hits matching ``spec`` that arrived within ``since`` seconds (all kept
+        hits when None)."""
+        now = self._clock()
+        self._prune(now)
+        horizon = now - since if since is not None else float("-inf")
+        return [e.hit for e in self._window if e.received >= horizon and e.passes(spec)]
+
+    def subscribe(self, spec: HitFilterSpec, capacity: int | None = None) -> _Subscriber:
+        subscriber = _Subscriber(spec, capacity or self.buffer_hits)
+        self._subscribers.add(subscriber)
+        self.metrics.watchers.set(len(self._subscribers))
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        subscriber.closed = True
+        self.metrics.watchers.set(len(self._subscribers))
+
+    async def watch(
+        self, spec: HitFilterSpec, since: float | None, follow: bool
+    ) -> AsyncIterator[hpb.HitBatch]:
+        """The messages of one Watch: the replay, then (``follow``) live hits."""
+        # Subscribe and copy the window with no await in between: no hit is both
+        # replayed and delivered live, and none falls between the two.
+        subscriber = self.subscribe(spec) if follow else None
+        replay = self.recent(spec, since) if (since is not None or not follow) else []
+        try:
+            for batch in _batches(replay):
+                yield batch
+            if subscriber is None:
+                return
+            while True:
+                await subscriber.wakeup.wait()
+                for batch in subscriber.drain():
+                    yield batch
+        finally:
+            if subscriber is not None:
+                self.unsubscribe(subscriber)

@@ -1,0 +1,167 @@
+"""What every long-running calico-accountant process needs around its real work.
+
+The node agent and the aggregator are both small daemons with the same shell: log lines
+in one format at a level from a flag, SIGTERM/SIGINT turned into an orderly stop, and a
+little HTTP endpoint (the agent's ``/healthz``, ``/readyz``, ``/metrics``; the
+aggregator's ``/metrics``).  That shell is written once, here, so the two processes
+behave alike and a fix to one is a fix to both.
+
+The HTTP server runs in its own threads, not on the asyncio loop: a probe or a scrape
+must be answered even while the loop is busy parsing a large table or applying a large
+snapshot, and rendering a large exposition must not stall ingest.  Routes are plain
+functions of no arguments returning a :class:`Response`; they are called from those
+threads, so what they read must be safe to read there.
+
+This module imports nothing of the project: the services use it, never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+__all__ = [
+    "LOG_FORMAT",
+    "TEXT_PLAIN",
+    "HttpServer",
+    "Response",
+    "Route",
+    "configure_logging",
+    "stop_on_signals",
+]
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+"""The content type of short human-readable answers (probe results, not-found hints)."""
+
+
+def configure_logging(level: str | int, *, format: str = LOG_FORMAT) -> None:
+    """Log to stderr in one format; ``level`` is a name (``info``, ``DEBUG``, any case) or
+    a number.  An unknown name means INFO: a typo in ``LOG_LEVEL`` must not stop a daemon."""
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format=format)
+
+
+def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (or ``signals``); call it in the running loop.
+
+    Kubernetes stops a pod with SIGTERM, a terminal with SIGINT: both become the same
+    orderly shutdown instead of an exception somewhere in the middle of the work.  Where
+    the loop has no signal handlers (Windows) the event is only set by whoever holds it.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in signals or (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+class Response(NamedTuple):
+    """What a route answers: status code, ``Content-Type`` and body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+Route = Callable[[], Response]
+"""A handler for one path; called in a server thread for every GET of that path."""
+
+
+class HttpServer:
+    """A threaded HTTP server for a few fixed paths, serving from a daemon thread.
+
+    ``routes`` maps a path (the query string is ignored) to its :data:`Route`.  Any other
+    path gets ``not_found``: a route of its own, or a message for the standard error page
+    with status 404.  A route that raises is logged and answered with a 500 error page
+    saying ``failure``.  With ``compress``, bodies are compressed for clients that accept it
+    (Prometheus does: a large exposition shrinks tenfold).  Port 0 picks a free port, see
+    :attr:`port`.  The socket is bound and served from construction on; :meth:`close`
+    stops it.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        routes: Mapping[str, Route],
+        *,
+        name: str = "http",
+        not_found: Route | str = "not found",
+        failure: str = "the handler failed; see the log",
+        compress: bool = False,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._server = ThreadingHTTPServer(
+            (host, port), _handler(dict(routes), not_found, failure, compress, logger, name)
+        )
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def close(self) -> None:
+        """Stop serving and release the port (requests in progress may still finish)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler(
+    routes: dict[str, Route],
+    not_found: Route | str,
+    failure: str,
+    compress: bool,
+    logger: logging.Logger,
+    name: str,
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            route = routes.get(path)
+            if route is None:
+                if isinstance(not_found, str):
+                    self.send_error(404, not_found)
+                    return
+                route = not_found
+            try:
+                status, content_type, body = route()
+            except Exception:
+                logger.exception("%s: GET %s failed", name, path)
+                self.send_error(500, failure)
+                return
+            gzipped = compress and "gzip" in (self.headers.get("Accept-Encoding") or "")
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            if gzipped:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            logger.debug("%s %s: " + format, name, self.address_string(), *args)
+
+    return Handler
