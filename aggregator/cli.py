@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import configure_logging
-from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 
 if TYPE_CHECKING:
     from aggregator.server import AggregatorConfig

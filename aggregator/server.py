@@ -39,8 +39,8 @@ from aggregator.ledger import Ledger
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from calico_accountant import __version__
+from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
-from calico_accountant.ports import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 

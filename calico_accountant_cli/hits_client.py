@@ -17,14 +17,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from calico_accountant.ports import DEFAULT_AGGREGATOR_ADDRESS
-from calico_accountant.records import Verdict
+from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS, HITS_API_VERSION
+from calico_accountant.records import Direction, Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 
 __all__ = [
-    "API_VERSION",
     "ClientError",
     "HitsClient",
     "build_filter",
@@ -38,9 +37,8 @@ __all__ = [
 ]
 
 #: The API version this client speaks (``calico_accountant.v1``).
-API_VERSION = 1
 VERDICTS = tuple(verdict.value for verdict in Verdict)
-DIRECTIONS = ("ingress", "egress")
+DIRECTIONS = tuple(direction.value for direction in Direction)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """What the client accepts (a Snapshot of a large cluster is big); the server sends less."""
 
@@ -161,11 +159,12 @@ class HitsClient:
             )
         except grpc.RpcError as error:
             raise self._friendly(error) from None
-        if status.api_version != API_VERSION:
+        if status.api_version != HITS_API_VERSION:
             raise ClientError(
                 f"the server at {self.target} speaks policy-hit API version "
                 f"{status.api_version or 'unknown'} "
-                f"(calico-accountant {status.version or '?'}); this client speaks version {API_VERSION}: "
+                f"(calico-accountant {status.version or '?'}); "
+                f"this client speaks version {HITS_API_VERSION}: "
                 "use a matching calico-accountant"
             )
         self._checked = status

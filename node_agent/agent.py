@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.daemon import configure_logging, stop_on_signals
-from calico_accountant.ports import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (

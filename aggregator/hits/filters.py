@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aggregator.model import ResolvedCounter
-from calico_accountant.records import Verdict
+from calico_accountant.records import Direction, Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
 
 __all__ = ["DIRECTIONS", "HitFilterSpec"]
 
-DIRECTIONS = frozenset({"ingress", "egress"})
+DIRECTIONS = frozenset(direction.value for direction in Direction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,11 @@ from aggregator.hits.filters import HitFilterSpec
 from aggregator.hits.hub import HitHub
 from aggregator.series.views import NodeView, ResolvedTotal
 from calico_accountant import __version__
+from calico_accountant.contract import HITS_API_VERSION
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 
-__all__ = ["API_VERSION", "HitsState", "PolicyHitsServicer"]
-
-#: ``ServerStatus.api_version``: 1 for ``calico_accountant.v1``.
-API_VERSION = 1
+__all__ = ["HitsState", "PolicyHitsServicer"]
 
 
 class HitsState(Protocol):
@@ -112,7 +110,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
             agents_connected=sum(1 for v in views if v.connected),
             nodes_known=len(views),
             version=self._version,
-            api_version=API_VERSION,
+            api_version=HITS_API_VERSION,
         )
         response.uptime.FromSeconds(int(max(0.0, self._clock() - self._started)))
         return response

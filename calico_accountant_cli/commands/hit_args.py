@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from calico_accountant.ports import DEFAULT_AGGREGATOR_ADDRESS
+from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS
 
 
 def add_server_argument(parser: Any) -> None:

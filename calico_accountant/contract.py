@@ -1,4 +1,4 @@
-"""The well-known ports, one definition for the services, the CLI and the manifests' docs."""
+"""What clients and servers agree on besides the messages: ports and the API version."""
 
 AGGREGATOR_GRPC_PORT = 9010
 """The aggregator's gRPC port: agents' ingest, the policy-hit API, health."""
@@ -8,3 +8,6 @@ AGENT_HEALTH_PORT = 9012
 """The node agent's ``/healthz``, ``/readyz`` and ``/metrics``."""
 DEFAULT_AGGREGATOR_ADDRESS = f"localhost:{AGGREGATOR_GRPC_PORT}"
 """Where agents and the CLI look for the aggregator unless told otherwise."""
+HITS_API_VERSION = 1
+"""``ServerStatus.api_version`` of the ``calico_accountant.v1`` policy-hit API; a client
+checks it once per connection."""
