@@ -18,6 +18,7 @@ which gives the same result for input this path accepts (``tests/test_parser_pat
 
 from __future__ import annotations
 
+import enum
 import functools
 import itertools
 import operator
@@ -32,6 +33,7 @@ from calico_accountant.felix.chains import (
     NO_POLICY_MARKER,
     NO_PROFILE_MARKER,
     POLICY_ACCEPTED_MARKER,
+    POLICY_JUMP_PREFIXES,
     PROFILE_ACCEPTED_MARKER,
     PROFILE_CHAIN_PREFIXES,
     START_OF_POLICIES_MARKER,
@@ -64,23 +66,47 @@ leaves between two heads is the rest of a line (its "rest"), so a rule line this
 does not match shows up as a newline inside a rest.  A big table has ~150k rule lines
 but only a few thousand distinct rests: everything else a line says (its target, whether
 it is odd) is worked out once per distinct rest."""
-_FIELDS = 5
 
-_JUMP = 1
-_SPECIAL = 2
-_CLASS_BY_PREFIX = {
-    "cali-pi-": _JUMP,
-    "cali-po-": _JUMP,
-    "cali-gi-": _JUMP,
-    "cali-go-": _JUMP,
-    "cali-pri": _SPECIAL,
-    "cali-pro": _SPECIAL,
-    "MARK": _SPECIAL,
-    "DROP": _SPECIAL,
-    "REJECT": _SPECIAL,
+
+class Field(enum.IntEnum):
+    """Where each column of a rule line sits in a group of :data:`_FIELDS` strings that
+    ``_ROW.split`` yields (``parts[Field.CHAIN::_FIELDS]`` is the chain of every line;
+    ``parts[0]`` is the text before the first rule)."""
+
+    PACKETS = 1
+    OCTETS = 2
+    CHAIN = 3
+    LEADING_ID = 4
+    REST = 5
+
+
+_FIELDS = len(Field)
+
+
+class RuleClass(enum.IntEnum):
+    """How an endpoint-chain rule is planned, told by the first 8 characters of its target."""
+
+    OTHER = 0
+    """Nothing to plan (or not in an endpoint chain)."""
+    JUMP = 1
+    """A policy or group jump: the bulk, planned column-wise."""
+    SPECIAL = 2
+    """A tier marker (MARK), a drop or a profile jump: looked at one by one."""
+
+
+_PREFIX_LENGTH = 8
+"""Felix's chain prefixes are 8 characters (``cali-pi-``); profile ones 9 (``cali-pri-``)."""
+assert all(len(prefix) == _PREFIX_LENGTH for prefix in POLICY_JUMP_PREFIXES), (
+    "a jump is classed by its prefix alone: its first 8 characters must be the whole prefix"
+)
+_CLASS_BY_PREFIX: dict[str, RuleClass] = {
+    **{prefix: RuleClass.JUMP for prefix in POLICY_JUMP_PREFIXES},
+    # The first 8 characters of a 9-character prefix: a profile jump is told apart later.
+    **{prefix[:_PREFIX_LENGTH]: RuleClass.SPECIAL for prefix in PROFILE_CHAIN_PREFIXES},
+    **dict.fromkeys(("MARK", "DROP", "REJECT"), RuleClass.SPECIAL),
 }
-"""Endpoint-chain rules by the first 8 characters of their target: policy/group jumps (the
-bulk, planned column-wise) and the few rules the general planner looks at one by one."""
+"""Endpoint-chain rules by the first 8 characters of their target (the only rules whose
+class is not :attr:`RuleClass.OTHER`)."""
 _new_rule = functools.partial(tuple.__new__, Rule)
 
 
@@ -172,13 +198,13 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     declared, opened = _declarations(head)
     _check_tail(tail, opened)
 
-    packets = list(map(int, parts[1::_FIELDS]))
-    bytes_ = list(map(int, parts[2::_FIELDS]))
+    packets = list(map(int, parts[Field.PACKETS :: _FIELDS]))
+    bytes_ = list(map(int, parts[Field.OCTETS :: _FIELDS]))
     if max(packets) > MAX_COUNTER or max(bytes_) > MAX_COUNTER:
         raise _Irregular
-    chains = parts[3::_FIELDS]
-    leading_ids = parts[4::_FIELDS]
-    pieces = parts[5::_FIELDS]
+    chains = parts[Field.CHAIN :: _FIELDS]
+    leading_ids = parts[Field.LEADING_ID :: _FIELDS]
+    pieces = parts[Field.REST :: _FIELDS]
     pieces[-1] = last_rest
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
     # Rests hold no newline (checked below): every other one is a row's, or outside the rules.
@@ -191,12 +217,12 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     # word after the line's last `-j` (or `-g`), as the general scan finds it: for a line
     # with a leading id comment that is always inside the rest.
     target_of_rest: dict[str, str] = {}
-    class_of_rest: dict[str, int] = {}
+    class_of_rest: dict[str, RuleClass] = {}
     for rest in dict.fromkeys(pieces):
         if "\n" in rest or _odd(rest):
             raise _Irregular
         target = target_of_rest[rest] = target_of(rest)
-        class_of_rest[rest] = _CLASS_BY_PREFIX.get(target[:8], 0)
+        class_of_rest[rest] = _CLASS_BY_PREFIX.get(target[:_PREFIX_LENGTH], RuleClass.OTHER)
     targets = list(map(target_of_rest.__getitem__, pieces))
     classes = list(map(class_of_rest.__getitem__, pieces))
 
@@ -229,7 +255,7 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     for index in _positions(leading_ids, None):
         body = probes[index] = body_of(index)
         target = targets[index] = target_of(body)
-        classes[index] = _CLASS_BY_PREFIX.get(target[:8], 0)
+        classes[index] = _CLASS_BY_PREFIX.get(target[:_PREFIX_LENGTH], RuleClass.OTHER)
         start = body.find('"cali:')
         rule_ids[index] = body[start + 6 : body.find('"', start + 6)] if start != -1 else rule_id_of(body)
 
@@ -292,9 +318,9 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     end_of = expand(run_ends)
     for run, flag in enumerate(endpoint_flags):
         if not flag:
-            classes[run_starts[run] : run_ends[run]] = itertools.repeat(0, run_lengths[run])
-    jumps = list(itertools.compress(range(count), map(_JUMP.__eq__, classes)))
-    specials = list(_positions(classes, _SPECIAL))
+            classes[run_starts[run] : run_ends[run]] = itertools.repeat(RuleClass.OTHER, run_lengths[run])
+    jumps = list(itertools.compress(range(count), map(RuleClass.JUMP.__eq__, classes)))
+    specials = list(_positions(classes, RuleClass.SPECIAL))
 
     # Tiers: every endpoint chain starts untiered; `Start of tier T` / `Start of policies`
     # markers (MARK rules) change it from that rule on.
