@@ -45,6 +45,10 @@ class Rule(NamedTuple):
     """The ``cali:<hash>`` token (without ``cali:``), or empty for rules felix did not write."""
 
 
+new_rule = functools.partial(tuple.__new__, Rule)
+"""Builds a Rule from a full tuple of its fields, without the Python-level __new__."""
+
+
 @dataclass(slots=True)
 class FilterTable:
     """The filter table of one input: chains of rules in order, and the counters by slot."""
@@ -276,7 +280,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     listing_hint = False
     current_chain = ""
     current_rules: list[Rule] = []
-    new_rule = functools.partial(tuple.__new__, Rule)
+    make_rule = new_rule  # a local name: looked up once per rule line
     # Felix's comments never need escapes; only then must each line be checked for them.
     quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
 
@@ -398,7 +402,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 target = body[position + 4 :] if end == -1 else body[position + 4 : end]
             start = body.find('"cali:')
             rule_id = body[start + 6 : body.find('"', start + 6)] if start != -1 else rule_id_of(body)
-            current_rules.append(new_rule((target, body, ordinal, number, rule_id)))
+            current_rules.append(make_rule((target, body, ordinal, number, rule_id)))
         ordinal += 1
 
     if open_table:

@@ -234,11 +234,11 @@ class SteadyStateParser:
         self.full_reads += 1
         columnar = None if decode_diagnostics else parse_columnar(text, source, self._family)
         if columnar is not None:
-            split = columnar.compiled.evaluate_split(columnar.packets, columnar.bytes)
+            split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
             if split is not None:
                 records, diagnostics = split[0] + split[1], list[Diagnostic]()
             else:
-                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.bytes)
+                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
             _add_records(result, records)
             result.diagnostics.extend(columnar.structural)
             result.diagnostics.extend(diagnostics)
@@ -251,7 +251,7 @@ class SteadyStateParser:
                 columnar.structural,
                 columnar.rule_lines,
                 columnar.lines,
-                (columnar.packets, columnar.bytes),
+                (columnar.packets, columnar.octets),
                 split,
             )
             return
