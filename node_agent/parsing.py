@@ -72,6 +72,22 @@ def parse_node(
 
 
 @dataclass(slots=True)
+class _Template:
+    """A read's text taken apart so that a later read's counters can be put into it."""
+
+    parts: list[str]
+    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
+    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
+    it joins back into that read's text exactly when only counters changed."""
+    head: str
+    tail: str
+    """The text before the first and after the last rule line, as last read."""
+    stable_head: str
+    stable_tail: str
+    """The same, :func:`_without_volatile`."""
+
+
+@dataclass(slots=True)
 class _Remembered:
     """What one source's previous read taught us, for the fast path."""
 
@@ -86,47 +102,33 @@ class _Remembered:
     """The read's packet and byte counters, slot by slot."""
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """The read's single-slot and deny records, when it had no counter diagnostics."""
-    template: list[str] | None = None
-    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
-    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
-    it joins back into that read's text exactly when only counters changed."""
-    head: str = ""
-    tail: str = ""
-    """The text before the first and after the last rule line, as read."""
-    stable_head: str = ""
-    stable_tail: str = ""
-    """The same, :func:`_without_volatile`."""
+    template: _Template | None = None
 
 
-def _template_of(remembered: _Remembered) -> bool:
-    """Fill in ``remembered``'s template from its text; False when its rule lines are not
-    exactly the lines starting with ``[`` (then slots could not be told by position)."""
-    assert remembered.text is not None
-    text, remembered.text = remembered.text, None
+def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int]]) -> _Template | None:
+    """The template of a read's framed text; None when its rule lines are not exactly the
+    lines starting with ``[`` (then slots could not be told by position) or a counter
+    was unreadable."""
     first, end = _rules_span(text)
     if first == -1:
-        return False
+        return None
     parts = _COUNTER_PREFIX.split(text, 0)
     rules = (len(parts) - 1) // 2
-    if rules != remembered.rules_seen or text.count("\n[") != rules:
-        return False
-    if min(remembered.counters[0], default=0) < 0 or min(remembered.counters[1], default=0) < 0:
-        return False  # an unreadable counter: the fast path assumes every one is readable
+    if rules != rules_seen or text.count("\n[") != rules:
+        return None
+    if min(counters[0], default=0) < 0 or min(counters[1], default=0) < 0:
+        return None  # an unreadable counter: the fast path assumes every one is readable
     head = parts[0]
     if len(head) != first:
-        return False
+        return None
     last_rule = parts[-1][: len(parts[-1]) - (len(text) - end)]
-    template = parts[:]
-    template[0] = "\n["
+    pieces = parts[:]
+    pieces[0] = "\n["
     rest = parts[2:-1:2]
-    template[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
-    template[-1] = "] " + last_rule
-    remembered.template = template
-    remembered.head = head
-    remembered.tail = text[end:]
-    remembered.stable_head = _without_volatile(head)
-    remembered.stable_tail = _without_volatile(remembered.tail)
-    return True
+    pieces[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
+    pieces[-1] = "] " + last_rule
+    tail = text[end:]
+    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail))
 
 
 class SteadyStateParser:
@@ -169,27 +171,31 @@ class SteadyStateParser:
         remembered = self._remembered.get(source)
         if remembered is None:
             return False
-        if remembered.template is None and not _template_of(remembered):
-            del self._remembered[source]
-            return False
+        if remembered.template is None:
+            assert remembered.text is not None
+            remembered.template = _template_of(remembered.text, remembered.rules_seen, remembered.counters)
+            remembered.text = None
+            if remembered.template is None:
+                del self._remembered[source]
+                return False
         template = remembered.template
-        assert template is not None
+        parts = template.parts
         first, end = _rules_span(framed)
         head = framed[:first]
         tail = framed[end:]
-        if head != remembered.head and _without_volatile(head) != remembered.stable_head:
+        if head != template.head and _without_volatile(head) != template.stable_head:
             return False
-        if tail != remembered.tail and _without_volatile(tail) != remembered.stable_tail:
+        if tail != template.tail and _without_volatile(tail) != template.stable_tail:
             return False
         counter_text = _COUNTER_PREFIX.findall(framed, first, end)
-        if len(counter_text) * 2 + 1 != len(template):
+        if len(counter_text) * 2 + 1 != len(parts):
             return False
-        previous_text = template[1::2]
+        previous_text = parts[1::2]
         # The previous read's rule text with these counters must give back this read's text.
-        template[1::2] = counter_text
-        expected = "".join(template)
+        parts[1::2] = counter_text
+        expected = "".join(parts)
         if len(expected) != end - first or not framed.startswith(expected, first):
-            template[1::2] = previous_text
+            parts[1::2] = previous_text
             return False
         # Most counters do not move between reads: convert and re-evaluate only those that did.
         changed = list(
@@ -199,7 +205,7 @@ class SteadyStateParser:
         new_packets = list(map(int, map(_BEFORE, halves)))
         new_bytes = list(map(int, map(_AFTER, halves)))
         if max(new_packets, default=0) > MAX_COUNTER or max(new_bytes, default=0) > MAX_COUNTER:
-            template[1::2] = previous_text
+            parts[1::2] = previous_text
             return False
         packets = remembered.counters[0][:]
         bytes_ = remembered.counters[1][:]
@@ -216,8 +222,8 @@ class SteadyStateParser:
             records, diagnostics = split[0] + split[1], list[Diagnostic]()
         else:
             records, diagnostics = compiled.evaluate(packets, bytes_)
-        remembered.head = head
-        remembered.tail = tail
+        template.head = head
+        template.tail = tail
         remembered.counters = (packets, bytes_)
         remembered.records = split
         _add_records(result, records)
