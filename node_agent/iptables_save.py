@@ -58,8 +58,9 @@ class FilterTable:
     chains: dict[str, list[Rule]] = field(default_factory=dict)
     declared: set[str] = field(default_factory=set)
     packets: list[int] = field(default_factory=list)
-    """Counter per rule ordinal; -1 where the counter was unreadable."""
-    bytes: list[int] = field(default_factory=list)
+    """Packet counter per rule ordinal; -1 where the counter was unreadable."""
+    octets: list[int] = field(default_factory=list)
+    """Byte counter per rule ordinal; -1 where the counter was unreadable."""
 
 
 @dataclass(slots=True)
@@ -265,7 +266,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     chains = table.chains
     declared = table.declared
     packets_by_slot = table.packets
-    bytes_by_slot = table.bytes
+    octets_by_slot = table.octets
     lines = text.split("\n")
     trailing_newline = text.endswith("\n")
     if trailing_newline:
@@ -296,14 +297,14 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             body = line[close + 2 :]
             try:
                 packets = int(line[1:colon])
-                bytes_ = int(line[colon + 1 : close])
+                octets = int(line[colon + 1 : close])
             except ValueError:
-                packets = bytes_ = -1
-            if not (0 <= packets <= MAX_COUNTER and 0 <= bytes_ <= MAX_COUNTER) or line[1:2] in "+- ":
+                packets = octets = -1
+            if not (0 <= packets <= MAX_COUNTER and 0 <= octets <= MAX_COUNTER) or line[1:2] in "+- ":
                 diagnostics.append(
                     Diagnostic("bad_counter", f"unreadable counter [{line[1:close]}]", number, source)
                 )
-                packets = bytes_ = -1
+                packets = octets = -1
                 prefix_form = False
         elif first == "-":
             if line.startswith(("-P ", "-N ")):
@@ -313,23 +314,23 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 continue
             prefix_form = False
             body = line
-            packets = bytes_ = 0
+            packets = octets = 0
             if " -c " in body:
                 inline = split_inline_counters(body)
                 if inline is not None:
-                    body, pkts_text, bytes_text = inline
+                    body, pkts_text, octets_text = inline
                     packets = _parse_int(pkts_text)
-                    bytes_ = _parse_int(bytes_text)
-                    if packets < 0 or bytes_ < 0:
+                    octets = _parse_int(octets_text)
+                    if packets < 0 or octets < 0:
                         diagnostics.append(
                             Diagnostic(
                                 "bad_counter",
-                                f"unreadable counter -c {pkts_text} {bytes_text}",
+                                f"unreadable counter -c {pkts_text} {octets_text}",
                                 number,
                                 source,
                             )
                         )
-                        packets = bytes_ = -1
+                        packets = octets = -1
         elif first == ":":
             if in_filter:
                 name = line[1:].split(" ", 1)[0]
@@ -380,7 +381,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             prefix_form = False
             continue
         packets_by_slot.append(packets)
-        bytes_by_slot.append(bytes_)
+        octets_by_slot.append(octets)
         if in_filter:
             if chain != current_chain:
                 current_chain = chain

@@ -99,7 +99,7 @@ class _Remembered:
     rules_seen: int
     lines_seen: int
     counters: tuple[list[int], list[int]]
-    """The read's packet and byte counters, slot by slot."""
+    """The read's packet and octet counters, slot by slot."""
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """The read's single-slot and deny records, when it had no counter diagnostics."""
     template: _Template | None = None
@@ -203,28 +203,28 @@ class SteadyStateParser:
         )
         halves = list(map(str.partition, map(counter_text.__getitem__, changed), itertools.repeat(":")))
         new_packets = list(map(int, map(_BEFORE, halves)))
-        new_bytes = list(map(int, map(_AFTER, halves)))
-        if max(new_packets, default=0) > MAX_COUNTER or max(new_bytes, default=0) > MAX_COUNTER:
+        new_octets = list(map(int, map(_AFTER, halves)))
+        if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
             parts[1::2] = previous_text
             return False
         packets = remembered.counters[0][:]
-        bytes_ = remembered.counters[1][:]
-        for slot, packet_count, byte_count in zip(changed, new_packets, new_bytes, strict=True):
+        octets = remembered.counters[1][:]
+        for slot, packet_count, octet_count in zip(changed, new_packets, new_octets, strict=True):
             packets[slot] = packet_count
-            bytes_[slot] = byte_count
+            octets[slot] = octet_count
         compiled = remembered.compiled
         split: tuple[list[CounterRecord], list[CounterRecord]] | None
         if remembered.records is not None:
-            split = compiled.reevaluate(remembered.records, packets, bytes_, changed, readable=True)
+            split = compiled.reevaluate(remembered.records, packets, octets, changed, readable=True)
         else:
-            split = compiled.evaluate_split(packets, bytes_)
+            split = compiled.evaluate_split(packets, octets)
         if split is not None:
             records, diagnostics = split[0] + split[1], list[Diagnostic]()
         else:
-            records, diagnostics = compiled.evaluate(packets, bytes_)
+            records, diagnostics = compiled.evaluate(packets, octets)
         template.head = head
         template.tail = tail
-        remembered.counters = (packets, bytes_)
+        remembered.counters = (packets, octets)
         remembered.records = split
         _add_records(result, records)
         result.diagnostics.extend(remembered.structural)
@@ -264,7 +264,7 @@ class SteadyStateParser:
         scanned = scan(text, source, self._family)
         plans, structural = plan_table(scanned.table)
         compiled = CompiledPlans(plans)
-        records, diagnostics = compiled.evaluate(scanned.table.packets, scanned.table.bytes)
+        records, diagnostics = compiled.evaluate(scanned.table.packets, scanned.table.octets)
         all_structural = decode_diagnostics + scanned.diagnostics + structural
         _add_records(result, records)
         result.diagnostics.extend(all_structural)
@@ -278,7 +278,7 @@ class SteadyStateParser:
                 all_structural,
                 scanned.rule_lines,
                 scanned.lines,
-                (scanned.table.packets, scanned.table.bytes),
+                (scanned.table.packets, scanned.table.octets),
                 None,
             )
         else:

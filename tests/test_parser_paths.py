@@ -42,7 +42,7 @@ def general_parse(text: str, family: int | None) -> ParseResult:
     decoded, decode_diagnostics = decode_input(text, "node")
     scanned = scan(decoded, "node", family)
     plans, structural = plan_table(scanned.table)
-    records, diagnostics = CompiledPlans(plans).evaluate(scanned.table.packets, scanned.table.bytes)
+    records, diagnostics = CompiledPlans(plans).evaluate(scanned.table.packets, scanned.table.octets)
     result.records.extend(records)
     result.diagnostics.extend(decode_diagnostics + scanned.diagnostics + structural + diagnostics)
     result.rules_seen = scanned.rule_lines

@@ -26,7 +26,7 @@ ROW = re.compile(
     r"\n\[([0-9]+):([0-9]+)\] -A ([^ \n]+)"
     r' (?:-m comment --comment "cali:([^"\\\' \n]*)")?'
 )
-"""One rule line's head, split off as four columns: packets, bytes, chain and felix's
+"""One rule line's head, split off as four columns: packets, octets (bytes), chain and felix's
 leading ``cali:`` rule id (None when the line does not start that way).  What ``split``
 leaves between two heads is the rest of a line (its "rest"), so a rule line this pattern
 does not match shows up as a newline inside a rest.  A big table has ~150k rule lines
