@@ -62,13 +62,15 @@ def parse_node(
     inputs: Sequence[tuple[str, str | bytes]],
     *,
     family: int | None = None,
+    columnar: bool = True,
 ) -> ParseResult:
     """Parse the tables of one node (e.g. its IPv4 and IPv6 ``iptables-save -c``).
 
     ``inputs`` are (source name, text) pairs; ``family`` forces 4 or 6 for all of them,
     otherwise each is detected from its header or its rules.  Never raises on bad input.
+    ``columnar=False``: every table by the general path alone (see :class:`SteadyStateParser`).
     """
-    return SteadyStateParser(family=family).parse(inputs)
+    return SteadyStateParser(family=family, columnar=columnar).parse(inputs)
 
 
 @dataclass(slots=True)
@@ -140,8 +142,12 @@ class SteadyStateParser:
     attribution plan is evaluated on the new counters.
     """
 
-    def __init__(self, *, family: int | None = None) -> None:
+    def __init__(self, *, family: int | None = None, columnar: bool = True) -> None:
+        """``columnar=False`` never tries the columnar cold parse: every full read takes the
+        general path (:func:`~node_agent.iptables_save.scan` + :func:`~node_agent.attribution.plan_table`),
+        the reference the columnar path must agree with (``tests/test_parser_paths.py``)."""
         self._family = family
+        self._columnar = columnar
         self._remembered: dict[str, _Remembered] = {}
         self.fast_path_reads = 0
         self.full_reads = 0
@@ -238,7 +244,9 @@ class SteadyStateParser:
         self, source: str, text: str, decode_diagnostics: list[Diagnostic], result: ParseResult
     ) -> None:
         self.full_reads += 1
-        columnar = None if decode_diagnostics else parse_columnar(text, source, self._family)
+        columnar = (
+            parse_columnar(text, source, self._family) if self._columnar and not decode_diagnostics else None
+        )
         if columnar is not None:
             split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
             if split is not None:
