@@ -85,6 +85,7 @@ class RecordPlan(NamedTuple):
 new_key = functools.partial(tuple.__new__, CounterKey)
 """Builds a CounterKey from a full tuple of its fields, without the Python-level __new__."""
 new_plan = functools.partial(tuple.__new__, RecordPlan)
+_new_record = functools.partial(tuple.__new__, CounterRecord)
 
 
 def learn_marks(table: FilterTable) -> MarkBits:
@@ -516,7 +517,7 @@ def evaluate_plan(
         value_packets = packets[slot]
         if value_packets < 0:
             return None
-        return _make_record((key, value_packets, octets[slot], rule_ids, chain_comment, group_members))
+        return _new_record((key, value_packets, octets[slot], rule_ids, chain_comment, group_members))
     entered, accepted, after = slots
     after_packets = packets[after] if after >= 0 else 0
     after_octets = octets[after] if after >= 0 else 0
@@ -532,10 +533,7 @@ def evaluate_plan(
             line,
             source,
         )
-    return _make_record((key, value_packets, value_octets, rule_ids, chain_comment, group_members))
-
-
-_make_record = functools.partial(tuple.__new__, CounterRecord)
+    return _new_record((key, value_packets, value_octets, rule_ids, chain_comment, group_members))
 
 
 def evaluate(
@@ -643,11 +641,6 @@ class CompiledPlans:
         if self._deny_plans is None:
             self._deny_plans = self.deny.plans()
         return self._deny_plans
-
-    @property
-    def plans(self) -> list[RecordPlan]:
-        """Every plan, single-slot ones first (materialized on demand)."""
-        return self.single_plans + self.deny_plans
 
     def evaluate(self, packets: list[int], octets: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
         """Every record of one read; the same records as :func:`evaluate` on ``plans``."""
@@ -805,5 +798,4 @@ def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:
     )
 
 
-_new_record = functools.partial(tuple.__new__, CounterRecord)
 _sub = operator.sub
