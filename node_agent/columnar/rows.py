@@ -59,7 +59,8 @@ class Rows:
     leading_ids: list[str | None]
     """Felix's ``cali:`` rule id when the line starts with it (nearly all lines), else None."""
     rests: list[str]
-    """Each line after its chain and leading id comment (no newline: checked by the next stage)."""
+    """Each line after its chain and leading id comment (without a newline: checked by
+    :func:`~node_agent.columnar.rules.rule_columns`)."""
     declared: set[str]
     """Chains declared (``:NAME ...``) before the first rule."""
     count: int
@@ -90,7 +91,7 @@ def split_rows(text: str, family: int | None) -> Rows:
     head = parts[0]
     last_rest, newline, tail = parts[-1].partition("\n")
     # Without escapes or odd quoting no body needs re-tokenizing (the general scan's rule);
-    # checked outside the rules here and per distinct rest in the next stage.
+    # checked outside the rules here and per distinct rest by rule_columns.
     if is_odd(head) or is_odd(tail):
         raise Irregular
     declared, opened = _declarations(head)
@@ -102,7 +103,7 @@ def split_rows(text: str, family: int | None) -> Rows:
         raise Irregular
     rests = parts[Field.REST :: FIELDS]
     rests[-1] = last_rest
-    # Rests hold no newline (checked by the next stage): every other one is a row's, or
+    # Rests hold no newline (checked by rule_columns): every other one is a row's, or
     # outside the rules.
     newlines = head.count("\n") + count + len(newline) + tail.count("\n") - framed_by_newline
     return Rows(

@@ -93,7 +93,8 @@ def rule_columns(rows: Rows, runs: Runs) -> RuleColumns:
     rule_ids = cast(list[str], [*rows.leading_ids, ""])
     probes = [*rows.rests, ""]
 
-    # Lines the pattern left partly open: no `-j` (a `-g` or no target) or no leading id.
+    # Lines without felix's leading id comment (the pattern took only their chain): their
+    # target and rule id are read from the whole body, which is also their probe.
     for index in positions(rows.leading_ids, None):
         body = probes[index] = body_of(rows, index)
         target = targets[index] = target_of(body)
