@@ -85,6 +85,7 @@ class RecordPlan(NamedTuple):
 new_key = functools.partial(tuple.__new__, CounterKey)
 """Builds a CounterKey from a full tuple of its fields, without the Python-level __new__."""
 new_plan = functools.partial(tuple.__new__, RecordPlan)
+_new_record = functools.partial(tuple.__new__, CounterRecord)
 
 
 def learn_marks(table: FilterTable) -> MarkBits:
@@ -502,7 +503,7 @@ def _tier_of_each_rule(rules: Sequence[Rule]) -> list[str]:
 
 
 def evaluate_plan(
-    plan: RecordPlan, packets: Sequence[int], bytes_: Sequence[int]
+    plan: RecordPlan, packets: Sequence[int], octets: Sequence[int]
 ) -> CounterRecord | Diagnostic | None:
     """One plan's record from one read's counters (``-1`` marks an unreadable counter).
 
@@ -516,15 +517,15 @@ def evaluate_plan(
         value_packets = packets[slot]
         if value_packets < 0:
             return None
-        return _make_record((key, value_packets, bytes_[slot], rule_ids, chain_comment, group_members))
+        return _new_record((key, value_packets, octets[slot], rule_ids, chain_comment, group_members))
     entered, accepted, after = slots
     after_packets = packets[after] if after >= 0 else 0
-    after_bytes = bytes_[after] if after >= 0 else 0
+    after_octets = octets[after] if after >= 0 else 0
     if packets[entered] < 0 or packets[accepted] < 0 or after_packets < 0:
         return None
     value_packets = packets[entered] - packets[accepted] - after_packets
-    value_bytes = bytes_[entered] - bytes_[accepted] - after_bytes
-    if value_packets < 0 or value_bytes < 0:
+    value_octets = octets[entered] - octets[accepted] - after_octets
+    if value_packets < 0 or value_octets < 0:
         return Diagnostic(
             "deny_negative",
             f"deny for {key.chain} on {key.interface} computes to {value_packets} packets: "
@@ -532,22 +533,19 @@ def evaluate_plan(
             line,
             source,
         )
-    return _make_record((key, value_packets, value_bytes, rule_ids, chain_comment, group_members))
-
-
-_make_record = functools.partial(tuple.__new__, CounterRecord)
+    return _new_record((key, value_packets, value_octets, rule_ids, chain_comment, group_members))
 
 
 def evaluate(
     plans: Sequence[RecordPlan],
     packets: Sequence[int],
-    bytes_: Sequence[int],
+    octets: Sequence[int],
 ) -> tuple[list[CounterRecord], list[Diagnostic]]:
     """Records from plans and one read's counters; see :func:`evaluate_plan`."""
     records: list[CounterRecord] = []
     diagnostics: list[Diagnostic] = []
     for plan in plans:
-        outcome = evaluate_plan(plan, packets, bytes_)
+        outcome = evaluate_plan(plan, packets, octets)
         if isinstance(outcome, Diagnostic):
             diagnostics.append(outcome)
         elif outcome is not None:
@@ -644,44 +642,39 @@ class CompiledPlans:
             self._deny_plans = self.deny.plans()
         return self._deny_plans
 
-    @property
-    def plans(self) -> list[RecordPlan]:
-        """Every plan, single-slot ones first (materialized on demand)."""
-        return self.single_plans + self.deny_plans
-
-    def evaluate(self, packets: list[int], bytes_: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
+    def evaluate(self, packets: list[int], octets: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
         """Every record of one read; the same records as :func:`evaluate` on ``plans``."""
-        split = self.evaluate_split(packets, bytes_)
+        split = self.evaluate_split(packets, octets)
         if split is not None:
             return split[0] + split[1], []
-        if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
-            records, diagnostics = evaluate(self.single_plans, packets, bytes_)
-            more, more_diagnostics = evaluate(self.deny_plans, packets, bytes_)
+        if min(packets, default=0) < 0 or min(octets, default=0) < 0:
+            records, diagnostics = evaluate(self.single_plans, packets, octets)
+            more, more_diagnostics = evaluate(self.deny_plans, packets, octets)
             return records + more, diagnostics + more_diagnostics
         packets = [*packets, 0]
-        bytes_ = [*bytes_, 0]
-        more, diagnostics = evaluate(self.deny_plans, packets, bytes_)
-        return self._singles(packets, bytes_, None) + more, diagnostics
+        octets = [*octets, 0]
+        more, diagnostics = evaluate(self.deny_plans, packets, octets)
+        return self._singles(packets, octets, None) + more, diagnostics
 
     def evaluate_split(
-        self, packets: list[int], bytes_: list[int]
+        self, packets: list[int], octets: list[int]
     ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
         """The single-slot and the deny records of one read, apart; None when a counter is
         unreadable (-1) or a deny comes out negative (then :meth:`evaluate` words why)."""
-        if min(packets, default=0) < 0 or min(bytes_, default=0) < 0:
+        if min(packets, default=0) < 0 or min(octets, default=0) < 0:
             return None
         packets = [*packets, 0]
-        bytes_ = [*bytes_, 0]
-        deny = self._denies(packets, bytes_, None)
+        octets = [*octets, 0]
+        deny = self._denies(packets, octets, None)
         if deny is None:
             return None
-        return self._singles(packets, bytes_, None), deny
+        return self._singles(packets, octets, None), deny
 
     def reevaluate(
         self,
         previous: tuple[list[CounterRecord], list[CounterRecord]],
         packets: list[int],
-        bytes_: list[int],
+        octets: list[int],
         changed: Sequence[int],
         *,
         readable: bool = False,
@@ -692,22 +685,22 @@ class CompiledPlans:
         ``readable``: the caller knows no counter is -1 (unreadable)."""
         if not changed:
             return previous[0][:], previous[1][:]
-        if not readable and (min(packets, default=0) < 0 or min(bytes_, default=0) < 0):
+        if not readable and (min(packets, default=0) < 0 or min(octets, default=0) < 0):
             return None
         size = len(packets)
         packets = [*packets, 0]
-        bytes_ = [*bytes_, 0]
+        octets = [*octets, 0]
         if self._readers is None or self._readers[0] != size:
             self._readers = (size, _ReaderIndex(self.single.slots, size), _ReaderIndex(self.deny.slots, size))
         _, single_readers, deny_readers = self._readers
         single_positions = single_readers.positions(changed)
         deny_positions = deny_readers.positions(changed)
-        fresh_denies = self._denies(packets, bytes_, deny_positions)
+        fresh_denies = self._denies(packets, octets, deny_positions)
         if fresh_denies is None:
             return None
         single = previous[0][:]
         for position, record in zip(
-            single_positions, self._singles(packets, bytes_, single_positions), strict=True
+            single_positions, self._singles(packets, octets, single_positions), strict=True
         ):
             single[position] = record
         deny = previous[1][:]
@@ -716,7 +709,7 @@ class CompiledPlans:
         return single, deny
 
     def _singles(
-        self, packets: list[int], bytes_: list[int], positions: list[int] | None
+        self, packets: list[int], octets: list[int], positions: list[int] | None
     ) -> list[CounterRecord]:
         """Single-slot records (all, or those at ``positions``), from arrays ending in a 0."""
         keys, (slots,), rule_ids, comments, members, _, _ = _select(self.single, positions)
@@ -726,7 +719,7 @@ class CompiledPlans:
                 zip(
                     keys,
                     map(packets.__getitem__, slots),
-                    map(bytes_.__getitem__, slots),
+                    map(octets.__getitem__, slots),
                     rule_ids,
                     comments,
                     members,
@@ -736,12 +729,12 @@ class CompiledPlans:
         )
 
     def _denies(
-        self, packets: list[int], bytes_: list[int], positions: list[int] | None
+        self, packets: list[int], octets: list[int], positions: list[int] | None
     ) -> list[CounterRecord] | None:
         """Deny records (all, or those at ``positions``); None if one comes out negative."""
         keys, (entered, accepted, after), rule_ids, comments, members, _, _ = _select(self.deny, positions)
         get_packets = packets.__getitem__
-        get_bytes = bytes_.__getitem__
+        get_octets = octets.__getitem__
         deny_packets = list(
             map(
                 _sub,
@@ -749,13 +742,13 @@ class CompiledPlans:
                 map(get_packets, after),
             )
         )
-        deny_bytes = list(
-            map(_sub, map(_sub, map(get_bytes, entered), map(get_bytes, accepted)), map(get_bytes, after))
+        deny_octets = list(
+            map(_sub, map(_sub, map(get_octets, entered), map(get_octets, accepted)), map(get_octets, after))
         )
-        if min(deny_packets, default=0) < 0 or min(deny_bytes, default=0) < 0:
+        if min(deny_packets, default=0) < 0 or min(deny_octets, default=0) < 0:
             return None
         return list(
-            map(_new_record, zip(keys, deny_packets, deny_bytes, rule_ids, comments, members, strict=True))
+            map(_new_record, zip(keys, deny_packets, deny_octets, rule_ids, comments, members, strict=True))
         )
 
 
@@ -805,5 +798,4 @@ def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:
     )
 
 
-_new_record = functools.partial(tuple.__new__, CounterRecord)
 _sub = operator.sub

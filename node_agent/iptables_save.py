@@ -45,6 +45,10 @@ class Rule(NamedTuple):
     """The ``cali:<hash>`` token (without ``cali:``), or empty for rules felix did not write."""
 
 
+new_rule = functools.partial(tuple.__new__, Rule)
+"""Builds a Rule from a full tuple of its fields, without the Python-level __new__."""
+
+
 @dataclass(slots=True)
 class FilterTable:
     """The filter table of one input: chains of rules in order, and the counters by slot."""
@@ -54,8 +58,9 @@ class FilterTable:
     chains: dict[str, list[Rule]] = field(default_factory=dict)
     declared: set[str] = field(default_factory=set)
     packets: list[int] = field(default_factory=list)
-    """Counter per rule ordinal; -1 where the counter was unreadable."""
-    bytes: list[int] = field(default_factory=list)
+    """Packet counter per rule ordinal; -1 where the counter was unreadable."""
+    octets: list[int] = field(default_factory=list)
+    """Byte counter per rule ordinal; -1 where the counter was unreadable."""
 
 
 @dataclass(slots=True)
@@ -261,7 +266,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     chains = table.chains
     declared = table.declared
     packets_by_slot = table.packets
-    bytes_by_slot = table.bytes
+    octets_by_slot = table.octets
     lines = text.split("\n")
     trailing_newline = text.endswith("\n")
     if trailing_newline:
@@ -276,7 +281,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     listing_hint = False
     current_chain = ""
     current_rules: list[Rule] = []
-    new_rule = functools.partial(tuple.__new__, Rule)
+    make_rule = new_rule  # a local name: looked up once per rule line
     # Felix's comments never need escapes; only then must each line be checked for them.
     quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
 
@@ -292,14 +297,14 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             body = line[close + 2 :]
             try:
                 packets = int(line[1:colon])
-                bytes_ = int(line[colon + 1 : close])
+                octets = int(line[colon + 1 : close])
             except ValueError:
-                packets = bytes_ = -1
-            if not (0 <= packets <= MAX_COUNTER and 0 <= bytes_ <= MAX_COUNTER) or line[1:2] in "+- ":
+                packets = octets = -1
+            if not (0 <= packets <= MAX_COUNTER and 0 <= octets <= MAX_COUNTER) or line[1:2] in "+- ":
                 diagnostics.append(
                     Diagnostic("bad_counter", f"unreadable counter [{line[1:close]}]", number, source)
                 )
-                packets = bytes_ = -1
+                packets = octets = -1
                 prefix_form = False
         elif first == "-":
             if line.startswith(("-P ", "-N ")):
@@ -309,23 +314,23 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 continue
             prefix_form = False
             body = line
-            packets = bytes_ = 0
+            packets = octets = 0
             if " -c " in body:
                 inline = split_inline_counters(body)
                 if inline is not None:
-                    body, pkts_text, bytes_text = inline
+                    body, pkts_text, octets_text = inline
                     packets = _parse_int(pkts_text)
-                    bytes_ = _parse_int(bytes_text)
-                    if packets < 0 or bytes_ < 0:
+                    octets = _parse_int(octets_text)
+                    if packets < 0 or octets < 0:
                         diagnostics.append(
                             Diagnostic(
                                 "bad_counter",
-                                f"unreadable counter -c {pkts_text} {bytes_text}",
+                                f"unreadable counter -c {pkts_text} {octets_text}",
                                 number,
                                 source,
                             )
                         )
-                        packets = bytes_ = -1
+                        packets = octets = -1
         elif first == ":":
             if in_filter:
                 name = line[1:].split(" ", 1)[0]
@@ -376,7 +381,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             prefix_form = False
             continue
         packets_by_slot.append(packets)
-        bytes_by_slot.append(bytes_)
+        octets_by_slot.append(octets)
         if in_filter:
             if chain != current_chain:
                 current_chain = chain
@@ -398,7 +403,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                 target = body[position + 4 :] if end == -1 else body[position + 4 : end]
             start = body.find('"cali:')
             rule_id = body[start + 6 : body.find('"', start + 6)] if start != -1 else rule_id_of(body)
-            current_rules.append(new_rule((target, body, ordinal, number, rule_id)))
+            current_rules.append(make_rule((target, body, ordinal, number, rule_id)))
         ordinal += 1
 
     if open_table:

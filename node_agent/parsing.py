@@ -62,13 +62,31 @@ def parse_node(
     inputs: Sequence[tuple[str, str | bytes]],
     *,
     family: int | None = None,
+    columnar: bool = True,
 ) -> ParseResult:
     """Parse the tables of one node (e.g. its IPv4 and IPv6 ``iptables-save -c``).
 
     ``inputs`` are (source name, text) pairs; ``family`` forces 4 or 6 for all of them,
     otherwise each is detected from its header or its rules.  Never raises on bad input.
+    ``columnar=False``: every table by the general path alone (see :class:`SteadyStateParser`).
     """
-    return SteadyStateParser(family=family).parse(inputs)
+    return SteadyStateParser(family=family, columnar=columnar).parse(inputs)
+
+
+@dataclass(slots=True)
+class _Template:
+    """A read's text taken apart so that a later read's counters can be put into it."""
+
+    parts: list[str]
+    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
+    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
+    it joins back into that read's text exactly when only counters changed."""
+    head: str
+    tail: str
+    """The text before the first and after the last rule line, as last read."""
+    stable_head: str
+    stable_tail: str
+    """The same, :func:`_without_volatile`."""
 
 
 @dataclass(slots=True)
@@ -83,50 +101,36 @@ class _Remembered:
     rules_seen: int
     lines_seen: int
     counters: tuple[list[int], list[int]]
-    """The read's packet and byte counters, slot by slot."""
+    """The read's packet and octet counters, slot by slot."""
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """The read's single-slot and deny records, when it had no counter diagnostics."""
-    template: list[str] | None = None
-    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
-    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
-    it joins back into that read's text exactly when only counters changed."""
-    head: str = ""
-    tail: str = ""
-    """The text before the first and after the last rule line, as read."""
-    stable_head: str = ""
-    stable_tail: str = ""
-    """The same, :func:`_without_volatile`."""
+    template: _Template | None = None
 
 
-def _template_of(remembered: _Remembered) -> bool:
-    """Fill in ``remembered``'s template from its text; False when its rule lines are not
-    exactly the lines starting with ``[`` (then slots could not be told by position)."""
-    assert remembered.text is not None
-    text, remembered.text = remembered.text, None
+def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int]]) -> _Template | None:
+    """The template of a read's framed text; None when its rule lines are not exactly the
+    lines starting with ``[`` (then slots could not be told by position) or a counter
+    was unreadable."""
     first, end = _rules_span(text)
     if first == -1:
-        return False
+        return None
     parts = _COUNTER_PREFIX.split(text, 0)
     rules = (len(parts) - 1) // 2
-    if rules != remembered.rules_seen or text.count("\n[") != rules:
-        return False
-    if min(remembered.counters[0], default=0) < 0 or min(remembered.counters[1], default=0) < 0:
-        return False  # an unreadable counter: the fast path assumes every one is readable
+    if rules != rules_seen or text.count("\n[") != rules:
+        return None
+    if min(counters[0], default=0) < 0 or min(counters[1], default=0) < 0:
+        return None  # an unreadable counter: the fast path assumes every one is readable
     head = parts[0]
     if len(head) != first:
-        return False
+        return None
     last_rule = parts[-1][: len(parts[-1]) - (len(text) - end)]
-    template = parts[:]
-    template[0] = "\n["
+    pieces = parts[:]
+    pieces[0] = "\n["
     rest = parts[2:-1:2]
-    template[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
-    template[-1] = "] " + last_rule
-    remembered.template = template
-    remembered.head = head
-    remembered.tail = text[end:]
-    remembered.stable_head = _without_volatile(head)
-    remembered.stable_tail = _without_volatile(remembered.tail)
-    return True
+    pieces[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
+    pieces[-1] = "] " + last_rule
+    tail = text[end:]
+    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail))
 
 
 class SteadyStateParser:
@@ -138,8 +142,12 @@ class SteadyStateParser:
     attribution plan is evaluated on the new counters.
     """
 
-    def __init__(self, *, family: int | None = None) -> None:
+    def __init__(self, *, family: int | None = None, columnar: bool = True) -> None:
+        """``columnar=False`` never tries the columnar cold parse: every full read takes the
+        general path (:func:`~node_agent.iptables_save.scan` + :func:`~node_agent.attribution.plan_table`),
+        the reference the columnar path must agree with (``tests/test_parser_paths.py``)."""
         self._family = family
+        self._columnar = columnar
         self._remembered: dict[str, _Remembered] = {}
         self.fast_path_reads = 0
         self.full_reads = 0
@@ -169,27 +177,31 @@ class SteadyStateParser:
         remembered = self._remembered.get(source)
         if remembered is None:
             return False
-        if remembered.template is None and not _template_of(remembered):
-            del self._remembered[source]
-            return False
+        if remembered.template is None:
+            assert remembered.text is not None
+            remembered.template = _template_of(remembered.text, remembered.rules_seen, remembered.counters)
+            remembered.text = None
+            if remembered.template is None:
+                del self._remembered[source]
+                return False
         template = remembered.template
-        assert template is not None
+        parts = template.parts
         first, end = _rules_span(framed)
         head = framed[:first]
         tail = framed[end:]
-        if head != remembered.head and _without_volatile(head) != remembered.stable_head:
+        if head != template.head and _without_volatile(head) != template.stable_head:
             return False
-        if tail != remembered.tail and _without_volatile(tail) != remembered.stable_tail:
+        if tail != template.tail and _without_volatile(tail) != template.stable_tail:
             return False
         counter_text = _COUNTER_PREFIX.findall(framed, first, end)
-        if len(counter_text) * 2 + 1 != len(template):
+        if len(counter_text) * 2 + 1 != len(parts):
             return False
-        previous_text = template[1::2]
+        previous_text = parts[1::2]
         # The previous read's rule text with these counters must give back this read's text.
-        template[1::2] = counter_text
-        expected = "".join(template)
+        parts[1::2] = counter_text
+        expected = "".join(parts)
         if len(expected) != end - first or not framed.startswith(expected, first):
-            template[1::2] = previous_text
+            parts[1::2] = previous_text
             return False
         # Most counters do not move between reads: convert and re-evaluate only those that did.
         changed = list(
@@ -197,28 +209,28 @@ class SteadyStateParser:
         )
         halves = list(map(str.partition, map(counter_text.__getitem__, changed), itertools.repeat(":")))
         new_packets = list(map(int, map(_BEFORE, halves)))
-        new_bytes = list(map(int, map(_AFTER, halves)))
-        if max(new_packets, default=0) > MAX_COUNTER or max(new_bytes, default=0) > MAX_COUNTER:
-            template[1::2] = previous_text
+        new_octets = list(map(int, map(_AFTER, halves)))
+        if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
+            parts[1::2] = previous_text
             return False
         packets = remembered.counters[0][:]
-        bytes_ = remembered.counters[1][:]
-        for slot, packet_count, byte_count in zip(changed, new_packets, new_bytes, strict=True):
+        octets = remembered.counters[1][:]
+        for slot, packet_count, octet_count in zip(changed, new_packets, new_octets, strict=True):
             packets[slot] = packet_count
-            bytes_[slot] = byte_count
+            octets[slot] = octet_count
         compiled = remembered.compiled
         split: tuple[list[CounterRecord], list[CounterRecord]] | None
         if remembered.records is not None:
-            split = compiled.reevaluate(remembered.records, packets, bytes_, changed, readable=True)
+            split = compiled.reevaluate(remembered.records, packets, octets, changed, readable=True)
         else:
-            split = compiled.evaluate_split(packets, bytes_)
+            split = compiled.evaluate_split(packets, octets)
         if split is not None:
             records, diagnostics = split[0] + split[1], list[Diagnostic]()
         else:
-            records, diagnostics = compiled.evaluate(packets, bytes_)
-        remembered.head = head
-        remembered.tail = tail
-        remembered.counters = (packets, bytes_)
+            records, diagnostics = compiled.evaluate(packets, octets)
+        template.head = head
+        template.tail = tail
+        remembered.counters = (packets, octets)
         remembered.records = split
         _add_records(result, records)
         result.diagnostics.extend(remembered.structural)
@@ -232,13 +244,15 @@ class SteadyStateParser:
         self, source: str, text: str, decode_diagnostics: list[Diagnostic], result: ParseResult
     ) -> None:
         self.full_reads += 1
-        columnar = None if decode_diagnostics else parse_columnar(text, source, self._family)
+        columnar = (
+            parse_columnar(text, source, self._family) if self._columnar and not decode_diagnostics else None
+        )
         if columnar is not None:
-            split = columnar.compiled.evaluate_split(columnar.packets, columnar.bytes)
+            split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
             if split is not None:
                 records, diagnostics = split[0] + split[1], list[Diagnostic]()
             else:
-                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.bytes)
+                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
             _add_records(result, records)
             result.diagnostics.extend(columnar.structural)
             result.diagnostics.extend(diagnostics)
@@ -251,14 +265,14 @@ class SteadyStateParser:
                 columnar.structural,
                 columnar.rule_lines,
                 columnar.lines,
-                (columnar.packets, columnar.bytes),
+                (columnar.packets, columnar.octets),
                 split,
             )
             return
         scanned = scan(text, source, self._family)
         plans, structural = plan_table(scanned.table)
         compiled = CompiledPlans(plans)
-        records, diagnostics = compiled.evaluate(scanned.table.packets, scanned.table.bytes)
+        records, diagnostics = compiled.evaluate(scanned.table.packets, scanned.table.octets)
         all_structural = decode_diagnostics + scanned.diagnostics + structural
         _add_records(result, records)
         result.diagnostics.extend(all_structural)
@@ -272,7 +286,7 @@ class SteadyStateParser:
                 all_structural,
                 scanned.rule_lines,
                 scanned.lines,
-                (scanned.table.packets, scanned.table.bytes),
+                (scanned.table.packets, scanned.table.octets),
                 None,
             )
         else:

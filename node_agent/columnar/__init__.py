@@ -1,0 +1,83 @@
+"""The cold parse of a well-formed ``iptables-save -c`` filter table, column by column.
+
+A big node prints ~150k rule lines, almost all of them the same two shapes in endpoint
+chains (a guarded jump to a policy, then ``Return if policy accepted``).  A Python loop
+per line costs more than the whole target time of a parse, so this path takes the table
+apart with one regular-expression ``split`` (counters, chain, target and rule id of
+every line, as flat columns) and builds the records of policy jumps with C-level
+``map``/``zip``/``compress``.  Python loops run only over the rare rules that need a
+closer look (tier markers, drops, profiles) and over the small non-endpoint chains,
+which reuse the general planner's helpers.
+
+It is a fast path, never the only path: :func:`parse_columnar` returns None for anything
+it does not fully understand (escapes or odd quoting, other tables, ``-P``/``-N`` forms,
+bad counters, undeclared or interleaved chains, a missing chain...), and the caller then
+runs the general :func:`~node_agent.iptables_save.scan` + :func:`~node_agent.attribution.plan_table`,
+which gives the same result for input this path accepts (``tests/test_parser_paths.py``).
+
+The stages, each a function of what the earlier ones returned (one module each):
+
+1. :mod:`~node_agent.columnar.rows`: the text split into columns (counters, chain,
+   leading rule id, rest of line);
+2. :mod:`~node_agent.columnar.runs`: the chains as runs of consecutive slots;
+3. :mod:`~node_agent.columnar.rules`: each rule's target, class and rule id, and the
+   non-endpoint chains as the general planner's rules;
+4. and 5. :mod:`~node_agent.columnar.markers`: the tier of every rule, and the drop and
+   profile records;
+6. :mod:`~node_agent.columnar.jumps`: policy and group jumps and their accept returns;
+7. :mod:`~node_agent.columnar.denies`: which denies are exact;
+8. :mod:`~node_agent.columnar.assemble`: the plans as columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calico_accountant.records import Diagnostic
+from node_agent.attribution import CompiledPlans, plan_policy_rules
+from node_agent.columnar.assemble import compile_plans
+from node_agent.columnar.denies import exact_denies
+from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
+from node_agent.columnar.markers import special_plans, tier_column
+from node_agent.columnar.rows import Irregular, split_rows
+from node_agent.columnar.rules import RuleClass, chain_facts, positions, rule_columns
+from node_agent.columnar.runs import chain_runs
+
+__all__ = ["ColumnarParse", "parse_columnar"]
+
+
+@dataclass(slots=True)
+class ColumnarParse:
+    """What the columnar parse of one table yields: the same as scan + plan_table would."""
+
+    compiled: CompiledPlans
+    structural: list[Diagnostic]
+    packets: list[int]
+    octets: list[int]
+    rule_lines: int
+    lines: int
+
+
+def parse_columnar(text: str, source: str, family: int | None) -> ColumnarParse | None:
+    """The columnar parse of one table's text, or None when the general path must do it."""
+    try:
+        return _parse(text, source, family)
+    except Irregular:
+        return None
+
+
+def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
+    """The stages in order; any of them raises :class:`Irregular` for the general path."""
+    rows = split_rows(text, family)
+    runs = chain_runs(rows)
+    columns = rule_columns(rows, runs)
+    facts = chain_facts(rows, columns, runs)
+    specials = positions(columns.classes, RuleClass.SPECIAL)
+    tier_of = tier_column(rows, columns, runs, specials)
+    special = special_plans(rows, columns, runs, tier_of, specials, facts, source)
+    jumps = jumps_of(columns, tier_of, facts)
+    accepted = accepted_jumps(jumps, columns, runs, facts)
+    exact, structural = exact_denies(rows, columns, runs, jumps, accepted, facts, source)
+    policy_rules = plan_policy_rules(facts.chains, facts, policy_tiers(jumps, facts), rows.family, source)
+    compiled = compile_plans(rows, columns, accepted, exact, special + policy_rules, source)
+    return ColumnarParse(compiled, structural, rows.packets, rows.octets, rows.count, rows.line_count)

@@ -1,0 +1,93 @@
+"""Stage 8 of the columnar parse: the plans as columns, ready to evaluate.
+
+Why columns: :class:`~node_agent.attribution.CompiledPlans` evaluates plans laid out as
+one list per field, so the accept and deny plans of the jumps are built straight into
+that layout (a ``CounterKey`` per record, C-level) without a ``RecordPlan`` per record;
+only the few other plans (drops, profiles, policy rules) are converted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TypeVar
+
+from calico_accountant.records import CounterKey, Kind
+from node_agent.attribution import CompiledPlans, PlanColumns, RecordPlan, new_key
+from node_agent.columnar.jumps import AcceptedJumps
+from node_agent.columnar.rows import Rows
+from node_agent.columnar.rules import RuleColumns
+
+__all__ = ["compile_plans"]
+
+_T = TypeVar("_T")
+
+
+def compile_plans(
+    rows: Rows,
+    columns: RuleColumns,
+    accepted: AcceptedJumps,
+    exact: list[bool] | None,
+    other_plans: list[RecordPlan],
+    source: str,
+) -> CompiledPlans:
+    """The ``policy_accept`` plan of every accepted jump, then ``other_plans``, and the
+    ``policy_deny`` plan of every accepted jump whose deny is ``exact`` (None: all).
+
+    ``accepted`` is consumed: its columns become the plans' columns, without copies.
+    """
+
+    def denied(column: list[_T]) -> list[_T]:
+        return list(column if exact is None else itertools.compress(column, exact))
+
+    get_id = columns.rule_ids.__getitem__  # [-1] is "": the id of slot -1
+    first_line = rows.first_line
+    deny_entered = denied(accepted.entered)
+    deny_accepted = denied(accepted.following)
+    deny_after = denied(accepted.after)
+    deny = PlanColumns(
+        _keys(Kind.POLICY_DENY, rows.family, accepted, exact),
+        (deny_entered, deny_accepted, deny_after),
+        list(
+            zip(map(get_id, deny_entered), map(get_id, deny_accepted), map(get_id, deny_after), strict=True)
+        ),
+        denied(accepted.comments),
+        denied(accepted.members),
+        list(map(first_line.__add__, deny_entered)),
+        [source] * len(deny_entered),
+    )
+    single = PlanColumns(
+        _keys(Kind.POLICY_ACCEPT, rows.family, accepted, None),
+        (accepted.following,),
+        list(zip(map(get_id, accepted.following))),
+        accepted.comments,
+        accepted.members,
+        list(map(first_line.__add__, accepted.following)),
+        [source] * len(accepted.entered),
+    )
+    # After the denies took copies of the shared columns: extending in place is safe.
+    single.extend(PlanColumns.of(other_plans, 1))
+    return CompiledPlans.from_columns(single, deny)
+
+
+def _keys(kind: Kind, family: int, accepted: AcceptedJumps, selected: list[bool] | None) -> list[CounterKey]:
+    """The record keys of the accepted jumps (those ``selected``, or all)."""
+
+    def pick(column: list[_T]) -> Iterable[_T]:
+        return column if selected is None else itertools.compress(column, selected)
+
+    return list(
+        map(
+            new_key,
+            zip(
+                itertools.repeat(kind),
+                itertools.repeat(family),
+                pick(accepted.directions),
+                pick(accepted.interfaces),
+                pick(accepted.targets),
+                pick(accepted.tiers),
+                itertools.repeat(-1),
+                itertools.repeat(""),
+            ),
+        )
+    )

@@ -1,0 +1,85 @@
+"""Stage 2 of the columnar parse: the chains as runs of consecutive rules.
+
+``iptables-save`` prints each chain's rules together, so a chain is a run (first slot,
+length) and per-rule facts that depend only on the chain (is it an endpoint's, its
+direction and interface, where it ends) are per-run values expanded to one per slot
+C-level, instead of being looked up line by line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from calico_accountant.felix.chains import ENDPOINT_CHAIN_PREFIXES
+from calico_accountant.records import Direction
+from node_agent.columnar.rows import Irregular, Rows, is_odd
+
+__all__ = ["Runs", "chain_runs"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class Runs:
+    """The chains of a table in order, one entry per run, then per-slot expansions."""
+
+    names: list[str]
+    starts: list[int]
+    ends: list[int]
+    lengths: list[int]
+    endpoint: list[bool]
+    """Whether the run is a workload endpoint's chain (``cali-tw-``/``cali-fw-``)."""
+    present: set[str]
+    """Chains in the dump: with rules, or only declared (an empty policy)."""
+    end_of: list[int]
+    """Per slot: the end (one past the last slot) of its chain."""
+    direction_of: list[Direction | None]
+    """Per slot: its endpoint chain's direction (None outside endpoint chains)."""
+    interface_of: list[str]
+    """Per slot: its endpoint chain's interface ("" outside endpoint chains)."""
+
+    @property
+    def endpoint_runs(self) -> list[int]:
+        return list(itertools.compress(range(len(self.names)), self.endpoint))
+
+
+def chain_runs(rows: Rows) -> Runs:
+    """The runs of ``rows``' chains; :class:`Irregular` unless every chain is one run of a
+    plain, declared name (interleaved chains are the general path's business)."""
+    names: list[str] = []
+    lengths: list[int] = []
+    for name, group in itertools.groupby(rows.chains):
+        names.append(name)
+        lengths.append(len(list(group)))
+    distinct = set(names)
+    if len(distinct) != len(names):
+        raise Irregular
+    declared = rows.declared
+    for name in names:
+        if is_odd(name) or '"' in name or name[:1] == "-" or (declared and name not in declared):
+            raise Irregular
+    ends = list(itertools.accumulate(lengths))
+    starts = [end - length for end, length in zip(ends, lengths, strict=True)]
+
+    directions = [ENDPOINT_CHAIN_PREFIXES.get(name[:8]) for name in names]
+    endpoint = [direction is not None for direction in directions]
+    interfaces = [name[8:] if flag else "" for name, flag in zip(names, endpoint, strict=True)]
+    return Runs(
+        names,
+        starts,
+        ends,
+        lengths,
+        endpoint,
+        distinct | declared,
+        _expand(ends, lengths),
+        _expand(directions, lengths),
+        _expand(interfaces, lengths),
+    )
+
+
+def _expand(values: Sequence[_T], lengths: Sequence[int]) -> list[_T]:
+    """One value per run to one per slot."""
+    return list(itertools.chain.from_iterable(map(itertools.repeat, values, lengths)))
