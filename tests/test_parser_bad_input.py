@@ -315,3 +315,13 @@ def test_a_table_damaged_anywhere_never_raises(cut: int, junk: bytes) -> None:
 
 
 _GOOD_TABLE = _table(seed=23)
+
+
+def test_a_garbled_line_naming_ip6tables_does_not_make_an_ipv4_table_ipv6() -> None:
+    """Found by the splicing test above: the family came from any ``ip6tables`` near the top."""
+    lines = _GOOD_TABLE.text.encode().split(b"\n")
+    lines.insert(1, b"ip6tables")
+    result = parse_node([("node", b"\n".join(lines))])
+    assert {r.key.family for r in result.records} == {4}
+    assert values(result.records) == values(_GOOD_TABLE.expected)
+    assert _codes(result)["garbled_line"] == 1
