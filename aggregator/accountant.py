@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import threading
 
-from aggregator.ledger import Ledger, NodeUpdate, SequenceRefusal
+from aggregator.ledger import Ledger, NodeUpdate, Refusal
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.state import SeriesState
 from aggregator.series.views import FamilyView, NodeView, ResolvedIncrease, ResolvedTotal, StateView
 
-__all__ = ["Accountant", "SequenceRefused"]
+__all__ = ["Accountant", "SnapshotRefused"]
 
 
-class SequenceRefused(Exception):
-    """The snapshot was not applied: it is out of sequence for its agent instance."""
+class SnapshotRefused(Exception):
+    """The snapshot was not applied: out of sequence for its agent instance, or over one
+    of the ledger's limits (:attr:`refusal` says which)."""
 
-    def __init__(self, refusal: SequenceRefusal) -> None:
+    def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
 
@@ -57,13 +58,13 @@ class Accountant:
 
     def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
         """Apply one snapshot; returns the resolved increases (zero ones included, see
-        :class:`~aggregator.ledger.Increase`).  Raises :class:`SequenceRefused` (after
-        the ledger counted it) when the snapshot is out of sequence."""
+        :class:`~aggregator.ledger.Increase`).  Raises :class:`SnapshotRefused` (after
+        the ledger counted it) when the ledger refuses the snapshot."""
         with self._lock:
-            refusal = self.ledger.check_sequence(update)
+            refusal = self.ledger.check(update)
             increases = self.ledger.apply(update, now)
             if refusal is not None:
-                raise SequenceRefused(refusal)
+                raise SnapshotRefused(refusal)
             return self._series.apply(increases, self.ledger, update.read_time)
 
     def set_connected(self, node: str, connected: bool) -> None:

@@ -9,7 +9,7 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
 
 * a stream belongs to one node and one agent instance, fixed by its first message;
 * a snapshot the ledger refuses as out of sequence (see
-  :meth:`aggregator.ledger.Ledger.check_sequence`: a delta before any full snapshot of
+  :meth:`aggregator.ledger.Ledger.check`: a delta before any full snapshot of
   its agent instance, a gap, a sequence that went back) is not applied, and the ack asks
   for a full resync (``resync_requested``), on the same stream;
 * a newer stream for the same node supersedes the older one, which is ended with
@@ -34,7 +34,7 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aggregator.accountant import SequenceRefused
+from aggregator.accountant import SnapshotRefused
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
@@ -198,7 +198,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         started = time.perf_counter()
         try:
             increases = await self._offload(self._accounting.apply, update, self._clock())
-        except SequenceRefused as refused:
+        except SnapshotRefused as refused:
             self._metrics.snapshots.labels(kind, "resync").inc()
             return pb.IngestAck(sequence=update.sequence, resync_requested=True, message=str(refused))
         except Exception:  # a bug must cost this stream, not the server

@@ -6,12 +6,16 @@ deny (entered - accepted - next) restarts in a way that cannot always be told ap
 from traffic.  The ledger turns the raw values into totals that never decrease and never
 count a packet twice, and reports every increase so the hit API can stream it.
 
-Which snapshots apply (:meth:`Ledger.check_sequence`, the one place this is decided):
-snapshots of one agent instance carry increasing sequence numbers, and the first one an
-instance sends is full.  A snapshot not newer than the last one applied from its
-instance, a delta that does not follow it, or a delta from an instance whose full
-snapshot was never applied is refused (counted; ingest asks the agent for a full
-resync).  A new instance (agent restart) starts over with a full snapshot.
+Which snapshots apply (:meth:`Ledger.check`, the one place this is decided):
+
+* snapshots of one agent instance carry increasing sequence numbers, and the first one
+  an instance sends is full.  A snapshot not newer than the last one applied from its
+  instance, a delta that does not follow it, or a delta from an instance whose full
+  snapshot was never applied is refused (counted; ingest asks the agent for a full
+  resync).  A new instance (agent restart) starts over with a full snapshot;
+* memory is bounded whatever the agents send: a snapshot that would take the ledger past
+  its node cap, a node past its counter cap, or that names more distinct diagnostic
+  codes than the cap, is refused whole (counted; nothing of it is kept).
 
 Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
 
@@ -53,8 +57,9 @@ __all__ = [
     "NodeState",
     "NodeUpdate",
     "ResetReason",
-    "SequenceProblem",
-    "SequenceRefusal",
+    "Limits",
+    "Refusal",
+    "RefusalProblem",
 ]
 
 
@@ -92,8 +97,8 @@ class ResetReason(enum.StrEnum):
     INEXACT = "inexact"
 
 
-class SequenceProblem(enum.StrEnum):
-    """Why a snapshot cannot be applied in the order it came."""
+class RefusalProblem(enum.StrEnum):
+    """Why a snapshot is not applied."""
 
     NO_BASELINE = "no_baseline"
     """A delta from an agent instance none of whose (full) snapshots was applied."""
@@ -101,14 +106,35 @@ class SequenceProblem(enum.StrEnum):
     """A delta that does not follow the last applied sequence of its instance."""
     NOT_NEWER = "not_newer"
     """Not newer than the last applied snapshot of its instance."""
+    TOO_MANY_NODES = "too_many_nodes"
+    TOO_MANY_COUNTERS = "too_many_counters"
+    TOO_MANY_DIAGNOSTIC_CODES = "too_many_diagnostic_codes"
+
+    @property
+    def is_sequence(self) -> bool:
+        """Out of order (a full resync fixes it), as opposed to over a limit."""
+        return self in (RefusalProblem.NO_BASELINE, RefusalProblem.GAP, RefusalProblem.NOT_NEWER)
 
 
 @dataclass(frozen=True, slots=True)
-class SequenceRefusal:
+class Refusal:
     """A refused snapshot: the problem and a sentence for the agent's log."""
 
-    problem: SequenceProblem
+    problem: RefusalProblem
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the ledger holds at most, so that no agent (or impostor) can grow it without
+    bound.  The defaults fit a 5,000-node cluster with big nodes several times over."""
+
+    max_nodes: int = 20_000
+    max_counters_per_node: int = 1_000_000
+    """Live and retired counters of one node (a 1000-pod node with 40 policies per pod
+    has ~160k)."""
+    max_diagnostic_codes: int = 64
+    """Distinct parse diagnostic codes one node may report (the agent has about a dozen)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +208,8 @@ class NodeState:
     """Snapshots refused because their sequence was not newer than the last applied one."""
     invalid_counters: int = 0
     """Counters the wire decoder dropped because they did not validate."""
+    limit_refusals: int = 0
+    """Snapshots refused whole because they would exceed a :class:`Limits` cap."""
     counters_known: int = 0
     """Counters ever seen on the node and not yet forgotten (live + retired)."""
     counters_retired: int = 0
@@ -209,11 +237,14 @@ class _NodeLedger:
 class Ledger:
     """Monotonic totals for every node; see the module docstring for the rules."""
 
-    def __init__(self, *, stale_after: float = 120.0, retired_grace: float = 600.0) -> None:
+    def __init__(
+        self, *, stale_after: float = 120.0, retired_grace: float = 600.0, limits: Limits | None = None
+    ) -> None:
         if stale_after <= 0 or retired_grace < 0:
             raise ValueError("stale_after must be > 0 and retired_grace >= 0")
         self.stale_after = stale_after
         self.retired_grace = retired_grace
+        self.limits = limits or Limits()
         self._nodes: dict[str, _NodeLedger] = {}
 
     # -- reading ---------------------------------------------------------------------
@@ -253,9 +284,31 @@ class Ledger:
         """The ingest stream of ``node`` opened or closed."""
         self._entry(node).state.connected = connected
 
-    def check_sequence(self, update: NodeUpdate) -> SequenceRefusal | None:
+    def check(self, update: NodeUpdate) -> Refusal | None:
         """Whether ``update`` may be applied now (None) or why not; changes nothing."""
         entry = self._nodes.get(update.node)
+        limits = self.limits
+        if entry is None and len(self._nodes) >= limits.max_nodes:
+            return Refusal(
+                RefusalProblem.TOO_MANY_NODES, f"the aggregator tracks {limits.max_nodes} nodes already"
+            )
+        if len(update.diagnostic_counts) > limits.max_diagnostic_codes:
+            return Refusal(
+                RefusalProblem.TOO_MANY_DIAGNOSTIC_CODES,
+                f"{len(update.diagnostic_counts)} diagnostic codes; at most {limits.max_diagnostic_codes}",
+            )
+        known = entry.counters if entry is not None else {}
+        if len(known) + len(update.records) > limits.max_counters_per_node:  # only then count exactly
+            total = len(known) + sum(1 for record in update.records if record.key not in known)
+            if total > limits.max_counters_per_node:
+                return Refusal(
+                    RefusalProblem.TOO_MANY_COUNTERS,
+                    f"{total} counters for one node; at most {limits.max_counters_per_node}",
+                )
+        return self._check_sequence(entry, update)
+
+    @staticmethod
+    def _check_sequence(entry: _NodeLedger | None, update: NodeUpdate) -> Refusal | None:
         state = entry.state if entry is not None else None
         same_instance = (
             state is not None and state.snapshots > 0 and state.instance_id == update.agent_instance_id
@@ -263,32 +316,38 @@ class Ledger:
         if not same_instance:
             if update.full:
                 return None
-            return SequenceRefusal(
-                SequenceProblem.NO_BASELINE,
+            return Refusal(
+                RefusalProblem.NO_BASELINE,
                 "no full snapshot of this agent instance was applied yet; send a full one",
             )
         assert state is not None
         if update.sequence <= state.sequence:
-            return SequenceRefusal(
-                SequenceProblem.NOT_NEWER, f"sequence went back: {update.sequence} after {state.sequence}"
+            return Refusal(
+                RefusalProblem.NOT_NEWER, f"sequence went back: {update.sequence} after {state.sequence}"
             )
         if not update.full and update.sequence != state.sequence + 1:
-            return SequenceRefusal(
-                SequenceProblem.GAP, f"sequence gap: got {update.sequence} after {state.sequence}"
+            return Refusal(
+                RefusalProblem.GAP, f"sequence gap: got {update.sequence} after {state.sequence}"
             )
         return None
 
     def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
-        """Apply one snapshot; returns the increases.  A snapshot
-        :meth:`check_sequence` refuses is counted and changes nothing else."""
-        refusal = self.check_sequence(update)
+        """Apply one snapshot; returns the increases.  A snapshot :meth:`check` refuses
+        changes nothing but the node's refusal counts (and a node over a limit is not
+        even created)."""
+        refusal = self.check(update)
+        if refusal is not None and not refusal.problem.is_sequence:
+            entry = self._nodes.get(update.node)
+            if entry is not None:
+                entry.state.limit_refusals += 1
+            return []
         entry = self._nodes.get(update.node)
         first_snapshot = entry is None or entry.state.snapshots == 0
         if entry is None:
             entry = self._entry(update.node)
         node_state = entry.state
         if refusal is not None:
-            if refusal.problem is SequenceProblem.NOT_NEWER:
+            if refusal.problem is RefusalProblem.NOT_NEWER:
                 node_state.out_of_order += 1
             else:
                 node_state.sequence_gaps += 1

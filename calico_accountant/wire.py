@@ -66,6 +66,18 @@ _DIRECTION_TO_PB: dict[Direction, pb.Direction] = {Direction.INGRESS: pb.INGRESS
 _PB_TO_DIRECTION: dict[int, Direction] = {int(v): k for k, v in _DIRECTION_TO_PB.items()}
 _ACTIONS = frozenset(a.value for a in RuleAction)
 
+#: Longest strings a valid snapshot carries.  Real values are far shorter (a Linux
+#: interface name has at most 15 characters, a felix chain name 28 in iptables and 256 in
+#: nftables, felix truncates comments at 256); anything longer is hostile or broken, and
+#: would make the aggregator keep megabytes per counter.
+MAX_NAME_LENGTH = 253
+"""Node names (a Kubernetes node name is a DNS subdomain) and agent instance ids."""
+MAX_INTERFACE_LENGTH = 64
+MAX_CHAIN_LENGTH = 256
+MAX_COMMENT_LENGTH = 512
+MAX_RULE_IDS = 16
+MAX_GROUP_MEMBERS = 256
+
 #: Bytes a repeated message field adds around each element: one tag byte plus a length
 #: varint (at most 5 bytes for any length we could send).
 _ELEMENT_OVERHEAD = 6
@@ -200,6 +212,12 @@ def _fast_key(counter: pb.Counter) -> CounterKey | None:
     interface = counter.interface
     if kind is None or direction is None or (family != 4 and family != 6):
         return None
+    if (
+        len(interface) > MAX_INTERFACE_LENGTH
+        or len(chain) > MAX_CHAIN_LENGTH
+        or len(counter.tier) > MAX_CHAIN_LENGTH
+    ):
+        return None
     if kind_number == _RULE_KIND:
         if rule_index < 0 or action not in _ACTIONS or not chain:
             return None
@@ -213,12 +231,21 @@ def _fast_record(counter: pb.Counter) -> CounterRecord | None:
     if key is None:
         return None
     members = counter.group_members
+    rule_ids = counter.rule_ids
+    if (
+        len(rule_ids) > MAX_RULE_IDS
+        or len(members) > MAX_GROUP_MEMBERS
+        or len(counter.chain_comment) > MAX_COMMENT_LENGTH
+        or any(len(text) > MAX_CHAIN_LENGTH for text in rule_ids)
+        or any(len(text) > MAX_CHAIN_LENGTH for text in members)
+    ):
+        return None
     return _make_record(
         (
             key,
             counter.packets,
             counter.bytes,
-            tuple(counter.rule_ids),
+            tuple(rule_ids),
             counter.chain_comment,
             tuple(members) if members else (),
         )
@@ -234,6 +261,18 @@ def _invalid_reason(counter: pb.Counter) -> str:
         return f"unknown direction {int(counter.direction)}"
     if counter.family not in (4, 6):
         return f"family must be 4 or 6, not {counter.family}"
+    for name, value, limit in (
+        ("interface", counter.interface, MAX_INTERFACE_LENGTH),
+        ("chain", counter.chain, MAX_CHAIN_LENGTH),
+        ("tier", counter.tier, MAX_CHAIN_LENGTH),
+        ("chain_comment", counter.chain_comment, MAX_COMMENT_LENGTH),
+    ):
+        if len(value) > limit:
+            return f"{name} longer than {limit} characters"
+    if len(counter.rule_ids) > MAX_RULE_IDS or len(counter.group_members) > MAX_GROUP_MEMBERS:
+        return f"more than {MAX_RULE_IDS} rule_ids or {MAX_GROUP_MEMBERS} group_members"
+    if any(len(text) > MAX_CHAIN_LENGTH for text in (*counter.rule_ids, *counter.group_members)):
+        return f"a rule id or group member longer than {MAX_CHAIN_LENGTH} characters"
     if kind is Kind.POLICY_RULE:
         if counter.rule_index < 0:
             return f"policy_rule needs rule_index >= 0, not {counter.rule_index}"
@@ -458,8 +497,17 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
         raise WireError("snapshot without a node name")
     if not snapshot.agent_instance_id:
         raise WireError("snapshot without an agent_instance_id")
+    for what, name in (("node name", snapshot.node), ("agent_instance_id", snapshot.agent_instance_id)):
+        if len(name) > MAX_NAME_LENGTH or not name.isprintable() or any(c.isspace() for c in name):
+            raise WireError(f"{what} must be at most {MAX_NAME_LENGTH} printable characters without spaces")
     if snapshot.sequence == 0:
         raise WireError("snapshot sequence must start at 1")
+    if not snapshot.HasField("read_time"):
+        raise WireError("snapshot without a read_time")
+    try:
+        read_time = snapshot.read_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise WireError(f"read_time out of range: {error}") from None
     reasons: dict[str, int] = {}
     records: list[CounterRecord] = []
     append = records.append
@@ -478,10 +526,6 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
             reasons[reason] = reasons.get(reason, 0) + 1
         else:
             removed.append(key)
-    if snapshot.HasField("read_time"):
-        read_time = snapshot.read_time.ToDatetime(tzinfo=UTC)
-    else:
-        raise WireError("snapshot without a read_time")
     return DecodedSnapshot(
         node=snapshot.node,
         agent_instance_id=snapshot.agent_instance_id,

@@ -1,0 +1,10 @@
+"""Who may talk to the aggregator, and about what.
+
+* :mod:`.identity`: who the peer of a call is, as its transport proved it (a client
+  certificate's names, or a verified ServiceAccount token);
+* :mod:`.access`: what an identity may do: ingest for exactly one node (the one its
+  identity names), read the policy-hit API, see agent instance ids.
+
+With neither client certificates nor tokens configured nothing is enforced (the demo,
+and clusters that guard port 9010 with a NetworkPolicy only).
+"""

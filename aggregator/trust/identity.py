@@ -1,0 +1,66 @@
+"""The identity of a gRPC peer, as its credential proves it.
+
+A client certificate proves its Common Name and its DNS subject alternative names (the
+TLS handshake checked the chain against ``--tls-client-ca``); a ServiceAccount token
+proves its subject and, for a token projected into a pod, the node the pod runs on
+(the ``kubernetes.io`` claim).  Nothing here trusts what the peer *says* (the node name
+in a snapshot): :mod:`aggregator.trust.access` compares the two.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Credential", "PeerIdentity", "bearer_token", "certificate_identity"]
+
+
+class Credential(enum.StrEnum):
+    """What proved an identity."""
+
+    CERTIFICATE = "certificate"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """Who is at the other end of a call."""
+
+    credential: Credential
+    subject: str
+    """The primary name: a certificate's Common Name (or first DNS name), a token's ``sub``."""
+    names: tuple[str, ...]
+    """Every name the credential proves (the subject first)."""
+    node: str = ""
+    """The node a token's ``kubernetes.io`` claim names (tokens only)."""
+
+    def __str__(self) -> str:
+        return f"{self.credential.value} {self.subject!r}"
+
+
+def _texts(values: Iterable[bytes | str]) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+
+
+def certificate_identity(auth_context: Mapping[str, Sequence[bytes | str]]) -> PeerIdentity | None:
+    """The identity of a TLS peer whose certificate the server verified, from gRPC's auth
+    context (``x509_common_name``, ``x509_subject_alternative_name``); None without one."""
+    common = _texts(auth_context.get("x509_common_name", ()))
+    alternative = _texts(auth_context.get("x509_subject_alternative_name", ()))
+    names = tuple(dict.fromkeys(name for name in (*common, *alternative) if name))
+    if not names:
+        return None
+    return PeerIdentity(Credential.CERTIFICATE, names[0], names)
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The token of an ``authorization: Bearer <token>`` call metadata entry, if any."""
+    for key, value in metadata:
+        if key.lower() != "authorization":
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        scheme, _, token = text.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
