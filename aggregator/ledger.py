@@ -54,12 +54,12 @@ __all__ = [
     "ExpiredCounter",
     "Increase",
     "Ledger",
+    "Limits",
     "NodeState",
     "NodeUpdate",
-    "ResetReason",
-    "Limits",
     "Refusal",
     "RefusalProblem",
+    "ResetReason",
 ]
 
 
@@ -326,9 +326,7 @@ class Ledger:
                 RefusalProblem.NOT_NEWER, f"sequence went back: {update.sequence} after {state.sequence}"
             )
         if not update.full and update.sequence != state.sequence + 1:
-            return Refusal(
-                RefusalProblem.GAP, f"sequence gap: got {update.sequence} after {state.sequence}"
-            )
+            return Refusal(RefusalProblem.GAP, f"sequence gap: got {update.sequence} after {state.sequence}")
         return None
 
     def apply(self, update: NodeUpdate, now: float) -> list[Increase]:

@@ -34,7 +34,8 @@ from aggregator.datastore.spec import parse_datastore_spec
 from aggregator.exposition.serving import serve_metrics
 from aggregator.hits.hub import HitHub, HitMetrics
 from aggregator.hits.servicer import PolicyHitsServicer
-from aggregator.ingest import IngestMetrics, IngestServicer
+from aggregator.ingest.metrics import IngestMetrics
+from aggregator.ingest.servicer import IngestServicer
 from aggregator.ledger import Ledger
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions

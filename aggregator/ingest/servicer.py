@@ -1,0 +1,334 @@
+"""The ``Ingest`` servicer: who may report, in which order, and how much at once.
+
+Per stream it reassembles chunks (:class:`~calico_accountant.wire.ChunkAssembler`),
+validates, applies each whole snapshot in one call to the accounting state (atomic: the
+accountant applies under its lock and this stream waits for the result), hands the
+resulting increases to the hit fan-out, and acknowledges with the snapshot's sequence.
+
+Stream rules (the agent's side is :mod:`node_agent.streamer`):
+
+* the caller must be allowed to report for the snapshot's node
+  (:class:`~aggregator.trust.access.AccessRules`): otherwise ``PERMISSION_DENIED``;
+* a stream belongs to one node and one agent instance, fixed by its first snapshot;
+* a snapshot the ledger refuses as out of sequence (:meth:`aggregator.ledger.Ledger.check`)
+  is not applied, and the ack asks for a full resync (``resync_requested``);
+* a newer stream for the same node supersedes the older one, which is ended with
+  ``ABORTED`` at its next message; when identities are checked, only a stream of the
+  same identity may do so;
+* over a cap (streams, streams per peer, bytes of an unfinished snapshot, the ledger's
+  node, counter and diagnostic-code caps): ``RESOURCE_EXHAUSTED``, nothing kept;
+* malformed input ends the stream with ``INVALID_ARGUMENT`` and a message saying why;
+  individual counters that do not validate are skipped and counted instead.
+
+Every refusal is counted in ``calico_accountant_ingest_rejected_total{reason}`` and logged
+once per peer, reason and minute, so a hostile client cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+from prometheus_client import CollectorRegistry
+
+from aggregator.accountant import SnapshotRefused
+from aggregator.ingest.limits import StreamAdmission, StreamLimits
+from aggregator.ingest.metrics import IngestMetrics, RejectReason
+from aggregator.series.views import ResolvedIncrease
+from aggregator.trust.access import AccessRules
+from aggregator.trust.identity import PeerIdentity
+from calico_accountant.v1 import snapshot_pb2 as pb
+from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
+from calico_accountant.wire import ChunkAssembler, DecodedSnapshot, WireError, decode_snapshot
+
+__all__ = ["Accounting", "Identify", "IngestServicer"]
+
+log = logging.getLogger(__name__)
+_R = TypeVar("_R")
+
+Identify = Callable[[grpc.aio.ServicerContext[Any, Any]], PeerIdentity | None]
+"""Who the caller is, as its transport proved it (None: no verified identity).  Raises
+:class:`PermissionError` for a credential that is present but invalid (a bad token)."""
+
+LOG_INTERVAL = 60.0
+"""Seconds between two log lines about the same peer and reason."""
+
+
+class Accounting(Protocol):
+    """What ingest needs of the accounting state (:class:`aggregator.accountant.Accountant`)."""
+
+    def apply(self, update: DecodedSnapshot, now: float) -> list[ResolvedIncrease]: ...
+
+    def set_connected(self, node: str, connected: bool) -> None: ...
+
+
+def _no_identity(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
+    return None
+
+
+class _Stream:
+    """What one ingest stream has established so far."""
+
+    def __init__(self, stream_id: int, peer: str, identity: PeerIdentity | None) -> None:
+        self.stream_id = stream_id
+        self.peer = peer
+        self.identity = identity
+        self.node = ""
+        self.instance_id = ""
+        self.assembler = ChunkAssembler()
+        self.pending_bytes = 0
+        self.connected = False
+        """The ledger knows the node and it is marked connected for this stream."""
+
+
+class _Abort:
+    __slots__ = ("code", "message", "reason")
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: RejectReason | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.reason = reason
+
+
+class IngestServicer(pb_grpc.IngestServicer):
+    """The grpc.aio servicer; ``on_increases`` receives every applied snapshot's increases."""
+
+    def __init__(
+        self,
+        accounting: Accounting,
+        *,
+        on_increases: Callable[[Sequence[ResolvedIncrease]], object] | None = None,
+        metrics: IngestMetrics | None = None,
+        access: AccessRules | None = None,
+        identify: Identify = _no_identity,
+        limits: StreamLimits | None = None,
+        clock: Callable[[], float] = time.time,
+        inline_below: int = 2000,
+    ) -> None:
+        self._accounting = accounting
+        self._inline_below = inline_below
+        self._on_increases = on_increases
+        self._metrics = metrics if metrics is not None else IngestMetrics(CollectorRegistry())
+        self._access = access or AccessRules()
+        self._identify = identify
+        self._admission = StreamAdmission(limits or StreamLimits())
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._owner: dict[str, _Stream] = {}
+        """node -> the stream currently accepted for it."""
+        self._last_logged: dict[tuple[str, RejectReason], float] = {}
+
+    async def StreamSnapshots(
+        self, request_iterator: AsyncIterator[pb.NodeSnapshot], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.IngestAck]:
+        try:
+            identity = self._identify(context)
+        except PermissionError as error:
+            await self._refuse(
+                context, _Abort(grpc.StatusCode.UNAUTHENTICATED, str(error), RejectReason.IDENTITY)
+            )
+            return
+        peer = identity.subject if identity is not None else _address(context.peer())
+        problem = self._admission.open(peer)
+        if problem is not None:
+            await self._refuse(
+                context, _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem, RejectReason.LIMIT)
+            )
+            return
+        stream = _Stream(next(self._ids), peer, identity)
+        self._metrics.streams.inc()
+        try:
+            async for message in request_iterator:
+                self._metrics.messages.inc()
+                ack = await self._receive(stream, message)
+                if isinstance(ack, _Abort):
+                    await self._refuse(context, ack, stream)
+                    return
+                if ack is not None:
+                    yield ack
+        except asyncio.CancelledError:
+            return  # the agent went away or the server is stopping: nothing to answer
+        finally:
+            self._metrics.streams.dec()
+            self._admission.close(peer)
+            self._drop_pending(stream)
+            if stream.node and self._owner.get(stream.node) is stream:
+                del self._owner[stream.node]
+                if stream.connected:
+                    self._accounting.set_connected(stream.node, False)
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], abort: _Abort, stream: _Stream | None = None
+    ) -> None:
+        self._metrics.stream_errors.labels(abort.code.name).inc()
+        if abort.reason is not None:
+            self._metrics.rejected.labels(abort.reason.value).inc()
+        peer = stream.peer if stream is not None else _address(context.peer())
+        self._log_refusal(peer, abort.reason or RejectReason.MALFORMED, abort.message, stream)
+        await context.abort(abort.code, abort.message)
+
+    def _log_refusal(self, peer: str, reason: RejectReason, message: str, stream: _Stream | None) -> None:
+        now = time.monotonic()
+        key = (peer, reason)
+        if now - self._last_logged.get(key, float("-inf")) < LOG_INTERVAL:
+            return
+        if len(self._last_logged) > 10_000:  # bounded whatever the number of peers
+            self._last_logged.clear()
+        self._last_logged[key] = now
+        node = stream.node if stream is not None and stream.node else "?"
+        log.warning("ingest from %s (node %s) refused, %s: %s", peer, node, reason.value, message)
+
+    async def _receive(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck | _Abort | None:
+        """Handle one message; an ack when it completed a snapshot, an abort on bad input."""
+        if not message.node:
+            return _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "snapshot without a node name", RejectReason.MALFORMED
+            )
+        problem = self._access.ingest_problem(stream.identity, message.node)
+        if problem is not None:
+            return _Abort(grpc.StatusCode.PERMISSION_DENIED, problem, RejectReason.IDENTITY)
+        if stream.node:
+            if message.node != stream.node:
+                return _Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"this stream belongs to node {stream.node!r}; got a snapshot for {message.node!r}",
+                    RejectReason.MALFORMED,
+                )
+            if message.agent_instance_id != stream.instance_id:
+                return _Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "agent_instance_id changed within one stream",
+                    RejectReason.MALFORMED,
+                )
+            if self._owner.get(stream.node) is not stream:
+                return _Abort(
+                    grpc.StatusCode.ABORTED, f"superseded by a newer stream for node {stream.node!r}"
+                )
+        try:
+            whole = self._assemble(stream, message)
+            if isinstance(whole, _Abort) or whole is None:
+                return whole
+            update = await self._offload(decode_snapshot, whole)
+        except WireError as error:
+            self._metrics.snapshots.labels("full" if message.full else "delta", "error").inc()
+            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad snapshot: {error}", RejectReason.MALFORMED)
+        if not stream.node:
+            taken = self._take_node(stream, update)
+            if taken is not None:
+                return taken
+        return await self._apply(stream, update)
+
+    def _assemble(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.NodeSnapshot | _Abort | None:
+        """Feed one message to the stream's assembler, holding its bytes while the
+        snapshot is unfinished (and refusing what would exceed the byte caps)."""
+        if message.chunk_count > 1:
+            size = message.ByteSize()
+            problem = self._admission.hold(stream.pending_bytes, size)
+            if problem is not None:
+                self._drop_pending(stream)
+                return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem, RejectReason.LIMIT)
+            stream.pending_bytes += size
+            self._metrics.pending_bytes.set(self._admission.pending_total)
+        try:
+            whole = stream.assembler.add(message)
+        except WireError:
+            self._drop_pending(stream)
+            raise
+        if whole is not None:
+            self._drop_pending(stream)
+        return whole
+
+    def _drop_pending(self, stream: _Stream) -> None:
+        if stream.pending_bytes:
+            self._admission.release(stream.pending_bytes)
+            stream.pending_bytes = 0
+            self._metrics.pending_bytes.set(self._admission.pending_total)
+
+    def _take_node(self, stream: _Stream, update: DecodedSnapshot) -> _Abort | None:
+        """The stream claims its node with its first valid snapshot, not before: a stream
+        that never sends one leaves no trace.  With identities checked, a stream of
+        another identity cannot take a node over."""
+        previous = self._owner.get(update.node)
+        if (
+            previous is not None
+            and self._access.enforce
+            and (previous.identity is None or stream.identity is None or previous.identity != stream.identity)
+        ):
+            return _Abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {update.node!r} is reported by another identity's stream",
+                RejectReason.IDENTITY,
+            )
+        stream.node, stream.instance_id = update.node, update.agent_instance_id
+        self._owner[update.node] = stream
+        return None
+
+    async def _offload(self, function: Callable[..., _R], *args: Any) -> _R:
+        """Run a large decode or apply in a worker thread, so Watch streams, health checks
+        and small snapshots of other nodes keep being served meanwhile.  Still atomic:
+        the accountant applies under its lock, and this stream waits for the result
+        before reading its next message (so a node's snapshots apply in order)."""
+        size = len(args[0].records) if isinstance(args[0], DecodedSnapshot) else len(args[0].counters)
+        if size < self._inline_below:
+            return function(*args)
+        return await asyncio.to_thread(function, *args)
+
+    async def _apply(self, stream: _Stream, update: DecodedSnapshot) -> pb.IngestAck | _Abort:
+        kind = "full" if update.full else "delta"
+        started = time.perf_counter()
+        try:
+            increases = await self._offload(self._accounting.apply, update, self._clock())
+        except SnapshotRefused as refused:
+            if not refused.refusal.problem.is_sequence:
+                self._metrics.snapshots.labels(kind, "error").inc()
+                return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused), RejectReason.LIMIT)
+            self._connect(stream)
+            self._metrics.snapshots.labels(kind, "resync").inc()
+            self._metrics.rejected.labels(RejectReason.SEQUENCE.value).inc()
+            return pb.IngestAck(sequence=update.sequence, resync_requested=True, message=str(refused))
+        except Exception:  # a bug must cost this stream, not the server
+            log.exception("applying snapshot %d of node %s failed", update.sequence, update.node)
+            self._metrics.snapshots.labels(kind, "error").inc()
+            return _Abort(
+                grpc.StatusCode.INTERNAL, "the aggregator failed to apply the snapshot; see its log"
+            )
+        self._connect(stream)
+        self._metrics.apply_seconds.observe(time.perf_counter() - started)
+        self._metrics.snapshots.labels(kind, "applied").inc()
+        self._metrics.counters.inc(len(update.records))
+        message = ""
+        if update.invalid_counters:
+            self._metrics.invalid_counters.inc(update.invalid_counters)
+            message = f"skipped {update.invalid_counters} invalid counters: " + "; ".join(
+                f"{reason} (x{count})" for reason, count in sorted(update.invalid_reasons.items())[:5]
+            )
+            log.warning("node %s: %s", update.node, message)
+        if self._on_increases is not None and increases:
+            try:
+                self._on_increases(increases)
+            except Exception:
+                log.exception("publishing hits of node %s failed", update.node)
+        return pb.IngestAck(sequence=update.sequence, message=message)
+
+    def _connect(self, stream: _Stream) -> None:
+        """Mark the stream's node connected once the ledger knows it (after its first
+        applied, or sequence-refused, snapshot: a refused node is never created)."""
+        if not stream.connected:
+            stream.connected = True
+            self._accounting.set_connected(stream.node, True)
+
+
+def _address(peer: str) -> str:
+    """``ipv4:10.0.0.1:51234`` / ``ipv6:[::1]:51234`` without the port: one peer per host."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1 : rest.find("]")] or peer
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or peer
+    return peer
