@@ -49,6 +49,7 @@ class Accountant:
         self.ledger = ledger or Ledger()
         self._series = SeriesState(resolver, options)
         self._expired_counters = 0
+        self._forgotten_nodes = 0
         self._rebuilds = 0
         self._moved = 0
 
@@ -91,11 +92,17 @@ class Accountant:
             self._rebuilds += 1
 
     def expire(self, now: float) -> int:
-        """Forget counters retired longer than the grace period; returns series removed."""
+        """Forget counters retired longer than the grace period, and nodes that stopped
+        reporting longer ago than the node expiry; returns series removed."""
         with self._lock:
             expired = self.ledger.expire(now)
             self._expired_counters += len(expired)
-            return self._series.expire(expired)
+            removed = self._series.expire(expired)
+            for forgotten in self.ledger.forget_nodes(now):
+                self._expired_counters += len(forgotten.counters)
+                self._forgotten_nodes += 1
+                removed += self._series.forget_node(forgotten.node, forgotten.counters)
+            return removed
 
     def totals(self) -> list[ResolvedTotal]:
         """Every counter the ledger remembers, resolved, with its total."""
@@ -127,6 +134,7 @@ class Accountant:
                 overflow={level.value: count for level, count in series.overflow.items()},
                 resolution_errors=series.resolution_errors,
                 expired_counters=self._expired_counters,
+                forgotten_nodes=self._forgotten_nodes,
                 rebuilds=self._rebuilds,
                 moved_counters=self._moved,
                 levels=series.options.levels,

@@ -9,6 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from aggregator.ingest.limits import StreamLimits
+from aggregator.ledger import Limits
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import configure_logging
 
@@ -63,6 +65,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a vanished counter keeps its workload series",
     )
     parser.add_argument(
+        "--node-expiry",
+        type=float,
+        default=3600.0,
+        help="seconds without a stream or snapshot before a node is forgotten: its series leave, its "
+        "counts stay in the cluster sums (default 3600)",
+    )
+    limits = parser.add_argument_group("limits (what any client can make the aggregator hold)")
+    ledger_defaults, stream_defaults = Limits(), StreamLimits()
+    limits.add_argument("--max-nodes", type=int, default=ledger_defaults.max_nodes, help="nodes tracked")
+    limits.add_argument(
+        "--max-counters-per-node",
+        type=int,
+        default=ledger_defaults.max_counters_per_node,
+        help="live and retired",
+    )
+    limits.add_argument(
+        "--max-diagnostic-codes", type=int, default=ledger_defaults.max_diagnostic_codes, help="per snapshot"
+    )
+    limits.add_argument(
+        "--max-streams", type=int, default=stream_defaults.max_streams, help="open ingest streams"
+    )
+    limits.add_argument(
+        "--max-streams-per-peer",
+        type=int,
+        default=stream_defaults.max_streams_per_peer,
+        help="open ingest streams per identity (or per address without one)",
+    )
+    limits.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=stream_defaults.max_pending_bytes,
+        help="bytes of one stream's unfinished (chunked) snapshot",
+    )
+    limits.add_argument(
+        "--max-pending-bytes-total",
+        type=int,
+        default=stream_defaults.max_pending_bytes_total,
+        help="bytes of unfinished snapshots over all streams",
+    )
+    parser.add_argument(
         "--expire-interval",
         type=float,
         default=30.0,
@@ -97,7 +139,19 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         series=series,
         stale_after=args.stale_after,
         retired_grace=args.retired_grace,
+        node_expiry=args.node_expiry,
         expire_interval=args.expire_interval,
+        ledger_limits=Limits(
+            max_nodes=args.max_nodes,
+            max_counters_per_node=args.max_counters_per_node,
+            max_diagnostic_codes=args.max_diagnostic_codes,
+        ),
+        stream_limits=StreamLimits(
+            max_streams=args.max_streams,
+            max_streams_per_peer=args.max_streams_per_peer,
+            max_pending_bytes=args.max_pending_bytes,
+            max_pending_bytes_total=args.max_pending_bytes_total,
+        ),
         max_message_bytes=args.max_message_bytes,
         hits_window_seconds=args.hits_window,
         hits_window_max=args.hits_window_max,

@@ -35,7 +35,10 @@ Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
 * a key missing from a full snapshot, or listed as removed in a delta, is *retired*: its
   totals stay (node and cluster sums keep them forever), it comes back to life with the
   rules above if it reappears, and :meth:`Ledger.expire` hands it over after a grace
-  period so its per-workload series can be removed.
+  period so its per-workload series can be removed;
+* a node that has had no stream and no snapshot for ``node_expiry`` seconds is forgotten
+  whole (:meth:`Ledger.forget_nodes`): its counters are handed over so that its own
+  series can leave while the cluster sums keep what it counted.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from calico_accountant.records import CounterKey, CounterRecord
 __all__ = [
     "CounterState",
     "ExpiredCounter",
+    "ForgottenNode",
     "Increase",
     "Ledger",
     "Limits",
@@ -183,6 +187,14 @@ class ExpiredCounter:
     state: CounterState
 
 
+@dataclass(frozen=True, slots=True)
+class ForgottenNode:
+    """A node that stopped reporting long ago: the ledger forgot it and its counters."""
+
+    node: str
+    counters: tuple[CounterState, ...]
+
+
 @dataclass(slots=True)
 class NodeState:
     """What the aggregator knows about one node's agent."""
@@ -238,12 +250,18 @@ class Ledger:
     """Monotonic totals for every node; see the module docstring for the rules."""
 
     def __init__(
-        self, *, stale_after: float = 120.0, retired_grace: float = 600.0, limits: Limits | None = None
+        self,
+        *,
+        stale_after: float = 120.0,
+        retired_grace: float = 600.0,
+        node_expiry: float = 3600.0,
+        limits: Limits | None = None,
     ) -> None:
-        if stale_after <= 0 or retired_grace < 0:
-            raise ValueError("stale_after must be > 0 and retired_grace >= 0")
+        if stale_after <= 0 or retired_grace < 0 or node_expiry <= 0:
+            raise ValueError("stale_after and node_expiry must be > 0 and retired_grace >= 0")
         self.stale_after = stale_after
         self.retired_grace = retired_grace
+        self.node_expiry = node_expiry
         self.limits = limits or Limits()
         self._nodes: dict[str, _NodeLedger] = {}
 
@@ -395,6 +413,16 @@ class Ledger:
             entry.state.counters_retired -= len(gone)
             entry.state.counters_known -= len(gone)
         return expired
+
+    def forget_nodes(self, now: float) -> list[ForgottenNode]:
+        """Forget every node without a stream that sent nothing for ``node_expiry``
+        seconds, and return them with their counters."""
+        gone = [
+            name
+            for name, entry in self._nodes.items()
+            if not entry.state.connected and now - entry.state.received_at >= self.node_expiry
+        ]
+        return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.values())) for name in gone]
 
     # -- internals -------------------------------------------------------------------
 

@@ -34,11 +34,13 @@ from aggregator.datastore.spec import parse_datastore_spec
 from aggregator.exposition.serving import serve_metrics
 from aggregator.hits.hub import HitHub, HitMetrics
 from aggregator.hits.servicer import PolicyHitsServicer
+from aggregator.ingest.limits import StreamLimits
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.servicer import IngestServicer
-from aggregator.ledger import Ledger
+from aggregator.ledger import Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
+from aggregator.trust.access import AccessRules
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
@@ -74,7 +76,11 @@ class AggregatorConfig:
     series: SeriesOptions = field(default_factory=SeriesOptions)
     stale_after: float = 120.0
     retired_grace: float = 600.0
+    node_expiry: float = 3600.0
     expire_interval: float = 30.0
+    ledger_limits: Limits = field(default_factory=Limits)
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    access: AccessRules = field(default_factory=AccessRules)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     hits_window_seconds: float = 600.0
     hits_window_max: int = 100_000
@@ -82,9 +88,16 @@ class AggregatorConfig:
     shutdown_grace: float = 2.0
 
 
+MAX_METADATA_BYTES = 16 * 1024
+"""Call metadata a client may send (a ServiceAccount token is 1-2 KiB)."""
+MAX_STREAMS_PER_CONNECTION = 100
+
+
 def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     """Explicit size limits (a larger incoming message is refused with RESOURCE_EXHAUSTED;
-    the agent chunks below it) and a ping policy that accepts the agents' keepalives."""
+    the agent chunks below it; metadata and concurrent calls per connection are capped)
+    and a ping policy that accepts the agents' keepalives (every 20 s) but closes a
+    connection that pings more often than every 5 s without data, after two strikes."""
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         # Larger on the way out: a Snapshot of a big cluster's totals is tens of MB (the
@@ -94,7 +107,9 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     ]
 
 
@@ -119,7 +134,12 @@ class Aggregator:
         self.accountant = Accountant(
             resolver,
             options=config.series,
-            ledger=Ledger(stale_after=config.stale_after, retired_grace=config.retired_grace),
+            ledger=Ledger(
+                stale_after=config.stale_after,
+                retired_grace=config.retired_grace,
+                node_expiry=config.node_expiry,
+                limits=config.ledger_limits,
+            ),
         )
         if self.cache is not None:
             self.cache.add_listener(self.accountant.set_resolver)
@@ -130,7 +150,11 @@ class Aggregator:
             metrics=HitMetrics(self.registry),
         )
         self.ingest = IngestServicer(
-            self.accountant, on_increases=self.hub.publish, metrics=IngestMetrics(self.registry)
+            self.accountant,
+            on_increases=self.hub.publish,
+            metrics=IngestMetrics(self.registry),
+            access=config.access,
+            limits=config.stream_limits,
         )
         self.hits = PolicyHitsServicer(self.hub, self.accountant, started=self.started)
         self.health = HealthServicer()

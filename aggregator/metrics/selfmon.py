@@ -187,6 +187,14 @@ def self_metrics(view: StateView, version: str) -> list[SimpleMetric]:
             (((), float(view.expired_counters)),),
         ),
         SimpleMetric(
+            "calico_accountant_forgotten_nodes_total",
+            "counter",
+            "Nodes forgotten after --node-expiry without a stream or a snapshot: their series left, their "
+            "counts stay in the cluster sums.",
+            (),
+            (((), float(view.forgotten_nodes)),),
+        ),
+        SimpleMetric(
             "calico_accountant_catalog_changes_total",
             "counter",
             "Datastore catalog changes applied to the series (and full rebuilds).",

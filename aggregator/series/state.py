@@ -14,8 +14,9 @@ reset there, which it handles).
 
 Series removal: per-workload series (and the compatibility names) leave once every
 counter behind them expired (retired for the ledger's grace period: the pod is gone);
-node and cluster series keep those totals forever (an archive survives rebuilds), so
-sums never drop.
+node and cluster series keep those totals (an archive survives rebuilds), so sums never
+drop.  When the ledger forgets a whole node (it stopped reporting), the node's own
+series leave too, and only the series that sum over nodes keep what it counted.
 
 A cap on the number of series refuses new series beyond it and counts them; cluster and
 node series are admitted before workload series when rebuilding.
@@ -79,6 +80,10 @@ class SeriesState:
                 self._projections.append(None if len(keep) == len(family.labels) else keep)
                 self.label_names.append(tuple(family.labels[i] for i in keep))
         self.values: list[dict[tuple[str, ...], tuple[int, int]]] = [{} for _ in self.families]
+        self._node_label: list[int | None] = [
+            names.index("node") if "node" in names else None for names in self.label_names
+        ]
+        """Per family, the position of its ``node`` label (after the allow-list), if any."""
         self._holders: dict[_SeriesRef, int] = {}
         self._archive: dict[_SeriesRef, tuple[int, int]] = {}
         self._routes: dict[CounterPlace, _Route] = {}
@@ -133,6 +138,25 @@ class SeriesState:
                     self._archive[ref] = (packets + item.state.total_packets, octets + item.state.total_bytes)
                 removed += self._release_series(ref)
             self._forget(where, route)
+        return removed
+
+    def forget_node(self, node: str, counters: Iterable[CounterState]) -> int:
+        """The ledger forgot ``node``: its counters expire, and every series labelled with
+        the node leaves (with its archive); series summed over nodes keep its totals.
+        Returns the number of series removed."""
+        removed = self.expire(ExpiredCounter(node, state) for state in counters)
+        for index, position in enumerate(self._node_label):
+            if position is None:
+                continue
+            values = self.values[index]
+            for labels in [labels for labels in values if labels[position] == node]:
+                ref = (index, labels)
+                if self._holders.get(ref):
+                    continue
+                self._archive.pop(ref, None)
+                del values[labels]
+                self.series_count -= 1
+                removed += 1
         return removed
 
     def set_resolver(self, resolver: Resolver, ledger: Ledger) -> int:

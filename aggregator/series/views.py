@@ -76,6 +76,7 @@ class StateView:
     overflow: Mapping[str, int]
     resolution_errors: int
     expired_counters: int = 0
+    forgotten_nodes: int = 0
     rebuilds: int = 0
     moved_counters: int = 0
     levels: frozenset[Level] = field(default_factory=frozenset)
