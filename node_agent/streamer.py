@@ -8,8 +8,10 @@ Protocol (see ``snapshot.proto``):
 * one snapshot is in flight at a time (stop-and-wait on its ack): at one read per
   10 s this costs nothing, and it makes "the acknowledged state" unambiguous;
 * an ack with ``resync_requested`` makes the next snapshot full again, on the same
-  stream; any stream error or a missing ack reconnects, with jittered exponential
-  backoff, and the new stream starts with a full snapshot.
+  stream; if even a full snapshot is refused, its sequence is behind what the
+  aggregator saw of this instance, and the agent continues as a new instance (new id,
+  sequence from 1) on a new stream; any stream error or a missing ack reconnects, with
+  jittered exponential backoff, and the new stream starts with a full snapshot.
 
 Reading never waits for the network: reads go into a :class:`LatestSlot`, which keeps
 only the newest one, and the streamer takes whatever is newest when it is ready to send.
@@ -271,6 +273,14 @@ class Streamer:
         if ack.resync_requested:
             self.metrics.resyncs.inc()
             log.info("aggregator asked for a full resync: %s", ack.message or "(no reason given)")
+            if full:
+                # Even a full snapshot is out of sequence: the aggregator has seen a later
+                # sequence of this instance (a restored checkpoint, or someone else using
+                # our instance id).  A new instance starts a new sequence; kernel counters
+                # did not reset, so nothing is counted twice.
+                self.instance_id = uuid.uuid4().hex
+                self.sequence = 0
+                raise StreamBroken(f"full snapshot refused ({ack.message}); continuing as a new instance")
             return None
         return read.records
 
