@@ -41,6 +41,7 @@ from aggregator.ledger import Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
+from aggregator.trust.identity import Identify, no_identity
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
@@ -149,14 +150,18 @@ class Aggregator:
             buffer_hits=config.watch_buffer,
             metrics=HitMetrics(self.registry),
         )
+        identify: Identify = no_identity
         self.ingest = IngestServicer(
             self.accountant,
             on_increases=self.hub.publish,
             metrics=IngestMetrics(self.registry),
             access=config.access,
+            identify=identify,
             limits=config.stream_limits,
         )
-        self.hits = PolicyHitsServicer(self.hub, self.accountant, started=self.started)
+        self.hits = PolicyHitsServicer(
+            self.hub, self.accountant, started=self.started, access=config.access, identify=identify
+        )
         self.health = HealthServicer()
         self.server = grpc.aio.server(options=server_options(config))
         snapshot_pb2_grpc.add_IngestServicer_to_server(self.ingest, self.server)  # type: ignore[no-untyped-call]

@@ -23,6 +23,8 @@ from aggregator.hits.convert import counter_to_hit, policy_names
 from aggregator.hits.filters import HitFilterSpec
 from aggregator.hits.hub import HitHub
 from aggregator.series.views import NodeView, ResolvedTotal
+from aggregator.trust.access import AccessRules
+from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant import __version__
 from calico_accountant.contract import HITS_API_VERSION
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -48,7 +50,11 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
         started: float | None = None,
         version: str = __version__,
         clock: Callable[[], float] = time.time,
+        access: AccessRules | None = None,
+        identify: Identify = no_identity,
     ) -> None:
+        self._access = access or AccessRules()
+        self._identify = identify
         self._hub = hub
         self._state = state
         self._clock = clock
@@ -58,6 +64,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
     async def Watch(
         self, request: hpb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[hpb.HitBatch]:
+        await self._admit(context)
         spec = await _filter_or_abort(request.filter, context)
         since: float | None = None
         if request.HasField("since"):
@@ -73,6 +80,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
     async def Snapshot(
         self, request: hpb.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> hpb.SnapshotResponse:
+        await self._admit(context)
         spec = await _filter_or_abort(request.filter, context)
         now = datetime.now(UTC)
         totals = await asyncio.to_thread(self._state.totals)
@@ -86,12 +94,14 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
     async def ListNodes(
         self, request: hpb.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> hpb.ListNodesResponse:
+        identity = await self._admit(context)
+        show_instances = self._access.shows_instance_ids(identity)
         response = hpb.ListNodesResponse()
         for view in await asyncio.to_thread(self._state.node_views, self._clock()):
             status = hpb.NodeStatus(
                 node=view.node,
                 connected=view.connected,
-                agent_instance_id=view.instance_id,
+                agent_instance_id=view.instance_id if show_instances else "",
                 sequence=view.sequence,
                 stale=view.stale,
             )
@@ -105,6 +115,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
     async def ServerStatus(
         self, request: hpb.ServerStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> hpb.ServerStatusResponse:
+        await self._admit(context)
         views = await asyncio.to_thread(self._state.node_views, self._clock())
         response = hpb.ServerStatusResponse(
             agents_connected=sum(1 for v in views if v.connected),
@@ -114,6 +125,19 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
         )
         response.uptime.FromSeconds(int(max(0.0, self._clock() - self._started)))
         return response
+
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
+        """The caller's identity, or the call ends ``PERMISSION_DENIED`` when it may not
+        use the consumer API (``UNAUTHENTICATED`` for an invalid credential)."""
+        try:
+            identity = self._identify(context)
+        except PermissionError as error:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+            raise  # not reached: abort raises
+        if not self._access.may_consume(identity):
+            who = str(identity) if identity is not None else "a caller without a verified identity"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{who} may not use the policy-hit API")
+        return identity
 
 
 async def _filter_or_abort(

@@ -42,19 +42,15 @@ from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ingest.metrics import IngestMetrics, RejectReason
 from aggregator.series.views import ResolvedIncrease
 from aggregator.trust.access import AccessRules
-from aggregator.trust.identity import PeerIdentity
+from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire import ChunkAssembler, DecodedSnapshot, WireError, decode_snapshot
 
-__all__ = ["Accounting", "Identify", "IngestServicer"]
+__all__ = ["Accounting", "IngestServicer", "peer_address"]
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
-
-Identify = Callable[[grpc.aio.ServicerContext[Any, Any]], PeerIdentity | None]
-"""Who the caller is, as its transport proved it (None: no verified identity).  Raises
-:class:`PermissionError` for a credential that is present but invalid (a bad token)."""
 
 LOG_INTERVAL = 60.0
 """Seconds between two log lines about the same peer and reason."""
@@ -66,10 +62,6 @@ class Accounting(Protocol):
     def apply(self, update: DecodedSnapshot, now: float) -> list[ResolvedIncrease]: ...
 
     def set_connected(self, node: str, connected: bool) -> None: ...
-
-
-def _no_identity(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
-    return None
 
 
 class _Stream:
@@ -106,7 +98,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         on_increases: Callable[[Sequence[ResolvedIncrease]], object] | None = None,
         metrics: IngestMetrics | None = None,
         access: AccessRules | None = None,
-        identify: Identify = _no_identity,
+        identify: Identify = no_identity,
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.time,
         inline_below: int = 2000,
@@ -134,7 +126,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 context, _Abort(grpc.StatusCode.UNAUTHENTICATED, str(error), RejectReason.IDENTITY)
             )
             return
-        peer = identity.subject if identity is not None else _address(context.peer())
+        peer = identity.subject if identity is not None else peer_address(context.peer())
         problem = self._admission.open(peer)
         if problem is not None:
             await self._refuse(
@@ -169,7 +161,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._metrics.stream_errors.labels(abort.code.name).inc()
         if abort.reason is not None:
             self._metrics.rejected.labels(abort.reason.value).inc()
-        peer = stream.peer if stream is not None else _address(context.peer())
+        peer = stream.peer if stream is not None else peer_address(context.peer())
         self._log_refusal(peer, abort.reason or RejectReason.MALFORMED, abort.message, stream)
         await context.abort(abort.code, abort.message)
 
@@ -324,7 +316,7 @@ class IngestServicer(pb_grpc.IngestServicer):
             self._accounting.set_connected(stream.node, True)
 
 
-def _address(peer: str) -> str:
+def peer_address(peer: str) -> str:
     """``ipv4:10.0.0.1:51234`` / ``ipv6:[::1]:51234`` without the port: one peer per host."""
     kind, _, rest = peer.partition(":")
     if kind == "ipv6" and rest.startswith("["):

@@ -10,10 +10,13 @@ in a snapshot): :mod:`aggregator.trust.access` compares the two.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Credential", "PeerIdentity", "bearer_token", "certificate_identity"]
+import grpc.aio
+
+__all__ = ["Credential", "Identify", "PeerIdentity", "bearer_token", "certificate_identity", "no_identity"]
 
 
 class Credential(enum.StrEnum):
@@ -63,4 +66,15 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
         scheme, _, token = text.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
+    return None
+
+
+Identify = Callable[[grpc.aio.ServicerContext[Any, Any]], PeerIdentity | None]
+"""Who the caller of a call is, as its transport proved it (None: no verified identity).
+Raises :class:`PermissionError` for a credential that is present but invalid (a bad
+token): a wrong credential is refused, never treated as none."""
+
+
+def no_identity(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
+    """The :data:`Identify` of a server without client authentication."""
     return None
