@@ -22,6 +22,7 @@ from calico_accountant.records import Direction, Verdict
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant_cli.terminal import terminal_safe
 
 __all__ = [
     "ClientError",
@@ -257,7 +258,7 @@ ROW_HEADER = (
 
 def format_hit_row(hit: hpb.Hit) -> str:
     direction = spb.Direction.Name(hit.direction).lower() if hit.direction else "-"
-    return (
+    return terminal_safe(
         f"{_time_text(hit):<19} {hit.node:<16} {workload_text(hit):<36} {direction:<7} {hit.verdict:<7} "
         f"{policy_text(hit):<36} {hit.packets} {hit.bytes}"
     )

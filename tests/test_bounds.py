@@ -9,6 +9,8 @@ import pytest
 from accounting_support import FakeCatalog, accept, no_policy_drop, snapshot
 
 from aggregator.accountant import Accountant, SnapshotRefused
+from aggregator.datastore.file import DatastoreFileError, decode_text
+from aggregator.datastore.objects import BadObject, object_from_etcd
 from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ledger import Ledger, Limits, RefusalProblem
 from calico_accountant.v1 import snapshot_pb2 as pb
@@ -178,3 +180,29 @@ def test_invented_node_names_cannot_grow_memory_without_bound() -> None:
         assert len(ledger.node_names()) <= 50
         acct.expire(round_ * 100.0 + 61)
     assert accepted == 20 * 50
+
+
+PREFIX = "/calico/resources/v3/projectcalico.org/"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('{"spec": ' + "[" * 100_000 + "]" * 100_000 + "}", "too_deep"),
+        ('{"spec": ' + '{"a": ' * 100 + "1" + "}" * 100 + "}", "too_deep"),
+        ('{"spec": {"x": "' + "y" * (3 * 1024 * 1024 // 2) + '"}}', "too_large"),
+    ],
+)
+def test_poison_datastore_values_are_refused_with_a_reason(value: str, reason: str) -> None:
+    with pytest.raises(BadObject) as refused:
+        object_from_etcd(f"{PREFIX}globalnetworkpolicies/default.poison", value)
+    assert refused.value.reason == reason
+
+
+def test_a_deeply_nested_datastore_file_is_a_clear_error() -> None:
+    with pytest.raises(DatastoreFileError, match="nested too deep"):
+        decode_text("[" * 100_000 + "]" * 100_000)
+    result = decode_text(
+        '[{"kind": "GlobalNetworkPolicy", "metadata": {"name": "x"}, "spec": ' + "[" * 80 + "]" * 80 + "}]"
+    )
+    assert result.objects == [] and result.bad == {"too_deep": 1}

@@ -43,13 +43,16 @@ def decode_text(text: str) -> DecodeResult:
     """Decode a datastore file's text (pure); raises :class:`DatastoreFileError` if unparseable."""
     stripped = text.lstrip()
     documents: list[Any]
-    if stripped.startswith(("[", "{")):
-        try:
-            documents = [json.loads(text)]
-        except ValueError:
+    try:
+        if stripped.startswith(("[", "{")):
+            try:
+                documents = [json.loads(text)]
+            except ValueError:
+                documents = _load_yaml(text)
+        else:
             documents = _load_yaml(text)
-    else:
-        documents = _load_yaml(text)
+    except RecursionError:
+        raise DatastoreFileError("nested too deep to be a file of Calico objects") from None
     return decode_documents(documents)
 
 

@@ -180,6 +180,8 @@ def object_from_manifest(document: Mapping[str, Any], revision: int = 0) -> Cali
     kind = document.get("kind")
     if not isinstance(kind, str) or not kind:
         raise BadObject("missing_kind", f"document without kind: {_preview(document)}")
+    if nesting_depth(document) > MAX_NESTING:
+        raise BadObject("too_deep", f"{kind}: nested more than {MAX_NESTING} levels")
     resource = _BY_KIND.get(kind)
     if resource is None:
         return None
@@ -301,9 +303,19 @@ def _decode_etcdctl_json(document: Mapping[str, Any], result: DecodeResult) -> N
             result.objects.append(obj)
 
 
+MAX_VALUE_BYTES = 1024 * 1024
+"""Largest value decoded.  Calico objects are a few KiB (a big policy tens of KiB);
+etcd accepts up to 1.5 MiB, so a larger one is poison, not a policy."""
+MAX_NESTING = 64
+"""Deepest JSON nesting accepted: the catalog compares and walks bodies, and a value
+nested thousands deep would exhaust the interpreter's recursion limit there."""
+
+
 def _decode_value(key: str, value: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
+    if len(value) > MAX_VALUE_BYTES:
+        raise BadObject("too_large", f"{key}: value of {len(value)} bytes (at most {MAX_VALUE_BYTES})")
     if isinstance(value, bytes):
         try:
             value = value.decode()
@@ -315,9 +327,32 @@ def _decode_value(key: str, value: str | bytes | Mapping[str, Any]) -> Mapping[s
         body = json.loads(value)
     except ValueError as error:
         raise BadObject("not_json", f"{key}: {error}") from error
+    except RecursionError:
+        raise BadObject("too_deep", f"{key}: JSON nested too deep") from None
     if not isinstance(body, dict):
         raise BadObject("not_an_object", f"{key}: value is JSON {type(body).__name__}, not an object")
+    if nesting_depth(body) > MAX_NESTING:
+        raise BadObject("too_deep", f"{key}: JSON nested more than {MAX_NESTING} levels")
     return body
+
+
+def nesting_depth(value: object) -> int:
+    """How deep lists and objects nest in ``value`` (iterative: safe on any input)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_shape(kind: str, key: str, body: Mapping[str, Any]) -> None:

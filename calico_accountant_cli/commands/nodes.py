@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from calico_accountant_cli.terminal import terminal_safe
+
 
 def register(subparsers: Any) -> None:
     from calico_accountant_cli.commands.hit_args import add_server_argument
@@ -51,8 +53,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     now = datetime.now(UTC)
     print(
-        f"aggregator {status.version}: {status.agents_connected} of {status.nodes_known} agents connected, "
-        f"up {status.uptime.seconds}s"
+        terminal_safe(
+            f"aggregator {status.version}: {status.agents_connected} of {status.nodes_known} agents "
+            f"connected, up {status.uptime.seconds}s"
+        )
     )
     print(f"{'NODE':<24} {'AGENT':<13} {'LAST SNAPSHOT':<14} {'SEQUENCE':>8}  DIAGNOSTICS")
     for node in nodes.nodes:
@@ -67,5 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         diagnostics = ", ".join(
             f"{code}={count}" for code, count in sorted(node.diagnostic_counts.items()) if count
         )
-        print(f"{node.node:<24} {state:<13} {last:<14} {node.sequence:>8}  {diagnostics or '-'}")
+        print(
+            terminal_safe(f"{node.node:<24} {state:<13} {last:<14} {node.sequence:>8}  {diagnostics or '-'}")
+        )
     return 0

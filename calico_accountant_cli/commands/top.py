@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from calico_accountant_cli.terminal import terminal_safe
+
 
 def register(subparsers: Any) -> None:
     from calico_accountant_cli.commands.hit_args import add_filter_arguments, add_server_argument
@@ -95,7 +97,7 @@ def render(window: _Window, now: float, limit: int, title: str) -> str:
         lines += ["", f"EVENTS LOST: {window.lost} hits (this client fell behind; rates are low)"]
     if window.error:
         lines += ["", f"error: {window.error}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(terminal_safe(line) for line in lines) + "\n"
 
 
 def _run(args: argparse.Namespace) -> int:
