@@ -257,26 +257,45 @@ def split_inline_counters(body: str) -> tuple[str, str, str] | None:
 
 
 def scan(data: str | bytes, source: str = "", family: int | None = None) -> ScanResult:
-    """One input's text to its filter table, with diagnostics.  Never raises.
-
-    The loop is the hot path of a cold parse (150k lines on a big node): it does the
-    least per line that it can, taking only the chain, the target and the counters.
-    """
+    """One input's text to its filter table, with diagnostics.  Never raises."""
     text, diagnostics = decode_input(data, source)
     table = FilterTable(source=source, family=family or detect_family(text))
     if not text.strip():
         diagnostics.append(Diagnostic("empty_input", "input is empty: no table to read", 0, source))
         return ScanResult(table, diagnostics, 0, 0, False)
-    chains = table.chains
+    lines = text.split("\n")
+    # A garbled last line with no newline after it was cut short (0: no such line).
+    cut_line = 0
+    if text.endswith("\n"):
+        lines.pop()
+    else:
+        cut_line = len(lines)
+    # Felix's comments never need escapes; only then must each line be checked for them.
+    quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
+    rule_lines, prefix_form = _read_lines(lines, table, diagnostics, cut_line, quoting_needs_care)
+    return ScanResult(table, diagnostics, rule_lines, len(lines), prefix_form)
+
+
+def _read_lines(
+    lines: list[str],
+    table: FilterTable,
+    diagnostics: list[Diagnostic],
+    cut_line: int,
+    quoting_needs_care: bool,
+) -> tuple[int, bool]:
+    """The lines into ``table`` (and ``diagnostics``): (rule lines understood, whether every
+    rule line carried a well-formed ``[p:b]`` prefix).
+
+    The loop is the hot path of a cold parse (150k lines on a big node): it does the
+    least per line that it can, taking only the chain, the target and the counters.  It
+    inlines :func:`target_of` and :func:`rule_id_of`, so a felix rule in ``[p:b]`` form
+    costs no Python-level call; helpers run once per chain, for the other forms and on
+    bad lines.
+    """
+    source = table.source
     declared = table.declared
     packets_by_slot = table.packets
     octets_by_slot = table.octets
-    lines = text.split("\n")
-    trailing_newline = text.endswith("\n")
-    if trailing_newline:
-        lines.pop()
-    last_number = len(lines)
-
     in_filter = True
     open_table = ""
     open_line = 0
@@ -286,15 +305,13 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
     current_chain = ""
     current_rules: list[Rule] = []
     make_rule = new_rule  # a local name: looked up once per rule line
-    # Felix's comments never need escapes; only then must each line be checked for them.
-    quoting_needs_care = "\\" in text or "'" in text or text.count('"') % 2 == 1
 
     for number, line in enumerate(lines, start=1):
         first = line[:1]
         if first == "[":
             close = line.find("] -A ")
             if close == -1:
-                _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
+                _garbled(diagnostics, line, number, source, number == cut_line)
                 prefix_form = False
                 continue
             colon = line.find(":", 1, close)
@@ -305,9 +322,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             except ValueError:
                 packets = octets = -1
             if not (0 <= packets <= MAX_COUNTER and 0 <= octets <= MAX_COUNTER) or line[1:2] in "+- ":
-                diagnostics.append(
-                    Diagnostic("bad_counter", f"unreadable counter [{line[1:close]}]", number, source)
-                )
+                diagnostics.append(_bad_counter(f"[{line[1:close]}]", number, source))
                 packets = octets = -1
                 prefix_form = False
         elif first == "-":
@@ -326,14 +341,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
                     packets = _parse_int(pkts_text)
                     octets = _parse_int(octets_text)
                     if packets < 0 or octets < 0:
-                        diagnostics.append(
-                            Diagnostic(
-                                "bad_counter",
-                                f"unreadable counter -c {pkts_text} {octets_text}",
-                                number,
-                                source,
-                            )
-                        )
+                        diagnostics.append(_bad_counter(f"-c {pkts_text} {octets_text}", number, source))
                         packets = octets = -1
         elif first == ":":
             if in_filter:
@@ -345,9 +353,7 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             continue
         elif first == "*":
             if open_table:
-                diagnostics.append(
-                    Diagnostic("missing_commit", f"table {open_table} has no COMMIT", open_line, source)
-                )
+                diagnostics.append(_missing_commit(open_table, open_line, source))
             open_table = line[1:].strip()
             in_filter = open_table == "filter"
             open_line = number
@@ -357,46 +363,32 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
             continue
         elif line.startswith("Chain ") and not listing_hint:
             listing_hint = True
-            diagnostics.append(
-                Diagnostic(
-                    "unsupported_format",
-                    "this looks like `iptables -L` output, which has no rule identities; "
-                    "give `iptables-save -c` (or `iptables -S -v`) instead",
-                    number,
-                    source,
-                )
-            )
+            diagnostics.append(Diagnostic("unsupported_format", _LISTING_OUTPUT, number, source))
             continue
         else:
-            _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
+            _garbled(diagnostics, line, number, source, number == cut_line)
             continue
 
         if (quoting_needs_care and '"' in body) or not body.startswith("-A "):
             checked = normalize_body(body)
             if checked is None:
-                _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
+                _garbled(diagnostics, line, number, source, number == cut_line)
                 prefix_form = False
                 continue
             body = checked
         space = body.find(" ", 3)
         chain = body[3:space] if space != -1 else body[3:]
         if not chain:
-            _garbled(diagnostics, line, number, source, number == last_number and not trailing_newline)
+            _garbled(diagnostics, line, number, source, number == cut_line)
             prefix_form = False
             continue
         packets_by_slot.append(packets)
         octets_by_slot.append(octets)
         if in_filter:
             if chain != current_chain:
+                # Once per run of one chain's rules, not per line.
                 current_chain = chain
-                found = chains.get(chain)
-                if found is None:
-                    found = chains[chain] = []
-                    if declared and chain not in declared:
-                        diagnostics.append(
-                            Diagnostic("unknown_chain", f"rule for undeclared chain {chain}", number, source)
-                        )
-                current_rules = found
+                current_rules = _rules_of(table, chain, number, diagnostics)
             position = body.rfind(" -j ")
             if position == -1:
                 position = body.rfind(" -g ")
@@ -411,10 +403,35 @@ def scan(data: str | bytes, source: str = "", family: int | None = None) -> Scan
         ordinal += 1
 
     if open_table:
-        diagnostics.append(
-            Diagnostic("missing_commit", f"table {open_table} has no COMMIT", open_line, source)
-        )
-    return ScanResult(table, diagnostics, ordinal, len(lines), prefix_form)
+        diagnostics.append(_missing_commit(open_table, open_line, source))
+    return ordinal, prefix_form
+
+
+_LISTING_OUTPUT = (
+    "this looks like `iptables -L` output, which has no rule identities; "
+    "give `iptables-save -c` (or `iptables -S -v`) instead"
+)
+
+
+def _rules_of(table: FilterTable, chain: str, number: int, diagnostics: list[Diagnostic]) -> list[Rule]:
+    """The rule list of ``chain``, made at its first rule (with an ``unknown_chain``
+    diagnostic when the input declares chains, but not this one, before it)."""
+    found = table.chains.get(chain)
+    if found is None:
+        found = table.chains[chain] = []
+        if table.declared and chain not in table.declared:
+            diagnostics.append(
+                Diagnostic("unknown_chain", f"rule for undeclared chain {chain}", number, table.source)
+            )
+    return found
+
+
+def _bad_counter(shown: str, number: int, source: str) -> Diagnostic:
+    return Diagnostic("bad_counter", f"unreadable counter {shown}", number, source)
+
+
+def _missing_commit(table: str, line: int, source: str) -> Diagnostic:
+    return Diagnostic("missing_commit", f"table {table} has no COMMIT", line, source)
 
 
 def _garbled(diagnostics: list[Diagnostic], line: str, number: int, source: str, last: bool) -> None:

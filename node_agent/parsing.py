@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
-from node_agent.attribution import CompiledPlans, plan_table
+from node_agent.attribution.compiled import CompiledPlans
+from node_agent.attribution.planning import plan_table
 from node_agent.columnar import parse_columnar
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
 
@@ -144,8 +145,9 @@ class SteadyStateParser:
 
     def __init__(self, *, family: int | None = None, columnar: bool = True) -> None:
         """``columnar=False`` never tries the columnar cold parse: every full read takes the
-        general path (:func:`~node_agent.iptables_save.scan` + :func:`~node_agent.attribution.plan_table`),
-        the reference the columnar path must agree with (``tests/test_parser_paths.py``)."""
+        general path (:func:`~node_agent.iptables_save.scan` +
+        :func:`~node_agent.attribution.planning.plan_table`), the reference the columnar path
+        must agree with (``tests/test_parser_paths.py``)."""
         self._family = family
         self._columnar = columnar
         self._remembered: dict[str, _Remembered] = {}

@@ -12,8 +12,9 @@ which reuse the general planner's helpers.
 It is a fast path, never the only path: :func:`parse_columnar` returns None for anything
 it does not fully understand (escapes or odd quoting, other tables, ``-P``/``-N`` forms,
 bad counters, undeclared or interleaved chains, a missing chain...), and the caller then
-runs the general :func:`~node_agent.iptables_save.scan` + :func:`~node_agent.attribution.plan_table`,
-which gives the same result for input this path accepts (``tests/test_parser_paths.py``).
+runs the general :func:`~node_agent.iptables_save.scan` +
+:func:`~node_agent.attribution.planning.plan_table`, which gives the same result for input
+this path accepts (``tests/test_parser_paths.py``).
 
 The stages, each a function of what the earlier ones returned (one module each):
 
@@ -34,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calico_accountant.records import Diagnostic
-from node_agent.attribution import CompiledPlans, plan_policy_rules
+from node_agent.attribution.compiled import CompiledPlans
+from node_agent.attribution.planning import plan_policy_rules
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers

@@ -1,6 +1,6 @@
 """Stage 8 of the columnar parse: the plans as columns, ready to evaluate.
 
-Why columns: :class:`~node_agent.attribution.CompiledPlans` evaluates plans laid out as
+Why columns: :class:`~node_agent.attribution.compiled.CompiledPlans` evaluates plans laid out as
 one list per field, so the accept and deny plans of the jumps are built straight into
 that layout (a ``CounterKey`` per record, C-level) without a ``RecordPlan`` per record;
 only the few other plans (drops, profiles, policy rules) are converted.
@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from calico_accountant.records import CounterKey, Kind
-from node_agent.attribution import CompiledPlans, PlanColumns, RecordPlan, new_key
+from node_agent.attribution.compiled import CompiledPlans, PlanColumns
+from node_agent.attribution.plans import RecordPlan, new_key
 from node_agent.columnar.jumps import AcceptedJumps
 from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns

@@ -5,13 +5,14 @@ by flow conservation inside the endpoint chain; it is left out, with a ``deny_no
 diagnostic, where that could include passed packets (see ``docs/attribution.md``).
 Why a stage of its own: in most tables no policy can pass, and then nothing here runs
 per jump; otherwise only the jumps near a policy that may pass ask the general
-planner's :func:`~node_agent.attribution.deny_inexact_reason`.
+planner's :func:`~node_agent.attribution.planning.deny_inexact_reason`.
 """
 
 from __future__ import annotations
 
 from calico_accountant.records import Diagnostic
-from node_agent.attribution import ChainFacts, deny_inexact_reason
+from node_agent.attribution.chains import ChainFacts
+from node_agent.attribution.planning import deny_inexact_reason
 from node_agent.columnar.jumps import AcceptedJumps, Jumps
 from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns, rule_at

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_ACCEPTED_MARKER
 from calico_accountant.records import Direction
-from node_agent.attribution import ChainFacts
+from node_agent.attribution.chains import ChainFacts
 from node_agent.columnar.rows import Irregular
 from node_agent.columnar.rules import RuleClass, RuleColumns
 from node_agent.columnar.runs import Runs

@@ -22,7 +22,8 @@ from calico_accountant.felix.chains import (
     UNTIERED,
 )
 from calico_accountant.records import Kind
-from node_agent.attribution import ChainFacts, RecordPlan, new_key, new_plan
+from node_agent.attribution.chains import ChainFacts
+from node_agent.attribution.plans import RecordPlan, new_key, new_plan
 from node_agent.columnar.rows import Irregular, Rows, body_of
 from node_agent.columnar.rules import RuleColumns
 from node_agent.columnar.runs import Runs

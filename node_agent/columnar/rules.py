@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from calico_accountant.felix.chains import POLICY_JUMP_PREFIXES, PROFILE_CHAIN_PREFIXES
-from node_agent.attribution import ChainFacts, learn_marks_from
+from node_agent.attribution.chains import ChainFacts
+from node_agent.attribution.marks import learn_marks_from
 from node_agent.columnar.rows import Irregular, Rows, body_of, is_odd
 from node_agent.columnar.runs import Runs
 from node_agent.iptables_save import Rule, new_rule, rule_id_of, target_of

@@ -1,0 +1,165 @@
+"""What planning asks about a policy chain: its verdict rules, its identity comment, its
+members (a group), and whether it can pass packets; :class:`ChainFacts` answers each once
+per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+
+from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_CHAIN_PREFIXES, is_identity_comment
+from calico_accountant.records import RuleAction
+from node_agent.attribution.marks import MarkBits
+from node_agent.iptables_save import Rule, comments_of, has_extra_match, mark_guards_of, set_xmark_of
+
+_POLICY_CHAIN_PREFIXES_TUPLE = tuple(POLICY_CHAIN_PREFIXES)
+DROP_TARGETS = frozenset({"DROP", "REJECT"})
+"""Targets that drop a packet outright."""
+
+
+def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, RuleAction]]:
+    """The rules of a policy chain that give a verdict, in order, with that verdict.
+
+    Plumbing (RETURN, NFLOG, scratch marks, the comment-only identity rule) is skipped.
+    A v3.30+ deny is two rules, ``MARK --set-xmark D/D`` then ``-m mark --mark D/D -j
+    DROP``: the MARK is the verdict (in Calico Enterprise an NFQUEUE rule can sit between
+    them, so only the MARK counts every denied packet) and the guarded DROP is its
+    follow-up, not a second verdict.  The drop bit ``D`` is learned from that DROP.
+    """
+    # Bits the chain clears (``--set-xmark 0x0/S``) are scratch bits of match blocks
+    # (before v3.30 scratch0 is 0x40000, the same bit v3.30 uses to drop): a rule setting
+    # one only records that one alternative of a match matched, it is no verdict.
+    scratch = 0
+    for rule in rules:
+        if rule.target == "MARK":
+            mark = set_xmark_of(rule.body)
+            if mark is not None and mark[0] == 0:
+                scratch |= mark[1]
+    drop_bits = set()
+    for rule in rules:
+        if rule.target in DROP_TARGETS:
+            guards = mark_guards_of(rule.body)
+            if (
+                len(guards) == 1
+                and guards[0][0] == guards[0][1]
+                and not guards[0][2]
+                and guards[0][0] not in (marks.accept, marks.pass_)
+                and not guards[0][0] & scratch
+                and not has_extra_match(rule.body)
+            ):
+                drop_bits.add(guards[0][0])
+    found: list[tuple[Rule, RuleAction]] = []
+    for rule in rules:
+        target = rule.target
+        if target in DROP_TARGETS:
+            if drop_bits and _is_drop_follow_up(rule, drop_bits):
+                continue
+            found.append((rule, RuleAction.DENY))
+        elif target == "MARK":
+            mark = set_xmark_of(rule.body)
+            if mark is None:
+                continue
+            value, mask = mark
+            if not value or value & mask != value:
+                continue
+            if value == marks.accept:
+                found.append((rule, RuleAction.ALLOW))
+            elif value == marks.pass_:
+                found.append((rule, RuleAction.PASS))
+            elif value in drop_bits:
+                found.append((rule, RuleAction.DENY))
+        elif target == "LOG":
+            found.append((rule, RuleAction.LOG))
+    return found
+
+
+def _is_drop_follow_up(rule: Rule, drop_bits: set[int]) -> bool:
+    guards = mark_guards_of(rule.body)
+    return (
+        len(guards) == 1
+        and guards[0][0] in drop_bits
+        and guards[0][0] == guards[0][1]
+        and not has_extra_match(rule.body)
+    )
+
+
+def pass_guarded(rule: Rule, marks: MarkBits) -> bool:
+    """True for a rule only packets with the pass bit clear reach (the next policy jump,
+    an NFLOG or the tier's drop): its counter excludes passed packets."""
+    if has_extra_match(rule.body):
+        return False
+    return any(
+        value == 0 and mask & marks.pass_ and not negated
+        for value, mask, negated in mark_guards_of(rule.body)
+    )
+
+
+def identity_comment(rules: Sequence[Rule]) -> str:
+    """Felix's ``Policy ns/name ingress`` / ``<Kind> ...`` / ``Profile ...`` comment of a chain."""
+    for rule in rules[:2]:
+        if " ingress" in rule.body or " egress" in rule.body:
+            for comment in comments_of(rule.body):
+                if is_identity_comment(comment):
+                    return comment
+    return ""
+
+
+class ChainFacts:
+    """What planning asks about the chains an endpoint chain jumps to (verdicts, identity
+    comment, group members, whether they can pass), each answer computed once per table."""
+
+    __slots__ = ("_comments", "_members", "_pass", "_verdicts", "chains", "marks", "present")
+
+    def __init__(self, chains: Mapping[str, Sequence[Rule]], present: Set[str], marks: MarkBits) -> None:
+        self.chains = chains
+        self.present = present
+        """Chains in the dump: with rules, or only declared (an empty policy)."""
+        self.marks = marks
+        self._verdicts: dict[str, list[tuple[Rule, RuleAction]]] = {}
+        self._comments: dict[str, str] = {}
+        self._members: dict[str, tuple[str, ...]] = {}
+        self._pass: dict[str, bool | None] = {}
+
+    def verdicts_of(self, name: str) -> list[tuple[Rule, RuleAction]] | None:
+        """The verdict rules of a policy chain; None when the chain is not in the dump."""
+        if name not in self.present:
+            return None
+        found = self._verdicts.get(name)
+        if found is None:
+            found = self._verdicts[name] = chain_verdicts(self.chains.get(name, ()), self.marks)
+        return found
+
+    def chain_comment(self, name: str) -> str:
+        comment = self._comments.get(name)
+        if comment is None:
+            comment = self._comments[name] = identity_comment(self.chains.get(name, ()))
+        return comment
+
+    def group_members(self, name: str) -> tuple[str, ...]:
+        members = self._members.get(name)
+        if members is None:
+            members = self._members[name] = tuple(
+                rule.target
+                for rule in self.chains.get(name, ())
+                if rule.target.startswith(_POLICY_CHAIN_PREFIXES_TUPLE)
+            )
+        return members
+
+    def has_pass(self, name: str) -> bool | None:
+        """Whether a policy or group can pass packets; None when that is unknown (chain not in the dump)."""
+        if name in self._pass:
+            return self._pass[name]
+        answer: bool | None = False
+        if name not in self.present:
+            answer = None
+        else:
+            for target in self.group_members(name) if name.startswith(GROUP_CHAIN_PREFIXES) else (name,):
+                rules = self.verdicts_of(target)
+                if rules is None:
+                    answer = None
+                    break
+                if any(action is RuleAction.PASS for _, action in rules):
+                    answer = True
+                    break
+        self._pass[name] = answer
+        return answer
