@@ -13,13 +13,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from felix_render import render, sized_model
-from streaming_support import REPO, Processes, free_port, processes, scale_dump, wait_until, write_atomic
 
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant_cli.hits_client import ClientError, build_filter, parse_duration
 from node_agent.parsing import parse_node
+from tests.support.dumps import scale_dump, write_atomic
+from tests.support.felix_render import render, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import REPO, Processes, processes
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 

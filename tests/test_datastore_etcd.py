@@ -11,28 +11,28 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aetcd
 import pytest
-from etcd_server import SKIP_REASON, EtcdServer, TlsMaterial, etcd_available, make_tls_material
 
 from aggregator.catalog import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
+from tests.support.etcd_server import (
+    SKIP_REASON,
+    EtcdServer,
+    TlsMaterial,
+    etcd_available,
+    make_tls_material,
+)
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason=SKIP_REASON)
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    with EtcdServer() as server:
-        yield server
 
 
 def veth(namespace: str, pod: str) -> str:
@@ -360,7 +360,7 @@ def test_pagination_at_a_pinned_revision(etcd: EtcdServer) -> None:
 
 def test_unreachable_etcd_is_retried_not_fatal() -> None:
     async def scenario() -> None:
-        from etcd_server import free_port
+        from tests.support.etcd_server import free_port
 
         cache = DatastoreCache()
         spec = parse_datastore_spec(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
@@ -427,7 +427,7 @@ def seed_over_tls(server: EtcdServer, tls: TlsMaterial, key: str, value: str) ->
 
 
 def test_next_endpoint_is_used_when_the_first_is_down(etcd: EtcdServer) -> None:
-    from etcd_server import free_port
+    from tests.support.etcd_server import free_port
 
     async def scenario() -> None:
         writer = Writer(etcd)

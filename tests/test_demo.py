@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from etcd_server import EtcdServer, etcd_available
 
 from calico_accountant_cli.demo.supervisor import free_port, python_env
 from calico_accountant_cli.lab.netns import list_namespaces
+from tests.support.etcd_server import EtcdServer, etcd_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -51,10 +51,6 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from etcd_server import SKIP_REASON as ETCD_SKIP
-from etcd_server import EtcdServer, etcd_available
-from prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
-from prometheus_server import PrometheusServer, prometheus_available
 
 from calico_accountant.felix.naming import veth_name
 from calico_accountant_cli.demo.cluster import Cluster, Workload, load_sample_cluster
@@ -76,6 +72,10 @@ from calico_accountant_cli.lab.calico_rules import Layout
 from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools
 from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
 from calico_accountant_cli.lab.traffic import Listener, start_listener
+from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
+from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
+from tests.support.prometheus_server import PrometheusServer, prometheus_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(200)]
 

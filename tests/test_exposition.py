@@ -18,7 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from accounting_support import (
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aggregator.exposition import AccountantCollector, render_accountant, render_text, serve_metrics
+from aggregator.series import Accountant, SeriesOptions
+from calico_accountant.records import CounterRecord, Direction
+from tests.support.accounting import (
     EGRESS,
     FakeCatalog,
     accept,
@@ -29,12 +35,6 @@ from accounting_support import (
     profile_accept,
     snapshot,
 )
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
-from aggregator.exposition import AccountantCollector, render_accountant, render_text, serve_metrics
-from aggregator.series import Accountant, SeriesOptions
-from calico_accountant.records import CounterRecord, Direction
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")

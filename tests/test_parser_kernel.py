@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from felix_render import NodeModel, RenderedTable, node_models, render, render_restore, sized_model
 from hypothesis import HealthCheck, given, settings
 
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
@@ -50,6 +49,14 @@ from calico_accountant_cli.lab.traffic import (
     ping,
     prepare_pods,
     start_listener,
+)
+from tests.support.felix_render import (
+    NodeModel,
+    RenderedTable,
+    node_models,
+    render,
+    render_restore,
+    sized_model,
 )
 
 

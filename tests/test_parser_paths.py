@@ -16,7 +16,6 @@ import re
 from collections import Counter
 
 import pytest
-from felix_render import LAYOUTS, CounterForm, Framing, node_models, render, sized_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from node_agent.attribution import CompiledPlans, plan_table
 from node_agent.columnar import parse_columnar
 from node_agent.iptables_save import decode_input, scan
 from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.felix_render import LAYOUTS, CounterForm, Framing, node_models, render, sized_model
 
 EXAMPLES_PER_LAYOUT = 300
 PATH_SETTINGS = settings(

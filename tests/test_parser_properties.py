@@ -17,7 +17,12 @@ from collections import Counter
 from collections.abc import Iterable
 
 import pytest
-from felix_render import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calico_accountant.records import CounterKey, CounterRecord, Kind, ParseResult
+from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.felix_render import (
     LAYOUTS,
     Action,
     CounterForm,
@@ -36,11 +41,6 @@ from felix_render import (
     render,
     render_restore,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from calico_accountant.records import CounterKey, CounterRecord, Kind, ParseResult
-from node_agent.parsing import SteadyStateParser, parse_node
 
 EXAMPLES_PER_LAYOUT = 800
 PROPERTY_SETTINGS = settings(

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from prometheus_client.parser import text_string_to_metric_families
 
 from calico_accountant_cli.main import main
 from node_agent.parsing import parse_node
+from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
 
 PROMTOOL = shutil.which("promtool")
 

@@ -7,7 +7,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
-from accounting_support import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.ledger import Ledger
+from aggregator.metrics import Level
+from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
+from aggregator.series import Accountant, SeriesOptions, StateView, parse_labels, parse_levels
+from calico_accountant.records import CounterRecord
+from tests.support.accounting import (
     EGRESS,
     FakeCatalog,
     accept,
@@ -18,14 +26,6 @@ from accounting_support import (
     profile_accept,
     snapshot,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from aggregator.ledger import Ledger
-from aggregator.metrics import Level
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
-from aggregator.series import Accountant, SeriesOptions, StateView, parse_labels, parse_levels
-from calico_accountant.records import CounterRecord
 
 Series = dict[tuple[tuple[str, str], ...], tuple[int, int]]
 

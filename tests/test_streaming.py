@@ -23,18 +23,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from accounting_support import accept
-from felix_render import render, render_restore, sized_model
-from streaming_support import (
-    Processes,
-    free_port,
-    http_get,
-    metric_samples,
-    processes,
-    scale_dump,
-    wait_until,
-    write_atomic,
-)
 
 from calico_accountant.records import CounterRecord, Direction, Kind
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -42,6 +30,13 @@ from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire import build_snapshot
 from node_agent.parsing import parse_node
+from tests.support.accounting import accept
+from tests.support.dumps import scale_dump, write_atomic
+from tests.support.felix_render import render, render_restore, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import Processes, processes
+from tests.support.scrape import http_get, metric_samples
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 

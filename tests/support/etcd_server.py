@@ -2,13 +2,13 @@
 
 Usage::
 
-    from etcd_server import EtcdServer, etcd_available
+    from tests.support.etcd_server import EtcdServer, etcd_available
 
     with EtcdServer() as etcd:          # started and healthy
         etcd.endpoint                   # "127.0.0.1:<port>" for etcd://
         etcd.stop(); etcd.start()       # SIGTERM, then the same ports and data again
 
-or the pytest fixture ``etcd`` (function scope) after ``from etcd_server import etcd``.
+or the pytest fixture ``etcd`` (function scope; ``tests/conftest.py`` registers this module).
 Tests that need it should skip with :data:`SKIP_REASON` when :func:`etcd_available` is
 False.  Only the process this module started is ever signalled.
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
-from process_support import log_tail, stop_process
+
+from tests.support.processes import log_tail, stop_process
 
 __all__ = [
     "ETCD_BINARY",

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from prometheus_server import PrometheusServer, prometheus_available
+    from tests.support.prometheus_server import PrometheusServer, prometheus_available
 
     with PrometheusServer(targets=["127.0.0.1:9009"]) as prom:
         prom.wait_for_target_up()
@@ -34,7 +34,8 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from process_support import log_tail, stop_process
+
+from tests.support.processes import log_tail, stop_process
 
 __all__ = [
     "PROMETHEUS_BINARY",
