@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.felix_render import render_restore, sized_model
+from tests.support.skips import kernel_skip_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,9 +137,7 @@ def _save_seconds(text: str, repetitions: int) -> tuple[float | None, float | No
         from calico_accountant_cli.lab.netns import LabNetwork, netns_exec_argv
     except ImportError:
         return None, None
-    import os
-
-    if os.geteuid() != 0 or missing_backend_tools() or shutil.which("ip") is None:
+    if kernel_skip_reason("ip", *missing_backend_tools()) is not None:
         return None, None
     results: list[float | None] = []
     with LabNetwork() as lab:

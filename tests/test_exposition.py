@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,8 @@ from tests.support.accounting import (
     profile_accept,
     snapshot,
 )
+from tests.support.ports import free_port
+from tests.support.skips import requires_tools
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -79,14 +80,14 @@ def promtool_check(text: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_accepts_the_exposition_without_a_single_lint() -> None:
     code, output = promtool_check(render_accountant(populated(), now=0))
     assert code == 0, output
     assert output.strip() == ""
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_only_lints_the_historic_compat_names() -> None:
     text = render_accountant(populated(SeriesOptions(compat=True)), now=0)
     assert "\nno_policy_drop_counter{" in text and "\npolicy_accept_counter{" in text
@@ -102,7 +103,7 @@ def test_promtool_only_lints_the_historic_compat_names() -> None:
     assert code in (0, 3), output  # 3: lint problems only; anything else is a real error
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_catches_a_broken_exposition() -> None:
     # the check above can fail: promtool does reject bad text
     code, _ = promtool_check('calico_accountant_x_total{a="b} 1\n')
@@ -210,14 +211,8 @@ def test_unknown_paths_are_404(metrics_server: tuple[int, Accountant]) -> None:
     assert error.value.code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package prometheus)")
+@requires_tools("prometheus")
 def test_a_real_prometheus_scrapes_and_queries_the_totals(metrics_server: tuple[int, Accountant]) -> None:
     port, _ = metrics_server
     assert PROMETHEUS is not None
@@ -228,7 +223,7 @@ def test_a_real_prometheus_scrapes_and_queries_the_totals(metrics_server: tuple[
             "scrape_configs:\n"
             f"  - job_name: acct\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
         )
-        web = _free_port()
+        web = free_port()
         proc = subprocess.Popen(
             [
                 PROMETHEUS,

@@ -9,9 +9,7 @@ agent reads at version k is k times version 1, and the expected totals follow.
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import subprocess
 import threading
 import time
@@ -36,6 +34,7 @@ from tests.support.felix_render import render, render_restore, sized_model
 from tests.support.ports import free_port
 from tests.support.processes import Processes, processes
 from tests.support.scrape import http_get, metric_samples
+from tests.support.skips import requires_kernel
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -429,17 +428,8 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
         client.close()
 
 
-def _kernel_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "iptables-nft-restore", "iptables-nft-save"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
-
-
 @pytest.mark.kernel
-@pytest.mark.skipif(_kernel_skip_reason() is not None, reason=_kernel_skip_reason() or "")
+@requires_kernel("ip", "iptables-nft-restore", "iptables-nft-save")
 def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: Path) -> None:
     from calico_accountant_cli.lab.iptables import Backend, restore
     from calico_accountant_cli.lab.netns import LabNetwork

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -32,6 +31,7 @@ from types import TracebackType
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.processes import log_tail, stop_process
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "TlsMaterial",
     "etcd",
     "etcd_available",
-    "free_port",
     "make_tls_material",
 ]
 
@@ -51,13 +50,6 @@ SKIP_REASON = f"etcd not installed at {ETCD_BINARY} (Debian package etcd-server)
 
 def etcd_available() -> bool:
     return os.access(ETCD_BINARY, os.X_OK)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
