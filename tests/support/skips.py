@@ -23,8 +23,9 @@ _PACKAGES = {
 """The Debian package of a tool, named in the skip reason ("iptables" for any ``ip*tables*``)."""
 
 
-def _package(tool: str) -> str:
-    return _PACKAGES.get(tool) or ("iptables" if "tables" in tool else tool)
+def _described(tool: str) -> str:
+    package = _PACKAGES.get(tool) or ("iptables" if "tables" in tool else None)
+    return f"{tool} (Debian package {package})" if package else tool
 
 
 def missing_tools_reason(*tools: str) -> str | None:
@@ -32,7 +33,7 @@ def missing_tools_reason(*tools: str) -> str | None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if not missing:
         return None
-    return "not installed: " + ", ".join(f"{tool} (Debian package {_package(tool)})" for tool in missing)
+    return "not installed: " + ", ".join(map(_described, missing))
 
 
 def kernel_skip_reason(*tools: str) -> str | None:
@@ -55,12 +56,14 @@ def requires_kernel(*tools: str) -> pytest.MarkDecorator:
 
 
 def skip_unless_tools(*tools: str) -> None:
+    __tracebackhide__ = True  # the skip is reported at the caller's line
     reason = missing_tools_reason(*tools)
     if reason is not None:
         pytest.skip(reason)
 
 
 def skip_unless_kernel(*tools: str) -> None:
+    __tracebackhide__ = True  # the skip is reported at the caller's line
     reason = kernel_skip_reason(*tools)
     if reason is not None:
         pytest.skip(reason)
