@@ -1,6 +1,8 @@
 """The least a pure-Python cold parse of a big dump must spend, whatever its algorithm.
 
-Run: ``.venv/bin/python bench/parser_floor.py [--pods 1000 --policies 40] [--runs 5]``
+Run from the repository root::
+
+    .venv/bin/python -m bench.parser_floor [--pods 1000 --policies 40] [--runs 5]
 
 The issue's cold target is 0.8 M lines/s for ``calico-accountant parse --format summary``
 of the 1000 x 40 dump (147k lines), i.e. about 184 ms minus the command's start-up.  This
@@ -30,12 +32,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 _CHILD = r"""
 import functools, gc, itertools, re, sys, time
-sys.path.insert(0, sys.argv[3])
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
 gc.disable()
 path, records = sys.argv[1], int(sys.argv[2])
@@ -84,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from felix_render import render_restore, sized_model  # type: ignore[import-not-found, unused-ignore]
-
     from node_agent.parsing import parse_node
+    from tests.support.felix_render import render_restore, sized_model
 
     text = render_restore(sized_model(args.pods, args.policies, seed=1)).text
     lines = text.count("\n")
@@ -97,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(text)
         for _ in range(args.runs):
             output = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(path), str(records), str(ROOT)],
+                [sys.executable, "-c", _CHILD, str(path), str(records)],
+                cwd=ROOT,
                 check=True,
                 capture_output=True,
                 text=True,

@@ -1,6 +1,6 @@
 """Ingest throughput and read-to-visible latency, with real processes on loopback.
 
-    .venv/bin/python bench/streaming_bench.py [--pods 1000 --policies 40] [--latency-pods 100]
+    .venv/bin/python -m bench.streaming_bench [--pods 1000 --policies 40] [--latency-pods 100]
 
 1. Throughput: an aggregator process; this process streams snapshots of one rendered
    node (felix_render.sized_model(pods, policies)) over a real ingest stream: a full
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,25 +27,18 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from felix_render import render, sized_model
-from streaming_support import (
-    free_port,
-    http_get,
-    metric_samples,
-    processes,
-    scale_dump,
-    wait_until,
-    write_atomic,
-)
-
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire import build_snapshot, split_snapshot
 from node_agent.parsing import parse_node
+from tests.support.dumps import scale_dump, write_atomic
+from tests.support.felix_render import render, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import processes
+from tests.support.scrape import http_get, metric_samples
+from tests.support.waits import wait_until
 
 CHUNK = 4 * 1024 * 1024 - 64 * 1024
 

@@ -1,14 +1,6 @@
-"""Shared test setup, deliberately small: other helpers keep their fixtures in their own files.
+"""Shared test setup, deliberately small: helpers live in :mod:`tests.support`.
 
-It only makes the test-support modules that live next to the tests (``felix_render``)
-importable, whichever way pytest was started.
+The ``etcd`` fixture (a fresh, healthy etcd per test) is registered from there.
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+pytest_plugins = ("tests.support.etcd_server",)

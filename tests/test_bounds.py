@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from accounting_support import FakeCatalog, accept, no_policy_drop, snapshot
 
 from aggregator.accountant import Accountant, SnapshotRefused
 from aggregator.datastore.file import DatastoreFileError, decode_text
@@ -15,6 +14,7 @@ from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ledger import Ledger, Limits, RefusalProblem
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
+from tests.support.accounting import FakeCatalog, accept, no_policy_drop, snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -3,6 +3,7 @@ aggregator fed by a real agent, plus the friendly errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from felix_render import render, sized_model
-from streaming_support import REPO, Processes, free_port, processes, scale_dump, wait_until, write_atomic
 
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant_cli.hits_client import ClientError, build_filter, parse_duration
 from node_agent.parsing import parse_node
+from tests.support.dumps import scale_dump, write_atomic
+from tests.support.felix_render import render, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import REPO, Processes, processes
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +65,28 @@ class Cluster:
         wait_until(lambda: self.total() == self.read_total(factor), what=f"x{factor} applied")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("cli")
+@contextlib.contextmanager
+def running_cluster(directory: Path) -> Iterator[Cluster]:
+    """An aggregator and an agent whose counters are at x2 (one advance kept as hits)."""
     with processes(directory) as run:
         cluster = Cluster(run, directory)
         cluster.advance(2)
         yield cluster
         cluster.channel.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Shared by the tests that only read: it stays at x2, whatever order they run in."""
+    with running_cluster(tmp_path_factory.mktemp("cli")) as shared:
+        yield shared
+
+
+@pytest.fixture
+def advancing_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A test's own cluster, for a test that advances the counters."""
+    with running_cluster(tmp_path) as own:
+        yield own
 
 
 def test_observe_json_replays_the_kept_hits(cluster: Cluster) -> None:
@@ -101,7 +119,8 @@ def test_observe_jsonpb_prints_protobuf_json(cluster: Cluster) -> None:
     assert {"node", "kind", "direction", "time"} <= set(hits[0])
 
 
-def test_observe_follow_prints_new_hits_as_they_arrive(cluster: Cluster) -> None:
+def test_observe_follow_prints_new_hits_as_they_arrive(advancing_cluster: Cluster) -> None:
+    cluster = advancing_cluster
     process = subprocess.Popen(
         [sys.executable, "-m", "calico_accountant_cli", "observe", "--server", cluster.server, "--follow"],
         stdout=subprocess.PIPE,
@@ -133,7 +152,8 @@ def test_nodes_lists_the_agent(cluster: Cluster) -> None:
     assert [n["node"] for n in as_json["nodes"]] == ["node-a"]
 
 
-def test_top_shows_the_denying_workloads(cluster: Cluster) -> None:
+def test_top_shows_the_denying_workloads(advancing_cluster: Cluster) -> None:
+    cluster = advancing_cluster
     cluster.advance(4)
     done = cli("top", "--server", cluster.server, "--iterations", "1", "--interval", "0.5", "--window", "60")
     assert done.returncode == 0, done.stderr

@@ -7,32 +7,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import signal
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aetcd
 import pytest
-from etcd_server import SKIP_REASON, EtcdServer, TlsMaterial, etcd_available, make_tls_material
 
 from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
+from tests.support.etcd_server import (
+    SKIP_REASON,
+    EtcdServer,
+    TlsMaterial,
+    etcd_available,
+    make_tls_material,
+)
+from tests.support.ports import free_port
+from tests.support.skips import skip_unless_tools
+from tests.support.waits import async_wait_until
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason=SKIP_REASON)
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    with EtcdServer() as server:
-        yield server
 
 
 def veth(namespace: str, pod: str) -> str:
@@ -142,14 +143,13 @@ class Writer:
 async def wait_until(
     cache: DatastoreCache, check: Callable[[Catalog], bool], timeout: float = 10.0
 ) -> Catalog:
-    deadline = time.monotonic() + timeout
-    while True:
+    def checked() -> Catalog | None:
         catalog = cache.flush()
-        if check(catalog):
-            return catalog
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; status {cache.status()}")
-        await asyncio.sleep(0.02)
+        return catalog if check(catalog) else None
+
+    return await async_wait_until(
+        checked, timeout, interval=0.02, what=lambda: f"the catalog; status {cache.status()}"
+    )
 
 
 def make_source(etcd: EtcdServer, cache: DatastoreCache, **kwargs: Any) -> EtcdDatastore:
@@ -360,8 +360,6 @@ def test_pagination_at_a_pinned_revision(etcd: EtcdServer) -> None:
 
 def test_unreachable_etcd_is_retried_not_fatal() -> None:
     async def scenario() -> None:
-        from etcd_server import free_port
-
         cache = DatastoreCache()
         spec = parse_datastore_spec(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
         assert isinstance(spec, EtcdSpec)
@@ -377,8 +375,7 @@ def test_unreachable_etcd_is_retried_not_fatal() -> None:
 
 
 def test_tls_with_client_certificate(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
+    skip_unless_tools("openssl")
     tls = make_tls_material(tmp_path / "pki")
 
     async def scenario(server: EtcdServer) -> None:
@@ -427,8 +424,6 @@ def seed_over_tls(server: EtcdServer, tls: TlsMaterial, key: str, value: str) ->
 
 
 def test_next_endpoint_is_used_when_the_first_is_down(etcd: EtcdServer) -> None:
-    from etcd_server import free_port
-
     async def scenario() -> None:
         writer = Writer(etcd)
         await writer.put(*wep_kv("shop", "web-1"))

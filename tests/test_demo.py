@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from etcd_server import EtcdServer, etcd_available
 
-from calico_accountant_cli.demo.supervisor import free_port, python_env
+from calico_accountant_cli.demo.supervisor import python_env
 from calico_accountant_cli.lab.netns import list_namespaces
+from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
+from tests.support.ports import free_port
+from tests.support.skips import kernel_skip_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -38,12 +39,7 @@ DENY_SERIES = re.compile(
 
 
 def _kernel_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "iptables-legacy-save", "iptables-legacy-restore"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
+    return kernel_skip_reason("ip", "iptables-legacy-save", "iptables-legacy-restore")
 
 
 @dataclass
@@ -198,7 +194,7 @@ def test_demo_falls_back_to_replay_without_iptables(stopper: list[DemoRun], tmp_
 
 def test_demo_against_a_real_etcd(stopper: list[DemoRun]) -> None:
     if not etcd_available():
-        pytest.skip("etcd not installed")
+        pytest.skip(SKIP_REASON)
     with EtcdServer() as etcd:
         mode = () if _kernel_skip_reason() is None else ("--replay",)
         run = _start_demo("--duration", "10", "--datastore", f"etcd://{etcd.endpoint}", *mode)

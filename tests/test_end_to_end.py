@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
 import statistics
 import threading
 import time
@@ -51,10 +49,6 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from etcd_server import SKIP_REASON as ETCD_SKIP
-from etcd_server import EtcdServer, etcd_available
-from prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
-from prometheus_server import PrometheusServer, prometheus_available
 
 from calico_accountant.felix.naming import veth_name
 from calico_accountant_cli.demo.cluster import Cluster, Workload, load_sample_cluster
@@ -65,7 +59,6 @@ from calico_accountant_cli.demo.supervisor import (
     ManagedProcess,
     Supervisor,
     calico_accountant_argv,
-    free_port,
     wait_for_http,
 )
 from calico_accountant_cli.demo.traffic import SentFlow, guard_pod, lab_pod, send_flows, start_listeners
@@ -76,6 +69,12 @@ from calico_accountant_cli.lab.calico_rules import Layout
 from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools
 from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
 from calico_accountant_cli.lab.traffic import Listener, start_listener
+from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
+from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.ports import free_port
+from tests.support.prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
+from tests.support.prometheus_server import PrometheusServer, prometheus_available
+from tests.support.skips import kernel_skip_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(200)]
 
@@ -107,15 +106,11 @@ Key = tuple[str, ...]
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces and iptables"
-    if shutil.which("ip") is None:
-        return "ip (iproute2) not installed"
-    if shutil.which("ipset") is None:
-        return "ipset not installed (Debian package ipset): rule sources are IP sets, as felix renders them"
-    missing = [t for t in missing_backend_tools((BACKEND,)) if not t.startswith("ip6")]
-    if missing:
-        return f"missing {missing}"
+    # ipset: rule sources are IP sets, as felix renders them
+    backend_tools = [t for t in missing_backend_tools((BACKEND,)) if not t.startswith("ip6")]
+    kernel = kernel_skip_reason("ip", "ipset", *backend_tools)
+    if kernel:
+        return kernel
     if not etcd_available():
         return ETCD_SKIP
     if not prometheus_available():

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,17 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from accounting_support import (
-    EGRESS,
-    FakeCatalog,
-    accept,
-    deny,
-    no_policy_drop,
-    no_profile_drop,
-    policy_rule,
-    profile_accept,
-    snapshot,
-)
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -40,6 +28,19 @@ from aggregator.series.options import SeriesOptions
 from aggregator.series.views import StateView
 from calico_accountant import __version__
 from calico_accountant.records import CounterRecord, Direction
+from tests.support.accounting import (
+    EGRESS,
+    FakeCatalog,
+    accept,
+    deny,
+    no_policy_drop,
+    no_profile_drop,
+    policy_rule,
+    profile_accept,
+    snapshot,
+)
+from tests.support.ports import free_port
+from tests.support.skips import requires_tools
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -84,14 +85,14 @@ def promtool_check(text: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_accepts_the_exposition_without_a_single_lint() -> None:
     code, output = promtool_check(render_accountant(populated(), now=0))
     assert code == 0, output
     assert output.strip() == ""
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_only_lints_the_historic_compat_names() -> None:
     text = render_accountant(populated(SeriesOptions(compat=True)), now=0)
     assert "\nno_policy_drop_counter{" in text and "\npolicy_accept_counter{" in text
@@ -107,7 +108,7 @@ def test_promtool_only_lints_the_historic_compat_names() -> None:
     assert code in (0, 3), output  # 3: lint problems only; anything else is a real error
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_promtool_catches_a_broken_exposition() -> None:
     # the check above can fail: promtool does reject bad text
     code, _ = promtool_check('calico_accountant_x_total{a="b} 1\n')
@@ -229,14 +230,8 @@ def test_unknown_paths_are_404(metrics_server: tuple[int, Accountant]) -> None:
     assert error.value.code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package prometheus)")
+@requires_tools("prometheus")
 def test_a_real_prometheus_scrapes_and_queries_the_totals(metrics_server: tuple[int, Accountant]) -> None:
     port, _ = metrics_server
     assert PROMETHEUS is not None
@@ -247,7 +242,7 @@ def test_a_real_prometheus_scrapes_and_queries_the_totals(metrics_server: tuple[
             "scrape_configs:\n"
             f"  - job_name: acct\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
         )
-        web = _free_port()
+        web = free_port()
         proc = subprocess.Popen(
             [
                 PROMETHEUS,

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import grpc.aio
 import pytest
-from accounting_support import FakeCatalog, accept, deny, no_policy_drop, policy_rule
 from google.protobuf import duration_pb2
 
 from aggregator.hits.convert import counter_to_hit
@@ -25,6 +24,7 @@ from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire import build_snapshot, split_snapshot
+from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, policy_rule
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 WEB = WorkloadIdentity("n1", "cali1", "shop", "web-1", "web")

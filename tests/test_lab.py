@@ -43,27 +43,17 @@ from calico_accountant_cli.lab.netns import (
     LabNetwork,
     delete_namespace,
     list_namespaces,
-    missing_tools,
     set_sysctls,
     sweep_orphans,
 )
 from calico_accountant_cli.lab.topology import Node, PodSpec, build_node, calico_interface_name, pod_addresses
 from calico_accountant_cli.lab.traffic import connect, guard_counts, ping, prepare_pods, start_listener
+from tests.support.skips import requires_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel tests need root"
-    missing = missing_tools(("ip",)) + missing_backend_tools()
-    if missing:
-        return f"missing tools: {', '.join(missing)}"
-    return None
-
-
-_SKIP = _skip_reason()
-kernel = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+kernel = requires_kernel("ip", *missing_backend_tools())
 backends = pytest.mark.parametrize("backend", list(Backend), ids=lambda b: b.value)
 
 

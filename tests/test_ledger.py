@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from accounting_support import accept, deny, no_policy_drop, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.ledger import Ledger
 from calico_accountant.records import CounterRecord
+from tests.support.accounting import accept, deny, no_policy_drop, snapshot
 
 NODE = "node-a"
 

@@ -14,12 +14,12 @@ import re
 from collections import Counter
 
 import pytest
-from felix_render import RenderedTable, RenderOptions, build_model, render
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calico_accountant.records import CounterKey, CounterRecord, Kind, ParseResult
 from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.felix_render import RenderedTable, RenderOptions, build_model, render
 
 ValueKey = tuple[CounterKey, int, int]
 

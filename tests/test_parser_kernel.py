@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from felix_render import NodeModel, RenderedTable, node_models, render, render_restore, sized_model
 from hypothesis import HealthCheck, given, settings
 
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
@@ -42,7 +41,7 @@ from calico_accountant_cli.lab.calico_rules import (
 )
 from calico_accountant_cli.lab.calico_rules import render_filter_table as render_lab_table
 from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools, restore, save
-from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces, missing_tools
+from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
 from calico_accountant_cli.lab.topology import Node, Pod, PodSpec, build_node
 from calico_accountant_cli.lab.traffic import (
     connect,
@@ -51,19 +50,17 @@ from calico_accountant_cli.lab.traffic import (
     prepare_pods,
     start_listener,
 )
+from tests.support.felix_render import (
+    NodeModel,
+    RenderedTable,
+    node_models,
+    render,
+    render_restore,
+    sized_model,
+)
+from tests.support.skips import requires_kernel
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel tests need root"
-    missing = missing_tools(("ip",)) + missing_backend_tools()
-    if missing:
-        return f"missing tools: {', '.join(missing)}"
-    return None
-
-
-_SKIP = _skip_reason()
-pytestmark = [pytest.mark.kernel, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+pytestmark = [pytest.mark.kernel, requires_kernel("ip", *missing_backend_tools())]
 
 INGRESS, EGRESS = Direction.INGRESS, Direction.EGRESS
 WEB_PORT, REFUSED_PORT, ADMIN_PORT, UNMATCHED_PORT, EGRESS_DENIED_PORT = 8080, 8090, 8081, 8082, 9090

@@ -17,13 +17,21 @@ import re
 from collections import Counter
 
 import pytest
-from felix_render import LAYOUTS, CounterForm, Framing, NodeModel, node_models, render, sized_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
 from node_agent.columnar import parse_columnar
 from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.felix_render import (
+    LAYOUTS,
+    CounterForm,
+    Framing,
+    NodeModel,
+    node_models,
+    render,
+    sized_model,
+)
 
 EXAMPLES_PER_LAYOUT = 300
 PATH_SETTINGS = settings(

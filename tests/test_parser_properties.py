@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterable
 
 import pytest
-from felix_render import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calico_accountant.records import CounterKey, CounterRecord, Kind, ParseResult
+from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.felix_render import (
     LAYOUTS,
     Action,
     CounterForm,
@@ -36,11 +40,7 @@ from felix_render import (
     render,
     render_restore,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from calico_accountant.records import CounterKey, CounterRecord, Kind, ParseResult
-from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.skips import skip_unless_kernel
 
 EXAMPLES_PER_LAYOUT = 800
 PROPERTY_SETTINGS = settings(
@@ -243,11 +243,7 @@ def _rule_lines(text: str) -> list[str]:
 @pytest.mark.parametrize("family", [4, 6])
 def test_kernel_round_trip_is_byte_identical_and_parses_exactly(family: int) -> None:
     restore, save = _KERNEL_TOOLS[family]
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a network namespace")
-    for tool in ("ip", restore, save):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+    skip_unless_kernel("ip", restore, save)
     namespace = f"ca-felix-render-{os.getpid()}-{family}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from prometheus_client.parser import text_string_to_metric_families
 
 from calico_accountant_cli.main import main
 from node_agent.parsing import parse_node
+from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
+from tests.support.skips import requires_tools
 
 PROMTOOL = shutil.which("promtool")
 
@@ -265,7 +266,7 @@ def test_prometheus_format_sums_the_json_records(
     assert not any(name.startswith("policy_accept_counter") for name in samples)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@requires_tools("promtool")
 def test_prometheus_format_through_the_real_command_passes_promtool(files: tuple[Path, Path]) -> None:
     datastore, dump = files
     result = subprocess.run(
@@ -368,7 +369,7 @@ def etcd() -> Iterator[EtcdServer]:
         yield server
 
 
-@pytest.mark.skipif(ETCDCTL is None, reason="etcdctl not installed (Debian package etcd-client)")
+@requires_tools("etcdctl")
 def test_report_against_a_real_etcd(etcd: EtcdServer, files: tuple[Path, Path]) -> None:
     """The same dump resolved through ``--datastore etcd://``: objects as Calico stores them."""
     _, dump = files

@@ -7,17 +7,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
-from accounting_support import (
-    EGRESS,
-    FakeCatalog,
-    accept,
-    deny,
-    no_policy_drop,
-    no_profile_drop,
-    policy_rule,
-    profile_accept,
-    snapshot,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +17,17 @@ from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIde
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
 from aggregator.series.views import StateView
 from calico_accountant.records import CounterRecord
+from tests.support.accounting import (
+    EGRESS,
+    FakeCatalog,
+    accept,
+    deny,
+    no_policy_drop,
+    no_profile_drop,
+    policy_rule,
+    profile_accept,
+    snapshot,
+)
 
 Series = dict[tuple[tuple[str, str], ...], tuple[int, int]]
 

@@ -3,15 +3,13 @@
 Every agent is a ``calico-accountant agent`` process reading a dump through a real command
 (``cat FILE``, or ``ip netns exec NS iptables-save`` in the kernel test); the aggregator is a
 ``calico-accountant aggregator`` process; consumers use the gRPC API.  Counters advance by
-rewriting the dumps with every counter scaled (see :mod:`streaming_support`), so what each
+rewriting the dumps with every counter scaled (see :mod:`tests.support.dumps`), so what each
 agent reads at version k is k times version 1, and the expected totals follow.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import subprocess
 import threading
 import time
@@ -23,18 +21,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from accounting_support import accept
-from felix_render import render, render_restore, sized_model
-from streaming_support import (
-    Processes,
-    free_port,
-    http_get,
-    metric_samples,
-    processes,
-    scale_dump,
-    wait_until,
-    write_atomic,
-)
 
 from calico_accountant.records import CounterRecord, Direction, Kind
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -42,6 +28,14 @@ from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire import build_snapshot
 from node_agent.parsing import parse_node
+from tests.support.accounting import accept
+from tests.support.dumps import scale_dump, write_atomic
+from tests.support.felix_render import render, render_restore, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import Processes, processes
+from tests.support.scrape import http_get, metric_samples
+from tests.support.skips import requires_kernel
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -434,17 +428,8 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
         client.close()
 
 
-def _kernel_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "iptables-nft-restore", "iptables-nft-save"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
-
-
 @pytest.mark.kernel
-@pytest.mark.skipif(_kernel_skip_reason() is not None, reason=_kernel_skip_reason() or "")
+@requires_kernel("ip", "iptables-nft-restore", "iptables-nft-save")
 def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: Path) -> None:
     from calico_accountant_cli.lab.iptables import Backend, restore
     from calico_accountant_cli.lab.netns import LabNetwork

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from prometheus_server import PrometheusServer, prometheus_available
+    from tests.support.prometheus_server import PrometheusServer, prometheus_available
 
     with PrometheusServer(targets=["127.0.0.1:9009"]) as prom:
         prom.wait_for_target_up()
@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,9 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from process_support import log_tail, stop_process
+
+from tests.support.ports import free_port
+from tests.support.processes import log_tail, stop_process
 
 __all__ = [
     "PROMETHEUS_BINARY",
@@ -53,12 +54,6 @@ Sample = tuple[dict[str, str], float]
 
 def prometheus_available() -> bool:
     return os.access(PROMETHEUS_BINARY, os.X_OK)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrometheusServer:
@@ -96,7 +91,7 @@ class PrometheusServer:
             f"      - targets: {json.dumps(self.targets)}\n"
         )
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
                     [

@@ -2,13 +2,13 @@
 
 Usage::
 
-    from etcd_server import EtcdServer, etcd_available
+    from tests.support.etcd_server import EtcdServer, etcd_available
 
     with EtcdServer() as etcd:          # started and healthy
         etcd.endpoint                   # "127.0.0.1:<port>" for etcd://
         etcd.stop(); etcd.start()       # SIGTERM, then the same ports and data again
 
-or the pytest fixture ``etcd`` (function scope) after ``from etcd_server import etcd``.
+or the pytest fixture ``etcd`` (function scope; ``tests/conftest.py`` registers this module).
 Tests that need it should skip with :data:`SKIP_REASON` when :func:`etcd_available` is
 False.  Only the process this module started is ever signalled.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -31,7 +30,9 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
-from process_support import log_tail, stop_process
+
+from tests.support.ports import free_port
+from tests.support.processes import log_tail, stop_process
 
 __all__ = [
     "ETCD_BINARY",
@@ -40,7 +41,6 @@ __all__ = [
     "TlsMaterial",
     "etcd",
     "etcd_available",
-    "free_port",
     "make_tls_material",
 ]
 
@@ -50,13 +50,6 @@ SKIP_REASON = f"etcd not installed at {ETCD_BINARY} (Debian package etcd-server)
 
 def etcd_available() -> bool:
     return os.access(ETCD_BINARY, os.X_OK)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

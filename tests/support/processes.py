@@ -1,93 +1,48 @@
-"""Helpers for the streaming tests: dumps whose counters advance, real processes, polling.
+"""Processes the tests start: the project's own (aggregator, agents) and the servers
+(etcd, Prometheus); stopping them and reading their logs.
 
-Counters advance by *scaling*: the k-th version of a rendered dump has every
-``[packets:bytes]`` multiplied by k.  Every counter then grows monotonically and the
-flow-conservation arithmetic (entered - accepted - next) scales with it, so the records
-the parser must produce for version k are exactly k times those of version 1.
+A test stops only what it started, by the PID it got from ``Popen``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from calico_accountant.records import CounterRecord
+from tests.support.ports import free_port
 
-_T = TypeVar("_T")
-_PREFIX = re.compile(r"^\[(\d+):(\d+)\]", re.MULTILINE)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
+"""The repository root: the working directory of the project processes a test starts."""
 
 
-def scale_dump(text: str, factor: int) -> str:
-    """``text`` with every counter prefix multiplied by ``factor``."""
-    return _PREFIX.sub(lambda m: f"[{int(m.group(1)) * factor}:{int(m.group(2)) * factor}]", text)
-
-
-def scale_records(records: Sequence[CounterRecord], factor: int) -> list[CounterRecord]:
-    return [r._replace(packets=r.packets * factor, bytes=r.bytes * factor) for r in records]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` in one rename, so a concurrent ``cat`` never sees half a file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    predicate: Callable[[], _T], timeout: float = 20.0, interval: float = 0.05, what: str = ""
-) -> _T:
-    """Poll until ``predicate`` returns something truthy; its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    last: _T | None = None
-    error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            error = None
-        except Exception as exc:  # a server not up yet
-            error = exc
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or predicate}: last={last!r} error={error!r}")
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+def stop_process(
+    process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    """Send ``sig`` to our process and wait; SIGKILL if it outlives ``grace`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, sig)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
-def metric_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Samples of one metric name from an exposition: {sorted label pairs: value}."""
-    out: dict[tuple[tuple[str, str], ...], float] = {}
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", re.MULTILINE)
-    for match in pattern.finditer(text):
-        labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1) or "")))
-        out[labels] = float(match.group(2))
-    return out
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a server's log, or "" when there is none yet."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 @dataclass
