@@ -19,9 +19,12 @@ Which snapshots apply (:meth:`Ledger.check`, the one place this is decided):
 
 Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
 
-* the node's first snapshot since this aggregator started seeds the baselines *and*
-  counts the raw values: kernel counters count since the rule was created, which is real
-  traffic nobody has counted yet (the increases are flagged ``initial``);
+* the node's first snapshot since this aggregator started (or since it forgot the node)
+  seeds the baselines.  What it counts depends on :class:`FirstSnapshot`: the running
+  aggregator takes it as the baseline only (``BASELINE``: totals start at zero, so a
+  restart never makes a series jump to a lower non-zero value), while one-shot analysis
+  of a dump counts the raw values (``COUNT``: kernel counters count since the rule was
+  created).  Either way the increases are flagged ``initial``;
 * a key never seen before on a known node: its raw value is its first increase (the rule
   is new, its counter started at zero);
 * same ``rule_ids`` and raw ≥ last: the difference;
@@ -55,6 +58,7 @@ from calico_accountant.records import CounterKey, CounterRecord
 __all__ = [
     "CounterState",
     "ExpiredCounter",
+    "FirstSnapshot",
     "ForgottenNode",
     "Increase",
     "Ledger",
@@ -91,6 +95,15 @@ class NodeUpdate(Protocol):
     def agent_version(self) -> str: ...
     @property
     def invalid_counters(self) -> int: ...
+
+
+class FirstSnapshot(enum.Enum):
+    """What a node's first snapshot (since start, or since the node was forgotten) adds."""
+
+    BASELINE = "baseline"
+    """Nothing: its raw values are the baseline later snapshots are differenced against."""
+    COUNT = "count"
+    """Its raw values: all traffic since each rule was created (for a one-shot report)."""
 
 
 class ResetReason(enum.StrEnum):
@@ -256,6 +269,7 @@ class Ledger:
         retired_grace: float = 600.0,
         node_expiry: float = 3600.0,
         limits: Limits | None = None,
+        first_snapshot: FirstSnapshot = FirstSnapshot.COUNT,
     ) -> None:
         if stale_after <= 0 or retired_grace < 0 or node_expiry <= 0:
             raise ValueError("stale_after and node_expiry must be > 0 and retired_grace >= 0")
@@ -263,6 +277,7 @@ class Ledger:
         self.retired_grace = retired_grace
         self.node_expiry = node_expiry
         self.limits = limits or Limits()
+        self.first_snapshot = first_snapshot
         self._nodes: dict[str, _NodeLedger] = {}
 
     # -- reading ---------------------------------------------------------------------
@@ -453,18 +468,22 @@ class Ledger:
             entry.chain_comments[record.key.chain] = record.chain_comment
         state = entry.counters.get(record.key)
         if state is None:
+            counted = not first_snapshot or self.first_snapshot is FirstSnapshot.COUNT
+            total_packets, total_bytes = (packets, octets) if counted else (0, 0)
             entry.state.counters_known += 1
             entry.counters[record.key] = CounterState(
                 key=record.key,
                 raw_packets=packets,
                 raw_bytes=octets,
                 rule_ids=record.rule_ids,
-                total_packets=packets,
-                total_bytes=octets,
+                total_packets=total_packets,
+                total_bytes=total_bytes,
                 chain_comment=record.chain_comment,
                 group_members=record.group_members,
             )
-            return Increase(entry.state.node, record.key, packets, octets, first_snapshot, new_key=True)
+            return Increase(
+                entry.state.node, record.key, total_packets, total_bytes, first_snapshot, new_key=True
+            )
 
         if state.retired_at is not None:
             state.retired_at = None

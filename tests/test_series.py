@@ -334,19 +334,29 @@ def test_rebuild_prefers_aggregate_series_under_the_cap() -> None:
     assert acct.view(0).overflow == {"cluster": 1, "workload": 1}
 
 
-def test_catalog_change_resolves_late_pods_with_their_full_totals() -> None:
+def test_a_pod_learned_late_gets_its_future_increases_and_no_series_goes_down() -> None:
     cat = FakeCatalog()
     acct = Accountant(cat)
     acct.apply(snapshot("n1", [accept("cali9", "cali-pi-late", 5)]), 0)
     acct.apply(snapshot("n1", [accept("cali9", "cali-pi-late", 8)], sequence=2), 1)
     labels, _ = one(by_name(acct.view(1))[WORKLOAD_POLICY])
     assert labels["pod"] == "cali9" and labels["policy_kind"] == "Unresolved"
+    before = by_name(acct.view(1))
     acct.set_resolver(
         FakeCatalog().add_pod("n1", "cali9", "late", "late-pod").add_policy("cali-pi-late", "p", "late")
     )
+    # the raw-named workload series leaves (its counter moved away); the pod's starts at zero
     labels, values = one(by_name(acct.view(1))[WORKLOAD_POLICY])
-    assert (labels["pod"], labels["policy"], values) == ("late-pod", "p", (8, 800))
+    assert (labels["pod"], labels["policy"], values) == ("late-pod", "p", (0, 0))
     assert acct.view(1).nodes[0].unresolved_interfaces == 0
+    # what was counted stays counted where it was: the node series under the raw chain
+    node_after = by_name(acct.view(1))[NODE_POLICY]
+    for labels_, value in before[NODE_POLICY].items():
+        assert node_after[labels_] == value
+    acct.apply(snapshot("n1", [accept("cali9", "cali-pi-late", 12)], sequence=3), 2)
+    labels, values = one(by_name(acct.view(2))[WORKLOAD_POLICY])
+    assert (labels["pod"], values) == ("late-pod", (4, 400))
+    assert sum(v[0] for v in by_name(acct.view(2))[CLUSTER_POLICY].values()) == 12
 
 
 def test_expired_pods_leave_workload_series_but_not_the_sums() -> None:
@@ -533,38 +543,60 @@ def _partial_catalog(pods: set[tuple[str, str]], chains: set[str]) -> FakeCatalo
     batch=_records(),
     before=st.tuples(st.sets(st.sampled_from(_PODS)), st.sets(st.sampled_from(_CHAINS))),
     after=st.tuples(st.sets(st.sampled_from(_PODS)), st.sets(st.sampled_from(_CHAINS))),
+    growth=st.integers(1, 1000),
     compat=st.booleans(),
 )
-def test_incremental_catalog_change_equals_resolving_everything_ever_known(
+def test_a_catalog_change_routes_future_increases_and_moves_no_history(
     batch: list[tuple[str, CounterRecord]],
     before: tuple[set[tuple[str, str]], set[str]],
     after: tuple[set[tuple[str, str]], set[str]],
+    growth: int,
     compat: bool,
 ) -> None:
     by_node: dict[str, dict[object, CounterRecord]] = defaultdict(dict)
     for node, record in batch:
         by_node[node][record.key] = record
+    grown = {
+        node: [r._replace(packets=r.packets + growth, bytes=r.bytes + 100 * growth) for r in records.values()]
+        for node, records in by_node.items()
+    }
     options = SeriesOptions(compat=compat)
     changed = Accountant(_partial_catalog(*before), options=options)
-    # What left the catalog keeps the names it was counted under: resolving from
-    # scratch with everything ever known must give the same series.
+    rebuilt = Accountant(_partial_catalog(*before), options=options)
+    # where the second read's increases must land: names as a catalog knowing everything
+    # ever known gives them (what left the catalog keeps the names it was counted under)
     ever_known = (before[0] | after[0], before[1] | after[1])
-    fresh = Accountant(_partial_catalog(*ever_known), options=options)
-    for acct in (changed, fresh):
+    expected = Accountant(_partial_catalog(*ever_known), options=options)
+    for acct in (changed, rebuilt, expected):
         for node, records in by_node.items():
             acct.apply(snapshot(node, list(records.values())), 0)
+    first = by_name(changed.view(0))
+    expected_first = by_name(expected.view(0))
     changed.set_resolver(_partial_catalog(*after))
-    assert by_name(changed.view(0)) == by_name(fresh.view(0))
-    assert changed.view(0).series_count == fresh.view(0).series_count
-    assert [(n.unresolved_interfaces, n.unresolved_chains) for n in changed.view(0).nodes] == [
-        (n.unresolved_interfaces, n.unresolved_chains) for n in fresh.view(0).nodes
-    ]
-    rebuilt = Accountant(_partial_catalog(*before), options=options)
-    for node, records in by_node.items():
-        rebuilt.apply(snapshot(node, list(records.values())), 0)
     rebuilt.set_resolver(_partial_catalog(*after))
     rebuilt.rebuild()
-    assert by_name(rebuilt.view(0)) == by_name(fresh.view(0))
+    middle = by_name(changed.view(0))
+    # a catalog change moves no value: every series still exported is exactly where it was
+    for name, series in middle.items():
+        for labels, value in series.items():
+            assert value == first.get(name, {}).get(labels, (0, 0)), (name, labels)
+    assert by_name(rebuilt.view(0)) == middle
+    for acct in (changed, rebuilt, expected):
+        for node, later in grown.items():
+            acct.apply(snapshot(node, later, sequence=2), 1)
+    last = by_name(changed.view(1))
+    assert by_name(rebuilt.view(1)) == last
+    expected_last = by_name(expected.view(1))
+    for name in expected_last:
+        for labels, value in expected_last[name].items():
+            grew = value[0] - expected_first[name].get(labels, (0, 0))[0]
+            assert last[name].get(labels, (0, 0))[0] - middle[name].get(labels, (0, 0))[0] == grew, (
+                name,
+                labels,
+            )
+    assert [(n.unresolved_interfaces, n.unresolved_chains) for n in changed.view(1).nodes] == [
+        (n.unresolved_interfaces, n.unresolved_chains) for n in expected.view(1).nodes
+    ]
 
 
 def test_a_pod_leaving_the_catalog_keeps_the_names_it_was_counted_under() -> None:

@@ -2,110 +2,93 @@
 
 A scrape must be cheap no matter how many counters the cluster has, so nothing is
 computed at scrape time: every increase the :class:`~aggregator.ledger.Ledger` reports is
-resolved once (interface -> pod, chain -> policy, through the catalog, see
-:mod:`aggregator.resolution`) and added to every series it belongs to, at each exported
-level.  The route of a counter (which series it feeds) is kept.  When the catalog
-changes, :meth:`SeriesState.set_resolver` moves just the counters whose names changed
-to their new series, with their full totals: a pod or policy learned late gets its
-series, a renamed one leaves its old series.  :meth:`SeriesState.rebuilt` recomputes
-everything from the ledger.  A series whose counters moved away is removed; one that
-keeps other counters goes down by what left (a rename is seen by Prometheus as a counter
-reset there, which it handles).
+routed once (:mod:`aggregator.series.routes`) and added to every series it belongs to,
+at each exported level.
 
-Series removal: per-workload series (and the compatibility names) leave once every
-counter behind them expired (retired for the ledger's grace period: the pod is gone);
-node and cluster series keep those totals (an archive survives rebuilds), so sums never
-drop.  When the ledger forgets a whole node (it stopped reporting), the node's own
-series leave too, and only the series that sum over nodes keep what it counted.
+The rule that keeps Prometheus right: **a series is the sum of the increases routed to
+it, and never decreases while the process lives.**
 
-A cap on the number of series refuses new series beyond it and counts them; cluster and
-node series are admitted before workload series when rebuilding.
+* When the catalog changes a counter's names (a pod or policy learned late, renamed,
+  deleted, an interface reused), only the counter's *future* increases go to its new
+  series (:meth:`SeriesState.set_resolver`); what it counted stays where it was counted.
+  Moving totals would make the old series fall, or the new one jump by history, and
+  ``increase()`` would report traffic that never happened.
+* Per-workload series (and the compatibility names) leave once no counter routes to
+  them (the pod's counters expired); node and cluster series stay, so sums never drop;
+  when the ledger forgets a whole node, the series labelled with it leave too.
+* A series that leaves is remembered as a *tombstone* (its last value); if the same
+  label set comes back (a StatefulSet pod re-created, a node returning) it continues
+  from there.  At most ``max_tombstones`` are kept (oldest forgotten first): a label
+  set that comes back after that starts from zero, which Prometheus reads as a reset.
+* :meth:`SeriesState.rebuilt` routes every counter afresh (the cap's priorities:
+  cluster, node, workload series) without changing any value; it is also how a
+  checkpoint is restored: the checkpoint's values are the tombstones the rebuild revives.
+
+A cap on the number of series refuses new series beyond it and counts each once.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import NamedTuple
 
 from aggregator.ledger import CounterState, ExpiredCounter, Increase, Ledger
-from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
+from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
-from aggregator.resolution.memo import CounterPlace, Lookup, MemoResolver
-from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolve_counter, unresolved_names
+from aggregator.resolution.memo import Lookup
+from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
+from aggregator.series.routes import Route, Router, SeriesRef
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.records import CounterKey
 
-__all__ = ["SeriesState"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
 
 _LEVEL_PRIORITY = (Level.CLUSTER, Level.NODE, Level.WORKLOAD, Level.COMPAT)
+DEFAULT_MAX_TOMBSTONES = 200_000
+"""Removed series remembered for continuation (~200 bytes each)."""
 
-_SeriesRef = tuple[int, tuple[str, ...]]
-"""(index of the family among the exported ones, label values after the allow-list)."""
-
-
-class _Route(NamedTuple):
-    counter: ResolvedCounter
-    refs: tuple[_SeriesRef, ...]
-    lookups: tuple[Lookup, ...]
-    unresolved: tuple[RawName, ...]
+SeriesValues = Mapping[SeriesRef, tuple[int, int]]
 
 
 class SeriesState:
-    """Every exported series and its (packets, bytes) value.  Not thread-safe.
+    """Every exported series and its value.  Not thread-safe."""
 
-    A series exists while some counter routes to it (``_holders``) or it holds totals of
-    expired counters (``_archive``, aggregate families only).
-    """
-
-    def __init__(self, resolver: Resolver, options: SeriesOptions | None = None) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        options: SeriesOptions | None = None,
+        *,
+        max_tombstones: int = DEFAULT_MAX_TOMBSTONES,
+    ) -> None:
         self.options = options or SeriesOptions()
-        self._memo = MemoResolver(resolver)
-        self.families: tuple[SeriesFamily, ...] = tuple(f for f in FAMILIES if self.options.exports(f))
-        self._family_index = {family: index for index, family in enumerate(self.families)}
-        self._makers = series_makers(self.options.exports)
-        self._projections: list[tuple[int, ...] | None] = []
-        self.label_names: list[tuple[str, ...]] = []
-        for family in self.families:
-            allowed = self.options.allowed_labels
-            if allowed is None or family.level is Level.COMPAT:
-                self._projections.append(None)
-                self.label_names.append(family.labels)
-            else:
-                keep = tuple(i for i, name in enumerate(family.labels) if name in allowed)
-                self._projections.append(None if len(keep) == len(family.labels) else keep)
-                self.label_names.append(tuple(family.labels[i] for i in keep))
+        self.router = Router(resolver, self.options)
+        self.families: tuple[SeriesFamily, ...] = self.router.families
+        self.label_names = self.router.label_names
         self.values: list[dict[tuple[str, ...], tuple[int, int]]] = [{} for _ in self.families]
-        self._node_label: list[int | None] = [
-            names.index("node") if "node" in names else None for names in self.label_names
-        ]
-        """Per family, the position of its ``node`` label (after the allow-list), if any."""
-        self._holders: dict[_SeriesRef, int] = {}
-        self._archive: dict[_SeriesRef, tuple[int, int]] = {}
-        self._routes: dict[CounterPlace, _Route] = {}
-        self._refused: set[_SeriesRef] = set()
-        self._ever_refused: set[_SeriesRef] = set()
+        self.max_tombstones = max_tombstones
+        self._holders: dict[SeriesRef, int] = {}
+        self._tombstones: dict[SeriesRef, tuple[int, int]] = {}
+        self._refused: set[SeriesRef] = set()
+        self._ever_refused: set[SeriesRef] = set()
         """Every series ever refused, so a rebuild does not count it twice."""
         self.overflow: dict[Level, int] = {}
         """Series refused because of the cap, per level (each counted once)."""
         self.series_count = 0
-        self._unresolved: dict[tuple[str, RawName], int] = {}
-        """(node, raw name) -> counters exported under that raw name."""
-        self.resolution_errors = 0
 
     @property
     def resolver(self) -> Resolver:
-        return self._memo.resolver
+        return self.router.memo.resolver
 
-    # -- incremental ---------------------------------------------------------------------
+    @property
+    def resolution_errors(self) -> int:
+        return self.router.resolution_errors
+
+    # -- as counters grow ------------------------------------------------------------------
 
     def apply(self, increases: Iterable[Increase], ledger: Ledger, time: datetime) -> list[ResolvedIncrease]:
         resolved: list[ResolvedIncrease] = []
-        routes = self._routes
+        routes = self.router.routes
         values = self.values
         for increase in increases:
             node, key, packets, octets = increase.node, increase.key, increase.packets, increase.bytes
@@ -123,201 +106,141 @@ class SeriesState:
         return resolved
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
-        """Drop expired counters: per-workload series lose a holder (and leave at zero
-        holders); aggregate series keep their totals in the archive.  Returns the number
-        of series removed."""
+        """Expired counters stop holding their series: per-workload series without another
+        holder leave; aggregate series stay.  Returns the number of series removed."""
         removed = 0
         for item in expired:
-            where = (item.node, item.state.key)
-            route = self._routes.pop(where, None)
-            if route is None:
-                continue
-            for ref in route.refs:
-                if not self.families[ref[0]].per_workload:
-                    packets, octets = self._archive.get(ref, (0, 0))
-                    self._archive[ref] = (packets + item.state.total_packets, octets + item.state.total_bytes)
-                removed += self._release_series(ref)
-            self._forget(where, route)
+            route = self.router.forget((item.node, item.state.key))
+            if route is not None:
+                removed += sum(self._release(ref) for ref in route.refs)
         return removed
 
     def forget_node(self, node: str, counters: Iterable[CounterState]) -> int:
         """The ledger forgot ``node``: its counters expire, and every series labelled with
-        the node leaves (with its archive); series summed over nodes keep its totals.
-        Returns the number of series removed."""
+        the node leaves; series summed over nodes keep what it counted."""
         removed = self.expire(ExpiredCounter(node, state) for state in counters)
-        for index, position in enumerate(self._node_label):
+        for index, position in enumerate(self.router.node_label):
             if position is None:
                 continue
-            values = self.values[index]
-            for labels in [labels for labels in values if labels[position] == node]:
-                ref = (index, labels)
-                if self._holders.get(ref):
-                    continue
-                self._archive.pop(ref, None)
-                del values[labels]
-                self.series_count -= 1
-                removed += 1
+            for labels in [labels for labels in self.values[index] if labels[position] == node]:
+                if not self._holders.get((index, labels)):
+                    removed += self._remove((index, labels))
         return removed
 
     def set_resolver(self, resolver: Resolver, ledger: Ledger) -> int:
-        """The catalog changed: re-route the counters whose names changed, moving their
-        totals to their new series.  Returns how many counters moved."""
-        dirty = self._memo.refresh(resolver)
+        """The catalog changed: the counters whose names changed get new routes, for
+        their future increases.  Returns how many counters were re-routed."""
         moved = 0
-        for where in dirty:
-            route = self._routes.pop(where, None)
-            state = ledger.counters(where[0]).get(where[1])
+        for place in self.router.memo.refresh(resolver):
+            route = self.router.forget(place)
+            state = ledger.counters(place[0]).get(place[1])
             if route is None or state is None:
                 continue
             for ref in route.refs:
-                self._add(ref, -state.total_packets, -state.total_bytes)
-                self._release_series(ref)
-            self._forget(where, route)
-            new_route = self._route(where[0], state, ledger.chain_comments(where[0]))
-            for ref in new_route.refs:
-                self._add(ref, state.total_packets, state.total_bytes)
+                self._release(ref)
+            self._route(place[0], state, ledger.chain_comments(place[0]))
             moved += 1
         return moved
 
-    # -- rebuild -------------------------------------------------------------------------
+    # -- routing everything afresh ---------------------------------------------------------
 
-    def rebuilt(self, ledger: Ledger, resolver: Resolver | None = None) -> SeriesState:
-        """A new state with the same options and archive, every counter resolved afresh
-        and aggregate series admitted first under the cap."""
-        fresh = SeriesState(resolver or self.resolver, self.options)
-        fresh._memo.inherit(self._memo)
-        fresh._archive = dict(self._archive)
-        # exported as counters: they must not go down because of a rebuild
-        fresh.resolution_errors = self.resolution_errors
-        fresh.overflow = dict(self.overflow)
-        fresh._ever_refused = self._ever_refused
-        admitted: set[_SeriesRef] = set()
-        for ref, (packets, octets) in self._archive.items():
-            if fresh._admit(ref):
-                admitted.add(ref)
-                fresh._add(ref, packets, octets)
-        pending: list[tuple[str, CounterState, ResolvedCounter, tuple[Lookup, ...], list[_SeriesRef]]] = []
+    def rebuilt(
+        self, ledger: Ledger, resolver: Resolver | None = None, previous: SeriesValues | None = None
+    ) -> SeriesState:
+        """A new state with the same options, every counter routed afresh (aggregate
+        series admitted first under the cap) and every series value carried over: this
+        state's, or ``previous`` (a restored checkpoint's) when given."""
+        fresh = SeriesState(resolver or self.resolver, self.options, max_tombstones=self.max_tombstones)
+        fresh.router.inherit(self.router)
+        fresh.overflow = dict(self.overflow)  # exported as counters: must not go down
+        fresh._ever_refused = set(self._ever_refused)
+        fresh._tombstones = dict(self._tombstones)
+        fresh._tombstones.update(previous if previous is not None else self.series_values())
+        pending: list[tuple[str, CounterState, ResolvedCounter, tuple[Lookup, ...], list[SeriesRef]]] = []
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
             for state in ledger.counters(node).values():
-                counter, lookups = fresh._resolve(node, state, comments)
-                pending.append((node, state, counter, lookups, fresh._candidate_refs(counter)))
+                counter, lookups = fresh.router.resolve(node, state, comments)
+                pending.append((node, state, counter, lookups, fresh.router.candidate_refs(counter)))
+        by_level: dict[Level, list[SeriesRef]] = {level: [] for level in _LEVEL_PRIORITY}
+        for ref in fresh._tombstones:  # aggregate series stay even without a holder
+            if not fresh.families[ref[0]].per_workload:
+                by_level[fresh.families[ref[0]].level].append(ref)
+        for *_, refs in pending:
+            for ref in refs:
+                by_level[fresh.families[ref[0]].level].append(ref)
+        admitted: set[SeriesRef] = set()
         for level in _LEVEL_PRIORITY:
-            for *_, refs in pending:
-                for ref in refs:
-                    if fresh.families[ref[0]].level is level and ref not in admitted and fresh._admit(ref):
-                        admitted.add(ref)
+            for ref in by_level[level]:
+                if ref not in admitted and fresh._admit(ref):
+                    admitted.add(ref)
         for node, state, counter, lookups, refs in pending:
             kept = tuple(ref for ref in refs if ref in admitted)
-            fresh._register((node, state.key), counter, lookups, kept)
-            for ref in kept:
-                fresh._add(ref, state.total_packets, state.total_bytes)
+            fresh.router.register((node, state.key), counter, lookups, kept)
+            fresh._hold(kept)
+        fresh._prune_tombstones()
         return fresh
 
-    # -- reading -------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------
+
+    def series_values(self) -> dict[SeriesRef, tuple[int, int]]:
+        """Every exported series' value (what a checkpoint keeps)."""
+        return {
+            (index, labels): value
+            for index, values in enumerate(self.values)
+            for labels, value in values.items()
+        }
 
     def resolved(self, node: str, key: CounterKey) -> ResolvedCounter | None:
-        route = self._routes.get((node, key))
+        route = self.router.routes.get((node, key))
         return route.counter if route else None
 
     def resolve_state(self, node: str, state: CounterState, comments: Mapping[str, str]) -> ResolvedCounter:
         """Resolve a counter without routing it (e.g. for the Snapshot API)."""
-        counter, _ = self._resolve(node, state, comments)
+        counter, _ = self.router.resolve(node, state, comments)
         return counter
 
     def unresolved_counts(self) -> dict[str, tuple[int, int]]:
-        """node -> (unresolved interfaces, unresolved chains) currently exported raw."""
-        counts: dict[str, list[int]] = {}
-        for node, raw in self._unresolved:
-            entry = counts.setdefault(node, [0, 0])
-            entry[0 if raw.kind is RawNameKind.INTERFACE else 1] += 1
-        return {node: (c[0], c[1]) for node, c in counts.items()}
+        return self.router.unresolved_counts()
 
-    # -- internals -----------------------------------------------------------------------
+    # -- internals -------------------------------------------------------------------------
 
-    def _resolve(
-        self, node: str, state: CounterState, comments: Mapping[str, str]
-    ) -> tuple[ResolvedCounter, tuple[Lookup, ...]]:
-        memo = self._memo
-        memo.touched = []
-        counter = resolve_counter(
-            memo,
-            node,
-            state.key,
-            chain_comment=state.chain_comment,
-            group_members=state.group_members,
-            comments=comments,
-            on_error=self._count_error,
-        )
-        return counter, tuple(memo.touched)
+    def _route(self, node: str, state: CounterState, comments: Mapping[str, str]) -> Route:
+        counter, lookups = self.router.resolve(node, state, comments)
+        refs = tuple(ref for ref in self.router.candidate_refs(counter) if self._admit(ref))
+        self._hold(refs)
+        return self.router.register((node, state.key), counter, lookups, refs)
 
-    def _count_error(self, what: str, error: Exception) -> None:
-        self.resolution_errors += 1
-        if self.resolution_errors <= 10 or self.resolution_errors % 1000 == 0:
-            log.warning("resolving %s failed (%s errors so far): %r", what, self.resolution_errors, error)
-
-    def _candidate_refs(self, counter: ResolvedCounter) -> list[_SeriesRef]:
-        refs: list[_SeriesRef] = []
-        for make in self._makers:
-            for family, labels in make(counter):
-                index = self._family_index.get(family)
-                if index is None:
-                    continue
-                projection = self._projections[index]
-                ref = (index, labels if projection is None else tuple(labels[i] for i in projection))
-                if ref not in refs:
-                    refs.append(ref)
-        return refs
-
-    def _route(self, node: str, state: CounterState, comments: Mapping[str, str]) -> _Route:
-        counter, lookups = self._resolve(node, state, comments)
-        refs = tuple(ref for ref in self._candidate_refs(counter) if self._admit(ref))
-        return self._register((node, state.key), counter, lookups, refs)
-
-    def _register(
-        self,
-        where: CounterPlace,
-        counter: ResolvedCounter,
-        lookups: tuple[Lookup, ...],
-        refs: tuple[_SeriesRef, ...],
-    ) -> _Route:
-        route = _Route(counter, refs, lookups, unresolved_names(counter))
-        self._routes[where] = route
+    def _hold(self, refs: Iterable[SeriesRef]) -> None:
         holders = self._holders
         for ref in refs:
             holders[ref] = holders.get(ref, 0) + 1
-        self._memo.use(where, lookups)
-        for raw in route.unresolved:
-            tag = (where[0], raw)
-            self._unresolved[tag] = self._unresolved.get(tag, 0) + 1
-        return route
 
-    def _forget(self, where: CounterPlace, route: _Route) -> None:
-        self._memo.release(where, route.lookups)
-        for raw in route.unresolved:
-            tag = (where[0], raw)
-            left = self._unresolved.get(tag, 0) - 1
-            if left > 0:
-                self._unresolved[tag] = left
-            else:
-                self._unresolved.pop(tag, None)
-
-    def _release_series(self, ref: _SeriesRef) -> int:
-        """One counter less behind ``ref``; removes the series when nothing holds it."""
+    def _release(self, ref: SeriesRef) -> int:
+        """One counter less behind ``ref``; a per-workload series without holders leaves."""
         holders = self._holders.get(ref, 0) - 1
         if holders > 0:
             self._holders[ref] = holders
             return 0
         self._holders.pop(ref, None)
-        if ref in self._archive:
-            return 0
-        if self.values[ref[0]].pop(ref[1], None) is None:
+        return self._remove(ref) if self.families[ref[0]].per_workload else 0
+
+    def _remove(self, ref: SeriesRef) -> int:
+        value = self.values[ref[0]].pop(ref[1], None)
+        if value is None:
             return 0
         self.series_count -= 1
+        self._tombstones[ref] = value
+        self._prune_tombstones()
         return 1
 
-    def _admit(self, ref: _SeriesRef) -> bool:
-        """Whether ``ref`` exists or may be created (creating it at zero)."""
+    def _prune_tombstones(self) -> None:
+        tombstones = self._tombstones
+        while len(tombstones) > self.max_tombstones:
+            del tombstones[next(iter(tombstones))]  # the oldest: dicts keep insertion order
+
+    def _admit(self, ref: SeriesRef) -> bool:
+        """Whether ``ref`` exists or may be created (at its tombstone's value, else zero)."""
         values = self.values[ref[0]]
         if ref[1] in values:
             return True
@@ -331,12 +254,6 @@ class SeriesState:
                 level = self.families[ref[0]].level
                 self.overflow[level] = self.overflow.get(level, 0) + 1
             return False
-        values[ref[1]] = (0, 0)
+        values[ref[1]] = self._tombstones.pop(ref, (0, 0))
         self.series_count += 1
         return True
-
-    def _add(self, ref: _SeriesRef, packets: int, octets: int) -> None:
-        values = self.values[ref[0]]
-        old = values.get(ref[1])
-        if old is not None:
-            values[ref[1]] = (old[0] + packets, old[1] + octets)

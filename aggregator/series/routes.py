@@ -1,0 +1,146 @@
+"""Which series each counter feeds: its *route*, resolved once and kept.
+
+A counter's route is the list of series (one per exported family it belongs to) its
+increases are added to.  Working it out means resolving the counter's names through
+the catalog and asking every exported level which label set it has there; both are
+done once per counter and kept until the catalog changes the answer
+(:meth:`Router.refresh` names exactly those counters) or the counter expires.
+The router also keeps what the aggregator's self-metrics report about resolution:
+the raw names exported per node and the number of lookups that failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from aggregator.ledger import CounterState
+from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
+from aggregator.model import ResolvedCounter
+from aggregator.resolution.memo import CounterPlace, Lookup, MemoResolver
+from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolve_counter, unresolved_names
+from aggregator.series.options import SeriesOptions
+
+__all__ = ["Route", "Router", "SeriesRef"]
+
+log = logging.getLogger(__name__)
+
+SeriesRef = tuple[int, tuple[str, ...]]
+"""(index of the family among the exported ones, label values after the allow-list)."""
+
+
+class Route(NamedTuple):
+    counter: ResolvedCounter
+    refs: tuple[SeriesRef, ...]
+    lookups: tuple[Lookup, ...]
+    unresolved: tuple[RawName, ...]
+
+
+class Router:
+    """The exported families, and every counter's resolved route.  Not thread-safe."""
+
+    def __init__(self, resolver: Resolver, options: SeriesOptions) -> None:
+        self.options = options
+        self.memo = MemoResolver(resolver)
+        self.families: tuple[SeriesFamily, ...] = tuple(f for f in FAMILIES if options.exports(f))
+        self._family_index = {family: index for index, family in enumerate(self.families)}
+        self._makers = series_makers(options.exports)
+        self._projections: list[tuple[int, ...] | None] = []
+        self.label_names: list[tuple[str, ...]] = []
+        for family in self.families:
+            allowed = options.allowed_labels
+            if allowed is None or family.level is Level.COMPAT:
+                self._projections.append(None)
+                self.label_names.append(family.labels)
+            else:
+                keep = tuple(i for i, name in enumerate(family.labels) if name in allowed)
+                self._projections.append(None if len(keep) == len(family.labels) else keep)
+                self.label_names.append(tuple(family.labels[i] for i in keep))
+        self.node_label: list[int | None] = [
+            names.index("node") if "node" in names else None for names in self.label_names
+        ]
+        """Per family, the position of its ``node`` label (after the allow-list), if any."""
+        self.routes: dict[CounterPlace, Route] = {}
+        self._unresolved: dict[tuple[str, RawName], int] = {}
+        """(node, raw name) -> counters exported under that raw name."""
+        self.resolution_errors = 0
+
+    def inherit(self, previous: Router) -> None:
+        """Carry over what must outlive a rebuild: last known names, exported error counts."""
+        self.memo.inherit(previous.memo)
+        self.resolution_errors = previous.resolution_errors
+
+    def resolve(
+        self, node: str, state: CounterState, comments: Mapping[str, str]
+    ) -> tuple[ResolvedCounter, tuple[Lookup, ...]]:
+        """The counter's names, and the lookups that gave them (see :attr:`memo`)."""
+        memo = self.memo
+        memo.touched = []
+        counter = resolve_counter(
+            memo,
+            node,
+            state.key,
+            chain_comment=state.chain_comment,
+            group_members=state.group_members,
+            comments=comments,
+            on_error=self._count_error,
+        )
+        return counter, tuple(memo.touched)
+
+    def candidate_refs(self, counter: ResolvedCounter) -> list[SeriesRef]:
+        """Every exported series ``counter`` belongs to (admission is the caller's)."""
+        refs: list[SeriesRef] = []
+        for make in self._makers:
+            for family, labels in make(counter):
+                index = self._family_index.get(family)
+                if index is None:
+                    continue
+                projection = self._projections[index]
+                ref = (index, labels if projection is None else tuple(labels[i] for i in projection))
+                if ref not in refs:
+                    refs.append(ref)
+        return refs
+
+    def register(
+        self,
+        place: CounterPlace,
+        counter: ResolvedCounter,
+        lookups: tuple[Lookup, ...],
+        refs: tuple[SeriesRef, ...],
+    ) -> Route:
+        route = Route(counter, refs, lookups, unresolved_names(counter))
+        self.routes[place] = route
+        self.memo.use(place, lookups)
+        for raw in route.unresolved:
+            tag = (place[0], raw)
+            self._unresolved[tag] = self._unresolved.get(tag, 0) + 1
+        return route
+
+    def forget(self, place: CounterPlace) -> Route | None:
+        """Drop ``place``'s route (returned, or None when it had none)."""
+        route = self.routes.pop(place, None)
+        if route is None:
+            return None
+        self.memo.release(place, route.lookups)
+        for raw in route.unresolved:
+            tag = (place[0], raw)
+            left = self._unresolved.get(tag, 0) - 1
+            if left > 0:
+                self._unresolved[tag] = left
+            else:
+                self._unresolved.pop(tag, None)
+        return route
+
+    def unresolved_counts(self) -> dict[str, tuple[int, int]]:
+        """node -> (unresolved interfaces, unresolved chains) currently exported raw."""
+        counts: dict[str, list[int]] = {}
+        for node, raw in self._unresolved:
+            entry = counts.setdefault(node, [0, 0])
+            entry[0 if raw.kind is RawNameKind.INTERFACE else 1] += 1
+        return {node: (c[0], c[1]) for node, c in counts.items()}
+
+    def _count_error(self, what: str, error: Exception) -> None:
+        self.resolution_errors += 1
+        if self.resolution_errors <= 10 or self.resolution_errors % 1000 == 0:
+            log.warning("resolving %s failed (%s errors so far): %r", what, self.resolution_errors, error)
