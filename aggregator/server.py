@@ -37,7 +37,7 @@ from aggregator.hits.servicer import PolicyHitsServicer
 from aggregator.ingest.limits import StreamLimits
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.servicer import IngestServicer
-from aggregator.ledger import Ledger, Limits
+from aggregator.ledger import FirstSnapshot, Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
@@ -140,6 +140,7 @@ class Aggregator:
                 retired_grace=config.retired_grace,
                 node_expiry=config.node_expiry,
                 limits=config.ledger_limits,
+                first_snapshot=FirstSnapshot.BASELINE,
             ),
         )
         if self.cache is not None:

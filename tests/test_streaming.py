@@ -4,7 +4,9 @@ Every agent is a ``calico-accountant agent`` process reading a dump through a re
 (``cat FILE``, or ``ip netns exec NS iptables-save`` in the kernel test); the aggregator is a
 ``calico-accountant aggregator`` process; consumers use the gRPC API.  Counters advance by
 rewriting the dumps with every counter scaled (see :mod:`tests.support.dumps`), so what each
-agent reads at version k is k times version 1, and the expected totals follow.
+agent reads at version k is k times version 1, and the expected totals follow: a started
+aggregator counts from the first snapshot it sees of each node (its baseline), so at
+version k it has counted version k minus the version it first saw.
 """
 
 from __future__ import annotations
@@ -91,6 +93,13 @@ def sums(nodes: Sequence[Node], factor: int) -> tuple[Sums, Sums]:
     return packets, octets
 
 
+def counted(nodes: Sequence[Node], factor: int, baseline: int = 1) -> tuple[Sums, Sums]:
+    """What an aggregator that first saw version ``baseline`` has counted at ``factor``."""
+    now_packets, now_bytes = sums(nodes, factor)
+    base_packets, base_bytes = sums(nodes, baseline)
+    return now_packets - base_packets, now_bytes - base_bytes
+
+
 def hit_sums(hits: Sequence[hpb.Hit]) -> tuple[Sums, Sums]:
     packets: Sums = Counter()
     octets: Sums = Counter()
@@ -164,6 +173,11 @@ def totals_reach(client: Client, expected: Sums) -> Callable[[], bool]:
     return lambda: nonzero(client.totals()[0]) == nonzero(expected)
 
 
+def reporting(client: Client, count: int) -> Callable[[], bool]:
+    """Every one of ``count`` nodes has had a snapshot applied (its baseline is set)."""
+    return lambda: len(client.nodes()) == count and all(n.sequence >= 1 for n in client.nodes().values())
+
+
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Processes]:
     with processes(tmp_path) as group:
@@ -197,11 +211,11 @@ def test_totals_and_hits_add_up_to_what_the_agents_read(run: Processes, tmp_path
             extra += ["--max-message-bytes", str(128 * 1024)]
         _, agent_ports[node.name] = run.agent(node.name, port, [f"cat {node.path}"], *extra)
     try:
-        wait_until(lambda: len(client.nodes()) == 3 and all(n.sequence >= 1 for n in client.nodes().values()))
+        wait_until(reporting(client, 3))
         for factor in (2, 3):
             for node in nodes:
                 node.write(factor)
-            expected_packets, expected_bytes = sums(nodes, factor)
+            expected_packets, expected_bytes = counted(nodes, factor)
             wait_until(totals_reach(client, expected_packets), what=f"totals x{factor}")
         packets, octets = client.totals()
         assert nonzero(packets) == nonzero(expected_packets) and nonzero(octets) == nonzero(expected_bytes)
@@ -227,10 +241,9 @@ def test_totals_and_hits_add_up_to_what_the_agents_read(run: Processes, tmp_path
             assert by_verdict[(node.name, "accept")] == accepted > 0
             assert by_verdict[(node.name, "deny")] == denied
 
-        # Watch: the increases from version 1 to 3 (the first snapshot is history, not hits)
-        first_packets, first_bytes = sums(nodes, 1)
-        want_packets = nonzero(expected_packets - first_packets)
-        want_bytes = nonzero(expected_bytes - first_bytes)
+        # Watch: the increases from version 1 to 3, exactly the totals
+        want_packets = nonzero(expected_packets)
+        want_bytes = nonzero(expected_bytes)
         wait_until(lambda: nonzero(hit_sums(watcher.hits)[0]) == want_packets, what="watch hits")
         assert nonzero(hit_sums(watcher.hits)[1]) == want_bytes
         assert watcher.lost == 0 and not watcher.error
@@ -254,26 +267,34 @@ def test_totals_and_hits_add_up_to_what_the_agents_read(run: Processes, tmp_path
 
 
 def test_agents_resend_in_full_after_the_aggregator_restarts(run: Processes, tmp_path: Path) -> None:
+    """Without a checkpoint a restarted aggregator counts from zero again: the agents'
+    first full snapshots after the restart are its baseline (never a lower non-zero value)."""
     nodes = make_nodes(tmp_path, [(10, 3), (15, 3)])
     port, metrics_port = start_aggregator(run)
     target = f"127.0.0.1:{port}"
     agent_ports = [run.agent(n.name, port, [f"cat {n.path}"], "--interval", "0.2")[1] for n in nodes]
     client = Client(target)
     try:
-        first = sums(nodes, 1)[0]
-        wait_until(lambda: nonzero(client.totals()[0]) == nonzero(first), what="totals x1")
+        wait_until(reporting(client, len(nodes)), what="x1 seen")
+        for node in nodes:
+            node.write(2)
+        wait_until(totals_reach(client, counted(nodes, 2)[0]), what="totals x2")
         old = run.started[0]
         assert old.stop() == 0, old.output()
         for node in nodes:
-            node.write(2)  # counters move while the aggregator is away
+            node.write(3)  # counters move while the aggregator is away
         time.sleep(1.0)
         start_aggregator(run, grpc_port=port, metrics_port=metrics_port)
-        second = sums(nodes, 2)[0]
-        wait_until(lambda: nonzero(client.totals()[0]) == nonzero(second), what="totals x2 after restart")
+        wait_until(reporting(client, len(nodes)), what="x3 seen after the restart")
+        assert nonzero(client.totals()[0]) == Counter()  # from zero, not from the raw values
+        text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1]
+        assert all(
+            v == 0 for v in metric_samples(text, "calico_accountant_node_policy_packets_total").values()
+        )
         for node in nodes:
-            node.write(3)
-        third = sums(nodes, 3)
-        wait_until(lambda: nonzero(client.totals()[0]) == nonzero(third[0]), what="totals x3")
+            node.write(4)
+        third = counted(nodes, 4, baseline=3)
+        wait_until(lambda: nonzero(client.totals()[0]) == nonzero(third[0]), what="totals x4")
         time.sleep(0.6)  # a few more reads: nothing is counted twice
         assert nonzero(client.totals()[0]) == nonzero(third[0])
         assert nonzero(client.totals()[1]) == nonzero(third[1])
@@ -301,9 +322,10 @@ def test_an_agent_that_goes_away_keeps_its_counts_and_goes_stale(run: Processes,
     agents = [run.agent(n.name, port, [f"cat {n.path}"], "--interval", "0.2")[0] for n in nodes]
     client = Client(f"127.0.0.1:{port}")
     try:
+        wait_until(reporting(client, len(nodes)), what="x1 seen")
         for node in nodes:
             node.write(2)
-        expected = sums(nodes, 2)[0]
+        expected = counted(nodes, 2)[0]
         wait_until(totals_reach(client, expected), what="x2")
         assert agents[1].stop() == 0
         wait_until(lambda: not client.nodes()["node-1"].connected, what="node-1 disconnected")
@@ -336,7 +358,7 @@ def test_a_slow_consumer_loses_hits_while_ingest_and_a_fast_consumer_keep_up(
         run.agent(node.name, port, [f"cat {node.path}"], "--interval", "0.1")
     client = Client(target)
     try:
-        wait_until(lambda: len(client.nodes()) == 2 and all(n.sequence >= 1 for n in client.nodes().values()))
+        wait_until(reporting(client, 2))
         factor = 1
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:
@@ -344,9 +366,9 @@ def test_a_slow_consumer_loses_hits_while_ingest_and_a_fast_consumer_keep_up(
             for node in nodes:
                 node.write(factor)
             time.sleep(0.1)
-        final, _ = sums(nodes, factor)
+        final, _ = counted(nodes, factor)
         wait_until(lambda: nonzero(client.totals()[0]) == nonzero(final), what="ingest kept up")
-        want = nonzero(final - sums(nodes, 1)[0])
+        want = nonzero(final)
         wait_until(lambda: nonzero(hit_sums(fast.hits)[0]) == want, what="fast consumer complete")
         assert fast.lost == 0 and not fast.error
         wait_until(lambda: slow.lost > 0, timeout=30, what="slow consumer told of lost hits")
@@ -421,7 +443,7 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
         # still serving: the real agent's next counters arrive, the intruder never applied
         node.write(5)
         wait_until(
-            lambda: nonzero(client.totals()[0]) == nonzero(sums([node], 5)[0]), what="agent still served"
+            lambda: nonzero(client.totals()[0]) == nonzero(counted([node], 5)[0]), what="agent still served"
         )
         assert set(client.nodes()) == {node.name}
     finally:
@@ -442,25 +464,29 @@ def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: P
         command = f"ip netns exec {namespace} iptables-nft-save -c -t filter"
         run.agent("kernel-node", port, [command], "--interval", "0.2")
         client = Client(f"127.0.0.1:{port}")
+
+        def read_kernel() -> Sums:
+            """What the agent sees, read the same way."""
+            saved = subprocess.run(shlex.split(command), capture_output=True, text=True, check=True).stdout
+            got: Sums = Counter()
+            for record in parse_node([("kernel", saved)]).records:
+                got[
+                    (
+                        "kernel-node",
+                        int(_KIND_TO_PB[record.key.kind]),
+                        1 if record.key.direction is Direction.INGRESS else 2,
+                    )
+                ] += record.packets
+            return got
+
         try:
-            for factor in (1, 4):
-                if factor > 1:
-                    restore(namespace, scale_dump(table.text, factor), family=4, backend=Backend.NFT)
-                # what the agent sees, read the same way
-                saved = subprocess.run(
-                    shlex.split(command), capture_output=True, text=True, check=True
-                ).stdout
-                expected: Sums = Counter()
-                for record in parse_node([("kernel", saved)]).records:
-                    expected[
-                        (
-                            "kernel-node",
-                            int(_KIND_TO_PB[record.key.kind]),
-                            1 if record.key.direction is Direction.INGRESS else 2,
-                        )
-                    ] += record.packets
-                assert sum(expected.values()) > 0
-                wait_until(totals_reach(client, expected), what=f"kernel x{factor}")
+            baseline = read_kernel()
+            assert sum(baseline.values()) > 0
+            wait_until(reporting(client, 1), what="the agent's first read (the baseline)")
+            restore(namespace, scale_dump(table.text, 4), family=4, backend=Backend.NFT)
+            expected = read_kernel() - baseline
+            assert sum(expected.values()) == 3 * sum(baseline.values())
+            wait_until(totals_reach(client, expected), what="kernel x4")
             nodes = client.nodes()
             assert nodes["kernel-node"].connected
         finally:
@@ -496,11 +522,11 @@ def test_names_are_resolved_from_a_file_datastore(run: Processes, tmp_path: Path
         run.agent(node.name, port, [f"cat {node.path}"], "--interval", "0.2")
     client = Client(target)
     try:
-        wait_until(totals_reach(client, sums(nodes, 1)[0]), what="x1")
+        wait_until(reporting(client, len(nodes)), what="x1")
         for node in nodes:
             node.write(2)
-        wait_until(totals_reach(client, sums(nodes, 2)[0]), what="x2")
-        want = nonzero(sums(nodes, 2)[0] - sums(nodes, 1)[0])
+        wait_until(totals_reach(client, counted(nodes, 2)[0]), what="x2")
+        want = nonzero(counted(nodes, 2)[0])
         wait_until(lambda: nonzero(hit_sums(watcher.hits)[0]) == want, what="hits")
         api = [h for h in watcher.hits if h.interface == "cali342b815918c"]
         assert api and {(h.node, h.namespace, h.pod, h.app) for h in api} == {
