@@ -9,12 +9,20 @@ is rendered outside the lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from aggregator.ledger import Ledger, NodeUpdate, Refusal
+from aggregator.ledger import Ledger, NodeRecord, NodeUpdate, Refusal
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.state import SeriesState
-from aggregator.series.views import FamilyView, NodeView, ResolvedIncrease, ResolvedTotal, StateView
+from aggregator.series.views import (
+    FamilySeries,
+    FamilyView,
+    NodeView,
+    ResolvedIncrease,
+    ResolvedTotal,
+    StateView,
+)
 
 __all__ = ["Accountant", "SnapshotRefused"]
 
@@ -67,6 +75,26 @@ class Accountant:
             if refusal is not None:
                 raise SnapshotRefused(refusal)
             return self._series.apply(increases, self.ledger, update.read_time)
+
+    def capture(self) -> tuple[list[NodeRecord], list[FamilySeries], list[FamilySeries]]:
+        """A consistent copy of what a checkpoint keeps: the ledger's nodes and counters,
+        the series, the tombstones."""
+        with self._lock:
+            return self.ledger.export(), self._series.family_series(), self._series.family_tombstones()
+
+    def restore(
+        self, nodes: Iterable[NodeRecord], series: Iterable[FamilySeries], tombstones: Iterable[FamilySeries]
+    ) -> int:
+        """Continue from a checkpoint: the ledger's raw values and totals, every series at
+        its checkpointed value, re-routed through the current catalog.  Returns how many
+        series could not be placed (their family is not exported with the same labels
+        any more)."""
+        with self._lock:
+            self.ledger.restore(nodes)
+            values, dropped = self._series.refs_of(series)
+            buried, dropped_tombstones = self._series.refs_of(tombstones)
+            self._series = self._series.rebuilt(self.ledger, values=values, tombstones=buried)
+            return dropped + dropped_tombstones
 
     def set_connected(self, node: str, connected: bool) -> None:
         with self._lock:

@@ -65,6 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a vanished counter keeps its workload series",
     )
     parser.add_argument(
+        "--checkpoint",
+        default=env("CALICO_ACCOUNTANT_CHECKPOINT", ""),
+        metavar="SPEC",
+        help="where to keep the totals across restarts: file:PATH or etcd (the datastore's etcd, under "
+        "/calico-accountant/v1/); default $CALICO_ACCOUNTANT_CHECKPOINT; none: a restart counts from zero",
+    )
+    parser.add_argument(
+        "--checkpoint-interval", type=float, default=10.0, help="seconds between checkpoints (default 10)"
+    )
+    parser.add_argument(
         "--node-expiry",
         type=float,
         default=3600.0,
@@ -140,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         stale_after=args.stale_after,
         retired_grace=args.retired_grace,
         node_expiry=args.node_expiry,
+        checkpoint=args.checkpoint,
+        checkpoint_interval=args.checkpoint_interval,
         expire_interval=args.expire_interval,
         ledger_limits=Limits(
             max_nodes=args.max_nodes,

@@ -47,8 +47,8 @@ Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -63,6 +63,7 @@ __all__ = [
     "Increase",
     "Ledger",
     "Limits",
+    "NodeRecord",
     "NodeState",
     "NodeUpdate",
     "Refusal",
@@ -259,6 +260,38 @@ class _NodeLedger:
     chain_comments: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node's part of the ledger, copied out (what a checkpoint keeps): nothing in it
+    changes when the ledger does."""
+
+    state: NodeState
+    counters: tuple[CounterState, ...]
+    chain_comments: Mapping[str, str]
+
+
+def _copy_state(state: NodeState, *, connected: bool) -> NodeState:
+    copied = replace(state, connected=connected)
+    copied.diagnostic_counts = dict(state.diagnostic_counts)
+    copied.diagnostic_totals = dict(state.diagnostic_totals)
+    copied.resets = dict(state.resets)
+    return copied
+
+
+def _copy_counter(state: CounterState) -> CounterState:
+    return CounterState(
+        state.key,
+        state.raw_packets,
+        state.raw_bytes,
+        state.rule_ids,
+        state.total_packets,
+        state.total_bytes,
+        state.chain_comment,
+        state.group_members,
+        state.retired_at,
+    )
+
+
 class Ledger:
     """Monotonic totals for every node; see the module docstring for the rules."""
 
@@ -428,6 +461,30 @@ class Ledger:
             entry.state.counters_retired -= len(gone)
             entry.state.counters_known -= len(gone)
         return expired
+
+    def export(self) -> list[NodeRecord]:
+        """Every node with its counters, copied (for a checkpoint)."""
+        return [
+            NodeRecord(
+                _copy_state(entry.state, connected=entry.state.connected),
+                tuple(_copy_counter(state) for state in entry.counters.values()),
+                dict(entry.chain_comments),
+            )
+            for entry in self._nodes.values()
+        ]
+
+    def restore(self, nodes: Iterable[NodeRecord]) -> None:
+        """Replace everything with ``nodes`` (a checkpoint's): every node starts
+        disconnected, and its agent's next snapshot is differenced against the restored
+        raw values (or refused as out of sequence, when it is not newer)."""
+        restored: dict[str, _NodeLedger] = {}
+        for record in nodes:
+            state = _copy_state(record.state, connected=False)
+            counters = {counter.key: _copy_counter(counter) for counter in record.counters}
+            state.counters_known = len(counters)
+            state.counters_retired = sum(1 for counter in counters.values() if counter.retired_at is not None)
+            restored[state.node] = _NodeLedger(state, counters, dict(record.chain_comments))
+        self._nodes = restored
 
     def forget_nodes(self, now: float) -> list[ForgottenNode]:
         """Forget every node without a stream that sent nothing for ``node_expiry``

@@ -24,10 +24,13 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
+from aggregator.checkpoint.keeper import CheckpointKeeper, CheckpointMetrics
+from aggregator.checkpoint.open import open_checkpoint_store
+from aggregator.checkpoint.stores import parse_checkpoint_spec
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
@@ -82,6 +85,9 @@ class AggregatorConfig:
     ledger_limits: Limits = field(default_factory=Limits)
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     access: AccessRules = field(default_factory=AccessRules)
+    checkpoint: str = ""
+    """``file:PATH`` or ``etcd`` (the datastore's); empty: none, a restart counts from zero."""
+    checkpoint_interval: float = 10.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     hits_window_seconds: float = 600.0
     hits_window_max: int = 100_000
@@ -124,10 +130,14 @@ class Aggregator:
         self.cache: DatastoreCache | None = None
         self._source: DatastoreSource | None = None
         resolver = Catalog.empty()
-        if config.datastore:
-            spec = parse_datastore_spec(
+        spec = (
+            parse_datastore_spec(
                 config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key
             )
+            if config.datastore
+            else None
+        )
+        if spec is not None:
             self.cache = DatastoreCache(source=spec.describe())
             self._source = open_datastore(spec, self.cache)
             resolver = self.cache.catalog
@@ -145,6 +155,16 @@ class Aggregator:
         )
         if self.cache is not None:
             self.cache.add_listener(self.accountant.set_resolver)
+        ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
+        self.checkpoints: CheckpointKeeper | None = None
+        if config.checkpoint:
+            self.checkpoints = CheckpointKeeper(
+                self.accountant,
+                open_checkpoint_store(parse_checkpoint_spec(config.checkpoint), spec),
+                interval=config.checkpoint_interval,
+                metrics=CheckpointMetrics(self.registry),
+            )
+        self._checkpointing: asyncio.Task[None] | None = None
         self.hub = HitHub(
             window_seconds=config.hits_window_seconds,
             window_hits=config.hits_window_max,
@@ -194,6 +214,9 @@ class Aggregator:
                     self.config.datastore,
                     self.config.sync_timeout,
                 )
+        if self.checkpoints is not None:
+            await self.checkpoints.restore()
+            self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoint")
         await self.server.start()
         self.metrics = serve_metrics(
             self.accountant, self.config.metrics_port, host=self.config.metrics_host, extra=self.registry
@@ -231,10 +254,30 @@ class Aggregator:
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
         await self.server.stop(self.config.shutdown_grace)
+        await self._final_checkpoint()
         if self._source is not None:
             await self._source.stop()
         if self.metrics is not None:
             self.metrics.close()
+
+    async def _final_checkpoint(self) -> None:
+        """After ingest stopped: one last checkpoint, so a clean stop loses nothing."""
+        if self.checkpoints is None:
+            return
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+        try:
+            figures = await self.checkpoints.write()
+            log.info(
+                "final checkpoint written: %d bytes in %.3f s",
+                figures.size,
+                figures.capture + figures.encode + figures.save,
+            )
+        except Exception as error:
+            log.error("the final checkpoint could not be written: %s", error)
+        await self.checkpoints.store.close()
 
 
 def _bracket(host: str) -> str:

@@ -39,7 +39,7 @@ from aggregator.resolution.memo import Lookup
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Route, Router, SeriesRef
-from aggregator.series.views import ResolvedIncrease
+from aggregator.series.views import FamilySeries, ResolvedIncrease
 from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
@@ -145,17 +145,24 @@ class SeriesState:
     # -- routing everything afresh ---------------------------------------------------------
 
     def rebuilt(
-        self, ledger: Ledger, resolver: Resolver | None = None, previous: SeriesValues | None = None
+        self,
+        ledger: Ledger,
+        resolver: Resolver | None = None,
+        *,
+        values: SeriesValues | None = None,
+        tombstones: SeriesValues | None = None,
     ) -> SeriesState:
         """A new state with the same options, every counter routed afresh (aggregate
         series admitted first under the cap) and every series value carried over: this
-        state's, or ``previous`` (a restored checkpoint's) when given."""
+        state's series and tombstones, or ``values`` and ``tombstones`` (a restored
+        checkpoint's) when given."""
         fresh = SeriesState(resolver or self.resolver, self.options, max_tombstones=self.max_tombstones)
         fresh.router.inherit(self.router)
         fresh.overflow = dict(self.overflow)  # exported as counters: must not go down
         fresh._ever_refused = set(self._ever_refused)
-        fresh._tombstones = dict(self._tombstones)
-        fresh._tombstones.update(previous if previous is not None else self.series_values())
+        carried = self.series_values() if values is None else dict(values)
+        fresh._tombstones = dict(self._tombstones if tombstones is None else tombstones)
+        fresh._tombstones.update(carried)
         pending: list[tuple[str, CounterState, ResolvedCounter, tuple[Lookup, ...], list[SeriesRef]]] = []
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
@@ -163,7 +170,7 @@ class SeriesState:
                 counter, lookups = fresh.router.resolve(node, state, comments)
                 pending.append((node, state, counter, lookups, fresh.router.candidate_refs(counter)))
         by_level: dict[Level, list[SeriesRef]] = {level: [] for level in _LEVEL_PRIORITY}
-        for ref in fresh._tombstones:  # aggregate series stay even without a holder
+        for ref in carried:  # exported aggregate series stay even without a holder
             if not fresh.families[ref[0]].per_workload:
                 by_level[fresh.families[ref[0]].level].append(ref)
         for *_, refs in pending:
@@ -184,12 +191,45 @@ class SeriesState:
     # -- reading ---------------------------------------------------------------------------
 
     def series_values(self) -> dict[SeriesRef, tuple[int, int]]:
-        """Every exported series' value (what a checkpoint keeps)."""
+        """Every exported series' value."""
         return {
             (index, labels): value
             for index, values in enumerate(self.values)
             for labels, value in values.items()
         }
+
+    def family_series(self) -> list[FamilySeries]:
+        """The exported series per family, copied (what a checkpoint keeps)."""
+        return [
+            FamilySeries(family.packets_name, self.label_names[index], dict(self.values[index]))
+            for index, family in enumerate(self.families)
+        ]
+
+    def family_tombstones(self) -> list[FamilySeries]:
+        """The tombstones per family, copied (what a checkpoint keeps)."""
+        per_family: list[dict[tuple[str, ...], tuple[int, int]]] = [{} for _ in self.families]
+        for (index, labels), value in self._tombstones.items():
+            per_family[index][labels] = value
+        return [
+            FamilySeries(family.packets_name, self.label_names[index], per_family[index])
+            for index, family in enumerate(self.families)
+            if per_family[index]
+        ]
+
+    def refs_of(self, families: Iterable[FamilySeries]) -> tuple[dict[SeriesRef, tuple[int, int]], int]:
+        """Checkpointed series as this state's refs, and how many could not be placed (a
+        family no longer exported, or exported with other labels: options changed)."""
+        index_of = {family.packets_name: index for index, family in enumerate(self.families)}
+        placed: dict[SeriesRef, tuple[int, int]] = {}
+        dropped = 0
+        for family in families:
+            index = index_of.get(family.family)
+            if index is None or self.label_names[index] != family.label_names:
+                dropped += len(family.values)
+                continue
+            for labels, value in family.values.items():
+                placed[(index, labels)] = value
+        return placed, dropped
 
     def resolved(self, node: str, key: CounterKey) -> ResolvedCounter | None:
         route = self.router.routes.get((node, key))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 
-__all__ = ["FamilyView", "NodeView", "ResolvedIncrease", "ResolvedTotal", "StateView"]
+__all__ = ["FamilySeries", "FamilyView", "NodeView", "ResolvedIncrease", "ResolvedTotal", "StateView"]
 
 
 class ResolvedIncrease(NamedTuple):
@@ -35,6 +35,16 @@ class ResolvedTotal:
     packets: int
     bytes: int
     live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySeries:
+    """The series of one exported family, by its name and label names (what a checkpoint
+    keeps: it must still mean the same series when the options that index families change)."""
+
+    family: str
+    label_names: tuple[str, ...]
+    values: Mapping[tuple[str, ...], tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)

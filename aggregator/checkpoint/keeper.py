@@ -1,0 +1,182 @@
+"""Writing a checkpoint every interval and at shutdown, and restoring one at start.
+
+What a checkpoint holds is enough to continue exactly: every counter's last raw value
+and total, every series' value (and tombstone), every node's agent instance and sequence.
+Restored before the first snapshot is accepted, it makes an agent's next full snapshot
+add exactly what the kernel counted since the checkpoint.  What a crash can lose: the
+increments of a counter that was reset between the last checkpoint and the crash (the
+restored raw value is then above the kernel's, so the reset is seen and only the raw
+value after it is counted).
+
+The capture is one copy under the accountant's lock (ingest waits for it); encoding and
+writing happen outside it.  A checkpoint that cannot be read (corrupt, or of another
+format version) is refused with a log line and a counted outcome, and the aggregator
+counts from zero instead: a checkpoint is restored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from aggregator.accountant import Accountant
+from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, encode
+from aggregator.checkpoint.stores import CheckpointStore
+from calico_accountant import __version__
+
+__all__ = ["CheckpointKeeper", "CheckpointMetrics", "RestoreOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+class RestoreOutcome(enum.StrEnum):
+    RESTORED = "restored"
+    NONE = "none"
+    """No checkpoint was saved yet: counting starts from the first snapshots."""
+    CORRUPT = "corrupt"
+    FOREIGN = "foreign"
+    UNREADABLE = "unreadable"
+    """The store could not be read (an outage); counting starts from the first snapshots."""
+
+
+class CheckpointMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_success = Gauge(
+            "calico_accountant_checkpoint_last_success_timestamp_seconds",
+            "When the last checkpoint was written (Unix time; 0: never).",
+            registry=registry,
+        )
+        self.size = Gauge(
+            "calico_accountant_checkpoint_bytes", "Size of the last checkpoint written.", registry=registry
+        )
+        self.duration = Gauge(
+            "calico_accountant_checkpoint_write_seconds",
+            "How long the last checkpoint took: capture under the lock, encoding and writing.",
+            ["phase"],
+            registry=registry,
+        )
+        self.writes = Counter(
+            "calico_accountant_checkpoint_writes",
+            "Checkpoint writes, by outcome (ok, error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.restores = Counter(
+            "calico_accountant_checkpoint_restores",
+            "Checkpoints read at start, by outcome: restored, none (nothing saved yet), corrupt and "
+            "foreign (refused: counting starts from zero), unreadable (the store failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("ok", "error"):
+            self.writes.labels(outcome)
+        for restore in RestoreOutcome:
+            self.restores.labels(restore.value)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFigures:
+    """What one checkpoint cost: seconds per phase, and its size."""
+
+    capture: float
+    encode: float
+    save: float
+    size: int
+
+
+class CheckpointKeeper:
+    """Saves the accountant's state to ``store`` every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        accountant: Accountant,
+        store: CheckpointStore,
+        *,
+        interval: float = 10.0,
+        metrics: CheckpointMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("the checkpoint interval must be positive")
+        self.accountant = accountant
+        self.store = store
+        self.interval = interval
+        self.metrics = metrics or CheckpointMetrics(CollectorRegistry())
+        self._clock = clock
+        self._writing = asyncio.Lock()
+
+    async def restore(self) -> RestoreOutcome:
+        """Restore the kept checkpoint, if any (call before ingest starts)."""
+        outcome = await self._restore()
+        self.metrics.restores.labels(outcome.value).inc()
+        return outcome
+
+    async def _restore(self) -> RestoreOutcome:
+        where = self.store.describe()
+        try:
+            data = await self.store.load()
+        except Exception as error:
+            log.error(
+                "checkpoint %s could not be read (%s): counting starts from the first snapshots", where, error
+            )
+            return RestoreOutcome.UNREADABLE
+        if data is None:
+            log.info("no checkpoint in %s yet: counting starts from the first snapshots", where)
+            return RestoreOutcome.NONE
+        try:
+            checkpoint = await asyncio.to_thread(decode, data)
+        except CheckpointError as error:
+            log.error("checkpoint %s refused, %s: counting starts from the first snapshots", where, error)
+            return RestoreOutcome(error.problem.value)
+        dropped = await asyncio.to_thread(
+            self.accountant.restore, checkpoint.nodes, checkpoint.series, checkpoint.tombstones
+        )
+        log.info(
+            "restored checkpoint of %s from %s (written by calico-accountant %s): %d nodes, %d series%s",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.created)),
+            where,
+            checkpoint.written_by,
+            len(checkpoint.nodes),
+            sum(len(family.values) for family in checkpoint.series),
+            f"; {dropped} series not placed (metric options changed)" if dropped else "",
+        )
+        return RestoreOutcome.RESTORED
+
+    async def write(self) -> WriteFigures:
+        """Write one checkpoint now (serialised with the periodic ones)."""
+        async with self._writing:
+            started = time.perf_counter()
+            nodes, series, tombstones = await asyncio.to_thread(self.accountant.capture)
+            captured = time.perf_counter()
+            checkpoint = Checkpoint(self._clock(), __version__, nodes, series, tombstones)
+            data = await asyncio.to_thread(encode, checkpoint)
+            encoded = time.perf_counter()
+            try:
+                await self.store.save(data)
+            except Exception:
+                self.metrics.writes.labels("error").inc()
+                raise
+            saved = time.perf_counter()
+        figures = WriteFigures(captured - started, encoded - captured, saved - encoded, len(data))
+        self.metrics.writes.labels("ok").inc()
+        self.metrics.last_success.set(self._clock())
+        self.metrics.size.set(figures.size)
+        for phase in ("capture", "encode", "save"):
+            self.metrics.duration.labels(phase).set(getattr(figures, phase))
+        return figures
+
+    async def run(self) -> None:
+        """Write every interval until cancelled; a failed write is logged and retried at
+        the next interval (the previous checkpoint stays intact)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.write()
+            except Exception as error:
+                log.warning("writing the checkpoint to %s failed: %s", self.store.describe(), error)
