@@ -51,7 +51,11 @@ class Cluster:
         channel = grpc.insecure_channel(self.server)
         self.stub = hpb_grpc.PolicyHitsStub(channel)  # type: ignore[no-untyped-call]
         self.channel = channel
-        wait_until(lambda: self.total() == self.read_total(1), what="first snapshot applied")
+        wait_until(self.reporting, what="first snapshot applied (the aggregator's baseline)")
+
+    def reporting(self) -> bool:
+        nodes = self.stub.ListNodes(hpb.ListNodesRequest(), timeout=5, wait_for_ready=True).nodes
+        return any(node.node == "node-a" and node.sequence >= 1 for node in nodes)
 
     def read_total(self, factor: int) -> int:
         return sum(r.packets for r in parse_node([("a", scale_dump(self.table.text, factor))]).records)
@@ -62,7 +66,9 @@ class Cluster:
 
     def advance(self, factor: int) -> None:
         write_atomic(self.dump, scale_dump(self.table.text, factor))
-        wait_until(lambda: self.total() == self.read_total(factor), what=f"x{factor} applied")
+        # counted from the first snapshot the aggregator saw (x1)
+        counted = self.read_total(factor) - self.read_total(1)
+        wait_until(lambda: self.total() == counted, what=f"x{factor} applied")
 
 
 @contextlib.contextmanager
