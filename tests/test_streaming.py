@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from tests.support.streaming import (
     hit_sums,
     make_nodes,
     nonzero,
+    raw_ingest,
     start_aggregator,
     sums,
     totals_reach,
@@ -269,24 +270,6 @@ def test_a_slow_consumer_loses_hits_while_ingest_and_a_fast_consumer_keep_up(
         client.close()
 
 
-def _raw_ingest(target: str, messages: Sequence[bytes], max_send: int = 64 << 20) -> grpc.RpcError | None:
-    """Send raw bytes on an ingest stream; the error the server ended it with (None: acks)."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", max_send)])
-    call = channel.stream_stream(
-        "/calico_accountant.v1.Ingest/StreamSnapshots",
-        request_serializer=lambda raw: raw,
-        response_deserializer=spb.IngestAck.FromString,
-    )
-    try:
-        for _ in call(iter(messages), timeout=10):
-            pass
-    except grpc.RpcError as error:
-        return error
-    finally:
-        channel.close()
-    return None
-
-
 def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving(
     run: Processes, tmp_path: Path
 ) -> None:
@@ -315,14 +298,14 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
 
         oversized = snapshot(big=True)
         assert len(oversized) > 1 << 20
-        error = _raw_ingest(target, [oversized])
+        error = raw_ingest(target, [oversized])
         assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        error = _raw_ingest(target, [snapshot(node="")])
+        error = raw_ingest(target, [snapshot(node="")])
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        error = _raw_ingest(target, [snapshot(chunk_count=3, chunk_index=2)])
+        error = raw_ingest(target, [snapshot(chunk_count=3, chunk_index=2)])
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "starts at chunk 2" in (error.details() or "")
-        error = _raw_ingest(target, [b"\xff\xff\xff\xff not a protobuf"])
+        error = raw_ingest(target, [b"\xff\xff\xff\xff not a protobuf"])
         assert error is not None and error.code() != grpc.StatusCode.OK
         with pytest.raises(grpc.RpcError) as bad_filter:
             client.hits.Snapshot(hpb.SnapshotRequest(filter=hpb.HitFilter(verdict=["maybe"])), timeout=5)

@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Authority", "Issued", "TlsMaterial", "make_tls_material"]
+from calico_accountant.tls import ClientTls
+
+__all__ = ["SERVER_NAME", "Authority", "ClusterPki", "Issued", "TlsMaterial", "make_tls_material"]
+
+SERVER_NAME = "aggregator.test"
+"""The only name in a :class:`ClusterPki` aggregator certificate: clients on 127.0.0.1 must
+say ``--tls-server-name`` (the Service name in a real cluster)."""
 
 
 @dataclass(frozen=True)
@@ -153,3 +159,34 @@ def make_tls_material(directory: Path) -> TlsMaterial:
     server = ca.issue("server", dns=["localhost"], ips=["127.0.0.1"], server=True)
     client = ca.issue("client")
     return TlsMaterial(ca.cert, server.cert, server.key, client.cert, client.key)
+
+
+class ClusterPki:
+    """The certificates of a mutual-TLS aggregator: one CA for the server and its clients,
+    the aggregator's certificate for :data:`SERVER_NAME`, and client certificates on demand."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = Authority(directory, "cluster-ca")
+        self.server = self.ca.issue(
+            "calico-accountant-aggregator", name="aggregator", dns=[SERVER_NAME], server=True
+        )
+
+    def server_flags(self) -> list[str]:
+        """The aggregator's flags: its certificate, and every client needs one of the CA."""
+        return ["--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key),
+                "--tls-client-ca", str(self.ca.cert)]  # fmt: skip
+
+    def client_tls(self, issued: Issued | None) -> ClientTls:
+        """A client trusting the CA, presenting ``issued`` (None: no certificate)."""
+        return ClientTls(
+            ca=str(self.ca.cert),
+            cert=str(issued.cert) if issued else None,
+            key=str(issued.key) if issued else None,
+            server_name=SERVER_NAME,
+        )
+
+    def client_flags(self, issued: Issued | None) -> list[str]:
+        """The same as flags of ``calico-accountant agent``, ``nodes``, ``observe``."""
+        tls = self.client_tls(issued)
+        flags = ["--tls-ca", str(tls.ca), "--tls-server-name", SERVER_NAME]
+        return flags + (["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if issued else [])

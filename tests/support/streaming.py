@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from calico_accountant.records import CounterRecord, Direction, Kind
 from calico_accountant.tls import ClientTls, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -34,6 +36,7 @@ __all__ = [
     "hit_sums",
     "make_nodes",
     "nonzero",
+    "raw_ingest",
     "start_aggregator",
     "sums",
     "totals_reach",
@@ -124,6 +127,26 @@ class HitsReader:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def raw_ingest(
+    target: str, messages: Sequence[bytes], max_send: int = 64 << 20, tls: ClientTls | None = None
+) -> grpc.RpcError | None:
+    """Send raw bytes on an ingest stream; the error the server ended it with (None: acks)."""
+    channel = open_channel(target, tls, [("grpc.max_send_message_length", max_send)])
+    call = channel.stream_stream(
+        "/calico_accountant.v1.Ingest/StreamSnapshots",
+        request_serializer=lambda raw: raw,
+        response_deserializer=spb.IngestAck.FromString,
+    )
+    try:
+        for _ in call(iter(messages), timeout=10):
+            pass
+    except grpc.RpcError as error:
+        return error
+    finally:
+        channel.close()
+    return None
 
 
 def totals_reach(client: HitsReader, expected: Sums) -> Callable[[], bool]:
