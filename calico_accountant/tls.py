@@ -32,6 +32,7 @@ __all__ = [
     "TlsFileError",
     "add_client_tls_arguments",
     "client_tls_from_args",
+    "file_error",
     "open_aio_channel",
     "open_channel",
     "read_pem",
@@ -44,14 +45,19 @@ class TlsFileError(ValueError):
     """A certificate, key or CA file that cannot be used; the message says which and why."""
 
 
+def file_error(flag: str, path: str, error: OSError) -> TlsFileError:
+    """The :class:`TlsFileError` for a file given with ``flag`` that could not be opened."""
+    if isinstance(error, FileNotFoundError):
+        return TlsFileError(f"{flag} {path}: no such file")
+    return TlsFileError(f"{flag} {path}: cannot read it ({error.strerror or error})")
+
+
 def read_pem(path: str, flag: str) -> bytes:
     """The bytes of a PEM file given with ``flag``, or :class:`TlsFileError`."""
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TlsFileError(f"{flag} {path}: no such file") from None
     except OSError as error:
-        raise TlsFileError(f"{flag} {path}: cannot read it ({error.strerror or error})") from None
+        raise file_error(flag, path, error) from None
     if b"-----BEGIN " not in data:
         raise TlsFileError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
     return data

@@ -27,7 +27,7 @@ from typing import cast
 
 import grpc
 
-from calico_accountant.tls import TlsFileError, read_pem
+from calico_accountant.tls import TlsFileError, file_error, read_pem
 
 __all__ = ["CertificateFiles", "ServerTls", "server_credentials"]
 
@@ -66,25 +66,26 @@ class CertificateFiles:
         self.initial = self._load()
         """The configuration at start-up; :class:`TlsFileError` if the files are not usable."""
         self.reloads = 0
+        self._problem = ""
+        """The last problem logged (each is logged once, not at every connection)."""
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """A new configuration when the files changed and load, else None (keep the current)."""
         with self._lock:
             try:
                 signature = self._stat()
-            except TlsFileError as error:
-                log.warning("TLS files unchanged for now, %s; serving the previous certificate", error)
-                return None
-            if signature == self._signature:
-                return None
-            self._signature = signature  # a failing set is reported once, retried when it changes
-            try:
+                if signature == self._signature:
+                    return None
+                self._signature = signature  # a set that fails is retried when it changes again
                 configuration = self._load()
                 if self._stat() != signature:
-                    raise TlsFileError("the files changed while they were read; retried at the next change")
+                    raise TlsFileError("the files changed while they were read")
             except TlsFileError as error:
-                log.warning("TLS files changed but do not load (%s); serving the previous certificate", error)
+                if str(error) != self._problem:  # once per problem, not once per connection
+                    self._problem = str(error)
+                    log.warning("TLS files not reloaded, serving the previous certificate: %s", error)
                 return None
+            self._problem = ""
             self.reloads += 1
             log.info("TLS certificate reloaded from %s (reload %d)", self.tls.cert, self.reloads)
             return configuration
@@ -95,7 +96,7 @@ class CertificateFiles:
             try:
                 s = os.stat(path)
             except OSError as error:
-                raise TlsFileError(f"{flag} {path}: {error.strerror}") from None
+                raise file_error(flag, path, error) from None
             signature.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
         return tuple(signature)
 
