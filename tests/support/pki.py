@@ -16,7 +16,12 @@ for 127.0.0.1, a client certificate).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import itertools
+import os
+import shutil
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +33,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from calico_accountant.tls import ClientTls
 
-__all__ = ["SERVER_NAME", "Authority", "ClusterPki", "Issued", "TlsMaterial", "make_tls_material"]
+__all__ = [
+    "SERVER_NAME",
+    "Authority",
+    "ClusterPki",
+    "Issued",
+    "SecretVolume",
+    "TlsMaterial",
+    "make_tls_material",
+    "served_certificate",
+]
 
 SERVER_NAME = "aggregator.test"
 """The only name in a :class:`ClusterPki` aggregator certificate: clients on 127.0.0.1 must
@@ -190,3 +204,51 @@ class ClusterPki:
         tls = self.client_tls(issued)
         flags = ["--tls-ca", str(tls.ca), "--tls-server-name", SERVER_NAME]
         return flags + (["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if issued else [])
+
+
+class SecretVolume:
+    """A directory laid out the way the kubelet projects a Secret, and renewed the way it
+    renews one: the files are symlinks through ``..data`` to a timestamped directory, and an
+    update writes a new directory and swaps ``..data`` in one rename.  What cert-manager's
+    renewal looks like to a process that reads ``tls.crt``."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._versions = itertools.count(1)
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def project(self, files: Mapping[str, bytes | Path]) -> None:
+        """Make the volume hold exactly ``files`` (contents, or a file to copy)."""
+        version = self.directory / f"..{next(self._versions)}"
+        version.mkdir()
+        for name, content in files.items():
+            (version / name).write_bytes(content.read_bytes() if isinstance(content, Path) else content)
+        data = self.directory / "..data"
+        previous = data.resolve() if data.is_symlink() else None
+        staging = self.directory / "..data_tmp"
+        staging.symlink_to(version.name)
+        os.replace(staging, data)
+        for name in files:
+            link = self.directory / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        if previous is not None:
+            shutil.rmtree(previous)
+
+
+def served_certificate(port: int, pki: ClusterPki, client: Issued) -> bytes:
+    """The DER certificate a TLS server on 127.0.0.1:``port`` presents to a new connection
+    (a handshake only, as ``client``, checked against the CA and :data:`SERVER_NAME`)."""
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    context.load_cert_chain(str(client.cert), str(client.key))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
