@@ -218,7 +218,10 @@ def test_a_consumer_certificate_cannot_ingest(cluster: Cluster) -> None:
 
 def test_a_consumer_reads_hits_and_nodes_but_no_instance_ids(cluster: Cluster) -> None:
     cluster.advance()  # hits to observe
-    flags = cluster.pki.client_flags(cluster.pki.ca.issue("grafana", name="grafana-cli"))
+    grafana = cluster.pki.ca.issue("grafana", name="grafana-cli")
+    combined = cluster.directory / "grafana-combined.pem"  # one file for both, as the kubelet's
+    combined.write_bytes(grafana.cert.read_bytes() + grafana.key.read_bytes())
+    flags = cluster.pki.client_flags(Issued(combined, combined, grafana.serial))
     listed = cli("nodes", "--server", cluster.target, "-o", "json", *flags)
     assert listed.returncode == 0, listed.stderr
     nodes = json.loads(listed.stdout)["nodes"]
