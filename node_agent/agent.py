@@ -176,12 +176,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
             metrics=metrics,
             status=status,
         )
-        log.info(
-            "streaming to %s (%s) as instance %s",
-            config.aggregator,
-            "TLS" if config.tls else "plaintext",
-            streamer.instance_id,
-        )
+        log.info("streaming to %s as instance %s", config.aggregator, streamer.instance_id)
         stream_task = asyncio.create_task(streamer.run(), name="ingest-stream")
         read_task = asyncio.create_task(_read_loop(config, reader, slot, metrics, status), name="read-loop")
         stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
