@@ -152,7 +152,7 @@ def test_a_client_without_a_valid_certificate_fails_the_handshake(cluster: Clust
     before = cluster.rejected()
     error = raw_ingest(cluster.target, [snapshot("node-0", 10**6)], tls=cluster.pki.client_tls(credential))
     assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE, error
-    done = cli("nodes", "--server", cluster.target, "--timeout", "3", *cluster.pki.client_flags(credential))
+    done = cli("nodes", "--server", cluster.target, "--timeout", "1", *cluster.pki.client_flags(credential))
     assert done.returncode == 1 and "TLS handshake" in done.stderr, done.stderr
     assert cluster.rejected() == before  # refused before any RPC: nothing reaches ingest
     cluster.advance()  # the genuine nodes' totals are exact, the intruder's counter absent
