@@ -16,6 +16,8 @@ from calico_accountant.daemon import configure_logging
 
 if TYPE_CHECKING:
     from aggregator.server import AggregatorConfig
+    from aggregator.trust.access import AccessRules
+    from aggregator.trust.credentials import ServerTls
 
 __all__ = ["add_arguments", "config_from_args", "main", "run"]
 
@@ -125,6 +127,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-buffer", type=int, default=10_000, help="hits buffered per Watch stream")
     parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+    _add_tls_arguments(parser)
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    tls = parser.add_argument_group("TLS and node identity on the gRPC port (default: plaintext)")
+    tls.add_argument(
+        "--tls-cert",
+        default=env("CALICO_ACCOUNTANT_TLS_CERT"),
+        metavar="FILE",
+        help="server certificate (chain), re-read when it changes (default: $CALICO_ACCOUNTANT_TLS_CERT)",
+    )
+    tls.add_argument("--tls-key", default=env("CALICO_ACCOUNTANT_TLS_KEY"), metavar="FILE", help="its key")
+    tls.add_argument(
+        "--tls-client-ca",
+        default=env("CALICO_ACCOUNTANT_TLS_CLIENT_CA"),
+        metavar="FILE",
+        help="every client must present a certificate of this CA; identities are then checked "
+        "(default: $CALICO_ACCOUNTANT_TLS_CLIENT_CA)",
+    )
+    tls.add_argument(
+        "--node-identity-template",
+        default="{node}",
+        metavar="TEMPLATE",
+        help="the certificate name (Common Name or DNS name) of node NODE's agent: {node} (default), "
+        "system:node:{node}, {node}.nodes.example.com",
+    )
+    tls.add_argument(
+        "--api-client-identities",
+        default=None,
+        metavar="NAME,...",
+        help="only these identities may use Watch, Snapshot, ListNodes, ServerStatus "
+        "(default: anyone the transport lets in)",
+    )
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    from aggregator.trust.credentials import ServerTls
+
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    return ServerTls(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca or None)
+
+
+def _access_rules(args: argparse.Namespace) -> AccessRules:
+    from aggregator.trust.access import AccessRules, NodeIdentityTemplate
+
+    clients = None
+    if args.api_client_identities is not None:
+        clients = frozenset(name.strip() for name in args.api_client_identities.split(",") if name.strip())
+    return AccessRules(template=NodeIdentityTemplate(args.node_identity_template), api_clients=clients)
 
 
 def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
@@ -164,6 +219,8 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
             max_pending_bytes=args.max_pending_bytes,
             max_pending_bytes_total=args.max_pending_bytes_total,
         ),
+        access=_access_rules(args),
+        tls=_server_tls(args),
         max_message_bytes=args.max_message_bytes,
         hits_window_seconds=args.hits_window,
         hits_window_max=args.hits_window_max,

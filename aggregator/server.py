@@ -4,7 +4,8 @@
   catalog is handed to the :class:`Accountant`, which re-resolves its series;
 * the ``grpc.aio`` server carries ``Ingest`` (agents), ``PolicyHits`` (consumers), the
   standard health service and reflection, with explicit message size limits and a
-  keepalive policy that lets agents ping an idle stream;
+  keepalive policy that lets agents ping an idle stream; plaintext, or TLS with the
+  identity and access rules :func:`aggregator.trust.port.port_trust` decides;
 * ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serving.serve_metrics`) plus this
   process's own ingest and hit metrics;
 * a housekeeping task expires retired counters;
@@ -44,7 +45,8 @@ from aggregator.ledger import FirstSnapshot, Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
-from aggregator.trust.identity import Identify, no_identity
+from aggregator.trust.credentials import ServerTls
+from aggregator.trust.port import port_trust
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
@@ -85,6 +87,9 @@ class AggregatorConfig:
     ledger_limits: Limits = field(default_factory=Limits)
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     access: AccessRules = field(default_factory=AccessRules)
+    """Node identity template and API clients; enforced whenever identities are checked."""
+    tls: ServerTls | None = None
+    """TLS on the gRPC port (None: plaintext); with a client CA, identities are checked."""
     checkpoint: str = ""
     """``file:PATH`` or ``etcd`` (the datastore's); empty: none, a restart counts from zero."""
     checkpoint_interval: float = 10.0
@@ -171,17 +176,21 @@ class Aggregator:
             buffer_hits=config.watch_buffer,
             metrics=HitMetrics(self.registry),
         )
-        identify: Identify = no_identity
+        self.trust = port_trust(config.tls, config.access)
         self.ingest = IngestServicer(
             self.accountant,
             on_increases=self.hub.publish,
             metrics=IngestMetrics(self.registry),
-            access=config.access,
-            identify=identify,
+            access=self.trust.access,
+            identify=self.trust.identify,
             limits=config.stream_limits,
         )
         self.hits = PolicyHitsServicer(
-            self.hub, self.accountant, started=self.started, access=config.access, identify=identify
+            self.hub,
+            self.accountant,
+            started=self.started,
+            access=self.trust.access,
+            identify=self.trust.identify,
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(options=server_options(config))
@@ -198,7 +207,10 @@ class Aggregator:
 
     async def start(self) -> None:
         address = f"{_bracket(self.config.grpc_host)}:{self.config.grpc_port}"
-        self.grpc_port = self.server.add_insecure_port(address)
+        if self.trust.credentials is None:
+            self.grpc_port = self.server.add_insecure_port(address)
+        else:
+            self.grpc_port = self.server.add_secure_port(address, self.trust.credentials)
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         if self._source is not None and self.cache is not None:
@@ -225,8 +237,9 @@ class Aggregator:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.create_task(self._expire_loop(), name="expire")
         log.info(
-            "aggregator %s: gRPC on %s:%d, /metrics on %s:%d, datastore %s",
+            "aggregator %s: gRPC (%s) on %s:%d, /metrics on %s:%d, datastore %s",
             __version__,
+            _transport(self.config.tls),
             self.config.grpc_host,
             self.grpc_port,
             self.config.metrics_host,
@@ -278,6 +291,12 @@ class Aggregator:
         except Exception as error:
             log.error("the final checkpoint could not be written: %s", error)
         await self.checkpoints.store.close()
+
+
+def _transport(tls: ServerTls | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return "TLS" if tls.client_ca is None else "mutual TLS, client identities checked"
 
 
 def _bracket(host: str) -> str:

@@ -8,33 +8,25 @@ server that speaks another API version (checked once per connection through
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS, HITS_API_VERSION
 from calico_accountant.records import Direction, Verdict
+from calico_accountant.tls import ClientTls, client_tls_from_args, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
-from calico_accountant.v1 import snapshot_pb2 as spb
-from calico_accountant_cli.terminal import terminal_safe
 
 __all__ = [
     "ClientError",
     "HitsClient",
     "build_filter",
     "filter_from_args",
-    "format_hit_json",
-    "format_hit_row",
-    "format_lost",
     "parse_duration",
-    "policy_text",
-    "workload_text",
 ]
 
 #: The API version this client speaks (``calico_accountant.v1``).
@@ -126,22 +118,33 @@ def filter_from_args(args: Any) -> hpb.HitFilter:
 class HitsClient:
     """A synchronous ``PolicyHits`` client with friendly errors and a version check."""
 
-    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, target: str, *, timeout: float = 10.0, tls: ClientTls | None = None) -> None:
         if not re.fullmatch(r"\[?[\w.\-:]+\]?:\d+", target.strip()):
             raise ClientError(
                 f"bad server address {target!r}: use HOST:PORT, e.g. {DEFAULT_AGGREGATOR_ADDRESS}"
             )
         self.target = target.strip()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ],
-        )
+        self.tls = tls
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ]
+        try:
+            self._channel = open_channel(self.target, tls, options)
+        except ValueError as error:  # TlsFileError: a file named by a flag is not usable
+            raise ClientError(str(error)) from None
         self._stub = hpb_grpc.PolicyHitsStub(self._channel)  # type: ignore[no-untyped-call]
         self._checked: hpb.ServerStatusResponse | None = None
+
+    @classmethod
+    def from_args(cls, args: Any) -> HitsClient:
+        """The client ``--server``, ``--timeout`` and the TLS flags describe."""
+        try:
+            tls = client_tls_from_args(args)
+        except ValueError as error:
+            raise ClientError(str(error)) from None
+        return cls(args.server, timeout=args.timeout, tls=tls)
 
     def close(self) -> None:
         self._channel.close()
@@ -159,7 +162,14 @@ class HitsClient:
                 hpb.ServerStatusRequest(), timeout=self.timeout, wait_for_ready=True
             )
         except grpc.RpcError as error:
-            raise self._friendly(error) from None
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self._friendly(error) from None
+            # Waiting for the server hides why it never became ready; one call that does
+            # not wait reports the connection's last error (refused, a TLS handshake).
+            try:
+                status = self._stub.ServerStatus(hpb.ServerStatusRequest(), timeout=2)
+            except grpc.RpcError as last:
+                raise self._friendly(last) from None
         if status.api_version != HITS_API_VERSION:
             raise ClientError(
                 f"the server at {self.target} speaks policy-hit API version "
@@ -207,6 +217,17 @@ class HitsClient:
     def _friendly(self, error: grpc.RpcError) -> ClientError:
         code = error.code()
         details = error.details() or ""
+        if code == grpc.StatusCode.UNAVAILABLE and _handshake_failed(details):
+            if self.tls is None:
+                return ClientError(
+                    f"the aggregator at {self.target} closed the connection ({details.strip()}); "
+                    "if it serves TLS, give --tls-ca (and --tls-cert/--tls-key)"
+                )
+            return ClientError(
+                f"the TLS handshake with the aggregator at {self.target} failed ({details.strip()}); "
+                "check --tls-ca, --tls-cert/--tls-key (a certificate of the aggregator's client CA, "
+                "not expired) and --tls-server-name"
+            )
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return ClientError(
                 f"cannot reach the aggregator at {self.target} ({code.name.lower()}: {details.strip()}); "
@@ -219,88 +240,14 @@ class HitsClient:
             )
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return ClientError(f"the server rejected the request: {details}")
+        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            return ClientError(f"the aggregator at {self.target} refused this client: {details}")
         return ClientError(f"the aggregator at {self.target} answered {code.name}: {details}")
 
 
-# --- formatting -----------------------------------------------------------------------------
-
-
-def workload_text(hit: hpb.Hit) -> str:
-    if hit.pod:
-        return f"{hit.namespace}/{hit.pod}" if hit.namespace else hit.pod
-    return f"{hit.node} (all workloads)" if hit.kind == spb.POLICY_RULE else hit.interface or "-"
-
-
-def policy_text(hit: hpb.Hit) -> str:
-    if hit.HasField("policy"):
-        policy = hit.policy
-        name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-        prefix = f"{policy.tier}:" if policy.tier and policy.tier != "default" else ""
-        return prefix + name
-    if hit.kind == spb.NO_POLICY_DROP:
-        return "(no policy)"
-    if hit.kind == spb.NO_PROFILE_DROP:
-        return "(no profile)"
-    if hit.profile:
-        return f"profile {hit.profile}"
-    return "-"
-
-
-def _time_text(hit: hpb.Hit) -> str:
-    moment = hit.time.ToDatetime(tzinfo=UTC)
-    return moment.strftime("%b %d %H:%M:%S.%f")[:-3]
-
-
-ROW_HEADER = (
-    f"{'TIME':<19} {'NODE':<16} {'WORKLOAD':<36} {'DIR':<7} {'VERDICT':<7} {'POLICY':<36} PACKETS BYTES"
-)
-
-
-def format_hit_row(hit: hpb.Hit) -> str:
-    direction = spb.Direction.Name(hit.direction).lower() if hit.direction else "-"
-    return terminal_safe(
-        f"{_time_text(hit):<19} {hit.node:<16} {workload_text(hit):<36} {direction:<7} {hit.verdict:<7} "
-        f"{policy_text(hit):<36} {hit.packets} {hit.bytes}"
-    )
-
-
-def format_lost(lost: int) -> str:
-    return f"EVENTS LOST: {lost} hits were dropped because this client fell behind"
-
-
-def format_hit_json(hit: hpb.Hit) -> str:
-    """One hit as a flat JSON object (the ``-o json`` form)."""
-    record: dict[str, Any] = {
-        "time": hit.time.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z"),
-        "node": hit.node,
-        "namespace": hit.namespace,
-        "pod": hit.pod,
-        "app": hit.app,
-        "interface": hit.interface,
-        "direction": spb.Direction.Name(hit.direction).lower() if hit.direction else "",
-        "verdict": hit.verdict,
-        "kind": spb.CounterKind.Name(hit.kind).lower(),
-        "packets": hit.packets,
-        "bytes": hit.bytes,
-    }
-    if hit.HasField("policy"):
-        record["policy"] = json_format.MessageToDict(hit.policy, preserving_proto_field_name=True)
-    if hit.profile:
-        record["profile"] = hit.profile
-    return json.dumps(record, separators=(",", ":"), sort_keys=False)
-
-
-def format_batch_jsonpb(batch: hpb.HitBatch) -> str:
-    """The ``-o jsonpb`` form: each message in protobuf's JSON mapping, one per line."""
-    return json.dumps(
-        json_format.MessageToDict(batch, preserving_proto_field_name=True), separators=(",", ":")
-    )
-
-
-def age_text(moment: datetime, now: datetime) -> str:
-    seconds = max(0.0, (now - moment).total_seconds())
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+def _handshake_failed(details: str) -> bool:
+    """Whether an UNAVAILABLE came from TLS rather than an absent server (gRPC says which
+    only in its text; a server that closes the socket during the handshake reads as a
+    plain "Socket closed")."""
+    text = details.lower()
+    return any(word in text for word in ("ssl", "handshake", "certificate", "verification", "socket closed"))

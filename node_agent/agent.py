@@ -24,6 +24,7 @@ from typing import Any
 
 from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.daemon import configure_logging, stop_on_signals
+from calico_accountant.tls import ClientTls, add_client_tls_arguments, client_tls_from_args
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
@@ -62,6 +63,8 @@ class AgentConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ack_timeout: float = 30.0
     backoff_max: float = 30.0
+    tls: ClientTls | None = None
+    """None: plaintext."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack-timeout", type=float, default=30.0)
     parser.add_argument("--backoff-max", type=float, default=30.0, help="longest wait between reconnects")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    add_client_tls_arguments(parser)
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -122,6 +126,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         raise ValueError("--interval must be positive")
     host, port = _split_host_port(args.listen)
     _split_host_port(args.aggregator)
+    tls = client_tls_from_args(args)
+    if tls is not None:
+        tls.read()  # a wrong path fails at start, not at every reconnect
     return AgentConfig(
         node=args.node or default_node_name(),
         aggregator=args.aggregator,
@@ -136,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         max_message_bytes=args.max_message_bytes,
         ack_timeout=args.ack_timeout,
         backoff_max=args.backoff_max,
+        tls=tls,
     )
 
 
@@ -162,6 +170,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
                 chunk_bytes=max(64 * 1024, config.max_message_bytes - 64 * 1024),
                 ack_timeout=config.ack_timeout,
                 backoff_max=config.backoff_max,
+                tls=config.tls,
             ),
             slot,
             metrics=metrics,

@@ -34,6 +34,7 @@ import grpc.aio
 
 from calico_accountant import __version__
 from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.tls import ClientTls, TlsFileError, open_aio_channel
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES, build_snapshot, compute_delta, split_snapshot
@@ -110,6 +111,9 @@ class StreamerConfig:
     backoff_max: float = 30.0
     keepalive_time_ms: int = 20_000
     keepalive_timeout_ms: int = 10_000
+    tls: ClientTls | None = None
+    """None: plaintext.  The files are read at every (re)connect (a renewed certificate is
+    used from the next connection on)."""
 
 
 def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
@@ -161,10 +165,13 @@ class Streamer:
         while True:
             acked_before = self.acked_sequence
             try:
-                async with grpc.aio.insecure_channel(
-                    self.config.target, options=channel_options(self.config)
+                async with open_aio_channel(
+                    self.config.target, self.config.tls, channel_options(self.config)
                 ) as ch:
                     await self._session(ch)
+            except TlsFileError as error:  # mid-rotation, or a Secret not mounted yet
+                self.metrics.stream_errors.labels("TLS_FILES").inc()
+                log.warning("cannot connect to %s: %s", self.config.target, error)
             except grpc.aio.AioRpcError as error:
                 self.metrics.stream_errors.labels(error.code().name).inc()
                 log.warning(

@@ -22,21 +22,10 @@ from node_agent.parsing import parse_node
 from tests.support.dumps import scale_dump, write_atomic
 from tests.support.felix_render import render, sized_model
 from tests.support.ports import free_port
-from tests.support.processes import REPO, Processes, processes
+from tests.support.processes import REPO, Processes, cli, processes
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "calico_accountant_cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
 
 
 class Cluster:

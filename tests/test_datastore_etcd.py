@@ -20,15 +20,9 @@ from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
-from tests.support.etcd_server import (
-    SKIP_REASON,
-    EtcdServer,
-    TlsMaterial,
-    etcd_available,
-    make_tls_material,
-)
+from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
+from tests.support.pki import TlsMaterial, make_tls_material
 from tests.support.ports import free_port
-from tests.support.skips import skip_unless_tools
 from tests.support.waits import async_wait_until
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason=SKIP_REASON)
@@ -375,7 +369,6 @@ def test_unreachable_etcd_is_retried_not_fatal() -> None:
 
 
 def test_tls_with_client_certificate(tmp_path: Path) -> None:
-    skip_unless_tools("openssl")
     tls = make_tls_material(tmp_path / "pki")
 
     async def scenario(server: EtcdServer) -> None:

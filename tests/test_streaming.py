@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,93 +24,35 @@ from pathlib import Path
 import grpc
 import pytest
 
-from calico_accountant.records import CounterRecord, Direction, Kind
+from calico_accountant.records import Direction
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.accounting import accept
-from tests.support.dumps import scale_dump, write_atomic
-from tests.support.felix_render import render, render_restore, sized_model
-from tests.support.ports import free_port
+from tests.support.dumps import scale_dump
+from tests.support.felix_render import render_restore, sized_model
 from tests.support.processes import Processes, processes
 from tests.support.scrape import http_get, metric_samples
 from tests.support.skips import requires_kernel
+from tests.support.streaming import (
+    KIND_TO_PB,
+    HitsReader,
+    Node,
+    Sums,
+    counted,
+    hit_sums,
+    make_nodes,
+    nonzero,
+    raw_ingest,
+    reporting,
+    start_aggregator,
+    totals_reach,
+)
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
-
-_KIND_TO_PB = {
-    Kind.POLICY_ACCEPT: spb.POLICY_ACCEPT,
-    Kind.POLICY_DENY: spb.POLICY_DENY,
-    Kind.NO_POLICY_DROP: spb.NO_POLICY_DROP,
-    Kind.PROFILE_ACCEPT: spb.PROFILE_ACCEPT,
-    Kind.NO_PROFILE_DROP: spb.NO_PROFILE_DROP,
-    Kind.POLICY_RULE: spb.POLICY_RULE,
-}
-Sums = Counter[tuple[str, int, int]]
-"""(node, kind, direction) -> packets (and a twin Counter for bytes)."""
-
-
-@dataclass
-class Node:
-    name: str
-    path: Path
-    text: str
-    """Version 1 of the dump."""
-
-    def write(self, factor: int) -> None:
-        write_atomic(self.path, scale_dump(self.text, factor))
-
-    def records(self, factor: int) -> list[CounterRecord]:
-        """What the agent reads at version ``factor``: the parser's own reading of it."""
-        return parse_node([(str(self.path), scale_dump(self.text, factor))]).records
-
-
-def make_nodes(directory: Path, sizes: Sequence[tuple[int, int]]) -> list[Node]:
-    nodes = []
-    for index, (pods, policies) in enumerate(sizes):
-        table = render(sized_model(pods, policies, seed=index + 1))
-        node = Node(f"node-{index}", directory / f"node-{index}.save", table.text)
-        node.write(1)
-        nodes.append(node)
-    return nodes
-
-
-def sums(nodes: Sequence[Node], factor: int) -> tuple[Sums, Sums]:
-    packets: Sums = Counter()
-    octets: Sums = Counter()
-    for node in nodes:
-        for record in node.records(factor):
-            key = (
-                node.name,
-                int(_KIND_TO_PB[record.key.kind]),
-                1 if record.key.direction is Direction.INGRESS else 2,
-            )
-            packets[key] += record.packets
-            octets[key] += record.bytes
-    return packets, octets
-
-
-def counted(nodes: Sequence[Node], factor: int, baseline: int = 1) -> tuple[Sums, Sums]:
-    """What an aggregator that first saw version ``baseline`` has counted at ``factor``."""
-    now_packets, now_bytes = sums(nodes, factor)
-    base_packets, base_bytes = sums(nodes, baseline)
-    return now_packets - base_packets, now_bytes - base_bytes
-
-
-def hit_sums(hits: Sequence[hpb.Hit]) -> tuple[Sums, Sums]:
-    packets: Sums = Counter()
-    octets: Sums = Counter()
-    for hit in hits:
-        packets[(hit.node, int(hit.kind), int(hit.direction))] += hit.packets
-        octets[(hit.node, int(hit.kind), int(hit.direction))] += hit.bytes
-    return packets, octets
-
-
-def nonzero(counter: Sums) -> Sums:
-    return Counter({k: v for k, v in counter.items() if v})
 
 
 @dataclass
@@ -150,59 +92,17 @@ class Watcher:
         self.thread.join(5)
 
 
-class Client:
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-        self.hits = hpb_grpc.PolicyHitsStub(self.channel)  # type: ignore[no-untyped-call]
-
-    def status(self) -> hpb.ServerStatusResponse:
-        return self.hits.ServerStatus(hpb.ServerStatusRequest(), timeout=5, wait_for_ready=True)  # type: ignore[no-any-return]
-
-    def totals(self) -> tuple[Sums, Sums]:
-        response = self.hits.Snapshot(hpb.SnapshotRequest(), timeout=10)
-        return hit_sums(list(response.totals))
-
-    def nodes(self) -> dict[str, hpb.NodeStatus]:
-        return {n.node: n for n in self.hits.ListNodes(hpb.ListNodesRequest(), timeout=5).nodes}
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def totals_reach(client: Client, expected: Sums) -> Callable[[], bool]:
-    return lambda: nonzero(client.totals()[0]) == nonzero(expected)
-
-
-def reporting(client: Client, count: int) -> Callable[[], bool]:
-    """Every one of ``count`` nodes has had a snapshot applied (its baseline is set)."""
-    return lambda: len(client.nodes()) == count and all(n.sequence >= 1 for n in client.nodes().values())
-
-
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Processes]:
     with processes(tmp_path) as group:
         yield group
 
 
-def start_aggregator(
-    run: Processes, *extra: str, grpc_port: int = 0, metrics_port: int = 0
-) -> tuple[int, int]:
-    grpc_port = grpc_port or free_port()
-    metrics_port = metrics_port or free_port()
-    run.aggregator(grpc_port, metrics_port, *extra)
-    client = Client(f"127.0.0.1:{grpc_port}")
-    try:
-        wait_until(client.status, what="aggregator up")
-    finally:
-        client.close()
-    return grpc_port, metrics_port
-
-
 def test_totals_and_hits_add_up_to_what_the_agents_read(run: Processes, tmp_path: Path) -> None:
     nodes = make_nodes(tmp_path, [(12, 3), (20, 4), (40, 6)])
     port, metrics_port = start_aggregator(run)
     target = f"127.0.0.1:{port}"
-    client = Client(target)
+    client = HitsReader(target)
     watcher = Watcher(target)
     agent_ports = {}
     for node in nodes:
@@ -273,7 +173,7 @@ def test_agents_resend_in_full_after_the_aggregator_restarts(run: Processes, tmp
     port, metrics_port = start_aggregator(run)
     target = f"127.0.0.1:{port}"
     agent_ports = [run.agent(n.name, port, [f"cat {n.path}"], "--interval", "0.2")[1] for n in nodes]
-    client = Client(target)
+    client = HitsReader(target)
     try:
         wait_until(reporting(client, len(nodes)), what="x1 seen")
         for node in nodes:
@@ -320,7 +220,7 @@ def test_an_agent_that_goes_away_keeps_its_counts_and_goes_stale(run: Processes,
     nodes = make_nodes(tmp_path, [(8, 2), (8, 2)])
     port, metrics_port = start_aggregator(run, "--stale-after", "1.5")
     agents = [run.agent(n.name, port, [f"cat {n.path}"], "--interval", "0.2")[0] for n in nodes]
-    client = Client(f"127.0.0.1:{port}")
+    client = HitsReader(f"127.0.0.1:{port}")
     try:
         wait_until(reporting(client, len(nodes)), what="x1 seen")
         for node in nodes:
@@ -356,7 +256,7 @@ def test_a_slow_consumer_loses_hits_while_ingest_and_a_fast_consumer_keep_up(
     slow = Watcher(target, delay=0.5)
     for node in nodes:
         run.agent(node.name, port, [f"cat {node.path}"], "--interval", "0.1")
-    client = Client(target)
+    client = HitsReader(target)
     try:
         wait_until(reporting(client, 2))
         factor = 1
@@ -381,24 +281,6 @@ def test_a_slow_consumer_loses_hits_while_ingest_and_a_fast_consumer_keep_up(
         client.close()
 
 
-def _raw_ingest(target: str, messages: Sequence[bytes], max_send: int = 64 << 20) -> grpc.RpcError | None:
-    """Send raw bytes on an ingest stream; the error the server ended it with (None: acks)."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", max_send)])
-    call = channel.stream_stream(
-        "/calico_accountant.v1.Ingest/StreamSnapshots",
-        request_serializer=lambda raw: raw,
-        response_deserializer=spb.IngestAck.FromString,
-    )
-    try:
-        for _ in call(iter(messages), timeout=10):
-            pass
-    except grpc.RpcError as error:
-        return error
-    finally:
-        channel.close()
-    return None
-
-
 def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving(
     run: Processes, tmp_path: Path
 ) -> None:
@@ -406,7 +288,7 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
     port, _ = start_aggregator(run, "--max-message-bytes", str(1 << 20))
     target = f"127.0.0.1:{port}"
     run.agent(node.name, port, [f"cat {node.path}"], "--interval", "0.2")
-    client = Client(target)
+    client = HitsReader(target)
     try:
         wait_until(lambda: node.name in client.nodes(), what="agent applied")
 
@@ -427,14 +309,14 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
 
         oversized = snapshot(big=True)
         assert len(oversized) > 1 << 20
-        error = _raw_ingest(target, [oversized])
+        error = raw_ingest(target, [oversized])
         assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        error = _raw_ingest(target, [snapshot(node="")])
+        error = raw_ingest(target, [snapshot(node="")])
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        error = _raw_ingest(target, [snapshot(chunk_count=3, chunk_index=2)])
+        error = raw_ingest(target, [snapshot(chunk_count=3, chunk_index=2)])
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "starts at chunk 2" in (error.details() or "")
-        error = _raw_ingest(target, [b"\xff\xff\xff\xff not a protobuf"])
+        error = raw_ingest(target, [b"\xff\xff\xff\xff not a protobuf"])
         assert error is not None and error.code() != grpc.StatusCode.OK
         with pytest.raises(grpc.RpcError) as bad_filter:
             client.hits.Snapshot(hpb.SnapshotRequest(filter=hpb.HitFilter(verdict=["maybe"])), timeout=5)
@@ -463,7 +345,7 @@ def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: P
         port, _ = start_aggregator(run)
         command = f"ip netns exec {namespace} iptables-nft-save -c -t filter"
         run.agent("kernel-node", port, [command], "--interval", "0.2")
-        client = Client(f"127.0.0.1:{port}")
+        client = HitsReader(f"127.0.0.1:{port}")
 
         def read_kernel() -> Sums:
             """What the agent sees, read the same way."""
@@ -473,7 +355,7 @@ def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: P
                 got[
                     (
                         "kernel-node",
-                        int(_KIND_TO_PB[record.key.kind]),
+                        int(KIND_TO_PB[record.key.kind]),
                         1 if record.key.direction is Direction.INGRESS else 2,
                     )
                 ] += record.packets
@@ -520,7 +402,7 @@ def test_names_are_resolved_from_a_file_datastore(run: Processes, tmp_path: Path
     watcher = Watcher(target)
     for node in nodes:
         run.agent(node.name, port, [f"cat {node.path}"], "--interval", "0.2")
-    client = Client(target)
+    client = HitsReader(target)
     try:
         wait_until(reporting(client, len(nodes)), what="x1")
         for node in nodes:

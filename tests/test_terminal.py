@@ -7,7 +7,7 @@ import re
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant_cli.commands.top import _Seen, _Window, render
-from calico_accountant_cli.hits_client import format_hit_json, format_hit_row
+from calico_accountant_cli.hit_format import format_hit_json, format_hit_row
 from calico_accountant_cli.terminal import terminal_safe
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

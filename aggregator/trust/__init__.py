@@ -3,7 +3,10 @@
 * :mod:`.identity`: who the peer of a call is, as its transport proved it (a client
   certificate's names, or a verified ServiceAccount token);
 * :mod:`.access`: what an identity may do: ingest for exactly one node (the one its
-  identity names), read the policy-hit API, see agent instance ids.
+  identity names), read the policy-hit API, see agent instance ids;
+* :mod:`.credentials`: the gRPC port's TLS certificate, re-read when cert-manager renews it;
+* :mod:`.port`: the three put together for the server: how it listens, its one
+  ``Identify``, and the rules, enforced exactly when identities are checked.
 
 With neither client certificates nor tokens configured nothing is enforced (the demo,
 and clusters that guard port 9010 with a NetworkPolicy only).

@@ -10,13 +10,21 @@ in a snapshot): :mod:`aggregator.trust.access` compares the two.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc.aio
 
-__all__ = ["Credential", "Identify", "PeerIdentity", "bearer_token", "certificate_identity", "no_identity"]
+__all__ = [
+    "Credential",
+    "Identify",
+    "PeerIdentity",
+    "bearer_token",
+    "certificate_identity",
+    "identify_by_certificate",
+    "no_identity",
+]
 
 
 class Credential(enum.StrEnum):
@@ -46,7 +54,7 @@ def _texts(values: Iterable[bytes | str]) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
 
 
-def certificate_identity(auth_context: Mapping[str, Sequence[bytes | str]]) -> PeerIdentity | None:
+def certificate_identity(auth_context: Mapping[str, Iterable[bytes | str]]) -> PeerIdentity | None:
     """The identity of a TLS peer whose certificate the server verified, from gRPC's auth
     context (``x509_common_name``, ``x509_subject_alternative_name``); None without one."""
     common = _texts(auth_context.get("x509_common_name", ()))
@@ -78,3 +86,9 @@ token): a wrong credential is refused, never treated as none."""
 def no_identity(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
     """The :data:`Identify` of a server without client authentication."""
     return None
+
+
+def identify_by_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
+    """The :data:`Identify` of a server that requires client certificates: the handshake
+    already verified the chain, so the names in the auth context are proven."""
+    return certificate_identity(context.auth_context())

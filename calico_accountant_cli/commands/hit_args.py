@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS
+from calico_accountant.tls import add_client_tls_arguments
 
 
 def add_server_argument(parser: Any) -> None:
@@ -20,6 +21,7 @@ def add_server_argument(parser: Any) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)"
     )
+    add_client_tls_arguments(parser)
 
 
 def add_filter_arguments(parser: Any) -> None:

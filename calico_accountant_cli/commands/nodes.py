@@ -29,10 +29,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from google.protobuf import json_format
 
-    from calico_accountant_cli.hits_client import ClientError, HitsClient, age_text
+    from calico_accountant_cli.hit_format import age_text
+    from calico_accountant_cli.hits_client import ClientError, HitsClient
 
     try:
-        with HitsClient(args.server, timeout=args.timeout) as client:
+        with HitsClient.from_args(args) as client:
             status = client.server_status()
             nodes = client.list_nodes()
     except ClientError as error:

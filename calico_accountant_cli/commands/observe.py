@@ -27,23 +27,20 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from calico_accountant.v1 import hits_pb2 as hpb
-    from calico_accountant_cli.hits_client import (
+    from calico_accountant_cli.hit_format import (
         ROW_HEADER,
-        ClientError,
-        HitsClient,
-        filter_from_args,
         format_batch_jsonpb,
         format_hit_json,
         format_hit_row,
         format_lost,
-        parse_duration,
     )
+    from calico_accountant_cli.hits_client import ClientError, HitsClient, filter_from_args, parse_duration
 
     try:
         request = hpb.WatchRequest(filter=filter_from_args(args), follow=args.follow)
         if args.since is not None:
             request.since.FromTimedelta(parse_duration(args.since))
-        with HitsClient(args.server, timeout=args.timeout) as client:
+        with HitsClient.from_args(args) as client:
             client.server_status()
             out = sys.stdout
             if args.output == "table":

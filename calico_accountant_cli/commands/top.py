@@ -106,13 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     from calico_accountant.records import Verdict
     from calico_accountant.v1 import hits_pb2 as hpb
     from calico_accountant.v1 import snapshot_pb2 as spb
-    from calico_accountant_cli.hits_client import (
-        ClientError,
-        HitsClient,
-        filter_from_args,
-        policy_text,
-        workload_text,
-    )
+    from calico_accountant_cli.hit_format import policy_text, workload_text
+    from calico_accountant_cli.hits_client import ClientError, HitsClient, filter_from_args
 
     if args.window <= 0 or args.interval <= 0:
         print("calico-accountant top: --window and --interval must be positive", file=sys.stderr)
@@ -121,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         args.verdict = [Verdict.DENY.value]
     try:
         hit_filter = filter_from_args(args)
-        client = HitsClient(args.server, timeout=args.timeout)
+        client = HitsClient.from_args(args)
         status = client.server_status()
     except ClientError as error:
         print(f"calico-accountant top: {error}", file=sys.stderr)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import snapshot_pb2 as spb
-from calico_accountant_cli.hits_client import HitsClient, policy_text, workload_text
+from calico_accountant_cli.hit_format import policy_text, workload_text
+from calico_accountant_cli.hits_client import HitsClient
 
 __all__ = ["NodeLine", "Summary", "fetch_summary", "render_summary"]
 

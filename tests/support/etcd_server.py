@@ -25,12 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 
+from tests.support.pki import TlsMaterial
 from tests.support.ports import free_port
 from tests.support.processes import log_tail, stop_process
 
@@ -38,10 +38,8 @@ __all__ = [
     "ETCD_BINARY",
     "SKIP_REASON",
     "EtcdServer",
-    "TlsMaterial",
     "etcd",
     "etcd_available",
-    "make_tls_material",
 ]
 
 ETCD_BINARY = os.environ.get("ETCD_BINARY", "/usr/bin/etcd")
@@ -50,44 +48,6 @@ SKIP_REASON = f"etcd not installed at {ETCD_BINARY} (Debian package etcd-server)
 
 def etcd_available() -> bool:
     return os.access(ETCD_BINARY, os.X_OK)
-
-
-@dataclass(frozen=True)
-class TlsMaterial:
-    """PEM files for a TLS etcd: a CA, a server cert for 127.0.0.1, and a client cert."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_tls_material(directory: Path) -> TlsMaterial:
-    """Create a throwaway CA and certificates with the openssl CLI (raises if it is missing)."""
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    for name, extension in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        (directory / f"{name}.ext").write_text(extension + "\n")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")  # fmt: skip
-    return TlsMaterial(
-        ca=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
-    )
 
 
 class EtcdServer:

@@ -45,6 +45,18 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``calico-accountant ARGS`` run to its end, as a user runs it (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "calico_accountant_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
 @dataclass
 class Process:
     name: str
@@ -73,6 +85,7 @@ class Processes:
     started: list[Process] = field(default_factory=list)
 
     def start(self, name: str, argv: Sequence[str]) -> Process:
+        """``python ARGV`` from the repository root, its output in ``<directory>/<name>.log``."""
         log = self.directory / f"{name}.log"
         handle = open(log, "ab")  # noqa: SIM115 - the child keeps writing after we return
         popen = subprocess.Popen(
@@ -103,7 +116,7 @@ class Processes:
         )
 
     def agent(
-        self, node: str, aggregator_port: int, commands: Sequence[str], *extra: str
+        self, node: str, aggregator_port: int, commands: Sequence[str], *extra: str, name: str = ""
     ) -> tuple[Process, int]:
         port = free_port()
         argv = [
@@ -122,7 +135,7 @@ class Processes:
         ]
         for command in commands:
             argv += ["--iptables-save", command]
-        return self.start(f"agent-{node}", argv), port
+        return self.start(name or f"agent-{node}", argv), port
 
     def stop_all(self) -> None:
         for process in reversed(self.started):
