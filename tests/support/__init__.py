@@ -4,7 +4,8 @@
 * :mod:`.skips` -- whether a test can run here (root, tools on PATH) and why it is skipped.
 * :mod:`.waits` -- ``wait_until`` and ``async_wait_until``: poll, never sleep a fixed time.
 * :mod:`.processes` -- the project processes a test starts, stopping by PID, log tails.
-* :mod:`.etcd_server`, :mod:`.prometheus_server` -- a real etcd / Prometheus on loopback.
+* :mod:`.etcd_server`, :mod:`.prometheus_server` -- a real etcd / Prometheus on loopback;
+  :mod:`.etcd_cluster` -- a few etcd members, to take the leader away from one.
 * :mod:`.dumps` -- iptables-save dumps whose counters advance; atomic file replacement.
 * :mod:`.scrape` -- fetching a page and reading metric samples from an exposition.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
