@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import grpc.aio
@@ -41,11 +41,13 @@ from aggregator.ledger import Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
-from aggregator.trust.identity import Identify, no_identity
+from aggregator.trust.callers import identify_from
+from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
+from calico_accountant.web_config import WebConfig
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["Aggregator", "AggregatorConfig", "run_aggregator", "server_options"]
@@ -87,6 +89,10 @@ class AggregatorConfig:
     hits_window_max: int = 100_000
     watch_buffer: int = 10_000
     shutdown_grace: float = 2.0
+    tokens: TokenSettings | None = None
+    """Agents may identify with a ServiceAccount token (then identities are enforced)."""
+    web_config: WebConfig | None = None
+    """TLS and basic auth for /metrics."""
 
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -150,17 +156,19 @@ class Aggregator:
             buffer_hits=config.watch_buffer,
             metrics=HitMetrics(self.registry),
         )
-        identify: Identify = no_identity
+        self.verifier = TokenVerifier.from_settings(config.tokens) if config.tokens else None
+        identify = identify_from(verifier=self.verifier)
+        access = replace(config.access, enforce=True) if self.verifier is not None else config.access
         self.ingest = IngestServicer(
             self.accountant,
             on_increases=self.hub.publish,
             metrics=IngestMetrics(self.registry),
-            access=config.access,
+            access=access,
             identify=identify,
             limits=config.stream_limits,
         )
         self.hits = PolicyHitsServicer(
-            self.hub, self.accountant, started=self.started, access=config.access, identify=identify
+            self.hub, self.accountant, started=self.started, access=access, identify=identify
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(options=server_options(config))
@@ -195,7 +203,11 @@ class Aggregator:
                 )
         await self.server.start()
         self.metrics = serve_metrics(
-            self.accountant, self.config.metrics_port, host=self.config.metrics_host, extra=self.registry
+            self.accountant,
+            self.config.metrics_port,
+            host=self.config.metrics_host,
+            extra=self.registry,
+            web=self.config.web_config,
         )
         for service in ("", *_SERVICES):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -234,6 +246,8 @@ class Aggregator:
             await self._source.stop()
         if self.metrics is not None:
             self.metrics.close()
+        if self.verifier is not None:
+            self.verifier.close()
 
 
 def _bracket(host: str) -> str:

@@ -249,3 +249,12 @@ def test_a_rotated_certificate_is_served_without_a_restart(
     with pytest.raises(OSError):
         http_get(url, context=client_context(tls.ca))
 
+
+def test_the_daemons_refuse_a_bad_file_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from aggregator.cli import main as aggregator_main
+    from node_agent.agent import main as agent_main
+
+    bad = write_config(tmp_path, "basic_auth_users:\n  prometheus: plaintext\n")
+    assert aggregator_main(["--web-config", str(bad)]) == 2
+    assert agent_main(["--web-config", str(bad), "--aggregator", "127.0.0.1:1"]) == 2
+    assert "must be a bcrypt hash" in caplog.text
