@@ -7,7 +7,8 @@
 * :mod:`.etcd_server`, :mod:`.prometheus_server` -- a real etcd / Prometheus on loopback;
   :mod:`.etcd_cluster` -- a few etcd members, to take the leader away from one.
 * :mod:`.dumps` -- iptables-save dumps whose counters advance; atomic file replacement.
-* :mod:`.scrape` -- fetching a page and reading metric samples from an exposition.
+* :mod:`.scrape` -- fetching a page (http or https, basic auth) and reading metric samples.
+* :mod:`.tokens` -- a stand-in ServiceAccount token issuer: keys, tokens, its key set as file or URL.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
 * :mod:`.felix_render` -- the test oracle: an independent renderer of felix's filter table.
 """
