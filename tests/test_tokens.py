@@ -112,6 +112,10 @@ def test_a_bad_key_file_is_refused_at_start(tmp_path: Path) -> None:
         key_source(str(tmp_path / "jwks.json"))
     with pytest.raises(ValueError, match="needs an https:// key set URL"):
         key_source(str(tmp_path / "jwks.json"), ca_file="ca.pem")
+    with pytest.raises(ValueError, match="cannot read"):
+        key_source(str(tmp_path / "absent.json"))
+    with pytest.raises(ValueError, match="plain http only on loopback"):
+        key_source("http://issuer.example.com/jwks")
 
 
 def test_the_key_set_url_is_fetched_and_refetched_for_an_unknown_key() -> None:

@@ -20,11 +20,13 @@ Either way :meth:`key_for` returns the key a token's ``kid`` header names, or ra
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import threading
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 from jwt.exceptions import PyJWTError
@@ -47,12 +49,25 @@ class KeySource(Protocol):
 
 
 def key_source(jwks: str, *, ca_file: str | None = None, token_file: str | None = None) -> KeySource:
-    """:class:`JwksUrl` for an ``http(s)://`` address, else :class:`JwksFile`."""
+    """:class:`JwksUrl` for an ``https://`` address (``http://`` only on loopback: keys
+    fetched in the clear could be swapped on the way), else :class:`JwksFile`."""
+    if jwks.startswith("http://"):
+        host = urlsplit(jwks).hostname or ""
+        if host != "localhost" and not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+            raise ValueError(f"token key set {jwks}: use https:// (plain http only on loopback)")
     if jwks.startswith(("https://", "http://")):
         return JwksUrl(jwks, ca_file=ca_file, token_file=token_file)
     if ca_file or token_file:
         raise ValueError("a CA or token for fetching the key set needs an https:// key set URL")
     return JwksFile(Path(jwks))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _signing_key(keys: PyJWKSet, kid: str | None) -> PyJWK:
@@ -70,6 +85,8 @@ def _signing_key(keys: PyJWKSet, kid: str | None) -> PyJWK:
 def _read_set(path: Path) -> PyJWKSet:
     try:
         return PyJWKSet.from_json(path.read_text())
+    except OSError as error:
+        raise ValueError(f"token key set {path}: cannot read: {error.strerror or error}") from None
     except (PyJWTError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"token key set {path}: {error}") from None
 
