@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from aggregator.ingest.limits import StreamLimits
 from aggregator.ledger import Limits
+from aggregator.trust.tokens import DEFAULT_AUDIENCE, TokenSettings
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import configure_logging
+from calico_accountant.web_config import load_web_config
 
 if TYPE_CHECKING:
     from aggregator.server import AggregatorConfig
@@ -128,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     _add_tls_arguments(parser)
+    _add_trust_arguments(parser)
 
 
 def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +185,59 @@ def _access_rules(args: argparse.Namespace) -> AccessRules:
     return AccessRules(template=NodeIdentityTemplate(args.node_identity_template), api_clients=clients)
 
 
+def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--web-config",
+        default=env("CALICO_ACCOUNTANT_WEB_CONFIG"),
+        metavar="FILE",
+        help="TLS and basic auth for /metrics, in exporter-toolkit's web config format "
+        "(default $CALICO_ACCOUNTANT_WEB_CONFIG)",
+    )
+    tokens = parser.add_argument_group("ServiceAccount tokens (agents authenticate with a projected token)")
+    tokens.add_argument(
+        "--token-jwks",
+        default=env("CALICO_ACCOUNTANT_TOKEN_JWKS"),
+        metavar="FILE_OR_URL",
+        help="the token issuer's key set (JWKS): a file (re-read when it changes) or an https:// URL; "
+        "given, every ingest stream must carry a valid token or client certificate",
+    )
+    tokens.add_argument("--token-issuer", default=env("CALICO_ACCOUNTANT_TOKEN_ISSUER"), help="expected iss")
+    tokens.add_argument("--token-audience", default=DEFAULT_AUDIENCE, help=f"default {DEFAULT_AUDIENCE}")
+    tokens.add_argument(
+        "--token-agents",
+        default=None,
+        metavar="SUBJECT[,...]",
+        help="ServiceAccounts (system:serviceaccount:NS:NAME) whose tokens may report for their node; "
+        "default: any",
+    )
+    tokens.add_argument("--token-jwks-ca", default=None, metavar="FILE", help="CA of an https key set URL")
+    tokens.add_argument(
+        "--token-jwks-token-file",
+        default=None,
+        metavar="FILE",
+        help="bearer token sent when fetching the key set URL (the API server wants one)",
+    )
+
+
+def _token_settings(args: argparse.Namespace) -> TokenSettings | None:
+    if not args.token_jwks:
+        if args.token_issuer or args.token_agents:
+            raise ValueError("--token-issuer and --token-agents need --token-jwks")
+        return None
+    agents = None
+    if args.token_agents:
+        agents = frozenset(name.strip() for name in args.token_agents.split(",") if name.strip())
+    return TokenSettings(
+        jwks=args.token_jwks,
+        audience=args.token_audience,
+        issuer=args.token_issuer or None,
+        agents=agents,
+        jwks_ca=args.token_jwks_ca,
+        jwks_token_file=args.token_jwks_token_file,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
     from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
     from aggregator.server import AggregatorConfig
@@ -225,6 +281,8 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         hits_window_seconds=args.hits_window,
         hits_window_max=args.hits_window_max,
         watch_buffer=args.watch_buffer,
+        tokens=_token_settings(args),
+        web_config=load_web_config(args.web_config) if args.web_config else None,
     )
 
 

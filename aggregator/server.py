@@ -47,10 +47,12 @@ from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
 from aggregator.trust.credentials import ServerTls
 from aggregator.trust.port import port_trust
+from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, stop_on_signals
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
+from calico_accountant.web_config import WebConfig
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["Aggregator", "AggregatorConfig", "run_aggregator", "server_options"]
@@ -98,6 +100,10 @@ class AggregatorConfig:
     hits_window_max: int = 100_000
     watch_buffer: int = 10_000
     shutdown_grace: float = 2.0
+    tokens: TokenSettings | None = None
+    """Agents may identify with a ServiceAccount token (then identities are enforced)."""
+    web_config: WebConfig | None = None
+    """TLS and basic auth for /metrics."""
 
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -176,7 +182,8 @@ class Aggregator:
             buffer_hits=config.watch_buffer,
             metrics=HitMetrics(self.registry),
         )
-        self.trust = port_trust(config.tls, config.access)
+        self.verifier = TokenVerifier.from_settings(config.tokens) if config.tokens else None
+        self.trust = port_trust(config.tls, config.access, self.verifier)
         self.ingest = IngestServicer(
             self.accountant,
             on_increases=self.hub.publish,
@@ -231,7 +238,11 @@ class Aggregator:
             self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoint")
         await self.server.start()
         self.metrics = serve_metrics(
-            self.accountant, self.config.metrics_port, host=self.config.metrics_host, extra=self.registry
+            self.accountant,
+            self.config.metrics_port,
+            host=self.config.metrics_host,
+            extra=self.registry,
+            web=self.config.web_config,
         )
         for service in ("", *_SERVICES):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -272,6 +283,8 @@ class Aggregator:
             await self._source.stop()
         if self.metrics is not None:
             self.metrics.close()
+        if self.verifier is not None:
+            self.verifier.close()
 
     async def _final_checkpoint(self) -> None:
         """After ingest stopped: one last checkpoint, so a clean stop loses nothing."""

@@ -6,6 +6,10 @@ little HTTP endpoint (the agent's ``/healthz``, ``/readyz``, ``/metrics``; the
 aggregator's ``/metrics``).  That shell is written once, here, so the two processes
 behave alike and a fix to one is a fix to both.
 
+With a web configuration (``--web-config``, :mod:`calico_accountant.web_config`) the
+endpoint is served over TLS and/or behind basic auth, for every path alike: probes see
+the same endpoint Prometheus scrapes.
+
 The HTTP server runs in its own threads, not on the asyncio loop: a probe or a scrape
 must be answered even while the loop is busy parsing a large table or applying a large
 snapshot, and rendering a large exposition must not stall ingest.  Routes are plain
@@ -25,7 +29,11 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
+from socket import socket
+from typing import Any, NamedTuple
+
+from calico_accountant.web_config import WebConfig
+from calico_accountant.web_security import REALM, BasicAuth, ServerTls
 
 __all__ = [
     "LOG_FORMAT",
@@ -43,6 +51,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 """The content type of short human-readable answers (probe results, not-found hints)."""
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client may take for the TLS handshake before its connection is dropped."""
 
 
 def configure_logging(level: str | int, *, format: str = LOG_FORMAT) -> None:
@@ -87,9 +98,11 @@ class HttpServer:
     path gets ``not_found``: a route of its own, or a message for the standard error page
     with status 404.  A route that raises is logged and answered with a 500 error page
     saying ``failure``.  With ``compress``, bodies are compressed for clients that accept it
-    (Prometheus does: a large exposition shrinks tenfold).  Port 0 picks a free port, see
-    :attr:`port`.  The socket is bound and served from construction on; :meth:`close`
-    stops it.
+    (Prometheus does: a large exposition shrinks tenfold).  ``web`` adds TLS (certificates
+    re-read when their files change) and basic auth: a request without valid credentials
+    gets 401 with ``WWW-Authenticate: Basic``.  Port 0 picks a free port, see :attr:`port`.
+    The socket is bound and served from construction on (a TLS certificate that cannot be
+    loaded raises here); :meth:`close` stops it.
     """
 
     def __init__(
@@ -103,11 +116,14 @@ class HttpServer:
         failure: str = "the handler failed; see the log",
         compress: bool = False,
         logger: logging.Logger = log,
+        web: WebConfig | None = None,
     ) -> None:
-        self._server = ThreadingHTTPServer(
-            (host, port), _handler(dict(routes), not_found, failure, compress, logger, name)
-        )
-        self._server.daemon_threads = True
+        tls = ServerTls(web.tls, what=f"{name} TLS certificate") if web and web.tls else None
+        auth = BasicAuth(web.basic_auth_users) if web and web.basic_auth_users else None
+        if auth is not None and tls is None:
+            logger.warning("%s: basic auth without TLS: passwords cross the network in the clear", name)
+        handler = _handler(dict(routes), not_found, failure, compress, logger, name, auth)
+        self._server = _Server((host, port), handler, tls, logger)
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -127,6 +143,40 @@ class HttpServer:
         self._thread.join(timeout=5)
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that, with ``tls``, does each handshake in its request's thread."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        tls: ServerTls | None,
+        logger: logging.Logger,
+    ) -> None:
+        self.tls = tls
+        self.logger = logger
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        sock: socket = request
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            conn = self.tls.handshake(sock)
+        except OSError as error:  # ssl.SSLError, a timeout, a refused client certificate
+            self.logger.debug("TLS handshake with %s failed: %s", client_address, error)
+            return
+        try:
+            conn.settimeout(None)
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
 def _handler(
     routes: dict[str, Route],
     not_found: Route | str,
@@ -134,9 +184,13 @@ def _handler(
     compress: bool,
     logger: logging.Logger,
     name: str,
+    auth: BasicAuth | None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if auth is not None and not auth.allows(self.headers.get("Authorization")):
+                self._unauthorized()
+                return
             path = self.path.split("?", 1)[0]
             route = routes.get(path)
             if route is None:
@@ -157,6 +211,15 @@ def _handler(
             self.send_header("Content-Type", content_type)
             if gzipped:
                 self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _unauthorized(self) -> None:
+            body = b"unauthorized: basic auth credentials required\n"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
+            self.send_header("Content-Type", TEXT_PLAIN)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

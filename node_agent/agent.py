@@ -25,6 +25,7 @@ from typing import Any
 from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
 from calico_accountant.daemon import configure_logging, stop_on_signals
 from calico_accountant.tls import ClientTls, add_client_tls_arguments, client_tls_from_args
+from calico_accountant.web_config import WebConfig, load_web_config
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
@@ -65,6 +66,10 @@ class AgentConfig:
     backoff_max: float = 30.0
     tls: ClientTls | None = None
     """None: plaintext."""
+    token_file: str | None = None
+    """A projected ServiceAccount token sent to the aggregator (re-read at every connect)."""
+    web_config: WebConfig | None = None
+    """TLS and basic auth for the health endpoint."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +117,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backoff-max", type=float, default=30.0, help="longest wait between reconnects")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
     add_client_tls_arguments(parser)
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get("CALICO_ACCOUNTANT_TOKEN_FILE"),
+        metavar="PATH",
+        help="a projected ServiceAccount token (audience calico-accountant) sent with every stream, "
+        "re-read at every connect (default $CALICO_ACCOUNTANT_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--web-config",
+        default=os.environ.get("CALICO_ACCOUNTANT_WEB_CONFIG"),
+        metavar="FILE",
+        help="TLS and basic auth for /healthz, /readyz and /metrics, in exporter-toolkit's web config "
+        "format (default $CALICO_ACCOUNTANT_WEB_CONFIG)",
+    )
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -144,6 +163,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         ack_timeout=args.ack_timeout,
         backoff_max=args.backoff_max,
         tls=tls,
+        token_file=args.token_file or None,
+        web_config=load_web_config(args.web_config) if args.web_config else None,
     )
 
 
@@ -152,7 +173,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
     stop = stop or stop_on_signals()
     metrics = AgentMetrics()
     status = AgentStatus(started=time.time(), stall_after=3 * config.interval + 2 * config.read_timeout)
-    health = serve_health(config.listen_host, config.listen_port, status, metrics)
+    health = serve_health(config.listen_host, config.listen_port, status, metrics, web=config.web_config)
     log.info("agent for node %s: health on %s:%d", config.node, config.listen_host, health.port)
     try:
         commands = list(config.commands)
@@ -171,6 +192,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
                 ack_timeout=config.ack_timeout,
                 backoff_max=config.backoff_max,
                 tls=config.tls,
+                token_file=config.token_file,
             ),
             slot,
             metrics=metrics,
@@ -267,7 +289,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         log.error("%s", error)
         return 2
-    return asyncio.run(run_agent(config))
+    try:
+        return asyncio.run(run_agent(config))
+    except OSError as error:  # the port is taken, the web config's certificate cannot be loaded
+        log.error("cannot start: %s", error)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

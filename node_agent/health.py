@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from calico_accountant.daemon import TEXT_PLAIN, HttpServer, Response
+from calico_accountant.web_config import WebConfig
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 
@@ -162,10 +163,12 @@ class AgentStatus:
         return True, "ok"
 
 
-def serve_health(host: str, port: int, status: AgentStatus, metrics: AgentMetrics) -> HttpServer:
+def serve_health(
+    host: str, port: int, status: AgentStatus, metrics: AgentMetrics, *, web: WebConfig | None = None
+) -> HttpServer:
     """Serve the three endpoints on ``host:port`` (port 0 picks a free one) until the
     returned server is closed.  Threaded, so they answer even while the asyncio loop is
-    busy parsing a large table."""
+    busy parsing a large table.  ``web``: TLS and basic auth (``--web-config``)."""
 
     def metrics_page() -> Response:
         return Response(200, CONTENT_TYPE_LATEST, metrics.render())
@@ -188,4 +191,5 @@ def serve_health(host: str, port: int, status: AgentStatus, metrics: AgentMetric
         name="agent-health",
         not_found=not_found,
         logger=log,
+        web=web,
     )

@@ -16,6 +16,11 @@ Protocol (see ``snapshot.proto``):
 Reading never waits for the network: reads go into a :class:`LatestSlot`, which keeps
 only the newest one, and the streamer takes whatever is newest when it is ready to send.
 A slow or absent aggregator therefore costs memory for one read, not a growing queue.
+
+With a token file (a projected ServiceAccount token) every stream carries it as
+``authorization: Bearer`` metadata, read from the file at every (re)connect: the kubelet
+rewrites the file well before the token expires, and the aggregator checks the token
+when a stream opens.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import grpc
@@ -47,6 +53,7 @@ __all__ = [
     "Streamer",
     "StreamerConfig",
     "backoff_delay",
+    "bearer_metadata",
     "channel_options",
 ]
 
@@ -114,6 +121,8 @@ class StreamerConfig:
     tls: ClientTls | None = None
     """None: plaintext.  The files are read at every (re)connect (a renewed certificate is
     used from the next connection on)."""
+    token_file: str | None = None
+    """A ServiceAccount token to send with every stream, re-read at each connect."""
 
 
 def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
@@ -134,6 +143,19 @@ def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
 
 class StreamBroken(RuntimeError):
     """The stream ended or stopped answering; reconnect."""
+
+
+def bearer_metadata(token_file: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The call metadata carrying the token in ``token_file`` as it is now (None without one)."""
+    if token_file is None:
+        return None
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as error:
+        raise StreamBroken(f"cannot read the token file {token_file}: {error.strerror or error}") from None
+    if not token:
+        raise StreamBroken(f"the token file {token_file} is empty")
+    return (("authorization", f"Bearer {token}"),)
 
 
 class Streamer:
@@ -199,7 +221,7 @@ class Streamer:
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
-        call = stub.StreamSnapshots()
+        call = stub.StreamSnapshots(metadata=bearer_metadata(self.config.token_file))
         self.sessions += 1
         if self.sessions > 1:
             self.metrics.reconnects.inc()

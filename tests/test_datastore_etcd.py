@@ -8,18 +8,22 @@ import asyncio
 import hashlib
 import json
 import signal
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aetcd
+import grpc.aio
 import pytest
+from aetcd import rpc
 
 from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
+from tests.support.etcd_cluster import EtcdCluster
 from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from tests.support.pki import TlsMaterial, make_tls_material
 from tests.support.ports import free_port
@@ -404,7 +408,6 @@ def test_tls_with_client_certificate(tmp_path: Path) -> None:
 
 def seed_over_tls(server: EtcdServer, tls: TlsMaterial, key: str, value: str) -> None:
     import grpc
-    from aetcd import rpc
 
     async def put() -> None:
         credentials = grpc.ssl_channel_credentials(
@@ -434,3 +437,64 @@ def test_next_endpoint_is_used_when_the_first_is_down(etcd: EtcdServer) -> None:
             await source.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_watch_on_a_member_that_lost_its_leader_fails_fast_and_resumes(tmp_path: Path) -> None:
+    """Require-leader metadata (``hasleader: true``) reaches etcd and does what it is for.
+
+    Two members; the datastore lists and watches through member 0.  Member 1 is stopped:
+    member 0 has no quorum, so no leader.  The datastore's watch is ended by etcd with
+    "no leader" within a few election timeouts, while a control watch opened on the same
+    member *without* the metadata stays open and silent.  Member 1 comes back and the
+    datastore resumes from its revision: a change made after the partition arrives.
+    """
+
+    async def scenario(cluster: EtcdCluster) -> None:
+        first, second = cluster.members
+        writer = Writer(first)
+        await writer.put(*wep_kv("shop", "web-1"))
+        cache = DatastoreCache(min_rebuild_interval=0.01)
+        source = make_source(first, cache, backoff_max=0.3)
+        source.start()
+        control_channel = grpc.aio.insecure_channel(first.endpoint)
+        hold = asyncio.Event()
+
+        async def control_requests() -> AsyncIterator[Any]:
+            yield rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(key=PREFIX.encode(), range_end=b"\xff")
+            )
+            await hold.wait()
+
+        control = rpc.WatchStub(control_channel).Watch(control_requests())
+        try:
+            await cache.wait_synced(timeout=10)
+            await asyncio.wait_for(source.watching.wait(), 5)
+            assert (await asyncio.wait_for(control.read(), 5)).created
+            revision_before = source.revision
+
+            second.stop()
+            started = time.monotonic()
+            await async_wait_until(
+                lambda: "no leader" in cache.status().last_error and not source.watching.is_set(),
+                timeout=15,
+                interval=0.05,
+                what=lambda: f"the watch to fail; status {cache.status()}",
+            )
+            noticed = time.monotonic() - started
+            assert noticed < 10, f"the partitioned member's watch took {noticed:.1f}s to fail"
+            assert not control.done()  # without the metadata etcd keeps the watch open, silent
+
+            second.start()
+            await asyncio.wait_for(source.watching.wait(), 30)
+            await writer.put(*wep_kv("shop", "web-2", ip="169.254.5.2"))
+            await wait_until(cache, lambda c: c.workload("node-a", veth("shop", "web-2")).resolved, 15)
+            assert source.revision > revision_before and cache.status().relists == 0
+        finally:
+            hold.set()
+            control.cancel()
+            await control_channel.close(None)
+            await source.stop()
+            await writer.close()
+
+    with EtcdCluster(size=2) as cluster:
+        asyncio.run(scenario(cluster))

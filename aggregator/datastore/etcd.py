@@ -11,6 +11,13 @@ The algorithm is the one every reliable etcd consumer uses:
    is lost, and nothing is re-listed.
 4. When etcd says that revision was **compacted**, re-list from scratch.
 
+The watch is opened with etcd's *require leader* metadata (``hasleader: true``, what
+clientv3's ``WithRequireLeader`` sends): a member cut off from the cluster's leader
+cannot tell whether it still receives every change, and without the metadata it keeps the
+watch open and silent for as long as the partition lasts.  With it, etcd ends the watch
+with ``etcdserver: no leader`` a few election timeouts after losing the leader (and
+refuses a new one at once), so step 3 moves on to another endpoint and resumes there.
+
 The aetcd package's generated stubs and messages are used directly (``aetcd.rpc``):
 its high-level client has no paginated/pinned range and no TLS, and its watch wrapper
 hides the response headers that carry progress revisions.
@@ -44,7 +51,7 @@ from aggregator.datastore.objects import (
 )
 from aggregator.datastore.spec import EtcdSpec
 
-__all__ = ["EtcdDatastore", "ListedPage", "list_pinned", "prefix_range_end"]
+__all__ = ["REQUIRE_LEADER", "EtcdDatastore", "ListedPage", "list_pinned", "prefix_range_end"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,10 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
+
+REQUIRE_LEADER: tuple[tuple[str, str], ...] = (("hasleader", "true"),)
+"""etcd's ``rpctypes.MetadataRequireLeaderKey``/``MetadataHasLeader``: fail a watch whose
+member has no leader instead of leaving it silently open."""
 
 
 class _Compacted(Exception):
@@ -304,7 +315,7 @@ class EtcdDatastore(BackgroundSource):
             yield create
             await done.wait()
 
-        call = stub.Watch(requests())
+        call = stub.Watch(requests(), metadata=REQUIRE_LEADER)
         try:
             async for response in call:
                 if response.compact_revision:

@@ -21,6 +21,7 @@ from aggregator.accountant import Accountant
 from aggregator.exposition.text import CONTENT_TYPE, render_text
 from calico_accountant import __version__
 from calico_accountant.daemon import HttpServer, Response
+from calico_accountant.web_config import WebConfig
 
 __all__ = ["serve_metrics"]
 
@@ -35,11 +36,12 @@ def serve_metrics(
     extra: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
     version: str = __version__,
+    web: WebConfig | None = None,
 ) -> HttpServer:
     """Serve the accountant's exposition at ``http://host:port/metrics`` (and ``/``) until
     the returned server is closed; port 0 picks a free one (:attr:`HttpServer.port`).
     ``extra`` is appended to every scrape (e.g. the ingest server's own prometheus_client
-    metrics)."""
+    metrics).  ``web``: TLS and basic auth (``--web-config``)."""
 
     def metrics() -> Response:
         text = render_text(accountant.view(clock()), version=version).encode()
@@ -56,4 +58,5 @@ def serve_metrics(
         failure="rendering failed; see the aggregator log",
         compress=True,
         logger=log,
+        web=web,
     )

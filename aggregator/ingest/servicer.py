@@ -47,7 +47,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire import ChunkAssembler, DecodedSnapshot, WireError, decode_snapshot
 
-__all__ = ["Accounting", "IngestServicer", "peer_address"]
+__all__ = ["Accounting", "IngestServicer", "peer_address", "peer_key"]
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -126,7 +126,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 context, _Abort(grpc.StatusCode.UNAUTHENTICATED, str(error), RejectReason.IDENTITY)
             )
             return
-        peer = identity.subject if identity is not None else peer_address(context.peer())
+        peer = peer_key(identity, context.peer())
         problem = self._admission.open(peer)
         if problem is not None:
             await self._refuse(
@@ -314,6 +314,15 @@ class IngestServicer(pb_grpc.IngestServicer):
         if not stream.connected:
             stream.connected = True
             self._accounting.set_connected(stream.node, True)
+
+
+def peer_key(identity: PeerIdentity | None, peer: str) -> str:
+    """Whom a stream is counted for (stream caps, log lines): the identity, and for a token
+    the node it names too, since every agent shares one ServiceAccount (its ``sub``);
+    without an identity, the address."""
+    if identity is None:
+        return peer_address(peer)
+    return f"{identity.subject} on node {identity.node}" if identity.node else identity.subject
 
 
 def peer_address(peer: str) -> str:

@@ -5,8 +5,9 @@ here, so that they cannot drift apart:
 
 * TLS (``--tls-cert``/``--tls-key``) or plaintext (the default; the demo, and clusters
   that guard port 9010 with a NetworkPolicy only);
-* the caller's identity (:func:`build_identify`): a client certificate's names when
-  ``--tls-client-ca`` makes every client present one, else nobody's;
+* the caller's identity (:func:`build_identify`): a ServiceAccount token's when
+  ``--token-jwks`` is given, a client certificate's names when ``--tls-client-ca`` makes
+  every client present one, else nobody's;
 * the access rules are enforced exactly when identities are checked: a server that can
   tell who a caller is always uses it, and one that cannot never pretends to.
 """
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 import grpc
 
 from aggregator.trust.access import AccessRules
+from aggregator.trust.callers import identify_from
 from aggregator.trust.credentials import ServerTls, server_credentials
 from aggregator.trust.identity import Identify, identify_by_certificate, no_identity
+from aggregator.trust.tokens import TokenVerifier
 
 __all__ = ["PortTrust", "build_identify", "port_trust"]
 
@@ -36,23 +39,23 @@ class PortTrust:
     access: AccessRules
 
 
-def build_identify(tls: ServerTls | None) -> Identify:
-    """The server's one :data:`Identify`: every credential source is combined here (a second
-    one, such as ServiceAccount tokens, is tried here after the certificate)."""
-    if tls is not None and tls.client_ca is not None:
-        return identify_by_certificate
-    return no_identity
+def build_identify(tls: ServerTls | None, verifier: TokenVerifier | None = None) -> Identify:
+    """The server's one :data:`Identify`: every credential source is combined here."""
+    certificates = identify_by_certificate if tls is not None and tls.client_ca is not None else None
+    return identify_from(verifier=verifier, certificates=certificates)
 
 
-def port_trust(tls: ServerTls | None, access: AccessRules) -> PortTrust:
+def port_trust(
+    tls: ServerTls | None, access: AccessRules, verifier: TokenVerifier | None = None
+) -> PortTrust:
     """Credentials, identity and rules for the gRPC port; ValueError (a
     :class:`~calico_accountant.tls.TlsFileError` for a bad file) when they cannot work."""
-    identify = build_identify(tls)
+    identify = build_identify(tls, verifier)
     checked = identify is not no_identity
     if access.api_clients is not None and not checked:
         raise ValueError(
             "--api-client-identities needs verified identities: give --tls-client-ca "
-            "so that every client presents a certificate"
+            "so that every client presents a certificate (or --token-jwks)"
         )
     rules = dataclasses.replace(access, enforce=access.enforce or checked)
     for name in sorted(rules.api_clients or ()):

@@ -4,12 +4,14 @@
 * :mod:`.skips` -- whether a test can run here (root, tools on PATH) and why it is skipped.
 * :mod:`.waits` -- ``wait_until`` and ``async_wait_until``: poll, never sleep a fixed time.
 * :mod:`.processes` -- the project processes a test starts, stopping by PID, log tails.
-* :mod:`.etcd_server`, :mod:`.prometheus_server` -- a real etcd / Prometheus on loopback.
+* :mod:`.etcd_server`, :mod:`.prometheus_server` -- a real etcd / Prometheus on loopback;
+  :mod:`.etcd_cluster` -- a few etcd members, to take the leader away from one.
 * :mod:`.pki` -- throwaway CAs and certificates (expired ones too) as PEM files.
 * :mod:`.dumps` -- iptables-save dumps whose counters advance; atomic file replacement.
 * :mod:`.streaming` -- nodes whose dumps advance, the exact totals they add up to, a
   ``PolicyHits`` reader (plaintext or TLS), an aggregator process started and answering.
-* :mod:`.scrape` -- fetching a page and reading metric samples from an exposition.
+* :mod:`.scrape` -- fetching a page (http or https, basic auth) and reading metric samples.
+* :mod:`.tokens` -- a stand-in ServiceAccount token issuer: keys, tokens, its key set as file or URL.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
 * :mod:`.felix_render` -- the test oracle: an independent renderer of felix's filter table.
 """

@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -54,12 +54,24 @@ class EtcdServer:
     """One single-member etcd on loopback.  ``start()`` waits until it is healthy.
 
     With ``tls``, clients must use TLS and present a certificate signed by ``tls.ca``.
+    As a member of a cluster (:mod:`tests.support.etcd_cluster`): ``name``, the
+    ``initial_cluster`` (``name=peer-url,...``) and ports set before :meth:`launch`.
     """
 
     def __init__(
-        self, data_root: Path | None = None, *, start_timeout: float = 20.0, tls: TlsMaterial | None = None
+        self,
+        data_root: Path | None = None,
+        *,
+        start_timeout: float = 20.0,
+        tls: TlsMaterial | None = None,
+        name: str = "t",
+        initial_cluster: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.tls = tls
+        self.name = name
+        self.initial_cluster = initial_cluster
+        self.extra_args = tuple(extra_args)
         if data_root is None:
             base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
             self._owned_root: Path | None = Path(tempfile.mkdtemp(prefix="etcd-test-", dir=base))
@@ -79,6 +91,10 @@ class EtcdServer:
     def endpoint(self) -> str:
         """``host:port`` for ``etcd://``."""
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
     @property
     def client_url(self) -> str:
@@ -138,21 +154,33 @@ class EtcdServer:
 
     # ---------------------------------------------------------------- internals
 
+    def launch(self) -> None:
+        """Start the process without waiting for health (a cluster member is healthy only
+        once a quorum of members runs); :meth:`wait_healthy` waits."""
+        self._spawn()
+
+    def wait_healthy(self) -> None:
+        try:
+            self._wait_healthy()
+        except RuntimeError as error:
+            raise RuntimeError(f"etcd {self.name}: {error}\n{self._log_tail()}") from None
+
     def _spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         args = [
             ETCD_BINARY,
-            "--name", "t",
+            "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.client_url,
             "--advertise-client-urls", self.client_url,
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"t={peer}",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *self.extra_args,
         ]  # fmt: skip
         if self.tls is not None:
             args += [

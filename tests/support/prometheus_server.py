@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,12 +57,22 @@ def prometheus_available() -> bool:
 
 
 class PrometheusServer:
-    """One Prometheus scraping ``targets`` (``host:port``, path ``/metrics``) every second."""
+    """One Prometheus scraping ``targets`` (``host:port``, path ``/metrics``) every second.
+
+    ``job`` adds keys to the scrape job, e.g. ``{"scheme": "https", "tls_config": {...},
+    "basic_auth": {...}}`` for a target behind a web config.
+    """
 
     def __init__(
-        self, targets: Sequence[str], *, scrape_interval: str = "1s", start_timeout: float = 30.0
+        self,
+        targets: Sequence[str],
+        *,
+        scrape_interval: str = "1s",
+        start_timeout: float = 30.0,
+        job: Mapping[str, Any] | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.job = dict(job or {})
         self.scrape_interval = scrape_interval
         self.start_timeout = start_timeout
         self.root = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
@@ -89,6 +99,7 @@ class PrometheusServer:
             "  - job_name: calico-accountant\n"
             "    static_configs:\n"
             f"      - targets: {json.dumps(self.targets)}\n"
+            + "".join(f"    {key}: {json.dumps(value)}\n" for key, value in self.job.items())
         )
         for _attempt in range(3):
             self.port = free_port()
