@@ -29,7 +29,6 @@ it replaced a good object, that object is dropped (stale data would mislead).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +41,7 @@ from aetcd import rpc
 
 from aggregator.datastore.background import BackgroundSource
 from aggregator.datastore.cache import DatastoreCache
+from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.objects import (
     RESOURCE_PREFIX,
     RESOURCE_TYPES,
@@ -56,14 +56,6 @@ __all__ = ["REQUIRE_LEADER", "EtcdDatastore", "ListedPage", "list_pinned", "pref
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 500
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-)
 
 REQUIRE_LEADER: tuple[tuple[str, str], ...] = (("hasleader", "true"),)
 """etcd's ``rpctypes.MetadataRequireLeaderKey``/``MetadataHasLeader``: fail a watch whose
@@ -147,20 +139,13 @@ class EtcdDatastore(BackgroundSource):
         backoff_max: float = 5.0,
         request_timeout: float = 30.0,
     ) -> None:
-        if not spec.endpoints:
-            raise ValueError("etcd datastore needs at least one endpoint")
-        if spec.tls is not None:
-            for path in (spec.tls.ca, spec.tls.cert, spec.tls.key):
-                if path is not None and not path.is_file():
-                    raise ValueError(f"etcd TLS file not found: {path}")
+        self.channel = EtcdChannel(spec)
         self.spec = spec
         self.cache = cache
         self.page_size = page_size
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.request_timeout = request_timeout
-        self._endpoint_index = 0
-        self._channel: grpc.aio.Channel | None = None
         self._revision = 0
         """The last revision whose events have all been applied (0: list needed)."""
         self._need_list = True
@@ -181,7 +166,7 @@ class EtcdDatastore(BackgroundSource):
 
     async def stop(self) -> None:
         await super().stop()
-        await self._close_channel()
+        await self.channel.close()
 
     async def run(self) -> None:
         """List, then watch, forever; reconnects with backoff, re-lists on compaction."""
@@ -189,7 +174,7 @@ class EtcdDatastore(BackgroundSource):
         try:
             while True:
                 try:
-                    channel = self._ensure_channel()
+                    channel = self.channel.get()
                     if self._need_list:
                         await self._list(channel)
                     await self._watch(channel)
@@ -205,10 +190,10 @@ class EtcdDatastore(BackgroundSource):
                         )
                         self._need_list = True
                         continue
-                    self.cache.note_error(f"{self._current_target()}: {message}")
+                    self.cache.note_error(f"{self.channel.target}: {message}")
                     log.warning(
                         "etcd %s: %s; retrying in %.1fs from revision %d",
-                        self._current_target(),
+                        self.channel.target,
                         message,
                         self._backoff,
                         self._revision + 1,
@@ -216,8 +201,8 @@ class EtcdDatastore(BackgroundSource):
                     await self._back_off(rotate=True)
                     continue
                 except Exception as error:  # a bug must not end the datastore: log, back off, retry
-                    log.exception("etcd %s: unexpected error; retrying", self._current_target())
-                    self.cache.note_error(f"{self._current_target()}: {_describe_error(error)}")
+                    log.exception("etcd %s: unexpected error; retrying", self.channel.target)
+                    self.cache.note_error(f"{self.channel.target}: {_describe_error(error)}")
                     await self._back_off(rotate=False)
                     continue
                 # The watch loop only returns by raising; a clean return is a broken stream.
@@ -230,35 +215,12 @@ class EtcdDatastore(BackgroundSource):
     async def _back_off(self, *, rotate: bool) -> None:
         """Drop the connection, wait (exponential, jittered), and try the next endpoint."""
         self.watching.clear()
-        await self._close_channel()
         if rotate:
-            self._endpoint_index = (self._endpoint_index + 1) % len(self.spec.endpoints)
+            await self.channel.rotate()
+        else:
+            await self.channel.close()
         await asyncio.sleep(self._backoff * random.uniform(0.8, 1.2))
         self._backoff = min(self.backoff_max, self._backoff * 2)
-
-    def _current_target(self) -> str:
-        return self.spec.endpoints[self._endpoint_index].target
-
-    def _ensure_channel(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            target = self._current_target()
-            tls = self.spec.tls
-            if tls is None:
-                self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            else:
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates=tls.ca.read_bytes() if tls.ca else None,
-                    private_key=tls.key.read_bytes() if tls.key else None,
-                    certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-                )
-                self._channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
-        return self._channel
-
-    async def _close_channel(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await channel.close(None)
 
     async def _list(self, channel: grpc.aio.Channel) -> None:
         kv_stub = rpc.KVStub(channel)
@@ -292,7 +254,7 @@ class EtcdDatastore(BackgroundSource):
         self._need_list = False
         log.info(
             "etcd %s: listed %d objects at revision %d (%d bad values skipped)",
-            self._current_target(),
+            self.channel.target,
             len(objects),
             revision,
             bad,
@@ -325,7 +287,7 @@ class EtcdDatastore(BackgroundSource):
                 if response.created:
                     self.watching.set()
                     self._backoff = self.backoff_initial
-                    log.info("etcd %s: watching from revision %d", self._current_target(), self._revision + 1)
+                    log.info("etcd %s: watching from revision %d", self.channel.target, self._revision + 1)
                     continue
                 if response.events:
                     self._apply_events(response.events)
