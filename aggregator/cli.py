@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="live and retired",
     )
     limits.add_argument(
+        "--max-counters", type=int, default=ledger_defaults.max_counters, help="live and retired, all nodes"
+    )
+    limits.add_argument(
         "--max-diagnostic-codes", type=int, default=ledger_defaults.max_diagnostic_codes, help="per snapshot"
     )
     limits.add_argument(
@@ -267,6 +270,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         ledger_limits=Limits(
             max_nodes=args.max_nodes,
             max_counters_per_node=args.max_counters_per_node,
+            max_counters=args.max_counters,
             max_diagnostic_codes=args.max_diagnostic_codes,
         ),
         stream_limits=StreamLimits(

@@ -151,6 +151,9 @@ class Limits:
     max_counters_per_node: int = 1_000_000
     """Live and retired counters of one node (a 1000-pod node with 40 policies per pod
     has ~160k)."""
+    max_counters: int = 5_000_000
+    """Live and retired counters of all nodes together: what bounds the aggregator's memory
+    when identities are not checked (about 1 KiB each with their series)."""
     max_diagnostic_codes: int = 64
     """Distinct parse diagnostic codes one node may report (the agent has about a dozen)."""
 
@@ -364,12 +367,21 @@ class Ledger:
                 f"{len(update.diagnostic_counts)} diagnostic codes; at most {limits.max_diagnostic_codes}",
             )
         known = entry.counters if entry is not None else {}
-        if len(known) + len(update.records) > limits.max_counters_per_node:  # only then count exactly
-            total = len(known) + sum(1 for record in update.records if record.key not in known)
-            if total > limits.max_counters_per_node:
+        everywhere = sum(len(other.counters) for other in self._nodes.values())
+        if (
+            len(known) + len(update.records) > limits.max_counters_per_node
+            or everywhere + len(update.records) > limits.max_counters
+        ):  # only then count the new keys exactly
+            new = sum(1 for record in update.records if record.key not in known)
+            if len(known) + new > limits.max_counters_per_node:
                 return Refusal(
                     RefusalProblem.TOO_MANY_COUNTERS,
-                    f"{total} counters for one node; at most {limits.max_counters_per_node}",
+                    f"{len(known) + new} counters for one node; at most {limits.max_counters_per_node}",
+                )
+            if everywhere + new > limits.max_counters:
+                return Refusal(
+                    RefusalProblem.TOO_MANY_COUNTERS,
+                    f"{everywhere + new} counters in all; at most {limits.max_counters}",
                 )
         return self._check_sequence(entry, update)
 

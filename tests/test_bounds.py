@@ -206,3 +206,12 @@ def test_a_deeply_nested_datastore_file_is_a_clear_error() -> None:
         '[{"kind": "GlobalNetworkPolicy", "metadata": {"name": "x"}, "spec": ' + "[" * 80 + "]" * 80 + "}]"
     )
     assert result.objects == [] and result.bad == {"too_deep": 1}
+
+
+def test_counters_of_all_nodes_together_are_capped() -> None:
+    ledger = Ledger(limits=Limits(max_counters=5))
+    assert ledger.apply(snapshot("a", [accept(f"cali{i}", "x", 1) for i in range(3)]), now=0)
+    refusal = ledger.check(snapshot("b", [accept(f"cali{i}", "x", 1) for i in range(3)]))
+    assert refusal is not None and refusal.problem is RefusalProblem.TOO_MANY_COUNTERS
+    assert "in all" in refusal.message
+    assert ledger.check(snapshot("b", [accept(f"cali{i}", "x", 1) for i in range(2)])) is None

@@ -22,9 +22,10 @@ class StreamLimits:
     """Open ingest streams in all (one per node, plus reconnects overlapping)."""
     max_streams_per_peer: int = 16
     """Open ingest streams per peer: its identity when it has one, else its address."""
-    max_pending_bytes: int = 128 * MIB
-    """Bytes of one stream's unfinished snapshot."""
-    max_pending_bytes_total: int = 512 * MIB
+    max_pending_bytes: int = 64 * MIB
+    """Bytes of one stream's unfinished snapshot (on the wire; held as messages they take
+    about twice that)."""
+    max_pending_bytes_total: int = 256 * MIB
     """Bytes of unfinished snapshots over all streams."""
 
     def __post_init__(self) -> None:
