@@ -50,7 +50,7 @@ from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
-from calico_accountant.daemon import HttpServer, stop_on_signals
+from calico_accountant.daemon import HttpServer, release_free_memory, stop_on_signals
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.web_config import WebConfig
 from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -211,6 +211,7 @@ class Aggregator:
         self.grpc_port = 0
         self.metrics: HttpServer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._ended_before = 0
 
     async def start(self) -> None:
         address = f"{_bracket(self.config.grpc_host)}:{self.config.grpc_port}"
@@ -265,6 +266,9 @@ class Aggregator:
                 removed = self.accountant.expire(time.time())
                 if removed:
                     log.info("removed %d series of expired counters", removed)
+                ended = self.ingest.ended_streams
+                release_free_memory(collect_cycles=ended != self._ended_before)
+                self._ended_before = ended
             except Exception:
                 log.exception("expiring counters failed")
 

@@ -425,6 +425,12 @@ class ChunkAssembler:
         """A snapshot has been started but not finished."""
         return bool(self._parts)
 
+    def reset(self) -> None:
+        """Drop an unfinished snapshot's chunks now (a refused stream's frames may outlive
+        it in a reference cycle, which only the cyclic garbage collector frees)."""
+        self._parts = []
+        self._counters = 0
+
     def add(self, chunk: pb.NodeSnapshot) -> pb.NodeSnapshot | None:
         """Feed one message; returns the whole snapshot when this completes one."""
         count = chunk.chunk_count

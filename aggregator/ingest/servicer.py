@@ -115,6 +115,9 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._owner: dict[str, _Stream] = {}
         """node -> the stream currently accepted for it."""
         self._last_logged: dict[tuple[str, RejectReason], float] = {}
+        self.ended_streams = 0
+        """Streams that ended, refused or not (each may leave garbage only a full
+        collection frees: the server's housekeeping collects when this moved)."""
 
     async def StreamSnapshots(
         self, request_iterator: AsyncIterator[pb.NodeSnapshot], context: grpc.aio.ServicerContext[Any, Any]
@@ -140,6 +143,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 self._metrics.messages.inc()
                 ack = await self._receive(stream, message)
                 if isinstance(ack, _Abort):
+                    del message  # nothing large may stay in this frame (see _refuse)
                     await self._refuse(context, ack, stream)
                     return
                 if ack is not None:
@@ -147,9 +151,11 @@ class IngestServicer(pb_grpc.IngestServicer):
         except asyncio.CancelledError:
             return  # the agent went away or the server is stopping: nothing to answer
         finally:
+            self.ended_streams += 1
             self._metrics.streams.dec()
             self._admission.close(peer)
             self._drop_pending(stream)
+            stream.assembler.reset()
             if stream.node and self._owner.get(stream.node) is stream:
                 del self._owner[stream.node]
                 if stream.connected:
@@ -161,6 +167,8 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._metrics.stream_errors.labels(abort.code.name).inc()
         if abort.reason is not None:
             self._metrics.rejected.labels(abort.reason.value).inc()
+        if stream is not None:
+            stream.assembler.reset()  # before abort raises: its traceback keeps this frame alive
         peer = stream.peer if stream is not None else peer_address(context.peer())
         self._log_refusal(peer, abort.reason or RejectReason.MALFORMED, abort.message, stream)
         await context.abort(abort.code, abort.message)
