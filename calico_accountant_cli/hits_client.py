@@ -29,7 +29,6 @@ __all__ = [
     "parse_duration",
 ]
 
-#: The API version this client speaks (``calico_accountant.v1``).
 VERDICTS = tuple(verdict.value for verdict in Verdict)
 DIRECTIONS = tuple(direction.value for direction in Direction)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
