@@ -17,6 +17,7 @@ counts from zero instead: a checkpoint is restored whole or not at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aggregator.accountant import Accountant
+from aggregator.checkpoint.catchup import CatchUp, Restored
 from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, encode
 from aggregator.checkpoint.stores import CheckpointStore
 from calico_accountant import __version__
@@ -74,6 +76,17 @@ class CheckpointMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.catch_up = Gauge(
+            "calico_accountant_checkpoint_catch_up_seconds",
+            "How long /metrics waited after the last restore for the nodes of the checkpoint to report "
+            "again (so that no series is exported below a value already scraped).",
+            registry=registry,
+        )
+        self.catch_up_missing = Gauge(
+            "calico_accountant_checkpoint_catch_up_missing_nodes",
+            "Nodes of the restored checkpoint that had not reported when /metrics opened (its timeout).",
+            registry=registry,
+        )
         for outcome in ("ok", "error"):
             self.writes.labels(outcome)
         for restore in RestoreOutcome:
@@ -110,6 +123,9 @@ class CheckpointKeeper:
         self.metrics = metrics or CheckpointMetrics(CollectorRegistry())
         self._clock = clock
         self._writing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.restored: Restored | None = None
+        """Set by a successful :meth:`restore`: what ``/metrics`` waits for before opening."""
 
     async def restore(self) -> RestoreOutcome:
         """Restore the kept checkpoint, if any (call before ingest starts)."""
@@ -137,6 +153,11 @@ class CheckpointKeeper:
         dropped = await asyncio.to_thread(
             self.accountant.restore, checkpoint.nodes, checkpoint.series, checkpoint.tombstones
         )
+        self.restored = Restored(
+            checkpoint.created,
+            {record.state.node: record.state.received_at for record in checkpoint.nodes},
+            self._clock(),
+        )
         log.info(
             "restored checkpoint of %s from %s (written by calico-accountant %s): %d nodes, %d series%s",
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.created)),
@@ -147,6 +168,10 @@ class CheckpointKeeper:
             f"; {dropped} series not placed (metric options changed)" if dropped else "",
         )
         return RestoreOutcome.RESTORED
+
+    def note_catch_up(self, result: CatchUp) -> None:
+        self.metrics.catch_up.set(result.waited)
+        self.metrics.catch_up_missing.set(len(result.missing))
 
     async def write(self) -> WriteFigures:
         """Write one checkpoint now (serialised with the periodic ones)."""
@@ -170,6 +195,30 @@ class CheckpointKeeper:
         for phase in ("capture", "encode", "save"):
             self.metrics.duration.labels(phase).set(getattr(figures, phase))
         return figures
+
+    def start(self) -> None:
+        """Write every interval from now on (a task of the running loop)."""
+        self._task = asyncio.create_task(self.run(), name="checkpoint")
+
+    async def close(self, *, final: bool) -> None:
+        """Stop the periodic writes; with ``final`` (after ingest stopped) write one last
+        checkpoint, so a clean stop loses nothing; then release the store."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if final:
+            try:
+                figures = await self.write()
+                log.info(
+                    "final checkpoint written: %d bytes in %.3f s",
+                    figures.size,
+                    figures.capture + figures.encode + figures.save,
+                )
+            except Exception as error:
+                log.error("the final checkpoint could not be written: %s", error)
+        await self.store.close()
 
     async def run(self) -> None:
         """Write every interval until cancelled; a failed write is logged and retried at
