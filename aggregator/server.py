@@ -327,14 +327,15 @@ class Aggregator:
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
         await self.server.stop(self.config.shutdown_grace)
+        if self.metrics is not None:
+            self.metrics.close()  # every port is free before the lease goes: the next leader binds them
+            self.metrics = None
         if self.checkpoints is not None:
             # none from a replica that never served or lost its lease: it would replace the leader's
             await self.checkpoints.close(final=self._serving and not self._abandoned)
         await self.role.close()  # the lease goes after the last checkpoint: the next leader starts from it
         if self._source is not None:
             await self._source.stop()
-        if self.metrics is not None:
-            self.metrics.close()
 
 
 def _bracket(host: str) -> str:

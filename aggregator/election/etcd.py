@@ -43,7 +43,8 @@ __all__ = ["DEFAULT_KEY", "EtcdElection"]
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY = "/calico-accountant/v1/leader"
-_ERRORS = (grpc.aio.AioRpcError, OSError, TimeoutError, EOFError)
+_ERRORS = (grpc.RpcError, asyncio.InvalidStateError, OSError, TimeoutError, EOFError)
+"""A request or stream that failed (etcd away, the call ended under us): retried, never fatal."""
 
 
 class EtcdElection:
