@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from aggregator.accountant import Accountant
 from aggregator.checkpoint.catchup import CatchUp, Restored
 from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, encode
+from aggregator.checkpoint.nogc import collector_paused
 from aggregator.checkpoint.stores import CheckpointStore
 from calico_accountant import __version__
 
@@ -146,28 +147,32 @@ class CheckpointKeeper:
             log.info("no checkpoint in %s yet: counting starts from the first snapshots", where)
             return RestoreOutcome.NONE
         try:
-            checkpoint = await asyncio.to_thread(decode, data)
+            summary = await asyncio.to_thread(self._decode_and_restore, data)
         except CheckpointError as error:
             log.error("checkpoint %s refused, %s: counting starts from the first snapshots", where, error)
             return RestoreOutcome(error.problem.value)
-        dropped = await asyncio.to_thread(
-            self.accountant.restore, checkpoint.nodes, checkpoint.series, checkpoint.tombstones
-        )
-        self.restored = Restored(
-            checkpoint.created,
-            {record.state.node: record.state.received_at for record in checkpoint.nodes},
-            self._clock(),
-        )
-        log.info(
-            "restored checkpoint of %s from %s (written by calico-accountant %s): %d nodes, %d series%s",
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.created)),
-            where,
-            checkpoint.written_by,
-            len(checkpoint.nodes),
-            sum(len(family.values) for family in checkpoint.series),
-            f"; {dropped} series not placed (metric options changed)" if dropped else "",
-        )
+        log.info("restored checkpoint of %s from %s", summary, where)
         return RestoreOutcome.RESTORED
+
+    def _decode_and_restore(self, data: bytes) -> str:
+        """Decode and restore (in a worker thread, the collector paused: see :mod:`.nogc`);
+        what was restored, for the log."""
+        with collector_paused():
+            checkpoint = decode(data)
+            dropped = self.accountant.restore(checkpoint.nodes, checkpoint.series, checkpoint.tombstones)
+            self.restored = Restored(
+                checkpoint.created,
+                {record.state.node: record.state.received_at for record in checkpoint.nodes},
+                self._clock(),
+            )
+            summary = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(checkpoint.created))} (written by "
+                f"calico-accountant {checkpoint.written_by}): {len(checkpoint.nodes)} nodes, "
+                f"{sum(len(family.values) for family in checkpoint.series)} series"
+                + (f"; {dropped} series not placed (metric options changed)" if dropped else "")
+            )
+            del checkpoint
+        return summary
 
     def note_catch_up(self, result: CatchUp) -> None:
         self.metrics.catch_up.set(result.waited)
@@ -176,25 +181,32 @@ class CheckpointKeeper:
     async def write(self) -> WriteFigures:
         """Write one checkpoint now (serialised with the periodic ones)."""
         async with self._writing:
+            data, capture, encoding = await asyncio.to_thread(self._capture_and_encode)
             started = time.perf_counter()
-            nodes, series, tombstones = await asyncio.to_thread(self.accountant.capture)
-            captured = time.perf_counter()
-            checkpoint = Checkpoint(self._clock(), __version__, nodes, series, tombstones)
-            data = await asyncio.to_thread(encode, checkpoint)
-            encoded = time.perf_counter()
             try:
                 await self.store.save(data)
             except Exception:
                 self.metrics.writes.labels("error").inc()
                 raise
-            saved = time.perf_counter()
-        figures = WriteFigures(captured - started, encoded - captured, saved - encoded, len(data))
+            figures = WriteFigures(capture, encoding, time.perf_counter() - started, len(data))
         self.metrics.writes.labels("ok").inc()
         self.metrics.last_success.set(self._clock())
         self.metrics.size.set(figures.size)
         for phase in ("capture", "encode", "save"):
             self.metrics.duration.labels(phase).set(getattr(figures, phase))
         return figures
+
+    def _capture_and_encode(self) -> tuple[bytes, float, float]:
+        """The checkpoint's bytes, and the seconds of its capture (under the accountant's
+        lock) and of its encoding; in a worker thread, the collector paused (see
+        :mod:`.nogc`) until the copies are gone."""
+        with collector_paused():
+            started = time.perf_counter()
+            nodes, series, tombstones = self.accountant.capture()
+            captured = time.perf_counter()
+            data = encode(Checkpoint(self._clock(), __version__, nodes, series, tombstones))
+            del nodes, series, tombstones
+        return data, captured - started, time.perf_counter() - captured
 
     def start(self) -> None:
         """Write every interval from now on (a task of the running loop)."""
