@@ -72,7 +72,7 @@ def _listeners(port: int) -> str:
     return found.stdout
 
 
-def _takeover(deployment: Deployment, standby: Process) -> None:
+def _takeover(deployment: Deployment[SimulatedCluster], standby: Process) -> None:
     """Until ``standby`` is ready and the shared gRPC address answers."""
 
     def serving() -> bool:

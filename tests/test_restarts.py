@@ -55,7 +55,9 @@ from tests.support.waits import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-def _deploy(run: Processes, tmp_path: Path, store: ClusterStore, checkpoint: str) -> Deployment:
+def _deploy(
+    run: Processes, tmp_path: Path, store: ClusterStore, checkpoint: str
+) -> Deployment[SimulatedCluster]:
     sim = SimulatedCluster(tmp_path, store)
     args = ["--retired-grace", "1", "--expire-interval", "0.2"]
     if checkpoint:
@@ -66,7 +68,7 @@ def _deploy(run: Processes, tmp_path: Path, store: ClusterStore, checkpoint: str
     return deployment
 
 
-def _history(deployment: Deployment) -> None:
+def _history(deployment: Deployment[SimulatedCluster]) -> None:
     """Traffic, a reset, a renamed policy, a deleted pod: each checked exactly."""
     sim, served = deployment.sim, deployment.served
     nodes = len(sim.nodes)

@@ -9,23 +9,40 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
+from calico_accountant_cli.demo.store import ClusterStore
 from tests.support.ports import free_port
 from tests.support.processes import Process, Processes
 from tests.support.serving import Served
-from tests.support.simulated import SimulatedCluster, accounting_series
+from tests.support.simulated import Expected, accounting_series
 
-__all__ = ["AGENT_INTERVAL", "Deployment", "assert_not_lower"]
+__all__ = ["AGENT_INTERVAL", "Deployment", "Nodes", "assert_not_lower"]
 
 AGENT_INTERVAL = "0.2"
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+class Nodes(Protocol):
+    """The cluster the agents read: simulated (:mod:`.simulated`) or in the kernel
+    (:mod:`.kernel_cluster`)."""
+
+    nodes: tuple[str, ...]
+    store: ClusterStore
+    expected: Expected
+
+    def command(self, node: str) -> str: ...
+    def traffic(self, rounds: int = 1, *, counted: bool = True) -> int: ...
+
+
+N = TypeVar("N", bound=Nodes)
+
+
 @dataclass
-class Deployment:
+class Deployment(Generic[N]):
     run: Processes
-    sim: SimulatedCluster
+    sim: N
     args: tuple[str, ...]
     """The aggregator's flags besides its ports."""
     served: Served = field(default_factory=lambda: Served(free_port(), free_port()))
@@ -33,7 +50,7 @@ class Deployment:
     agents: dict[str, Process] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Processes, sim: SimulatedCluster, *args: str) -> Deployment:
+    def of(cls, run: Processes, sim: N, *args: str) -> Deployment[N]:
         """``sim`` with traffic its aggregators will not count (the kernel counted before)."""
         sim.traffic(2, counted=False)
         return cls(run, sim, ("--datastore", sim.store.spec, *args))
