@@ -78,7 +78,7 @@ def _last_scrape(prometheus: PrometheusServer, before: float) -> float:
     return max(t for _, values in found for t, _ in values)
 
 
-@pytest.fixture(params=["simulated", "kernel"])
+@pytest.fixture(params=["simulated", pytest.param("kernel", marks=pytest.mark.kernel)])
 def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nodes]:
     """The sample cluster: dumps moved by simulated traffic, or namespaces and real packets."""
     with ClusterStore(None) as store:
