@@ -96,6 +96,11 @@ class Accountant:
             self._series = self._series.rebuilt(self.ledger, values=values, tombstones=buried)
             return dropped + dropped_tombstones
 
+    def nodes_reported_since(self, since: float) -> set[str]:
+        """The nodes with a snapshot applied at or after ``since`` (the ingest clock)."""
+        with self._lock:
+            return {state.node for state in self.ledger.nodes() if state.received_at >= since}
+
     def set_connected(self, node: str, connected: bool) -> None:
         with self._lock:
             self.ledger.set_connected(node, connected)

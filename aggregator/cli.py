@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from aggregator.ingest.limits import StreamLimits
 from aggregator.ledger import Limits
 from aggregator.trust.tokens import DEFAULT_AUDIENCE, TokenSettings
-from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
+from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import configure_logging
 from calico_accountant.web_config import load_web_config
 
@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"/metrics port (default {AGGREGATOR_METRICS_PORT})",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=AGGREGATOR_HEALTH_PORT,
+        help=f"/healthz and /readyz, served from start to stop, standby included "
+        f"(default {AGGREGATOR_HEALTH_PORT}; 0: any free port)",
+    )
+    parser.add_argument("--health-host", default="0.0.0.0")
     parser.add_argument(
         "--datastore",
         default=env("CALICO_ACCOUNTANT_DATASTORE", ""),
@@ -77,6 +85,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint-interval", type=float, default=10.0, help="seconds between checkpoints (default 10)"
+    )
+    parser.add_argument(
+        "--catch-up-timeout",
+        type=float,
+        default=30.0,
+        help="after a checkpoint is restored, /metrics opens once the nodes it knew have reported "
+        "again, or after this many seconds (default 30)",
+    )
+    parser.add_argument(
+        "--leader-election",
+        default=env("CALICO_ACCOUNTANT_LEADER_ELECTION", "none"),
+        metavar="none|etcd",
+        help="etcd: run several replicas, one serves (a lease in the datastore's etcd; needs "
+        "--datastore etcd://... and --checkpoint etcd); default $CALICO_ACCOUNTANT_LEADER_ELECTION or none",
+    )
+    parser.add_argument(
+        "--leader-lease-ttl",
+        type=int,
+        default=5,
+        help="seconds a dead leader keeps its lease before a standby takes over (default 5)",
     )
     parser.add_argument(
         "--node-expiry",
@@ -242,6 +270,7 @@ def _token_settings(args: argparse.Namespace) -> TokenSettings | None:
 
 
 def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
+    from aggregator.election.open import parse_leader_election
     from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
     from aggregator.server import AggregatorConfig
 
@@ -256,6 +285,8 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         grpc_port=args.grpc_port,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        health_host=args.health_host,
+        health_port=args.health_port,
         datastore=args.datastore,
         etcd_ca=args.etcd_ca,
         etcd_cert=args.etcd_cert,
@@ -266,6 +297,9 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         node_expiry=args.node_expiry,
         checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval,
+        catch_up_timeout=args.catch_up_timeout,
+        leader_election=parse_leader_election(args.leader_election),
+        leader_lease_ttl=args.leader_lease_ttl,
         expire_interval=args.expire_interval,
         ledger_limits=Limits(
             max_nodes=args.max_nodes,

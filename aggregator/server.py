@@ -9,7 +9,14 @@
 * ``/metrics`` is the accounting exposition (:func:`aggregator.exposition.serving.serve_metrics`) plus this
   process's own ingest and hit metrics;
 * a housekeeping task expires retired counters;
-* SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, then all stops.
+* the health port (``/healthz``, ``/readyz``, :mod:`aggregator.readiness`) is served from
+  start to stop; with ``--leader-election`` the replica stands by (no gRPC, no /metrics)
+  until it leads, and a leader that loses its lease stops serving at once
+  (:mod:`aggregator.replica`);
+* after a checkpoint is restored, /metrics opens once the nodes have caught up
+  (:mod:`aggregator.checkpoint.catchup`);
+* SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, a last checkpoint,
+  the lease is handed over, then all stops.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
+from aggregator.checkpoint.catchup import Restored, wait_for_catch_up
 from aggregator.checkpoint.keeper import CheckpointKeeper, CheckpointMetrics
 from aggregator.checkpoint.open import open_checkpoint_store
 from aggregator.checkpoint.stores import parse_checkpoint_spec
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
+from aggregator.election.open import LeaderElection, open_election
 from aggregator.exposition.serving import serve_metrics
 from aggregator.hits.hub import HitHub, HitMetrics
 from aggregator.hits.servicer import PolicyHitsServicer
@@ -43,13 +52,15 @@ from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.servicer import IngestServicer
 from aggregator.ledger import FirstSnapshot, Ledger, Limits
 from aggregator.metrics.datastore import DatastoreCollector
+from aggregator.readiness import Phase
+from aggregator.replica import Ending, Role, run_replica
 from aggregator.series.options import SeriesOptions
 from aggregator.trust.access import AccessRules
 from aggregator.trust.credentials import ServerTls
 from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
-from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_METRICS_PORT
+from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import HttpServer, release_free_memory, stop_on_signals
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
 from calico_accountant.web_config import WebConfig
@@ -74,6 +85,9 @@ class AggregatorConfig:
     """0 picks a free port (see :attr:`Aggregator.grpc_port`)."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = AGGREGATOR_METRICS_PORT
+    health_host: str = "0.0.0.0"
+    health_port: int = AGGREGATOR_HEALTH_PORT
+    """``/healthz`` and ``/readyz``, served from start to stop (standby included)."""
     datastore: str = ""
     """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
     etcd_ca: str | None = None
@@ -95,6 +109,10 @@ class AggregatorConfig:
     checkpoint: str = ""
     """``file:PATH`` or ``etcd`` (the datastore's); empty: none, a restart counts from zero."""
     checkpoint_interval: float = 10.0
+    catch_up_timeout: float = 30.0
+    """After a restore, how long /metrics waits for the checkpoint's nodes to report again."""
+    leader_election: LeaderElection = LeaderElection.NONE
+    leader_lease_ttl: int = 5
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     hits_window_seconds: float = 600.0
     hits_window_max: int = 100_000
@@ -128,6 +146,9 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # A port still held by another aggregator (a paused old leader) is an error, not
+        # shared: with SO_REUSEPORT the kernel would split the agents between the two.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -168,6 +189,12 @@ class Aggregator:
             self.cache.add_listener(self.accountant.set_resolver)
         ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
         self.checkpoints: CheckpointKeeper | None = None
+        self.role = Role(
+            open_election(config.leader_election, spec, config.checkpoint, ttl=config.leader_lease_ttl),
+            host=config.health_host,
+            port=config.health_port,
+            registry=self.registry,
+        )
         if config.checkpoint:
             self.checkpoints = CheckpointKeeper(
                 self.accountant,
@@ -175,7 +202,6 @@ class Aggregator:
                 interval=config.checkpoint_interval,
                 metrics=CheckpointMetrics(self.registry),
             )
-        self._checkpointing: asyncio.Task[None] | None = None
         self.hub = HitHub(
             window_seconds=config.hits_window_seconds,
             window_hits=config.hits_window_max,
@@ -212,17 +238,25 @@ class Aggregator:
         self.metrics: HttpServer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._ended_before = 0
+        self._opening_metrics: asyncio.Task[None] | None = None
+        self._serving = False
+        self._abandoned = False
 
     async def start(self) -> None:
+        """Serve: at once, or with an election once this replica leads (until then it only
+        answers on the health port, and keeps its catalog current for a quick takeover)."""
+        if self._source is not None:
+            self._source.start()
+        await self.role.stand_by(self.checkpoints.store if self.checkpoints else None)
         address = f"{_bracket(self.config.grpc_host)}:{self.config.grpc_port}"
-        if self.trust.credentials is None:
-            self.grpc_port = self.server.add_insecure_port(address)
-        else:
-            self.grpc_port = self.server.add_secure_port(address, self.trust.credentials)
+        with contextlib.suppress(RuntimeError):  # grpc raises it when the port is taken
+            if self.trust.credentials is None:
+                self.grpc_port = self.server.add_insecure_port(address)
+            else:
+                self.grpc_port = self.server.add_secure_port(address, self.trust.credentials)
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         if self._source is not None and self.cache is not None:
-            self._source.start()
             # Resolve from the first snapshot on: counters applied before the catalog
             # exists are exported under raw names until the rebuild that follows it.
             try:
@@ -236,8 +270,28 @@ class Aggregator:
                 )
         if self.checkpoints is not None:
             await self.checkpoints.restore()
-            self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoint")
+            self.checkpoints.start()
         await self.server.start()
+        self._serving = True
+        if self.checkpoints is not None and self.checkpoints.restored is not None:
+            catching_up = self._open_metrics_after_catch_up(self.checkpoints, self.checkpoints.restored)
+            self._opening_metrics = asyncio.create_task(catching_up, name="catch-up")
+        else:
+            self._open_metrics()
+        for service in ("", *_SERVICES):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._housekeeping = asyncio.create_task(self._expire_loop(), name="expire")
+        self.role.serving()
+        log.info(
+            "aggregator %s: gRPC (%s) on %s:%d, datastore %s",
+            __version__,
+            _transport(self.config.tls),
+            self.config.grpc_host,
+            self.grpc_port,
+            self.config.datastore or "(none: names stay unresolved)",
+        )
+
+    def _open_metrics(self) -> None:
         self.metrics = serve_metrics(
             self.accountant,
             self.config.metrics_port,
@@ -245,19 +299,39 @@ class Aggregator:
             extra=self.registry,
             web=self.config.web_config,
         )
-        for service in ("", *_SERVICES):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self._housekeeping = asyncio.create_task(self._expire_loop(), name="expire")
-        log.info(
-            "aggregator %s: gRPC (%s) on %s:%d, /metrics on %s:%d, datastore %s",
-            __version__,
-            _transport(self.config.tls),
-            self.config.grpc_host,
-            self.grpc_port,
-            self.config.metrics_host,
-            self.metrics.port,
-            self.config.datastore or "(none: names stay unresolved)",
+        log.info("/metrics on %s:%d", self.config.metrics_host, self.metrics.port)
+
+    async def _open_metrics_after_catch_up(self, checkpoints: CheckpointKeeper, restored: Restored) -> None:
+        """/metrics once the restored totals are current again (see the catchup module)."""
+        checkpoints.note_catch_up(
+            await wait_for_catch_up(
+                self.accountant,
+                restored,
+                stale_after=self.config.stale_after,
+                timeout=self.config.catch_up_timeout,
+            )
         )
+        try:
+            self._open_metrics()
+        except OSError as error:
+            self.role.fail(1, f"cannot serve /metrics: {error}")
+
+    async def ended(self) -> Ending:
+        """Returns once serving must end at once (:meth:`Role.ended`); never otherwise."""
+        return await self.role.ended()
+
+    async def abandon(self, why: str) -> None:
+        """Stop serving at once: no grace, no last checkpoint (another replica may lead
+        already); :meth:`stop` releases the rest."""
+        self._abandoned = True
+        self.role.readiness.set(Phase.LOST, why)
+        if self.checkpoints is not None:
+            await self.checkpoints.close(final=False)
+        await _cancel(self._opening_metrics, self._housekeeping)
+        await self.server.stop(0)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
     async def _expire_loop(self) -> None:
         while True:
@@ -273,41 +347,25 @@ class Aggregator:
                 log.exception("expiring counters failed")
 
     async def stop(self) -> None:
+        if self.role.readiness.phase is not Phase.LOST:
+            self.role.readiness.set(Phase.STOPPING)
         await self.health.enter_graceful_shutdown()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        await _cancel(self._housekeeping, self._opening_metrics)
         # Agents' streams never end by themselves, so the grace period ends by cancelling
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
         await self.server.stop(self.config.shutdown_grace)
-        await self._final_checkpoint()
+        if self.metrics is not None:
+            self.metrics.close()  # every port is free before the lease goes: the next leader binds them
+            self.metrics = None
+        if self.checkpoints is not None:
+            # none from a replica that never served or lost its lease: it would replace the leader's
+            await self.checkpoints.close(final=self._serving and not self._abandoned)
+        await self.role.close()  # the lease goes after the last checkpoint: the next leader starts from it
         if self._source is not None:
             await self._source.stop()
-        if self.metrics is not None:
-            self.metrics.close()
         if self.verifier is not None:
             self.verifier.close()
-
-    async def _final_checkpoint(self) -> None:
-        """After ingest stopped: one last checkpoint, so a clean stop loses nothing."""
-        if self.checkpoints is None:
-            return
-        if self._checkpointing is not None:
-            self._checkpointing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointing
-        try:
-            figures = await self.checkpoints.write()
-            log.info(
-                "final checkpoint written: %d bytes in %.3f s",
-                figures.size,
-                figures.capture + figures.encode + figures.save,
-            )
-        except Exception as error:
-            log.error("the final checkpoint could not be written: %s", error)
-        await self.checkpoints.store.close()
 
 
 def _transport(tls: ServerTls | None) -> str:
@@ -320,15 +378,15 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def run_aggregator(config: AggregatorConfig, stop: asyncio.Event | None = None) -> int:
-    """Run until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None."""
-    if stop is None:
-        stop = stop_on_signals()
-    aggregator = Aggregator(config)
-    await aggregator.start()
-    try:
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        await aggregator.stop()
-    return 0
+    """Run until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None; the exit status
+    (:data:`~aggregator.election.base.EXIT_LEADERSHIP_LOST` when the lease was lost)."""
+    return await run_replica(Aggregator(config), stop_on_signals() if stop is None else stop)

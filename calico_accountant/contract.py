@@ -11,3 +11,5 @@ DEFAULT_AGGREGATOR_ADDRESS = f"localhost:{AGGREGATOR_GRPC_PORT}"
 HITS_API_VERSION = 1
 """``ServerStatus.api_version`` of the ``calico_accountant.v1`` policy-hit API; a client
 checks it once per connection."""
+AGGREGATOR_HEALTH_PORT = 9011
+"""The aggregator's ``/healthz`` and ``/readyz``, served from start to stop, standby included."""

@@ -104,6 +104,8 @@ def test_a_real_aggregator_exports_them_and_promtool_accepts_them(tmp_path: Path
                 grpc_port=0,
                 metrics_host="127.0.0.1",
                 metrics_port=0,
+                health_host="127.0.0.1",
+                health_port=0,
                 datastore=f"file:{datastore}",
             )
         )

@@ -371,6 +371,7 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
                 calico_accountant_argv(
                     "aggregator", "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
                     "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
+                    "--health-host", "127.0.0.1", "--health-port", "0",
                     "--datastore", store.spec, "--retired-grace", "1",
                 ),
             )  # fmt: skip

@@ -204,7 +204,9 @@ def test_watch_without_follow_replays_and_ends() -> None:
 
 
 async def _aggregator(**config: object) -> Aggregator:
-    aggregator = Aggregator(AggregatorConfig(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, **config))  # type: ignore[arg-type]
+    aggregator = Aggregator(
+        AggregatorConfig(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, health_port=0, **config)  # type: ignore[arg-type]
+    )
     await aggregator.start()
     return aggregator
 

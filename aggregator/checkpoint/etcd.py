@@ -8,19 +8,27 @@ so it sees a whole previous or a whole new checkpoint, never a mix; older genera
 (and the chunks of a write that died halfway) are deleted after the switch.  The
 checkpoint's own header carries its SHA-256, so chunks that do not add up are refused
 when decoded.
+
+The switch (the manifest's put and the deletion of older generations) is one transaction.
+With a :class:`Fence` (two replicas: the leadership that writes) that transaction also
+compares the leader record's create revision, so a replica that is no longer the leader
+cannot make its checkpoint current: its save fails with :class:`FencedOut` and the new
+leader's checkpoint stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from dataclasses import dataclass
 
 from aetcd import rpc
 
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec
 
-__all__ = ["DEFAULT_PREFIX", "EtcdCheckpointStore"]
+__all__ = ["DEFAULT_PREFIX", "EtcdCheckpointStore", "Fence", "FencedOut"]
 
 DEFAULT_PREFIX = "/calico-accountant/v1/checkpoint/"
 CHUNK_BYTES = 1024 * 1024
@@ -32,11 +40,25 @@ def _range_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A save takes effect only while ``key`` exists and was created at ``create_revision``:
+    the leader record of the leadership that writes (:mod:`aggregator.election.etcd`)."""
+
+    key: bytes
+    create_revision: int
+
+
+class FencedOut(Exception):
+    """The fence did not hold (this replica no longer leads): the checkpoint was not saved."""
+
+
 class EtcdCheckpointStore:
     def __init__(self, spec: EtcdSpec, *, prefix: str = DEFAULT_PREFIX, timeout: float = 30.0) -> None:
         self.channel = EtcdChannel(spec)
         self.prefix = prefix
         self.timeout = timeout
+        self.fence: Fence | None = None
 
     def describe(self) -> str:
         return f"{self.channel.spec.describe()}{self.prefix}"
@@ -80,18 +102,41 @@ class EtcdCheckpointStore:
                     timeout=self.timeout,
                 )
             manifest = {"generation": generation, "chunks": len(chunks), "bytes": len(data)}
-            await kv.Put(
-                rpc.PutRequest(key=self._key("current"), value=json.dumps(manifest).encode()),
-                timeout=self.timeout,
+            switch = [
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=self._key("current"), value=json.dumps(manifest).encode())
+                ),
+                # every older generation, and any left by a write that died before its switch
+                rpc.RequestOp(
+                    request_delete_range=rpc.DeleteRangeRequest(
+                        key=self._key("data", ""), range_end=self._key("data", generation)
+                    )
+                ),
+            ]
+            fence = self.fence
+            compare = (
+                []
+                if fence is None
+                else [
+                    rpc.Compare(
+                        key=fence.key,
+                        result=rpc.Compare.EQUAL,
+                        target=rpc.Compare.CREATE,
+                        create_revision=fence.create_revision,
+                    )
+                ]
             )
-            # every older generation, and any left by a write that died before its switch
-            await kv.DeleteRange(
-                rpc.DeleteRangeRequest(key=self._key("data", ""), range_end=self._key("data", generation)),
-                timeout=self.timeout,
-            )
+            switched = await kv.Txn(rpc.TxnRequest(compare=compare, success=switch), timeout=self.timeout)
         except Exception:
             await self.channel.rotate()
             raise
+        if not switched.succeeded:
+            prefix = self._key("data", generation, "")
+            with contextlib.suppress(Exception):
+                await kv.DeleteRange(
+                    rpc.DeleteRangeRequest(key=prefix, range_end=_range_end(prefix)), timeout=self.timeout
+                )
+            raise FencedOut("this replica no longer leads: its checkpoint was not made current")
 
     async def close(self) -> None:
         await self.channel.close()

@@ -17,6 +17,7 @@ counts from zero instead: a checkpoint is restored whole or not at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -26,7 +27,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aggregator.accountant import Accountant
+from aggregator.checkpoint.catchup import CatchUp, Restored
 from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, encode
+from aggregator.checkpoint.nogc import collector_paused
 from aggregator.checkpoint.stores import CheckpointStore
 from calico_accountant import __version__
 
@@ -74,6 +77,17 @@ class CheckpointMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.catch_up = Gauge(
+            "calico_accountant_checkpoint_catch_up_seconds",
+            "How long /metrics waited after the last restore for the nodes of the checkpoint to report "
+            "again (so that no series is exported below a value already scraped).",
+            registry=registry,
+        )
+        self.catch_up_missing = Gauge(
+            "calico_accountant_checkpoint_catch_up_missing_nodes",
+            "Nodes of the restored checkpoint that had not reported when /metrics opened (its timeout).",
+            registry=registry,
+        )
         for outcome in ("ok", "error"):
             self.writes.labels(outcome)
         for restore in RestoreOutcome:
@@ -110,6 +124,9 @@ class CheckpointKeeper:
         self.metrics = metrics or CheckpointMetrics(CollectorRegistry())
         self._clock = clock
         self._writing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.restored: Restored | None = None
+        """Set by a successful :meth:`restore`: what ``/metrics`` waits for before opening."""
 
     async def restore(self) -> RestoreOutcome:
         """Restore the kept checkpoint, if any (call before ingest starts)."""
@@ -130,46 +147,90 @@ class CheckpointKeeper:
             log.info("no checkpoint in %s yet: counting starts from the first snapshots", where)
             return RestoreOutcome.NONE
         try:
-            checkpoint = await asyncio.to_thread(decode, data)
+            summary = await asyncio.to_thread(self._decode_and_restore, data)
         except CheckpointError as error:
             log.error("checkpoint %s refused, %s: counting starts from the first snapshots", where, error)
             return RestoreOutcome(error.problem.value)
-        dropped = await asyncio.to_thread(
-            self.accountant.restore, checkpoint.nodes, checkpoint.series, checkpoint.tombstones
-        )
-        log.info(
-            "restored checkpoint of %s from %s (written by calico-accountant %s): %d nodes, %d series%s",
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.created)),
-            where,
-            checkpoint.written_by,
-            len(checkpoint.nodes),
-            sum(len(family.values) for family in checkpoint.series),
-            f"; {dropped} series not placed (metric options changed)" if dropped else "",
-        )
+        log.info("restored checkpoint of %s from %s", summary, where)
         return RestoreOutcome.RESTORED
+
+    def _decode_and_restore(self, data: bytes) -> str:
+        """Decode and restore (in a worker thread, the collector paused: see :mod:`.nogc`);
+        what was restored, for the log."""
+        with collector_paused():
+            checkpoint = decode(data)
+            dropped = self.accountant.restore(checkpoint.nodes, checkpoint.series, checkpoint.tombstones)
+            self.restored = Restored(
+                checkpoint.created,
+                {record.state.node: record.state.received_at for record in checkpoint.nodes},
+                self._clock(),
+            )
+            summary = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(checkpoint.created))} (written by "
+                f"calico-accountant {checkpoint.written_by}): {len(checkpoint.nodes)} nodes, "
+                f"{sum(len(family.values) for family in checkpoint.series)} series"
+                + (f"; {dropped} series not placed (metric options changed)" if dropped else "")
+            )
+            del checkpoint
+        return summary
+
+    def note_catch_up(self, result: CatchUp) -> None:
+        self.metrics.catch_up.set(result.waited)
+        self.metrics.catch_up_missing.set(len(result.missing))
 
     async def write(self) -> WriteFigures:
         """Write one checkpoint now (serialised with the periodic ones)."""
         async with self._writing:
+            data, capture, encoding = await asyncio.to_thread(self._capture_and_encode)
             started = time.perf_counter()
-            nodes, series, tombstones = await asyncio.to_thread(self.accountant.capture)
-            captured = time.perf_counter()
-            checkpoint = Checkpoint(self._clock(), __version__, nodes, series, tombstones)
-            data = await asyncio.to_thread(encode, checkpoint)
-            encoded = time.perf_counter()
             try:
                 await self.store.save(data)
             except Exception:
                 self.metrics.writes.labels("error").inc()
                 raise
-            saved = time.perf_counter()
-        figures = WriteFigures(captured - started, encoded - captured, saved - encoded, len(data))
+            figures = WriteFigures(capture, encoding, time.perf_counter() - started, len(data))
         self.metrics.writes.labels("ok").inc()
         self.metrics.last_success.set(self._clock())
         self.metrics.size.set(figures.size)
         for phase in ("capture", "encode", "save"):
             self.metrics.duration.labels(phase).set(getattr(figures, phase))
         return figures
+
+    def _capture_and_encode(self) -> tuple[bytes, float, float]:
+        """The checkpoint's bytes, and the seconds of its capture (under the accountant's
+        lock) and of its encoding; in a worker thread, the collector paused (see
+        :mod:`.nogc`) until the copies are gone."""
+        with collector_paused():
+            started = time.perf_counter()
+            nodes, series, tombstones = self.accountant.capture()
+            captured = time.perf_counter()
+            data = encode(Checkpoint(self._clock(), __version__, nodes, series, tombstones))
+            del nodes, series, tombstones
+        return data, captured - started, time.perf_counter() - captured
+
+    def start(self) -> None:
+        """Write every interval from now on (a task of the running loop)."""
+        self._task = asyncio.create_task(self.run(), name="checkpoint")
+
+    async def close(self, *, final: bool) -> None:
+        """Stop the periodic writes; with ``final`` (after ingest stopped) write one last
+        checkpoint, so a clean stop loses nothing; then release the store."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if final:
+            try:
+                figures = await self.write()
+                log.info(
+                    "final checkpoint written: %d bytes in %.3f s",
+                    figures.size,
+                    figures.capture + figures.encode + figures.save,
+                )
+            except Exception as error:
+                log.error("the final checkpoint could not be written: %s", error)
+        await self.store.close()
 
     async def run(self) -> None:
         """Write every interval until cancelled; a failed write is logged and retried at

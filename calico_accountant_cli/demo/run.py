@@ -145,6 +145,7 @@ def _start_system(
             "aggregator",
             "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
             "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
+            "--health-host", "127.0.0.1", "--health-port", "0",
             "--datastore", store.spec,
         ),
     )  # fmt: skip

@@ -62,6 +62,8 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    health_port: int = 0
+    """An aggregator's /healthz and /readyz port."""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.popen.poll() is None:
@@ -96,8 +98,12 @@ class Processes:
         self.started.append(process)
         return process
 
-    def aggregator(self, grpc_port: int, metrics_port: int, *extra: str, name: str = "aggregator") -> Process:
-        return self.start(
+    def aggregator(
+        self, grpc_port: int, metrics_port: int, *extra: str, name: str = "aggregator", health_port: int = 0
+    ) -> Process:
+        """An aggregator on loopback; its health port is ``health_port`` or a free one."""
+        health_port = health_port or free_port()
+        process = self.start(
             name,
             [
                 "-m",
@@ -111,9 +117,15 @@ class Processes:
                 "127.0.0.1",
                 "--metrics-port",
                 str(metrics_port),
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(health_port),
                 *extra,
             ],
         )
+        process.health_port = health_port
+        return process
 
     def agent(
         self, node: str, aggregator_port: int, commands: Sequence[str], *extra: str, name: str = ""

@@ -174,12 +174,27 @@ class PrometheusServer:
             raise RuntimeError(f"prometheus query failed: {body}")
         return body["data"]
 
-    def query(self, expression: str) -> list[Sample]:
-        """An instant query at the latest time; each series as (labels, value)."""
-        data = self._get("/api/v1/query", {"query": expression})
+    def query(self, expression: str, at: float | None = None) -> list[Sample]:
+        """An instant query at the latest time (or at ``at``, Unix seconds); each series as
+        (labels, value)."""
+        params = {"query": expression} if at is None else {"query": expression, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", params)
         if data["resultType"] == "scalar":
             return [({}, float(data["result"][1]))]
         return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+
+    def samples(
+        self, expression: str, at: float | None = None
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """The raw samples of a range selector (``name[5m]``): per series, (timestamp, value)."""
+        params = {"query": expression} if at is None else {"query": expression, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", params)
+        if data["resultType"] != "matrix":
+            raise AssertionError(f"{expression} is not a range selector ({data['resultType']})")
+        return [
+            (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+            for item in data["result"]
+        ]
 
     def value(self, expression: str) -> float | None:
         """The single value of ``expression``; None when it has no series."""
