@@ -189,6 +189,11 @@ def comments_of(body: str) -> list[str]:
             found.append(part[start + 1 : end])
         else:
             end = part.find(" ", start)
+            if end == -1:
+                # "--comment" ends the matches (a line cut after it, or "--comment -j X"):
+                # an empty comment; searching on from end + 1 = 0 would loop forever.
+                found.append("")
+                return found
             found.append(part[start:end])
         search = end + 1
 
