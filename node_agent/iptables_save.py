@@ -110,10 +110,15 @@ def detect_family(text: str) -> int:
 
 
 def _parse_int(text: str) -> int:
-    """A non-negative counter that fits in u64, or -1."""
-    if not text.isdigit():
+    """A non-negative counter that fits in u64, or -1.  ASCII digits only, as iptables
+    prints them: ``int()`` would also take ``1_000``, spaces and other scripts' digits, and
+    ``str.isdigit`` accepts ``²``, which ``int()`` then refuses."""
+    if not (text.isascii() and text.isdigit()):
         return -1
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:  # over int()'s 4300-digit limit
+        return -1
     return value if value <= MAX_COUNTER else -1
 
 
@@ -321,12 +326,9 @@ def _read_lines(
                 continue
             colon = line.find(":", 1, close)
             body = line[close + 2 :]
-            try:
-                packets = int(line[1:colon])
-                octets = int(line[colon + 1 : close])
-            except ValueError:
-                packets = octets = -1
-            if not (0 <= packets <= MAX_COUNTER and 0 <= octets <= MAX_COUNTER) or line[1:2] in "+- ":
+            packets = _parse_int(line[1:colon])
+            octets = _parse_int(line[colon + 1 : close])
+            if packets < 0 or octets < 0:
                 diagnostics.append(_bad_counter(f"[{line[1:close]}]", number, source))
                 packets = octets = -1
                 prefix_form = False

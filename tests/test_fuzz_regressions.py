@@ -13,7 +13,7 @@ import pytest
 
 from calico_accountant.records import Kind
 from node_agent.iptables_save import comments_of
-from node_agent.parsing import parse_node
+from node_agent.parsing import SteadyStateParser, parse_node
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -43,3 +43,38 @@ def test_a_comment_flag_right_before_the_target_does_not_loop() -> None:
         assert [(r.key.kind, r.key.interface, r.packets) for r in result.records] == [
             (Kind.NO_POLICY_DROP, "cali1", 5)
         ]
+
+
+_TABLE = (
+    "*filter\n:cali-tw-cali1 - [0:0]\n:cali-pi-_p - [0:0]\n"
+    '[1:60] -A cali-tw-cali1 -m comment --comment "cali:AAAAAAAAAAAAAAAA" -j cali-pi-_p\n'
+    '[{counter}] -A cali-tw-cali1 -m comment --comment "cali:BBBBBBBBBBBBBBBB" -m comment'
+    ' --comment "Drop if no policies passed packet" -j DROP\n'
+    "COMMIT\n"
+)
+
+
+@pytest.mark.parametrize(
+    "counter", ["9" * 5000 + ":1", "1:" + "9" * 5000, "1_000:5", "\u0663:5", "5 :5", "5:\u00b2", "+5:5"]
+)
+def test_counters_that_are_not_plain_ascii_digits_are_bad_counters(counter: str) -> None:
+    """Over 4300 digits ``int()`` raises (the columnar path and the steady-state fast path
+    let it escape); ``1_000``, ``٣`` and a trailing space it silently accepts."""
+    dump = _TABLE.format(counter=counter)
+    for columnar in (True, False):
+        assert _codes(dump, columnar) == {"bad_counter": 1}
+    good = _TABLE.format(counter="7:420")
+    steady = SteadyStateParser()
+    for text in (good, dump, good, dump):
+        assert steady.parse([("node", text)]).diagnostic_counts() == _codes(text)
+
+
+@pytest.mark.parametrize("counters", ["\u00b2 5", "5 " + "9" * 5000, "1_0 5"])
+def test_inline_counters_that_are_not_ascii_digits_are_bad_counters(counters: str) -> None:
+    """``str.isdigit`` accepts ``²``, which ``int()`` then refused: a ``ValueError`` out of
+    ``parse_node`` for ``iptables -S -v`` style input."""
+    dump = (
+        "-P INPUT ACCEPT\n-N cali-tw-cali1\n"
+        f'-A cali-tw-cali1 -m comment --comment "Drop if no policies passed packet" -c {counters} -j DROP\n'
+    )
+    assert parse_node([("node", dump)], family=4).diagnostic_counts() == {"bad_counter": 1}
