@@ -78,3 +78,19 @@ def test_inline_counters_that_are_not_ascii_digits_are_bad_counters(counters: st
         f'-A cali-tw-cali1 -m comment --comment "Drop if no policies passed packet" -c {counters} -j DROP\n'
     )
     assert parse_node([("node", dump)], family=4).diagnostic_counts() == {"bad_counter": 1}
+
+
+def test_a_bare_endpoint_chain_prefix_gives_no_records() -> None:
+    """``cali-fw-`` alone (a damaged name) named no interface: its drop record had an empty
+    one, which the aggregator refuses as invalid at every snapshot."""
+    dump = (
+        "*filter\n:cali-fw- - [0:0]\n:cali-fw-cali1 - [0:0]\n"
+        '[3:180] -A cali-fw- -m comment --comment "cali:AAAAAAAAAAAAAAAA" -m comment'
+        ' --comment "Drop if no policies passed packet" -j DROP\n'
+        '[4:240] -A cali-fw-cali1 -m comment --comment "cali:BBBBBBBBBBBBBBBB" -m comment'
+        ' --comment "Drop if no policies passed packet" -j DROP\n'
+        "COMMIT\n"
+    )
+    for columnar in (True, False):
+        records = parse_node([("node", dump)], columnar=columnar).records
+        assert [(r.key.interface, r.packets) for r in records] == [("cali1", 4)]
