@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from calico_accountant.records import Kind
+from calico_accountant.v1 import snapshot_pb2 as pb
+from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
 from node_agent.iptables_save import comments_of
 from node_agent.parsing import SteadyStateParser, parse_node
 
@@ -94,3 +96,48 @@ def test_a_bare_endpoint_chain_prefix_gives_no_records() -> None:
     for columnar in (True, False):
         records = parse_node([("node", dump)], columnar=columnar).records
         assert [(r.key.interface, r.packets) for r in records] == [("cali1", 4)]
+
+
+# --- aggregator --------------------------------------------------------------------------
+
+
+def _snapshot(**fields: object) -> pb.NodeSnapshot:
+    message = build_snapshot(
+        node="n1", agent_instance_id="i1", sequence=1, read_time=T0, full=True, records=[]
+    )
+    for name, value in fields.items():
+        if name == "diagnostic_counts":
+            message.diagnostic_counts.update(value)  # type: ignore[call-overload]
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def test_strings_the_aggregator_keeps_per_node_are_bounded() -> None:
+    with pytest.raises(WireError, match="diagnostic code longer than 128"):
+        decode_snapshot(_snapshot(diagnostic_counts={"x" * 129: 1}))
+    with pytest.raises(WireError, match="agent_version longer than 253"):
+        decode_snapshot(_snapshot(agent_version="v" * 254))
+    assert decode_snapshot(_snapshot(diagnostic_counts={"x" * 128: 1}, agent_version="v" * 253)).node == "n1"
+
+
+def test_a_policy_rule_counter_with_an_interface_is_invalid() -> None:
+    """Policy rule counters are per node: with an interface, two of them for one rule would
+    feed the same series."""
+    message = _snapshot()
+    message.counters.add(
+        kind=pb.POLICY_RULE,
+        family=4,
+        direction=pb.INGRESS,
+        interface="cali1",
+        chain="cali-pi-_p",
+        action="deny",
+    )
+    message.counters.add(
+        kind=pb.POLICY_RULE, family=4, direction=pb.INGRESS, chain="cali-pi-_p", action="deny"
+    )
+    decoded = decode_snapshot(message)
+    assert [r.key.interface for r in decoded.records] == [""]
+    assert list(decoded.invalid_reasons) == [
+        "policy_rule with an interface (its counters are per node, not per workload)"
+    ]
