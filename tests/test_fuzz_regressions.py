@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from aggregator.ledger import Ledger, RefusalProblem
 from calico_accountant.records import Kind
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
 from node_agent.iptables_save import comments_of
 from node_agent.parsing import SteadyStateParser, parse_node
+from tests.support.accounting import snapshot
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -99,6 +101,21 @@ def test_a_bare_endpoint_chain_prefix_gives_no_records() -> None:
 
 
 # --- aggregator --------------------------------------------------------------------------
+
+
+def test_diagnostic_codes_a_node_keeps_are_capped_across_snapshots() -> None:
+    """Each snapshot within the cap (64 codes), but new codes every time: the node's totals
+    kept them all (12,800 codes after 200 snapshots, one series each in /metrics)."""
+    ledger = Ledger()
+    first = {f"a{i}": 1 for i in range(40)}
+    assert ledger.apply(snapshot("n1", [], diagnostics=first), now=0) == []
+    assert ledger.check(snapshot("n1", [], sequence=2, diagnostics=first)) is None
+    more = {f"b{i}": 1 for i in range(40)}
+    refusal = ledger.check(snapshot("n1", [], sequence=2, diagnostics=more))
+    assert refusal is not None and refusal.problem is RefusalProblem.TOO_MANY_DIAGNOSTIC_CODES
+    assert "80 distinct diagnostic codes" in refusal.message
+    ledger.apply(snapshot("n1", [], sequence=2, diagnostics=more), now=1)
+    assert len(ledger.node("n1").diagnostic_totals) == 40  # type: ignore[union-attr]
 
 
 def _snapshot(**fields: object) -> pb.NodeSnapshot:
