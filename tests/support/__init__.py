@@ -9,4 +9,6 @@
 * :mod:`.scrape` -- fetching a page and reading metric samples from an exposition.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
 * :mod:`.felix_render` -- the test oracle: an independent renderer of felix's filter table.
+* :mod:`.mutations` -- input mutators (dumps, protobuf messages, ingest streams) for fuzzing.
+* :mod:`.fuzzing` -- the fuzz targets and their oracles, and a loopback aggregator to fuzz.
 """
