@@ -7,6 +7,8 @@ The inputs came from the mutators of :mod:`tests.support.mutations` (run by the
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -18,6 +20,7 @@ from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
 from node_agent.iptables_save import comments_of
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.accounting import snapshot
+from tests.support.fuzzing import IngestHarness
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -101,6 +104,29 @@ def test_a_bare_endpoint_chain_prefix_gives_no_records() -> None:
 
 
 # --- aggregator --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[IngestHarness]:
+    harness = IngestHarness()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def test_undecodable_bytes_end_the_stream_invalid_argument(
+    harness: IngestHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gRPC deserializes before the servicer runs: the ``DecodeError`` escaped it, the
+    client saw UNKNOWN and gRPC logged a traceback for every such message."""
+    caplog.set_level(logging.WARNING)
+    for data in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x08" * 11):
+        outcome = harness.stream([data])
+        assert outcome.code.name == "INVALID_ARGUMENT", outcome
+        assert outcome.details.startswith("a message that is not a NodeSnapshot")
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert harness.genuine_problems() == []
 
 
 def test_diagnostic_codes_a_node_keeps_are_capped_across_snapshots() -> None:
