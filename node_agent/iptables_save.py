@@ -24,6 +24,11 @@ from calico_accountant.records import Diagnostic
 MAX_COUNTER = 2**64 - 1
 """iptables counters are u64; anything larger is corrupt input."""
 
+MAX_TOKENIZED = 64 * 1024
+"""Longest rule body (characters) re-tokenized by :func:`shlex.split`, whose time grows
+with the square of a token's length (a 1 MiB quoted token took ~10 s).  iptables prints
+nothing near it (a comment is at most 256 characters); a longer odd line is garbled."""
+
 _IPV6_ADDRESS = re.compile(r" -[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)? ")
 
 
@@ -143,6 +148,8 @@ def normalize_body(body: str) -> str | None:
         return None
     if "\\" not in body and "'" not in body and body.count('"') % 2 == 0:
         return body
+    if len(body) > MAX_TOKENIZED:
+        return None
     try:
         tokens = shlex.split(body)
     except ValueError:

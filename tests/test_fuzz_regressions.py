@@ -103,6 +103,17 @@ def test_a_bare_endpoint_chain_prefix_gives_no_records() -> None:
         assert [(r.key.interface, r.packets) for r in records] == [("cali1", 4)]
 
 
+@pytest.mark.timeout(5)
+def test_a_huge_oddly_quoted_line_is_garbled_in_linear_time() -> None:
+    """A 1 MiB rule line with an unclosed quote went to ``shlex.split``, whose time grows
+    with the square of a token's length: ~10 s per parse, every read.  Found by the long
+    fuzz run (``bench/fuzz.py``, parser, seed 1, input 23079)."""
+    line = '[1:1] -A cali-pi-_x -m comment --comment "' + "\ufffd" * (1 << 20) + " -j DROP"
+    dump = f"*filter\n:cali-pi-_x - [0:0]\n{line}\nCOMMIT\n"
+    for columnar in (True, False):
+        assert _codes(dump, columnar) == {"garbled_line": 1}
+
+
 # --- aggregator --------------------------------------------------------------------------
 
 
