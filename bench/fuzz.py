@@ -89,6 +89,8 @@ class Report:
     outcomes: Counter[str] = field(default_factory=Counter)
     rss_samples: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    slowest: tuple[float, int] = (0.0, -1)
+    """The longest any one input took (seconds) and its index: a near-hang shows here."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,7 @@ class Report:
             "failures": self.failures,
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "rss_mb": {k: round(v, 1) for k, v in self.rss_samples.items()},
+            "slowest_input": {"seconds": round(self.slowest[0], 3), "index": self.slowest[1]},
             "outcomes": dict(self.outcomes.most_common()),
             "notes": self.notes,
         }
@@ -162,7 +165,11 @@ class Run:
         started = last_print = time.perf_counter()
         for index in range(self.args.start, self.args.start + total):
             watchdog.begin(index)
+            began = time.perf_counter()
             one(index)
+            took = time.perf_counter() - began
+            if took > self.report.slowest[0]:
+                self.report.slowest = (took, index)
             done = index - self.args.start + 1
             if check is not None:
                 check(done)
@@ -534,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     {"parser": run_parser, "wire": run_wire, "ingest": run_ingest}[args.target](run)
     result = run.report.as_json()
     print_table([result])
+    seconds, index = run.report.slowest
+    print(f"slowest input: {seconds:.3f} s ({run.replay_command(index)})")
     for note in run.report.notes:
         print(f"note: {note}")
     print(f"outcomes: {result['outcomes']}")
