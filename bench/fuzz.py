@@ -141,6 +141,8 @@ class Run:
         self.report = Report(args.target, args.seed)
         self.failures_dir = Path(args.failures)
         self.shown = 0
+        self.status: Callable[[], str] | None = None
+        """More to print on each progress line (the ingest target: what the aggregator holds)."""
 
     def replay_command(self, index: int) -> str:
         return f"python -m bench.fuzz --target {self.args.target} --seed {self.args.seed} --replay {index}"
@@ -184,7 +186,8 @@ class Run:
                 rate = done / (now - started)
                 print(
                     f"  {self.args.target}: {done}/{total} inputs, {rate:,.0f}/s, "
-                    f"{self.report.failures} failures, RSS {rss_mb():.0f} MiB",
+                    f"{self.report.failures} failures, RSS {rss_mb():.0f} MiB"
+                    + (f"; {self.status()}" if self.status is not None else ""),
                     flush=True,
                 )
         watchdog.begin(-1)
@@ -268,7 +271,7 @@ def run_parser(run: Run) -> None:
             for record in parse_node([("fuzz", data)]).records:
                 reason = wire_rejects(record)
                 if reason is not None:
-                    rejected[reason.split(" ")[0] + " " + " ".join(reason.split(" ")[1:4])] += 1
+                    rejected[" ".join(reason.split(" ")[:5])] += 1
                     break
 
     run.loop(one, run.indices())
@@ -390,10 +393,11 @@ def run_ingest(run: Run) -> None:
         if problems:
             run.fail(run.args.start + done - 1, ["after this stream: " + p for p in problems], None)
 
+    run.status = harness.held
     try:
         run.loop(one, run.indices(), check)
-        nodes = len(harness.aggregator.accountant.ledger.nodes())
-        report.notes.append(f"stream endings: {dict(codes.most_common())}; nodes known at the end: {nodes}")
+        report.notes.append(f"stream endings: {dict(codes.most_common())}")
+        report.notes.append(f"the aggregator holds {harness.held()}")
     finally:
         harness.close()
 

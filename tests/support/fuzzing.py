@@ -393,6 +393,14 @@ class IngestHarness:
             problems.append(f"pending bytes or open streams left after all streams ended: {values}")
         return problems
 
+    def held(self) -> str:
+        """What the aggregator holds now (what its memory should follow): nodes, counters
+        (live and retired, until their grace period ends) and hits in the replay window."""
+        nodes = self.aggregator.accountant.ledger.nodes()
+        counters = sum(state.counters_known for state in nodes)
+        window = self.aggregator.registry.get_sample_value("calico_accountant_hits_window") or 0
+        return f"{len(nodes)} nodes, {counters:,} counters, {window:,.0f} hits in the replay window"
+
     def genuine_problems(self, counters: int = 40) -> list[str]:
         """A fresh node's full snapshot and one delta, as a real agent sends them: both
         acknowledged, and the node's totals exactly what was sent."""
