@@ -27,8 +27,11 @@ A failure is any problem an oracle reports, an exception out of the code under t
 ``MemoryError`` (parser and wire run under an address-space cap, ``--max-memory-mb``), or
 an input running longer than ``--timeout`` seconds (the watchdog prints the stacks and the
 replay command, then exits 3).  Reported per target: inputs, seconds, inputs per second,
-failures, peak RSS (``ru_maxrss``) and the RSS at 1 %, 10 %, 50 % and 100 % of the run, so
-that growth (a leak) shows.  The last line of a run is ``FUZZ-RESULT {json}``.
+failures, peak RSS (``ru_maxrss``), the RSS at 1 %, 10 %, 50 % and 100 % of the run, and
+the slowest input, so that growth (a leak) or a near-hang shows; progress lines every 30 s
+add the RSS and Python's allocated blocks (``sys.getallocatedblocks``: objects a leak would
+keep, whatever the allocator does with freed memory).  The last line of a run is
+``FUZZ-RESULT {json}``.
 
 ``--atheris`` (parser, wire): coverage-guided with atheris/libFuzzer instead of the
 mutators: node_agent and calico_accountant are instrumented, libFuzzer mutates a corpus
@@ -186,7 +189,8 @@ class Run:
                 rate = done / (now - started)
                 print(
                     f"  {self.args.target}: {done}/{total} inputs, {rate:,.0f}/s, "
-                    f"{self.report.failures} failures, RSS {rss_mb():.0f} MiB"
+                    f"{self.report.failures} failures, RSS {rss_mb():.0f} MiB, "
+                    f"{sys.getallocatedblocks():,} Python blocks"
                     + (f"; {self.status()}" if self.status is not None else ""),
                     flush=True,
                 )
