@@ -361,11 +361,23 @@ class Ledger:
             return Refusal(
                 RefusalProblem.TOO_MANY_NODES, f"the aggregator tracks {limits.max_nodes} nodes already"
             )
-        if len(update.diagnostic_counts) > limits.max_diagnostic_codes:
+        codes = update.diagnostic_counts
+        if len(codes) > limits.max_diagnostic_codes:
             return Refusal(
                 RefusalProblem.TOO_MANY_DIAGNOSTIC_CODES,
-                f"{len(update.diagnostic_counts)} diagnostic codes; at most {limits.max_diagnostic_codes}",
+                f"{len(codes)} diagnostic codes; at most {limits.max_diagnostic_codes}",
             )
+        # The node's totals keep every code it ever reported: new codes count against the cap
+        # too, or snapshots of 64 new codes each would grow them without bound.
+        totals = entry.state.diagnostic_totals if entry is not None else {}
+        if len(totals) + len(codes) > limits.max_diagnostic_codes:
+            distinct = len(totals) + sum(1 for code in codes if code not in totals)
+            if distinct > limits.max_diagnostic_codes:
+                return Refusal(
+                    RefusalProblem.TOO_MANY_DIAGNOSTIC_CODES,
+                    f"{distinct} distinct diagnostic codes for one node; "
+                    f"at most {limits.max_diagnostic_codes}",
+                )
         known = entry.counters if entry is not None else {}
         everywhere = sum(len(other.counters) for other in self._nodes.values())
         if (

@@ -77,6 +77,9 @@ MAX_CHAIN_LENGTH = 256
 MAX_COMMENT_LENGTH = 512
 MAX_RULE_IDS = 16
 MAX_GROUP_MEMBERS = 256
+MAX_CODE_LENGTH = 128
+"""Diagnostic codes (the agent's are short identifiers such as ``deny_not_exact``); the
+aggregator keeps each code a node reported, and exports it as a label."""
 
 #: Bytes a repeated message field adds around each element: one tag byte plus a length
 #: varint (at most 5 bytes for any length we could send).
@@ -219,7 +222,7 @@ def _fast_key(counter: pb.Counter) -> CounterKey | None:
     ):
         return None
     if kind_number == _RULE_KIND:
-        if rule_index < 0 or action not in _ACTIONS or not chain:
+        if rule_index < 0 or action not in _ACTIONS or not chain or interface:
             return None
     elif rule_index != -1 or action or not interface:
         return None
@@ -278,6 +281,8 @@ def _invalid_reason(counter: pb.Counter) -> str:
             return f"policy_rule needs rule_index >= 0, not {counter.rule_index}"
         if counter.action not in _ACTIONS:
             return f"policy_rule action {counter.action!r} is not one of {sorted(_ACTIONS)}"
+        if counter.interface:
+            return "policy_rule with an interface (its counters are per node, not per workload)"
         return "policy_rule without a chain"
     if counter.rule_index != -1 or counter.action:
         return f"{kind.value} carries rule_index/action, which only policy_rule may"
@@ -508,6 +513,11 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
             raise WireError(f"{what} must be at most {MAX_NAME_LENGTH} printable characters without spaces")
     if snapshot.sequence == 0:
         raise WireError("snapshot sequence must start at 1")
+    # Kept per node for as long as the node is known: a peer must not make them megabytes.
+    if len(snapshot.agent_version) > MAX_NAME_LENGTH:
+        raise WireError(f"agent_version longer than {MAX_NAME_LENGTH} characters")
+    if any(len(code) > MAX_CODE_LENGTH for code in snapshot.diagnostic_counts):
+        raise WireError(f"a diagnostic code longer than {MAX_CODE_LENGTH} characters")
     if not snapshot.HasField("read_time"):
         raise WireError("snapshot without a read_time")
     try:

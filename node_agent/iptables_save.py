@@ -24,6 +24,11 @@ from calico_accountant.records import Diagnostic
 MAX_COUNTER = 2**64 - 1
 """iptables counters are u64; anything larger is corrupt input."""
 
+MAX_TOKENIZED = 64 * 1024
+"""Longest rule body (characters) re-tokenized by :func:`shlex.split`, whose time grows
+with the square of a token's length (a 1 MiB quoted token took ~10 s).  iptables prints
+nothing near it (a comment is at most 256 characters); a longer odd line is garbled."""
+
 _IPV6_ADDRESS = re.compile(r" -[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)? ")
 
 
@@ -110,10 +115,15 @@ def detect_family(text: str) -> int:
 
 
 def _parse_int(text: str) -> int:
-    """A non-negative counter that fits in u64, or -1."""
-    if not text.isdigit():
+    """A non-negative counter that fits in u64, or -1.  ASCII digits only, as iptables
+    prints them: ``int()`` would also take ``1_000``, spaces and other scripts' digits, and
+    ``str.isdigit`` accepts ``²``, which ``int()`` then refuses."""
+    if not (text.isascii() and text.isdigit()):
         return -1
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:  # over int()'s 4300-digit limit
+        return -1
     return value if value <= MAX_COUNTER else -1
 
 
@@ -138,6 +148,8 @@ def normalize_body(body: str) -> str | None:
         return None
     if "\\" not in body and "'" not in body and body.count('"') % 2 == 0:
         return body
+    if len(body) > MAX_TOKENIZED:
+        return None
     try:
         tokens = shlex.split(body)
     except ValueError:
@@ -189,6 +201,11 @@ def comments_of(body: str) -> list[str]:
             found.append(part[start + 1 : end])
         else:
             end = part.find(" ", start)
+            if end == -1:
+                # "--comment" ends the matches (a line cut after it, or "--comment -j X"):
+                # an empty comment; searching on from end + 1 = 0 would loop forever.
+                found.append("")
+                return found
             found.append(part[start:end])
         search = end + 1
 
@@ -316,12 +333,9 @@ def _read_lines(
                 continue
             colon = line.find(":", 1, close)
             body = line[close + 2 :]
-            try:
-                packets = int(line[1:colon])
-                octets = int(line[colon + 1 : close])
-            except ValueError:
-                packets = octets = -1
-            if not (0 <= packets <= MAX_COUNTER and 0 <= octets <= MAX_COUNTER) or line[1:2] in "+- ":
+            packets = _parse_int(line[1:colon])
+            octets = _parse_int(line[colon + 1 : close])
+            if packets < 0 or octets < 0:
                 diagnostics.append(_bad_counter(f"[{line[1:close]}]", number, source))
                 packets = octets = -1
                 prefix_form = False

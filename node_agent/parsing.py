@@ -210,8 +210,12 @@ class SteadyStateParser:
             itertools.compress(range(len(counter_text)), map(operator.ne, counter_text, previous_text))
         )
         halves = list(map(str.partition, map(counter_text.__getitem__, changed), itertools.repeat(":")))
-        new_packets = list(map(int, map(_BEFORE, halves)))
-        new_octets = list(map(int, map(_AFTER, halves)))
+        try:
+            new_packets = list(map(int, map(_BEFORE, halves)))
+            new_octets = list(map(int, map(_AFTER, halves)))
+        except ValueError:  # over int()'s 4300-digit limit: the full parse reports it
+            parts[1::2] = previous_text
+            return False
         if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
             parts[1::2] = previous_text
             return False

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry
 
 from aggregator.accountant import SnapshotRefused
@@ -148,6 +149,20 @@ class IngestServicer(pb_grpc.IngestServicer):
                     return
                 if ack is not None:
                     yield ack
+        except DecodeError as error:
+            # gRPC deserializes each message before the servicer sees it: bytes that are not
+            # a NodeSnapshot surface here.  Uncaught, the stream ended UNKNOWN and gRPC logged
+            # a traceback per such message, past the per-peer log limit below.
+            await self._refuse(
+                context,
+                _Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a message that is not a NodeSnapshot: {error}",
+                    RejectReason.MALFORMED,
+                ),
+                stream,
+            )
+            return
         except asyncio.CancelledError:
             return  # the agent went away or the server is stopping: nothing to answer
         finally:

@@ -61,6 +61,8 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         if direction is None:
             continue
         interface = name[8:]
+        if not interface:  # a bare cali-tw-/cali-fw-: only a damaged dump has one
+            continue
         tiers = _tier_of_each_rule(rules)
         # Tiers holding a policy that can (or, its chain missing, may) pass packets: there
         # an unguarded "next" rule also counts passed packets.

@@ -97,8 +97,11 @@ def split_rows(text: str, family: int | None) -> Rows:
     declared, opened = _declarations(head)
     _check_tail(tail, opened)
 
-    packets = list(map(int, parts[Field.PACKETS :: FIELDS]))
-    octets = list(map(int, parts[Field.OCTETS :: FIELDS]))
+    try:
+        packets = list(map(int, parts[Field.PACKETS :: FIELDS]))
+        octets = list(map(int, parts[Field.OCTETS :: FIELDS]))
+    except ValueError:  # over int()'s 4300-digit limit: far past u64, the general path says so
+        raise Irregular from None
     if max(packets) > MAX_COUNTER or max(octets) > MAX_COUNTER:
         raise Irregular
     rests = parts[Field.REST :: FIELDS]

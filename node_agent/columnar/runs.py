@@ -61,6 +61,8 @@ def chain_runs(rows: Rows) -> Runs:
     for name in names:
         if is_odd(name) or '"' in name or name[:1] == "-" or (declared and name not in declared):
             raise Irregular
+        if name in ENDPOINT_CHAIN_PREFIXES:  # an endpoint chain without an interface
+            raise Irregular
     ends = list(itertools.accumulate(lengths))
     starts = [end - length for end, length in zip(ends, lengths, strict=True)]
 

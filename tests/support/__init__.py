@@ -14,4 +14,6 @@
 * :mod:`.tokens` -- a stand-in ServiceAccount token issuer: keys, tokens, its key set as file or URL.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
 * :mod:`.felix_render` -- the test oracle: an independent renderer of felix's filter table.
+* :mod:`.mutations` -- input mutators (dumps, protobuf messages, ingest streams) for fuzzing.
+* :mod:`.fuzzing` -- the fuzz targets and their oracles, and a loopback aggregator to fuzz.
 """
