@@ -11,7 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from aggregator.ledger import Ledger, NodeRecord, NodeUpdate, Refusal
+from aggregator.ledger.admission import Refusal
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import NodeRecord, NodeUpdate
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.state import SeriesState
@@ -67,7 +69,7 @@ class Accountant:
 
     def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
         """Apply one snapshot; returns the resolved increases (zero ones included, see
-        :class:`~aggregator.ledger.Increase`).  Raises :class:`SnapshotRefused` (after
+        :class:`~aggregator.ledger.state.Increase`).  Raises :class:`SnapshotRefused` (after
         the ledger counted it) when the ledger refuses the snapshot."""
         with self._lock:
             refusal = self.ledger.check(update)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aggregator.ingest.limits import StreamLimits
-from aggregator.ledger import Limits
+from aggregator.ledger.admission import Limits
 from aggregator.trust.tokens import DEFAULT_AUDIENCE, TokenSettings
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.daemon import configure_logging

@@ -50,7 +50,9 @@ from aggregator.hits.servicer import PolicyHitsServicer
 from aggregator.ingest.limits import StreamLimits
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.servicer import IngestServicer
-from aggregator.ledger import FirstSnapshot, Ledger, Limits
+from aggregator.ledger.admission import Limits
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import FirstSnapshot
 from aggregator.metrics.datastore import DatastoreCollector
 from aggregator.readiness import Phase
 from aggregator.replica import Ending, Role, run_replica

@@ -52,7 +52,9 @@ from aggregator.checkpoint.keeper import CheckpointKeeper, RestoreOutcome, Write
 from aggregator.checkpoint.stores import CheckpointStore
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
-from aggregator.ledger import FirstSnapshot, Ledger, Limits
+from aggregator.ledger.admission import Limits
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import FirstSnapshot
 from calico_accountant.records import CounterRecord, Direction
 from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, snapshot
 from tests.support.etcd_server import EtcdServer, etcd_available

@@ -11,7 +11,8 @@ from aggregator.accountant import Accountant, SnapshotRefused
 from aggregator.datastore.file import DatastoreFileError, decode_text
 from aggregator.datastore.objects import BadObject, object_from_etcd
 from aggregator.ingest.limits import StreamAdmission, StreamLimits
-from aggregator.ledger import Ledger, Limits, RefusalProblem
+from aggregator.ledger.admission import Limits, RefusalProblem
+from aggregator.ledger.ledger import Ledger
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
 from tests.support.accounting import FakeCatalog, accept, no_policy_drop, snapshot

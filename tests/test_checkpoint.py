@@ -27,7 +27,8 @@ from aggregator.checkpoint.etcd import CHUNK_BYTES, EtcdCheckpointStore
 from aggregator.checkpoint.file import FileCheckpointStore
 from aggregator.checkpoint.keeper import CheckpointKeeper, RestoreOutcome
 from aggregator.datastore.spec import parse_datastore_spec
-from aggregator.ledger import FirstSnapshot, Ledger, NodeState
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import FirstSnapshot, NodeState
 from aggregator.series.options import SeriesOptions
 from aggregator.series.views import StateView
 from calico_accountant.records import CounterRecord

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.ledger import Ledger, RefusalProblem
+from aggregator.ledger.admission import RefusalProblem
+from aggregator.ledger.ledger import Ledger
 from calico_accountant.records import Kind
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire import WireError, build_snapshot, decode_snapshot

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.ledger import Ledger
+from aggregator.ledger.ledger import Ledger
 from calico_accountant.records import CounterRecord
 from tests.support.accounting import accept, deny, no_policy_drop, snapshot
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.accountant import Accountant
-from aggregator.ledger import Ledger
+from aggregator.ledger.ledger import Ledger
 from aggregator.metrics import Level
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.ledger import CounterState, NodeRecord, NodeState
+from aggregator.ledger.state import CounterState, NodeRecord, NodeState
 from aggregator.series.views import FamilySeries
 from calico_accountant.records import CounterKey, Direction, Kind, RuleAction
 

@@ -10,7 +10,7 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
 * the caller must be allowed to report for the snapshot's node
   (:class:`~aggregator.trust.access.AccessRules`): otherwise ``PERMISSION_DENIED``;
 * a stream belongs to one node and one agent instance, fixed by its first snapshot;
-* a snapshot the ledger refuses as out of sequence (:meth:`aggregator.ledger.Ledger.check`)
+* a snapshot the ledger refuses as out of sequence (:meth:`aggregator.ledger.ledger.Ledger.check`)
   is not applied, and the ack asks for a full resync (``resync_requested``);
 * a newer stream for the same node supersedes the older one, which is ended with
   ``ABORTED`` at its next message; when identities are checked, only a stream of the

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from aggregator.ledger import CounterState
+from aggregator.ledger.state import CounterState
 from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
 from aggregator.model import ResolvedCounter
 from aggregator.resolution.memo import CounterPlace, Lookup, MemoResolver

@@ -1,7 +1,7 @@
 """Every exported series and its (packets, bytes) value, kept up to date as counters grow.
 
 A scrape must be cheap no matter how many counters the cluster has, so nothing is
-computed at scrape time: every increase the :class:`~aggregator.ledger.Ledger` reports is
+computed at scrape time: every increase the :class:`~aggregator.ledger.ledger.Ledger` reports is
 routed once (:mod:`aggregator.series.routes`) and added to every series it belongs to,
 at each exported level.
 
@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from aggregator.ledger import CounterState, ExpiredCounter, Increase, Ledger
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import CounterState, ExpiredCounter, Increase
 from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 from aggregator.resolution.memo import Lookup

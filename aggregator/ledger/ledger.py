@@ -1,0 +1,287 @@
+"""The ledger: monotonic totals per node and counter (the rules: :mod:`aggregator.ledger`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
+from aggregator.ledger.state import (
+    CounterState,
+    ExpiredCounter,
+    FirstSnapshot,
+    ForgottenNode,
+    Increase,
+    NodeRecord,
+    NodeState,
+    NodeUpdate,
+    ResetReason,
+    copy_counter,
+    copy_state,
+)
+from calico_accountant.records import CounterKey, CounterRecord
+
+__all__ = ["Ledger"]
+
+
+@dataclass(slots=True)
+class _NodeLedger:
+    state: NodeState
+    counters: dict[CounterKey, CounterState] = field(default_factory=dict)
+    chain_comments: dict[str, str] = field(default_factory=dict)
+
+
+class Ledger:
+    """Monotonic totals for every node; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        stale_after: float = 120.0,
+        retired_grace: float = 600.0,
+        node_expiry: float = 3600.0,
+        limits: Limits | None = None,
+        first_snapshot: FirstSnapshot = FirstSnapshot.COUNT,
+    ) -> None:
+        if stale_after <= 0 or retired_grace < 0 or node_expiry <= 0:
+            raise ValueError("stale_after and node_expiry must be > 0 and retired_grace >= 0")
+        self.stale_after = stale_after
+        self.retired_grace = retired_grace
+        self.node_expiry = node_expiry
+        self.limits = limits or Limits()
+        self.first_snapshot = first_snapshot
+        self._nodes: dict[str, _NodeLedger] = {}
+
+    # -- reading ---------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return sorted(self._nodes)
+
+    def node(self, node: str) -> NodeState | None:
+        entry = self._nodes.get(node)
+        return entry.state if entry else None
+
+    def nodes(self) -> list[NodeState]:
+        return [self._nodes[name].state for name in sorted(self._nodes)]
+
+    def counters(self, node: str) -> Mapping[CounterKey, CounterState]:
+        entry = self._nodes.get(node)
+        return MappingProxyType(entry.counters) if entry else MappingProxyType({})
+
+    def chain_comments(self, node: str) -> Mapping[str, str]:
+        """Felix's identity comment per policy chain, as last seen on the node."""
+        entry = self._nodes.get(node)
+        return MappingProxyType(entry.chain_comments) if entry else MappingProxyType({})
+
+    def items(self) -> Iterator[tuple[str, CounterState]]:
+        """Every counter the ledger remembers (live and retired), with its node."""
+        for name, entry in self._nodes.items():
+            for state in entry.counters.values():
+                yield name, state
+
+    def is_stale(self, node: str, now: float) -> bool:
+        state = self.node(node)
+        return state is None or state.stale(now, self.stale_after)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def set_connected(self, node: str, connected: bool) -> None:
+        """The ingest stream of ``node`` opened or closed."""
+        self._entry(node).state.connected = connected
+
+    def check(self, update: NodeUpdate) -> Refusal | None:
+        """Whether ``update`` may be applied now (None) or why not; changes nothing."""
+        entry = self._nodes.get(update.node)
+        return check_limits(
+            self.limits,
+            update,
+            entry.state if entry is not None else None,
+            entry.counters if entry is not None else {},
+            len(self._nodes),
+            sum(len(other.counters) for other in self._nodes.values()),
+        ) or check_sequence(entry.state if entry is not None else None, update)
+
+    def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
+        """Apply one snapshot; returns the increases.  A snapshot :meth:`check` refuses
+        changes nothing but the node's refusal counts (and a node over a limit is not
+        even created)."""
+        refusal = self.check(update)
+        if refusal is not None and not refusal.problem.is_sequence:
+            entry = self._nodes.get(update.node)
+            if entry is not None:
+                entry.state.limit_refusals += 1
+            return []
+        entry = self._nodes.get(update.node)
+        first_snapshot = entry is None or entry.state.snapshots == 0
+        if entry is None:
+            entry = self._entry(update.node)
+        node_state = entry.state
+        if refusal is not None:
+            if refusal.problem is RefusalProblem.NOT_NEWER:
+                node_state.out_of_order += 1
+            else:
+                node_state.sequence_gaps += 1
+            return []
+        same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
+        self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
+        node_state.instance_id = update.agent_instance_id
+        node_state.sequence = update.sequence
+        node_state.read_time = update.read_time.timestamp()
+        node_state.invalid_counters += update.invalid_counters
+        node_state.received_at = now
+        node_state.agent_version = update.agent_version or node_state.agent_version
+        node_state.snapshots += 1
+
+        increases: list[Increase] = []
+        seen: set[CounterKey] = set()
+        for record in update.records:
+            seen.add(record.key)
+            increase = self._apply_record(entry, record, first_snapshot)
+            if increase is not None:
+                increases.append(increase)
+        if update.full:
+            for key, state in entry.counters.items():
+                if key not in seen and state.retired_at is None:
+                    state.retired_at = now
+                    node_state.counters_retired += 1
+        for key in update.removed:
+            gone = entry.counters.get(key)
+            if gone is not None and gone.retired_at is None and key not in seen:
+                gone.retired_at = now
+                node_state.counters_retired += 1
+        return increases
+
+    def expire(self, now: float) -> list[ExpiredCounter]:
+        """Forget counters retired for longer than the grace period, and return them."""
+        expired: list[ExpiredCounter] = []
+        for name, entry in self._nodes.items():
+            gone = [
+                key
+                for key, state in entry.counters.items()
+                if state.retired_at is not None and now - state.retired_at >= self.retired_grace
+            ]
+            if not gone:
+                continue
+            for key in gone:
+                expired.append(ExpiredCounter(name, entry.counters.pop(key)))
+            entry.state.counters_retired -= len(gone)
+            entry.state.counters_known -= len(gone)
+        return expired
+
+    def export(self) -> list[NodeRecord]:
+        """Every node with its counters, copied (for a checkpoint)."""
+        return [
+            NodeRecord(
+                copy_state(entry.state, connected=entry.state.connected),
+                tuple(copy_counter(state) for state in entry.counters.values()),
+                dict(entry.chain_comments),
+            )
+            for entry in self._nodes.values()
+        ]
+
+    def restore(self, nodes: Iterable[NodeRecord]) -> None:
+        """Replace everything with ``nodes`` (a checkpoint's): every node starts
+        disconnected, and its agent's next snapshot is differenced against the restored
+        raw values (or refused as out of sequence, when it is not newer)."""
+        restored: dict[str, _NodeLedger] = {}
+        for record in nodes:
+            state = copy_state(record.state, connected=False)
+            counters = {counter.key: copy_counter(counter) for counter in record.counters}
+            state.counters_known = len(counters)
+            state.counters_retired = sum(1 for counter in counters.values() if counter.retired_at is not None)
+            restored[state.node] = _NodeLedger(state, counters, dict(record.chain_comments))
+        self._nodes = restored
+
+    def forget_nodes(self, now: float) -> list[ForgottenNode]:
+        """Forget every node without a stream that sent nothing for ``node_expiry``
+        seconds, and return them with their counters."""
+        gone = [
+            name
+            for name, entry in self._nodes.items()
+            if not entry.state.connected and now - entry.state.received_at >= self.node_expiry
+        ]
+        return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.values())) for name in gone]
+
+    # -- internals -------------------------------------------------------------------
+
+    def _entry(self, node: str) -> _NodeLedger:
+        entry = self._nodes.get(node)
+        if entry is None:
+            entry = self._nodes[node] = _NodeLedger(NodeState(node))
+        return entry
+
+    @staticmethod
+    def _update_diagnostics(state: NodeState, counts: Mapping[str, int], same_instance: bool) -> None:
+        """Diagnostic counts restart with each agent instance; the totals must not."""
+        for code, value in counts.items():
+            last = state.diagnostic_counts.get(code, 0) if same_instance else 0
+            increase = value - last if value >= last else value
+            if increase > 0:
+                state.diagnostic_totals[code] = state.diagnostic_totals.get(code, 0) + increase
+            else:
+                state.diagnostic_totals.setdefault(code, 0)
+        state.diagnostic_counts = dict(counts)
+
+    def _apply_record(
+        self, entry: _NodeLedger, record: CounterRecord, first_snapshot: bool
+    ) -> Increase | None:
+        packets = max(record.packets, 0)
+        octets = max(record.bytes, 0)
+        if record.chain_comment and record.key.chain:
+            entry.chain_comments[record.key.chain] = record.chain_comment
+        state = entry.counters.get(record.key)
+        if state is None:
+            counted = not first_snapshot or self.first_snapshot is FirstSnapshot.COUNT
+            total_packets, total_bytes = (packets, octets) if counted else (0, 0)
+            entry.state.counters_known += 1
+            entry.counters[record.key] = CounterState(
+                key=record.key,
+                raw_packets=packets,
+                raw_bytes=octets,
+                rule_ids=record.rule_ids,
+                total_packets=total_packets,
+                total_bytes=total_bytes,
+                chain_comment=record.chain_comment,
+                group_members=record.group_members,
+            )
+            return Increase(
+                entry.state.node, record.key, total_packets, total_bytes, first_snapshot, new_key=True
+            )
+
+        if state.retired_at is not None:
+            state.retired_at = None
+            entry.state.counters_retired -= 1
+        if record.chain_comment:
+            state.chain_comment = record.chain_comment
+        if record.group_members:
+            state.group_members = record.group_members
+        d_packets, d_bytes, reason = _difference(state, packets, octets, record.rule_ids)
+        if reason is not None:
+            entry.state.resets[reason.value] = entry.state.resets.get(reason.value, 0) + 1
+        state.raw_packets, state.raw_bytes, state.rule_ids = packets, octets, record.rule_ids
+        if d_packets == 0 and d_bytes == 0:
+            return None
+        state.total_packets += d_packets
+        state.total_bytes += d_bytes
+        return Increase(entry.state.node, record.key, d_packets, d_bytes)
+
+
+def _difference(
+    state: CounterState, packets: int, octets: int, rule_ids: tuple[str, ...]
+) -> tuple[int, int, ResetReason | None]:
+    """The increase since ``state``'s last raw value, and the reset it implies, if any."""
+    if rule_ids == state.rule_ids:
+        if packets >= state.raw_packets and octets >= state.raw_bytes:
+            return packets - state.raw_packets, octets - state.raw_bytes, None
+        return packets, octets, ResetReason.DECREASED
+    if not _any_same_position(state.rule_ids, rule_ids):
+        return packets, octets, ResetReason.RULES_REWRITTEN
+    return 0, 0, ResetReason.INEXACT
+
+
+def _any_same_position(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """Whether some rule the value is read from survived (a partial rewrite)."""
+    if len(old) != len(new):
+        return bool(set(old) & set(new))
+    return any(a == b for a, b in zip(old, new, strict=True))

@@ -1,0 +1,199 @@
+"""What the ledger keeps per node and counter, and what it hands out: increases,
+expired counters, forgotten nodes, and copies for a checkpoint."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from calico_accountant.records import CounterKey, CounterRecord
+
+__all__ = [
+    "CounterState",
+    "ExpiredCounter",
+    "FirstSnapshot",
+    "ForgottenNode",
+    "Increase",
+    "NodeRecord",
+    "NodeState",
+    "NodeUpdate",
+    "ResetReason",
+    "copy_counter",
+    "copy_state",
+]
+
+
+class NodeUpdate(Protocol):
+    """One whole node snapshot as the ledger applies it: what
+    :func:`calico_accountant.wire.decode_snapshot` returns (``DecodedSnapshot``)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def agent_instance_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def read_time(self) -> datetime: ...
+    @property
+    def full(self) -> bool: ...
+    @property
+    def records(self) -> Sequence[CounterRecord]: ...
+    @property
+    def removed(self) -> Sequence[CounterKey]: ...
+    @property
+    def diagnostic_counts(self) -> Mapping[str, int]: ...
+    @property
+    def agent_version(self) -> str: ...
+    @property
+    def invalid_counters(self) -> int: ...
+
+
+class FirstSnapshot(enum.Enum):
+    """What a node's first snapshot (since start, or since the node was forgotten) adds."""
+
+    BASELINE = "baseline"
+    """Nothing: its raw values are the baseline later snapshots are differenced against."""
+    COUNT = "count"
+    """Its raw values: all traffic since each rule was created (for a one-shot report)."""
+
+
+class ResetReason(enum.StrEnum):
+    """Why a counter's raw value could not simply be differenced."""
+
+    DECREASED = "decreased"
+    RULES_REWRITTEN = "rules_rewritten"
+    INEXACT = "inexact"
+
+
+@dataclass(frozen=True, slots=True)
+class Increase:
+    """How much one counter grew in one update.
+
+    Zero increases are reported once for every key the ledger sees for the first time,
+    so that series exist for policies that never matched; the hit API skips them.
+    """
+
+    node: str
+    key: CounterKey
+    packets: int
+    bytes: int
+    initial: bool = False
+    """Counted from the node's first snapshot since the aggregator started: traffic since
+    the rule was created, not traffic since the previous read."""
+    new_key: bool = False
+
+
+@dataclass(slots=True)
+class CounterState:
+    """The ledger's memory of one counter.  Treat as read-only outside this module."""
+
+    key: CounterKey
+    raw_packets: int
+    raw_bytes: int
+    rule_ids: tuple[str, ...]
+    total_packets: int
+    total_bytes: int
+    chain_comment: str = ""
+    group_members: tuple[str, ...] = ()
+    retired_at: float | None = None
+    """When the key vanished from its node's snapshots; None while live."""
+
+    @property
+    def live(self) -> bool:
+        return self.retired_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredCounter:
+    """A retired counter whose grace period ended: the ledger forgot it."""
+
+    node: str
+    state: CounterState
+
+
+@dataclass(frozen=True, slots=True)
+class ForgottenNode:
+    """A node that stopped reporting long ago: the ledger forgot it and its counters."""
+
+    node: str
+    counters: tuple[CounterState, ...]
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What the aggregator knows about one node's agent."""
+
+    node: str
+    instance_id: str = ""
+    sequence: int = 0
+    read_time: float = 0.0
+    received_at: float = 0.0
+    connected: bool = False
+    agent_version: str = ""
+    snapshots: int = 0
+    diagnostic_counts: dict[str, int] = field(default_factory=dict)
+    """As last reported by the current agent instance."""
+    diagnostic_totals: dict[str, int] = field(default_factory=dict)
+    """Monotonic across agent restarts (what the ``_total`` metric exports)."""
+    resets: dict[str, int] = field(default_factory=dict)
+    """Counter resets seen, per :class:`ResetReason` value."""
+    sequence_gaps: int = 0
+    """Deltas refused because they did not follow the previous sequence of their instance
+    (or no full snapshot of it was applied); a full resync follows."""
+    out_of_order: int = 0
+    """Snapshots refused because their sequence was not newer than the last applied one."""
+    invalid_counters: int = 0
+    """Counters the wire decoder dropped because they did not validate."""
+    limit_refusals: int = 0
+    """Snapshots refused whole because they would exceed a :class:`Limits` cap."""
+    counters_known: int = 0
+    """Counters ever seen on the node and not yet forgotten (live + retired)."""
+    counters_retired: int = 0
+
+    @property
+    def counters_live(self) -> int:
+        return self.counters_known - self.counters_retired
+
+    @property
+    def inexact_resets(self) -> int:
+        return self.resets.get(ResetReason.INEXACT.value, 0)
+
+    def stale(self, now: float, timeout: float) -> bool:
+        """No snapshot received for longer than ``timeout`` seconds (or never)."""
+        return self.snapshots == 0 or now - self.received_at > timeout
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node's part of the ledger, copied out (what a checkpoint keeps): nothing in it
+    changes when the ledger does."""
+
+    state: NodeState
+    counters: tuple[CounterState, ...]
+    chain_comments: Mapping[str, str]
+
+
+def copy_state(state: NodeState, *, connected: bool) -> NodeState:
+    copied = replace(state, connected=connected)
+    copied.diagnostic_counts = dict(state.diagnostic_counts)
+    copied.diagnostic_totals = dict(state.diagnostic_totals)
+    copied.resets = dict(state.resets)
+    return copied
+
+
+def copy_counter(state: CounterState) -> CounterState:
+    return CounterState(
+        state.key,
+        state.raw_packets,
+        state.raw_bytes,
+        state.rule_ids,
+        state.total_packets,
+        state.total_bytes,
+        state.chain_comment,
+        state.group_members,
+        state.retired_at,
+    )
