@@ -321,7 +321,7 @@ def wire_messages(rng: random.Random) -> list[bytes]:
 
 
 def run_wire(run: Run) -> None:
-    from calico_accountant.wire import ChunkAssembler
+    from calico_accountant.wire.chunks import ChunkAssembler
     from tests.support.fuzzing import wire_problems
 
     report = run.report
@@ -416,7 +416,7 @@ def replay(args: argparse.Namespace) -> int:
         print(f"parser input {args.replay}: mode {mode}, {len(data)} bytes")
         problems = parser_problems_of(mode, good, data)
     elif args.target == "wire":
-        from calico_accountant.wire import ChunkAssembler
+        from calico_accountant.wire.chunks import ChunkAssembler
         from tests.support.fuzzing import wire_problems
 
         assembler = ChunkAssembler()
@@ -448,9 +448,10 @@ def run_atheris(args: argparse.Namespace) -> int:
     # Instrumented for coverage: only what is imported inside this block, so before anything
     # else imports these packages.
     with atheris.instrument_imports(include=["node_agent", "calico_accountant"]):
-        import calico_accountant.wire  # noqa: F401
+        import calico_accountant.wire.chunks
+        import calico_accountant.wire.snapshots  # noqa: F401
         import node_agent.parsing  # noqa: F401
-    from calico_accountant.wire import ChunkAssembler
+    from calico_accountant.wire.chunks import ChunkAssembler
     from tests.support.fuzzing import parser_problems, wire_problems
 
     corpus = Path(args.corpus or tempfile.mkdtemp(prefix=f"fuzz-{args.target}-corpus-"))

@@ -31,7 +31,8 @@ from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
-from calico_accountant.wire import build_snapshot, split_snapshot
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.dumps import scale_dump, write_atomic
 from tests.support.felix_render import render, sized_model

@@ -26,7 +26,7 @@ from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADD
 from calico_accountant.daemon import configure_logging, stop_on_signals
 from calico_accountant.tls import ClientTls, add_client_tls_arguments, client_tls_from_args
 from calico_accountant.web_config import WebConfig, load_web_config
-from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES
+from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,

@@ -38,7 +38,8 @@ from typing import Protocol
 
 from calico_accountant.records import CounterKey, CounterRecord, ParseResult
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import SourceInfo, index_records
+from calico_accountant.wire.delta import index_records
+from calico_accountant.wire.snapshots import SourceInfo
 
 __all__ = [
     "DEFAULT_NEAR_ZERO_PACKETS",

@@ -43,7 +43,10 @@ from calico_accountant.records import CounterKey, CounterRecord
 from calico_accountant.tls import ClientTls, TlsFileError, open_aio_channel
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
-from calico_accountant.wire import DEFAULT_MAX_MESSAGE_BYTES, build_snapshot, compute_delta, split_snapshot
+from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.delta import compute_delta
+from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.health import AgentMetrics, AgentStatus
 from node_agent.reader import NodeRead
 

@@ -21,7 +21,8 @@ import grpc
 import pytest
 
 from calico_accountant.records import CounterRecord
-from calico_accountant.wire import build_snapshot, split_snapshot
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.accounting import accept
 from tests.support.processes import Processes, processes

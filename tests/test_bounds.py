@@ -14,7 +14,8 @@ from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ledger.admission import Limits, RefusalProblem
 from aggregator.ledger.ledger import Ledger
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
+from calico_accountant.wire.bounds import WireError
+from calico_accountant.wire.snapshots import build_snapshot, decode_snapshot
 from tests.support.accounting import FakeCatalog, accept, no_policy_drop, snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

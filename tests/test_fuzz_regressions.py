@@ -17,7 +17,8 @@ from aggregator.ledger.admission import RefusalProblem
 from aggregator.ledger.ledger import Ledger
 from calico_accountant.records import Kind
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import WireError, build_snapshot, decode_snapshot
+from calico_accountant.wire.bounds import WireError
+from calico_accountant.wire.snapshots import build_snapshot, decode_snapshot
 from node_agent.iptables_save import comments_of
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.accounting import snapshot

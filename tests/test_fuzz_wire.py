@@ -14,7 +14,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calico_accountant.wire import ChunkAssembler, split_snapshot
+from calico_accountant.wire.chunks import ChunkAssembler, split_snapshot
 from tests.support.fuzzing import wire_problems
 from tests.support.mutations import (
     absurd_snapshot,

@@ -23,7 +23,8 @@ from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
-from calico_accountant.wire import build_snapshot, split_snapshot
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, policy_rule
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

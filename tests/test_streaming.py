@@ -28,7 +28,7 @@ from calico_accountant.records import Direction
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
-from calico_accountant.wire import build_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.accounting import accept
 from tests.support.dumps import scale_dump

@@ -24,7 +24,7 @@ import pytest
 
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import snapshot_pb2 as spb
-from calico_accountant.wire import build_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.accounting import accept
 from tests.support.pki import Authority, ClusterPki, Issued
 from tests.support.processes import Processes, cli, processes

@@ -25,7 +25,7 @@ import pytest
 
 from calico_accountant.records import Kind
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
-from calico_accountant.wire import build_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.accounting import accept
 from tests.support.dumps import scale_dump, write_atomic

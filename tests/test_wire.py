@@ -10,19 +10,11 @@ from hypothesis import strategies as st
 
 from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import (
-    ChunkAssembler,
-    SourceInfo,
-    WireError,
-    build_snapshot,
-    compute_delta,
-    counter_to_record,
-    decode_snapshot,
-    index_records,
-    key_to_counter,
-    record_to_counter,
-    split_snapshot,
-)
+from calico_accountant.wire.bounds import WireError
+from calico_accountant.wire.chunks import ChunkAssembler, split_snapshot
+from calico_accountant.wire.counters import counter_to_record, key_to_counter, record_to_counter
+from calico_accountant.wire.delta import compute_delta, index_records
+from calico_accountant.wire.snapshots import SourceInfo, build_snapshot, decode_snapshot
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """The ``Ingest`` servicer: who may report, in which order, and how much at once.
 
-Per stream it reassembles chunks (:class:`~calico_accountant.wire.ChunkAssembler`),
+Per stream it reassembles chunks (:class:`~calico_accountant.wire.chunks.ChunkAssembler`),
 validates, applies each whole snapshot in one call to the accounting state (atomic: the
 accountant applies under its lock and this stream waits for the result), hands the
 resulting increases to the hit fan-out, and acknowledges with the snapshot's sequence.
@@ -46,7 +46,9 @@ from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
-from calico_accountant.wire import ChunkAssembler, DecodedSnapshot, WireError, decode_snapshot
+from calico_accountant.wire.bounds import WireError
+from calico_accountant.wire.chunks import ChunkAssembler
+from calico_accountant.wire.snapshots import DecodedSnapshot, decode_snapshot
 
 __all__ = ["Accounting", "IngestServicer", "peer_address", "peer_key"]
 

@@ -28,7 +28,7 @@ __all__ = [
 
 class NodeUpdate(Protocol):
     """One whole node snapshot as the ledger applies it: what
-    :func:`calico_accountant.wire.decode_snapshot` returns (``DecodedSnapshot``)."""
+    :func:`calico_accountant.wire.snapshots.decode_snapshot` returns (``DecodedSnapshot``)."""
 
     @property
     def node(self) -> str: ...

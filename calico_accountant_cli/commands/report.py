@@ -185,7 +185,7 @@ def report_prometheus(result: ParseResult, resolver: Resolver, node: str, option
     """The exposition the aggregator would serve for this one node."""
     from aggregator.accountant import Accountant
     from aggregator.exposition.text import render_text
-    from calico_accountant.wire import DecodedSnapshot
+    from calico_accountant.wire.snapshots import DecodedSnapshot
 
     accountant = Accountant(resolver, options=options)
     now = time.time()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
-from calico_accountant.wire import DecodedSnapshot
+from calico_accountant.wire.snapshots import DecodedSnapshot
 
 INGRESS = Direction.INGRESS
 EGRESS = Direction.EGRESS

@@ -35,17 +35,10 @@ from aggregator.ingest.limits import StreamLimits
 from aggregator.server import Aggregator, AggregatorConfig
 from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind, ParseResult, RuleAction
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import (
-    MAX_CHUNKS,
-    MAX_CODE_LENGTH,
-    MAX_NAME_LENGTH,
-    ChunkAssembler,
-    WireError,
-    build_snapshot,
-    counter_to_record,
-    decode_snapshot,
-    record_to_counter,
-)
+from calico_accountant.wire.bounds import MAX_CHUNKS, MAX_CODE_LENGTH, MAX_NAME_LENGTH, WireError
+from calico_accountant.wire.chunks import ChunkAssembler
+from calico_accountant.wire.counters import counter_to_record, record_to_counter
+from calico_accountant.wire.snapshots import build_snapshot, decode_snapshot
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.mutations import T0, random_records
 from tests.support.waits import wait_until

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind, RuleAction
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire import SourceInfo, build_snapshot, split_snapshot
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.snapshots import SourceInfo, build_snapshot
 
 __all__ = [
     "DUMP_MUTATORS",
