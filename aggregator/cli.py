@@ -13,8 +13,8 @@ from aggregator.ingest.limits import StreamLimits
 from aggregator.ledger.admission import Limits
 from aggregator.trust.tokens import DEFAULT_AUDIENCE, TokenSettings
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
-from calico_accountant.daemon import configure_logging
-from calico_accountant.web_config import load_web_config
+from calico_accountant.runtime.process import configure_logging
+from calico_accountant.runtime.web_config import load_web_config
 
 if TYPE_CHECKING:
     from aggregator.server import AggregatorConfig

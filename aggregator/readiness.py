@@ -20,7 +20,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from calico_accountant.daemon import TEXT_PLAIN, HttpServer, Response
+from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
 
 __all__ = ["Phase", "Readiness", "serve_health"]
 

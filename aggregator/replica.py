@@ -25,7 +25,7 @@ from aggregator.checkpoint.stores import CheckpointStore
 from aggregator.election.base import EXIT_LEADERSHIP_LOST, Election
 from aggregator.election.open import fence_checkpoints
 from aggregator.readiness import Phase, Readiness, serve_health
-from calico_accountant.daemon import HttpServer
+from calico_accountant.runtime.http import HttpServer
 
 __all__ = ["Ending", "Replica", "Role", "run_replica"]
 

@@ -63,9 +63,10 @@ from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
-from calico_accountant.daemon import HttpServer, release_free_memory, stop_on_signals
+from calico_accountant.runtime.http import HttpServer
+from calico_accountant.runtime.process import release_free_memory, stop_on_signals
+from calico_accountant.runtime.web_config import WebConfig
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
-from calico_accountant.web_config import WebConfig
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["Aggregator", "AggregatorConfig", "run_aggregator", "server_options"]

@@ -17,7 +17,7 @@ import grpc
 
 from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS, HITS_API_VERSION
 from calico_accountant.records import Direction, Verdict
-from calico_accountant.tls import ClientTls, client_tls_from_args, open_channel
+from calico_accountant.runtime.client_tls import ClientTls, client_tls_from_args, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 

@@ -3,7 +3,7 @@
 Wiring only; the parts are :mod:`node_agent.reader` (commands, parse, glitch),
 :mod:`node_agent.streamer` (gRPC) and :mod:`node_agent.health` (HTTP); logging, signals
 and the HTTP server are the shell every calico-accountant daemon shares
-(:mod:`calico_accountant.daemon`).  The read loop and the stream run as two asyncio
+(:mod:`calico_accountant.runtime.http`).  The read loop and the stream run as two asyncio
 tasks joined by a :class:`LatestSlot`, so a slow aggregator never delays a read.  The
 agent needs no datastore access: it sends raw interface and chain names; the aggregator
 resolves them.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
-from calico_accountant.daemon import configure_logging, stop_on_signals
-from calico_accountant.tls import ClientTls, add_client_tls_arguments, client_tls_from_args
-from calico_accountant.web_config import WebConfig, load_web_config
+from calico_accountant.runtime.client_tls import ClientTls, add_client_tls_arguments, client_tls_from_args
+from calico_accountant.runtime.process import configure_logging, stop_on_signals
+from calico_accountant.runtime.web_config import WebConfig, load_web_config
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (

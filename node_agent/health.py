@@ -26,8 +26,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from calico_accountant.daemon import TEXT_PLAIN, HttpServer, Response
-from calico_accountant.web_config import WebConfig
+from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
+from calico_accountant.runtime.web_config import WebConfig
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 

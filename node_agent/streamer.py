@@ -40,7 +40,7 @@ import grpc.aio
 
 from calico_accountant import __version__
 from calico_accountant.records import CounterKey, CounterRecord
-from calico_accountant.tls import ClientTls, TlsFileError, open_aio_channel
+from calico_accountant.runtime.client_tls import ClientTls, TlsFileError, open_aio_channel
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES

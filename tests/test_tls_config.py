@@ -16,7 +16,12 @@ from aggregator.trust.access import AccessRules, NodeIdentityTemplate
 from aggregator.trust.credentials import CertificateFiles, ServerTls
 from aggregator.trust.identity import Credential, identify_by_certificate, no_identity
 from aggregator.trust.port import port_trust
-from calico_accountant.tls import ClientTls, TlsFileError, add_client_tls_arguments, client_tls_from_args
+from calico_accountant.runtime.client_tls import (
+    ClientTls,
+    TlsFileError,
+    add_client_tls_arguments,
+    client_tls_from_args,
+)
 from calico_accountant_cli.hits_client import ClientError, HitsClient
 from node_agent.agent import add_arguments as add_agent_arguments
 from node_agent.agent import config_from_args as agent_config

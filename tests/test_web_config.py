@@ -16,9 +16,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from calico_accountant.daemon import TEXT_PLAIN, HttpServer, Response
-from calico_accountant.web_config import ClientAuth, WebConfigError, load_web_config
-from calico_accountant.web_security import BasicAuth
+from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
+from calico_accountant.runtime.web_config import ClientAuth, WebConfigError, load_web_config
+from calico_accountant.runtime.web_security import BasicAuth
 from tests.support.pki import TlsMaterial, make_tls_material
 from tests.support.scrape import http_fetch, http_get
 from tests.support.skips import requires_tools

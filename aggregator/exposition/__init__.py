@@ -5,7 +5,7 @@
   use it, so a scrape and a report of the same state are the same text.
 * :mod:`.serving`: :func:`~.serving.serve_metrics`, the aggregator's ``/metrics``
   endpoint on the HTTP server every calico-accountant daemon shares
-  (:mod:`calico_accountant.daemon`).
+  (:mod:`calico_accountant.runtime.http`).
 
 Import from the modules; this package re-exports nothing.
 """

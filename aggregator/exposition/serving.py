@@ -1,7 +1,7 @@
 """The aggregator's ``/metrics``: the accounting exposition plus the process's own metrics.
 
 Served by the HTTP server every calico-accountant daemon shares
-(:class:`calico_accountant.daemon.HttpServer`): its threads answer scrapes while the
+(:class:`calico_accountant.runtime.http.HttpServer`): its threads answer scrapes while the
 asyncio loop ingests, and each scrape renders a fresh copy of the state
 (:meth:`Accountant.view`) so it never holds the accountant's lock for the formatting.
 Scrapes are gzipped when the scraper asks (Prometheus does; the text of a large cluster
@@ -20,8 +20,8 @@ from prometheus_client.registry import CollectorRegistry
 from aggregator.accountant import Accountant
 from aggregator.exposition.text import CONTENT_TYPE, render_text
 from calico_accountant import __version__
-from calico_accountant.daemon import HttpServer, Response
-from calico_accountant.web_config import WebConfig
+from calico_accountant.runtime.http import HttpServer, Response
+from calico_accountant.runtime.web_config import WebConfig
 
 __all__ = ["serve_metrics"]
 

@@ -27,7 +27,7 @@ from typing import cast
 
 import grpc
 
-from calico_accountant.tls import TlsFileError, file_error, read_pem
+from calico_accountant.runtime.client_tls import TlsFileError, file_error, read_pem
 
 __all__ = ["CertificateFiles", "ServerTls", "server_credentials"]
 

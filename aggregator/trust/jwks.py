@@ -4,7 +4,7 @@ The cluster's token issuer publishes its keys as a JSON Web Key Set
 (``/openid/v1/jwks`` of the API server, or a managed cluster's public issuer URL).
 
 * :class:`JwksFile`: a file (a ConfigMap, refreshed by whoever rotates the keys), read
-  again when it changes (:class:`~calico_accountant.reloading.FileBacked`).
+  again when it changes (:class:`~calico_accountant.runtime.reloading.FileBacked`).
 * :class:`JwksUrl`: an ``https://`` URL, fetched with PyJWT's
   :class:`~jwt.PyJWKClient` (no redirects, http(s) only) in a thread of its own and
   cached here.  Tokens are verified on the event loop's thread (the ``identify`` of a
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 from jwt.exceptions import PyJWTError
 
-from calico_accountant.reloading import FileBacked
+from calico_accountant.runtime.reloading import FileBacked
 
 __all__ = ["JwksFile", "JwksUrl", "KeySource", "UnknownKey", "key_source"]
 

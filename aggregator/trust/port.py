@@ -49,7 +49,7 @@ def port_trust(
     tls: ServerTls | None, access: AccessRules, verifier: TokenVerifier | None = None
 ) -> PortTrust:
     """Credentials, identity and rules for the gRPC port; ValueError (a
-    :class:`~calico_accountant.tls.TlsFileError` for a bad file) when they cannot work."""
+    :class:`~calico_accountant.runtime.client_tls.TlsFileError` for a bad file) when they cannot work."""
     identify = build_identify(tls, verifier)
     checked = identify is not no_identity
     if access.api_clients is not None and not checked:

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from calico_accountant.contract import DEFAULT_AGGREGATOR_ADDRESS
-from calico_accountant.tls import add_client_tls_arguments
+from calico_accountant.runtime.client_tls import add_client_tls_arguments
 
 
 def add_server_argument(parser: Any) -> None:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from calico_accountant.tls import ClientTls
+from calico_accountant.runtime.client_tls import ClientTls
 
 __all__ = [
     "SERVER_NAME",

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from calico_accountant.records import CounterRecord, Direction, Kind
-from calico_accountant.tls import ClientTls, open_channel
+from calico_accountant.runtime.client_tls import ClientTls, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb

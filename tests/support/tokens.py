@@ -24,7 +24,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from calico_accountant.daemon import HttpServer, Response
+from calico_accountant.runtime.http import HttpServer, Response
 
 __all__ = ["AGENT_SUBJECT", "ISSUER", "TokenIssuer"]
 

@@ -1,7 +1,7 @@
-"""Serving with a web configuration (:mod:`calico_accountant.web_config`): TLS and basic auth.
+"""Serving with a web configuration (:mod:`calico_accountant.runtime.web_config`): TLS and basic auth.
 
 * :class:`ServerTls` builds the server's :class:`ssl.SSLContext` and rebuilds it when the
-  certificate, key or client CA files change (:class:`~calico_accountant.reloading.FileBacked`),
+  certificate, key or client CA files change (:class:`~calico_accountant.runtime.reloading.FileBacked`),
   so cert-manager or a rotated Secret takes effect at the next connection, without a
   restart.  The handshake is done by the caller in the connection's own thread, never
   in the accepting one: a client that stalls mid-handshake must not stop others from
@@ -29,8 +29,8 @@ from typing import cast
 
 import bcrypt
 
-from calico_accountant.reloading import FileBacked
-from calico_accountant.web_config import ClientAuth, TlsServerConfig
+from calico_accountant.runtime.reloading import FileBacked
+from calico_accountant.runtime.web_config import ClientAuth, TlsServerConfig
 
 __all__ = ["REALM", "BasicAuth", "ServerTls", "server_context"]
 

@@ -1,115 +1,38 @@
-"""What every long-running calico-accountant process needs around its real work.
+"""The small HTTP endpoint of both daemons (probes and ``/metrics``).
 
-The node agent and the aggregator are both small daemons with the same shell: log lines
-in one format at a level from a flag, SIGTERM/SIGINT turned into an orderly stop, and a
-little HTTP endpoint (the agent's ``/healthz``, ``/readyz``, ``/metrics``; the
-aggregator's ``/metrics``).  That shell is written once, here, so the two processes
-behave alike and a fix to one is a fix to both.
+With a web configuration (``--web-config``, :mod:`calico_accountant.runtime.web_config`)
+the endpoint is served over TLS and/or behind basic auth, for every path alike: probes
+see the same endpoint Prometheus scrapes.
 
-With a web configuration (``--web-config``, :mod:`calico_accountant.web_config`) the
-endpoint is served over TLS and/or behind basic auth, for every path alike: probes see
-the same endpoint Prometheus scrapes.
-
-The HTTP server runs in its own threads, not on the asyncio loop: a probe or a scrape
-must be answered even while the loop is busy parsing a large table or applying a large
-snapshot, and rendering a large exposition must not stall ingest.  Routes are plain
-functions of no arguments returning a :class:`Response`; they are called from those
-threads, so what they read must be safe to read there.
-
-This module imports nothing of the project: the services use it, never the reverse.
+The server runs in its own threads, not on the asyncio loop: a probe or a scrape must be
+answered even while the loop is busy parsing a large table or applying a large snapshot,
+and rendering a large exposition must not stall ingest.  Routes are plain functions of
+no arguments returning a :class:`Response`; they are called from those threads, so what
+they read must be safe to read there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import gzip
 import logging
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socket import socket
 from typing import Any, NamedTuple
 
-from calico_accountant.web_config import WebConfig
-from calico_accountant.web_security import REALM, BasicAuth, ServerTls
+from calico_accountant.runtime.web_config import WebConfig
+from calico_accountant.runtime.web_security import REALM, BasicAuth, ServerTls
 
-__all__ = [
-    "LOG_FORMAT",
-    "TEXT_PLAIN",
-    "HttpServer",
-    "Response",
-    "Route",
-    "configure_logging",
-    "release_free_memory",
-    "stop_on_signals",
-]
+__all__ = ["HANDSHAKE_TIMEOUT", "TEXT_PLAIN", "HttpServer", "Response", "Route"]
 
 log = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 """The content type of short human-readable answers (probe results, not-found hints)."""
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a client may take for the TLS handshake before its connection is dropped."""
-
-
-def configure_logging(level: str | int, *, format: str = LOG_FORMAT) -> None:
-    """Log to stderr in one format; ``level`` is a name (``info``, ``DEBUG``, any case) or
-    a number.  An unknown name means INFO: a typo in ``LOG_LEVEL`` must not stop a daemon."""
-    if isinstance(level, str):
-        level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=level, format=format)
-
-
-_LIBC: Any = None
-
-
-def release_free_memory(*, collect_cycles: bool = False) -> bool:
-    """Hand the heap's free pages back to the operating system (glibc's ``malloc_trim``),
-    after a full garbage collection when ``collect_cycles``.
-
-    A burst of large, short-lived allocations (a big snapshot decoded, a hostile stream's
-    chunks refused) leaves glibc's arenas holding freed memory that never shows as free
-    again: resident memory looks like a leak and nears the pod's limit.  And gRPC's
-    asyncio server keeps an ended call's last messages in a reference cycle, which only a
-    full collection frees; a daemon that allocates few Python objects runs one rarely.
-    Called from housekeeping, this keeps resident memory at what is really in use.
-    Returns False where there is no glibc (only the collection was done)."""
-    if collect_cycles:
-        gc.collect()
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if not _LIBC:
-        return False
-    _LIBC.malloc_trim(0)
-    return True
-
-
-def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (or ``signals``); call it in the running loop.
-
-    Kubernetes stops a pod with SIGTERM, a terminal with SIGINT: both become the same
-    orderly shutdown instead of an exception somewhere in the middle of the work.  Where
-    the loop has no signal handlers (Windows) the event is only set by whoever holds it.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in signals or (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    return stop
 
 
 class Response(NamedTuple):

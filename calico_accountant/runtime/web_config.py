@@ -14,7 +14,7 @@ one file and one habit for every exporter::
       prometheus: $2b$12$...           # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':')
 
 This module only parses and validates (:func:`load_web_config`); serving with it is
-:mod:`calico_accountant.web_security`.  A wrong file is refused at start with a
+:mod:`calico_accountant.runtime.web_security`.  A wrong file is refused at start with a
 :class:`WebConfigError` naming the key and what is wrong, never half applied: unknown
 keys are errors (as in exporter-toolkit, which reads strictly), and so are the keys this
 implementation cannot honour (cipher suites and curves in Go's names, client

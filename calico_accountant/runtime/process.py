@@ -1,0 +1,74 @@
+"""The process shell of both daemons: logging, signals, memory.
+
+The node agent and the aggregator are both small daemons with the same shell: log lines
+in one format at a level from a flag, SIGTERM/SIGINT turned into an orderly stop, and
+freed memory handed back to the system from their housekeeping.  Written once, so the
+two behave alike and a fix to one is a fix to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+from typing import Any
+
+__all__ = ["LOG_FORMAT", "configure_logging", "release_free_memory", "stop_on_signals"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str | int, *, format: str = LOG_FORMAT) -> None:
+    """Log to stderr in one format; ``level`` is a name (``info``, ``DEBUG``, any case) or
+    a number.  An unknown name means INFO: a typo in ``LOG_LEVEL`` must not stop a daemon."""
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format=format)
+
+
+_LIBC: Any = None
+
+
+def release_free_memory(*, collect_cycles: bool = False) -> bool:
+    """Hand the heap's free pages back to the operating system (glibc's ``malloc_trim``),
+    after a full garbage collection when ``collect_cycles``.
+
+    A burst of large, short-lived allocations (a big snapshot decoded, a hostile stream's
+    chunks refused) leaves glibc's arenas holding freed memory that never shows as free
+    again: resident memory looks like a leak and nears the pod's limit.  And gRPC's
+    asyncio server keeps an ended call's last messages in a reference cycle, which only a
+    full collection frees; a daemon that allocates few Python objects runs one rarely.
+    Called from housekeeping, this keeps resident memory at what is really in use.
+    Returns False where there is no glibc (only the collection was done)."""
+    if collect_cycles:
+        gc.collect()
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (or ``signals``); call it in the running loop.
+
+    Kubernetes stops a pod with SIGTERM, a terminal with SIGINT: both become the same
+    orderly shutdown instead of an exception somewhere in the middle of the work.  Where
+    the loop has no signal handlers (Windows) the event is only set by whoever holds it.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in signals or (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
