@@ -66,13 +66,7 @@ class Process:
     """An aggregator's /healthz and /readyz port."""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        stop_process(self.popen, sig, timeout)
         return int(self.popen.returncode)
 
     def output(self) -> str:

@@ -27,12 +27,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import pytest
 
 from tests.support.ports import free_port
 from tests.support.processes import log_tail, stop_process
@@ -230,11 +228,3 @@ class PrometheusServer:
             ),
             timeout,
         )
-
-
-@pytest.fixture
-def prometheus_binary() -> Iterator[str]:
-    """Skips the test when Prometheus is not installed."""
-    if not prometheus_available():
-        pytest.skip(SKIP_REASON)
-    yield PROMETHEUS_BINARY
