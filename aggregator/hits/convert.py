@@ -11,21 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aggregator.model import ResolvedCounter
-from calico_accountant.records import Direction, Kind
 from calico_accountant.v1 import hits_pb2 as hpb
-from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant.wire.counters import DIRECTION_TO_PB, KIND_TO_PB
 
 __all__ = ["counter_to_hit", "policy_names"]
-
-_KIND_TO_PB: dict[Kind, spb.CounterKind] = {
-    Kind.POLICY_ACCEPT: spb.POLICY_ACCEPT,
-    Kind.POLICY_DENY: spb.POLICY_DENY,
-    Kind.NO_POLICY_DROP: spb.NO_POLICY_DROP,
-    Kind.PROFILE_ACCEPT: spb.PROFILE_ACCEPT,
-    Kind.NO_PROFILE_DROP: spb.NO_PROFILE_DROP,
-    Kind.POLICY_RULE: spb.POLICY_RULE,
-}
-_DIRECTION_TO_PB = {Direction.INGRESS: spb.INGRESS, Direction.EGRESS: spb.EGRESS}
 
 
 def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: datetime) -> hpb.Hit:
@@ -38,9 +27,9 @@ def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: 
         pod=workload.pod if workload else "",
         app=workload.app if workload else "",
         interface=key.interface,
-        direction=_DIRECTION_TO_PB[key.direction],
+        direction=DIRECTION_TO_PB[key.direction],
         verdict=counter.verdict,
-        kind=_KIND_TO_PB[key.kind],
+        kind=KIND_TO_PB[key.kind],
         profile=counter.profile.name if counter.profile else "",
         packets=packets,
         bytes=octets,

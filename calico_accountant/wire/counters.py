@@ -19,6 +19,8 @@ from calico_accountant.wire.bounds import (
 )
 
 __all__ = [
+    "DIRECTION_TO_PB",
+    "KIND_TO_PB",
     "counter_to_key",
     "counter_to_record",
     "fast_key",
@@ -28,7 +30,7 @@ __all__ = [
     "record_to_counter",
 ]
 
-_KIND_TO_PB: dict[Kind, pb.CounterKind] = {
+KIND_TO_PB: dict[Kind, pb.CounterKind] = {
     Kind.POLICY_ACCEPT: pb.POLICY_ACCEPT,
     Kind.POLICY_DENY: pb.POLICY_DENY,
     Kind.NO_POLICY_DROP: pb.NO_POLICY_DROP,
@@ -36,18 +38,18 @@ _KIND_TO_PB: dict[Kind, pb.CounterKind] = {
     Kind.NO_PROFILE_DROP: pb.NO_PROFILE_DROP,
     Kind.POLICY_RULE: pb.POLICY_RULE,
 }
-_PB_TO_KIND: dict[int, Kind] = {int(v): k for k, v in _KIND_TO_PB.items()}
-_DIRECTION_TO_PB: dict[Direction, pb.Direction] = {Direction.INGRESS: pb.INGRESS, Direction.EGRESS: pb.EGRESS}
-_PB_TO_DIRECTION: dict[int, Direction] = {int(v): k for k, v in _DIRECTION_TO_PB.items()}
+_PB_TO_KIND: dict[int, Kind] = {int(v): k for k, v in KIND_TO_PB.items()}
+DIRECTION_TO_PB: dict[Direction, pb.Direction] = {Direction.INGRESS: pb.INGRESS, Direction.EGRESS: pb.EGRESS}
+_PB_TO_DIRECTION: dict[int, Direction] = {int(v): k for k, v in DIRECTION_TO_PB.items()}
 _ACTIONS = frozenset(a.value for a in RuleAction)
 
 
 def key_to_counter(key: CounterKey) -> pb.Counter:
     """The key fields only, as sent in ``NodeSnapshot.removed``."""
     return pb.Counter(
-        kind=_KIND_TO_PB[key.kind],
+        kind=KIND_TO_PB[key.kind],
         family=key.family,
-        direction=_DIRECTION_TO_PB[key.direction],
+        direction=DIRECTION_TO_PB[key.direction],
         interface=key.interface,
         chain=key.chain,
         tier=key.tier,
@@ -61,9 +63,9 @@ def record_to_counter(record: CounterRecord) -> pb.Counter:
     same on the wire and twice as fast to build)."""
     key = record.key
     counter = pb.Counter(
-        kind=_KIND_TO_PB[key.kind],
+        kind=KIND_TO_PB[key.kind],
         family=key.family,
-        direction=_DIRECTION_TO_PB[key.direction],
+        direction=DIRECTION_TO_PB[key.direction],
         interface=key.interface,
         chain=key.chain,
         tier=key.tier,

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
+from tests.support.processes import ManagedServer
 
 __all__ = ["EtcdCluster"]
 
 
-class EtcdCluster:
+class EtcdCluster(ManagedServer):
     def __init__(self, size: int = 2, *, heartbeat_ms: int = 50, election_ms: int = 500) -> None:
         self.root = tempfile.TemporaryDirectory(prefix="etcd-cluster-test-")
         timing = ["--heartbeat-interval", str(heartbeat_ms), "--election-timeout", str(election_ms)]
@@ -37,7 +38,7 @@ class EtcdCluster:
         for member in self.members:
             member.initial_cluster = cluster
 
-    def start(self) -> EtcdCluster:
+    def start(self) -> Self:
         for member in self.members:
             member.launch()
         for member in self.members:
@@ -48,15 +49,3 @@ class EtcdCluster:
         for member in self.members:
             member.close()
         self.root.cleanup()
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -26,13 +26,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import pytest
 
 from tests.support.pki import TlsMaterial
 from tests.support.ports import free_port
-from tests.support.processes import log_tail, stop_process
+from tests.support.processes import ManagedServer, log_tail, stop_process
 
 __all__ = [
     "ETCD_BINARY",
@@ -50,7 +50,7 @@ def etcd_available() -> bool:
     return os.access(ETCD_BINARY, os.X_OK)
 
 
-class EtcdServer:
+class EtcdServer(ManagedServer):
     """One single-member etcd on loopback.  ``start()`` waits until it is healthy.
 
     With ``tls``, clients must use TLS and present a certificate signed by ``tls.ca``.
@@ -109,7 +109,7 @@ class EtcdServer:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> EtcdServer:
+    def start(self) -> Self:
         """Start (or restart on the same ports and data dir) and wait for health."""
         if self.process is not None and self.process.poll() is None:
             return self
@@ -139,18 +139,6 @@ class EtcdServer:
         self._terminate()
         if self._owned_root is not None:
             shutil.rmtree(self._owned_root, ignore_errors=True)
-
-    def __enter__(self) -> EtcdServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- internals
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from tests.support.ports import free_port
 
@@ -55,6 +56,27 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         check=False,
     )
+
+
+class ManagedServer:
+    """A server a test starts and always stops: ``with Server(...) as server`` starts it
+    (stopping what did start when starting fails) and closes it at the end."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

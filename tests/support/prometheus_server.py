@@ -29,11 +29,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from tests.support.ports import free_port
-from tests.support.processes import log_tail, stop_process
+from tests.support.processes import ManagedServer, log_tail, stop_process
 
 __all__ = [
     "PROMETHEUS_BINARY",
@@ -54,7 +53,7 @@ def prometheus_available() -> bool:
     return os.access(PROMETHEUS_BINARY, os.X_OK)
 
 
-class PrometheusServer:
+class PrometheusServer(ManagedServer):
     """One Prometheus scraping ``targets`` (``host:port``, path ``/metrics``) every second.
 
     ``job`` adds keys to the scrape job, e.g. ``{"scheme": "https", "tls_config": {...},
@@ -87,7 +86,7 @@ class PrometheusServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> PrometheusServer:
+    def start(self) -> Self:
         config = self.root / "prometheus.yml"
         config.write_text(
             "global:\n"
@@ -146,18 +145,6 @@ class PrometheusServer:
     def close(self) -> None:
         self._terminate()
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> PrometheusServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import grpc
 
-from calico_accountant.records import CounterRecord, Direction, Kind
+from calico_accountant.records import CounterRecord, Direction
 from calico_accountant.runtime.client_tls import ClientTls, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant.wire.counters import KIND_TO_PB
 from node_agent.parsing import parse_node
 from tests.support.dumps import scale_dump, write_atomic
 from tests.support.felix_render import render, sized_model
@@ -42,14 +43,6 @@ __all__ = [
     "totals_reach",
 ]
 
-KIND_TO_PB = {
-    Kind.POLICY_ACCEPT: spb.POLICY_ACCEPT,
-    Kind.POLICY_DENY: spb.POLICY_DENY,
-    Kind.NO_POLICY_DROP: spb.NO_POLICY_DROP,
-    Kind.PROFILE_ACCEPT: spb.PROFILE_ACCEPT,
-    Kind.NO_PROFILE_DROP: spb.NO_PROFILE_DROP,
-    Kind.POLICY_RULE: spb.POLICY_RULE,
-}
 Sums = Counter[tuple[str, int, int]]
 """(node, kind, direction) -> packets (and a twin Counter for bytes)."""
 
