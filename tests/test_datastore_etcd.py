@@ -229,6 +229,37 @@ def test_list_then_watch_changes(etcd: EtcdServer) -> None:
     asyncio.run(scenario())
 
 
+def test_poison_values_are_skipped_and_counted_and_the_watch_moves_on(etcd: EtcdServer) -> None:
+    """A value nested thousands deep, and one of 1.4 MiB (under etcd's 1.5 MiB request limit),
+    written while the aggregator watches: both skipped with a reason, and the next good
+    object still arrives."""
+
+    async def scenario() -> None:
+        writer = Writer(etcd)
+        await writer.put(*wep_kv("shop", "web-1"))
+        cache = DatastoreCache()
+        source = make_source(etcd, cache)
+        source.start()
+        try:
+            await wait_until(cache, lambda c: c.workload("node-a", veth("shop", "web-1")).resolved)
+            await asyncio.wait_for(source.watching.wait(), 5)
+            key, _ = gnp_kv("default.poison")
+            deep = '{"kind": "GlobalNetworkPolicy", "spec": ' + "[" * 50_000 + "]" * 50_000 + "}"
+            await writer.put(key, deep)
+            big = json.dumps({"kind": "GlobalNetworkPolicy", "spec": {"x": "y" * (1400 * 1024)}})
+            await writer.put(gnp_kv("default.huge")[0], big)
+            await writer.put(*wep_kv("shop", "web-2"))
+            await wait_until(cache, lambda c: c.workload("node-a", veth("shop", "web-2")).resolved)
+            bad = cache.status().bad_values
+            assert bad.get("too_deep") == 1 and bad.get("too_large") == 1, bad
+            assert cache.revision == await writer.revision()
+        finally:
+            await source.stop()
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
 def test_etcd_restart_mid_watch_loses_no_event(etcd: EtcdServer) -> None:
     async def scenario() -> None:
         writer = Writer(etcd)
