@@ -1,0 +1,382 @@
+"""Kubernetes objects (KDD mode) translated into the catalog's inputs, the way Calico derives them (pure).
+
+In the Kubernetes API datastore Calico stores no WorkloadEndpoints or Profiles: libcalico-go
+derives them on the fly (``libcalico-go/lib/backend/k8s/conversion``), and that derivation is
+reproduced here so that one catalog serves both datastores:
+
+* a **Pod** is a WorkloadEndpoint ``<node>-k8s-<pod>-eth0`` on interface
+  ``prefix + sha1("<ns>.<pod>")[:11]`` (``VethNameForWorkload``), its IPs from ``status.podIPs``,
+  ``status.podIP``, then the ``cni.projectcalico.org/podIPs``/``podIP`` and AWS annotations
+  (``getPodIPs``), its labels the pod's plus ``projectcalico.org/namespace``, ``/orchestrator``
+  and ``/serviceaccount`` (when shorter than 63 characters).  Host-network and unscheduled
+  pods have no endpoint; neither has a pod without IPs, nor a finished one (``IsFinished``:
+  felix never sees them, so no chain can name them);
+* a **Namespace** is the Profile ``kns.<ns>``, a **ServiceAccount** ``ksa.<ns>.<sa>``, with the
+  ``pcns.``/``pcsa.`` labels Calico puts on them;
+* a ``networking.k8s.io`` **NetworkPolicy** is the NetworkPolicy ``knp.default.<name>``
+  (``K8sNetworkPolicyToCalico``; the catalog also derives the v3.32 ``knp/<ns>/<name>`` ids);
+* Calico's CRDs (``crd.projectcalico.org/v1``) keep their **stored** ``metadata.name``;
+* ``policy.networking.k8s.io`` AdminNetworkPolicy, BaselineAdminNetworkPolicy and
+  ClusterNetworkPolicy keep their names, in the tiers Calico puts them in.
+
+Only what the catalog reads is kept (per pod: node, pod, interface, IPs, service account,
+labels; repeated strings interned), so 150k pods fit in a small heap.  Policy rules are not
+converted: the catalog names chains, it does not evaluate rules.
+
+Objects are keyed ``kubernetes:<resource>/[<ns>/]<name>`` by the Kubernetes object they come
+from, so a watch event finds what it replaces (a pod that loses its endpoint deletes it) and
+a re-listed resource type finds what it held (:attr:`KubeResource.key_prefix`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aggregator.datastore.objects import BadObject, CalicoObject
+from calico_accountant.felix.naming import DEFAULT_TIER, KNP_STORED_PREFIX, veth_name, workload_endpoint_name
+
+__all__ = [
+    "DEFAULT_INTERFACE_PREFIX",
+    "KUBE_RESOURCES",
+    "KubeResource",
+    "KubeTranslator",
+    "first_interface_prefix",
+]
+
+DEFAULT_INTERFACE_PREFIX = "cali"
+_POD_IPS = "cni.projectcalico.org/podIPs"
+_POD_IP = "cni.projectcalico.org/podIP"
+_AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
+_FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
+_POLICY_SPEC_FIELDS = ("tier", "order", "selector", "namespaceSelector", "serviceAccountSelector", "types")
+_CNP_TIERS = {"Admin": "kube-admin", "Baseline": "kube-baseline"}
+
+
+@dataclass(frozen=True, slots=True)
+class KubeResource:
+    """One Kubernetes resource type the aggregator lists and watches for the whole cluster."""
+
+    group: str
+    """API group, ``""`` for the core group."""
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    field_selector: str = ""
+    optional: bool = False
+    """May not be served (a CRD not installed, an API not enabled): a 404 means none of it."""
+
+    @property
+    def name(self) -> str:
+        """``pods``, ``networkpolicies.networking.k8s.io``: kubectl's and RBAC's spelling."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def path(self) -> str:
+        """The cluster-wide collection: ``/api/v1/pods``, ``/apis/<group>/<version>/<plural>``."""
+        if self.group:
+            return f"/apis/{self.group}/{self.version}/{self.plural}"
+        return f"/api/{self.version}/{self.plural}"
+
+    @property
+    def key_prefix(self) -> str:
+        """Every cache key of objects derived from this type starts with it."""
+        return f"kubernetes:{self.name}/"
+
+    def key(self, namespace: str, name: str) -> str:
+        return f"{self.key_prefix}{namespace}/{name}" if self.namespaced else f"{self.key_prefix}{name}"
+
+
+_CRD = "crd.projectcalico.org"
+_POLICY_API = "policy.networking.k8s.io"
+KUBE_RESOURCES: tuple[KubeResource, ...] = (
+    # Finished pods own no IPs and never get an endpoint: the API server filters them out.
+    KubeResource(
+        "", "v1", "pods", "Pod", True, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+    ),
+    KubeResource("", "v1", "namespaces", "Namespace", False),
+    KubeResource("", "v1", "serviceaccounts", "ServiceAccount", True),
+    KubeResource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
+    KubeResource(_CRD, "v1", "networkpolicies", "NetworkPolicy", True, optional=True),
+    KubeResource(_CRD, "v1", "globalnetworkpolicies", "GlobalNetworkPolicy", False, optional=True),
+    KubeResource(_CRD, "v1", "tiers", "Tier", False, optional=True),
+    KubeResource(_CRD, "v1", "stagednetworkpolicies", "StagedNetworkPolicy", True, optional=True),
+    KubeResource(
+        _CRD, "v1", "stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy", False, optional=True
+    ),
+    KubeResource(
+        _CRD, "v1", "stagedkubernetesnetworkpolicies", "StagedKubernetesNetworkPolicy", True, optional=True
+    ),
+    KubeResource(_POLICY_API, "v1alpha1", "adminnetworkpolicies", "AdminNetworkPolicy", False, optional=True),
+    KubeResource(
+        _POLICY_API,
+        "v1alpha1",
+        "baselineadminnetworkpolicies",
+        "BaselineAdminNetworkPolicy",
+        False,
+        optional=True,
+    ),
+    KubeResource(
+        _POLICY_API, "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False, optional=True
+    ),
+)
+"""Everything the catalog needs, and nothing more (the ClusterRole in ``deploy/kubernetes`` grants
+get/list/watch on exactly these)."""
+
+_BY_GROUP_KIND = {(r.group, r.kind): r for r in KUBE_RESOURCES}
+
+
+def first_interface_prefix(value: str) -> str:
+    """The prefix libcalico-go names veths with: the first of ``FELIX_INTERFACEPREFIX``'s list."""
+    first = value.split(",", 1)[0].strip()
+    return first or DEFAULT_INTERFACE_PREFIX
+
+
+def _text(value: Any, what: str, *, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value) or "/" in value:
+        raise BadObject("bad_metadata", f"{what} is not a valid name: {value!r}")
+    return value
+
+
+def _string_map(value: Any, what: str) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadObject("bad_labels", f"{what} is not a string map")
+    return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _ip_networks(texts: list[str], what: str) -> list[str]:
+    """``cnet.ParseCIDROrIP`` then ``String()``: a bare IP is a /32 or /128, a CIDR its network."""
+    out = []
+    for text in texts:
+        try:
+            network = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise BadObject("bad_pod_ip", f"{what}: {text!r} is not an IP address") from None
+        out.append(str(network))
+    return out
+
+
+def pod_ips(metadata: Mapping[str, Any], status: Mapping[str, Any], what: str) -> list[str]:
+    """``getPodIPs`` then ``IsFinished``: the pod's IP networks, none once it is finished."""
+    annotations = _mapping(metadata.get("annotations"))
+    texts: list[str] = []
+    pod_ips_field = status.get("podIPs")
+    if isinstance(pod_ips_field, list) and pod_ips_field:
+        texts = [str(_mapping(entry).get("ip") or "") for entry in pod_ips_field]
+    elif status.get("podIP"):
+        texts = [str(status["podIP"])]
+    elif annotations.get(_POD_IPS):
+        texts = str(annotations[_POD_IPS]).split(",")
+    elif annotations.get(_POD_IP):
+        texts = [str(annotations[_POD_IP])]
+    elif annotations.get(_AWS_POD_IPS):
+        texts = str(annotations[_AWS_POD_IPS]).split(",")
+    networks = _ip_networks(texts, what)
+    if metadata.get("deletionTimestamp") and (
+        annotations.get(_POD_IP) == "" or annotations.get(_AWS_POD_IPS) == ""
+    ):
+        return []  # being deleted, and the CNI plugin has already released its IPs
+    if status.get("phase") in _FINISHED_PHASES:
+        return []
+    return networks
+
+
+class KubeTranslator:
+    """Kubernetes objects -> :class:`CalicoObject` (WorkloadEndpoints, Profiles, policies, tiers).
+
+    ``interface_prefix`` is felix's ``FELIX_INTERFACEPREFIX`` (its first entry names veths).
+    """
+
+    def __init__(self, interface_prefix: str = DEFAULT_INTERFACE_PREFIX) -> None:
+        self.interface_prefix = first_interface_prefix(interface_prefix)
+        self._by_kind: dict[str, Callable[[KubeResource, Mapping[str, Any]], CalicoObject | None]] = {
+            "Pod": self._pod,
+            "Namespace": self._namespace,
+            "ServiceAccount": self._service_account,
+            "Tier": self._tier,
+        }
+
+    @staticmethod
+    def resource_of(document: Mapping[str, Any]) -> KubeResource | None:
+        """The resource type of a document by its ``apiVersion`` group and ``kind`` (any version);
+        None for anything else (``projectcalico.org/v3`` objects, Deployments, ...)."""
+        api_version, kind = document.get("apiVersion"), document.get("kind")
+        if not isinstance(api_version, str) or not isinstance(kind, str):
+            return None
+        group = api_version.rpartition("/")[0]
+        return _BY_GROUP_KIND.get((group, kind))
+
+    def document(self, document: Mapping[str, Any]) -> CalicoObject | None:
+        """Translate a document that says what it is (``kubectl get -o json`` items, watch
+        events); None when it is no Kubernetes type the catalog reads, or derives nothing."""
+        resource = self.resource_of(document)
+        return None if resource is None else self.translate(resource, document)
+
+    def translate(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject | None:
+        """One object of ``resource`` (list items carry no ``kind``); None when it derives
+        nothing (a host-network pod, one without IPs...).  Raises :class:`BadObject`."""
+        special = self._by_kind.get(resource.kind)
+        if special is not None:
+            return special(resource, body)
+        if resource.group == "networking.k8s.io":
+            return self._kubernetes_network_policy(resource, body)
+        return self._policy(resource, body)
+
+    def key(self, resource: KubeResource, body: Mapping[str, Any]) -> str:
+        """The cache key of whatever ``body`` derives (also when it derives nothing now)."""
+        namespace, name = self._identity(resource, _mapping(body.get("metadata")))
+        return resource.key(namespace, name)
+
+    # ------------------------------------------------------------------ per kind
+
+    @staticmethod
+    def _identity(resource: KubeResource, metadata: Mapping[str, Any]) -> tuple[str, str]:
+        name = _text(metadata.get("name"), f"{resource.kind} metadata.name")
+        if not resource.namespaced:
+            return "", name
+        return sys.intern(
+            _text(metadata.get("namespace"), f"{resource.kind} {name} metadata.namespace")
+        ), name
+
+    def _pod(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject | None:
+        metadata, spec = _mapping(body.get("metadata")), _mapping(body.get("spec"))
+        namespace, pod = self._identity(resource, metadata)
+        node = spec.get("nodeName")
+        if spec.get("hostNetwork") is True or not isinstance(node, str) or not node:
+            return None
+        networks = pod_ips(metadata, _mapping(body.get("status")), f"pod {namespace}/{pod}")
+        if not networks:
+            return None
+        node = sys.intern(node)
+        account = spec.get("serviceAccountName") or ""
+        account = sys.intern(account) if isinstance(account, str) else ""
+        labels = {
+            sys.intern(k): sys.intern(v)
+            for k, v in _string_map(metadata.get("labels"), f"pod {namespace}/{pod} labels").items()
+        }
+        labels["projectcalico.org/namespace"] = namespace
+        labels["projectcalico.org/orchestrator"] = "k8s"
+        if account and len(account) < 63:
+            labels["projectcalico.org/serviceaccount"] = account
+        profiles = [sys.intern(f"kns.{namespace}")]
+        if account:
+            profiles.append(sys.intern(f"ksa.{namespace}.{account}"))
+        endpoint_spec: dict[str, Any] = {
+            "node": node,
+            "pod": pod,
+            "interfaceName": veth_name(namespace, pod, self.interface_prefix),
+            "ipNetworks": networks,
+            "profiles": profiles,
+        }
+        if account:
+            endpoint_spec["serviceAccountName"] = account
+        return CalicoObject(
+            "WorkloadEndpoint",
+            namespace,
+            workload_endpoint_name(node, pod),
+            resource.key(namespace, pod),
+            0,
+            {"metadata": {"labels": labels}, "spec": endpoint_spec},
+        )
+
+    def _namespace(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        metadata = _mapping(body.get("metadata"))
+        _, name = self._identity(resource, metadata)
+        labels = {f"pcns.{k}": v for k, v in _string_map(metadata.get("labels"), f"namespace {name}").items()}
+        labels["pcns.projectcalico.org/name"] = name
+        spec = {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}], "labelsToApply": labels}
+        return self._profile(resource.key("", name), f"kns.{name}", spec)
+
+    def _service_account(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        metadata = _mapping(body.get("metadata"))
+        namespace, name = self._identity(resource, metadata)
+        labels = {
+            f"pcsa.{k}": v
+            for k, v in _string_map(metadata.get("labels"), f"serviceaccount {namespace}/{name}").items()
+        }
+        labels["pcsa.projectcalico.org/name"] = name
+        profile = f"ksa.{namespace or 'default'}.{name}"
+        return self._profile(resource.key(namespace, name), profile, {"labelsToApply": labels})
+
+    @staticmethod
+    def _profile(key: str, name: str, spec: Mapping[str, Any]) -> CalicoObject:
+        return CalicoObject("Profile", "", name, key, 0, {"metadata": {"name": name}, "spec": spec})
+
+    def _kubernetes_network_policy(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        metadata, spec = _mapping(body.get("metadata")), _mapping(body.get("spec"))
+        namespace, name = self._identity(resource, metadata)
+        types = [t for t in ("Ingress", "Egress") if t in (spec.get("policyTypes") or ())] or ["Ingress"]
+        stored = KNP_STORED_PREFIX + name
+        policy_spec = {"tier": DEFAULT_TIER, "order": 1000.0, "types": types}
+        return CalicoObject(
+            "NetworkPolicy",
+            namespace,
+            stored,
+            resource.key(namespace, name),
+            0,
+            {"metadata": {"name": stored, "namespace": namespace}, "spec": policy_spec},
+        )
+
+    def _tier(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        metadata, spec = _mapping(body.get("metadata")), _mapping(body.get("spec"))
+        _, name = self._identity(resource, metadata)
+        kept = {k: spec[k] for k in ("order", "defaultAction") if isinstance(spec.get(k), str | int | float)}
+        return CalicoObject(
+            "Tier", "", name, resource.key("", name), 0, {"metadata": {"name": name}, "spec": kept}
+        )
+
+    def _policy(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        """A Calico policy CRD (stored name kept) or an admin network policy, in Calico's tier."""
+        metadata, spec = _mapping(body.get("metadata")), _mapping(body.get("spec"))
+        namespace, name = self._identity(resource, metadata)
+        kept: dict[str, Any] = {}
+        for field_name in _POLICY_SPEC_FIELDS:
+            value = spec.get(field_name)
+            if isinstance(value, str | int | float) or (
+                isinstance(value, list) and all(isinstance(item, str) for item in value)
+            ):
+                kept[field_name] = value
+        if resource.group == _POLICY_API:
+            kept = {}
+            if isinstance(spec.get("priority"), int):
+                kept["order"] = spec["priority"]
+            tier = {
+                "AdminNetworkPolicy": "adminnetworkpolicy",
+                "BaselineAdminNetworkPolicy": "baselineadminnetworkpolicy",
+            }.get(resource.kind) or _CNP_TIERS.get(str(spec.get("tier")), "")
+            if tier:
+                kept["tier"] = tier
+        elif "tier" in kept and not isinstance(kept["tier"], str):
+            raise BadObject("bad_spec", f"{resource.kind} {name}: spec.tier is not a string")
+        out_metadata: dict[str, Any] = {"name": name}
+        if namespace:
+            out_metadata["namespace"] = namespace
+        annotation = _mapping(metadata.get("annotations")).get("projectcalico.org/metadata")
+        if isinstance(annotation, str):
+            out_metadata["annotations"] = {"projectcalico.org/metadata": annotation}
+        return CalicoObject(
+            resource.kind,
+            namespace,
+            name,
+            resource.key(namespace, name),
+            0,
+            {"metadata": out_metadata, "spec": kept},
+        )
