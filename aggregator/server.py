@@ -75,7 +75,9 @@ class AggregatorConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = AGGREGATOR_METRICS_PORT
     datastore: str = ""
-    """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
+    """``etcd://host:port[,...]``, ``etcds://...``, ``kubernetes`` or ``file:PATH``; empty: none."""
+    kubeconfig: str | None = None
+    interface_prefix: str = "cali"
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
@@ -143,7 +145,12 @@ class Aggregator:
         resolver = Catalog.empty()
         spec = (
             parse_datastore_spec(
-                config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key
+                config.datastore,
+                ca=config.etcd_ca,
+                cert=config.etcd_cert,
+                key=config.etcd_key,
+                kubeconfig=config.kubeconfig,
+                interface_prefix=config.interface_prefix,
             )
             if config.datastore
             else None
