@@ -62,8 +62,7 @@ def test_a_pod_is_the_workload_endpoint_felix_programs(namespace_name: str, name
     assert obj.namespace == namespace_name
     assert obj.spec["interfaceName"] == veth
     assert obj.spec["node"] == "worker-01" and obj.spec["pod"] == name
-    assert obj.spec["ipNetworks"] == ["10.244.5.58/32"]
-    assert obj.spec["profiles"] == [f"kns.{namespace_name}", f"ksa.{namespace_name}.default"]
+    assert obj.spec["ipNetworks"] == ("10.244.5.58/32",)
     assert dict(obj.labels) == {
         "app": "web",
         "pod-template-hash": "c747ddb74",
@@ -71,7 +70,9 @@ def test_a_pod_is_the_workload_endpoint_felix_programs(namespace_name: str, name
         "projectcalico.org/orchestrator": "k8s",
         "projectcalico.org/serviceaccount": "default",
     }
-    identity = Catalog.from_objects([obj]).workload("worker-01", veth)
+    catalog = Catalog.from_objects([obj])
+    assert {f"kns.{namespace_name}", f"ksa.{namespace_name}.default"} <= catalog.profiles()
+    identity = catalog.workload("worker-01", veth)
     assert identity.resolved and (identity.namespace, identity.pod, identity.app) == (
         namespace_name,
         name,
@@ -83,6 +84,16 @@ def test_a_pod_is_the_workload_endpoint_felix_programs(namespace_name: str, name
 def test_the_workload_endpoint_name_doubles_dashes() -> None:
     obj = translate(pod("k8s-lab", "web-c747ddb74-5dnq5", "worker-01", "10.244.5.58"))
     assert obj is not None and obj.name == "worker--01-k8s-web--c747ddb74--5dnq5-eth0"
+
+
+def test_replicas_share_their_labels() -> None:
+    translator = KubeTranslator()
+    labels = {"app": "web", "pod-template-hash": "c747ddb74"}
+    a = translator.document(pod("shop", "web-c747ddb74-aaaaa", "n1", "10.0.0.1", labels))
+    b = translator.document(pod("shop", "web-c747ddb74-bbbbb", "n2", "10.0.0.2", dict(labels)))
+    c = translator.document(pod("shop", "web-c747ddb74-ccccc", "n2", "10.0.0.3", {**labels, "canary": "yes"}))
+    assert a is not None and b is not None and c is not None
+    assert a.metadata is b.metadata and a.metadata is not c.metadata
 
 
 def test_the_first_interface_prefix_names_the_veth() -> None:
@@ -119,7 +130,7 @@ def _without_status_ips(body: dict[str, Any]) -> dict[str, Any]:
 )
 def test_pod_ips_come_from_status_then_the_annotations(body: dict[str, Any], networks: list[str]) -> None:
     obj = translate(body)
-    assert obj is not None and obj.spec["ipNetworks"] == networks
+    assert obj is not None and list(obj.spec["ipNetworks"]) == networks
 
 
 def test_pods_felix_never_programs_have_no_endpoint() -> None:
@@ -139,7 +150,8 @@ def test_service_account_label_only_when_short_and_bad_pods_raise() -> None:
     long_account = "a" * 63
     obj = translate(pod("ns", "p-1", "n1", "10.0.0.1", service_account=long_account))
     assert obj is not None and "projectcalico.org/serviceaccount" not in obj.labels
-    assert obj.spec["profiles"] == ["kns.ns", f"ksa.ns.{long_account}"]
+    assert obj.spec["serviceAccountName"] == long_account
+    assert f"ksa.ns.{long_account}" in Catalog.from_objects([obj]).profiles()
     with pytest.raises(BadObject) as error:
         translate(pod("ns", "p-2", "n1", "10.0.0.999"))
     assert error.value.reason == "bad_pod_ip"

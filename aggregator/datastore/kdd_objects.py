@@ -19,9 +19,12 @@ reproduced here so that one catalog serves both datastores:
 * ``policy.networking.k8s.io`` AdminNetworkPolicy, BaselineAdminNetworkPolicy and
   ClusterNetworkPolicy keep their names, in the tiers Calico puts them in.
 
-Only what the catalog reads is kept (per pod: node, pod, interface, IPs, service account,
-labels; repeated strings interned), so 150k pods fit in a small heap.  Policy rules are not
-converted: the catalog names chains, it does not evaluate rules.
+Only what the catalog reads is kept: per pod its node, pod, interface, IPs, service account
+and labels (its profiles ``kns.<ns>``/``ksa.<ns>.<sa>`` are not stored: the catalog derives
+them from the namespace and service account, as libcalico-go does).  Repeated strings are
+interned and pods with the same labels (a Deployment's replicas) share one read-only
+``metadata`` mapping, so 150k pods fit in a small heap (``bench/kdd_catalog_bench.py``).
+Policy rules are not converted: the catalog names chains, it does not evaluate rules.
 
 Objects are keyed ``kubernetes:<resource>/[<ns>/]<name>`` by the Kubernetes object they come
 from, so a watch event finds what it replaces (a pod that loses its endpoint deletes it) and
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -199,14 +203,22 @@ def pod_ips(metadata: Mapping[str, Any], status: Mapping[str, Any], what: str) -
     return networks
 
 
+class _SharedMetadata(dict[str, Any]):
+    """A pod's ``{"labels": ...}``, shared by every pod with the same labels while one lives."""
+
+    __slots__ = ("__weakref__",)
+
+
 class KubeTranslator:
     """Kubernetes objects -> :class:`CalicoObject` (WorkloadEndpoints, Profiles, policies, tiers).
 
     ``interface_prefix`` is felix's ``FELIX_INTERFACEPREFIX`` (its first entry names veths).
+    The objects it returns share read-only parts: treat their bodies as immutable.
     """
 
     def __init__(self, interface_prefix: str = DEFAULT_INTERFACE_PREFIX) -> None:
         self.interface_prefix = first_interface_prefix(interface_prefix)
+        self._metadata: weakref.WeakValueDictionary[int, _SharedMetadata] = weakref.WeakValueDictionary()
         self._by_kind: dict[str, Callable[[KubeResource, Mapping[str, Any]], CalicoObject | None]] = {
             "Pod": self._pod,
             "Namespace": self._namespace,
@@ -276,15 +288,11 @@ class KubeTranslator:
         labels["projectcalico.org/orchestrator"] = "k8s"
         if account and len(account) < 63:
             labels["projectcalico.org/serviceaccount"] = account
-        profiles = [sys.intern(f"kns.{namespace}")]
-        if account:
-            profiles.append(sys.intern(f"ksa.{namespace}.{account}"))
         endpoint_spec: dict[str, Any] = {
             "node": node,
             "pod": pod,
             "interfaceName": veth_name(namespace, pod, self.interface_prefix),
-            "ipNetworks": networks,
-            "profiles": profiles,
+            "ipNetworks": tuple(networks),
         }
         if account:
             endpoint_spec["serviceAccountName"] = account
@@ -294,8 +302,20 @@ class KubeTranslator:
             workload_endpoint_name(node, pod),
             resource.key(namespace, pod),
             0,
-            {"metadata": {"labels": labels}, "spec": endpoint_spec},
+            {"metadata": self._shared_metadata(labels), "spec": endpoint_spec},
         )
+
+    def _shared_metadata(self, labels: dict[str, str]) -> Mapping[str, Any]:
+        """Keyed by the labels' hash (a tuple of them per label set would cost more than it
+        saves); a colliding label set simply is not shared."""
+        identity = hash(frozenset(labels.items()))
+        shared = self._metadata.get(identity)
+        if shared is not None and shared["labels"] == labels:
+            return shared
+        fresh = _SharedMetadata(labels=labels)
+        if shared is None:
+            self._metadata[identity] = fresh
+        return fresh
 
     def _namespace(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
         metadata = _mapping(body.get("metadata"))
