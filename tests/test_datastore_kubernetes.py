@@ -303,3 +303,31 @@ def test_the_spec_and_a_missing_kubeconfig(tmp_path: Path) -> None:
         parse_datastore_spec("kubernetes", interface_prefix=",")
     with pytest.raises(ValueError, match="cannot load"):
         open_datastore(KubernetesSpec(tmp_path / "missing"), DatastoreCache())
+
+
+def test_the_cluster_role_grants_exactly_what_is_listed_and_watched() -> None:
+    """deploy/kubernetes/rbac.yaml: get/list/watch on every resource type the datastore reads, no more."""
+    import yaml
+
+    from aggregator.datastore.kdd_objects import KUBE_RESOURCES
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+    documents = list(yaml.safe_load_all((deploy / "rbac.yaml").read_text()))
+    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {(r.group, r.plural) for r in KUBE_RESOURCES}
+    assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in role["rules"])
+    binding = next(d for d in documents if d["kind"] == "ClusterRoleBinding")
+    aggregator = list(yaml.safe_load_all((deploy / "aggregator.yaml").read_text()))
+    account = next(d for d in aggregator if d["kind"] == "ServiceAccount")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    container = next(d for d in aggregator if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "CALICO_ACCOUNTANT_DATASTORE", "value": "kubernetes"} in container["env"]
