@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -154,10 +155,15 @@ class _Reflector:
         events = self.source.client.watch(
             self.resource, self.resource_version, timeout_seconds=random.randint(low, high)
         )
+        started, seen = time.monotonic(), 0
         async for event in events:
+            seen += 1
             self.backoff.reset()
             self._apply(event)
-        # The server ended the watch (timeoutSeconds): resume from where it ended.
+        # The server ended the watch (timeoutSeconds): resume from where it ended, at once
+        # unless it ended at once (a server that keeps doing that is not hammered).
+        if not seen and time.monotonic() - started < 1.0:
+            await self.backoff.wait()
 
     def _apply(self, event: WatchEvent) -> None:
         metadata = event.object.get("metadata")
