@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from aggregator.catalog.index import Catalog
-from aggregator.datastore.kdd_objects import KUBE_RESOURCES, KubeResource, KubeTranslator
+from aggregator.datastore.kdd_objects import KubeTranslator
+from aggregator.datastore.kdd_resources import KUBE_RESOURCES, KubeResource
 from aggregator.datastore.objects import CalicoObject, object_from_etcd
 from calico_accountant.felix.naming import workload_endpoint_name
 from tests.support.kube_objects import (

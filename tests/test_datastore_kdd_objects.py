@@ -14,7 +14,8 @@ import yaml
 
 from aggregator.catalog.index import Catalog
 from aggregator.datastore.file import decode_text
-from aggregator.datastore.kdd_objects import KUBE_RESOURCES, KubeResource, KubeTranslator
+from aggregator.datastore.kdd_objects import KubeTranslator
+from aggregator.datastore.kdd_resources import KUBE_RESOURCES, KubeResource
 from aggregator.datastore.objects import BadObject, CalicoObject
 from calico_accountant_cli.demo.cluster import load_sample_cluster, sample_cluster_text
 from tests.support.kube_objects import (

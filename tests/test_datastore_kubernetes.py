@@ -309,7 +309,7 @@ def test_the_cluster_role_grants_exactly_what_is_listed_and_watched() -> None:
     """deploy/kubernetes/rbac.yaml: get/list/watch on every resource type the datastore reads, no more."""
     import yaml
 
-    from aggregator.datastore.kdd_objects import KUBE_RESOURCES
+    from aggregator.datastore.kdd_resources import KUBE_RESOURCES
 
     deploy = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
     documents = list(yaml.safe_load_all((deploy / "rbac.yaml").read_text()))

@@ -37,19 +37,13 @@ import ipaddress
 import sys
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from aggregator.datastore.kdd_resources import POLICY_API_GROUP, KubeResource, resource_of
 from aggregator.datastore.objects import BadObject, CalicoObject
 from calico_accountant.felix.naming import DEFAULT_TIER, KNP_STORED_PREFIX, veth_name, workload_endpoint_name
 
-__all__ = [
-    "DEFAULT_INTERFACE_PREFIX",
-    "KUBE_RESOURCES",
-    "KubeResource",
-    "KubeTranslator",
-    "first_interface_prefix",
-]
+__all__ = ["DEFAULT_INTERFACE_PREFIX", "KubeTranslator", "first_interface_prefix", "pod_ips"]
 
 DEFAULT_INTERFACE_PREFIX = "cali"
 _POD_IPS = "cni.projectcalico.org/podIPs"
@@ -58,84 +52,6 @@ _AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
 _FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
 _POLICY_SPEC_FIELDS = ("tier", "order", "selector", "namespaceSelector", "serviceAccountSelector", "types")
 _CNP_TIERS = {"Admin": "kube-admin", "Baseline": "kube-baseline"}
-
-
-@dataclass(frozen=True, slots=True)
-class KubeResource:
-    """One Kubernetes resource type the aggregator lists and watches for the whole cluster."""
-
-    group: str
-    """API group, ``""`` for the core group."""
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    field_selector: str = ""
-    optional: bool = False
-    """May not be served (a CRD not installed, an API not enabled): a 404 means none of it."""
-
-    @property
-    def name(self) -> str:
-        """``pods``, ``networkpolicies.networking.k8s.io``: kubectl's and RBAC's spelling."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def path(self) -> str:
-        """The cluster-wide collection: ``/api/v1/pods``, ``/apis/<group>/<version>/<plural>``."""
-        if self.group:
-            return f"/apis/{self.group}/{self.version}/{self.plural}"
-        return f"/api/{self.version}/{self.plural}"
-
-    @property
-    def key_prefix(self) -> str:
-        """Every cache key of objects derived from this type starts with it."""
-        return f"kubernetes:{self.name}/"
-
-    def key(self, namespace: str, name: str) -> str:
-        return f"{self.key_prefix}{namespace}/{name}" if self.namespaced else f"{self.key_prefix}{name}"
-
-
-_CRD = "crd.projectcalico.org"
-_POLICY_API = "policy.networking.k8s.io"
-KUBE_RESOURCES: tuple[KubeResource, ...] = (
-    # Finished pods own no IPs and never get an endpoint: the API server filters them out.
-    KubeResource(
-        "", "v1", "pods", "Pod", True, field_selector="status.phase!=Succeeded,status.phase!=Failed"
-    ),
-    KubeResource("", "v1", "namespaces", "Namespace", False),
-    KubeResource("", "v1", "serviceaccounts", "ServiceAccount", True),
-    KubeResource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
-    KubeResource(_CRD, "v1", "networkpolicies", "NetworkPolicy", True, optional=True),
-    KubeResource(_CRD, "v1", "globalnetworkpolicies", "GlobalNetworkPolicy", False, optional=True),
-    KubeResource(_CRD, "v1", "tiers", "Tier", False, optional=True),
-    KubeResource(_CRD, "v1", "stagednetworkpolicies", "StagedNetworkPolicy", True, optional=True),
-    KubeResource(
-        _CRD, "v1", "stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy", False, optional=True
-    ),
-    KubeResource(
-        _CRD, "v1", "stagedkubernetesnetworkpolicies", "StagedKubernetesNetworkPolicy", True, optional=True
-    ),
-    KubeResource(_POLICY_API, "v1alpha1", "adminnetworkpolicies", "AdminNetworkPolicy", False, optional=True),
-    KubeResource(
-        _POLICY_API,
-        "v1alpha1",
-        "baselineadminnetworkpolicies",
-        "BaselineAdminNetworkPolicy",
-        False,
-        optional=True,
-    ),
-    KubeResource(
-        _POLICY_API, "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False, optional=True
-    ),
-)
-"""Everything the catalog needs, and nothing more (the ClusterRole in ``deploy/kubernetes`` grants
-get/list/watch on exactly these)."""
-
-_BY_GROUP_KIND = {(r.group, r.kind): r for r in KUBE_RESOURCES}
 
 
 def first_interface_prefix(value: str) -> str:
@@ -226,20 +142,10 @@ class KubeTranslator:
             "Tier": self._tier,
         }
 
-    @staticmethod
-    def resource_of(document: Mapping[str, Any]) -> KubeResource | None:
-        """The resource type of a document by its ``apiVersion`` group and ``kind`` (any version);
-        None for anything else (``projectcalico.org/v3`` objects, Deployments, ...)."""
-        api_version, kind = document.get("apiVersion"), document.get("kind")
-        if not isinstance(api_version, str) or not isinstance(kind, str):
-            return None
-        group = api_version.rpartition("/")[0]
-        return _BY_GROUP_KIND.get((group, kind))
-
     def document(self, document: Mapping[str, Any]) -> CalicoObject | None:
         """Translate a document that says what it is (``kubectl get -o json`` items, watch
         events); None when it is no Kubernetes type the catalog reads, or derives nothing."""
-        resource = self.resource_of(document)
+        resource = resource_of(document)
         return None if resource is None else self.translate(resource, document)
 
     def translate(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject | None:
@@ -374,7 +280,7 @@ class KubeTranslator:
                 isinstance(value, list) and all(isinstance(item, str) for item in value)
             ):
                 kept[field_name] = value
-        if resource.group == _POLICY_API:
+        if resource.group == POLICY_API_GROUP:
             kept = {}
             if isinstance(spec.get("priority"), int):
                 kept["order"] = spec["priority"]

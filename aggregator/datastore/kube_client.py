@@ -28,7 +28,7 @@ from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import SERVICE_ACCOUNT, KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 
-from aggregator.datastore.kdd_objects import KubeResource
+from aggregator.datastore.kdd_resources import KubeResource
 from aggregator.datastore.spec import KubernetesSpec
 
 __all__ = [

@@ -32,7 +32,8 @@ from typing import Any
 
 from aggregator.datastore.background import BackgroundSource
 from aggregator.datastore.cache import DatastoreCache
-from aggregator.datastore.kdd_objects import KUBE_RESOURCES, KubeResource, KubeTranslator
+from aggregator.datastore.kdd_objects import KubeTranslator
+from aggregator.datastore.kdd_resources import KUBE_RESOURCES, KubeResource
 from aggregator.datastore.kube_client import (
     KubeApiError,
     KubeClient,

@@ -15,7 +15,8 @@
 * :mod:`.tokens` -- a stand-in ServiceAccount token issuer: keys, tokens, its key set as file or URL.
 * :mod:`.kube_api` -- a protocol-faithful stand-in for kube-apiserver's list/watch (NOT a
   kube-apiserver: HTTPS, bearer token, paging, chunked watch streams, bookmarks, 410, 429, cut
-  connections), over :mod:`.kube_store` (versioned objects, compaction, field selectors);
+  connections), over :mod:`.kube_store` (versioned objects, compaction, field selectors) and
+  :mod:`.kube_http` (TLS, token, Status errors, chunked streams);
   :mod:`.kube_objects` -- Kubernetes objects shaped like real API output, and the demo's sample
   cluster as a KDD cluster.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.

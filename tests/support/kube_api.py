@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.support.kube_http import handler_class, status
 from tests.support.kube_store import Compacted, KubeStore, ServedType, StoredEvent, field_matches
 from tests.support.pki import Authority
 
@@ -106,11 +105,15 @@ class KubeApiServer:
         self.ca = authority.cert
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(issued.cert, issued.key)
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler_class(self))
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True, name="kube-api")
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return self._tls
 
     @property
     def url(self) -> str:
@@ -183,10 +186,13 @@ class KubeApiServer:
         with self.store.changed:
             return self._watches.get(path, 0)
 
+    def record(self, path: str, query: Mapping[str, str]) -> None:
+        self.requests.append(Request(path, query))
+
     def watch_requests(self, path: str) -> list[Request]:
         return [r for r in list(self.requests) if r.path == path and r.watch]
 
-    def _take_fault(self, path: str) -> tuple[int, float | None] | None:
+    def take_fault(self, path: str) -> tuple[int, float | None] | None:
         with self.store.changed:
             queue = self._faults.pending.get(path)
             return queue.pop(0) if queue else None
@@ -251,7 +257,7 @@ class KubeApiServer:
                 try:
                     events, reached = self.store.events_after(served.path, revision)
                 except Compacted as error:
-                    yield _line("ERROR", _status(410, "Expired", str(error)))
+                    yield _line("ERROR", status(410, "Expired", str(error)))
                     return
                 for event in events:
                     line = _event_line(event, selector)
@@ -266,7 +272,7 @@ class KubeApiServer:
                         return
                     if self._faults.expire != expire:
                         message = f"too old resource version: {revision} ({self.store.compacted})"
-                        yield _line("ERROR", _status(410, "Expired", message))
+                        yield _line("ERROR", status(410, "Expired", message))
                         return
                     if self.store.revision == revision:
                         self.store.changed.wait(0.05)
@@ -299,74 +305,3 @@ def _event_line(event: StoredEvent, selector: str) -> bytes | None:
     if was:
         return _line("DELETED", event.after)
     return None
-
-
-def _handler_class(api: KubeApiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            self.request = api._tls.wrap_socket(self.request, server_side=True)  # handshake in this thread
-            super().setup()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _json(self, code: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            api.requests.append(Request(url.path, query))
-            if self.headers.get("Authorization") != f"Bearer {api.token}":
-                return self._json(401, _status(401, "Unauthorized", "Unauthorized"))
-            served = api.store.types.get(url.path)
-            if served is None:
-                return self._json(
-                    404, _status(404, "NotFound", "the server could not find the requested resource")
-                )
-            fault = api._take_fault(url.path)
-            if fault is not None:
-                code, retry_after = fault
-                reason = "TooManyRequests" if code == 429 else "InternalError"
-                headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-                return self._json(code, _status(code, reason, f"injected {code}"), headers)
-            if query.get("watch") not in ("true", "1"):
-                try:
-                    return self._json(200, api.list_body(served, query))
-                except Compacted as error:
-                    message = (
-                        f"The provided continue parameter is too old to display a consistent list: {error}"
-                    )
-                    return self._json(410, _status(410, "Expired", message))
-            self._stream(served, query)
-
-        def _stream(self, served: ServedType, query: Mapping[str, str]) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
-                for line in api.watch_events(served, query):
-                    if line is None:  # half a chunk, then the connection is gone
-                        self.wfile.write(b'%x\r\n{"type":"MODI' % 200)
-                        self.wfile.flush()
-                        self.request.shutdown(socket.SHUT_RDWR)
-                        self.close_connection = True
-                        return
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-            except OSError:
-                self.close_connection = True
-
-    return Handler
