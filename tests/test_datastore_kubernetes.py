@@ -248,6 +248,24 @@ def test_a_deletion_missed_while_disconnected_is_found_by_the_relist(api: KubeAp
     run(scenario)
 
 
+def test_a_list_whose_continue_token_expired_starts_again(api: KubeApiServer) -> None:
+    async def scenario() -> None:
+        api.expire_next_continue(PODS)
+        cache = DatastoreCache(min_rebuild_interval=0.01)
+        source = make_source(api, cache)
+        source.start()
+        try:
+            catalog = await cache.wait_synced(timeout=10)
+            assert {p for _, p, _ in pods_of(catalog)} == {"web-1", "web-2", "checkout-1"}
+            lists = [r for r in api.requests if r.path == PODS and not r.watch]
+            assert "continue" in lists[1].query and "continue" not in lists[2].query  # 410, then anew
+            assert cache.status().relists == 0
+        finally:
+            await source.stop()
+
+    run(scenario)
+
+
 def test_429_waits_for_retry_after_and_5xx_backs_off(api: KubeApiServer) -> None:
     async def scenario() -> None:
         api.throttle(PODS, count=1, retry_after=1.0)

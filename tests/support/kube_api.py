@@ -82,6 +82,7 @@ class _Faults:
     pending: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
     expire: int = 0
     drop: int = 0
+    expire_continue: set[str] = field(default_factory=set)
 
 
 class KubeApiServer:
@@ -176,6 +177,12 @@ class KubeApiServer:
             self.store.changed.notify_all()
         return self.store.compact()
 
+    def expire_next_continue(self, path: str) -> None:
+        """Compact just before the next ``continue`` request to ``path``: its token is then too
+        old, and the list gets ``410 Expired`` (a list that takes longer than etcd's history)."""
+        with self.store.changed:
+            self._faults.expire_continue.add(path)
+
     def drop_watches(self) -> None:
         """Cut every open watch connection in the middle of a chunk."""
         with self.store.changed:
@@ -203,6 +210,11 @@ class KubeApiServer:
         """Raises :class:`Compacted` for an expired continue token."""
         token = query.get("continue", "")
         if token:
+            with self.store.changed:
+                if served.path in self._faults.expire_continue:
+                    self._faults.expire_continue.discard(served.path)
+                    self.store.put(next(o for _, o in self.store.snapshot(served.path, self.store.revision)))
+                    self.store.compact()
             state = json.loads(base64.urlsafe_b64decode(token))
             revision, start = int(state["rv"]), tuple(state["start"])
         else:
