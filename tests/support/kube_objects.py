@@ -24,6 +24,7 @@ from calico_accountant.felix.naming import KNP_STORED_PREFIX, stored_policy_name
 from calico_accountant_cli.demo.cluster import Cluster, Policy
 
 __all__ = [
+    "KubeClusterStore",
     "calico_policy",
     "calico_tier",
     "kdd_cluster",
@@ -333,3 +334,30 @@ def kdd_cluster(cluster: Cluster) -> list[dict[str, Any]]:
             )
         )
     return objects
+
+
+class KubeClusterStore:
+    """The demo's :class:`ClusterStore` interface (``spec``, ``write``) over the stand-in API
+    server: ``write`` makes it hold exactly the cluster's KDD objects, creating, replacing
+    and deleting like the controllers of a real cluster would.  ``args`` are the aggregator's
+    datastore flags."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.spec = "kubernetes"
+        self.args = ["--datastore", "kubernetes", "--kubeconfig", str(api.write_kubeconfig())]
+        self._held: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+        metadata = obj["metadata"]
+        return obj["apiVersion"], obj["kind"], metadata.get("namespace", ""), metadata["name"]
+
+    def write(self, cluster: Cluster) -> None:
+        wanted = {self._key(obj): obj for obj in kdd_cluster(cluster)}
+        for key, obj in wanted.items():
+            if self._held.get(key) != obj:
+                self.api.put(obj)
+        for key in set(self._held) - set(wanted):
+            self.api.delete(self._held[key])
+        self._held = wanted
