@@ -53,8 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--datastore",
         default=env("CALICO_ACCOUNTANT_DATASTORE", ""),
-        help="etcd://HOST:PORT[,HOST:PORT...], etcds://..., or file:PATH (YAML/JSON of Calico objects); "
+        help="etcd://HOST:PORT[,HOST:PORT...], etcds://..., kubernetes (the Kubernetes API datastore), or "
+        "file:PATH (YAML/JSON of Calico objects, or kubectl's listing of a KDD cluster); "
         "default $CALICO_ACCOUNTANT_DATASTORE; none: pods and policies stay unresolved",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig for --datastore kubernetes (default $KUBECONFIG's first file, else the in-cluster "
+        "ServiceAccount, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--interface-prefix",
+        default=env("FELIX_INTERFACEPREFIX") or "cali",
+        help="felix's interface prefix; its first entry names pods' veths in KDD mode "
+        "(default $FELIX_INTERFACEPREFIX, else cali)",
     )
     parser.add_argument("--etcd-ca", default=env("ETCD_CA_CERT_FILE"))
     parser.add_argument("--etcd-cert", default=env("ETCD_CERT_FILE"))
@@ -288,6 +301,8 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         health_host=args.health_host,
         health_port=args.health_port,
         datastore=args.datastore,
+        kubeconfig=args.kubeconfig,
+        interface_prefix=args.interface_prefix,
         etcd_ca=args.etcd_ca,
         etcd_cert=args.etcd_cert,
         etcd_key=args.etcd_key,

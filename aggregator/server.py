@@ -92,7 +92,9 @@ class AggregatorConfig:
     health_port: int = AGGREGATOR_HEALTH_PORT
     """``/healthz`` and ``/readyz``, served from start to stop (standby included)."""
     datastore: str = ""
-    """``etcd://host:port[,...]``, ``etcds://...`` or ``file:PATH``; empty: resolve nothing."""
+    """``etcd://host:port[,...]``, ``etcds://...``, ``kubernetes`` or ``file:PATH``; empty: none."""
+    kubeconfig: str | None = None
+    interface_prefix: str = "cali"
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
@@ -167,7 +169,12 @@ class Aggregator:
         resolver = Catalog.empty()
         spec = (
             parse_datastore_spec(
-                config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key
+                config.datastore,
+                ca=config.etcd_ca,
+                cert=config.etcd_cert,
+                key=config.etcd_key,
+                kubeconfig=config.kubeconfig,
+                interface_prefix=config.interface_prefix,
             )
             if config.datastore
             else None

@@ -1,7 +1,10 @@
 """The whole system, for real: etcd, iptables in namespaces, agents, aggregator, Prometheus.
 
 For each felix layout (v3.27: no tiers; v3.30: tiers and deny marks), with the bundled
-sample cluster written into a real etcd the way Calico stores it:
+sample cluster written into a real etcd the way Calico stores it (and, for v3.30, once more
+as a KDD cluster: Pods, Namespaces, ServiceAccounts, NetworkPolicies and Calico CRDs served by
+the stand-in API server of :mod:`tests.support.kube_api`, which is not a kube-apiserver, to an
+aggregator on ``--datastore kubernetes``):
 
 * two node namespaces with felix-shaped tables rendered from the cluster, eight pod
   namespaces behind Calico-named veths, a real agent process per node reading
@@ -71,6 +74,8 @@ from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
 from calico_accountant_cli.lab.traffic import Listener, start_listener
 from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
 from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.kube_api import KubeApiServer
+from tests.support.kube_objects import KubeClusterStore
 from tests.support.ports import free_port
 from tests.support.prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
 from tests.support.prometheus_server import PrometheusServer, prometheus_available
@@ -231,7 +236,7 @@ def _outcome_hit_key(o: Outcome) -> Key:
 class System:
     layout: Layout
     cluster: Cluster
-    store: ClusterStore
+    store: ClusterStore | KubeClusterStore
     wired: LabCluster
     supervisor: Supervisor
     prometheus: PrometheusServer
@@ -354,9 +359,18 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    layout: Layout = request.param
+    layout, datastore = request.param
     cluster = load_sample_cluster()
-    with EtcdServer() as etcd, ClusterStore(f"etcd://{etcd.endpoint}") as store, LabNetwork() as lab:
+    with contextlib.ExitStack() as stack:
+        store: ClusterStore | KubeClusterStore
+        if datastore == "kubernetes":
+            store = KubeClusterStore(stack.enter_context(KubeApiServer(tmp_path / "kube-api")))
+            datastore_args = store.args
+        else:
+            etcd = stack.enter_context(EtcdServer())
+            store = stack.enter_context(ClusterStore(f"etcd://{etcd.endpoint}"))
+            datastore_args = ["--datastore", store.spec]
+        lab = stack.enter_context(LabNetwork())
         store.write(cluster)
         wired = build_lab_cluster(lab, cluster)
         for node in cluster.nodes:
@@ -372,7 +386,7 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
                     "aggregator", "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
                     "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
                     "--health-host", "127.0.0.1", "--health-port", "0",
-                    "--datastore", store.spec, "--retired-grace", "1",
+                    *datastore_args, "--retired-grace", "1",
                 ),
             )  # fmt: skip
             wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", 30, aggregator)
@@ -403,7 +417,12 @@ def _new_cart(cluster: Cluster) -> Workload:
     return replace(old, node=node, pod=pod, interface=veth_name(old.namespace, pod), ipv4="169.254.20.15")
 
 
-@pytest.mark.parametrize("system", [Layout.V3_27, Layout.V3_30], indirect=True, ids=["v3.27", "v3.30"])
+@pytest.mark.parametrize(
+    "system",
+    [(Layout.V3_27, "etcd"), (Layout.V3_30, "etcd"), (Layout.V3_30, "kubernetes")],
+    indirect=True,
+    ids=["v3.27", "v3.30", "v3.30-kdd"],
+)
 def test_end_to_end(system: System) -> None:
     s = system
     flows = flows_of(s.cluster)

@@ -31,7 +31,7 @@ from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.parsing import parse_node
 from tests.support.accounting import accept
-from tests.support.dumps import scale_dump
+from tests.support.dumps import scale_dump, with_counters
 from tests.support.felix_render import render_restore, sized_model
 from tests.support.processes import Processes, processes
 from tests.support.scrape import http_get, metric_samples
@@ -376,24 +376,12 @@ def test_an_agent_reading_a_namespaces_real_iptables(run: Processes, tmp_path: P
             run.stop_all()  # the agent leaves the namespace before the lab deletes it
 
 
-def _with_counters(text: str) -> str:
-    """The sample dump (all zero) with made-up counters: rule i counts (i % 7 + 1) packets."""
-    lines = text.splitlines(keepends=True)
-    out = []
-    for index, line in enumerate(lines):
-        if line.startswith("[0:0] -A"):
-            packets = index % 7 + 1
-            line = f"[{packets}:{packets * 80}]" + line[len("[0:0]") :]
-        out.append(line)
-    return "".join(out)
-
-
 def test_names_are_resolved_from_a_file_datastore(run: Processes, tmp_path: Path) -> None:
     sample = Path(__file__).resolve().parent.parent / "calico_accountant_cli" / "sample"
     nodes = []
     for name in ("node-a", "node-b"):
         node = Node(
-            name, tmp_path / f"{name}.save", _with_counters((sample / f"{name}.v3.30.save").read_text())
+            name, tmp_path / f"{name}.save", with_counters((sample / f"{name}.v3.30.save").read_text())
         )
         node.write(1)
         nodes.append(node)

@@ -1,10 +1,12 @@
 """The Calico datastore as seen by the aggregator.
 
 * :mod:`.objects`: Calico objects decoded from etcd keys/values or manifests (pure);
+* :mod:`.kdd_objects`: Kubernetes objects translated the way Calico derives its objects in
+  KDD mode (pure), for the resource types of :mod:`.kdd_resources`;
 * :mod:`.spec`: the ``--datastore`` flag, parsed (pure);
 * :mod:`.cache`: the objects held in memory, and the catalogs built from them;
-* :mod:`.sources`: the backends (:mod:`.file`, :mod:`.etcd`) that list and follow a
-  datastore into a cache.
+* :mod:`.sources`: the backends (:mod:`.file`, :mod:`.etcd`, :mod:`.kubernetes` over
+  :mod:`.kube_client`) that list and follow a datastore into a cache.
 
 Usage::
 

@@ -5,7 +5,11 @@ Accepted contents (detected, not configured):
 * ``calicoctl get ... -o yaml|json`` output: one object, a ``kind: <X>List`` with
   ``items``, a plain list, or several YAML documents;
 * etcd key/value pairs: a JSON/YAML list of ``{"key": ..., "value": ...}`` where the value
-  is the stored JSON string (or the object itself), or ``etcdctl get --prefix -w json``.
+  is the stored JSON string (or the object itself), or ``etcdctl get --prefix -w json``;
+* a Kubernetes API datastore (KDD) cluster as ``kubectl get pods,namespaces,serviceaccounts,
+  networkpolicies.networking.k8s.io,networkpolicies.crd.projectcalico.org,... -A -o json|yaml``
+  prints it (a ``kind: List``): translated as the ``kubernetes`` datastore does
+  (:mod:`.kdd_objects`), pods named with ``interface_prefix``.
 
 The file is polled (mtime, size, inode) rather than watched with inotify, so it works
 on every filesystem and for files replaced by rename (ConfigMap mounts).  A file that
@@ -26,6 +30,7 @@ import yaml
 
 from aggregator.datastore.background import BackgroundSource
 from aggregator.datastore.cache import DatastoreCache
+from aggregator.datastore.kdd_objects import DEFAULT_INTERFACE_PREFIX, KubeTranslator
 from aggregator.datastore.objects import DecodeResult, decode_documents
 
 __all__ = ["DatastoreFileError", "FileDatastore", "decode_text", "read_datastore_file"]
@@ -39,7 +44,7 @@ class DatastoreFileError(Exception):
     """The file as a whole could not be read or parsed."""
 
 
-def decode_text(text: str) -> DecodeResult:
+def decode_text(text: str, interface_prefix: str = DEFAULT_INTERFACE_PREFIX) -> DecodeResult:
     """Decode a datastore file's text (pure); raises :class:`DatastoreFileError` if unparseable."""
     stripped = text.lstrip()
     documents: list[Any]
@@ -53,7 +58,7 @@ def decode_text(text: str) -> DecodeResult:
             documents = _load_yaml(text)
     except RecursionError:
         raise DatastoreFileError("nested too deep to be a file of Calico objects") from None
-    return decode_documents(documents)
+    return decode_documents(documents, KubeTranslator(interface_prefix).document)
 
 
 def _load_yaml(text: str) -> list[Any]:
@@ -63,7 +68,7 @@ def _load_yaml(text: str) -> list[Any]:
         raise DatastoreFileError(f"not valid YAML or JSON: {error}") from error
 
 
-def read_datastore_file(path: Path) -> DecodeResult:
+def read_datastore_file(path: Path, interface_prefix: str = DEFAULT_INTERFACE_PREFIX) -> DecodeResult:
     """Read and decode one datastore file (blocking: run it in a thread inside a loop)."""
     try:
         data = path.read_bytes()
@@ -73,16 +78,24 @@ def read_datastore_file(path: Path) -> DecodeResult:
         text = data.decode()
     except UnicodeDecodeError as error:
         raise DatastoreFileError(f"{path} is not UTF-8 ({error})") from error
-    return decode_text(text)
+    return decode_text(text, interface_prefix)
 
 
 class FileDatastore(BackgroundSource):
     """Feeds a :class:`DatastoreCache` from a file, polling for changes."""
 
-    def __init__(self, path: Path | str, cache: DatastoreCache, *, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        cache: DatastoreCache,
+        *,
+        poll_interval: float = 1.0,
+        interface_prefix: str = DEFAULT_INTERFACE_PREFIX,
+    ) -> None:
         self.path = Path(path)
         self.cache = cache
         self.poll_interval = poll_interval
+        self.interface_prefix = interface_prefix
         self._signature: tuple[int, int, int] | None = None
         self.loads = 0
         """Successful reads applied (for tests and status)."""
@@ -109,7 +122,7 @@ class FileDatastore(BackgroundSource):
         """Read the file now (blocking) and apply it; False if it could not be used."""
         signature = self._stat()
         try:
-            result = read_datastore_file(self.path)
+            result = read_datastore_file(self.path, self.interface_prefix)
         except DatastoreFileError as error:
             return self._failed(signature, error)
         self._signature = signature
@@ -119,7 +132,7 @@ class FileDatastore(BackgroundSource):
     async def _load(self) -> bool:
         signature = self._stat()
         try:
-            result = await asyncio.to_thread(read_datastore_file, self.path)
+            result = await asyncio.to_thread(read_datastore_file, self.path, self.interface_prefix)
         except DatastoreFileError as error:
             return self._failed(signature, error)
         self._signature = signature

@@ -12,7 +12,7 @@ kinds (nodes, IP pools, ...) are recognised and ignored without being counted as
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "CalicoObject",
     "DecodeResult",
     "ResourceType",
+    "Translate",
     "decode_documents",
     "object_from_etcd",
     "object_from_manifest",
@@ -89,7 +90,9 @@ class CalicoObject:
     """One projectcalico.org/v3 object.
 
     ``key`` is the etcd key (``/calico/resources/v3/projectcalico.org/<plural>/[<ns>/]<name>``),
-    also for objects read from a file, so both sources identify objects alike.
+    also for objects read from a file, so both sources identify objects alike; objects derived
+    from Kubernetes resources (KDD) are keyed by the resource they come from
+    (``kubernetes:<resource>/[<ns>/]<name>``, see :mod:`.kdd_objects`).
     ``revision`` is the etcd ModRevision (0 for files).  ``body`` is the parsed JSON
     (``kind``, ``apiVersion``, ``metadata``, ``spec``); treat it as read-only.
     Objects are compared by value (body included) and are not hashable.
@@ -220,20 +223,28 @@ class DecodeResult:
             self.errors.append(str(error))
 
 
-def decode_documents(documents: Iterable[Any]) -> DecodeResult:
+Translate = Callable[[Mapping[str, Any]], CalicoObject | None]
+"""Turns a document of another API (a Kubernetes Pod, Namespace...) into the object it derives,
+or None; raises :class:`BadObject`.  Called for documents whose ``apiVersion`` is set and is not
+``projectcalico.org/v3``."""
+
+
+def decode_documents(documents: Iterable[Any], translate: Translate | None = None) -> DecodeResult:
     """Decode parsed file documents in any of the accepted shapes.
 
     Accepted: a list (of objects or of ``{"key", "value"}`` pairs), ``kind: List`` or
-    ``kind: <X>List`` with ``items`` (calicoctl), single objects (multi-document YAML),
+    ``kind: <X>List`` with ``items`` (calicoctl, kubectl), single objects (multi-document YAML),
     and ``etcdctl get -w json`` output (``{"kvs": [...]}`` with base64 keys and values).
+    With ``translate``, objects of other APIs (``kubectl get -o json`` of a KDD cluster) are
+    translated by it; without, they are decoded as Calico objects of the same kind.
     """
     result = DecodeResult()
     for document in documents:
-        _decode_document(document, result, depth=0)
+        _decode_document(document, result, depth=0, translate=translate)
     return result
 
 
-def _decode_document(document: Any, result: DecodeResult, depth: int) -> None:
+def _decode_document(document: Any, result: DecodeResult, depth: int, translate: Translate | None) -> None:
     if document is None:
         return
     if depth > 3:
@@ -241,7 +252,7 @@ def _decode_document(document: Any, result: DecodeResult, depth: int) -> None:
         return
     if isinstance(document, list):
         for item in document:
-            _decode_document(item, result, depth + 1)
+            _decode_document(item, result, depth + 1, translate)
         return
     if not isinstance(document, Mapping):
         result.count_bad(BadObject("not_an_object", f"document is {type(document).__name__}"))
@@ -250,7 +261,7 @@ def _decode_document(document: Any, result: DecodeResult, depth: int) -> None:
     if isinstance(kind, str) and kind.endswith("List") and "items" in document:
         items = document.get("items")
         if isinstance(items, list):
-            _decode_document(items, result, depth + 1)
+            _decode_document(items, result, depth + 1, translate)
         elif items is not None:
             result.count_bad(BadObject("bad_list", f"{kind}.items is not a list"))
         return
@@ -264,6 +275,10 @@ def _decode_document(document: Any, result: DecodeResult, depth: int) -> None:
                 raise BadObject("bad_key", f"key is {type(key).__name__}")
             revision = document.get("mod_revision", 0)
             obj = object_from_etcd(key, document["value"], revision if isinstance(revision, int) else 0)
+        elif translate is not None and document.get("apiVersion") not in (None, API_VERSION):
+            if nesting_depth(document) > MAX_NESTING:
+                raise BadObject("too_deep", f"{kind}: nested more than {MAX_NESTING} levels")
+            obj = translate(document)
         else:
             obj = object_from_manifest(document)
     except BadObject as error:

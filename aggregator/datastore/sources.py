@@ -2,7 +2,7 @@
 
 A source lists the datastore once, then follows its changes, feeding a
 :class:`~aggregator.datastore.cache.DatastoreCache` that builds catalogs.  Each backend
-(:mod:`.file`, :mod:`.etcd`) implements :class:`DatastoreSource`; :func:`open_datastore`
+(:mod:`.file`, :mod:`.etcd`, :mod:`.kubernetes`) implements :class:`DatastoreSource`; :func:`open_datastore`
 picks one for a parsed ``--datastore`` spec.
 """
 
@@ -14,7 +14,8 @@ from typing import Protocol
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore
 from aggregator.datastore.file import FileDatastore
-from aggregator.datastore.spec import DatastoreSpec, FileSpec
+from aggregator.datastore.kubernetes import KubernetesDatastore
+from aggregator.datastore.spec import DatastoreSpec, FileSpec, KubernetesSpec
 
 __all__ = ["DatastoreSource", "open_datastore"]
 
@@ -32,11 +33,15 @@ class DatastoreSource(Protocol):
         """Cancel the task started by :meth:`start` and release connections."""
 
     def describe(self) -> str:
-        """``file:PATH`` or ``etcd://...``, for logs and status."""
+        """``file:PATH``, ``etcd://...`` or ``kubernetes``, for logs and status."""
 
 
 def open_datastore(spec: DatastoreSpec, cache: DatastoreCache) -> DatastoreSource:
     """A source that feeds ``cache`` from ``spec``; call ``start()`` inside the event loop."""
     if isinstance(spec, FileSpec):
-        return FileDatastore(spec.path, cache, poll_interval=spec.poll_interval)
+        return FileDatastore(
+            spec.path, cache, poll_interval=spec.poll_interval, interface_prefix=spec.interface_prefix
+        )
+    if isinstance(spec, KubernetesSpec):
+        return KubernetesDatastore(spec, cache)
     return EtcdDatastore(spec, cache)

@@ -1,4 +1,4 @@
-"""The ``--datastore`` flag: ``file:PATH`` or ``etcd://HOST:PORT[,HOST:PORT...]``.
+"""The ``--datastore`` flag: ``file:PATH``, ``etcd://HOST:PORT[,HOST:PORT...]`` or ``kubernetes``.
 
 Parsing is pure and strict (a typo is a startup error with a message saying what is
 accepted); :func:`aggregator.datastore.sources.open_datastore` turns a parsed spec into a
@@ -8,6 +8,7 @@ running source.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -17,12 +18,13 @@ __all__ = [
     "EtcdEndpoint",
     "EtcdSpec",
     "FileSpec",
+    "KubernetesSpec",
     "TlsFiles",
     "parse_datastore_spec",
 ]
 
 _USAGE = (
-    "expected file:PATH or etcd://HOST:PORT[,HOST:PORT...] "
+    "expected file:PATH, kubernetes, or etcd://HOST:PORT[,HOST:PORT...] "
     "(TLS: etcd://...?ca=CA.pem&cert=CERT.pem&key=KEY.pem, or the --etcd-ca/--etcd-cert/--etcd-key flags)"
 )
 
@@ -33,9 +35,27 @@ class FileSpec:
 
     path: Path
     poll_interval: float = 1.0
+    interface_prefix: str = "cali"
+    """Names the veths of pods read from a ``kubectl get -o json`` listing (``FELIX_INTERFACEPREFIX``)."""
 
     def describe(self) -> str:
         return f"file:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesSpec:
+    """The Kubernetes API datastore (KDD): Calico's state read from the API server.
+
+    ``kubeconfig``: a kubeconfig file (``--kubeconfig``, else the first of ``$KUBECONFIG``);
+    None: the pod's ServiceAccount when running in a cluster, else ``~/.kube/config``.
+    """
+
+    kubeconfig: Path | None = None
+    interface_prefix: str = "cali"
+    """felix's ``FELIX_INTERFACEPREFIX`` (its first entry names the pods' veths)."""
+
+    def describe(self) -> str:
+        return f"kubernetes ({self.kubeconfig})" if self.kubeconfig else "kubernetes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +90,7 @@ class EtcdSpec:
         return f"{scheme}://" + ",".join(e.target for e in self.endpoints)
 
 
-DatastoreSpec = FileSpec | EtcdSpec
+DatastoreSpec = FileSpec | EtcdSpec | KubernetesSpec
 
 
 def parse_datastore_spec(
@@ -80,20 +100,29 @@ def parse_datastore_spec(
     cert: str | Path | None = None,
     key: str | Path | None = None,
     poll_interval: float = 1.0,
+    kubeconfig: str | Path | None = None,
+    interface_prefix: str = "cali",
 ) -> DatastoreSpec:
     """Parse the ``--datastore`` flag value; raises ``ValueError`` with usage on bad input.
 
     ``etcds://`` is accepted as ``etcd://`` with TLS using the system CA roots.  TLS
     files may be given as keyword arguments (the CLI flags) or as ``?ca=&cert=&key=``.
+    ``kubernetes`` (also ``kdd``) takes ``kubeconfig`` (a path, or a ``$KUBECONFIG``-style
+    list whose first entry is used) and ``interface_prefix``, which files use too.
     """
     spec = spec.strip()
+    if not interface_prefix.split(",", 1)[0].strip():
+        raise ValueError("--interface-prefix: empty; felix's default is cali")
+    if spec in ("kubernetes", "kdd"):
+        first = str(kubeconfig or "").split(os.pathsep, 1)[0].strip()
+        return KubernetesSpec(Path(first).expanduser() if first else None, interface_prefix)
     if spec.startswith("file:"):
         path = spec[len("file:") :]
         if path.startswith("//"):
             path = path[2:]
         if not path:
             raise ValueError(f"datastore {spec!r}: missing path; {_USAGE}")
-        return FileSpec(Path(path), poll_interval)
+        return FileSpec(Path(path), poll_interval, interface_prefix)
     for scheme in ("etcd://", "etcds://"):
         if spec.startswith(scheme):
             break

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -46,7 +47,8 @@ def register(subparsers: Any) -> None:
         "--datastore",
         required=True,
         metavar="SPEC",
-        help="file:PATH (calicoctl YAML/JSON or etcd key/values) or etcd://HOST:PORT[,...]",
+        help="file:PATH (calicoctl YAML/JSON, etcd key/values, or kubectl's -o json|yaml listing of a "
+        "KDD cluster), etcd://HOST:PORT[,...], or kubernetes",
     )
     parser.add_argument("--node", required=True, help="the node the dumps come from (as Calico names it)")
     parser.add_argument("--format", choices=("json", "prometheus"), default="json")
@@ -67,7 +69,17 @@ def register(subparsers: Any) -> None:
         metavar="LABEL,...",
         help="label allow-list for prometheus format: other labels are dropped and their series summed",
     )
-    parser.add_argument("--datastore-timeout", type=float, default=30.0, help="seconds to wait for etcd")
+    parser.add_argument(
+        "--datastore-timeout", type=float, default=30.0, help="seconds to wait for etcd or the API server"
+    )
+    parser.add_argument(
+        "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="for --datastore kubernetes"
+    )
+    parser.add_argument(
+        "--interface-prefix",
+        default=os.environ.get("FELIX_INTERFACEPREFIX") or "cali",
+        help="felix's interface prefix, naming pods' veths in KDD listings ($FELIX_INTERFACEPREFIX, cali)",
+    )
     parser.add_argument("--etcd-ca", help="CA bundle for etcd TLS")
     parser.add_argument("--etcd-cert", help="client certificate for etcd")
     parser.add_argument("--etcd-key", help="client key for etcd")
@@ -84,17 +96,21 @@ def load_catalog(
     ca: str | None = None,
     cert: str | None = None,
     key: str | None = None,
+    kubeconfig: str | None = None,
+    interface_prefix: str = "cali",
     warn: TextIO | None = None,
 ) -> Catalog:
     """A catalog from a ``--datastore`` spec, read once.  Raises ``ValueError`` (bad spec),
-    ``OSError``/``DatastoreFileError`` (unreadable file) or ``TimeoutError`` (etcd)."""
+    ``OSError``/``DatastoreFileError`` (unreadable file) or ``TimeoutError`` (etcd, API server)."""
     from aggregator.datastore.spec import FileSpec, parse_datastore_spec
 
-    parsed = parse_datastore_spec(spec, ca=ca, cert=cert, key=key)
+    parsed = parse_datastore_spec(
+        spec, ca=ca, cert=cert, key=key, kubeconfig=kubeconfig, interface_prefix=interface_prefix
+    )
     if isinstance(parsed, FileSpec):
         from aggregator.datastore.file import read_datastore_file
 
-        result = read_datastore_file(parsed.path)
+        result = read_datastore_file(parsed.path, parsed.interface_prefix)
         if warn is not None:
             for reason, count in sorted(result.bad.items()):
                 warn.write(f"datastore: skipped {count} object(s): {reason}\n")
@@ -231,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
             ca=args.etcd_ca,
             cert=args.etcd_cert,
             key=args.etcd_key,
+            kubeconfig=args.kubeconfig,
+            interface_prefix=args.interface_prefix,
             warn=err,
         )
     except (ValueError, OSError, TimeoutError) as error:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from aggregator.datastore.spec import EtcdSpec, FileSpec, parse_datastore_spec
+from aggregator.datastore.spec import EtcdSpec, FileSpec, KubernetesSpec, parse_datastore_spec
 from calico_accountant_cli.demo.cluster import Cluster, manifest_documents, stored_documents
 
 __all__ = ["ClusterStore"]
@@ -36,7 +36,7 @@ class ClusterStore:
             self._etcd: EtcdSpec | None = None
             return
         parsed = parse_datastore_spec(spec)
-        if isinstance(parsed, FileSpec):
+        if isinstance(parsed, FileSpec | KubernetesSpec):
             raise ValueError(
                 "the demo writes its own file datastore; use --datastore etcd://HOST:PORT or none"
             )

@@ -24,6 +24,19 @@ def scale_dump(text: str, factor: int) -> str:
     return _PREFIX.sub(lambda m: f"[{int(m.group(1)) * factor}:{int(m.group(2)) * factor}]", text)
 
 
+def with_counters(text: str) -> str:
+    """A dump whose counters are all zero (the bundled samples) with made-up ones: rule i
+    counts (i % 7 + 1) packets of 80 bytes."""
+    lines = text.splitlines(keepends=True)
+    out = []
+    for index, line in enumerate(lines):
+        if line.startswith("[0:0] -A"):
+            packets = index % 7 + 1
+            line = f"[{packets}:{packets * 80}]" + line[len("[0:0]") :]
+        out.append(line)
+    return "".join(out)
+
+
 def scale_records(records: Sequence[CounterRecord], factor: int) -> list[CounterRecord]:
     return [r._replace(packets=r.packets * factor, bytes=r.bytes * factor) for r in records]
 

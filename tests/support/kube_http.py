@@ -1,0 +1,97 @@
+"""The HTTP side of the stand-in Kubernetes API server (:mod:`tests.support.kube_api`, NOT a
+kube-apiserver): TLS handshakes in the request's thread, bearer-token checks, ``Status`` errors,
+injected faults, JSON lists, and watches as chunked streams (or cut in the middle of a chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.support.kube_store import Compacted, ServedType
+
+if TYPE_CHECKING:
+    from tests.support.kube_api import KubeApiServer
+
+__all__ = ["handler_class", "status"]
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A ``metav1.Status`` as kube-apiserver sends it with an error."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}  # fmt: skip
+
+
+def handler_class(api: KubeApiServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            self.request = api.tls.wrap_socket(self.request, server_side=True)  # handshake in this thread
+            super().setup()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _json(self, code: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            api.record(url.path, query)
+            if self.headers.get("Authorization") != f"Bearer {api.token}":
+                return self._json(401, status(401, "Unauthorized", "Unauthorized"))
+            served = api.store.types.get(url.path)
+            if served is None:
+                return self._json(
+                    404, status(404, "NotFound", "the server could not find the requested resource")
+                )
+            fault = api.take_fault(url.path)
+            if fault is not None:
+                code, retry_after = fault
+                reason = "TooManyRequests" if code == 429 else "InternalError"
+                headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+                return self._json(code, status(code, reason, f"injected {code}"), headers)
+            if query.get("watch") not in ("true", "1"):
+                try:
+                    return self._json(200, api.list_body(served, query))
+                except Compacted as error:
+                    message = (
+                        f"The provided continue parameter is too old to display a consistent list: {error}"
+                    )
+                    return self._json(410, status(410, "Expired", message))
+            self._stream(served, query)
+
+        def _stream(self, served: ServedType, query: Mapping[str, str]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for line in api.watch_events(served, query):
+                    if line is None:  # half a chunk, then the connection is gone
+                        self.wfile.write(b'%x\r\n{"type":"MODI' % 200)
+                        self.wfile.flush()
+                        self.request.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+
+    return Handler
