@@ -304,7 +304,7 @@ def test_staged_policies_are_known_but_have_no_chains() -> None:
     catalog = Catalog.from_objects([staged, policy("StagedGlobalNetworkPolicy", "", "default.g")])
     stats = catalog.resolution_stats()
     assert (stats.policies, stats.staged_policies) == (2, 2)
-    assert catalog.policy(felix_name("cali-pi-", "prod/default.try-me")).kind == "Unresolved"
+    assert catalog.policy(felix_name("cali-pi-", "prod/default.try-me")).kind is PolicyKind.UNRESOLVED
 
 
 def test_admin_network_policies() -> None:
@@ -373,7 +373,7 @@ def test_rebuild_with_previous_equals_fresh_build_and_leaves_old_intact() -> Non
     fresh = Catalog.from_objects(changed)
     assert second.policies() == fresh.policies()
     assert second.workloads() == fresh.workloads()
-    assert second.policy(chain0).kind == "Unresolved"
+    assert second.policy(chain0).kind is PolicyKind.UNRESOLVED
     assert second.policy(felix_name("cali-pi-", "shop/default.renamed")).name == "renamed"
     assert not second.workload("node-a", veth("shop", "p3")).resolved
     # The old catalog still answers from its own snapshot.

@@ -23,6 +23,7 @@ from aggregator.catalog.index import Catalog
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.etcd import EtcdDatastore, list_pinned
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
+from aggregator.model import PolicyKind
 from tests.support.etcd_cluster import EtcdCluster
 from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from tests.support.pki import TlsMaterial, make_tls_material
@@ -212,10 +213,12 @@ def test_list_then_watch_changes(etcd: EtcdServer) -> None:
             await writer.delete(np_kv("shop", "default.allow-web")[0])
             await writer.put(*np_kv("shop", "default.allow-web-v2"))
             catalog = await wait_until(cache, lambda c: c.policy(new_chain).name == "allow-web-v2")
-            assert catalog.policy(old_chain).kind == "Unresolved"
+            assert catalog.policy(old_chain).kind is PolicyKind.UNRESOLVED
             # Policy deleted.
             await writer.delete(gnp_kv("default.allow-dns")[0])
-            await wait_until(cache, lambda c: c.policy("cali-pi-default.allow-dns").kind == "Unresolved")
+            await wait_until(
+                cache, lambda c: c.policy("cali-pi-default.allow-dns").kind is PolicyKind.UNRESOLVED
+            )
             # A good object overwritten with garbage is dropped and counted.
             await writer.put(wep_kv("shop", "web-2")[0], "[]")
             await wait_until(cache, lambda c: not c.workload("node-a", veth("shop", "web-2")).resolved)

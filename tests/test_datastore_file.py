@@ -20,6 +20,7 @@ from aggregator.datastore.file import DatastoreFileError, FileDatastore, decode_
 from aggregator.datastore.objects import object_from_manifest
 from aggregator.datastore.sources import open_datastore
 from aggregator.datastore.spec import EtcdEndpoint, EtcdSpec, FileSpec, TlsFiles, parse_datastore_spec
+from aggregator.model import PolicyKind
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
 
@@ -243,7 +244,7 @@ def test_file_source_rereads_on_change(tmp_path: Path) -> None:
             os.replace(replacement, path)
             catalog = await cache.wait_for_change(generation, timeout=5)
             assert catalog.workload("node-a", veth("shop", "web-2")).ips == ("169.254.7.2",)
-            assert catalog.policy("cali-pi-np/shop/allow-web").kind == "Unresolved"
+            assert catalog.policy("cali-pi-np/shop/allow-web").kind is PolicyKind.UNRESOLVED
             assert catalog.policy("cali-pi-np/shop/allow-web-v2").name == "allow-web-v2"
 
             # Garbage: the previous objects stay, the error is recorded.

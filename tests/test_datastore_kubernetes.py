@@ -22,6 +22,7 @@ from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.kubernetes import KubernetesDatastore
 from aggregator.datastore.sources import open_datastore
 from aggregator.datastore.spec import KubernetesSpec, parse_datastore_spec
+from aggregator.model import PolicyKind
 from calico_accountant.felix.naming import length_limited_id, veth_name
 from tests.support.kube_api import KubeApiServer
 from tests.support.kube_objects import (
@@ -152,14 +153,16 @@ def test_list_then_watch_follows_pods_namespaces_and_policies(api: KubeApiServer
             catalog = await wait_for(
                 cache, lambda c: c.policy(knp_chain("shop", "allow-web-v2")).name == "allow-web-v2"
             )
-            assert catalog.policy(knp_chain("shop", "allow-web")).kind == "Unresolved"
+            assert catalog.policy(knp_chain("shop", "allow-web")).kind is PolicyKind.UNRESOLVED
             # Calico CRDs come and go by their stored names.
             api.put(calico_policy("GlobalNetworkPolicy", "security.block-egress", {"tier": "security"}))
             chain = length_limited_id("cali-po-", "security/security.block-egress")
             catalog = await wait_for(cache, lambda c: c.policy(chain).name == "block-egress")
             assert catalog.policy(chain).tier == "security"
             api.delete(calico_policy("GlobalNetworkPolicy", "default.allow-dns", {}))
-            await wait_for(cache, lambda c: c.policy("cali-pi-default.allow-dns").kind == "Unresolved")
+            await wait_for(
+                cache, lambda c: c.policy("cali-pi-default.allow-dns").kind is PolicyKind.UNRESOLVED
+            )
 
             # Watches ended by timeoutSeconds were resumed, never re-listed; an idle type's
             # resourceVersion moved on with bookmarks.
