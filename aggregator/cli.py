@@ -93,8 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         default=env("CALICO_ACCOUNTANT_CHECKPOINT", ""),
         metavar="SPEC",
-        help="where to keep the totals across restarts: file:PATH or etcd (the datastore's etcd, under "
-        "/calico-accountant/v1/); default $CALICO_ACCOUNTANT_CHECKPOINT; none: a restart counts from zero",
+        help="where to keep the totals across restarts: file:PATH, etcd (the datastore's etcd, under "
+        "/calico-accountant/v1/) or kubernetes (ConfigMaps in the aggregator's namespace, with --datastore "
+        "kubernetes); default $CALICO_ACCOUNTANT_CHECKPOINT; none: a restart counts from zero",
     )
     parser.add_argument(
         "--checkpoint-interval", type=float, default=10.0, help="seconds between checkpoints (default 10)"
@@ -109,9 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--leader-election",
         default=env("CALICO_ACCOUNTANT_LEADER_ELECTION", "none"),
-        metavar="none|etcd",
-        help="etcd: run several replicas, one serves (a lease in the datastore's etcd; needs "
-        "--datastore etcd://... and --checkpoint etcd); default $CALICO_ACCOUNTANT_LEADER_ELECTION or none",
+        metavar="none|etcd|kubernetes",
+        help="run several replicas, one serves: etcd (a lease in the datastore's etcd; needs --datastore "
+        "etcd://... and --checkpoint etcd) or kubernetes (a coordination.k8s.io Lease in the aggregator's "
+        "namespace, $POD_NAMESPACE; needs --datastore kubernetes and --checkpoint kubernetes); default "
+        "$CALICO_ACCOUNTANT_LEADER_ELECTION or none",
     )
     parser.add_argument(
         "--leader-lease-ttl",

@@ -20,7 +20,8 @@ import pytest
 from aetcd import rpc
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aggregator.checkpoint.etcd import EtcdCheckpointStore, FencedOut
+from aggregator.checkpoint.etcd import EtcdCheckpointStore
+from aggregator.checkpoint.stores import FencedOut
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
 from aggregator.election.etcd import EtcdElection

@@ -15,6 +15,8 @@ cluster (:mod:`tests.support.simulated`); the oracle is the traffic.
   the lease's TTL, and the totals are exact again;
 * a leader that cannot renew its lease (etcd stopped) stops serving and exits with status
   3 within the TTL; when etcd is back the standby takes over;
+* the same with ``--datastore kubernetes --leader-election kubernetes --checkpoint kubernetes``
+  against the stand-in API server (a Lease, ConfigMaps);
 * ``--leader-election etcd`` without an etcd datastore and checkpoint does not start.
 """
 
@@ -35,6 +37,8 @@ from calico_accountant_cli.demo.store import ClusterStore
 from tests.support.deployment import Deployment, assert_not_lower
 from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
 from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.kube_api import KubeApiServer
+from tests.support.kube_objects import KubeClusterStore
 from tests.support.processes import REPO, Process, Processes, processes
 from tests.support.serving import ready
 from tests.support.simulated import SimulatedCluster, accounting_series
@@ -84,53 +88,87 @@ def _takeover(deployment: Deployment[SimulatedCluster], standby: Process) -> Non
     wait_until(serving, timeout=30, interval=0.02, what=f"{standby.name} serving")
 
 
+def _kill_then_stop_the_leader(
+    deployment: Deployment[SimulatedCluster], backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL the leader while traffic moves, bring it back as a standby, SIGTERM the new
+    leader: both takeovers are measured, every series is exact after each and never lower."""
+    served, sim = deployment.served, deployment.sim
+    a = deployment.start("replica-a")
+    b = deployment.start("replica-b", serving=False)
+    _standing_by(b)
+    assert ready(a.health_port)[0] == 200
+    if shutil.which("ss"):
+        for port in (served.grpc_port, served.metrics_port):
+            holders = _listeners(port)
+            assert f"pid={a.popen.pid}," in holders and f"pid={b.popen.pid}," not in holders
+    deployment.start_agents()
+    deployment.step("round 1")
+    assert served.metric("calico_accountant_leader")[()] == 1
+    deployment.step("round 2")
+
+    before = accounting_series(served.scrape())
+    killed = time.monotonic()
+    a.stop(signal.SIGKILL)
+    sim.traffic(1)  # during the failover
+    _takeover(deployment, b)
+    takeover = time.monotonic() - killed
+    first = wait_until(served.scrape, timeout=20, interval=0.01, what="/metrics of the new leader")
+    assert_not_lower(before, first, "the new leader's first scrape")
+    served.wait_exact(sim.expected, "after the takeover (traffic during the failover included)")
+
+    a = deployment.start("replica-a", serving=False)  # back, as a standby
+    _standing_by(a)
+    deployment.step("round 3")
+    before = accounting_series(served.scrape())
+    stopped = time.monotonic()
+    assert b.stop(signal.SIGTERM) == 0
+    _takeover(deployment, a)
+    handover = time.monotonic() - stopped
+    sim.traffic(1)
+    text = served.wait_exact(sim.expected, "after the handover")
+    assert_not_lower(before, text, "after the handover")
+    with capsys.disabled():
+        print(
+            f"\n[failover, {backend}] leader SIGKILLed -> standby ready and serving gRPC: {takeover:.2f} s "
+            f"(lease TTL 5 s); leader SIGTERMed (resigns) -> standby serving: {handover:.2f} s"
+        )
+    assert takeover < 15
+    assert handover < 5  # no TTL to wait for: the leader resigned
+
+
 def test_a_killed_leader_is_replaced_within_seconds_and_nothing_is_lost(
     etcd: EtcdServer, run: Processes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with ClusterStore(f"etcd://{etcd.endpoint}") as store:
         deployment = Deployment.of(run, SimulatedCluster(tmp_path, store), *HA, "--leader-lease-ttl", "5")
-        served, sim = deployment.served, deployment.sim
-        a = deployment.start("replica-a")
-        b = deployment.start("replica-b", serving=False)
-        _standing_by(b)
-        assert ready(a.health_port)[0] == 200
-        if shutil.which("ss"):
-            for port in (served.grpc_port, served.metrics_port):
-                holders = _listeners(port)
-                assert f"pid={a.popen.pid}," in holders and f"pid={b.popen.pid}," not in holders
-        deployment.start_agents()
-        deployment.step("round 1")
-        assert served.metric("calico_accountant_leader")[()] == 1
-        deployment.step("round 2")
+        _kill_then_stop_the_leader(deployment, "etcd", capsys)
 
-        before = accounting_series(served.scrape())
-        killed = time.monotonic()
-        a.stop(signal.SIGKILL)
-        sim.traffic(1)  # during the failover
-        _takeover(deployment, b)
-        takeover = time.monotonic() - killed
-        first = wait_until(served.scrape, timeout=20, interval=0.01, what="/metrics of the new leader")
-        assert_not_lower(before, first, "the new leader's first scrape")
-        served.wait_exact(sim.expected, "after the takeover (traffic during the failover included)")
 
-        a = deployment.start("replica-a", serving=False)  # back, as a standby
-        _standing_by(a)
-        deployment.step("round 3")
-        before = accounting_series(served.scrape())
-        stopped = time.monotonic()
-        assert b.stop(signal.SIGTERM) == 0
-        _takeover(deployment, a)
-        handover = time.monotonic() - stopped
-        sim.traffic(1)
-        text = served.wait_exact(sim.expected, "after the handover")
-        assert_not_lower(before, text, "after the handover")
-        with capsys.disabled():
-            print(
-                f"\n[failover] leader SIGKILLed -> standby ready and serving gRPC: {takeover:.2f} s "
-                f"(lease TTL 5 s); leader SIGTERMed (resigns) -> standby serving: {handover:.2f} s"
-            )
-        assert takeover < 15
-        assert handover < 5  # no TTL to wait for: the leader resigned
+def test_on_the_kubernetes_datastore_a_lease_elects_and_configmaps_keep_the_checkpoint(
+    run: Processes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same failover with ``--datastore kubernetes``: the Lease and the checkpoint
+    ConfigMaps in the stand-in API server (:mod:`tests.support.kube_api`, NOT a
+    kube-apiserver), the catalog read from it."""
+    with KubeApiServer(tmp_path / "kube-api") as api:
+        store = KubeClusterStore(api)
+        sim = SimulatedCluster(tmp_path, store)
+        sim.traffic(2, counted=False)
+        flags = (
+            "--leader-election",
+            "kubernetes",
+            "--checkpoint",
+            "kubernetes",
+            "--checkpoint-interval",
+            "0.5",
+        )
+        deployment = Deployment(run, sim, (*store.args, *flags, "--leader-lease-ttl", "5"))
+        _kill_then_stop_the_leader(deployment, "kubernetes", capsys)
+        pointer = api.store.current(
+            "/api/v1/configmaps", ("calico-accountant", "calico-accountant-checkpoint")
+        )
+        assert pointer is not None and int(pointer["data"]["chunks"]) >= 1
 
 
 def test_a_leader_that_cannot_renew_its_lease_stops_serving_and_exits(

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from aetcd import rpc
 
+from aggregator.checkpoint.stores import FencedOut
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec
 
-__all__ = ["DEFAULT_PREFIX", "EtcdCheckpointStore", "Fence", "FencedOut"]
+__all__ = ["DEFAULT_PREFIX", "EtcdCheckpointStore", "Fence"]
 
 DEFAULT_PREFIX = "/calico-accountant/v1/checkpoint/"
 CHUNK_BYTES = 1024 * 1024
@@ -47,10 +48,6 @@ class Fence:
 
     key: bytes
     create_revision: int
-
-
-class FencedOut(Exception):
-    """The fence did not hold (this replica no longer leads): the checkpoint was not saved."""
 
 
 class EtcdCheckpointStore:

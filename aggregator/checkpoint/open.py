@@ -1,21 +1,31 @@
-"""``--checkpoint`` to a store: a file, or the datastore's etcd."""
+"""``--checkpoint`` to a store: a file, the datastore's etcd, or ConfigMaps of the API."""
 
 from __future__ import annotations
 
 from aggregator.checkpoint.etcd import EtcdCheckpointStore
 from aggregator.checkpoint.file import FileCheckpointStore
-from aggregator.checkpoint.stores import CheckpointSpec, CheckpointStore
-from aggregator.datastore.spec import DatastoreSpec, EtcdSpec
+from aggregator.checkpoint.kubernetes import KubernetesCheckpointStore
+from aggregator.checkpoint.stores import CheckpointBackend, CheckpointSpec, CheckpointStore
+from aggregator.datastore.kube_client import own_namespace
+from aggregator.datastore.spec import DatastoreSpec, EtcdSpec, KubernetesSpec
 
 __all__ = ["open_checkpoint_store"]
 
 
 def open_checkpoint_store(spec: CheckpointSpec, datastore: DatastoreSpec | None) -> CheckpointStore:
-    """The store ``spec`` names; ValueError for ``etcd`` without an etcd datastore."""
-    if spec.path is not None:
+    """The store ``spec`` names; ValueError when the datastore it lives in is not the one in use."""
+    if spec.backend is CheckpointBackend.FILE:
+        assert spec.path is not None
         return FileCheckpointStore(spec.path)
-    if not isinstance(datastore, EtcdSpec):
+    if spec.backend is CheckpointBackend.ETCD:
+        if not isinstance(datastore, EtcdSpec):
+            raise ValueError(
+                "--checkpoint etcd keeps checkpoints in the datastore's etcd: use --datastore etcd://..."
+            )
+        return EtcdCheckpointStore(datastore)
+    if not isinstance(datastore, KubernetesSpec):
         raise ValueError(
-            "--checkpoint etcd keeps checkpoints in the datastore's etcd: use --datastore etcd://..."
+            "--checkpoint kubernetes keeps checkpoints in ConfigMaps of the Kubernetes API: "
+            "use --datastore kubernetes"
         )
-    return EtcdCheckpointStore(datastore)
+    return KubernetesCheckpointStore(datastore, namespace=own_namespace())

@@ -7,13 +7,21 @@ returns it, or None when there is none yet.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["CheckpointSpec", "CheckpointStore", "parse_checkpoint_spec"]
+__all__ = ["CheckpointBackend", "CheckpointSpec", "CheckpointStore", "FencedOut", "parse_checkpoint_spec"]
 
-_USAGE = "expected file:PATH or etcd (the datastore's etcd, under /calico-accountant/v1/)"
+_USAGE = (
+    "expected file:PATH, etcd (the datastore's etcd, under /calico-accountant/v1/) or kubernetes "
+    "(ConfigMaps in the aggregator's namespace)"
+)
+
+
+class FencedOut(Exception):
+    """The fence did not hold (this replica no longer leads): the checkpoint was not saved."""
 
 
 class CheckpointStore(Protocol):
@@ -30,22 +38,33 @@ class CheckpointStore(Protocol):
         """Where, for logs."""
 
 
+class CheckpointBackend(enum.Enum):
+    FILE = "file"
+    """A file of this replica's own (``file:PATH``)."""
+    ETCD = "etcd"
+    """The datastore's etcd, under ``/calico-accountant/v1/checkpoint/``."""
+    KUBERNETES = "kubernetes"
+    """ConfigMaps in the aggregator's namespace (with ``--datastore kubernetes``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointSpec:
-    """A parsed ``--checkpoint``: a file path, or the datastore's etcd (``path`` None)."""
+    """A parsed ``--checkpoint``: its backend, and the file's path for ``file:``."""
 
-    path: Path | None
+    backend: CheckpointBackend
+    path: Path | None = None
 
     @property
-    def etcd(self) -> bool:
-        return self.path is None
+    def shared(self) -> bool:
+        """Whether every replica reads the same checkpoint (a file is each replica's own)."""
+        return self.backend is not CheckpointBackend.FILE
 
 
 def parse_checkpoint_spec(text: str) -> CheckpointSpec:
-    """``file:PATH`` or ``etcd``; ValueError with the accepted forms otherwise."""
+    """``file:PATH``, ``etcd`` or ``kubernetes``; ValueError with the accepted forms otherwise."""
     text = text.strip()
-    if text == "etcd":
-        return CheckpointSpec(None)
+    if text in ("etcd", "kubernetes"):
+        return CheckpointSpec(CheckpointBackend(text))
     if text.startswith("file:") and text[len("file:") :].strip():
-        return CheckpointSpec(Path(text[len("file:") :].strip()))
+        return CheckpointSpec(CheckpointBackend.FILE, Path(text[len("file:") :].strip()))
     raise ValueError(f"checkpoint {text!r}: {_USAGE}")

@@ -33,6 +33,7 @@ from aggregator.datastore.spec import KubernetesSpec
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "Conflict",
     "ConnectionLost",
     "KubeApiError",
     "KubeClient",
@@ -42,6 +43,7 @@ __all__ = [
     "Throttled",
     "WatchEvent",
     "load_config",
+    "own_namespace",
 ]
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -71,6 +73,11 @@ class Throttled(KubeApiError):
     """``429 Too Many Requests`` (API priority and fairness): retry after ``retry_after``."""
 
 
+class Conflict(KubeApiError):
+    """``409``: a create found the object there, or an update's resourceVersion was stale
+    (another writer came first: read again)."""
+
+
 class ConnectionLost(KubeApiError):
     """No answer, or the stream broke mid-way: resume from the last resourceVersion."""
 
@@ -87,6 +94,19 @@ class WatchEvent:
     type: str
     """``ADDED``, ``MODIFIED``, ``DELETED``, ``BOOKMARK`` or ``ERROR``."""
     object: Mapping[str, Any]
+
+
+def own_namespace() -> str:
+    """The aggregator's namespace, where its Lease and checkpoint ConfigMaps live:
+    ``$POD_NAMESPACE`` (the downward API), else the ServiceAccount's namespace file,
+    else ``calico-accountant``."""
+    named = os.environ.get("POD_NAMESPACE", "").strip()
+    if named:
+        return named
+    try:
+        return Path(SERVICE_ACCOUNT, "namespace").read_text().strip() or "calico-accountant"
+    except OSError:
+        return "calico-accountant"
 
 
 def load_config(spec: KubernetesSpec) -> SingleConfig:
@@ -134,6 +154,8 @@ def _raise_for(response: httpx2.Response, body: bytes, what: str) -> None:
         raise ResourceGone(message, code)
     if code == 404:
         raise NotServed(message, code)
+    if code == 409:
+        raise Conflict(message, code)
     if code == 429:
         raise Throttled(message, code, retry_after if retry_after is not None else 1.0)
     raise KubeApiError(message, code, retry_after)
@@ -187,6 +209,59 @@ class KubeClient:
         return ListPage(
             items, str(metadata.get("resourceVersion") or ""), str(metadata.get("continue") or "")
         )
+
+    async def get_object(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path`` (``/api/v1/namespaces/NS/configmaps/NAME``), None when absent."""
+        return await self._request("GET", path, missing_ok=True)
+
+    async def create_object(self, collection: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` into ``collection``; :class:`Conflict` when the name is taken."""
+        created = await self._request("POST", collection, body=body)
+        assert created is not None
+        return created
+
+    async def replace_object(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT ``body`` (its ``metadata.resourceVersion`` is the precondition: :class:`Conflict`
+        when the object changed since it was read)."""
+        replaced = await self._request("PUT", path, body=body)
+        assert replaced is not None
+        return replaced
+
+    async def delete_object(self, path: str) -> None:
+        """DELETE ``path``; an object already gone is fine."""
+        await self._request("DELETE", path, missing_ok=True)
+
+    async def list_objects(self, collection: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every object of ``collection`` (one namespace's, small: no paging) matching the labels."""
+        params = {"labelSelector": label_selector} if label_selector else {}
+        found = await self._request("GET", collection, params=params)
+        items = (found or {}).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        what = f"{method} {path}"
+        try:
+            response = await self._http.request(method, path, json=body, params=params)
+        except httpx2.HTTPError as error:
+            raise ConnectionLost(f"{what}: {type(error).__name__}: {error}") from error
+        if response.status_code == 404 and missing_ok:
+            return None
+        _raise_for(response, response.content, what)
+        try:
+            decoded = json.loads(response.content) if response.content else {}
+        except ValueError as error:
+            raise KubeApiError(f"{what}: not JSON: {error}", response.status_code) from error
+        if not isinstance(decoded, dict):
+            raise KubeApiError(f"{what}: not an object", response.status_code)
+        return decoded
 
     async def watch(
         self, resource: KubeResource, resource_version: str, *, timeout_seconds: int

@@ -11,11 +11,10 @@ import signal
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from calico_accountant_cli.demo.store import ClusterStore
 from tests.support.ports import free_port
 from tests.support.processes import Process, Processes
 from tests.support.serving import Served
-from tests.support.simulated import Expected, accounting_series
+from tests.support.simulated import ClusterWriter, Expected, accounting_series
 
 __all__ = ["AGENT_INTERVAL", "Deployment", "Nodes", "assert_not_lower"]
 
@@ -29,7 +28,7 @@ class Nodes(Protocol):
     (:mod:`.kernel_cluster`)."""
 
     nodes: tuple[str, ...]
-    store: ClusterStore
+    store: ClusterWriter
     expected: Expected
 
     def command(self, node: str) -> str: ...

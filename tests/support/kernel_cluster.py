@@ -14,14 +14,13 @@ from __future__ import annotations
 from calico_accountant_cli.demo.cluster import load_sample_cluster
 from calico_accountant_cli.demo.dataplane import program_node, save_command
 from calico_accountant_cli.demo.plan import flows_of
-from calico_accountant_cli.demo.store import ClusterStore
 from calico_accountant_cli.demo.traffic import guard_pod, send_flows, start_listeners
 from calico_accountant_cli.demo.verdicts import outcomes_for
 from calico_accountant_cli.demo.wiring import build_lab_cluster
 from calico_accountant_cli.lab.calico_rules import Layout
 from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools
 from calico_accountant_cli.lab.netns import LabNetwork
-from tests.support.simulated import Expected
+from tests.support.simulated import ClusterWriter, Expected
 from tests.support.skips import kernel_skip_reason
 
 __all__ = ["KernelCluster", "kernel_cluster_skip_reason"]
@@ -37,7 +36,7 @@ def kernel_cluster_skip_reason() -> str | None:
 class KernelCluster:
     """The sample cluster wired in ``lab``; :meth:`close` stops its listeners."""
 
-    def __init__(self, lab: LabNetwork, store: ClusterStore, layout: Layout = Layout.V3_30) -> None:
+    def __init__(self, lab: LabNetwork, store: ClusterWriter, layout: Layout = Layout.V3_30) -> None:
         self.cluster = load_sample_cluster()
         self.layout = layout
         self.store = store

@@ -16,11 +16,13 @@ kube-apiserver does:
   (``ADDED``/``MODIFIED``/``DELETED``, ``BOOKMARK`` with ``allowWatchBookmarks``, field
   selectors with enter/leave semantics), ended after ``timeoutSeconds``; a resourceVersion
   older than a compaction gets an ``ERROR`` event carrying a ``410 Expired`` Status;
+* single objects of a namespace read, created, replaced (conditional on resourceVersion) and
+  deleted, for the Lease and the checkpoint ConfigMaps (:mod:`tests.support.kube_writes`);
 * faults on demand: ``429`` with ``Retry-After`` (:meth:`throttle`), ``5xx`` (:meth:`fail`),
   watches expired with a 410 ``ERROR`` event (:meth:`expire_watches`), and connections cut in
   the middle of a chunk (:meth:`drop_watches`).
 
-Everything else (writes, admission, RBAC, discovery, HTTP/2, protobuf) is left out.  The
+Everything else (other writes, admission, RBAC, discovery, HTTP/2, protobuf) is left out.  The
 objects it serves come from :mod:`tests.support.kube_objects`, shaped like real API output.
 """
 
@@ -39,8 +41,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.kube_http import handler_class, status
-from tests.support.kube_store import Compacted, KubeStore, ServedType, StoredEvent, field_matches
+from tests.support.kube_http import handler_class
+from tests.support.kube_store import Compacted, KubeStore, ServedType, StoredEvent, field_matches, status
 from tests.support.pki import Authority
 
 __all__ = ["DEFAULT_TYPES", "KubeApiServer", "Request"]
@@ -57,8 +59,12 @@ DEFAULT_TYPES = [
     ServedType(_CRD, "StagedNetworkPolicy", "stagednetworkpolicies", True, builtin=False),
     ServedType(_CRD, "StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies", False, builtin=False),
     ServedType(_CRD, "StagedKubernetesNetworkPolicy", "stagedkubernetesnetworkpolicies", True, builtin=False),
+    ServedType("v1", "ConfigMap", "configmaps", True),
+    ServedType("coordination.k8s.io/v1", "Lease", "leases", True),
 ]
-"""A Calico v3.30 cluster without the admin network policy CRDs (so those are ``404``)."""
+"""A Calico v3.30 cluster without the admin network policy CRDs (so those are ``404``), and the
+ConfigMaps and Leases of two aggregator replicas' checkpoint and election (read and written
+one object at a time: :mod:`tests.support.kube_writes`)."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,6 @@ class Request:
     @property
     def watch(self) -> bool:
         return self.query.get("watch") in ("true", "1")
-
-
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}  # fmt: skip
 
 
 @dataclass

@@ -12,18 +12,13 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.kube_store import Compacted, ServedType
+from tests.support.kube_store import Compacted, ServedType, status
+from tests.support.kube_writes import route_object, serve_write
 
 if TYPE_CHECKING:
     from tests.support.kube_api import KubeApiServer
 
-__all__ = ["handler_class", "status"]
-
-
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    """A ``metav1.Status`` as kube-apiserver sends it with an error."""
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}  # fmt: skip
+__all__ = ["handler_class"]
 
 
 def handler_class(api: KubeApiServer) -> type[BaseHTTPRequestHandler]:
@@ -53,6 +48,8 @@ def handler_class(api: KubeApiServer) -> type[BaseHTTPRequestHandler]:
             api.record(url.path, query)
             if self.headers.get("Authorization") != f"Bearer {api.token}":
                 return self._json(401, status(401, "Unauthorized", "Unauthorized"))
+            if route_object(api.store, url.path) is not None:
+                return self._write("GET")
             served = api.store.types.get(url.path)
             if served is None:
                 return self._json(
@@ -73,6 +70,39 @@ def handler_class(api: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                     )
                     return self._json(410, status(410, "Expired", message))
             self._stream(served, query)
+
+        def do_POST(self) -> None:
+            self._write("POST")
+
+        def do_PUT(self) -> None:
+            self._write("PUT")
+
+        def do_DELETE(self) -> None:
+            self._write("DELETE")
+
+        def _write(self, method: str) -> None:
+            """One object read or written (:mod:`tests.support.kube_writes`)."""
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            api.record(url.path, {**query, "method": method})
+            if self.headers.get("Authorization") != f"Bearer {api.token}":
+                return self._json(401, status(401, "Unauthorized", "Unauthorized"))
+            route = route_object(api.store, url.path)
+            if route is None:
+                return self._json(
+                    404, status(404, "NotFound", "the server could not find the requested resource")
+                )
+            fault = api.take_fault(url.path)
+            if fault is not None:
+                return self._json(fault[0], status(fault[0], "InternalError", f"injected {fault[0]}"))
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return self._json(400, status(400, "BadRequest", "the body is not JSON"))
+            code, answer = serve_write(api.store, method, route, body, query)
+            self._json(code, answer)
 
         def _stream(self, served: ServedType, query: Mapping[str, str]) -> None:
             self.send_response(200)

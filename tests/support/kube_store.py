@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Compacted", "KubeStore", "ServedType", "StoredEvent", "field_matches"]
+__all__ = ["Compacted", "KubeStore", "ServedType", "StoredEvent", "field_matches", "status"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ class StoredEvent:
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
     """None: deleted (then ``before`` is the last state, with the deletion's resourceVersion)."""
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A ``metav1.Status`` as kube-apiserver sends it with an error."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}  # fmt: skip
 
 
 class Compacted(Exception):

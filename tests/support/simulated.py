@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from calico_accountant_cli.demo.cluster import Cluster, load_sample_cluster
 from calico_accountant_cli.demo.plan import flows_of, node_packets
 from calico_accountant_cli.demo.render import carry_counters, node_ipsets, render_node_table
 from calico_accountant_cli.demo.simulate import advance_counters
-from calico_accountant_cli.demo.store import ClusterStore
 from calico_accountant_cli.demo.verdicts import Outcome, OutcomeKind, outcomes_for
 from calico_accountant_cli.lab.calico_rules import Layout
 from tests.support.dumps import write_atomic
@@ -134,10 +134,20 @@ def accounting_series(exposition: str) -> dict[tuple[str, tuple[tuple[str, str],
     return out
 
 
+class ClusterWriter(Protocol):
+    """Where a test cluster's objects go: etcd (the demo's
+    :class:`~calico_accountant_cli.demo.store.ClusterStore`) or the stand-in Kubernetes API
+    (:class:`~tests.support.kube_objects.KubeClusterStore`)."""
+
+    spec: str
+
+    def write(self, cluster: Cluster) -> None: ...
+
+
 class SimulatedCluster:
     """The sample cluster's nodes as dump files whose counters move with simulated traffic."""
 
-    def __init__(self, directory: Path, store: ClusterStore, layout: Layout = Layout.V3_30) -> None:
+    def __init__(self, directory: Path, store: ClusterWriter, layout: Layout = Layout.V3_30) -> None:
         self.cluster = load_sample_cluster()
         self.layout = layout
         self.store = store
