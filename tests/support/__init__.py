@@ -16,7 +16,8 @@
 * :mod:`.kube_api` -- a protocol-faithful stand-in for kube-apiserver's list/watch (NOT a
   kube-apiserver: HTTPS, bearer token, paging, chunked watch streams, bookmarks, 410, 429, cut
   connections), over :mod:`.kube_store` (versioned objects, compaction, field selectors) and
-  :mod:`.kube_http` (TLS, token, Status errors, chunked streams);
+  :mod:`.kube_http` (TLS, token, Status errors, chunked streams) and :mod:`.kube_writes`
+  (single objects read and written on resourceVersion preconditions: Leases, ConfigMaps);
   :mod:`.kube_objects` -- Kubernetes objects shaped like real API output, and the demo's sample
   cluster as a KDD cluster.
 * :mod:`.accounting` -- a fake catalog, counter records and snapshots for the accounting tests.
