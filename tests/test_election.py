@@ -171,13 +171,16 @@ def test_leader_election_refuses_what_two_replicas_cannot_share(tmp_path: Path) 
     assert open_election(LeaderElection.NONE, None, "") is None
     assert parse_leader_election("") is LeaderElection.NONE
     assert parse_leader_election("ETCD") is LeaderElection.ETCD
-    with pytest.raises(ValueError, match="expected one of none, etcd"):
-        parse_leader_election("kubernetes")
+    assert parse_leader_election("Kubernetes") is LeaderElection.KUBERNETES
+    with pytest.raises(ValueError, match="expected one of none, etcd, kubernetes"):
+        parse_leader_election("consul")
     with pytest.raises(ValueError, match="needs --datastore etcd://"):
         open_election(LeaderElection.ETCD, file, "etcd")
     with pytest.raises(ValueError, match=r"needs --datastore etcd://.*none is set"):
         open_election(LeaderElection.ETCD, None, "etcd")
-    with pytest.raises(ValueError, match=r"needs --checkpoint etcd.*this replica's own"):
+    with pytest.raises(
+        ValueError, match=r"needs --checkpoint etcd.*shared by every replica \(not --checkpoint file:"
+    ):
         open_election(LeaderElection.ETCD, etcd, f"file:{tmp_path / 'checkpoint'}")
     with pytest.raises(ValueError, match=r"needs --checkpoint etcd.*none is set"):
         open_election(LeaderElection.ETCD, etcd, "")

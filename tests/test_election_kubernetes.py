@@ -98,15 +98,15 @@ def test_a_dead_leaders_lease_is_taken_after_its_duration(api: KubeApiServer) ->
     async def scenario() -> float:
         a, b = _election(api, "a", ttl=2), _election(api, "b", ttl=2)
         await a.campaign()
-        keeper = a._keeper
-        assert keeper is not None
-        keeper.cancel()  # a dies: no more renewals, no resignation
+        tenure = a._tenure
+        assert tenure is not None
+        tenure.task.cancel()  # a dies: no more renewals, no resignation
         died = time.monotonic()
         await asyncio.wait_for(b.campaign(), 10)
         waited = time.monotonic() - died
         assert _lease(api)["holderIdentity"] == "b"
         await b.resign()
-        a._keeper = None
+        a._tenure = None
         await a.resign()
         return waited
 
@@ -207,9 +207,9 @@ def test_a_deposed_leader_cannot_replace_the_new_leaders_checkpoint(api: KubeApi
         assert await store_a.load() is None  # claims the pointer for a's epoch
         await store_a.save(b"a, while leading")
         epoch_a = a.epoch
-        keeper = a._keeper
-        assert keeper is not None
-        keeper.cancel()  # a stops renewing but has not noticed it lost; it still writes
+        tenure = a._tenure
+        assert tenure is not None
+        tenure.task.cancel()  # a stops renewing but has not noticed it lost; it still writes
         a.epoch = epoch_a
         await asyncio.wait_for(b.campaign(), 10)
         fence_checkpoints(b, store_b)
@@ -220,7 +220,7 @@ def test_a_deposed_leader_cannot_replace_the_new_leaders_checkpoint(api: KubeApi
         with pytest.raises(FencedOut):
             await store_a.save(b"a, deposed, again")
         kept = await store_b.load()
-        a._keeper = None
+        a._tenure = None
         for closing in (a.resign(), b.resign(), store_a.close(), store_b.close()):
             await closing
         return kept

@@ -15,11 +15,17 @@ restarts the container, which then stands by.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-__all__ = ["EXIT_LEADERSHIP_LOST", "Election", "replica_identity"]
+__all__ = ["EXIT_LEADERSHIP_LOST", "Election", "Tenure", "replica_identity"]
+
+log = logging.getLogger(__name__)
 
 EXIT_LEADERSHIP_LOST = 3
 """The aggregator's exit status when it stopped serving because it lost its lease."""
@@ -52,3 +58,39 @@ class Election(Protocol):
 def replica_identity() -> str:
     """``$POD_NAME`` (the Deployment sets it from the downward API), else ``hostname-pid``."""
     return os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Tenure:
+    """One won leadership, whatever the backend: the task that keeps it (``keep`` returns
+    why it was lost) and the future that loss resolves.  A bug in ``keep`` ends the
+    leadership (logged), never silently keeps it."""
+
+    def __init__(
+        self, what: str, keep: Callable[[], Awaitable[str]], on_loss: Callable[[], None] | None = None
+    ) -> None:
+        self._what = what
+        self._on_loss = on_loss
+        self._lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(self._hold(keep), name="leader-lease")
+
+    async def lost(self) -> str:
+        return await asyncio.shield(self._lost)
+
+    async def _hold(self, keep: Callable[[], Awaitable[str]]) -> None:
+        try:
+            reason = await keep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("leader election %s: keeping the lease failed unexpectedly", self._what)
+            reason = f"keeping the lease failed: {error}"
+        if self._on_loss is not None:
+            self._on_loss()
+        if not self._lost.done():
+            self._lost.set_result(reason)
+
+    async def end(self) -> None:
+        """Stop keeping the lease (resigning): the task is cancelled and awaited."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -24,7 +24,6 @@ checkpoint its successor writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +36,7 @@ from grpc.aio import EOF  # type: ignore[attr-defined]
 
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec
+from aggregator.election.base import Tenure
 
 __all__ = ["DEFAULT_KEY", "EtcdElection"]
 
@@ -75,8 +75,7 @@ class EtcdElection:
         self._holder = ""
         self._clock = clock
         self._deadline = 0.0
-        self._lost: asyncio.Future[str] | None = None
-        self._keeper: asyncio.Task[None] | None = None
+        self._tenure: Tenure | None = None
 
     def describe(self) -> str:
         return f"{self.channel.spec.describe()}{self.key.decode()}"
@@ -95,8 +94,7 @@ class EtcdElection:
                 revision = await self._try_acquire()
                 if revision is None:
                     log.info("leader election %s: this replica (%s) leads", self.describe(), self.identity)
-                    self._lost = asyncio.get_running_loop().create_future()
-                    self._keeper = asyncio.create_task(self._hold(), name="leader-lease")
+                    self._tenure = Tenure(self.describe(), self._keep_alive)
                     return
                 if self._holder != announced:
                     announced = self._holder
@@ -190,20 +188,9 @@ class EtcdElection:
     # -- holding -------------------------------------------------------------------------
 
     async def lost(self) -> str:
-        if self._lost is None:
+        if self._tenure is None:
             raise RuntimeError("lost() before campaign() won")
-        return await asyncio.shield(self._lost)
-
-    async def _hold(self) -> None:
-        try:
-            reason = await self._keep_alive()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug ends the leadership, never silently keeps it
-            log.exception("leader election %s: keep-alive failed unexpectedly", self.describe())
-            reason = f"keep-alive failed: {error}"
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(reason)
+        return await self._tenure.lost()
 
     async def _keep_alive(self) -> str:
         call: Any = None
@@ -244,11 +231,9 @@ class EtcdElection:
     # -- letting go ----------------------------------------------------------------------
 
     async def resign(self) -> None:
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        tenure, self._tenure = self._tenure, None
+        if tenure is not None:
+            await tenure.end()
         if self.lease_id:
             lease, self.lease_id, self.create_revision = self.lease_id, 0, 0
             if await self._revoke(lease):

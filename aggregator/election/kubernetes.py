@@ -28,7 +28,6 @@ an empty holder, so a standby takes over at its next poll instead of after the T
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +36,7 @@ from typing import Any
 
 from aggregator.datastore.kube_client import Conflict, KubeApiError, KubeClient, load_config
 from aggregator.datastore.spec import KubernetesSpec
+from aggregator.election.base import Tenure
 
 __all__ = ["DEFAULT_LEASE", "KubernetesLeaseElection", "lease_path"]
 
@@ -97,8 +97,7 @@ class KubernetesLeaseElection:
         """(resourceVersion, when this replica first saw it) of the Lease as last read."""
         self._lease: dict[str, Any] = {}
         self._deadline = 0.0
-        self._lost: asyncio.Future[str] | None = None
-        self._keeper: asyncio.Task[None] | None = None
+        self._tenure: Tenure | None = None
 
     def describe(self) -> str:
         return f"Lease {self.namespace}/{self.name} ({self.spec.describe()})"
@@ -124,8 +123,7 @@ class KubernetesLeaseElection:
             try:
                 if await self._try_acquire():
                     log.info("leader election %s: this replica (%s) leads", self.describe(), self.identity)
-                    self._lost = asyncio.get_running_loop().create_future()
-                    self._keeper = asyncio.create_task(self._hold(), name="leader-lease")
+                    self._tenure = Tenure(self.describe(), self._renew_until_lost, self._ended)
                     return
                 if self._holder != announced:
                     announced = self._holder
@@ -190,21 +188,12 @@ class KubernetesLeaseElection:
     # -- holding -------------------------------------------------------------------------
 
     async def lost(self) -> str:
-        if self._lost is None:
+        if self._tenure is None:
             raise RuntimeError("lost() before campaign() won")
-        return await asyncio.shield(self._lost)
+        return await self._tenure.lost()
 
-    async def _hold(self) -> None:
-        try:
-            reason = await self._renew_until_lost()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug ends the leadership, never silently keeps it
-            log.exception("leader election %s: renewal failed unexpectedly", self.describe())
-            reason = f"renewal failed: {error}"
-        self.epoch = -1
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(reason)
+    def _ended(self) -> None:
+        self.epoch = -1  # the checkpoint store's fence reads it: no save from now on
 
     async def _renew_until_lost(self) -> str:
         client = self.client()
@@ -240,11 +229,9 @@ class KubernetesLeaseElection:
     # -- letting go ----------------------------------------------------------------------
 
     async def resign(self) -> None:
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        tenure, self._tenure = self._tenure, None
+        if tenure is not None:
+            await tenure.end()
         if self.epoch >= 0 and self._lease:
             body = dict(self._lease)
             body["spec"] = {**_spec_of(self._lease), "holderIdentity": "", "leaseDurationSeconds": 1}
