@@ -63,6 +63,7 @@ def catalog() -> FakeCatalog:
 WORKLOAD_POLICY = "calico_accountant_workload_policy_packets_total"
 NODE_POLICY = "calico_accountant_node_policy_packets_total"
 CLUSTER_POLICY = "calico_accountant_cluster_policy_packets_total"
+APP_POLICY = "calico_accountant_app_policy_packets_total"
 
 
 def test_workload_policy_series_carry_the_resolved_names() -> None:
@@ -267,8 +268,28 @@ def test_levels_choose_what_is_exported() -> None:
     names = set(by_name(acct.view(0)))
     assert NODE_POLICY in names and CLUSTER_POLICY in names
     assert not any(name.startswith("calico_accountant_workload_") for name in names)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="subset of workload,app,node,cluster"):
         parse_levels("workload,pods")
+
+
+def test_the_app_level_sums_pods_of_one_app_and_fits_big_clusters() -> None:
+    acct = Accountant(catalog(), options=SeriesOptions(levels=parse_levels("app,node,cluster")))
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5), accept("cali2", "cali-pi-allow", 6)]), 0)
+    acct.apply(snapshot("n2", [no_policy_drop("cali3", 2), no_profile_drop("cali3", 1)]), 0)
+    families = by_name(acct.view(0))
+    assert not any(name.startswith("calico_accountant_workload_") for name in families)
+    labels, values = one(families[APP_POLICY])
+    assert (labels["namespace"], labels["app"], labels["policy"], values) == (
+        "shop",
+        "web",
+        "allow-web",
+        (11, 1100),
+    )
+    assert "pod" not in labels and "node" not in labels
+    labels, values = one(families["calico_accountant_app_no_policy_drop_packets_total"])
+    assert (labels["app"], labels["tier"], values[0]) == ("db", "default", 2)
+    labels, values = one(families["calico_accountant_app_profile_packets_total"])
+    assert (labels["app"], labels["verdict"], labels["profile"], values[0]) == ("db", "deny", "", 1)
 
 
 def test_allow_list_drops_labels_and_sums_what_merges() -> None:
@@ -498,7 +519,8 @@ def test_node_series_sum_workloads_and_cluster_series_sum_nodes(
             parse_labels("node,namespace,pod,direction,verdict,tier,policy_kind,policy_namespace,policy")
         )
     )
-    acct = Accountant(cat, options=SeriesOptions(allowed_labels=allowed))
+    every_level = parse_levels("workload,app,node,cluster")
+    acct = Accountant(cat, options=SeriesOptions(levels=every_level, allowed_labels=allowed))
     by_node: dict[str, dict[object, CounterRecord]] = defaultdict(dict)
     for node, record in batch:
         by_node[node][record.key] = record  # one value per key, like a real snapshot
@@ -513,6 +535,13 @@ def test_node_series_sum_workloads_and_cluster_series_sum_nodes(
     drops_cluster = families["calico_accountant_cluster_no_policy_drop_packets_total"]
     assert _sum(drops_workload, ("node", "direction")) == _sum(drops_node, ("node", "direction"))
     assert _sum(drops_node, ("direction",)) == _sum(drops_cluster, ("direction",))
+    # the app level: the workload series without the pod and node
+    app = ("namespace", "app") if allow_app else ("namespace",)
+    app_keys = (*app, *policy_keys[1:])
+    assert _sum(families[WORKLOAD_POLICY], app_keys) == _sum(families[APP_POLICY], app_keys)
+    drops_app = families["calico_accountant_app_no_policy_drop_packets_total"]
+    assert _sum(drops_workload, (*app, "direction", "tier")) == _sum(drops_app, (*app, "direction", "tier"))
+    assert _sum(drops_app, (*app, "direction")) == _sum(drops_cluster, (*app, "direction"))
     # and the grand total is what the records said
     expected = sum(
         r.packets

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aggregator.metrics import cluster, compat, node, workload
+from aggregator.metrics import app, cluster, compat, node, workload
 from aggregator.metrics.family import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 
@@ -22,9 +22,15 @@ __all__ = [
 ]
 
 #: Every counter family, in exposition order.
-FAMILIES: tuple[SeriesFamily, ...] = (*workload.FAMILIES, *node.FAMILIES, *cluster.FAMILIES, *compat.FAMILIES)
+FAMILIES: tuple[SeriesFamily, ...] = (
+    *workload.FAMILIES,
+    *app.FAMILIES,
+    *node.FAMILIES,
+    *cluster.FAMILIES,
+    *compat.FAMILIES,
+)
 
-_MODULES = (workload, node, cluster, compat)
+_MODULES = (workload, app, node, cluster, compat)
 
 SeriesMaker = Callable[[ResolvedCounter], list[tuple[SeriesFamily, tuple[str, ...]]]]
 

@@ -23,6 +23,8 @@ class Level(enum.StrEnum):
     """How far a family aggregates; ``--levels`` picks which are exported."""
 
     WORKLOAD = "workload"
+    APP = "app"
+    """Per (namespace, app) across the cluster: the level that fits big clusters."""
     NODE = "node"
     CLUSTER = "cluster"
     COMPAT = "compat"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aggregator.metrics import FAMILIES, Level, SeriesFamily
 
-__all__ = ["DEFAULT_LEVELS", "SeriesOptions", "parse_labels", "parse_levels"]
+__all__ = ["DEFAULT_LEVELS", "LEVEL_CHOICES", "SeriesOptions", "parse_labels", "parse_levels"]
 
 DEFAULT_LEVELS: frozenset[Level] = frozenset({Level.WORKLOAD, Level.NODE, Level.CLUSTER})
 
@@ -34,13 +34,18 @@ class SeriesOptions:
         return family.level in self.levels
 
 
+LEVEL_CHOICES = (Level.WORKLOAD, Level.APP, Level.NODE, Level.CLUSTER)
+"""What ``--levels`` accepts (the compatibility names have their own flag)."""
+
+
 def parse_levels(text: str) -> frozenset[Level]:
-    """``workload,node,cluster`` (any subset, comma separated) as levels; ValueError if unknown."""
+    """``workload,app,node,cluster`` (any subset, comma separated) as levels; ValueError if unknown."""
     names = [part.strip() for part in text.split(",") if part.strip()]
-    allowed = {level.value: level for level in DEFAULT_LEVELS}
+    allowed = {level.value: level for level in LEVEL_CHOICES}
     unknown = [name for name in names if name not in allowed]
     if unknown or not names:
-        raise ValueError(f"levels must be a comma-separated subset of workload,node,cluster, got {text!r}")
+        choices = ",".join(allowed)
+        raise ValueError(f"levels must be a comma-separated subset of {choices}, got {text!r}")
     return frozenset(allowed[name] for name in names)
 
 

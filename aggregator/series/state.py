@@ -45,7 +45,7 @@ from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
 
-_LEVEL_PRIORITY = (Level.CLUSTER, Level.NODE, Level.WORKLOAD, Level.COMPAT)
+_LEVEL_PRIORITY = (Level.CLUSTER, Level.APP, Level.NODE, Level.WORKLOAD, Level.COMPAT)
 DEFAULT_MAX_TOMBSTONES = 200_000
 """Removed series remembered for continuation (~200 bytes each)."""
 

@@ -1,0 +1,181 @@
+"""What each ``--levels`` setting costs as a cluster grows: series, scrape size and time, memory.
+
+    .venv/bin/python -m bench.levels_bench [--nodes 100,1000] [--levels LEVELS [LEVELS ...]]
+
+The node shape of the scale issue: 110 pods x 10 policies, both directions, an accept and
+a deny counter per pod, policy and direction plus a no-policy drop per pod and direction
+(4,620 counters a node).  The cluster grows the way real ones do: an application is ~10
+replicas spread over nodes (so ``nodes x 11`` apps in 50 namespaces), and its pods share
+its 10 policies, drawn from a cluster-wide pool of ``nodes x 2`` policies.  Every node's
+first full snapshot is the baseline and a second, with every counter moved, is counted.
+
+Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone):
+exported label sets (each a packets and a bytes sample), stored counters, the RSS after
+applying, the largest full garbage collection, the scrape's copy under the lock and the
+text render, the text's size and its gzip'd size (level 1, what a scrape with
+``Accept-Encoding: gzip`` gets), and the peak RSS while rendering.  A measurement, not a
+test: nothing asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from aggregator.accountant import Accountant
+from aggregator.exposition.text import render_text
+from aggregator.ledger.admission import Limits
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import FirstSnapshot
+from aggregator.series.options import SeriesOptions, parse_levels
+from calico_accountant.records import CounterRecord, Direction
+from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, snapshot
+
+PODS, POLICIES, REPLICAS, NAMESPACES = 110, 10, 10, 50
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@dataclass(frozen=True)
+class Shape:
+    nodes: int
+
+    @property
+    def apps(self) -> int:
+        return max(1, self.nodes * PODS // REPLICAS)
+
+    def app_of(self, node: int, pod: int) -> int:
+        return (node * PODS + pod) // REPLICAS
+
+    def policies_of(self, app: int) -> list[int]:
+        pool = max(POLICIES, 2 * self.nodes)
+        return [(app * 7 + k * 13) % pool for k in range(POLICIES)]
+
+
+def _catalog(shape: Shape) -> FakeCatalog:
+    catalog = FakeCatalog()
+    for node in range(shape.nodes):
+        for pod in range(PODS):
+            app = shape.app_of(node, pod)
+            catalog.add_pod(
+                f"node-{node}", f"cali{pod:011x}", f"ns{app % NAMESPACES}", f"pod-{node}-{pod}", f"app{app}"
+            )
+    for policy in range(max(POLICIES, 2 * shape.nodes)):
+        for prefix in ("cali-pi-", "cali-po-"):
+            catalog.add_policy(f"{prefix}_p{policy:05d}", f"policy-{policy}", f"ns{policy % NAMESPACES}")
+    return catalog
+
+
+def _records(shape: Shape, node: int, bump: int) -> list[CounterRecord]:
+    records = []
+    for pod in range(PODS):
+        iface = f"cali{pod:011x}"
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
+            for policy in shape.policies_of(shape.app_of(node, pod)):
+                chain = f"{prefix}_p{policy:05d}"
+                records.append(accept(iface, chain, 3 + bump, direction=direction, ids=(f"a{policy}",)))
+                records.append(deny(iface, chain, 1 + bump, direction=direction, ids=(f"d{policy}",)))
+            records.append(no_policy_drop(iface, 2 + bump, direction=direction))
+    return records
+
+
+def measure(nodes: int, levels: str) -> dict[str, float]:
+    shape = Shape(nodes)
+    catalog = _catalog(shape)
+    limits = Limits(max_nodes=nodes + 1, max_counters_per_node=1_000_000, max_counters=100_000_000)
+    accountant = Accountant(
+        catalog,
+        ledger=Ledger(first_snapshot=FirstSnapshot.BASELINE, limits=limits),
+        options=SeriesOptions(levels=parse_levels(levels)),
+    )
+    started = time.perf_counter()
+    counters = 0
+    for node in range(nodes):
+        first = _records(shape, node, 0)
+        counters += len(first)
+        accountant.apply(snapshot(f"node-{node}", first, sequence=1), 1)
+        accountant.apply(snapshot(f"node-{node}", _records(shape, node, 5), sequence=2), 2)
+    applied = time.perf_counter() - started
+    del catalog
+    gc_started = time.perf_counter()
+    gc.collect()
+    full_gc = time.perf_counter() - gc_started
+    rss_after_apply = _rss_mib()
+    started = time.perf_counter()
+    view = accountant.view(3)
+    copied = time.perf_counter() - started
+    started = time.perf_counter()
+    text = render_text(view)
+    rendered = time.perf_counter() - started
+    data = text.encode()
+    started = time.perf_counter()
+    zipped = gzip.compress(data, compresslevel=1)
+    gzipped = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "nodes": nodes,
+        "series": view.series_count,
+        "counters": counters,
+        "apply_s": applied,
+        "rss_mib": rss_after_apply,
+        "full_gc_s": full_gc,
+        "copy_s": copied,
+        "render_s": rendered,
+        "text_mb": len(data) / 1e6,
+        "gzip_mb": len(zipped) / 1e6,
+        "gzip_s": gzipped,
+        "peak_rss_mib": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", default="100,1000", help="comma-separated cluster sizes")
+    parser.add_argument(
+        "--levels", nargs="+", default=["workload,node,cluster", "app,node,cluster", "node,cluster"]
+    )
+    parser.add_argument("--one", nargs=2, metavar=("NODES", "LEVELS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(int(args.one[0]), args.one[1])))
+        return
+    header = (
+        f"{'nodes':>6} {'levels':<22} {'series':>10} {'counters':>10} {'B/series+ctr':>12} {'RSS MiB':>8} "
+        f"{'peak MiB':>8} {'apply s':>8} {'full GC s':>9} {'copy s':>7} {'render s':>8} {'text MB':>8} "
+        f"{'gzip MB':>8} {'gzip s':>7}"
+    )
+    print(f"node: {PODS} pods x {POLICIES} policies; ~{REPLICAS} replicas an app; {NAMESPACES} namespaces")
+    print(header)
+    for nodes in (int(n) for n in args.nodes.split(",")):
+        for levels in args.levels:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.levels_bench", "--one", str(nodes), levels],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            m = json.loads(done.stdout)
+            per = m["rss_mib"] * 2**20 / (m["series"] + m["counters"])
+            print(
+                f"{nodes:>6} {levels:<22} {m['series']:>10,} {m['counters']:>10,} {per:>12,.0f} "
+                f"{m['rss_mib']:>8,.0f} {m['peak_rss_mib']:>8,.0f} {m['apply_s']:>8.1f} "
+                f"{m['full_gc_s']:>9.2f} "
+                f"{m['copy_s']:>7.2f} {m['render_s']:>8.2f} {m['text_mb']:>8.1f} {m['gzip_mb']:>8.1f} "
+                f"{m['gzip_s']:>7.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
