@@ -2,12 +2,9 @@
 
     .venv/bin/python -m bench.levels_bench [--nodes 100,1000] [--levels LEVELS [LEVELS ...]]
 
-The node shape of the scale issue: 110 pods x 10 policies, both directions, an accept and
-a deny counter per pod, policy and direction plus a no-policy drop per pod and direction
-(4,620 counters a node).  The cluster grows the way real ones do: an application is ~10
-replicas spread over nodes (so ``nodes x 11`` apps in 50 namespaces), and its pods share
-its 10 policies, drawn from a cluster-wide pool of ``nodes x 2`` policies.  Every node's
-first full snapshot is the baseline and a second, with every counter moved, is counted.
+The cluster of :mod:`bench.cluster_shape` (110 pods x 10 policies a node, apps of ~10
+replicas across nodes).  Every node's first full snapshot is the baseline and a second,
+with every counter moved, is counted.
 
 Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone):
 exported label sets (each a packets and a bytes sample), stored counters, the RSS after
@@ -27,7 +24,6 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from aggregator.accountant import Accountant
 from aggregator.exposition.text import render_text
@@ -35,10 +31,8 @@ from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.series.options import SeriesOptions, parse_levels
-from calico_accountant.records import CounterRecord, Direction
-from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, snapshot
-
-PODS, POLICIES, REPLICAS, NAMESPACES = 110, 10, 10, 50
+from bench.cluster_shape import NAMESPACES, PODS, POLICIES, REPLICAS, Shape, catalog, node_records
+from tests.support.accounting import snapshot
 
 
 def _rss_mib() -> float:
@@ -46,68 +40,24 @@ def _rss_mib() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-@dataclass(frozen=True)
-class Shape:
-    nodes: int
-
-    @property
-    def apps(self) -> int:
-        return max(1, self.nodes * PODS // REPLICAS)
-
-    def app_of(self, node: int, pod: int) -> int:
-        return (node * PODS + pod) // REPLICAS
-
-    def policies_of(self, app: int) -> list[int]:
-        pool = max(POLICIES, 2 * self.nodes)
-        return [(app * 7 + k * 13) % pool for k in range(POLICIES)]
-
-
-def _catalog(shape: Shape) -> FakeCatalog:
-    catalog = FakeCatalog()
-    for node in range(shape.nodes):
-        for pod in range(PODS):
-            app = shape.app_of(node, pod)
-            catalog.add_pod(
-                f"node-{node}", f"cali{pod:011x}", f"ns{app % NAMESPACES}", f"pod-{node}-{pod}", f"app{app}"
-            )
-    for policy in range(max(POLICIES, 2 * shape.nodes)):
-        for prefix in ("cali-pi-", "cali-po-"):
-            catalog.add_policy(f"{prefix}_p{policy:05d}", f"policy-{policy}", f"ns{policy % NAMESPACES}")
-    return catalog
-
-
-def _records(shape: Shape, node: int, bump: int) -> list[CounterRecord]:
-    records = []
-    for pod in range(PODS):
-        iface = f"cali{pod:011x}"
-        for direction in (Direction.INGRESS, Direction.EGRESS):
-            prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
-            for policy in shape.policies_of(shape.app_of(node, pod)):
-                chain = f"{prefix}_p{policy:05d}"
-                records.append(accept(iface, chain, 3 + bump, direction=direction, ids=(f"a{policy}",)))
-                records.append(deny(iface, chain, 1 + bump, direction=direction, ids=(f"d{policy}",)))
-            records.append(no_policy_drop(iface, 2 + bump, direction=direction))
-    return records
-
-
 def measure(nodes: int, levels: str) -> dict[str, float]:
     shape = Shape(nodes)
-    catalog = _catalog(shape)
+    names = catalog(shape)
     limits = Limits(max_nodes=nodes + 1, max_counters_per_node=1_000_000, max_counters=100_000_000)
     accountant = Accountant(
-        catalog,
+        names,
         ledger=Ledger(first_snapshot=FirstSnapshot.BASELINE, limits=limits),
         options=SeriesOptions(levels=parse_levels(levels)),
     )
     started = time.perf_counter()
     counters = 0
     for node in range(nodes):
-        first = _records(shape, node, 0)
+        first = node_records(shape, node, 0)
         counters += len(first)
         accountant.apply(snapshot(f"node-{node}", first, sequence=1), 1)
-        accountant.apply(snapshot(f"node-{node}", _records(shape, node, 5), sequence=2), 2)
+        accountant.apply(snapshot(f"node-{node}", node_records(shape, node, 5), sequence=2), 2)
     applied = time.perf_counter() - started
-    del catalog
+    del names
     gc_started = time.perf_counter()
     gc.collect()
     full_gc = time.perf_counter() - gc_started

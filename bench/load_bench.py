@@ -1,0 +1,245 @@
+"""A load generator: many simulated agents streaming to one real aggregator process.
+
+    .venv/bin/python -m bench.load_bench [--nodes 100] [--workers 4] [--interval 10]
+                                         [--duration 60] [--levels workload,node,cluster]
+
+Real gRPC clients on loopback speak the ingest protocol as agents do: each simulated node
+(:mod:`bench.cluster_shape`: 110 pods x 10 policies, 4,620 counters) opens its own stream,
+sends a full snapshot at start -- all nodes at once, as after an aggregator restart -- and
+then, every ``--interval`` seconds (nodes spread evenly over the interval), a delta in which
+10 % of its counters moved (a different tenth each time, so pod churn touches everything).
+``--workers`` processes share the nodes (one asyncio loop and one channel each).  The
+aggregator runs without a datastore: names stay raw, which is the cheaper path for it.
+
+Reported: the start-up (from the first full snapshot sent until every node's was
+acknowledged) with its ack latencies; in the steady window, snapshots and counters applied
+per second, ack latency p50/p99/max, acks later than the agent's 30 s timeout, resyncs;
+the aggregator's CPU (cores, from /proc over the window, and the worst interval), its RSS and
+peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  A measurement, not a
+test: nothing asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from bench.cluster_shape import Shape, node_records
+from calico_accountant.records import CounterRecord
+from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
+from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.snapshots import build_snapshot
+from tests.support.ports import free_port
+from tests.support.processes import processes
+
+CHUNK = 4 * 1024 * 1024 - 64 * 1024
+ACK_TIMEOUT = 30.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _moved(records: list[CounterRecord], round_: int) -> list[CounterRecord]:
+    """A tenth of the counters, a different tenth each round, each one packet more."""
+    return [
+        r._replace(packets=r.packets + round_, bytes=r.bytes + 100 * round_)
+        for r in records[round_ % 10 :: 10]
+    ]
+
+
+async def _node(
+    stub: spb_grpc.IngestStub,
+    shape: Shape,
+    node: int,
+    offset: float,
+    args: argparse.Namespace,
+    out: dict[str, list[float]],
+) -> None:
+    queue: asyncio.Queue[spb.NodeSnapshot | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[spb.NodeSnapshot]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = stub.StreamSnapshots(requests())
+    records = node_records(shape, node, 0)
+    name = f"node-{node}"
+
+    async def send(sequence: int, full: bool, batch: list[CounterRecord]) -> float:
+        snapshot = build_snapshot(
+            node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
+            full=full, records=batch,
+        )  # fmt: skip
+        started = time.monotonic()
+        for chunk in split_snapshot(snapshot, CHUNK):
+            queue.put_nowait(chunk)
+        ack = await call.read()
+        if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
+            raise ConnectionError("stream ended")
+        if ack.resync_requested:
+            out["resyncs"].append(1.0)
+        return time.monotonic() - started
+
+    try:
+        out["first"].append(await send(1, True, records))
+        out["first_done"].append(time.time())
+        steady_from = time.time() + args.warmup
+        end = steady_from + args.duration
+        next_at = time.time() + offset
+        sequence, round_ = 1, 0
+        while next_at < end:
+            await asyncio.sleep(max(0.0, next_at - time.time()))
+            round_ += 1
+            sequence += 1
+            moved = _moved(records, round_)
+            latency = await send(sequence, False, moved)
+            if next_at >= steady_from:
+                out["steady"].append(latency)
+                out["counters"].append(float(len(moved)))
+            next_at += args.interval
+    except (grpc.RpcError, ConnectionError) as error:
+        out["errors"].append(1.0)
+        print(f"node {node}: {error}", file=sys.stderr)
+    finally:
+        queue.put_nowait(None)
+
+
+async def _worker(args: argparse.Namespace) -> None:
+    shape = Shape(args.nodes)
+    out: dict[str, list[float]] = {
+        k: [] for k in ("first", "first_done", "steady", "counters", "resyncs", "errors")
+    }
+    options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
+    async with grpc.aio.insecure_channel(args.target, options=options) as channel:
+        stub = spb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+        mine = range(args.worker, args.nodes, args.workers)
+        await asyncio.gather(
+            *(_node(stub, shape, n, args.interval * n / args.nodes, args, out) for n in mine)
+        )
+    print(json.dumps(out))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _rss(pid: int) -> tuple[float, float]:
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def _scrape(port: int, gzip: bool) -> tuple[float, int]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if gzip:
+        request.add_header("Accept-Encoding", "gzip")
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=300) as response:
+        body = response.read()
+    return time.perf_counter() - started, len(body)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of the steady window")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds after start-up before it")
+    parser.add_argument("--levels", default="workload,node,cluster")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        asyncio.run(_worker(args))
+        return
+    with tempfile.TemporaryDirectory() as directory, processes(Path(directory)) as run:
+        grpc_port, metrics_port = free_port(), free_port()
+        aggregator = run.aggregator(
+            grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
+            "--max-counters", str(args.nodes * 5000 + 100_000),
+            "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
+        )  # fmt: skip
+        pid = aggregator.popen.pid
+        common = [
+            *("--nodes", str(args.nodes), "--workers", str(args.workers), "--interval", str(args.interval)),
+            *("--duration", str(args.duration), "--warmup", str(args.warmup)),
+            *("--target", f"127.0.0.1:{grpc_port}"),
+        ]
+        started = time.time()
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.load_bench", *common, "--worker", str(w)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for w in range(args.workers)
+        ]
+        samples: list[tuple[float, float]] = []
+        while any(w.poll() is None for w in workers):
+            samples.append((time.time(), _cpu_seconds(pid)))
+            time.sleep(1.0)
+        results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
+        rss, peak = _rss(pid)
+        plain, gzipped = _scrape(metrics_port, False), _scrape(metrics_port, True)
+    merged = {key: [v for r in results for v in r[key]] for key in results[0]}
+    up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")
+    steady_from = started + up + args.warmup
+    window = [s for s in samples if steady_from <= s[0] <= steady_from + args.duration]
+    span = window[-1][0] - window[0][0] if len(window) > 1 else float("nan")
+    cores = (window[-1][1] - window[0][1]) / span if len(window) > 1 else float("nan")
+    step = max(1, int(args.interval))
+    worst = max(
+        ((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(window, window[step:], strict=False)), default=0.0
+    )
+    first, steady = merged["first"], merged["steady"]
+    late_first = sum(1 for v in first if v > ACK_TIMEOUT)
+    late_steady = sum(1 for v in steady if v > ACK_TIMEOUT)
+    rate = len(steady) / args.duration
+    counters = sum(merged["counters"]) / args.duration
+    p50, p99 = _pct(steady, 0.5) * 1000, _pct(steady, 0.99) * 1000
+    slowest = max(steady, default=float("nan")) * 1000
+    resyncs, errors = len(merged["resyncs"]), len(merged["errors"])
+    shape = f"{args.nodes} nodes x 4,620 counters, interval {args.interval:g} s, levels {args.levels}"
+    print(f"{shape}, {args.workers} load processes")
+    print(
+        f"  start-up: all {len(first)} full snapshots acked in {up:.1f} s; ack p50 "
+        f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}"
+    )
+    print(
+        f"  steady ({args.duration:g} s): {rate:.1f} snapshots/s, {counters:,.0f} counters/s; "
+        f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
+        f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
+    )
+    print(
+        f"  aggregator CPU {cores:.2f} cores (worst {args.interval:g} s: {worst:.2f}); "
+        f"RSS {rss:,.0f} MiB (peak {peak:,.0f})"
+    )
+    print(
+        f"  /metrics: {plain[1] / 1e6:.1f} MB in {plain[0]:.2f} s; "
+        f"gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
