@@ -32,6 +32,7 @@ from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, enc
 from aggregator.checkpoint.nogc import collector_paused
 from aggregator.checkpoint.stores import CheckpointStore
 from calico_accountant import __version__
+from calico_accountant.runtime.heap import freeze_long_lived
 
 __all__ = ["CheckpointKeeper", "CheckpointMetrics", "RestoreOutcome"]
 
@@ -172,6 +173,7 @@ class CheckpointKeeper:
                 + (f"; {dropped} series not placed (metric options changed)" if dropped else "")
             )
             del checkpoint
+        freeze_long_lived()  # the restored state lives on: keep it out of full collections
         return summary
 
     def note_catch_up(self, result: CatchUp) -> None:

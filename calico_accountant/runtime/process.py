@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from typing import Any
+
+from calico_accountant.runtime.heap import collect_everything
 
 __all__ = ["LOG_FORMAT", "configure_logging", "release_free_memory", "stop_on_signals"]
 
@@ -43,7 +44,7 @@ def release_free_memory(*, collect_cycles: bool = False) -> bool:
     Called from housekeeping, this keeps resident memory at what is really in use.
     Returns False where there is no glibc (only the collection was done)."""
     if collect_cycles:
-        gc.collect()
+        collect_everything()
     global _LIBC
     if _LIBC is None:
         try:
