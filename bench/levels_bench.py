@@ -6,9 +6,10 @@ The cluster of :mod:`bench.cluster_shape` (110 pods x 10 policies a node, apps o
 replicas across nodes).  Every node's first full snapshot is the baseline and a second,
 with every counter moved, is counted.
 
-Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone):
+Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone), the
+state frozen after each node's snapshots as the aggregator does (:mod:`calico_accountant.runtime.heap`):
 exported label sets (each a packets and a bytes sample), stored counters, the RSS after
-applying, the largest full garbage collection, the scrape's copy under the lock and the
+applying, one full garbage collection of everything (frozen included), the scrape's copy under the lock and the
 text render, the text's size and its gzip'd size (level 1, what a scrape with
 ``Accept-Encoding: gzip`` gets), and the peak RSS while rendering.  A measurement, not a
 test: nothing asserts a speed.
@@ -31,6 +32,7 @@ from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.series.options import SeriesOptions, parse_levels
+from calico_accountant.runtime.heap import freeze_long_lived
 from bench.cluster_shape import NAMESPACES, PODS, POLICIES, REPLICAS, Shape, catalog, node_records
 from tests.support.accounting import snapshot
 
@@ -56,11 +58,14 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
         counters += len(first)
         accountant.apply(snapshot(f"node-{node}", first, sequence=1), 1)
         accountant.apply(snapshot(f"node-{node}", node_records(shape, node, 5), sequence=2), 2)
+        freeze_long_lived()  # as the aggregator does after each full snapshot
     applied = time.perf_counter() - started
     del names
     gc_started = time.perf_counter()
-    gc.collect()
+    gc.unfreeze()
+    gc.collect()  # what one full collection of everything costs (housekeeping's, when streams ended)
     full_gc = time.perf_counter() - gc_started
+    freeze_long_lived()
     rss_after_apply = _rss_mib()
     started = time.perf_counter()
     view = accountant.view(3)
