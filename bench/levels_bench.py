@@ -7,10 +7,10 @@ replicas across nodes).  Every node's first full snapshot is the baseline and a 
 with every counter moved, is counted.
 
 Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone), the
-state frozen after each node's snapshots as the aggregator does (:mod:`calico_accountant.runtime.heap`):
-exported label sets (each a packets and a bytes sample), stored counters, the RSS after
-applying, one full garbage collection of everything (frozen included), the scrape's copy under the lock and the
-text render, the text's size and its gzip'd size (level 1, what a scrape with
+state frozen after each node's snapshots as the aggregator does
+(:mod:`calico_accountant.runtime.heap`): exported label sets (each a packets and a bytes
+sample), stored counters, the RSS after applying, one full garbage collection of everything
+(frozen included), the scrape's copy under the lock and the text render, the text's size and its gzip'd size (level 1, what a scrape with
 ``Accept-Encoding: gzip`` gets), and the peak RSS while rendering.  A measurement, not a
 test: nothing asserts a speed.
 """
@@ -32,8 +32,8 @@ from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.series.options import SeriesOptions, parse_levels
-from calico_accountant.runtime.heap import freeze_long_lived
 from bench.cluster_shape import NAMESPACES, PODS, POLICIES, REPLICAS, Shape, catalog, node_records
+from calico_accountant.runtime.heap import freeze_long_lived
 from tests.support.accounting import snapshot
 
 
