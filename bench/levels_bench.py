@@ -10,8 +10,9 @@ Each (nodes, levels) is measured in a fresh process (so RSS is that setting's al
 state frozen after each node's snapshots as the aggregator does
 (:mod:`calico_accountant.runtime.heap`): exported label sets (each a packets and a bytes
 sample), stored counters, the RSS after applying, one full garbage collection of everything
-(frozen included), the scrape's copy under the lock and the text render, the text's size and its gzip'd size (level 1, what a scrape with
-``Accept-Encoding: gzip`` gets), and the peak RSS while rendering.  A measurement, not a
+(frozen included), the scrape's copy under the lock and the text render, the text's size
+and its gzip'd size (level 1, what a scrape with ``Accept-Encoding: gzip`` gets), and the
+peak RSS while rendering.  A measurement, not a
 test: nothing asserts a speed.
 """
 
