@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.accountant import Accountant
 from aggregator.exposition.serving import serve_metrics
-from aggregator.exposition.text import render_accountant, render_text
+from aggregator.exposition.text import LabelTexts, render_accountant, render_text
+from aggregator.ledger.ledger import Ledger
 from aggregator.metrics.selfmon import self_metrics
 from aggregator.series.options import SeriesOptions
 from aggregator.series.views import StateView
@@ -164,6 +165,27 @@ def test_the_text_holds_every_series_of_the_view_and_nothing_else() -> None:
         ]
         == 12
     )
+
+
+def test_label_texts_kept_across_scrapes_follow_the_series() -> None:
+    """A server renders with one LabelTexts for its life: what it renders is always what a
+    fresh render gives, as pods come and go, and the cache lets go of what left."""
+    acct = Accountant(FakeCatalog(), ledger=Ledger(retired_grace=0))
+    texts = LabelTexts()
+    for round_ in range(1, 5):  # each full snapshot has other pods: the previous ones retire
+        pods = [f"cali-{round_}-{i}" for i in range(600)]
+        acct.apply(snapshot("n1", [accept(pod, "cali-pi-allow", 1) for pod in pods], sequence=round_), round_)
+        acct.expire(round_ + 1)
+        cached = render_text(acct.view(round_), texts=texts)
+        assert cached == render_text(acct.view(round_))
+        assert f'pod="cali-{round_}-599"' in cached and f'pod="cali-{round_ - 1}-0"' not in cached
+    workload = next(
+        f
+        for f in acct.view(0).families
+        if f.family.packets_name.startswith("calico_accountant_workload_policy")
+    )
+    kept = texts.family(workload.family.packets_name, workload.label_names)
+    assert not any(labels[2] == "cali-1-0" for labels in kept)  # pruned: it held twice what it renders
 
 
 def test_label_values_are_escaped_and_round_trip() -> None:

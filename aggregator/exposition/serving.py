@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from aggregator.accountant import Accountant
-from aggregator.exposition.text import CONTENT_TYPE, render_text
+from aggregator.exposition.text import CONTENT_TYPE, LabelTexts, render_text
 from calico_accountant import __version__
 from calico_accountant.runtime.http import HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
@@ -43,8 +43,10 @@ def serve_metrics(
     ``extra`` is appended to every scrape (e.g. the ingest server's own prometheus_client
     metrics).  ``web``: TLS and basic auth (``--web-config``)."""
 
+    texts = LabelTexts()
+
     def metrics() -> Response:
-        text = render_text(accountant.view(clock()), version=version).encode()
+        text = render_text(accountant.view(clock()), version=version, texts=texts).encode()
         if extra is not None:
             text += generate_latest(extra)
         return Response(200, CONTENT_TYPE, text)

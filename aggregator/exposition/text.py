@@ -19,7 +19,7 @@ from aggregator.metrics.selfmon import SimpleMetric, self_metrics
 from aggregator.series.views import FamilyView, StateView
 from calico_accountant import __version__
 
-__all__ = ["CONTENT_TYPE", "render_accountant", "render_text"]
+__all__ = ["CONTENT_TYPE", "LabelTexts", "render_accountant", "render_text"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -34,25 +34,61 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _render_family(family_view: FamilyView, out: list[str]) -> None:
+class LabelTexts:
+    """Each series' ``{name="value",...}`` text, kept from one scrape to the next.
+
+    A series' labels never change, and escaping and joining them is most of what a scrape
+    costs, so the text is made once per series, not once per scrape.  Entries of series
+    that left are dropped when a family's cache holds twice the series it renders.  Safe
+    for concurrent scrapes (each dictionary operation is atomic)."""
+
+    def __init__(self) -> None:
+        self._families: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], str]] = {}
+
+    def family(self, name: str, label_names: tuple[str, ...]) -> dict[tuple[str, ...], str]:
+        key = (name, label_names)
+        found = self._families.get(key)
+        if found is None:
+            found = self._families[key] = {}
+        return found
+
+    def prune(self, name: str, label_names: tuple[str, ...], current: dict[tuple[str, ...], str]) -> None:
+        self._families[(name, label_names)] = current
+
+
+def _label_text(names: tuple[str, ...], labels: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, labels, strict=True)) + "}"
+
+
+def _render_family(family_view: FamilyView, out: list[str], texts: LabelTexts) -> None:
     family = family_view.family
     names = family_view.label_names
     pairs: list[tuple[str, str, int]] = [(family.packets_name, family.packets_help, 0)]
     if family.bytes_name is not None:
         pairs.append((family.bytes_name, family.bytes_help, 1))
-    escaped = [
-        "{"
-        + ",".join(f'{name}="{_escape_label(value)}"' for name, value in zip(names, labels, strict=True))
-        + "}"
-        if names
-        else ""
-        for labels, _ in family_view.series
-    ]
+    cache = texts.family(family.packets_name, names)
+    get = cache.get
+    escaped = []
+    for labels, _ in family_view.series:
+        text = get(labels)
+        if text is None:
+            text = cache[labels] = _label_text(names, labels)
+        escaped.append(text)
+    if len(cache) > 2 * len(escaped) + 1000:
+        texts.prune(
+            family.packets_name,
+            names,
+            {labels: t for (labels, _), t in zip(family_view.series, escaped, strict=True)},
+        )
+    series = family_view.series
     for metric_name, help_text, index in pairs:
         out.append(f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n")
+        prefix = metric_name
         out.extend(
-            f"{metric_name}{label_text} {values[index]}\n"
-            for label_text, (_, values) in zip(escaped, family_view.series, strict=True)
+            f"{prefix}{label_text} {values[index]}\n"
+            for label_text, (_, values) in zip(escaped, series, strict=True)
         )
 
 
@@ -75,11 +111,13 @@ def _render_simple(metric: SimpleMetric, out: list[str]) -> None:
         )
 
 
-def render_text(view: StateView, *, version: str = __version__) -> str:
-    """The whole exposition of ``view`` in the Prometheus text format."""
+def render_text(view: StateView, *, version: str = __version__, texts: LabelTexts | None = None) -> str:
+    """The whole exposition of ``view`` in the Prometheus text format; ``texts`` keeps the
+    label texts for the next scrape (a server passes the same one every time)."""
     out: list[str] = []
+    texts = texts if texts is not None else LabelTexts()
     for family_view in view.families:
-        _render_family(family_view, out)
+        _render_family(family_view, out, texts)
     for metric in self_metrics(view, version):
         _render_simple(metric, out)
     return "".join(out)
