@@ -166,6 +166,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes of unfinished snapshots over all streams",
     )
     parser.add_argument(
+        "--ingest-heartbeat",
+        type=float,
+        default=5.0,
+        help="seconds between interim acks to an agent whose full snapshot waits its turn or is being "
+        "applied (full snapshots take turns); keep it well below the agents' --ack-timeout (default 5)",
+    )
+    parser.add_argument(
         "--expire-interval",
         type=float,
         default=30.0,
@@ -331,6 +338,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
             max_pending_bytes=args.max_pending_bytes,
             max_pending_bytes_total=args.max_pending_bytes_total,
         ),
+        ingest_heartbeat=args.ingest_heartbeat,
         access=_access_rules(args),
         tls=_server_tls(args),
         max_message_bytes=args.max_message_bytes,

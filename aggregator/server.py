@@ -107,6 +107,8 @@ class AggregatorConfig:
     expire_interval: float = 30.0
     ledger_limits: Limits = field(default_factory=Limits)
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    ingest_heartbeat: float = 5.0
+    """Seconds between interim acks while an agent's full snapshot waits or is applied."""
     access: AccessRules = field(default_factory=AccessRules)
     """Node identity template and API clients; enforced whenever identities are checked."""
     tls: ServerTls | None = None
@@ -227,6 +229,7 @@ class Aggregator:
             access=self.trust.access,
             identify=self.trust.identify,
             limits=config.stream_limits,
+            heartbeat=config.ingest_heartbeat,
         )
         self.hits = PolicyHitsServicer(
             self.hub,

@@ -127,6 +127,12 @@ class AgentMetrics:
             "Unix time the aggregator last acknowledged a snapshot.",
             registry=r,
         )
+        self.queue_position = Gauge(
+            "calico_accountant_agent_queue_position",
+            "Snapshots ahead of this agent's at the aggregator (full snapshots take turns there; 0 when "
+            "none waits).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,7 +11,11 @@ Protocol (see ``snapshot.proto``):
   stream; if even a full snapshot is refused, its sequence is behind what the
   aggregator saw of this instance, and the agent continues as a new instance (new id,
   sequence from 1) on a new stream; any stream error or a missing ack reconnects, with
-  jittered exponential backoff, and the new stream starts with a full snapshot.
+  jittered exponential backoff, and the new stream starts with a full snapshot;
+* "missing" means no message within ``ack_timeout``: while the aggregator has the snapshot
+  queued or applies it, it sends interim acks (``waiting``, the queue position) every few
+  seconds, each restarting the timeout, so a reconnect storm after an aggregator restart
+  cannot make agents give up and send their full snapshots again.
 
 Reading never waits for the network: reads go into a :class:`LatestSlot`, which keeps
 only the newest one, and the streamer takes whatever is newest when it is ready to send.
@@ -295,10 +299,16 @@ class Streamer:
                 ) from None
             if not isinstance(ack, pb.IngestAck):  # grpc.aio.EOF
                 raise StreamBroken("the aggregator closed the stream")
+            if ack.waiting:
+                # Heard, and waiting its turn (after an aggregator restart every agent's full
+                # snapshot arrives at once): each interim ack restarts the ack timeout.
+                self.metrics.queue_position.set(ack.queue_position)
+                continue
             if ack.sequence < self.sequence and not ack.resync_requested:
                 continue  # an ack of an older snapshot; ours is still to come
             break
         self.acked_sequence = self.sequence
+        self.metrics.queue_position.set(0)
         if self.status is not None:
             self.status.ever_acked = True
         self.metrics.last_ack.set(time.time())

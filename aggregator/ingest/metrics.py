@@ -66,6 +66,16 @@ class IngestMetrics:
             "Bytes of snapshots whose chunks have not all arrived yet, over all streams.",
             registry=registry,
         )
+        self.queued = Gauge(
+            "calico_accountant_ingest_queued_snapshots",
+            "Full snapshots waiting for their turn to be decoded and applied (they take turns).",
+            registry=registry,
+        )
+        self.waiting_acks = Counter(
+            "calico_accountant_ingest_waiting_acks",
+            "Interim acks sent to agents whose snapshot waited or was being applied.",
+            registry=registry,
+        )
         self.apply_seconds = Histogram(
             "calico_accountant_ingest_apply_seconds",
             "Time to apply one whole snapshot to the totals and series.",

@@ -18,7 +18,10 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
 * over a cap (streams, streams per peer, bytes of an unfinished snapshot, the ledger's
   node, counter and diagnostic-code caps): ``RESOURCE_EXHAUSTED``, nothing kept;
 * malformed input ends the stream with ``INVALID_ARGUMENT`` and a message saying why;
-  individual counters that do not validate are skipped and counted instead.
+  individual counters that do not validate are skipped and counted instead;
+* full snapshots take turns (:mod:`aggregator.ingest.queue`); while one waits or is
+  applied, its stream gets an interim ack (``waiting``, its queue position) every
+  ``heartbeat`` seconds, so no agent times out in a reconnect storm.
 
 Every refusal is counted in ``calico_accountant_ingest_rejected_total{reason}`` and logged
 once per peer, reason and minute, so a hostile client cannot flood the log.
@@ -41,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from aggregator.accountant import SnapshotRefused
 from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ingest.metrics import IngestMetrics, RejectReason
+from aggregator.ingest.queue import SnapshotQueue, Ticket
 from aggregator.series.views import ResolvedIncrease
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
@@ -79,6 +83,8 @@ class _Stream:
         self.instance_id = ""
         self.assembler = ChunkAssembler()
         self.pending_bytes = 0
+        self.ticket: Ticket | None = None
+        """The place of its full snapshot in the queue, while it waits or is applied."""
         self.connected = False
         """The ledger knows the node and it is marked connected for this stream."""
 
@@ -106,6 +112,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.time,
         inline_below: int = 2000,
+        heartbeat: float = 5.0,
     ) -> None:
         self._accounting = accounting
         self._inline_below = inline_below
@@ -115,6 +122,9 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._identify = identify
         self._admission = StreamAdmission(limits or StreamLimits())
         self._clock = clock
+        self._heartbeat = heartbeat
+        """Seconds between interim acks while a snapshot waits or is applied."""
+        self._queue = SnapshotQueue()
         self._ids = itertools.count(1)
         self._owner: dict[str, _Stream] = {}
         """node -> the stream currently accepted for it."""
@@ -145,7 +155,13 @@ class IngestServicer(pb_grpc.IngestServicer):
         try:
             async for message in request_iterator:
                 self._metrics.messages.inc()
-                ack = await self._receive(stream, message)
+                work = asyncio.ensure_future(self._receive(stream, message))
+                try:
+                    while not (await asyncio.wait((work,), timeout=self._heartbeat))[0]:
+                        yield self._waiting_ack(stream, message)
+                finally:
+                    work.cancel()  # only when this stream ended while the snapshot waited
+                ack = work.result()
                 if isinstance(ack, _Abort):
                     del message  # nothing large may stay in this frame (see _refuse)
                     await self._refuse(context, ack, stream)
@@ -191,6 +207,17 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._log_refusal(peer, abort.reason or RejectReason.MALFORMED, abort.message, stream)
         await context.abort(abort.code, abort.message)
 
+    def _waiting_ack(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck:
+        """An interim ack: the snapshot is heard and waits (see ``IngestAck.waiting``)."""
+        self._metrics.waiting_acks.inc()
+        position = stream.ticket.position if stream.ticket is not None else 0
+        return pb.IngestAck(
+            sequence=max(0, message.sequence - 1),
+            waiting=True,
+            queue_position=position,
+            message=f"{position} snapshots ahead of this one" if position else "being applied",
+        )
+
     def _log_refusal(self, peer: str, reason: RejectReason, message: str, stream: _Stream | None) -> None:
         now = time.monotonic()
         key = (peer, reason)
@@ -230,17 +257,37 @@ class IngestServicer(pb_grpc.IngestServicer):
                 )
         try:
             whole = self._assemble(stream, message)
-            if isinstance(whole, _Abort) or whole is None:
-                return whole
+        except WireError as error:
+            return self._bad_snapshot(message, error)
+        if isinstance(whole, _Abort) or whole is None:
+            return whole
+        if not whole.full:
+            return await self._decode_and_apply(stream, whole)
+        stream.ticket = self._queue.ticket()
+        self._metrics.queued.inc()
+        try:
+            async with self._queue.turn(stream.ticket):
+                self._metrics.queued.dec()
+                return await self._decode_and_apply(stream, whole)
+        finally:
+            if not stream.ticket.admitted:
+                self._metrics.queued.dec()
+            stream.ticket = None
+
+    async def _decode_and_apply(self, stream: _Stream, whole: pb.NodeSnapshot) -> pb.IngestAck | _Abort:
+        try:
             update = await self._offload(decode_snapshot, whole)
         except WireError as error:
-            self._metrics.snapshots.labels("full" if message.full else "delta", "error").inc()
-            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad snapshot: {error}", RejectReason.MALFORMED)
+            return self._bad_snapshot(whole, error)
         if not stream.node:
             taken = self._take_node(stream, update)
             if taken is not None:
                 return taken
         return await self._apply(stream, update)
+
+    def _bad_snapshot(self, message: pb.NodeSnapshot, error: WireError) -> _Abort:
+        self._metrics.snapshots.labels("full" if message.full else "delta", "error").inc()
+        return _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad snapshot: {error}", RejectReason.MALFORMED)
 
     def _assemble(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.NodeSnapshot | _Abort | None:
         """Feed one message to the stream's assembler, holding its bytes while the
