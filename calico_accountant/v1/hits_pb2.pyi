@@ -26,14 +26,12 @@ class PolicyRef(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., stored_name: _Optional[str] = ...) -> None: ...
 
 class RuleRef(_message.Message):
-    __slots__ = ("index", "action", "rule_ids")
+    __slots__ = ("index", "action")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
-    RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     index: int
     action: str
-    rule_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, index: _Optional[int] = ..., action: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., action: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time", "rule")
