@@ -21,6 +21,7 @@ variable can never drift apart and ``--help``, the generated configuration refer
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -195,7 +196,7 @@ class FlagSet:
         default: Any = None,
         type: Callable[[str], Any] | None = None,
         choices: Sequence[Any] | None = None,
-        action: str | None = None,
+        action: str | type[argparse.Action] | None = None,
         env: str | Sequence[str] | None = None,
         aliases: Sequence[str] = (),
         no_env: bool = False,
@@ -231,16 +232,21 @@ class FlagSet:
                 *flags, action=_ReplacingAppend, default=effective, type=each, choices=choices, **kwargs
             )
         else:
-            if action is not None:
+            if action is not None and not inspect.isclass(action):
                 raise ValueError(f"unsupported action {action!r}")
+            if action is not None:
+                kwargs["action"] = action
             effective = EnvValue(raw, source) if raw is not None and source else default
-            created = self._container.add_argument(
-                *flags,
-                default=effective,
-                type=_env_aware(convert or str, choices),
-                choices=choices,
-                **kwargs,
-            )
+            if kwargs.get("nargs") == 0:
+                created = self._container.add_argument(*flags, default=effective, **kwargs)
+            else:
+                created = self._container.add_argument(
+                    *flags,
+                    default=effective,
+                    type=_env_aware(convert or str, choices),
+                    choices=choices,
+                    **kwargs,
+                )
         created.help = _compose_help(help, documented, names)
         setattr(created, _ENV_ATTR, names)
         setattr(created, _DEFAULT_ATTR, documented)
