@@ -47,6 +47,9 @@ ENV_PREFIX = "CALICO_ACCOUNTANT_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _ENV_ATTR = "calico_accountant_env"
 _DEFAULT_ATTR = "calico_accountant_default"
+_FILE_METAVARS = frozenset({"FILE", "PATH", "FILE_OR_URL"})
+_FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+"""shtab's ``FILE``: the completion scripts offer file names for these flags."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -247,6 +250,8 @@ class FlagSet:
                     choices=choices,
                     **kwargs,
                 )
+        if kwargs.get("metavar") in _FILE_METAVARS:
+            created.complete = _FILE_COMPLETION
         created.help = _compose_help(help, documented, names)
         setattr(created, _ENV_ATTR, names)
         setattr(created, _DEFAULT_ATTR, documented)
