@@ -38,6 +38,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "parse_bool",
+    "plain_help",
     "port",
     "positive_float",
     "positive_int",
@@ -47,6 +48,7 @@ ENV_PREFIX = "CALICO_ACCOUNTANT_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _ENV_ATTR = "calico_accountant_env"
 _DEFAULT_ATTR = "calico_accountant_default"
+_PLAIN_ATTR = "calico_accountant_help"
 _FILE_METAVARS = frozenset({"FILE", "PATH", "FILE_OR_URL"})
 _FILE_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
 """shtab's ``FILE``: the completion scripts offer file names for these flags."""
@@ -70,6 +72,12 @@ def env_names(action: argparse.Action) -> tuple[str, ...]:
     """The environment variables of a flag, canonical first (empty: none)."""
     names: tuple[str, ...] = getattr(action, _ENV_ATTR, ())
     return names
+
+
+def plain_help(action: argparse.Action) -> str:
+    """The flag's help without the default and variables appended (for the reference)."""
+    text: str = getattr(action, _PLAIN_ATTR, None) or action.help or ""
+    return text
 
 
 def default_text(action: argparse.Action) -> str:
@@ -255,6 +263,7 @@ class FlagSet:
         created.help = _compose_help(help, documented, names)
         setattr(created, _ENV_ATTR, names)
         setattr(created, _DEFAULT_ATTR, documented)
+        setattr(created, _PLAIN_ATTR, help)
         return created  # type: ignore[no-any-return]
 
     def _env_names(
