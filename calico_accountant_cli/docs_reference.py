@@ -30,7 +30,8 @@ variable. The daemons (`agent`, `aggregator`) read every flag from the environme
 `CALICO_ACCOUNTANT_` followed by the flag's name in capitals with `-` as `_`
 (`--max-series` is `CALICO_ACCOUNTANT_MAX_SERIES`), plus the older names listed (such as
 `NODENAME`, `LOG_LEVEL`, `ETCD_CERT_FILE`). The command line wins over the environment;
-where several variables are listed, the first one set wins. A value from the environment
+where several variables are listed, the first one set wins; an empty variable counts as
+unset. A value from the environment
 is checked like one from the command line: a bad one stops the command with the
 variable's name. On/off flags take `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`);
 the repeatable `--iptables-save` takes its commands separated by `;`.

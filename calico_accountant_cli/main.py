@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         description="What your Calico network policies actually do: per-workload, per-node and "
         "cluster-wide policy counters for Prometheus, and a live policy-hit API.",
+        epilog="examples:\n"
+        "  $ calico-accountant demo\n"
+        "  $ calico-accountant observe --server aggregator:9010 -f --verdict deny\n"
+        "  $ calico-accountant COMMAND --help\n\n"
+        "Every flag: docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=f"calico-accountant {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -122,3 +122,12 @@ def test_flagset_mechanics() -> None:
     assert (args.count, args.on) == (3, True)
     assert isinstance(EnvValue("a", "B"), str) and EnvValue("a", "B").env == "B"
     assert [parse_bool(v) for v in ("on", "0", "TRUE", "no")] == [True, False, True, False]
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse(
+        monkeypatch, {"CALICO_ACCOUNTANT_INTERFACE_PREFIX": "", "FELIX_INTERFACEPREFIX": "tap"}, "aggregator"
+    )
+    assert args.interface_prefix == "tap"
+    monkeypatch.setenv("FELIX_INTERFACEPREFIX", "")
+    assert parse(monkeypatch, {}, "aggregator").interface_prefix == "cali"

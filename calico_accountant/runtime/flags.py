@@ -218,7 +218,8 @@ class FlagSet:
         older names also read, ``no_env`` (a flag that makes no sense as a setting) has
         none; ``shown_default`` documents a default computed at run time."""
         names = self._env_names(flags, env, aliases, no_env)
-        raw, source = next(((self.environ[n], n) for n in names if n in self.environ), (None, None))
+        # An empty variable counts as unset (a manifest's optional value left blank).
+        raw, source = next(((self.environ[n], n) for n in names if self.environ.get(n)), (None, None))
         convert = type
         if choices is not None and convert is None and all(isinstance(c, str) for c in choices):
             convert = _lower
