@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -294,7 +295,11 @@ def _compose_help(text: str, default: str, names: Sequence[str]) -> str:
 
 class HelpFormatter(argparse.HelpFormatter):
     """Wraps description and epilog by paragraph, keeping lines indented by two or more
-    spaces as they are (examples), and blank lines between paragraphs."""
+    spaces as they are (examples), and blank lines between paragraphs; never breaks a
+    line inside a hyphenated word (``iptables-save``, ``--max-series``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         out: list[str] = []
