@@ -227,8 +227,24 @@ class HitsClient:
         if self._checked is None:
             self.server_status()
 
+    def _require(self, feature: str, what: str) -> None:
+        """A server that would ignore ``what`` (it lacks ``feature``) is an error: it would
+        answer a different question than the one asked."""
+        assert self._checked is not None
+        if feature not in self._checked.features:
+            raise ClientError(
+                f"the aggregator at {self.target} (calico-accountant {self._checked.version or '?'}) "
+                f"does not support {what}; use a matching calico-accountant"
+            )
+
     def watch(self, request: hpb.WatchRequest) -> Iterator[hpb.HitBatch]:
         self._ensure_checked()
+        if any(request.HasField(name) for name in ("since_time", "until")) or request.first or request.last:
+            self._require(
+                "watch_window", "--last, --first, --since or --until (plain observe means --last 20)"
+            )
+        if request.exclude:
+            self._require("exclude", "--not")
         try:
             yield from self._stub.Watch(request)
         except grpc.RpcError as error:
@@ -237,7 +253,7 @@ class HitsClient:
             raise self._friendly(error) from None
 
     def snapshot(self, hit_filter: hpb.HitFilter) -> hpb.SnapshotResponse:
-        self._ensure_checked()
+        self._ensure_checked()  # (Snapshot's exclude is not used by the CLI yet)
         try:
             response: hpb.SnapshotResponse = self._stub.Snapshot(
                 hpb.SnapshotRequest(filter=hit_filter), timeout=self.timeout

@@ -220,6 +220,36 @@ class FutureServer(hpb_grpc.PolicyHitsServicer):
         return hpb.ServerStatusResponse(api_version=2, version="9.0.0")
 
 
+class EarlierServer(hpb_grpc.PolicyHitsServicer):
+    """A v1 server from before the replay options: it lists no features and would
+    ignore first/last/since_time/until/exclude."""
+
+    def ServerStatus(self, request: hpb.ServerStatusRequest, context: object) -> hpb.ServerStatusResponse:
+        return hpb.ServerStatusResponse(api_version=1, version="0.0.9")
+
+    def Watch(self, request: hpb.WatchRequest, context: object) -> Iterator[hpb.HitBatch]:
+        hit = hpb.Hit(node="old-node", verdict="deny", packets=1)
+        hit.time.GetCurrentTime()
+        yield hpb.HitBatch(hits=[hit])
+
+
+def test_an_earlier_server_is_not_asked_what_it_would_ignore() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    hpb_grpc.add_PolicyHitsServicer_to_server(EarlierServer(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        target = f"127.0.0.1:{port}"
+        plain = cli("observe", "--server", target)
+        assert plain.returncode == 1 and "0.0.9) does not support --last" in plain.stderr
+        negated = cli("observe", "--server", target, "--all", "--not", "--node", "x")
+        assert negated.returncode == 1 and "does not support --not" in negated.stderr
+        everything = cli("observe", "--server", target, "--all", "-o", "json")
+        assert everything.returncode == 0 and json.loads(everything.stdout)["node"] == "old-node"
+    finally:
+        server.stop(0)
+
+
 @pytest.mark.parametrize("servicer", [FutureServer(), None])
 def test_incompatible_servers_are_named(servicer: hpb_grpc.PolicyHitsServicer | None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

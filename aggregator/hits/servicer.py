@@ -26,7 +26,7 @@ from aggregator.series.views import NodeView, ResolvedTotal
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant import __version__
-from calico_accountant.contract import HITS_API_VERSION
+from calico_accountant.contract import HITS_API_VERSION, HITS_FEATURES
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 
@@ -122,6 +122,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
             nodes_known=len(views),
             version=self._version,
             api_version=HITS_API_VERSION,
+            features=HITS_FEATURES,
         )
         response.uptime.FromSeconds(int(max(0.0, self._clock() - self._started)))
         return response

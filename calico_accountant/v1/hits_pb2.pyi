@@ -169,15 +169,17 @@ class ServerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatusResponse(_message.Message):
-    __slots__ = ("agents_connected", "nodes_known", "uptime", "version", "api_version")
+    __slots__ = ("agents_connected", "nodes_known", "uptime", "version", "api_version", "features")
     AGENTS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     NODES_KNOWN_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     agents_connected: int
     nodes_known: int
     uptime: _duration_pb2.Duration
     version: str
     api_version: int
-    def __init__(self, agents_connected: _Optional[int] = ..., nodes_known: _Optional[int] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., api_version: _Optional[int] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agents_connected: _Optional[int] = ..., nodes_known: _Optional[int] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., api_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
