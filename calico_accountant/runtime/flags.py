@@ -211,14 +211,12 @@ class FlagSet:
         action: str | type[argparse.Action] | None = None,
         env: str | Sequence[str] | None = None,
         aliases: Sequence[str] = (),
-        no_env: bool = False,
         shown_default: str | None = None,
         **kwargs: Any,
     ) -> argparse.Action:
         """Add one flag.  ``env`` overrides the prefix-derived variable, ``aliases`` are
-        older names also read, ``no_env`` (a flag that makes no sense as a setting) has
-        none; ``shown_default`` documents a default computed at run time."""
-        names = self._env_names(flags, env, aliases, no_env)
+        older names also read; ``shown_default`` documents a default computed at run time."""
+        names = self._env_names(flags, env, aliases)
         # An empty variable counts as unset (a manifest's optional value left blank).
         raw, source = next(((self.environ[n], n) for n in names if self.environ.get(n)), (None, None))
         convert = type
@@ -269,10 +267,8 @@ class FlagSet:
         return created  # type: ignore[no-any-return]
 
     def _env_names(
-        self, flags: Sequence[str], env: str | Sequence[str] | None, aliases: Sequence[str], no_env: bool
+        self, flags: Sequence[str], env: str | Sequence[str] | None, aliases: Sequence[str]
     ) -> tuple[str, ...]:
-        if no_env:
-            return ()
         if isinstance(env, str):
             primary: tuple[str, ...] = (env,)
         elif env is not None:
