@@ -230,10 +230,10 @@ class HitsClient:
     def _require(self, feature: str, what: str) -> None:
         """A server that would ignore ``what`` (it lacks ``feature``) is an error: it would
         answer a different question than the one asked."""
-        assert self._checked is not None
-        if feature not in self._checked.features:
+        status = self._checked or self.server_status()
+        if feature not in status.features:
             raise ClientError(
-                f"the aggregator at {self.target} (calico-accountant {self._checked.version or '?'}) "
+                f"the aggregator at {self.target} (calico-accountant {status.version or '?'}) "
                 f"does not support {what}; use a matching calico-accountant"
             )
 

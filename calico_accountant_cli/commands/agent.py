@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
             "NODENAME=node-a CALICO_ACCOUNTANT_LOG_FORMAT=json calico-accountant agent",
         ),
     )
-    from node_agent.agent import add_arguments
+    from node_agent.flags import add_arguments
 
     add_arguments(parser)
     parser.set_defaults(func=_run)

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
             "CALICO_ACCOUNTANT_DATASTORE=file:cluster.yaml calico-accountant aggregator --log-format json",
         ),
     )
-    from aggregator.cli import add_arguments
+    from aggregator.flags import add_arguments
 
     add_arguments(parser)
     parser.set_defaults(func=_run)
