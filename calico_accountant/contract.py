@@ -11,5 +11,10 @@ DEFAULT_AGGREGATOR_ADDRESS = f"localhost:{AGGREGATOR_GRPC_PORT}"
 HITS_API_VERSION = 1
 """``ServerStatus.api_version`` of the ``calico_accountant.v1`` policy-hit API; a client
 checks it once per connection."""
+HITS_FEATURES = ("watch_window", "exclude")
+"""``ServerStatus.features``: optional request fields added to ``calico_accountant.v1``
+after its first release.  A server that ignored them would answer a different question
+(every kept hit instead of the last 20, hits the user excluded), so a client that uses
+them checks they are listed first."""
 AGGREGATOR_HEALTH_PORT = 9011
 """The aggregator's ``/healthz`` and ``/readyz``, served from start to stop, standby included."""

@@ -1,7 +1,9 @@
-"""How the policy-hit commands print hits and ages: table rows, flat JSON, protobuf JSON.
+"""How the policy-hit commands print hits and ages: the text of each field, compact
+lines, flat JSON, protobuf JSON.  Tables are :mod:`calico_accountant_cli.hit_table`.
 
 Names a cluster user controls (pods, policies, nodes) reach a terminal only through
-:func:`~calico_accountant_cli.terminal.terminal_safe`.
+:func:`~calico_accountant_cli.terminal.terminal_safe`.  Times print in the local time
+zone unless ``utc`` (``observe --utc``); the JSON forms are always RFC 3339 in UTC.
 """
 
 from __future__ import annotations
@@ -14,18 +16,25 @@ from google.protobuf import json_format
 
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import snapshot_pb2 as spb
-from calico_accountant_cli.terminal import terminal_safe
+from calico_accountant_cli.terminal import Color, terminal_safe
 
 __all__ = [
-    "ROW_HEADER",
+    "HIT_COLUMNS",
     "age_text",
     "format_batch_jsonpb",
+    "format_hit_compact",
     "format_hit_json",
-    "format_hit_row",
     "format_lost",
+    "hit_cells",
     "policy_text",
+    "rule_text",
+    "time_text",
+    "verdict_color",
     "workload_text",
 ]
+
+HIT_COLUMNS = ("TIME", "NODE", "WORKLOAD", "DIRECTION", "VERDICT", "POLICY", "RULE", "PACKETS", "BYTES")
+"""The table's columns, in order (the counts are right-aligned)."""
 
 
 def workload_text(hit: hpb.Hit) -> str:
@@ -49,22 +58,56 @@ def policy_text(hit: hpb.Hit) -> str:
     return "-"
 
 
-def _time_text(hit: hpb.Hit) -> str:
+def rule_text(hit: hpb.Hit) -> str:
+    """``#2 deny`` for the hit of a policy rule (its 0-based index among the policy's
+    verdict rules, as the ``rule`` label of the metrics), else ``-``."""
+    if hit.HasField("rule"):
+        return f"#{hit.rule.index} {hit.rule.action}".rstrip()
+    return "-"
+
+
+def time_text(hit: hpb.Hit, *, utc: bool = False) -> str:
     moment = hit.time.ToDatetime(tzinfo=UTC)
+    if not utc:
+        moment = moment.astimezone()
     return moment.strftime("%b %d %H:%M:%S.%f")[:-3]
 
 
-ROW_HEADER = (
-    f"{'TIME':<19} {'NODE':<16} {'WORKLOAD':<36} {'DIR':<7} {'VERDICT':<7} {'POLICY':<36} PACKETS BYTES"
-)
+def _direction(hit: hpb.Hit) -> str:
+    return spb.Direction.Name(hit.direction).lower() if hit.direction else "-"
 
 
-def format_hit_row(hit: hpb.Hit) -> str:
-    direction = spb.Direction.Name(hit.direction).lower() if hit.direction else "-"
-    return terminal_safe(
-        f"{_time_text(hit):<19} {hit.node:<16} {workload_text(hit):<36} {direction:<7} {hit.verdict:<7} "
-        f"{policy_text(hit):<36} {hit.packets} {hit.bytes}"
+def hit_cells(hit: hpb.Hit, *, utc: bool = False) -> tuple[str, ...]:
+    """One table row, each cell terminal-safe, in :data:`HIT_COLUMNS` order."""
+    cells = (
+        time_text(hit, utc=utc),
+        hit.node,
+        workload_text(hit),
+        _direction(hit),
+        hit.verdict or "-",
+        policy_text(hit),
+        rule_text(hit),
+        str(hit.packets),
+        str(hit.bytes),
     )
+    return tuple(terminal_safe(cell) for cell in cells)
+
+
+def verdict_color(verdict: str) -> Color | None:
+    return {"deny": Color.RED, "accept": Color.GREEN, "pass": Color.YELLOW, "log": Color.BLUE}.get(verdict)
+
+
+def format_hit_compact(hit: hpb.Hit, *, utc: bool = False, color: bool = False) -> str:
+    """One line per hit, like ``hubble observe``'s compact form: ``Dec 05 10:04:01.250
+    [node-a] shop/web-1 ingress DENY by shop/allow-web rule #0 deny: 3 packets, 180 bytes``."""
+    verdict = terminal_safe(hit.verdict or "-").upper()
+    tint = verdict_color(hit.verdict)
+    if tint is not None:
+        verdict = tint.wrap(verdict, color)
+    rule = f" rule {rule_text(hit)}" if hit.HasField("rule") else ""
+    text = terminal_safe(f"{time_text(hit, utc=utc)} [{hit.node}] {workload_text(hit)} {_direction(hit)} ")
+    tail = terminal_safe(f" by {policy_text(hit)}{rule}: {hit.packets} packets, {hit.bytes} bytes")
+    return text + verdict + tail
 
 
 def format_lost(lost: int) -> str:
@@ -88,6 +131,8 @@ def format_hit_json(hit: hpb.Hit) -> str:
     }
     if hit.HasField("policy"):
         record["policy"] = json_format.MessageToDict(hit.policy, preserving_proto_field_name=True)
+    if hit.HasField("rule"):
+        record["rule"] = {"index": hit.rule.index, "action": hit.rule.action}
     if hit.profile:
         record["profile"] = hit.profile
     return json.dumps(record, separators=(",", ":"), sort_keys=False)

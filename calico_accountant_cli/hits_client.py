@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -25,8 +25,10 @@ __all__ = [
     "ClientError",
     "HitsClient",
     "build_filter",
+    "exclusions_from_args",
     "filter_from_args",
     "parse_duration",
+    "parse_moment",
 ]
 
 VERDICTS = tuple(verdict.value for verdict in Verdict)
@@ -59,6 +61,24 @@ def parse_duration(text: str) -> timedelta:
     if not cleaned or position != len(cleaned):
         raise ClientError(f"bad duration {text!r}: use e.g. 30s, 5m, 1h30m")
     return timedelta(seconds=total)
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """A point in time: a duration back from ``now`` (``5m``, ``1h30m``) or an RFC 3339
+    time (``2026-05-01T12:00:00Z``; without an offset it is local time);
+    :class:`ClientError` otherwise."""
+    try:
+        return now - parse_duration(text)
+    except ClientError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ClientError(
+            f"bad time {text!r}: use a duration back from now (30s, 5m, 1h30m) "
+            "or an RFC 3339 time (2026-05-01T12:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def build_filter(
@@ -99,6 +119,7 @@ def build_filter(
 
 
 def filter_from_args(args: Any) -> hpb.HitFilter:
+    """The filter of the filter flags (the ``--not``-ed ones are :func:`exclusions_from_args`)."""
     return build_filter(
         nodes=args.node,
         namespaces=args.namespace,
@@ -109,6 +130,28 @@ def filter_from_args(args: Any) -> hpb.HitFilter:
         directions=args.direction,
         min_packets=args.min_packets,
     )
+
+
+def exclusions_from_args(args: Any) -> list[hpb.HitFilter]:
+    """One filter per ``--not``-ed flag: a hit matching any of them is left out."""
+    out = []
+    for dest, value in getattr(args, "excluded", []):
+        if dest == "min_packets":
+            out.append(build_filter(min_packets=value))
+        else:
+            out.append(build_filter(**{_FILTER_FIELDS[dest]: [value]}))  # type: ignore[arg-type]
+    return out
+
+
+_FILTER_FIELDS = {
+    "node": "nodes",
+    "namespace": "namespaces",
+    "pod": "pods",
+    "app": "apps",
+    "policy": "policies",
+    "verdict": "verdicts",
+    "direction": "directions",
+}
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -184,8 +227,24 @@ class HitsClient:
         if self._checked is None:
             self.server_status()
 
+    def _require(self, feature: str, what: str) -> None:
+        """A server that would ignore ``what`` (it lacks ``feature``) is an error: it would
+        answer a different question than the one asked."""
+        status = self._checked or self.server_status()
+        if feature not in status.features:
+            raise ClientError(
+                f"the aggregator at {self.target} (calico-accountant {status.version or '?'}) "
+                f"does not support {what}; use a matching calico-accountant"
+            )
+
     def watch(self, request: hpb.WatchRequest) -> Iterator[hpb.HitBatch]:
         self._ensure_checked()
+        if any(request.HasField(name) for name in ("since_time", "until")) or request.first or request.last:
+            self._require(
+                "watch_window", "--last, --first, --since or --until (plain observe means --last 20)"
+            )
+        if request.exclude:
+            self._require("exclude", "--not")
         try:
             yield from self._stub.Watch(request)
         except grpc.RpcError as error:
@@ -194,7 +253,7 @@ class HitsClient:
             raise self._friendly(error) from None
 
     def snapshot(self, hit_filter: hpb.HitFilter) -> hpb.SnapshotResponse:
-        self._ensure_checked()
+        self._ensure_checked()  # (Snapshot's exclude is not used by the CLI yet)
         try:
             response: hpb.SnapshotResponse = self._stub.Snapshot(
                 hpb.SnapshotRequest(filter=hit_filter), timeout=self.timeout

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from calico_accountant import __version__
+from calico_accountant.runtime.flags import HelpFormatter
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
@@ -25,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "observe",
     "top",
     "nodes",
+    "completion",
 )
 
 
@@ -32,8 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; subcommands whose module is not there yet are skipped."""
     parser = argparse.ArgumentParser(
         prog="calico-accountant",
+        formatter_class=HelpFormatter,
         description="What your Calico network policies actually do: per-workload, per-node and "
         "cluster-wide policy counters for Prometheus, and a live policy-hit API.",
+        epilog="examples:\n"
+        "  $ calico-accountant demo\n"
+        "  $ calico-accountant observe --server aggregator:9010 -f --verdict deny\n"
+        "  $ calico-accountant COMMAND --help\n\n"
+        "Every flag: docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=f"calico-accountant {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from calico_accountant.contract import AGENT_HEALTH_PORT, DEFAULT_AGGREGATOR_ADDRESS
-from calico_accountant.runtime.client_tls import ClientTls, add_client_tls_arguments, client_tls_from_args
+from calico_accountant.contract import AGENT_HEALTH_PORT
+from calico_accountant.runtime.client_tls import ClientTls, client_tls_from_args
+from calico_accountant.runtime.flags import HelpFormatter
 from calico_accountant.runtime.process import configure_logging, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig, load_web_config
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
+from node_agent.flags import add_arguments
 from node_agent.health import AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,
@@ -70,67 +72,6 @@ class AgentConfig:
     """A projected ServiceAccount token sent to the aggregator (re-read at every connect)."""
     web_config: WebConfig | None = None
     """TLS and basic auth for the health endpoint."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The agent's flags (shared by ``calico-accountant agent`` and ``python -m node_agent``)."""
-    parser.add_argument("--node", default=None, help="node name (default: $NODENAME, then the hostname)")
-    parser.add_argument(
-        "--aggregator",
-        default=os.environ.get("CALICO_ACCOUNTANT_AGGREGATOR", DEFAULT_AGGREGATOR_ADDRESS),
-        metavar="HOST:PORT",
-        help="the aggregator's gRPC address "
-        f"(default: $CALICO_ACCOUNTANT_AGGREGATOR or {DEFAULT_AGGREGATOR_ADDRESS})",
-    )
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between reads (default 10)")
-    parser.add_argument(
-        "--iptables-save",
-        action="append",
-        dest="commands",
-        metavar="COMMAND",
-        default=None,
-        help="a command that prints a filter table, run without a shell (repeat for IPv4 and IPv6); "
-        "default: iptables-save -c -t filter and ip6tables-save -c -t filter of felix's backend",
-    )
-    parser.add_argument(
-        "--iptables-backend",
-        default=os.environ.get("FELIX_IPTABLESBACKEND", "auto"),
-        choices=["auto", "Auto", "legacy", "Legacy", "nft", "NFT"],
-        help="which backend felix programs (default: $FELIX_IPTABLESBACKEND, else auto-detect like felix)",
-    )
-    parser.add_argument("--no-ipv6", action="store_true", help="do not read the IPv6 table")
-    parser.add_argument("--read-timeout", type=float, default=30.0, help="seconds a save command may take")
-    parser.add_argument(
-        "--near-zero-packets",
-        type=int,
-        default=DEFAULT_NEAR_ZERO_PACKETS,
-        help="a read whose counters all fell to this or below is re-read at once before it is sent",
-    )
-    parser.add_argument(
-        "--listen",
-        default=f"0.0.0.0:{AGENT_HEALTH_PORT}",
-        metavar="HOST:PORT",
-        help=f"/healthz, /readyz, /metrics (default :{AGENT_HEALTH_PORT})",
-    )
-    parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
-    parser.add_argument("--ack-timeout", type=float, default=30.0)
-    parser.add_argument("--backoff-max", type=float, default=30.0, help="longest wait between reconnects")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
-    add_client_tls_arguments(parser)
-    parser.add_argument(
-        "--token-file",
-        default=os.environ.get("CALICO_ACCOUNTANT_TOKEN_FILE"),
-        metavar="PATH",
-        help="a projected ServiceAccount token (audience calico-accountant) sent with every stream, "
-        "re-read at every connect (default $CALICO_ACCOUNTANT_TOKEN_FILE)",
-    )
-    parser.add_argument(
-        "--web-config",
-        default=os.environ.get("CALICO_ACCOUNTANT_WEB_CONFIG"),
-        metavar="FILE",
-        help="TLS and basic auth for /healthz, /readyz and /metrics, in exporter-toolkit's web config "
-        "format (default $CALICO_ACCOUNTANT_WEB_CONFIG)",
-    )
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -283,7 +224,7 @@ def _label_values(metrics: AgentMetrics) -> list[tuple[str, ...]]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point for ``calico-accountant agent``."""
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args)
     except ValueError as error:
@@ -298,7 +239,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m node_agent", description="The calico-accountant node agent."
+        prog="python -m node_agent",
+        description="The calico-accountant node agent.",
+        formatter_class=HelpFormatter,
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

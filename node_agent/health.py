@@ -23,9 +23,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
+from calico_accountant.runtime.build_info import BuildInfo, build_info
 from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
 
@@ -40,6 +43,15 @@ class AgentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
+        self.build_info = Gauge(
+            "calico_accountant_build_info",
+            "Always 1; the labels say which calico-accountant agent build is running.",
+            BuildInfo.LABELS,
+            registry=r,
+        )
+        self.build_info.labels(*build_info().values()).set(1)
         self.read_duration = Histogram(
             "calico_accountant_agent_read_duration_seconds",
             "Time to run the save commands and parse their output, per read.",

@@ -85,13 +85,46 @@ def advancing_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def test_observe_json_replays_the_kept_hits(cluster: Cluster) -> None:
-    done = cli("observe", "--server", cluster.server, "--since", "10m", "-o", "json")
+    done = cli("observe", "--server", cluster.server, "--since", "10m", "--all", "-o", "json")
     assert done.returncode == 0, done.stderr
     hits = [json.loads(line) for line in done.stdout.splitlines()]
     assert hits and all(h["node"] == "node-a" for h in hits)
     assert sum(h["packets"] for h in hits) == cluster.read_total(2) - cluster.read_total(1)
     assert {h["verdict"] for h in hits} <= {"accept", "deny", "pass", "log"}
     assert all(h["time"].endswith("Z") and h["direction"] in ("ingress", "egress") for h in hits)
+
+
+def test_observe_prints_the_last_twenty_hits_or_what_it_is_asked_for(cluster: Cluster) -> None:
+    everything = [
+        json.loads(line)
+        for line in cli("observe", "--server", cluster.server, "--all", "-o", "json").stdout.splitlines()
+    ]
+    assert len(everything) > 20  # the sample cluster's one advance makes more hits than that
+    default = cli("observe", "--server", cluster.server, "-o", "json")
+    assert [json.loads(line) for line in default.stdout.splitlines()] == everything[-20:]
+    first = cli("observe", "--server", cluster.server, "--first", "3", "-o", "json")
+    assert [json.loads(line) for line in first.stdout.splitlines()] == everything[:3]
+    table = cli("observe", "--server", cluster.server, "--last", "5", "--utc").stdout.splitlines()
+    assert table[0].split()[:3] == ["TIME", "NODE", "WORKLOAD"] and len(table) == 6
+    assert len({len(line) for line in table}) == 1  # ASCII names: aligned lines are equally long
+    rules = [h for h in everything if h["kind"] == "policy_rule"]
+    assert rules and all(h["rule"]["action"] in ("allow", "deny", "pass", "log") for h in rules)
+    compact = cli("observe", "--server", cluster.server, "--last", "2", "-o", "compact", "--color", "always")
+    lines = compact.stdout.splitlines()
+    assert len(lines) == 2 and all("[node-a]" in line and "\x1b[" in line for line in lines)
+    never = cli("observe", "--server", cluster.server, "--last", "2", "-o", "compact", "--color", "never")
+    assert "\x1b" not in never.stdout and never.stdout.count("packets") == 2
+
+
+def test_observe_not_excludes_on_the_server(cluster: Cluster) -> None:
+    done = cli("observe", "--server", cluster.server, "--all", "--not", "--verdict", "accept", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    hits = [json.loads(line) for line in done.stdout.splitlines()]
+    assert hits and all(h["verdict"] != "accept" for h in hits)
+    trailing = cli("observe", "--server", cluster.server, "--not")
+    assert trailing.returncode == 2 and "--not must be followed by a filter" in trailing.stderr
+    future = cli("observe", "--server", cluster.server, "--since", "2099-01-01T00:00:00Z", "-o", "json")
+    assert future.returncode == 0 and future.stdout == ""
 
 
 def test_observe_filters_on_the_server(cluster: Cluster) -> None:
@@ -129,8 +162,11 @@ def test_observe_follow_prints_new_hits_as_they_arrive(advancing_cluster: Cluste
         assert header.split()[:3] == ["TIME", "NODE", "WORKLOAD"]
         time.sleep(0.5)
         cluster.advance(3)
+        widened = process.stdout.readline()  # the first rows widen the columns: header again
+        assert widened.split()[:3] == ["TIME", "NODE", "WORKLOAD"] and len(widened) > len(header)
         row = process.stdout.readline()
         assert "node-a" in row and row.split()[-1].isdigit()
+        assert row.index("node-a") == widened.index("NODE")
     finally:
         process.terminate()
         process.wait(10)
@@ -168,9 +204,11 @@ def test_friendly_errors() -> None:
     assert unreachable.returncode == 1
     assert "cannot reach the aggregator" in unreachable.stderr and "Traceback" not in unreachable.stderr
     bad = cli("observe", "--server", "127.0.0.1:1", "--verdict", "maybe")
-    assert bad.returncode == 1 and "bad filter" in bad.stderr
+    assert bad.returncode == 2 and "invalid choice: 'maybe'" in bad.stderr  # argparse's usage error
     since = cli("observe", "--server", "127.0.0.1:1", "--since", "five minutes")
-    assert since.returncode == 1 and "bad duration" in since.stderr
+    assert since.returncode == 1 and "bad time 'five minutes'" in since.stderr
+    loud = cli("observe", "--server", "127.0.0.1:1", "--color", "loud")
+    assert loud.returncode == 2 and "invalid choice: 'loud'" in loud.stderr
     address = cli("nodes", "--server", "not an address")
     assert address.returncode == 1 and "bad server address" in address.stderr
 
@@ -180,6 +218,36 @@ class FutureServer(hpb_grpc.PolicyHitsServicer):
 
     def ServerStatus(self, request: hpb.ServerStatusRequest, context: object) -> hpb.ServerStatusResponse:
         return hpb.ServerStatusResponse(api_version=2, version="9.0.0")
+
+
+class EarlierServer(hpb_grpc.PolicyHitsServicer):
+    """A v1 server from before the replay options: it lists no features and would
+    ignore first/last/since_time/until/exclude."""
+
+    def ServerStatus(self, request: hpb.ServerStatusRequest, context: object) -> hpb.ServerStatusResponse:
+        return hpb.ServerStatusResponse(api_version=1, version="0.0.9")
+
+    def Watch(self, request: hpb.WatchRequest, context: object) -> Iterator[hpb.HitBatch]:
+        hit = hpb.Hit(node="old-node", verdict="deny", packets=1)
+        hit.time.GetCurrentTime()
+        yield hpb.HitBatch(hits=[hit])
+
+
+def test_an_earlier_server_is_not_asked_what_it_would_ignore() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    hpb_grpc.add_PolicyHitsServicer_to_server(EarlierServer(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        target = f"127.0.0.1:{port}"
+        plain = cli("observe", "--server", target)
+        assert plain.returncode == 1 and "0.0.9) does not support --last" in plain.stderr
+        negated = cli("observe", "--server", target, "--all", "--not", "--node", "x")
+        assert negated.returncode == 1 and "does not support --not" in negated.stderr
+        everything = cli("observe", "--server", target, "--all", "-o", "json")
+        assert everything.returncode == 0 and json.loads(everything.stdout)["node"] == "old-node"
+    finally:
+        server.stop(0)
 
 
 @pytest.mark.parametrize("servicer", [FutureServer(), None])

@@ -7,7 +7,8 @@ import re
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant_cli.commands.top import _Seen, _Window, render
-from calico_accountant_cli.hit_format import format_hit_json, format_hit_row
+from calico_accountant_cli.hit_format import format_hit_compact, format_hit_json, hit_cells
+from calico_accountant_cli.hit_table import HitTable
 from calico_accountant_cli.terminal import terminal_safe
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -29,8 +30,10 @@ def test_terminal_safe_shows_control_characters() -> None:
 
 
 def test_observe_rows_and_json_carry_no_control_characters() -> None:
-    row = format_hit_row(hostile_hit())
-    assert not CONTROL.search(row) and "evil\\x1b[2J" in row
+    row = "\n".join(HitTable().render([hit_cells(hostile_hit())]))
+    assert not CONTROL.search(row.replace("\n", "")) and "evil\\x1b[2J" in row
+    compact = format_hit_compact(hostile_hit())
+    assert not CONTROL.search(compact) and "evil\\x1b[2J" in compact
     assert not CONTROL.search(format_hit_json(hostile_hit()))
 
 

@@ -45,6 +45,8 @@ def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: 
                 stored_name=policy.stored_name,
             )
         )
+    if key.rule_index >= 0:
+        hit.rule.CopyFrom(hpb.RuleRef(index=key.rule_index, action=str(key.action)))
     hit.time.FromDatetime(moment.astimezone(UTC))
     return hit
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aggregator.hits.convert import counter_to_hit, policy_names
-from aggregator.hits.filters import HitFilterSpec
+from aggregator.hits.filters import HitFilterSpec, ReplayWindow
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import hits_pb2 as hpb
 
@@ -195,13 +195,25 @@ class HitHub:
         while self._window and self._window[0].received < horizon:
             self._window.popleft()
 
-    def recent(self, spec: HitFilterSpec, since: float | None) -> list[hpb.Hit]:
-        """Kept hits matching ``spec`` that arrived within ``since`` seconds (all kept
-        hits when None)."""
+    def recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None = None) -> list[hpb.Hit]:
+        """Kept hits matching ``spec`` within ``window`` (a number: seconds back by
+        receipt; None: all kept hits), oldest first."""
+        if not isinstance(window, ReplayWindow):
+            window = ReplayWindow(since=window)
         now = self._clock()
         self._prune(now)
-        horizon = now - since if since is not None else float("-inf")
-        return [e.hit for e in self._window if e.received >= horizon and e.passes(spec)]
+        horizon = now - window.since if window.since is not None else float("-inf")
+        low = window.since_time if window.since_time is not None else float("-inf")
+        high = window.until if window.until is not None else float("inf")
+        timed = window.since_time is not None or window.until is not None
+        chosen = [
+            e
+            for e in self._window
+            if e.received >= horizon
+            and (not timed or low <= e.increase.time.timestamp() < high)
+            and e.passes(spec)
+        ]
+        return [e.hit for e in window.trim(chosen)]
 
     def subscribe(self, spec: HitFilterSpec, capacity: int | None = None) -> _Subscriber:
         subscriber = _Subscriber(spec, capacity or self.buffer_hits)
@@ -215,13 +227,17 @@ class HitHub:
         self.metrics.watchers.set(len(self._subscribers))
 
     async def watch(
-        self, spec: HitFilterSpec, since: float | None, follow: bool
+        self, spec: HitFilterSpec, window: ReplayWindow | float | None, follow: bool
     ) -> AsyncIterator[hpb.HitBatch]:
-        """The messages of one Watch: the replay, then (``follow``) live hits."""
+        """The messages of one Watch: the replay, then (``follow``) live hits.  Without
+        ``follow`` every kept hit in ``window`` is replayed; with it, only when the
+        window was asked for (a number or a bounded :class:`ReplayWindow`)."""
+        if not isinstance(window, ReplayWindow):
+            window = ReplayWindow(since=window)
         # Subscribe and copy the window with no await in between: no hit is both
         # replayed and delivered live, and none falls between the two.
         subscriber = self.subscribe(spec) if follow else None
-        replay = self.recent(spec, since) if (since is not None or not follow) else []
+        replay = self.recent(spec, window) if (window.bounded or not follow) else []
         try:
             for batch in _batches(replay):
                 yield batch

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -20,13 +20,13 @@ import grpc
 import grpc.aio
 
 from aggregator.hits.convert import counter_to_hit, policy_names
-from aggregator.hits.filters import HitFilterSpec
+from aggregator.hits.filters import HitFilterSpec, ReplayWindow
 from aggregator.hits.hub import HitHub
 from aggregator.series.views import NodeView, ResolvedTotal
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant import __version__
-from calico_accountant.contract import HITS_API_VERSION
+from calico_accountant.contract import HITS_API_VERSION, HITS_FEATURES
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 
@@ -65,14 +65,14 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
         self, request: hpb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[hpb.HitBatch]:
         await self._admit(context)
-        spec = await _filter_or_abort(request.filter, context)
-        since: float | None = None
-        if request.HasField("since"):
-            since = request.since.ToTimedelta().total_seconds()
-            if since < 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since must not be negative")
+        spec = await _filter_or_abort(request.filter, request.exclude, context)
         try:
-            async for batch in self._hub.watch(spec, since, request.follow):
+            window = ReplayWindow.from_request(request)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise  # not reached: abort raises
+        try:
+            async for batch in self._hub.watch(spec, window, request.follow):
                 yield batch
         except asyncio.CancelledError:
             return  # the consumer went away or the server is stopping
@@ -81,7 +81,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
         self, request: hpb.SnapshotRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> hpb.SnapshotResponse:
         await self._admit(context)
-        spec = await _filter_or_abort(request.filter, context)
+        spec = await _filter_or_abort(request.filter, request.exclude, context)
         now = datetime.now(UTC)
         totals = await asyncio.to_thread(self._state.totals)
         response = hpb.SnapshotResponse()
@@ -122,6 +122,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
             nodes_known=len(views),
             version=self._version,
             api_version=HITS_API_VERSION,
+            features=HITS_FEATURES,
         )
         response.uptime.FromSeconds(int(max(0.0, self._clock() - self._started)))
         return response
@@ -141,10 +142,10 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
 
 
 async def _filter_or_abort(
-    message: hpb.HitFilter, context: grpc.aio.ServicerContext[Any, Any]
+    message: hpb.HitFilter, exclude: Sequence[hpb.HitFilter], context: grpc.aio.ServicerContext[Any, Any]
 ) -> HitFilterSpec:
     try:
-        return HitFilterSpec.from_pb(message)
+        return HitFilterSpec.from_request(message, exclude)
     except ValueError as error:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad filter: {error}")
         raise  # not reached: abort raises

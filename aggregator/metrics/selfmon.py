@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aggregator.series.views import StateView
+from calico_accountant.runtime.build_info import BuildInfo, build_info
 
 __all__ = ["SimpleMetric", "self_metrics"]
 
@@ -34,13 +35,14 @@ def _per_node(
 
 def self_metrics(view: StateView, version: str) -> list[SimpleMetric]:
     nodes = view.nodes
+    build = build_info()
     metrics = [
         SimpleMetric(
             "calico_accountant_build_info",
             "gauge",
-            "Always 1; the version label says which calico-accountant aggregator is running.",
-            ("version",),
-            (((version,), 1.0),),
+            "Always 1; the labels say which calico-accountant aggregator build is running.",
+            BuildInfo.LABELS,
+            (((version, build.revision, build.python_version), 1.0),),
         ),
         SimpleMetric(
             "calico_accountant_agents_connected",

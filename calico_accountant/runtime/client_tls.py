@@ -17,11 +17,12 @@ flags at start-up, and ``parse`` should not pay for gRPC.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from calico_accountant.runtime.flags import ENV_PREFIX, FlagSet
 
 if TYPE_CHECKING:
     import grpc
@@ -117,35 +118,31 @@ def open_aio_channel(target: str, tls: ClientTls | None, options: ChannelOptions
     return grpc.aio.secure_channel(target, tls.credentials(), options=[*options, *tls.options()])
 
 
-def add_client_tls_arguments(parser: Any, environ: Mapping[str, str] = os.environ) -> None:
-    """``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name`` on ``parser``."""
-    group = parser.add_argument_group("TLS to the aggregator (default: plaintext)")
-    group.add_argument(
+def add_client_tls_arguments(target: Any, environ: Mapping[str, str] | None = None) -> None:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name`` (environment
+    ``CALICO_ACCOUNTANT_TLS_*``, for the daemons and the CLI alike) on a :class:`FlagSet`
+    or a parser (then read from ``environ``, by default the process's)."""
+    flags = target if isinstance(target, FlagSet) else FlagSet(target, environ=environ)
+    group = flags.group("TLS to the aggregator (default: plaintext)")
+    env = f"{ENV_PREFIX}TLS_"
+    group.add(
         "--tls-ca",
-        default=environ.get("CALICO_ACCOUNTANT_TLS_CA"),
         metavar="FILE",
-        help="CA bundle the aggregator's certificate must chain to (default: $CALICO_ACCOUNTANT_TLS_CA); "
-        "turns TLS on",
+        env=env + "CA",
+        help="CA bundle the aggregator's certificate must chain to; turns TLS on",
     )
-    group.add_argument(
+    group.add(
         "--tls-cert",
-        default=environ.get("CALICO_ACCOUNTANT_TLS_CERT"),
         metavar="FILE",
-        help="client certificate to present, read afresh at every connection "
-        "(default: $CALICO_ACCOUNTANT_TLS_CERT)",
+        env=env + "CERT",
+        help="client certificate to present, read afresh at every connection",
     )
-    group.add_argument(
-        "--tls-key",
-        default=environ.get("CALICO_ACCOUNTANT_TLS_KEY"),
-        metavar="FILE",
-        help="the client certificate's key (default: $CALICO_ACCOUNTANT_TLS_KEY)",
-    )
-    group.add_argument(
+    group.add("--tls-key", metavar="FILE", env=env + "KEY", help="the client certificate's key")
+    group.add(
         "--tls-server-name",
-        default=environ.get("CALICO_ACCOUNTANT_TLS_SERVER_NAME"),
         metavar="NAME",
-        help="name to check in the aggregator's certificate instead of the address's host "
-        "(default: $CALICO_ACCOUNTANT_TLS_SERVER_NAME)",
+        env=env + "SERVER_NAME",
+        help="name to check in the aggregator's certificate instead of the address's host",
     )
 
 

@@ -25,8 +25,16 @@ class PolicyRef(_message.Message):
     stored_name: str
     def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., stored_name: _Optional[str] = ...) -> None: ...
 
+class RuleRef(_message.Message):
+    __slots__ = ("index", "action")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    action: str
+    def __init__(self, index: _Optional[int] = ..., action: _Optional[str] = ...) -> None: ...
+
 class Hit(_message.Message):
-    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time")
+    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time", "rule")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +48,7 @@ class Hit(_message.Message):
     PACKETS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     node: str
     namespace: str
     pod: str
@@ -53,7 +62,8 @@ class Hit(_message.Message):
     packets: int
     bytes: int
     time: _timestamp_pb2.Timestamp
-    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rule: RuleRef
+    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[_Union[RuleRef, _Mapping]] = ...) -> None: ...
 
 class HitFilter(_message.Message):
     __slots__ = ("node", "namespace", "pod", "app", "policy", "verdict", "direction", "min_packets")
@@ -76,14 +86,24 @@ class HitFilter(_message.Message):
     def __init__(self, node: _Optional[_Iterable[str]] = ..., namespace: _Optional[_Iterable[str]] = ..., pod: _Optional[_Iterable[str]] = ..., app: _Optional[_Iterable[str]] = ..., policy: _Optional[_Iterable[str]] = ..., verdict: _Optional[_Iterable[str]] = ..., direction: _Optional[_Iterable[str]] = ..., min_packets: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("filter", "since", "follow")
+    __slots__ = ("filter", "since", "follow", "since_time", "until", "first", "last", "exclude")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     filter: HitFilter
     since: _duration_pb2.Duration
     follow: bool
-    def __init__(self, filter: _Optional[_Union[HitFilter, _Mapping]] = ..., since: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., follow: _Optional[bool] = ...) -> None: ...
+    since_time: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    first: int
+    last: int
+    exclude: _containers.RepeatedCompositeFieldContainer[HitFilter]
+    def __init__(self, filter: _Optional[_Union[HitFilter, _Mapping]] = ..., since: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., follow: _Optional[bool] = ..., since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first: _Optional[int] = ..., last: _Optional[int] = ..., exclude: _Optional[_Iterable[_Union[HitFilter, _Mapping]]] = ...) -> None: ...
 
 class HitBatch(_message.Message):
     __slots__ = ("hits", "lost")
@@ -94,10 +114,12 @@ class HitBatch(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., lost: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "exclude")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     filter: HitFilter
-    def __init__(self, filter: _Optional[_Union[HitFilter, _Mapping]] = ...) -> None: ...
+    exclude: _containers.RepeatedCompositeFieldContainer[HitFilter]
+    def __init__(self, filter: _Optional[_Union[HitFilter, _Mapping]] = ..., exclude: _Optional[_Iterable[_Union[HitFilter, _Mapping]]] = ...) -> None: ...
 
 class SnapshotResponse(_message.Message):
     __slots__ = ("totals", "time")
@@ -147,15 +169,17 @@ class ServerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatusResponse(_message.Message):
-    __slots__ = ("agents_connected", "nodes_known", "uptime", "version", "api_version")
+    __slots__ = ("agents_connected", "nodes_known", "uptime", "version", "api_version", "features")
     AGENTS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     NODES_KNOWN_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     agents_connected: int
     nodes_known: int
     uptime: _duration_pb2.Duration
     version: str
     api_version: int
-    def __init__(self, agents_connected: _Optional[int] = ..., nodes_known: _Optional[int] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., api_version: _Optional[int] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agents_connected: _Optional[int] = ..., nodes_known: _Optional[int] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., api_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...

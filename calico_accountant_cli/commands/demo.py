@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from calico_accountant.runtime.flags import FlagSet, non_negative_float, port, positive_float
+from calico_accountant_cli.commands.command import add_command
+
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo",
         help="run the whole system on a bundled sample cluster: simulated nodes, real traffic, "
         "real agents and aggregator, a live summary",
@@ -17,34 +21,45 @@ def register(subparsers: Any) -> None:
         "without root or iptables, the agents replay the bundled node dumps with advancing counters. "
         "Prints the /metrics URL, the gRPC address and a live summary; Ctrl-C or SIGTERM stops "
         "every process and deletes every namespace it created.",
+        examples=(
+            "sudo calico-accountant demo",
+            "calico-accountant demo --replay --duration 60 --plain",
+            "# the sample cluster in a real etcd, the v3.27 layout",
+            "sudo calico-accountant demo --datastore etcd://127.0.0.1:2379 --layout v3.27",
+        ),
     )
-    parser.add_argument(
+    flags = FlagSet(parser)
+    flags.add(
         "--datastore",
         default=None,
         metavar="etcd://HOST:PORT",
-        help="write the sample cluster into this etcd (as Calico stores it) and read it from there; "
-        "default: the bundled sample in a file: datastore",
+        shown_default="the bundled sample in a file: datastore",
+        help="write the sample cluster into this etcd (as Calico stores it) and read it from there",
     )
-    parser.add_argument(
-        "--layout", choices=["v3.27", "v3.30"], default="v3.30", help="felix layout (default v3.30)"
+    flags.add("--layout", choices=("v3.27", "v3.30"), default="v3.30", help="felix layout")
+    flags.add("--duration", type=non_negative_float, default=0.0, help="seconds to run; 0: until Ctrl-C")
+    flags.add("--metrics-port", type=port, default=9009, help="aggregator /metrics port; 0 picks one")
+    flags.add("--grpc-port", type=port, default=9010, help="aggregator gRPC port; 0 picks one")
+    flags.add(
+        "--no-traffic", action="store_true", default=False, help="set everything up but send no traffic"
     )
-    parser.add_argument(
-        "--duration", type=float, default=0.0, help="seconds to run; 0 (default) until Ctrl-C"
+    flags.add("--interval", type=positive_float, default=2.0, help="agents' read interval, seconds")
+    flags.add("--traffic-period", type=positive_float, default=2.0, help="seconds between traffic rounds")
+    flags.add("--refresh", type=positive_float, default=2.0, help="seconds between summary updates")
+    mode = FlagSet(parser.add_mutually_exclusive_group())
+    mode.add("--replay", action="store_true", default=False, help="replay bundled dumps even when root")
+    mode.add("--kernel", action="store_true", default=False, help="fail instead of falling back to replay")
+    flags.add(
+        "--iptables-backend",
+        choices=("legacy", "nft"),
+        default="legacy",
+        help="iptables of the simulated nodes",
     )
-    parser.add_argument(
-        "--metrics-port", type=int, default=9009, help="aggregator /metrics port; 0 picks one"
-    )
-    parser.add_argument("--grpc-port", type=int, default=9010, help="aggregator gRPC port; 0 picks one")
-    parser.add_argument("--no-traffic", action="store_true", help="set everything up but send no traffic")
-    parser.add_argument("--interval", type=float, default=2.0, help="agents' read interval (default 2s)")
-    parser.add_argument("--traffic-period", type=float, default=2.0, help="seconds between traffic rounds")
-    parser.add_argument("--refresh", type=float, default=2.0, help="seconds between summary updates")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--replay", action="store_true", help="replay bundled dumps even when root")
-    mode.add_argument("--kernel", action="store_true", help="fail instead of falling back to replay")
-    parser.add_argument("--iptables-backend", choices=["legacy", "nft"], default="legacy")
-    parser.add_argument(
-        "--plain", action="store_true", help="print successive summaries instead of redrawing one screen"
+    flags.add(
+        "--plain",
+        action="store_true",
+        default=False,
+        help="print successive summaries instead of redrawing one screen",
     )
     parser.set_defaults(func=_run)
 

@@ -7,20 +7,24 @@ import json
 import sys
 from typing import Any
 
+from calico_accountant.runtime.flags import FlagSet
+from calico_accountant_cli.commands.command import add_command
 from calico_accountant_cli.terminal import terminal_safe
 
 
 def register(subparsers: Any) -> None:
     from calico_accountant_cli.commands.hit_args import add_server_argument
 
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "nodes",
         help="list nodes with their agent's state (connected, last snapshot, sequence, diagnostics)",
         description="Lists the nodes the aggregator has heard from, whether their agent is connected, "
         "when it last read its tables, and the parse diagnostics it reported.",
+        examples=("calico-accountant nodes --server aggregator:9010", "calico-accountant nodes -o json"),
     )
     add_server_argument(parser)
-    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    FlagSet(parser).add("-o", "--output", choices=("table", "json"), default="table", help="output form")
     parser.set_defaults(func=_run)
 
 

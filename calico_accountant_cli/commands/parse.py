@@ -17,21 +17,37 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from calico_accountant.records import CounterRecord, Kind, ParseResult
+from calico_accountant.runtime.flags import FlagSet
+from calico_accountant_cli.commands.command import add_command
 from node_agent.parsing import parse_node
 
 _KIND_OF = operator.attrgetter("key.kind")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "parse",
         help="parse iptables-save -c dumps of one node into counter records",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="What a node's filter table says, without any datastore. Several files are one "
+        "node (e.g. the output of iptables-save -c and of ip6tables-save -c). Zero-valued counters are "
+        "printed: a zero says the policy applies and saw nothing. Diagnostics go to stderr; the exit "
+        "status is non-zero only when nothing could be parsed.",
+        examples=(
+            "calico-accountant parse --format summary node1.save node1-v6.save",
+            "iptables-save -c -t filter | calico-accountant parse --format json -",
+        ),
     )
     parser.add_argument("files", nargs="*", default=["-"], metavar="FILE", help="dumps to read; - is stdin")
-    parser.add_argument("--format", choices=("json", "table", "summary"), default="table")
-    parser.add_argument("--family", type=int, choices=(4, 6), help="force the IP family of every input")
+    flags = FlagSet(parser)
+    flags.add("--format", choices=("json", "table", "summary"), default="table", help="output form")
+    flags.add(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        shown_default="from each dump",
+        help="force the IP family of every input",
+    )
     parser.set_defaults(func=run)
 
 

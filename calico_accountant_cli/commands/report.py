@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -27,6 +26,8 @@ from aggregator.model import PolicyIdentity, ResolvedCounter
 from aggregator.resolution.resolve import Resolver, resolve_counter
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
 from calico_accountant.records import CounterRecord, Kind, ParseResult
+from calico_accountant.runtime.flags import FlagSet, positive_float
+from calico_accountant_cli.commands.command import add_command
 from calico_accountant_cli.commands.parse import read_inputs, write_diagnostics
 from node_agent.parsing import parse_node
 
@@ -34,55 +35,88 @@ __all__ = ["load_catalog", "register", "report_json", "report_prometheus", "run"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "report",
         help="resolve one node's dumps against the datastore: JSON records or the /metrics exposition",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Parses the dumps of one node (several files are one node, e.g. the output of "
+        "iptables-save -c and of ip6tables-save -c), resolves interfaces to pods and chains to policies "
+        "with the datastore, and prints either one JSON object per record (zero-valued records included: "
+        "a zero says the policy applies and saw nothing) or the exposition the aggregator would serve "
+        "for this node. The counters of a dump are counted as totals, exactly like the first snapshot "
+        "of a node the aggregator sees. Diagnostics go to stderr.\n\n"
+        "Exit status: 0; 1 when no rule could be parsed or a file cannot be read; 2 when the "
+        "datastore cannot be loaded.",
+        examples=(
+            "calico-accountant report --datastore file:cluster.yaml --node node-a node-a.save",
+            "calico-accountant report --datastore etcd://127.0.0.1:2379 --node node-a --format prometheus "
+            "node-a.save node-a-v6.save",
+        ),
     )
     parser.add_argument(
         "files", nargs="*", default=["-"], metavar="FILE", help="dumps of ONE node; - is stdin"
     )
-    parser.add_argument(
+    flags = FlagSet(parser)
+    flags.add(
         "--datastore",
         required=True,
         metavar="SPEC",
         help="file:PATH (calicoctl YAML/JSON, etcd key/values, or kubectl's -o json|yaml listing of a "
         "KDD cluster), etcd://HOST:PORT[,...], or kubernetes",
     )
-    parser.add_argument("--node", required=True, help="the node the dumps come from (as Calico names it)")
-    parser.add_argument("--format", choices=("json", "prometheus"), default="json")
-    parser.add_argument("--family", type=int, choices=(4, 6), help="force the IP family of every input")
-    parser.add_argument(
+    flags.add(
+        "--node",
+        required=True,
+        help="the node the dumps come from (as Calico names it)",
+    )
+    flags.add("--format", choices=("json", "prometheus"), default="json", help="output form")
+    flags.add(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        shown_default="from each dump",
+        help="force the IP family of every input",
+    )
+    flags.add(
         "--compat-metrics",
         action="store_true",
+        default=False,
         help="also print monzo/calico-accountant's metric names (prometheus format)",
     )
-    parser.add_argument(
+    flags.add(
         "--levels",
         default="workload,node,cluster",
         help="levels to print in prometheus format (comma separated subset of workload,node,cluster)",
     )
-    parser.add_argument(
+    flags.add(
         "--labels",
         default=None,
         metavar="LABEL,...",
+        shown_default="all",
         help="label allow-list for prometheus format: other labels are dropped and their series summed",
     )
-    parser.add_argument(
-        "--datastore-timeout", type=float, default=30.0, help="seconds to wait for etcd or the API server"
+    flags.add(
+        "--datastore-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds to wait for etcd or the API server",
     )
-    parser.add_argument(
-        "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="for --datastore kubernetes"
+    flags.add(
+        "--kubeconfig",
+        env="KUBECONFIG",
+        metavar="FILE",
+        shown_default="the in-cluster ServiceAccount, else ~/.kube/config",
+        help="for --datastore kubernetes",
     )
-    parser.add_argument(
+    flags.add(
         "--interface-prefix",
-        default=os.environ.get("FELIX_INTERFACEPREFIX") or "cali",
-        help="felix's interface prefix, naming pods' veths in KDD listings ($FELIX_INTERFACEPREFIX, cali)",
+        default="cali",
+        env="FELIX_INTERFACEPREFIX",
+        help="felix's interface prefix, naming pods' veths in KDD listings",
     )
-    parser.add_argument("--etcd-ca", help="CA bundle for etcd TLS")
-    parser.add_argument("--etcd-cert", help="client certificate for etcd")
-    parser.add_argument("--etcd-key", help="client key for etcd")
+    flags.add("--etcd-ca", metavar="FILE", help="CA bundle for etcd TLS")
+    flags.add("--etcd-cert", metavar="FILE", help="client certificate for etcd")
+    flags.add("--etcd-key", metavar="FILE", help="client key for etcd")
     parser.set_defaults(func=run)
 
 

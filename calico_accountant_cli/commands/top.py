@@ -18,24 +18,36 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from calico_accountant.runtime.flags import FlagSet, non_negative_int, positive_float, positive_int
+from calico_accountant_cli.commands.command import add_command
 from calico_accountant_cli.terminal import terminal_safe
 
 
 def register(subparsers: Any) -> None:
     from calico_accountant_cli.commands.hit_args import add_filter_arguments, add_server_argument
 
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "top",
         help="live table of the workloads and policies with the most denied/dropped packets per second",
         description="A live table (refreshing in place) of the workloads and policies with the most "
         "denied and dropped packets per second. --verdict accept shows the busiest accepts instead.",
+        examples=(
+            "calico-accountant top --server aggregator:9010",
+            "calico-accountant top -n shop --window 60 --limit 30",
+            "calico-accountant top --verdict accept --iterations 1",
+        ),
     )
     add_server_argument(parser)
-    parser.add_argument("--window", type=float, default=30.0, help="seconds the rates are averaged over")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    parser.add_argument("--limit", type=int, default=15, help="rows per table")
-    parser.add_argument(
-        "--iterations", type=int, default=0, help="stop after this many refreshes (default: until Ctrl-C)"
+    flags = FlagSet(parser)
+    flags.add("--window", type=positive_float, default=30.0, help="seconds the rates are averaged over")
+    flags.add("--interval", type=positive_float, default=2.0, help="seconds between refreshes")
+    flags.add("--limit", type=positive_int, default=15, help="rows per table")
+    flags.add(
+        "--iterations",
+        type=non_negative_int,
+        default=0,
+        help="stop after this many refreshes; 0: until Ctrl-C",
     )
     add_filter_arguments(parser)
     parser.set_defaults(func=_run)

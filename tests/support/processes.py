@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -102,12 +102,18 @@ class Processes:
     directory: Path
     started: list[Process] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str]) -> Process:
-        """``python ARGV`` from the repository root, its output in ``<directory>/<name>.log``."""
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Process:
+        """``python ARGV`` from the repository root, its output in ``<directory>/<name>.log``;
+        ``env`` is added to this process's environment."""
         log = self.directory / f"{name}.log"
         handle = open(log, "ab")  # noqa: SIM115 - the child keeps writing after we return
         popen = subprocess.Popen(
-            [sys.executable, *argv], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            [sys.executable, *argv],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         handle.close()
         process = Process(name, popen, log)
@@ -115,7 +121,13 @@ class Processes:
         return process
 
     def aggregator(
-        self, grpc_port: int, metrics_port: int, *extra: str, name: str = "aggregator", health_port: int = 0
+        self,
+        grpc_port: int,
+        metrics_port: int,
+        *extra: str,
+        name: str = "aggregator",
+        health_port: int = 0,
+        env: Mapping[str, str] | None = None,
     ) -> Process:
         """An aggregator on loopback; its health port is ``health_port`` or a free one."""
         health_port = health_port or free_port()
@@ -139,12 +151,19 @@ class Processes:
                 str(health_port),
                 *extra,
             ],
+            env,
         )
         process.health_port = health_port
         return process
 
     def agent(
-        self, node: str, aggregator_port: int, commands: Sequence[str], *extra: str, name: str = ""
+        self,
+        node: str,
+        aggregator_port: int,
+        commands: Sequence[str],
+        *extra: str,
+        name: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> tuple[Process, int]:
         port = free_port()
         argv = [
@@ -163,7 +182,7 @@ class Processes:
         ]
         for command in commands:
             argv += ["--iptables-save", command]
-        return self.start(name or f"agent-{node}", argv), port
+        return self.start(name or f"agent-{node}", argv, env), port
 
     def stop_all(self) -> None:
         for process in reversed(self.started):
