@@ -42,6 +42,7 @@ def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "calico-accountant",
+            "namespace": "calico-accountant",
             "labels": {
                 "app.kubernetes.io/name": "calico-accountant",
                 "prometheus": "k8s",
