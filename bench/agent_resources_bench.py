@@ -77,7 +77,9 @@ def measure(name: str, text: str, reads: int, interval: float, directory: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reads", type=int, default=6, help="reads sampled per size (default 6)")
     parser.add_argument("--interval", type=float, default=2.0, help="the agent's --interval (default 2)")
     args = parser.parse_args(argv)
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         for name, text in cases:
             f = measure(name, text, args.reads, args.interval, Path(directory))
-            print(f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}")
+            print(
+                f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}"
+            )
     return 0
 
 

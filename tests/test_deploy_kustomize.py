@@ -116,7 +116,9 @@ def test_custom_resources_have_their_versions_and_point_at_what_exists(
                 and labels.items() <= w["spec"]["template"]["metadata"]["labels"].items()
             ]
             assert [w["kind"] for w in selected] == ["DaemonSet"], package
-            ports = {p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            ports = {
+                p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+            }
             assert all(e["port"] in ports for e in spec["podMetricsEndpoints"])
         elif kind == "PrometheusRule":
             assert spec["groups"] and all(g["rules"] for g in spec["groups"])

@@ -120,7 +120,9 @@ def test_the_network_policy_guards_every_port_the_aggregator_serves() -> None:
         for port in rule["ports"]:
             allowed.setdefault(port["port"], []).extend(rule["from"])
     assert set(allowed) == set(_ports(spec).values()) == {9009, 9010, 9011}
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in allowed[9009]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in allowed[
+        9009
+    ]
     assert any("ipBlock" in peer for peer in allowed[9010])  # the agents, on the node network
     assert any(
         peer.get("podSelector", {}).get("matchLabels") == {"calico-accountant.io/api-client": "true"}
@@ -142,8 +144,8 @@ def test_the_datastore_overlays_set_the_datastore_their_name_says() -> None:
 
 
 def test_the_ha_overlay_runs_two_replicas_the_aggregator_accepts(tmp_path: Path) -> None:
-    objects, spec, config = _aggregator("overlays/ha", mounts=tmp_path)
-    for mount in spec["volumeMounts"]:  # the Secret's files, where the pod has them
+    objects, container_spec, config = _aggregator("overlays/ha", mounts=tmp_path)
+    for mount in container_spec["volumeMounts"]:  # the Secret's files, where the pod has them
         directory = tmp_path / Path(mount["mountPath"]).relative_to("/etc/calico-accountant")
         directory.mkdir(parents=True)
         for name in ("ca.crt", "tls.crt", "tls.key"):
@@ -152,7 +154,9 @@ def test_the_ha_overlay_runs_two_replicas_the_aggregator_accepts(tmp_path: Path)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert config.leader_election is LeaderElection.ETCD and config.checkpoint == "etcd"
-    spec = parse_datastore_spec(config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key)
+    spec = parse_datastore_spec(
+        config.datastore, ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key
+    )
     # What the aggregator checks at start: the lease and the checkpoint both in the datastore's etcd.
     assert open_election(config.leader_election, spec, config.checkpoint, identity=FIELDS["metadata.name"])
 

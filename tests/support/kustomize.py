@@ -29,10 +29,25 @@ __all__ = [
 ]
 
 DEPLOY = REPO / "deploy"
-PACKAGES = ("base", "overlays/etcd", "overlays/kubernetes", "overlays/ha", "overlays/tls", "overlays/monitoring")
+PACKAGES = (
+    "base",
+    "overlays/etcd",
+    "overlays/kubernetes",
+    "overlays/ha",
+    "overlays/tls",
+    "overlays/monitoring",
+)
 """Every directory an operator applies with ``kubectl apply -k``."""
 
-_PROCESS_VARIABLES = ("CALICO_ACCOUNTANT_", "ETCD_", "FELIX_", "KUBECONFIG", "NODENAME", "POD_NAME", "LOG_LEVEL")
+_PROCESS_VARIABLES = (
+    "CALICO_ACCOUNTANT_",
+    "ETCD_",
+    "FELIX_",
+    "KUBECONFIG",
+    "NODENAME",
+    "POD_NAME",
+    "LOG_LEVEL",
+)
 
 
 def kubectl() -> str:
