@@ -12,12 +12,15 @@ tests/test_monitoring_rules.py (the PrometheusRule's content).
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from tests.support.kustomize import DEPLOY, PACKAGES, find, kustomize
+from tests.support.processes import REPO
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 """The oldest version the manifests target (projected tokens name the node from 1.30) and
@@ -144,3 +147,23 @@ def test_the_monitoring_overlay_carries_the_dashboard_unchanged() -> None:
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     source = (DEPLOY / "grafana" / "calico-accountant.json").read_text()
     assert config_map["data"] == {"calico-accountant.json": source}
+
+
+def test_the_readmes_install_example_builds(tmp_path: Path) -> None:
+    """README, "Install": the example overlay (a datastore overlay, TLS, monitoring, the
+    NetworkPolicy patched to the nodes' subnet) renders, and the patch hits the node rules."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("# my-cluster/kustomization.yaml")
+    example = readme[start : readme.index("```", start)]
+    (tmp_path / "kustomization.yaml").write_text(
+        example.replace("../calico-accountant/deploy", os.path.relpath(DEPLOY, tmp_path))
+    )
+    objects = kustomize(tmp_path)
+    kinds = {o["kind"] for o in objects}
+    assert {"ClusterRole", "Certificate", "Issuer", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    policy = find(objects, "NetworkPolicy")
+    node_rules = [rule for rule in policy["spec"]["ingress"] if "ipBlock" in rule["from"][0]]
+    assert {rule["from"][0]["ipBlock"]["cidr"] for rule in node_rules} == {"192.168.0.0/16"}
+    for o in objects:
+        if o["kind"] not in CUSTOM_RESOURCES:
+            kubernetes_validate.validate(o, KUBERNETES_VERSIONS[-1], strict=True)
