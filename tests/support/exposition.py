@@ -10,6 +10,7 @@ Nothing is started: no port is bound, no datastore is contacted.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,11 @@ _SUFFIXES = {
 
 def aggregator_exposition(directory: Path) -> str:
     """The text of one scrape of an aggregator that has seen both sample nodes twice."""
+    return asyncio.run(_exposition(directory))
+
+
+async def _exposition(directory: Path) -> str:
+    """Inside an event loop, as ``run_aggregator`` builds it (its gRPC server wants one)."""
     config = AggregatorConfig(
         datastore=f"file:{_SAMPLE.joinpath('cluster.yaml')}",
         checkpoint=f"file:{directory / 'checkpoint'}",
