@@ -327,20 +327,20 @@ def test_the_spec_and_a_missing_kubeconfig(tmp_path: Path) -> None:
 
 
 def test_the_cluster_role_grants_exactly_what_is_listed_and_watched() -> None:
-    """deploy/kubernetes/rbac.yaml: get/list/watch on every resource type the datastore reads, no more."""
-    import yaml
-
+    """deploy/overlays/kubernetes (its rbac.yaml), rendered by kubectl kustomize: get/list/watch on
+    every resource type the datastore reads, no more, for the aggregator it deploys."""
     from aggregator.datastore.kdd_resources import KUBE_RESOURCES
+    from tests.support.kustomize import DEPLOY, container, find, kustomize
 
-    deploy = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
-    documents = list(yaml.safe_load_all((deploy / "rbac.yaml").read_text()))
-    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    documents = kustomize(DEPLOY / "overlays" / "kubernetes")
+    role = find(documents, "ClusterRole")
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {(r.group, r.plural) for r in KUBE_RESOURCES}
     assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in role["rules"])
-    binding = next(d for d in documents if d["kind"] == "ClusterRoleBinding")
-    aggregator = list(yaml.safe_load_all((deploy / "aggregator.yaml").read_text()))
-    account = next(d for d in aggregator if d["kind"] == "ServiceAccount")
+    binding = find(documents, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    deployment = find(documents, "Deployment")
+    account = find(documents, "ServiceAccount", deployment["spec"]["template"]["spec"]["serviceAccountName"])
     assert binding["subjects"] == [
         {
             "kind": "ServiceAccount",
@@ -348,7 +348,6 @@ def test_the_cluster_role_grants_exactly_what_is_listed_and_watched() -> None:
             "namespace": account["metadata"]["namespace"],
         }
     ]
-    container = next(d for d in aggregator if d["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
-    assert {"name": "CALICO_ACCOUNTANT_DATASTORE", "value": "kubernetes"} in container["env"]
+    assert {"name": "CALICO_ACCOUNTANT_DATASTORE", "value": "kubernetes"} in container(
+        deployment, "aggregator"
+    )["env"]

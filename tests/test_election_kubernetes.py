@@ -233,7 +233,7 @@ _VERBS = {"POST": "create", "PUT": "update", "DELETE": "delete"}
 
 
 def _assert_the_role_grants_what_was_used(api: KubeApiServer) -> None:
-    """deploy/kubernetes/ha/rbac.yaml grants exactly the verbs the election and the checkpoint
+    """deploy/overlays/kubernetes-ha/rbac.yaml grants exactly the verbs the election and the checkpoint
     store used on the stand-in server, on the resources they used them on."""
     used = set()
     for request in api.requests:
@@ -245,7 +245,7 @@ def _assert_the_role_grants_what_was_used(api: KubeApiServer) -> None:
         group = route.served.api_version.rpartition("/")[0]
         verb = _VERBS.get(method) or ("get" if route.name else "list")
         used.add((group, route.served.plural, verb))
-    role_file = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "ha" / "rbac.yaml"
+    role_file = Path(__file__).resolve().parent.parent / "deploy" / "overlays" / "kubernetes-ha" / "rbac.yaml"
     role = next(d for d in yaml.safe_load_all(role_file.read_text()) if d["kind"] == "Role")
     granted = {
         (g, r, v)

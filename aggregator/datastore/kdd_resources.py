@@ -4,7 +4,7 @@ One :class:`KubeResource` per collection read for the whole cluster: where it is
 (``/api/v1/pods``, ``/apis/<group>/<version>/<plural>``), whether a 404 just means "not installed
 here" (CRDs, alpha APIs), the field selector that keeps the server from sending what never
 derives anything, and the prefix of the cache keys of the objects derived from it (a re-listed
-type finds what it held).  ``deploy/kubernetes/rbac.yaml`` grants exactly these (a test checks).
+type finds what it held).  ``deploy/overlays/kubernetes/rbac.yaml`` grants exactly these (a test checks).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ KUBE_RESOURCES: tuple[KubeResource, ...] = (
         POLICY_API_GROUP, "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False, optional=True
     ),
 )
-"""Everything the catalog needs, and nothing more (the ClusterRole in ``deploy/kubernetes`` grants
+"""Everything the catalog needs, and nothing more (the ClusterRole in ``deploy/overlays/kubernetes`` grants
 get/list/watch on exactly these)."""
 
 _BY_GROUP_KIND = {(r.group, r.kind): r for r in KUBE_RESOURCES}

@@ -57,7 +57,9 @@ class PrometheusServer(ManagedServer):
     """One Prometheus scraping ``targets`` (``host:port``, path ``/metrics``) every second.
 
     ``job`` adds keys to the scrape job, e.g. ``{"scheme": "https", "tls_config": {...},
-    "basic_auth": {...}}`` for a target behind a web config.
+    "basic_auth": {...}}`` for a target behind a web config, or ``{"honor_labels": True}``;
+    ``target_labels`` are the targets' own labels (as service discovery attaches them);
+    ``rule_files`` are loaded and evaluated every ``scrape_interval``.
     """
 
     def __init__(
@@ -67,8 +69,12 @@ class PrometheusServer(ManagedServer):
         scrape_interval: str = "1s",
         start_timeout: float = 30.0,
         job: Mapping[str, Any] | None = None,
+        target_labels: Mapping[str, str] | None = None,
+        rule_files: Sequence[Path] = (),
     ) -> None:
         self.targets = list(targets)
+        self.target_labels = dict(target_labels or {})
+        self.rule_files = [str(path) for path in rule_files]
         self.job = dict(job or {})
         self.scrape_interval = scrape_interval
         self.start_timeout = start_timeout
@@ -92,10 +98,13 @@ class PrometheusServer(ManagedServer):
             "global:\n"
             f"  scrape_interval: {self.scrape_interval}\n"
             f"  scrape_timeout: {self.scrape_interval}\n"
+            f"  evaluation_interval: {self.scrape_interval}\n"
+            f"rule_files: {json.dumps(self.rule_files)}\n"
             "scrape_configs:\n"
             "  - job_name: calico-accountant\n"
             "    static_configs:\n"
             f"      - targets: {json.dumps(self.targets)}\n"
+            f"        labels: {json.dumps(self.target_labels)}\n"
             + "".join(f"    {key}: {json.dumps(value)}\n" for key, value in self.job.items())
         )
         for _attempt in range(3):
@@ -193,6 +202,11 @@ class PrometheusServer(ManagedServer):
     def targets_health(self) -> list[str]:
         data = self._get("/api/v1/targets", {"state": "active"})
         return [str(target["health"]) for target in data["activeTargets"]]
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its evaluation state (``health``, ``lastError``, ``type``)."""
+        data = self._get("/api/v1/rules", {})
+        return [rule for group in data["groups"] for rule in group["rules"]]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2) -> float:
         """Poll until ``predicate()`` is true; returns the seconds it took, raises on timeout."""

@@ -1,0 +1,102 @@
+"""What a node agent process costs: peak resident memory and CPU per read, for the DaemonSet's
+requests and limits (``deploy/base/agent.yaml``).
+
+A real aggregator (no datastore) and a real agent process on loopback; the agent's
+``--iptables-save`` is ``cat`` of a rendered dump (the sample cluster's node, and sized
+nodes as in ``bench/parser_bench.py``), read every ``--interval`` seconds.  After the warm-up
+(first full snapshot acknowledged) it samples ``/proc/PID/status`` (VmRSS, VmHWM) and
+``/proc/PID/stat`` (user + system CPU) over a number of reads.
+
+Not included: the ``iptables-save`` children a real node runs (their memory and CPU count in
+the container's cgroup too; ``bench/parser_bench.py`` times them).  Figures in ``bench/README.md``.
+
+    .venv/bin/python -m bench.agent_resources_bench [--reads 6] [--interval 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.felix_render import render_restore, sized_model
+from tests.support.ports import free_port
+from tests.support.processes import REPO, processes
+from tests.support.scrape import http_get
+from tests.support.waits import wait_until
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Figures:
+    name: str
+    dump_mb: float
+    rss_mib: float
+    peak_mib: float
+    cpu_per_read_s: float
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def measure(name: str, text: str, reads: int, interval: float, directory: Path) -> Figures:
+    dump = directory / f"{name}.save"
+    dump.write_text(text)
+    grpc, metrics = free_port(), free_port()
+    with processes(directory) as group:
+        group.aggregator(grpc, metrics)
+        agent, port = group.agent(
+            name, grpc, [f"cat {shlex.quote(str(dump))}"], "--interval", str(interval), "--no-ipv6"
+        )
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200, timeout=120)
+        pid = agent.popen.pid
+        start = _cpu_seconds(pid)
+        time.sleep(reads * interval)
+        cpu = _cpu_seconds(pid) - start
+        return Figures(
+            name,
+            len(text.encode()) / 1e6,
+            _status_kib(pid, "VmRSS") / 1024,
+            _status_kib(pid, "VmHWM") / 1024,
+            cpu / reads,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reads", type=int, default=6, help="reads sampled per size (default 6)")
+    parser.add_argument("--interval", type=float, default=2.0, help="the agent's --interval (default 2)")
+    args = parser.parse_args(argv)
+    sample = (REPO / "calico_accountant_cli" / "sample" / "node-a.v3.30.save").read_text()
+    cases = [("sample-node-a", sample)] + [
+        (f"{pods}x{policies}", render_restore(sized_model(pods, policies, seed=1)).text)
+        for pods, policies in [(250, 20), (1000, 40)]
+    ]
+    print(f"{'node':>14} {'dump MB':>8} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s/read':>11}")
+    with tempfile.TemporaryDirectory() as directory:
+        for name, text in cases:
+            f = measure(name, text, args.reads, args.interval, Path(directory))
+            print(
+                f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
