@@ -8,6 +8,7 @@ process carrying the run's unique ports on its command line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,7 +28,8 @@ from calico_accountant_cli.demo.supervisor import python_env
 from calico_accountant_cli.lab.netns import list_namespaces
 from tests.support.etcd_server import SKIP_REASON, EtcdServer, etcd_available
 from tests.support.ports import free_port
-from tests.support.skips import kernel_skip_reason
+from tests.support.skips import kernel_skip_reason, requires_tools
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -222,3 +224,55 @@ def _etcd_keys(endpoint: str) -> list[str]:
         check=True,
     )
     return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+@requires_tools("prometheus", "promtool")
+def test_demo_with_prometheus_fires_the_deploys_drop_alert(stopper: list[DemoRun]) -> None:
+    """A newcomer's view: the deploy's rules loaded into a real Prometheus scraping the demo,
+    and the per-app no-policy-drop alert going pending on the demo's default-deny drops."""
+    reason = _kernel_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    prometheus_port = free_port()
+    run = _start_demo("--duration", "100", "--with-prometheus", str(prometheus_port))
+    stopper.append(run)
+
+    def drop_alert() -> dict[str, object] | None:
+        assert run.process.poll() is None, f"demo exited early:\n{run.output}"
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{prometheus_port}/api/v1/alerts", timeout=2
+            ) as answer:
+                alerts = json.load(answer)["data"]["alerts"]
+        except (urllib.error.URLError, OSError):
+            return None
+        return next(
+            (a for a in alerts if a["labels"]["alertname"] == "CalicoAccountantNoPolicyDrops"
+             and a["labels"].get("namespace") == "shop"),
+            None,
+        )  # fmt: skip
+
+    alert = wait_until(drop_alert, timeout=80, interval=1.0, what="the drop alert pending or firing")
+    assert alert["state"] in ("pending", "firing")
+    assert f"http://127.0.0.1:{prometheus_port}/alerts" in run.output
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait(30) == 0
+    _assert_clean(run)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{prometheus_port}/-/ready", timeout=2)
+
+
+@requires_tools("promtool")
+def test_the_printed_prometheus_configuration_is_valid_with_the_deploys_rules(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "calico_accountant_cli", "demo", "--prometheus-config",
+         "--metrics-port", "9109"],
+        capture_output=True, text=True, timeout=60, env=python_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "prometheus.yml"
+    config.write_text(done.stdout)
+    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "127.0.0.1:9109" in done.stdout and "honor_labels: true" in done.stdout
+    assert "rules found" in checked.stdout

@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
             "calico-accountant demo --replay --duration 60 --plain",
             "# the sample cluster in a real etcd, the v3.27 layout",
             "sudo calico-accountant demo --datastore etcd://127.0.0.1:2379 --layout v3.27",
+            "# and a real Prometheus with the deploy's alerts, at http://127.0.0.1:9090/alerts",
+            "sudo calico-accountant demo --with-prometheus 9090",
         ),
     )
     flags = FlagSet(parser)
@@ -55,6 +57,26 @@ def register(subparsers: Any) -> None:
         default="legacy",
         help="iptables of the simulated nodes",
     )
+    prometheus = FlagSet(parser.add_mutually_exclusive_group())
+    prometheus.add(
+        "--with-prometheus",
+        nargs="?",
+        type=port,
+        const=0,
+        default=None,
+        metavar="PORT",
+        shown_default="off; PORT defaults to a free one",
+        help="also run a real Prometheus scraping the demo, with deploy/monitoring's recording rules and "
+        "alerts (each alert's 'for' cut to 1m, the drop alerts' thresholds to 0) so its alerts fire on the "
+        "demo's default-deny drops",
+    )
+    prometheus.add(
+        "--prometheus-config",
+        action="store_true",
+        default=False,
+        help="print a Prometheus configuration for the demo's aggregator (honor_labels, the deploy's rule "
+        "file) and exit",
+    )
     flags.add(
         "--plain",
         action="store_true",
@@ -69,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     from calico_accountant_cli.lab.calico_rules import Layout
     from calico_accountant_cli.lab.iptables import Backend
 
+    if args.prometheus_config:
+        return _print_prometheus_config(args)
     for name in ("duration", "interval", "traffic_period", "refresh"):
         value = getattr(args, name)
         if value < 0 or (name != "duration" and value == 0):
@@ -87,5 +111,22 @@ def _run(args: argparse.Namespace) -> int:
         backend=Backend(args.iptables_backend),
         screen=False if args.plain else None,
         refresh=args.refresh,
+        prometheus_port=args.with_prometheus,
     )
+    if options.prometheus_port is not None:
+        from calico_accountant_cli.demo.prometheus import missing_prometheus
+
+        missing = missing_prometheus()
+        if missing is not None:
+            print(f"calico-accountant demo: --with-prometheus: {missing}")
+            return 2
     return run_demo(options)
+
+
+def _print_prometheus_config(args: argparse.Namespace) -> int:
+    from calico_accountant_cli.demo.prometheus import RULES, prometheus_config
+
+    rules = [str(RULES)] if RULES.is_file() else []
+    print(f"# calico-accountant demo: scrape its aggregator; the deploy's rules ({RULES})", end="\n")
+    print(prometheus_config(f"127.0.0.1:{args.metrics_port or 9009}", [], rules, interval="15s"), end="")
+    return 0

@@ -75,6 +75,8 @@ class DemoOptions:
     screen: bool | None = None
     """Redraw one screen (True), print successive summaries (False), or decide by TTY (None)."""
     refresh: float = 2.0
+    prometheus_port: int | None = None
+    """Start a real Prometheus with the deploy's rules on this port (0 picks one); None: none."""
 
 
 def kernel_unavailable_reason(backend: Backend = Backend.LEGACY) -> str | None:
@@ -138,7 +140,8 @@ def _start_system(
     commands: dict[str, str],
     metrics_port: int,
     grpc_port: int,
-) -> None:
+) -> list[str]:
+    """Start the aggregator and the agents; the agents' ``/metrics`` addresses."""
     aggregator = supervisor.start(
         "aggregator",
         calico_accountant_argv(
@@ -150,16 +153,19 @@ def _start_system(
         ),
     )  # fmt: skip
     wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", 30.0, aggregator)
+    agents = []
     for node in cluster.nodes:
+        agents.append(f"127.0.0.1:{free_port()}")
         supervisor.start(
             f"agent-{node}",
             calico_accountant_argv(
                 "agent",
                 "--node", node, "--aggregator", f"127.0.0.1:{grpc_port}",
                 "--interval", str(options.interval), "--iptables-save", commands[node],
-                "--no-ipv6", "--listen", "127.0.0.1:0",
+                "--no-ipv6", "--listen", agents[-1],
             ),
         )  # fmt: skip
+    return agents
 
 
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
@@ -217,7 +223,19 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             else:
                 commands = {node: _replay_command(node, options, started) for node in cluster.nodes}
             supervisor = stack.enter_context(Supervisor())
-            _start_system(supervisor, options, cluster, store, commands, metrics_port, grpc_port)
+            agents = _start_system(supervisor, options, cluster, store, commands, metrics_port, grpc_port)
+            if options.prometheus_port is not None:
+                from calico_accountant_cli.demo.prometheus import DEMO_FOR, start_prometheus
+
+                prometheus_port = options.prometheus_port or free_port()
+                start_prometheus(
+                    supervisor, supervisor.log_dir, prometheus_port, f"127.0.0.1:{metrics_port}", agents
+                )
+                header.insert(
+                    -1,
+                    f"  Prometheus:   http://127.0.0.1:{prometheus_port}/alerts    (the deploy's rules; "
+                    f"alerts fire after {DEMO_FOR}, not 5-15m, and drop alerts above 0 flows/s)",
+                )
             print("\n".join(header), file=out, flush=True)
             client = stack.enter_context(HitsClient(grpc_address, timeout=5.0))
             redraw = options.screen if options.screen is not None else out.isatty()
