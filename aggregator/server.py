@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -54,6 +55,7 @@ from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.metrics.datastore import DatastoreCollector
+from aggregator.metrics.policy_info import PolicyInfoCollector
 from aggregator.readiness import Phase
 from aggregator.replica import Ending, Role, run_replica
 from aggregator.series.options import SeriesOptions
@@ -157,6 +159,11 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     ]
 
 
+def _catalog_of(cache: DatastoreCache) -> Callable[[], Catalog]:
+    """The cache's current catalog, read at each call (a scrape)."""
+    return lambda: cache.catalog
+
+
 class Aggregator:
     """All the aggregator's parts in one event loop; :meth:`start` then :meth:`stop`."""
 
@@ -184,6 +191,7 @@ class Aggregator:
             self._source = open_datastore(spec, self.cache)
             resolver = self.cache.catalog
             self.registry.register(DatastoreCollector(self.cache))
+            self.registry.register(PolicyInfoCollector(_catalog_of(self.cache)))
         self.accountant = Accountant(
             resolver,
             options=config.series,
