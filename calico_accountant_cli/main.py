@@ -25,6 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "observe",
     "top",
     "nodes",
+    "audit",
 )
 
 

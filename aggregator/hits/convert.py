@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aggregator.model import ResolvedCounter
+from calico_accountant.records import Kind
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.wire.counters import DIRECTION_TO_PB, KIND_TO_PB
 
@@ -33,7 +34,11 @@ def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: 
         profile=counter.profile.name if counter.profile else "",
         packets=packets,
         bytes=octets,
+        tier=counter.tier,
     )
+    if key.kind is Kind.POLICY_RULE:
+        hit.rule = max(key.rule_index, 0)
+        hit.action = key.action
     if counter.policy is not None:
         policy = counter.policy
         hit.policy.CopyFrom(

@@ -26,7 +26,7 @@ class PolicyRef(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., stored_name: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time")
+    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time", "rule", "action", "tier")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,9 @@ class Hit(_message.Message):
     PACKETS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     node: str
     namespace: str
     pod: str
@@ -53,7 +56,10 @@ class Hit(_message.Message):
     packets: int
     bytes: int
     time: _timestamp_pb2.Timestamp
-    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rule: int
+    action: str
+    tier: str
+    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[int] = ..., action: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class HitFilter(_message.Message):
     __slots__ = ("node", "namespace", "pod", "app", "policy", "verdict", "direction", "min_packets")
