@@ -30,7 +30,7 @@ def deny_report(observations: Observations, top: int) -> tuple[DenyEntry, ...]:
             by_namespace.setdefault(row.namespace, Counter())[row.policy] += row.packets
     entries = [DenyEntry(DenyScope.CLUSTER, policy, packets) for policy, packets in _top(by_policy, top)]
     entries += [
-        DenyEntry(DenyScope.CLUSTER, rule.policy, packets, rule=rule.rule)
+        DenyEntry(DenyScope.CLUSTER, rule.policy, packets, rule=rule.rule, direction=rule.direction)
         for rule, packets in _top(by_rule, top)
     ]
     for namespace in sorted(by_namespace):

@@ -72,6 +72,7 @@ def report_json(report: AuditReport) -> dict[str, Any]:
             {
                 **_policy(d.policy),
                 "scope": d.scope.value,
+                "direction": d.direction,
                 "rule": d.rule,
                 "namespace": d.namespace,
                 "packets": d.packets,
@@ -161,7 +162,7 @@ def sections(report: AuditReport) -> list[Section]:
                 (
                     d.scope.value if not d.namespace else f"namespace {d.namespace}",
                     *policy(d.policy),
-                    "" if d.rule is None else str(d.rule),
+                    "" if d.rule is None else f"{d.direction} {d.rule}",
                     str(d.packets),
                 )
                 for d in report.denies

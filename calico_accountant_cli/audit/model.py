@@ -220,6 +220,8 @@ class DenyEntry:
     packets: int
     rule: int | None = None
     """Set for a rule row (cluster scope); None for a whole policy."""
+    direction: str = ""
+    """The rule's direction (rule rows only: rule ids are per direction)."""
     namespace: str = ""
     """The workloads' namespace (namespace scope)."""
 

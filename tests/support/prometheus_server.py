@@ -67,10 +67,12 @@ class PrometheusServer(ManagedServer):
         scrape_interval: str = "1s",
         start_timeout: float = 30.0,
         job: Mapping[str, Any] | None = None,
+        retention: str = "1h",
     ) -> None:
         self.targets = list(targets)
         self.job = dict(job or {})
         self.scrape_interval = scrape_interval
+        self.retention = retention
         self.start_timeout = start_timeout
         self.root = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         self.port = 0
@@ -79,6 +81,11 @@ class PrometheusServer(ManagedServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_path(self) -> Path:
+        """The TSDB directory: blocks put here before :meth:`start` (a backfill) are loaded."""
+        return self.root / "data"
 
     @property
     def log_path(self) -> Path:
@@ -105,9 +112,9 @@ class PrometheusServer(ManagedServer):
                     [
                         PROMETHEUS_BINARY,
                         f"--config.file={config}",
-                        f"--storage.tsdb.path={self.root / 'data'}",
+                        f"--storage.tsdb.path={self.data_path}",
                         f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--storage.tsdb.retention.time=1h",
+                        f"--storage.tsdb.retention.time={self.retention}",
                         "--log.level=warn",
                     ],
                     stdout=log,
