@@ -13,3 +13,7 @@ HITS_API_VERSION = 1
 checks it once per connection."""
 AGGREGATOR_HEALTH_PORT = 9011
 """The aggregator's ``/healthz`` and ``/readyz``, served from start to stop, standby included."""
+
+CANARY_KEY = "calico-accountant.io/canary"
+"""The policy label or annotation (value ``"true"``) that marks a canary: an allow-all behind
+restrictive policies, whose accepts are the traffic they miss (``calico-accountant audit``)."""

@@ -204,3 +204,38 @@ def test_rule_ids_match_the_per_rule_hit_family(run: Processes, tmp_path: Path) 
     if promtool is not None:
         checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert "error" not in checked.stdout.lower() + checked.stderr.lower(), checked.stdout + checked.stderr
+
+
+def test_kdd_calico_policies_keep_their_rules_and_canary_mark() -> None:
+    """A Calico policy CRD read from the Kubernetes API (KDD) keeps its rules and the canary
+    label; other labels and annotations are not kept."""
+    from aggregator.datastore.kdd_objects import KubeTranslator
+
+    body = {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "default.canary",
+            "namespace": "shop",
+            "labels": {"calico-accountant.io/canary": "true", "team": "web"},
+            "annotations": {"note": "dropped"},
+        },
+        "spec": {
+            "tier": "default",
+            "order": 1500,
+            "selector": "all()",
+            "types": ["Ingress"],
+            "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}}],
+        },
+    }
+    obj = KubeTranslator().document(body)
+    assert obj is not None
+    assert dict(obj.labels) == {"calico-accountant.io/canary": "true"}
+    catalog = Catalog.from_objects([obj])
+    assert policy_info_rows(catalog) == [
+        ("default", "NetworkPolicy", "shop", "canary", "1500", "all()", "true")
+    ]
+    rows = [dict(zip(RULE_INFO_LABELS, row, strict=True)) for row in rule_info_rows(catalog)]
+    assert [(r["direction"], r["rule"], r["action"], r["protocol"], r["ports"]) for r in rows] == [
+        ("ingress", "0", "allow", "tcp", "80")
+    ]

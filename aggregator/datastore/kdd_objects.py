@@ -41,6 +41,7 @@ from typing import Any
 
 from aggregator.datastore.kdd_resources import POLICY_API_GROUP, KubeResource, resource_of
 from aggregator.datastore.objects import BadObject, CalicoObject
+from calico_accountant.contract import CANARY_KEY
 from calico_accountant.felix.naming import DEFAULT_TIER, KNP_STORED_PREFIX, veth_name, workload_endpoint_name
 
 __all__ = ["DEFAULT_INTERFACE_PREFIX", "KubeTranslator", "first_interface_prefix", "pod_ips"]
@@ -52,6 +53,7 @@ _AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
 _FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
 _POLICY_SPEC_FIELDS = ("tier", "order", "selector", "namespaceSelector", "serviceAccountSelector", "types")
 _CNP_TIERS = {"Admin": "kube-admin", "Baseline": "kube-baseline"}
+_KEPT_ANNOTATIONS = ("projectcalico.org/metadata", CANARY_KEY)
 
 
 def first_interface_prefix(value: str) -> str:
@@ -292,12 +294,24 @@ class KubeTranslator:
                 kept["tier"] = tier
         elif "tier" in kept and not isinstance(kept["tier"], str):
             raise BadObject("bad_spec", f"{resource.kind} {name}: spec.tier is not a string")
+        else:
+            # The rules, for the rule-info metrics (what each rule says); kept as read.
+            for field_name in ("ingress", "egress"):
+                rules = spec.get(field_name)
+                if isinstance(rules, list) and all(isinstance(rule, Mapping) for rule in rules):
+                    kept[field_name] = rules
         out_metadata: dict[str, Any] = {"name": name}
         if namespace:
             out_metadata["namespace"] = namespace
-        annotation = _mapping(metadata.get("annotations")).get("projectcalico.org/metadata")
-        if isinstance(annotation, str):
-            out_metadata["annotations"] = {"projectcalico.org/metadata": annotation}
+        annotations = _mapping(metadata.get("annotations"))
+        kept_annotations = {
+            key: annotations[key] for key in _KEPT_ANNOTATIONS if isinstance(annotations.get(key), str)
+        }
+        if kept_annotations:
+            out_metadata["annotations"] = kept_annotations
+        labels = _mapping(metadata.get("labels"))
+        if isinstance(labels.get(CANARY_KEY), str):
+            out_metadata["labels"] = {CANARY_KEY: labels[CANARY_KEY]}
         return CalicoObject(
             resource.kind,
             namespace,

@@ -34,6 +34,7 @@ from aggregator.datastore.objects import CalicoObject
 from aggregator.metrics.family import POLICY_LABELS
 from aggregator.metrics.rule_text import bounded, rule_text
 from aggregator.model import PolicyIdentity
+from calico_accountant.contract import CANARY_KEY
 from calico_accountant.felix.naming import STAGED_KINDS
 
 __all__ = [
@@ -61,8 +62,6 @@ RULE_INFO_LABELS = (
     "source",
     "destination",
 )
-CANARY_KEY = "calico-accountant.io/canary"
-"""The label or annotation (value ``"true"``) that marks a policy as a canary."""
 
 Row = tuple[str, ...]
 
