@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compat-metrics", action="store_true", help="also export monzo/calico-accountant names"
     )
+    parser.add_argument(
+        "--no-rule-info",
+        dest="rule_info",
+        action="store_false",
+        help="do not export calico_accountant_policy_rule_info (one series per datastore rule: "
+        "~350 bytes each per scrape)",
+    )
     parser.add_argument("--max-series", type=int, default=None, help="cap on counter series (default: none)")
     parser.add_argument(
         "--stale-after", type=float, default=120.0, help="seconds without a snapshot: node stale"
@@ -297,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         max_series=args.max_series,
     )
     return AggregatorConfig(
+        rule_info=args.rule_info,
         grpc_host=args.grpc_host,
         grpc_port=args.grpc_port,
         metrics_host=args.metrics_host,

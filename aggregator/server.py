@@ -103,6 +103,8 @@ class AggregatorConfig:
     sync_timeout: float = 30.0
     """How long start-up waits for the datastore's first listing before serving anyway."""
     series: SeriesOptions = field(default_factory=SeriesOptions)
+    rule_info: bool = True
+    """Export ``calico_accountant_policy_rule_info`` (``policy_info`` is always exported)."""
     stale_after: float = 120.0
     retired_grace: float = 600.0
     node_expiry: float = 3600.0
@@ -191,7 +193,7 @@ class Aggregator:
             self._source = open_datastore(spec, self.cache)
             resolver = self.cache.catalog
             self.registry.register(DatastoreCollector(self.cache))
-            self.registry.register(PolicyInfoCollector(_catalog_of(self.cache)))
+            self.registry.register(PolicyInfoCollector(_catalog_of(self.cache), rules=config.rule_info))
         self.accountant = Accountant(
             resolver,
             options=config.series,

@@ -165,6 +165,8 @@ def test_collector_renders_once_per_catalog() -> None:
     current[0] = _catalog(_policy("b", {"ingress": [{"action": "Deny"}]}))
     families = {f.name: f for f in collector.collect()}
     assert [(s.labels["policy"], s.labels["action"]) for s in families[RULE_INFO].samples] == [("b", "deny")]
+    without_rules = PolicyInfoCollector(lambda: current[0], rules=False)
+    assert [f.name for f in without_rules.collect()] == ["calico_accountant_policy_info"]
 
 
 @pytest.fixture

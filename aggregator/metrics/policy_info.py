@@ -151,15 +151,17 @@ class PolicyInfoCollector(Collector):
     """Both info families for the current catalog; rendered once per catalog (catalogs are
     immutable and replaced on change), so scrapes between datastore changes cost a copy."""
 
-    def __init__(self, catalog: Callable[[], Catalog]) -> None:
+    def __init__(self, catalog: Callable[[], Catalog], *, rules: bool = True) -> None:
         self._catalog = catalog
+        self._with_rules = rules
         self._cached: tuple[Catalog, list[Row], list[Row]] | None = None
 
     def _rows(self) -> tuple[list[Row], list[Row]]:
         catalog = self._catalog()
         cached = self._cached
         if cached is None or cached[0] is not catalog:
-            cached = (catalog, policy_info_rows(catalog), rule_info_rows(catalog))
+            rules = rule_info_rows(catalog) if self._with_rules else []
+            cached = (catalog, policy_info_rows(catalog), rules)
             self._cached = cached
         return cached[1], cached[2]
 
@@ -174,6 +176,8 @@ class PolicyInfoCollector(Collector):
         for row in policies:
             policy_family.add_metric(list(row), 1.0)
         yield policy_family
+        if not self._with_rules:
+            return
         rule_family = GaugeMetricFamily(
             RULE_INFO,
             "One series per policy rule in the datastore (value 1): rule is the 0-based index among the "
