@@ -233,6 +233,14 @@ def test_usage_and_connection_errors_exit_2(scenario: Scenario) -> None:
     assert nowhere.returncode == 2 and "cannot reach" in nowhere.stderr
     no_source = cli("audit")
     assert no_source.returncode == 2
+    not_prometheus = cli("audit", "--prometheus", scenario.prometheus.url + "/not-here")
+    assert not_prometheus.returncode == 2 and "answered 404" in not_prometheus.stderr
+    bad_time = cli("audit", "--prometheus", scenario.prometheus.url, "--at", "yesterday")
+    assert bad_time.returncode == 2 and "answered 400" in bad_time.stderr
+    no_server = cli("audit", "--server", "127.0.0.1:9", "--timeout", "2")
+    assert no_server.returncode == 2 and no_server.stderr.startswith("calico-accountant audit:")
+    both = cli("audit", "--server", "127.0.0.1:9", "--prometheus", scenario.prometheus.url)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
 def test_server_source_reports_the_aggregators_totals(scenario: Scenario) -> None:

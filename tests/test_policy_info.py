@@ -241,3 +241,22 @@ def test_kdd_calico_policies_keep_their_rules_and_canary_mark() -> None:
     assert [(r["direction"], r["rule"], r["action"], r["protocol"], r["ports"]) for r in rows] == [
         ("ingress", "0", "allow", "tcp", "80")
     ]
+
+
+def test_kdd_kubernetes_network_policy_keeps_the_canary_annotation() -> None:
+    from aggregator.datastore.kdd_objects import KubeTranslator
+
+    body = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "canary",
+            "namespace": "shop",
+            "annotations": {"calico-accountant.io/canary": "true", "other": "x"},
+        },
+        "spec": {"podSelector": {}, "ingress": [{}]},
+    }
+    obj = KubeTranslator().document(body)
+    assert obj is not None
+    rows = policy_info_rows(Catalog.from_objects([obj]))
+    assert rows == [("default", "KubernetesNetworkPolicy", "shop", "canary", "1000", "", "true")]

@@ -53,7 +53,17 @@ _AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
 _FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
 _POLICY_SPEC_FIELDS = ("tier", "order", "selector", "namespaceSelector", "serviceAccountSelector", "types")
 _CNP_TIERS = {"Admin": "kube-admin", "Baseline": "kube-baseline"}
-_KEPT_ANNOTATIONS = ("projectcalico.org/metadata", CANARY_KEY)
+
+
+def _canary_mark(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``calico-accountant.io/canary`` label and annotation of a policy, the only ones kept
+    (for the policy-info metrics; other labels would only cost memory)."""
+    out: dict[str, Any] = {}
+    for field_name in ("labels", "annotations"):
+        value = _mapping(metadata.get(field_name)).get(CANARY_KEY)
+        if isinstance(value, str):
+            out[field_name] = {CANARY_KEY: value}
+    return out
 
 
 def first_interface_prefix(value: str) -> str:
@@ -260,7 +270,10 @@ class KubeTranslator:
             stored,
             resource.key(namespace, name),
             0,
-            {"metadata": {"name": stored, "namespace": namespace}, "spec": policy_spec},
+            {
+                "metadata": {"name": stored, "namespace": namespace, **_canary_mark(metadata)},
+                "spec": policy_spec,
+            },
         )
 
     def _tier(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
@@ -303,15 +316,10 @@ class KubeTranslator:
         out_metadata: dict[str, Any] = {"name": name}
         if namespace:
             out_metadata["namespace"] = namespace
-        annotations = _mapping(metadata.get("annotations"))
-        kept_annotations = {
-            key: annotations[key] for key in _KEPT_ANNOTATIONS if isinstance(annotations.get(key), str)
-        }
-        if kept_annotations:
-            out_metadata["annotations"] = kept_annotations
-        labels = _mapping(metadata.get("labels"))
-        if isinstance(labels.get(CANARY_KEY), str):
-            out_metadata["labels"] = {CANARY_KEY: labels[CANARY_KEY]}
+        out_metadata.update(_canary_mark(metadata))
+        annotation = _mapping(metadata.get("annotations")).get("projectcalico.org/metadata")
+        if isinstance(annotation, str):
+            out_metadata.setdefault("annotations", {})["projectcalico.org/metadata"] = annotation
         return CalicoObject(
             resource.kind,
             namespace,
