@@ -48,6 +48,9 @@ SECTIONS = ("canaries", "unused_policies", "unused_rules", "default_deny", "deni
 @dataclass
 class Scenario:
     prometheus: PrometheusServer
+    app_level: PrometheusServer
+    """The same history without the per-workload families (an aggregator with
+    ``--levels app,node,cluster``)."""
     end: float
     """The last scrape's timestamp: the audit's ``--at``."""
     middle: float
@@ -57,12 +60,12 @@ class Scenario:
     server_status: int
     server_expected: dict[str, list[dict[str, Any]]]
 
-    def audit(self, *args: str, at: float | None = None) -> tuple[int, str]:
+    def audit(self, *args: str, at: float | None = None, app_level: bool = False) -> tuple[int, str]:
         moment = self.end if at is None else at
         done = cli(
             "audit",
             "--prometheus",
-            self.prometheus.url,
+            (self.app_level if app_level else self.prometheus).url,
             "--window",
             "7d",
             "--at",
@@ -88,7 +91,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         sim = SimulatedCluster(directory, LabelledFileStore(directory / "cluster.yaml"))
         sim.rerender(cluster)
         sim.publish()
-        deployment = Deployment.of(run, sim)
+        deployment = Deployment.of(run, sim, "--levels", "workload,app,node,cluster")
         deployment.start()
         deployment.start_agents()
         end = float(int(time.time()) - 600)
@@ -105,11 +108,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         for agent in deployment.agents.values():
             agent.stop()
     prometheus = PrometheusServer(targets=[], retention="60d")
+    app_level = PrometheusServer(targets=[], retention="60d")
     try:
         backfill(openmetrics_history(scrapes), prometheus.data_path)
+        backfill(openmetrics_history(scrapes, exclude=("calico_accountant_workload_",)), app_level.data_path)
         prometheus.start()
+        app_level.start()
         yield Scenario(
             prometheus=prometheus,
+            app_level=app_level,
             end=end,
             middle=end - 7 * DAY,
             expected=expected_sections(cluster, window(week[1], week[0]), window(week[0])),
@@ -120,6 +127,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         )
     finally:
         prometheus.close()
+        app_level.close()
 
 
 def _subset(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,6 +158,23 @@ def test_json_reports_every_section_exactly(scenario: Scenario) -> None:
     rule = next(r for r in got["unused_rules"] if r["policy"] == "allow-checkout-to-payments-api")
     assert (rule["action"], rule["protocol"], rule["ports"]) == ("allow", "tcp", "9999")
     assert "sel=app == 'checkout'" in rule["source"]
+
+
+def test_app_level_history_gives_the_same_report(scenario: Scenario) -> None:
+    """Without the per-workload families the audit reads the app level: the same findings."""
+    assert (
+        scenario.app_level.query("count(calico_accountant_workload_policy_packets_total)", at=scenario.end)
+        == []
+    )
+    assert scenario.app_level.query("count(calico_accountant_app_policy_packets_total)", at=scenario.end)
+    assert scenario.prometheus.query(
+        "count(calico_accountant_workload_policy_packets_total)", at=scenario.end
+    )
+    status, out = scenario.audit("-o", "json", app_level=True)
+    got = json.loads(out)
+    assert status == 1
+    for section in SECTIONS:
+        assert _subset(got[section], scenario.expected[section]) == scenario.expected[section], section
 
 
 def test_first_week_has_no_changes(scenario: Scenario) -> None:

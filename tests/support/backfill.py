@@ -56,14 +56,18 @@ def _labels(labels: Labels) -> str:
     return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels) + "}"
 
 
-def openmetrics_history(scrapes: Sequence[tuple[float, str]], prefix: str = "calico_accountant_") -> str:
-    """The families named ``prefix...`` of ``(timestamp, exposition)`` pairs as one
-    OpenMetrics document (families grouped, each series' samples in time order)."""
+def openmetrics_history(
+    scrapes: Sequence[tuple[float, str]], prefix: str = "calico_accountant_", exclude: tuple[str, ...] = ()
+) -> str:
+    """The families named ``prefix...`` (but not ``exclude...``) of ``(timestamp, exposition)``
+    pairs as one OpenMetrics document (families grouped, each series' samples in time order)."""
     families: dict[str, _Family] = {}
     times = sorted(t for t, _ in scrapes)
     for moment, text in scrapes:
         for metric in text_string_to_metric_families(text):
             if not metric.name.startswith(prefix) or metric.type not in ("counter", "gauge"):
+                continue
+            if exclude and metric.name.startswith(exclude):
                 continue
             family = families.setdefault(metric.name, _Family(metric.type, metric.documentation))
             for sample in metric.samples:
