@@ -102,6 +102,15 @@ def test_canaries_hit_covered_not_rendered_and_not_found() -> None:
     assert entries[-1].policy.namespace == "nope"
 
 
+def test_a_grouped_canary_is_hit_by_its_rule_counters() -> None:
+    """In a policy group the per-workload accepts are the group's; the canary's own allow
+    rule counters still say it accepted traffic."""
+    obs = _observations()
+    obs.traffic = [row for row in obs.traffic if row.policy != CANARY]
+    entries = [e for e in canary_report(obs, []) if e.policy == CANARY]
+    assert [(e.status, e.namespace, e.app, e.packets) for e in entries] == [(CanaryStatus.HIT, "", "", 8)]
+
+
 def test_canary_names_match_name_namespace_and_tier() -> None:
     assert (
         CANARY.matches("canary") and CANARY.matches("shop/canary") and CANARY.matches("default/shop/canary")

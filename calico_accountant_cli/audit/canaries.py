@@ -38,7 +38,8 @@ def _missing(name: str) -> PolicyKey:
 
 
 def canary_report(observations: Observations, names: Sequence[str]) -> tuple[CanaryEntry, ...]:
-    """Per canary: ``hit`` rows (namespace, app, packets accepted), or one ``covered``,
+    """Per canary: ``hit`` rows (namespace, app, packets accepted; one row without workloads
+    when only its allow rules' counters moved, as in a policy group), or one ``covered``,
     ``not_rendered`` or ``not_found`` row."""
     known = _known(observations)
     canaries = {p for p, info in observations.policies.items() if info.canary and p.audited}
@@ -57,11 +58,20 @@ def canary_report(observations: Observations, names: Sequence[str]) -> tuple[Can
         hits = sorted(
             ((key, n) for key, n in accepted.items() if n > 0), key=lambda item: (-item[1], item[0])
         )
+        by_rules = sum(
+            n
+            for (rule, action), n in observations.rule_hits.items()
+            if rule.policy == canary and action == "allow"
+        )
         if hits:
             entries.extend(
                 CanaryEntry(canary, CanaryStatus.HIT, namespace, app, packets)
                 for (namespace, app), packets in hits
             )
+        elif by_rules > 0:
+            # In a policy group (v3.28+) the per-workload accepts are the group's; the rule
+            # counters stay the canary's own, per node: a hit, workloads unknown.
+            entries.append(CanaryEntry(canary, CanaryStatus.HIT, packets=by_rules))
         elif _rendered(observations, canary):
             entries.append(CanaryEntry(canary, CanaryStatus.COVERED))
         else:
