@@ -75,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         max_series=args.max_series,
     )
     return AggregatorConfig(
+        rule_info=not args.no_rule_info,
         grpc_host=args.grpc_host,
         grpc_port=args.grpc_port,
         metrics_host=args.metrics_host,

@@ -102,6 +102,13 @@ def _add_series_arguments(flags: FlagSet) -> None:
         shown_default="all",
         help="label allow-list for the workload/node/cluster families; dropped labels are summed over",
     )
+    flags.add(
+        "--no-rule-info",
+        action="store_true",
+        default=False,
+        help="do not export calico_accountant_policy_rule_info (one series per datastore rule: ~350 bytes "
+        "each per scrape)",
+    )
     flags.add("--compat-metrics", action="store_true", default=False, help="also export monzo's metric names")
     flags.add("--max-series", type=positive_int, default=None, help="cap on counter series")
     flags.add(

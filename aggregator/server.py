@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -54,6 +55,7 @@ from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.metrics.datastore import DatastoreCollector
+from aggregator.metrics.policy_info import PolicyInfoCollector
 from aggregator.readiness import Phase
 from aggregator.replica import Ending, Role, run_replica
 from aggregator.series.options import SeriesOptions
@@ -101,6 +103,8 @@ class AggregatorConfig:
     sync_timeout: float = 30.0
     """How long start-up waits for the datastore's first listing before serving anyway."""
     series: SeriesOptions = field(default_factory=SeriesOptions)
+    rule_info: bool = True
+    """Export ``calico_accountant_policy_rule_info`` (``policy_info`` is always exported)."""
     stale_after: float = 120.0
     retired_grace: float = 600.0
     node_expiry: float = 3600.0
@@ -159,6 +163,11 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     ]
 
 
+def _catalog_of(cache: DatastoreCache) -> Callable[[], Catalog]:
+    """The cache's current catalog, read at each call (a scrape)."""
+    return lambda: cache.catalog
+
+
 class Aggregator:
     """All the aggregator's parts in one event loop; :meth:`start` then :meth:`stop`."""
 
@@ -186,6 +195,7 @@ class Aggregator:
             self._source = open_datastore(spec, self.cache)
             resolver = self.cache.catalog
             self.registry.register(DatastoreCollector(self.cache))
+            self.registry.register(PolicyInfoCollector(_catalog_of(self.cache), rules=config.rule_info))
         self.accountant = Accountant(
             resolver,
             options=config.series,

@@ -18,3 +18,7 @@ after its first release.  A server that ignored them would answer a different qu
 them checks they are listed first."""
 AGGREGATOR_HEALTH_PORT = 9011
 """The aggregator's ``/healthz`` and ``/readyz``, served from start to stop, standby included."""
+
+CANARY_KEY = "calico-accountant.io/canary"
+"""The policy label or annotation (value ``"true"``) that marks a canary: an allow-all behind
+restrictive policies, whose accepts are the traffic they miss (``calico-accountant audit``)."""

@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "top",
     "nodes",
     "completion",
+    "audit",
 )
 
 

@@ -265,6 +265,14 @@ class Catalog:
         """Every known policy (staged ones too), sorted by kind, namespace, stored name."""
         return self._policies
 
+    def policy_objects(self) -> tuple[tuple[PolicyIdentity, CalicoObject], ...]:
+        """Every known policy with the datastore object it was built from (its rules,
+        labels and annotations), sorted like :meth:`policies`; for the rule-info metrics."""
+        found = [
+            (entry.identity, obj) for obj, entry in self._derived.values() if isinstance(entry, PolicyEntry)
+        ]
+        return tuple(sorted(found, key=lambda pair: (pair[0].kind, pair[0].namespace, pair[0].stored_name)))
+
     def workloads(self) -> tuple[WorkloadIdentity, ...]:
         """Every known workload endpoint, sorted by node and interface."""
         return tuple(self._workloads[key] for key in sorted(self._workloads))

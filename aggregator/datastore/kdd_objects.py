@@ -41,6 +41,7 @@ from typing import Any
 
 from aggregator.datastore.kdd_resources import POLICY_API_GROUP, KubeResource, resource_of
 from aggregator.datastore.objects import BadObject, CalicoObject
+from calico_accountant.contract import CANARY_KEY
 from calico_accountant.felix.naming import DEFAULT_TIER, KNP_STORED_PREFIX, veth_name, workload_endpoint_name
 
 __all__ = ["DEFAULT_INTERFACE_PREFIX", "KubeTranslator", "first_interface_prefix", "pod_ips"]
@@ -52,6 +53,17 @@ _AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
 _FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
 _POLICY_SPEC_FIELDS = ("tier", "order", "selector", "namespaceSelector", "serviceAccountSelector", "types")
 _CNP_TIERS = {"Admin": "kube-admin", "Baseline": "kube-baseline"}
+
+
+def _canary_mark(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``calico-accountant.io/canary`` label and annotation of a policy, the only ones kept
+    (for the policy-info metrics; other labels would only cost memory)."""
+    out: dict[str, Any] = {}
+    for field_name in ("labels", "annotations"):
+        value = _mapping(metadata.get(field_name)).get(CANARY_KEY)
+        if isinstance(value, str):
+            out[field_name] = {CANARY_KEY: value}
+    return out
 
 
 def first_interface_prefix(value: str) -> str:
@@ -258,7 +270,10 @@ class KubeTranslator:
             stored,
             resource.key(namespace, name),
             0,
-            {"metadata": {"name": stored, "namespace": namespace}, "spec": policy_spec},
+            {
+                "metadata": {"name": stored, "namespace": namespace, **_canary_mark(metadata)},
+                "spec": policy_spec,
+            },
         )
 
     def _tier(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
@@ -292,12 +307,19 @@ class KubeTranslator:
                 kept["tier"] = tier
         elif "tier" in kept and not isinstance(kept["tier"], str):
             raise BadObject("bad_spec", f"{resource.kind} {name}: spec.tier is not a string")
+        else:
+            # The rules, for the rule-info metrics (what each rule says); kept as read.
+            for field_name in ("ingress", "egress"):
+                rules = spec.get(field_name)
+                if isinstance(rules, list) and all(isinstance(rule, Mapping) for rule in rules):
+                    kept[field_name] = rules
         out_metadata: dict[str, Any] = {"name": name}
         if namespace:
             out_metadata["namespace"] = namespace
+        out_metadata.update(_canary_mark(metadata))
         annotation = _mapping(metadata.get("annotations")).get("projectcalico.org/metadata")
         if isinstance(annotation, str):
-            out_metadata["annotations"] = {"projectcalico.org/metadata": annotation}
+            out_metadata.setdefault("annotations", {})["projectcalico.org/metadata"] = annotation
         return CalicoObject(
             resource.kind,
             namespace,

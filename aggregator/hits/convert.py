@@ -33,6 +33,7 @@ def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: 
         profile=counter.profile.name if counter.profile else "",
         packets=packets,
         bytes=octets,
+        tier=counter.tier,
     )
     if counter.policy is not None:
         policy = counter.policy

@@ -71,12 +71,14 @@ class PrometheusServer(ManagedServer):
         job: Mapping[str, Any] | None = None,
         target_labels: Mapping[str, str] | None = None,
         rule_files: Sequence[Path] = (),
+        retention: str = "1h",
     ) -> None:
         self.targets = list(targets)
         self.target_labels = dict(target_labels or {})
         self.rule_files = [str(path) for path in rule_files]
         self.job = dict(job or {})
         self.scrape_interval = scrape_interval
+        self.retention = retention
         self.start_timeout = start_timeout
         self.root = Path(tempfile.mkdtemp(prefix="prometheus-test-"))
         self.port = 0
@@ -85,6 +87,11 @@ class PrometheusServer(ManagedServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_path(self) -> Path:
+        """The TSDB directory: blocks put here before :meth:`start` (a backfill) are loaded."""
+        return self.root / "data"
 
     @property
     def log_path(self) -> Path:
@@ -114,9 +121,9 @@ class PrometheusServer(ManagedServer):
                     [
                         PROMETHEUS_BINARY,
                         f"--config.file={config}",
-                        f"--storage.tsdb.path={self.root / 'data'}",
+                        f"--storage.tsdb.path={self.data_path}",
                         f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--storage.tsdb.retention.time=1h",
+                        f"--storage.tsdb.retention.time={self.retention}",
                         "--log.level=warn",
                     ],
                     stdout=log,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from calico_accountant_cli.demo.cluster import Cluster, load_sample_cluster
-from calico_accountant_cli.demo.plan import flows_of, node_packets
+from calico_accountant_cli.demo.plan import DEFAULT_PLAN, PlannedFlow, flows_of, node_packets
 from calico_accountant_cli.demo.render import carry_counters, node_ipsets, render_node_table
 from calico_accountant_cli.demo.simulate import advance_counters
 from calico_accountant_cli.demo.verdicts import Outcome, OutcomeKind, outcomes_for
@@ -166,10 +166,12 @@ class SimulatedCluster:
         for node in self.nodes:
             write_atomic(self.paths[node], self.texts[node])
 
-    def traffic(self, rounds: int = 1, *, counted: bool = True) -> int:
-        """``rounds`` rounds of the traffic plan through every node; the packets sent.
-        ``counted``: an aggregator has its baseline, the oracle books them."""
-        flows = flows_of(self.cluster)
+    def traffic(
+        self, rounds: int = 1, *, counted: bool = True, plan: Sequence[PlannedFlow] = DEFAULT_PLAN
+    ) -> int:
+        """``rounds`` rounds of the traffic plan (the demo's, or ``plan``) through every node;
+        the packets sent.  ``counted``: an aggregator has its baseline, the oracle books them."""
+        flows = flows_of(self.cluster, plan)
         for node in self.nodes:
             packets = [(p, n * rounds) for p, n in node_packets(self.cluster, node, flows)]
             self.texts[node] = advance_counters(
