@@ -40,6 +40,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     present = chains.keys() | table.declared
     family = table.family
     source = table.source
+    interfaces = table.interfaces
     plans: list[RecordPlan] = []
     diagnostics: list[Diagnostic] = []
     missing: set[str] = set()
@@ -60,7 +61,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         direction = ENDPOINT_CHAIN_PREFIXES.get(name[:8])
         if direction is None:
             continue
-        interface = name[8:]
+        interface = interfaces.get(name) or name[8:]
         if not interface:  # a bare cali-tw-/cali-fw-: only a damaged dump has one
             continue
         tiers = _tier_of_each_rule(rules)
