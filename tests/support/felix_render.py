@@ -69,6 +69,7 @@ __all__ = [
     "Tier",
     "build_model",
     "length_limited_id",
+    "nft_chain_names",
     "node_models",
     "render",
     "render_restore",
@@ -1261,6 +1262,30 @@ def render(model: NodeModel) -> RenderedTable:
     if omitted:
         diagnostics["deny_not_exact"] = len(omitted)
     return RenderedTable(text, expected, diagnostics, family, rule_lines, tuple(omitted), flows)
+
+
+NFT_MAX_CHAIN_NAME = 256
+"""``knftables.NameLengthMax``: felix's nft policy and profile chains from v3.30."""
+
+
+def nft_chain_names(model: NodeModel) -> dict[str, str]:
+    """iptables chain name -> nftables chain name (layer prefix not included) of every
+    policy and profile chain of the model: felix v3.30+ limits nft names to 256 characters,
+    so they are practically never hashed (``PolicyChainName``/``ProfileChainName`` with
+    ``nft=true``).  Group and endpoint chains keep their names."""
+    traits = _TRAITS[model.layout]
+    names: dict[str, str] = {}
+    for policy in model.policies:
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
+            suffix = _hashed_suffix(policy, traits)
+            names[length_limited_id(prefix, suffix)] = length_limited_id(prefix, suffix, NFT_MAX_CHAIN_NAME)
+    for profile in model.profiles:
+        for prefix in ("cali-pri-", "cali-pro-"):
+            names[length_limited_id(prefix, profile.name)] = length_limited_id(
+                prefix, profile.name, NFT_MAX_CHAIN_NAME
+            )
+    return names
 
 
 def render_restore(model: NodeModel) -> RenderedTable:
