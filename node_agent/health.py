@@ -28,10 +28,20 @@ from prometheus_client import (
 
 from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
+from calico_accountant.v1 import snapshot_pb2 as pb
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 
 log = logging.getLogger("calico_accountant.agent.health")
+
+
+DATAPLANE_LABELS: dict[int, str] = {
+    pb.IPTABLES_LEGACY: "iptables-legacy",
+    pb.IPTABLES_NFT: "iptables-nft",
+    pb.NFTABLES: "nftables",
+    pb.DATAPLANE_OTHER: "other",
+}
+"""``TableSource.dataplane`` -> the ``dataplane`` label of the agent's metrics."""
 
 
 class AgentMetrics:
@@ -61,6 +71,13 @@ class AgentMetrics:
         )
         self.counters = Gauge(
             "calico_accountant_agent_counters", "Counter records in the last successful read.", registry=r
+        )
+        self.dataplane_tables = Gauge(
+            "calico_accountant_agent_dataplane_tables",
+            "Tables read in the last successful read, per dataplane: nftables (felix's nftables "
+            "mode), iptables-legacy, iptables-nft, other (a file or an unknown command).",
+            ["dataplane"],
+            registry=r,
         )
         self.rules = Gauge(
             "calico_accountant_agent_rules", "Rule lines understood in the last read.", registry=r
