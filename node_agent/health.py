@@ -28,19 +28,14 @@ from prometheus_client import (
 
 from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
-from calico_accountant.v1 import snapshot_pb2 as pb
+from calico_accountant.wire.snapshots import DATAPLANE_NAMES
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 
 log = logging.getLogger("calico_accountant.agent.health")
 
 
-DATAPLANE_LABELS: dict[int, str] = {
-    pb.IPTABLES_LEGACY: "iptables-legacy",
-    pb.IPTABLES_NFT: "iptables-nft",
-    pb.NFTABLES: "nftables",
-    pb.DATAPLANE_OTHER: "other",
-}
+DATAPLANE_LABELS = DATAPLANE_NAMES
 """``TableSource.dataplane`` -> the ``dataplane`` label of the agent's metrics."""
 
 
