@@ -1,6 +1,8 @@
 """``calico-accountant parse``: what a node's filter table says, without any datastore.
 
-Several files are one node (e.g. ``iptables-save -c`` and ``ip6tables-save -c``).
+Several files are one node (e.g. ``iptables-save -c`` and ``ip6tables-save -c``, or, in
+felix's nftables mode, ``nft -j list table ip calico`` and ``ip6 calico``: each file is
+told apart by its content).
 Zero-valued counters are printed: a zero says the policy applies and saw nothing.
 Diagnostics go to stderr; the exit status is non-zero only when nothing could be parsed.
 """
@@ -25,7 +27,7 @@ _KIND_OF = operator.attrgetter("key.kind")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "parse",
-        help="parse iptables-save -c dumps of one node into counter records",
+        help="parse iptables-save -c dumps (or nft -j list table ip/ip6 calico) of one node into counter records",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
