@@ -27,7 +27,7 @@ _KIND_OF = operator.attrgetter("key.kind")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "parse",
-        help="parse iptables-save -c dumps (or nft -j list table ip/ip6 calico) of one node into counter records",
+        help="parse iptables-save -c (or nft -j list table ip/ip6 calico) dumps of one node into records",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
