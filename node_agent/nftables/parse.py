@@ -7,16 +7,19 @@ filter table (:mod:`node_agent.nftables.translate`).  Only tables named ``calico
 family ``ip``/``ip6`` are Calico's; other tables in the input (``nft -j list ruleset``)
 only count as rules seen.
 
-Steady state: ``nft -j`` prints every counter as ``"packets": P, "bytes": B``.  When a
-read with those numbers taken out is the same text as the previous read, the rules are
-the same and only the counters moved: the numbers are read with one regular expression
-and the saved plans evaluated again, without decoding the JSON.  The fast path is used
-only if the full parse showed that those numbers are exactly the rules' counters, in
-order.
+Steady state: ``nft -j`` prints every counter as ``"packets": P, "bytes": B``.  One
+regular-expression split takes the text apart into those numbers and the text between
+them; when the text between is the previous read's, the rules are the same and only
+counters moved: the numbers that changed are converted and only the records reading them
+rebuilt (:meth:`~node_agent.attribution.compiled.CompiledPlans.reevaluate`), without
+decoding the JSON.  The fast path is used only if the full parse showed that those
+numbers are exactly the rules' counters, in order.
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from dataclasses import dataclass
 
@@ -30,20 +33,28 @@ __all__ = ["TABLE_NAME", "NftParser"]
 
 TABLE_NAME = "calico"
 _COUNTERS = re.compile(r'"packets": ([0-9]+), "bytes": ([0-9]+)')
+_MAX_COUNTER = 2**64 - 1
 
 
 @dataclass(slots=True)
 class _CompiledTable:
     compiled: CompiledPlans
     counter_slots: list[int]
-    """The slot of each ``"packets"`` occurrence in the text, in order."""
+    """The slot of each of this table's ``"packets"`` occurrences in the text, in order."""
     packets: list[int]
     octets: list[int]
+    split: tuple[list[CounterRecord], list[CounterRecord]] | None
+    """The last read's single-slot and deny records (None: a counter was unreadable)."""
 
 
 @dataclass(slots=True)
 class _Remembered:
-    skeleton: str
+    skeleton: list[str]
+    """The text between the counters (``_COUNTERS.split`` without the numbers)."""
+    counter_text: tuple[list[str], list[str]]
+    """The last read's packet and byte numbers, as text."""
+    owners: list[tuple[_CompiledTable, int]]
+    """For each counter in the text, its table and slot."""
     tables: list[_CompiledTable]
     structural: list[Diagnostic]
     rules_seen: int
@@ -67,39 +78,69 @@ class NftParser:
             )
             self._remembered.pop(source, None)
             return 0
-        skeleton = _COUNTERS.sub("", text)
+        parts = _COUNTERS.split(text)
         remembered = self._remembered.get(source)
-        if (
-            remembered is not None
-            and remembered.skeleton == skeleton
-            and self._fast(remembered, text, result)
-        ):
+        if remembered is not None and self._fast(remembered, parts, result):
             return remembered.rules_seen
-        return self._full(source, text, skeleton, result)
+        return self._full(source, text, parts, result)
 
-    def _fast(self, remembered: _Remembered, text: str, result: ParseResult) -> bool:
-        found = _COUNTERS.findall(text)
-        values = [(int(packets), int(octets)) for packets, octets in found]
-        if any(p >= 2**64 or o >= 2**64 for p, o in values):
+    def _fast(self, remembered: _Remembered, parts: list[str], result: ParseResult) -> bool:
+        """Only the counters changed since the last read: re-evaluate what reads them."""
+        skeleton = parts[0::3]
+        if len(skeleton) != len(remembered.skeleton) or skeleton != remembered.skeleton:
             return False
-        position = 0
-        for table in remembered.tables:
-            for slot in table.counter_slots:
-                table.packets[slot], table.octets[slot] = values[position]
-                position += 1
-        if position != len(values):
+        new_packets, new_octets = parts[1::3], parts[2::3]
+        old_packets, old_octets = remembered.counter_text
+        changed = [
+            index
+            for index in itertools.compress(
+                range(len(new_packets)),
+                map(
+                    operator.or_,
+                    map(operator.ne, new_packets, old_packets),
+                    map(operator.ne, new_octets, old_octets),
+                ),
+            )
+        ]
+        try:
+            values = [(int(new_packets[index]), int(new_octets[index])) for index in changed]
+        except ValueError:  # over int()'s digit limit: the full parse reports it
             return False
+        if any(p > _MAX_COUNTER or o > _MAX_COUNTER for p, o in values):
+            return False
+        changed_slots: dict[int, list[int]] = {}
+        owners = remembered.owners
+        for index, (packet_count, octet_count) in zip(changed, values, strict=True):
+            table, slot = owners[index]
+            table.packets[slot] = packet_count
+            table.octets[slot] = octet_count
+            changed_slots.setdefault(id(table), []).append(slot)
         for table in remembered.tables:
-            records, diagnostics = table.compiled.evaluate(table.packets, table.octets)
-            _extend(result, records)
-            result.diagnostics.extend(diagnostics)
+            slots = changed_slots.get(id(table))
+            split = None
+            if table.split is not None:
+                split = (
+                    table.compiled.reevaluate(table.split, table.packets, table.octets, slots, readable=True)
+                    if slots
+                    else table.split
+                )
+            else:
+                split = table.compiled.evaluate_split(table.packets, table.octets)
+            table.split = split
+            if split is not None:
+                _extend(result, split[0] + split[1])
+            else:
+                records, diagnostics = table.compiled.evaluate(table.packets, table.octets)
+                _extend(result, records)
+                result.diagnostics.extend(diagnostics)
+        remembered.counter_text = (new_packets, new_octets)
         result.diagnostics.extend(remembered.structural)
         result.rules_seen += remembered.rules_seen
         result.lines_seen += remembered.items
         self.fast_path_reads += 1
         return True
 
-    def _full(self, source: str, text: str, skeleton: str, result: ParseResult) -> int:
+    def _full(self, source: str, text: str, parts: list[str], result: ParseResult) -> int:
         self.full_reads += 1
         document = read_document(text, source)
         structural = list(document.diagnostics)
@@ -130,11 +171,14 @@ class NftParser:
             structural.extend(planning_diagnostics)
             compiled = CompiledPlans(plans)
             packets, octets = read.table.packets, read.table.octets
-            records, diagnostics = compiled.evaluate(packets, octets)
-            _extend(result, records)
-            result.diagnostics.extend(diagnostics)
-            slots = [slot for slot, value in enumerate(packets) if value >= 0]
-            tables.append(_CompiledTable(compiled, slots, packets, octets))
+            split = compiled.evaluate_split(packets, octets)
+            if split is not None:
+                _extend(result, split[0] + split[1])
+            else:
+                records, diagnostics = compiled.evaluate(packets, octets)
+                _extend(result, records)
+                result.diagnostics.extend(diagnostics)
+            tables.append(_CompiledTable(compiled, read.counter_slots, packets, octets, split))
         if not calico_tables and not document.diagnostics:
             structural.append(
                 Diagnostic(
@@ -144,19 +188,29 @@ class NftParser:
         result.diagnostics.extend(structural)
         result.rules_seen += rules_seen
         result.lines_seen += document.items
-        if _counters_in_order(text, tables) and not document.diagnostics:
-            self._remembered[source] = _Remembered(skeleton, tables, structural, rules_seen, document.items)
+        owners = [(table, slot) for table in tables for slot in table.counter_slots]
+        counter_text = (parts[1::3], parts[2::3])
+        if not document.diagnostics and _counters_match(counter_text, owners):
+            self._remembered[source] = _Remembered(
+                parts[0::3], counter_text, owners, tables, structural, rules_seen, document.items
+            )
         else:
             self._remembered.pop(source, None)
         return rules_seen
 
 
-def _counters_in_order(text: str, tables: list[_CompiledTable]) -> bool:
+def _counters_match(
+    counter_text: tuple[list[str], list[str]], owners: list[tuple[_CompiledTable, int]]
+) -> bool:
     """Whether the ``"packets"`` numbers of the text are exactly the tables' rule counters
     in slot order (no counter outside Calico's tables, no named counter objects)."""
-    expected = [(table.packets[slot], table.octets[slot]) for table in tables for slot in table.counter_slots]
-    found = [(int(packets), int(octets)) for packets, octets in _COUNTERS.findall(text)]
-    return bool(expected) and expected == found
+    packets, octets = counter_text
+    if not owners or len(packets) != len(owners):
+        return False
+    return all(
+        table.packets[slot] == int(p) and table.octets[slot] == int(o)
+        for (table, slot), p, o in zip(owners, packets, octets, strict=True)
+    )
 
 
 def _extend(result: ParseResult, records: list[CounterRecord]) -> None:

@@ -38,6 +38,8 @@ MASK32 = 0xFFFFFFFF
 LAYERS = ("filter-", "nat-", "mangle-", "raw-")
 """Felix's table layers in one nft table (``felix/nftables/table_layer.go``)."""
 
+_META_MARK = {"meta": {"key": "mark"}}
+_MAX_U64 = 2**64 - 1
 _VERDICTS = {"accept": "ACCEPT", "drop": "DROP", "reject": "REJECT", "return": "RETURN", "continue": ""}
 
 
@@ -160,7 +162,35 @@ def shape_of(expr: list[Any]) -> RuleShape:
             matches.append(" -m nft")
             continue
         ((verb, body),) = statement.items()
-        if verb == "match" and isinstance(body, dict):
+        if verb == "counter" and type(body) is dict and len(body) == 2:
+            found_packets = body.get("packets")
+            found_octets = body.get("bytes")
+            if (
+                type(found_packets) is int
+                and type(found_octets) is int
+                and 0 <= found_packets <= _MAX_U64
+                and 0 <= found_octets <= _MAX_U64
+            ):
+                packets, octets = found_packets, found_octets
+                continue
+        if verb == "match" and type(body) is dict:
+            # The common shape first: ``meta mark & M == V`` with ints, as nft -j prints it.
+            left = body.get("left")
+            right = body.get("right")
+            op = body.get("op")
+            if type(left) is dict and type(right) is int and (op == "==" or op == "!="):
+                masked = left.get("&")
+                if (
+                    type(masked) is list
+                    and len(masked) == 2
+                    and masked[0] == _META_MARK
+                    and type(masked[1]) is int
+                    and 0 <= masked[1] <= MASK32
+                    and 0 <= right <= MASK32
+                ):
+                    bang = "! " if op == "!=" else ""
+                    matches.append(f" -m mark {bang}--mark {right:#x}/{masked[1]:#x}")
+                    continue
             guard = _mark_guard(body)
             if guard is not None:
                 matches.append(guard)

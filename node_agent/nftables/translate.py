@@ -39,12 +39,16 @@ in its filter layer) and the endpoint chains each leads to."""
 class TableRead:
     """One nft table read: the filter layer as a table, and the counter slots of all rules."""
 
-    __slots__ = ("diagnostics", "rules", "table")
+    __slots__ = ("counter_slots", "diagnostics", "rules", "table")
 
-    def __init__(self, table: FilterTable, rules: int, diagnostics: list[Diagnostic]) -> None:
+    def __init__(
+        self, table: FilterTable, rules: int, diagnostics: list[Diagnostic], counter_slots: list[int]
+    ) -> None:
         self.table = table
         self.rules = rules
         self.diagnostics = diagnostics
+        self.counter_slots = counter_slots
+        """The slots of the rules that have a ``counter`` statement, in order."""
 
 
 def split_comment(comment: str) -> tuple[str, str]:
@@ -68,18 +72,27 @@ def to_filter_table(nft: NftTable, source: str, family: int) -> TableRead:
     packets = table.packets
     octets = table.octets
     ordinal = 0
+    counter_slots: list[int] = []
     for rule in nft.rules:
         shape = shape_of(rule.expr)
-        packets.append(shape.packets)
-        octets.append(shape.octets)
         slot = ordinal
         ordinal += 1
-        if shape.packets < 0 and shape.target:
+        if shape.packets >= 0:
+            counter_slots.append(slot)
+            packets.append(shape.packets)
+            octets.append(shape.octets)
+        elif shape.target:
             # Felix puts a counter on every rule with an action; without one, a record
             # built on this rule could not be read (it is left out, with this reason).
+            packets.append(-1)
+            octets.append(-1)
             diagnostics.append(
                 Diagnostic("no_counter", f"rule in {rule.chain} has no counter statement", rule.item, source)
             )
+        else:
+            # No action, no counter (felix's ``continue`` and ``vmap`` rules): nothing reads it.
+            packets.append(0)
+            octets.append(0)
         if not rule.chain.startswith(FILTER_LAYER):
             continue
         chain = rule.chain[len(FILTER_LAYER) :]
@@ -101,7 +114,7 @@ def to_filter_table(nft: NftTable, source: str, family: int) -> TableRead:
             )
         rules.append(new_rule((shape.target, body, slot, rule.item, rule_id)))
     table.interfaces = _dispatch_interfaces(nft, table, source, diagnostics)
-    return TableRead(table, ordinal, diagnostics)
+    return TableRead(table, ordinal, diagnostics, counter_slots)
 
 
 def _dispatch_interfaces(
