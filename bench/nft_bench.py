@@ -91,7 +91,8 @@ def _loads_without_gc(text: str) -> Callable[[], object]:
 def _kernel_seconds(script: str, iptables: str, repetitions: int) -> tuple[float | None, ...]:
     from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools, restore, tool
     from calico_accountant_cli.lab.netns import LabNetwork, netns_exec_argv
-    from tests.support.nft_lab import list_command, load
+    from calico_accountant_cli.lab.nftables import list_command
+    from calico_accountant_cli.lab.nftables import load_table as load
 
     if kernel_skip_reason("ip", "nft", *missing_backend_tools()) is not None:
         return None, None, None

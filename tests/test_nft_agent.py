@@ -91,7 +91,8 @@ def test_auto_detection_and_nft_list_reads_in_a_namespace() -> None:
     from calico_accountant_cli.lab.iptables import Backend as LabBackend
     from calico_accountant_cli.lab.iptables import restore
     from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
-    from tests.support.nft_lab import list_command, list_table, load
+    from calico_accountant_cli.lab.nftables import list_command, list_table
+    from calico_accountant_cli.lab.nftables import load_table as load
 
     model = build_model(random.Random(8), "v3.30", endpoints=3, policies=5)
     with LabNetwork() as lab:

@@ -26,11 +26,12 @@ from calico_accountant_cli.lab.calico_rules import LabPolicy, Layout, policy_cha
 from calico_accountant_cli.lab.calico_rules import render_filter_table as render_lab_table
 from calico_accountant_cli.lab.iptables import Backend, missing_backend_tools
 from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
+from calico_accountant_cli.lab.nftables import list_table
+from calico_accountant_cli.lab.nftables import load_table as load
 from calico_accountant_cli.lab.topology import build_node
 from calico_accountant_cli.lab.traffic import guard_counts, prepare_pods
 from tests.support.felix_nft import nft_records, to_nft
 from tests.support.felix_render import NodeModel, nft_chain_names, node_models, render
-from tests.support.nft_lab import list_table, load
 from tests.support.skips import requires_kernel
 from tests.test_parser_kernel import (
     ALLOW_WEB,

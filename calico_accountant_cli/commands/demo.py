@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--kernel", action="store_true", help="fail instead of falling back to replay")
     parser.add_argument("--iptables-backend", choices=["legacy", "nft"], default="legacy")
     parser.add_argument(
+        "--dataplane",
+        choices=["iptables", "nftables"],
+        default="iptables",
+        help="felix's dataplane on the nodes: iptables (default) or nftables (felix's nftables mode, "
+        "table ip calico; the agents read it with --nft-list)",
+    )
+    parser.add_argument(
         "--plain", action="store_true", help="print successive summaries instead of redrawing one screen"
     )
     parser.set_defaults(func=_run)
@@ -70,7 +77,11 @@ def _run(args: argparse.Namespace) -> int:
         traffic_period=args.traffic_period,
         mode="replay" if args.replay else "kernel" if args.kernel else "auto",
         backend=Backend(args.iptables_backend),
+        nftables=args.dataplane == "nftables",
         screen=False if args.plain else None,
         refresh=args.refresh,
     )
+    if options.nftables and options.layout is not Layout.V3_30:
+        print("calico-accountant demo: --dataplane nftables needs --layout v3.30 (felix's nft names)")
+        return 2
     return run_demo(options)

@@ -16,10 +16,12 @@ import shlex
 import shutil
 
 from calico_accountant_cli.demo.cluster import Cluster
-from calico_accountant_cli.demo.render import carry_counters, node_ipsets, render_node_table
+from calico_accountant_cli.demo.render import carry_counters, nft_chain_names, node_ipsets, render_node_table
 from calico_accountant_cli.lab.calico_rules import Layout
 from calico_accountant_cli.lab.iptables import Backend, restore, save, tool
 from calico_accountant_cli.lab.netns import netns_exec_argv, run_command
+from calico_accountant_cli.lab.nft_rules import to_nft
+from calico_accountant_cli.lab.nftables import list_command, load_table
 
 __all__ = ["ipset_available", "program_node", "save_command", "zero_chains"]
 
@@ -59,13 +61,23 @@ def program_node(
     reset_chains: frozenset[str] = frozenset(),
     fresh: bool = False,
     use_ipsets: bool | None = None,
+    nftables: bool = False,
 ) -> str:
     """Render ``node``'s table from ``cluster`` and load it into ``namespace``; returns the text loaded.
 
     Counters carry over by rule hash unless ``fresh``; ``reset_chains`` start from zero.
     Rule sources are IP sets when ``ipset`` is installed (``use_ipsets=None``), else
-    ``-s``/match blocks.
+    ``-s``/match blocks.  ``nftables``: felix's nftables mode instead, ``table ip calico``
+    loaded with ``nft -f`` (v3.30 layout, sources as ``ip saddr`` matches; programmed
+    fresh only: the demo loads it once).
     """
+    if nftables:
+        if not fresh:
+            raise ValueError("nftables tables are only programmed fresh")
+        text = render_node_table(cluster, node, layout, use_ipsets=False)
+        script = to_nft(text, 4, nft_chain_names(cluster, layout)).script
+        load_table(namespace, 4, script)
+        return script
     if use_ipsets is None:
         use_ipsets = ipset_available()
     sets = node_ipsets(cluster, node, layout) if use_ipsets else {}
@@ -87,6 +99,9 @@ def zero_chains(namespace: str, chains: frozenset[str], *, backend: Backend = Ba
         run_command(netns_exec_argv(namespace, [tool(4, backend, ""), "-t", "filter", "-Z", chain]))
 
 
-def save_command(namespace: str, backend: Backend = Backend.LEGACY) -> str:
-    """The command a node agent runs to read ``namespace``'s IPv4 filter table."""
+def save_command(namespace: str, backend: Backend = Backend.LEGACY, *, nftables: bool = False) -> str:
+    """The command a node agent runs to read ``namespace``'s IPv4 filter table (its
+    ``table ip calico`` with ``nftables``: the agent's ``--nft-list``)."""
+    if nftables:
+        return list_command(namespace, 4)
     return shlex.join(netns_exec_argv(namespace, [tool(4, backend, "save"), "-c", "-t", "filter"]))
