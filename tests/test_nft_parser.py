@@ -82,7 +82,8 @@ def test_rendered_nft_tables_parse_to_the_oracles_records(model: NodeModel) -> N
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("layout", NFT_LAYOUTS)
 def test_groups_tiers_flow_logs_and_reject(layout: str, family: int) -> None:
-    """Seeds chosen to cover groups, several tiers (one with default Pass) and flow logs."""
+    """Forty nodes per layout and family: groups, several tiers (some with default Pass), Pass
+    rules (and the denies they make inexact), v3.30 deny marks, flow logs, REJECT."""
     covered: Counter[str] = Counter()
     for seed in range(40):
         options = RenderOptions(
@@ -93,7 +94,15 @@ def test_groups_tiers_flow_logs_and_reject(layout: str, family: int) -> None:
         rendered = render(_as_saved(model))
         covered["group"] += any(r.key.chain.startswith("cali-gi-") for r in rendered.expected)
         covered["tiers"] += len({r.key.tier for r in rendered.expected if r.key.tier}) > 1
-    assert covered["group"] and covered["tiers"]
+        covered["pass rules"] += any(r.key.action == "pass" for r in rendered.expected)
+        covered["default-pass tier"] += any(t.default_pass for t in model.tiers)
+        covered["deny_not_exact"] += bool(rendered.expected_diagnostics["deny_not_exact"])
+        covered["v3.30 deny marks"] += layout >= "v3.30" and any(
+            r.key.action == "deny" for r in rendered.expected
+        )
+    assert all(
+        covered[what] for what in ("group", "tiers", "pass rules", "default-pass tier", "deny_not_exact")
+    ), covered
 
 
 def _long_policy(name: str, kind: Any = "NetworkPolicy", namespace: str = "prod") -> Policy:
