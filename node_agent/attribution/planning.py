@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from calico_accountant.felix.chains import (
+    ADMIN_DOWN_MARKER,
     ENDPOINT_CHAIN_PREFIXES,
     GROUP_CHAIN_PREFIXES,
     NO_POLICY_MARKER,
@@ -80,6 +81,12 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 continue
             tier = tiers[index]
             if target in DROP_TARGETS:
+                if ADMIN_DOWN_MARKER in body and ADMIN_DOWN_MARKER in comments_of(body):
+                    key = CounterKey(Kind.ENDPOINT_ADMIN_DROP, family, direction, interface)
+                    plans.append(
+                        RecordPlan(key, (rule.ordinal,), (rule.rule_id,), line=rule.line, source=source)
+                    )
+                    continue
                 if " if no " not in body:
                     continue
                 for comment in comments_of(body):
