@@ -11,9 +11,10 @@ one line, so an item index is the only position there is).  What the rules *mean
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from calico_accountant.records import Diagnostic
 
@@ -23,8 +24,10 @@ _FAMILIES = {"ip": 4, "ip6": 6}
 """The families felix programs (``table ip calico``, ``table ip6 calico``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class NftRule:
+class NftRule(NamedTuple):
+    """One rule (a named tuple: a big node has ~150k, and a frozen dataclass costs several
+    times as much to build)."""
+
     chain: str
     expr: list[Any]
     comment: str
@@ -63,6 +66,9 @@ class NftDocument:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
+new_rule = functools.partial(tuple.__new__, NftRule)
+
+
 def looks_like_nft_json(text: str) -> bool:
     """Whether an input is libnftables JSON rather than ``iptables-save`` text.
 
@@ -93,7 +99,9 @@ def read_document(text: str, source: str) -> NftDocument:
 
     def table_of(body: dict[str, Any]) -> NftTable:
         family = body.get("family")
-        name = body.get("table", body.get("name"))
+        name = body.get("table")
+        if name is None:
+            name = body.get("name")
         key = (family if isinstance(family, str) else "", name if isinstance(name, str) else "")
         found = tables.get(key)
         if found is None:
@@ -141,7 +149,7 @@ def _rule(body: dict[str, Any], number: int, source: str, diagnostics: list[Diag
     if not isinstance(comment, str):
         diagnostics.append(_bad_item(number, source, "rule comment is not a string; ignored"))
         comment = ""
-    return NftRule(chain, expr, comment, number)
+    return new_rule((chain, expr, comment, number))
 
 
 def _map(body: dict[str, Any], number: int, source: str, diagnostics: list[Diagnostic]) -> NftMap | None:
