@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +281,23 @@ def test_mutated_json_never_crashes_and_counts_diagnostics(data: Any, seed: int,
             assert sum(result.diagnostic_counts().values()) == len(result.diagnostics)
             for record in result.records:
                 assert record.packets >= 0 and record.bytes >= 0
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nft"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_debians_nft_output_parses_to_the_oracles_records(family: int) -> None:
+    """Output Debian's nft printed (tests/fixtures/nft/INDEX.md), parsed without a kernel."""
+    options = RenderOptions(flow_logs=True, flows_per_direction=6)
+    model = build_model(random.Random(38), "v3.30", endpoints=4, policies=8, options=options)
+    model = model.with_options(framing="save", counter_form="prefix", family=family)
+    listed = (FIXTURES / f"v3.30-seed38-{'ip' if family == 4 else 'ip6'}.json").read_text()
+    assert '"version": "1.0.6"' in listed[:200]
+    rendered = render(model)
+    parsed = parse_node([("debian-nft", listed)])
+    expected = nft_records(rendered.expected, nft_chain_names(model))
+    assert _counts(parsed.records) == _counts(expected)
+    assert parsed.diagnostic_counts() == dict(rendered.expected_diagnostics)
+    kinds = {record.key.kind for record in parsed.records}
+    assert Kind.ENDPOINT_ADMIN_DROP in kinds and any(r.group_members for r in parsed.records)
