@@ -11,8 +11,9 @@ rendered as an ``iptables-save -c`` filter table and, by ``tests.support.felix_n
 felix's ``table ip calico`` (``nft -f`` script and ``nft -j`` JSON).  It prints, in ms
 (best of several runs):
 
-* ``list``: ``ip netns exec NS nft -j list table ip calico`` of the loaded table, and
-  ``iptables-{legacy,nft}-save -c -t filter`` of the restored iptables table;
+* ``list``: ``ip netns exec NS nft -j list table ip calico`` of the loaded table (and, for
+  reference, the same without ``-j``), and ``iptables-{legacy,nft}-save -c -t filter`` of the
+  restored iptables table;
 * ``json``: ``json.loads`` alone of the nft output (the standard library's decoder);
 * ``cold``: ``parse_node`` on a fresh parser, nft JSON and iptables text;
 * ``steady``: a ``SteadyStateParser`` re-reading dumps of the same rules with new counters;
@@ -50,6 +51,8 @@ class Row:
     nft_list: float | None
     ipt_save_legacy: float | None
     ipt_save_nft: float | None
+    nft_list_text: float | None
+    """``nft list table ip calico`` without ``-j`` (for reference: the agent reads JSON)."""
     json_loads: float
     nft_cold: float
     ipt_cold: float
@@ -95,13 +98,14 @@ def _kernel_seconds(script: str, iptables: str, repetitions: int) -> tuple[float
     from calico_accountant_cli.lab.nftables import load_table as load
 
     if kernel_skip_reason("ip", "nft", *missing_backend_tools()) is not None:
-        return None, None, None
+        return None, None, None, None
     results: list[float | None] = []
     with LabNetwork() as lab:
         namespace = lab.namespace("bench-nftables")
         load(namespace, 4, script)
         argv = list_command(namespace, 4).split()
         results.append(best_seconds(_runner(argv), repetitions))
+        results.append(best_seconds(_runner([word for word in argv if word != "-j"]), repetitions))
         for backend in (Backend.LEGACY, Backend.NFT):
             ns = lab.namespace(f"bench-ipt-{backend.value}")
             restore(ns, iptables, family=4, backend=backend)
@@ -122,7 +126,7 @@ def measure(pods: int, policies: int, repetitions: int, kernel: bool) -> Row:
     nft_result = parse_node([("nft", listing)])
     ipt_result = parse_node([("ipt", text)])
     assert len(nft_result.records) == len(ipt_result.records) and not nft_result.diagnostics
-    kernel_figures: tuple[float | None, ...] = (None, None, None)
+    kernel_figures: tuple[float | None, ...] = (None, None, None, None)
     if kernel:
         kernel_figures = _kernel_seconds(nfts[0].script, text, repetitions)
     return Row(
@@ -132,8 +136,9 @@ def measure(pods: int, policies: int, repetitions: int, kernel: bool) -> Row:
         len(text.encode()) / 1e6,
         len(nft_result.records),
         kernel_figures[0],
-        kernel_figures[1],
         kernel_figures[2],
+        kernel_figures[3],
+        kernel_figures[1],
         best_seconds(_loads_without_gc(listing), repetitions),
         best_seconds(lambda: parse_node([("nft", listing)]), repetitions),
         best_seconds(lambda: parse_node([("ipt", text)]), repetitions),
@@ -149,7 +154,7 @@ def _ms(seconds: float | None) -> str:
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'node':>8} {'rules':>7} {'nft MB':>6} {'ipt MB':>6} {'records':>7} | "
-        f"{'nft list':>8} {'ipt-legacy save':>15} {'ipt-nft save':>12} | {'json':>6} "
+        f"{'nft list':>8} {'(text)':>8} {'ipt-legacy save':>15} {'ipt-nft save':>12} | {'json':>6} "
         f"{'nft cold':>8} {'ipt cold':>8} | {'nft steady':>10} {'ipt steady':>10} | "
         f"{'nft total':>9} {'legacy total':>12}"
     )
@@ -161,7 +166,8 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{row.name:>8} {row.rules:>7} {row.nft_megabytes:>6.1f} {row.ipt_megabytes:>6.1f} "
             f"{row.records:>7} | "
-            f"{_ms(row.nft_list):>8} {_ms(row.ipt_save_legacy):>15} {_ms(row.ipt_save_nft):>12} | "
+            f"{_ms(row.nft_list):>8} {_ms(row.nft_list_text):>8} "
+            f"{_ms(row.ipt_save_legacy):>15} {_ms(row.ipt_save_nft):>12} | "
             f"{_ms(row.json_loads):>6} {_ms(row.nft_cold):>8} {_ms(row.ipt_cold):>8} | "
             f"{_ms(row.nft_steady):>10} {_ms(row.ipt_steady):>10} | {_ms(nft_total):>9} {_ms(ipt_total):>12}"
         )
