@@ -203,7 +203,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
                 config.dataplane, config.backend, ipv6=config.ipv6, timeout=config.read_timeout
             )
             commands = list(choice.commands)
-            log.info("reading %s (%s): %s", choice.dataplane.value, choice.note, commands)
+            level = logging.WARNING if choice.migrating else logging.INFO
+            log.log(level, "reading %s (%s): %s", choice.dataplane.value, choice.note, commands)
         reader = NodeReader(commands, timeout=config.read_timeout, near_zero_packets=config.near_zero_packets)
         slot: LatestSlot[NodeRead] = LatestSlot()
         streamer = Streamer(

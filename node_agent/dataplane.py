@@ -47,6 +47,8 @@ class DataplaneChoice:
     commands: tuple[str, ...]
     note: str
     """Why, in words for the log (e.g. that both held Calico chains)."""
+    migrating: bool = False
+    """Both nftables and iptables hold Calico chains: the agent logs it as a warning."""
 
 
 def nft_commands(*, ipv6: bool = True) -> list[str]:
@@ -99,7 +101,8 @@ async def choose_dataplane(
             iptables_calico = await _iptables_has_calico(backend, timeout)
     dataplane, note = decide_dataplane(wanted, listing, iptables_calico)
     if dataplane is Dataplane.NFTABLES:
-        return DataplaneChoice(dataplane, tuple(nft_commands(ipv6=ipv6)), note)
+        migrating = iptables_calico and wanted is Dataplane.AUTO
+        return DataplaneChoice(dataplane, tuple(nft_commands(ipv6=ipv6)), note, migrating)
     commands = tuple(default_commands(backend, ipv6=ipv6))
     return DataplaneChoice(
         dataplane, commands, f"{note}; iptables backend {backend.value} (setting {iptables_backend})"
