@@ -301,3 +301,29 @@ def test_debians_nft_output_parses_to_the_oracles_records(family: int) -> None:
     assert parsed.diagnostic_counts() == dict(rendered.expected_diagnostics)
     kinds = {record.key.kind for record in parsed.records}
     assert Kind.ENDPOINT_ADMIN_DROP in kinds and any(r.group_members for r in parsed.records)
+
+
+def test_pretty_printed_json_and_other_tables_are_read_without_the_fast_path() -> None:
+    """``nft -j list ruleset | jq .``: indented, with a non-Calico table: the same records (only
+    the ``calico`` table counts), read afresh every time."""
+    model = _as_saved(build_model(random.Random(4), "v3.30", endpoints=2, policies=3))
+    text = to_nft(render(model).text, 4, nft_chain_names(model)).json
+    document = json.loads(text)
+    document["nftables"].insert(2, {"table": {"family": "inet", "name": "kube-proxy", "handle": 9}})
+    document["nftables"].append(
+        {
+            "rule": {
+                "family": "inet",
+                "table": "kube-proxy",
+                "chain": "x",
+                "expr": [_counter(3), {"accept": None}],
+            }
+        }
+    )
+    pretty = json.dumps(document, indent=2)
+    steady = SteadyStateParser()
+    for _ in range(2):
+        result = steady.parse([("ruleset", pretty)])
+        assert _by_key(result.records) == _by_key(parse_node([("t", text)]).records)
+        assert result.rules_seen == parse_node([("t", text)]).rules_seen + 1
+    assert steady.fast_path_reads == 0 and steady.full_reads == 2
