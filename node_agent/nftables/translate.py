@@ -51,6 +51,11 @@ class TableRead:
         """The slots of the rules that have a ``counter`` statement, in order."""
 
 
+def _unquoted(comment: str) -> str:
+    """A comment as the iptables twin can quote it (felix's never hold ``"``: odd input's do)."""
+    return comment.replace('"', "'") if '"' in comment else comment
+
+
 def split_comment(comment: str) -> tuple[str, str]:
     """``cali:<hash>; Start of tier x`` -> (``<hash>``, ``Start of tier x``); a comment
     felix did not write -> ("", the comment)."""
@@ -99,9 +104,9 @@ def to_filter_table(nft: NftTable, source: str, family: int) -> TableRead:
         rule_id, text = split_comment(rule.comment)
         comments = ""
         if rule_id:
-            comments += f' -m comment --comment "cali:{rule_id.replace(chr(34), chr(39))}"'
+            comments += ' -m comment --comment "cali:' + _unquoted(rule_id) + '"'
         if text:
-            comments += f' -m comment --comment "{text.replace(chr(34), chr(39))}"'
+            comments += ' -m comment --comment "' + _unquoted(text) + '"'
         verb = " -g " if shape.goto else " -j "
         body = f"-A {chain}{comments}{shape.matches}" + (
             f"{verb}{shape.target}{shape.action}" if shape.target else ""
