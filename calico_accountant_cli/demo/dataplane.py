@@ -21,7 +21,13 @@ from calico_accountant_cli.lab.calico_rules import Layout
 from calico_accountant_cli.lab.iptables import Backend, restore, save, tool
 from calico_accountant_cli.lab.netns import netns_exec_argv, run_command
 from calico_accountant_cli.lab.nft_rules import to_nft
-from calico_accountant_cli.lab.nftables import list_command, load_table
+from calico_accountant_cli.lab.nftables import (
+    counters_as_save,
+    list_command,
+    list_table,
+    load_table,
+    zero_chain_counters,
+)
 
 __all__ = ["ipset_available", "program_node", "save_command", "zero_chains"]
 
@@ -68,14 +74,17 @@ def program_node(
     Counters carry over by rule hash unless ``fresh``; ``reset_chains`` start from zero.
     Rule sources are IP sets when ``ipset`` is installed (``use_ipsets=None``), else
     ``-s``/match blocks.  ``nftables``: felix's nftables mode instead, ``table ip calico``
-    loaded with ``nft -f`` (v3.30 layout, sources as ``ip saddr`` matches; programmed
-    fresh only: the demo loads it once).
+    replaced in one ``nft -f`` transaction (v3.30 layout, sources as ``ip saddr`` matches),
+    counters carried over by hash the same way.
     """
     if nftables:
-        if not fresh:
-            raise ValueError("nftables tables are only programmed fresh")
+        names = nft_chain_names(cluster, layout)
         text = render_node_table(cluster, node, layout, use_ipsets=False)
-        script = to_nft(text, 4, nft_chain_names(cluster, layout)).script
+        if not fresh:
+            back = {nft: iptables for iptables, nft in names.items()}
+            saved = counters_as_save(list_table(namespace, 4), back)
+            text = carry_counters(saved, text, reset_chains=reset_chains)
+        script = to_nft(text, 4, names).script
         load_table(namespace, 4, script)
         return script
     if use_ipsets is None:
@@ -92,9 +101,15 @@ def program_node(
     return rendered
 
 
-def zero_chains(namespace: str, chains: frozenset[str], *, backend: Backend = Backend.LEGACY) -> None:
+def zero_chains(
+    namespace: str, chains: frozenset[str], *, backend: Backend = Backend.LEGACY, nftables: bool = False
+) -> None:
     """``iptables -Z <chain>`` for each chain: the kernel counters restart at zero, the
-    rules (and their hashes) stay -- a reset the ledger must detect from the values alone."""
+    rules (and their hashes) stay -- a reset the ledger must detect from the values alone.
+    ``nftables``: the same for those chains of ``table ip calico``."""
+    if nftables:
+        zero_chain_counters(namespace, 4, chains)
+        return
     for chain in sorted(chains):
         run_command(netns_exec_argv(namespace, [tool(4, backend, ""), "-t", "filter", "-Z", chain]))
 

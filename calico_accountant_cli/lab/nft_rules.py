@@ -114,12 +114,14 @@ def _parse_rule(body: list[str], family: int, rename: Mapping[str, str]) -> _Rul
             number = {"ipencap": 4}.get(protocol)
             name: Any = number if number is not None else protocol
             rule.add(f"meta l4proto {name}", _match({"meta": {"key": "l4proto"}}, name))
-        elif word == "--dports":
-            port = int(next(words))
-            rule.add(
-                f"{protocol} dport {port}",
-                _match({"payload": {"protocol": protocol, "field": "dport"}}, port),
-            )
+        elif word in ("--dports", "--dport"):
+            ports = [int(port) for port in next(words).split(",")]
+            dport: Any = {"payload": {"protocol": protocol, "field": "dport"}}
+            if len(ports) == 1:
+                rule.add(f"{protocol} dport {ports[0]}", _match(dport, ports[0]))
+            else:
+                shown = ", ".join(str(port) for port in ports)
+                rule.add(f"{protocol} dport {{ {shown} }}", _match(dport, {"set": ports}))
         elif word in ("-s", "-d"):
             address = next(words).split("/")[0]
             field = "saddr" if word == "-s" else "daddr"
