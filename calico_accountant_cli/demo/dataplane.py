@@ -8,6 +8,10 @@ bringing the IP sets the rules match up to date (``ipset restore``; sets no long
 are destroyed afterwards).  A packet counted between the save and the restore would be
 lost, so callers change tables while no traffic is flowing (the end-to-end test does;
 the demo only programs tables at start).
+
+In felix's nftables mode (``nftables=True``) the same table is written as ``table ip
+calico`` (:mod:`calico_accountant_cli.lab.nft_rules`) and replaced in one ``nft -f``
+transaction, the counters carried over by hash from ``nft -j list table`` the same way.
 """
 
 from __future__ import annotations
