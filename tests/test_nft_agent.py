@@ -121,3 +121,52 @@ def test_auto_detection_and_nft_list_reads_in_a_namespace() -> None:
         direct = parse_node([(f"v{family}", list_table(namespace, family)) for family in (4, 6)])
         assert sorted(read.records) == sorted(r.key for r in direct.records) and read.records
     assert not list_namespaces(lab.prefix)
+
+
+@pytest.mark.kernel
+@requires_kernel("ip", "nft", "iptables-legacy-restore")
+def test_choose_dataplane_runs_nft_and_iptables_like_the_agent() -> None:
+    """``choose_dataplane('auto', 'auto')`` run inside a namespace (as the agent runs on a
+    node): iptables only -> iptables; felix's nft table too -> nftables, flagged as a migration;
+    and the chosen commands read the records."""
+    import sys
+
+    from calico_accountant_cli.lab.iptables import Backend as LabBackend
+    from calico_accountant_cli.lab.iptables import restore
+    from calico_accountant_cli.lab.netns import LabNetwork, list_namespaces
+    from calico_accountant_cli.lab.nftables import load_table
+    from tests.support.processes import REPO
+
+    probe = (
+        "import asyncio\n"
+        "from node_agent.dataplane import choose_dataplane\n"
+        "from node_agent.reader import NodeReader\n"
+        "choice = asyncio.run(choose_dataplane('auto', 'auto', ipv6=False))\n"
+        "read = asyncio.run(NodeReader(list(choice.commands)).read())\n"
+        "print(choice.dataplane.value, choice.migrating, choice.commands[0], len(read.records), sep='|')\n"
+    )
+    model = build_model(random.Random(8), "v3.30", endpoints=3, policies=5)
+    saved = model.with_options(framing="save", counter_form="prefix", other_tables=False)
+    with LabNetwork() as lab:
+        namespace = lab.namespace("nft-choose")
+
+        def run_probe() -> list[str]:
+            done = subprocess.run(
+                ["ip", "netns", "exec", namespace, sys.executable, "-c", probe],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip().split("|")
+
+        restore(namespace, render(saved).text, family=4, backend=LabBackend.LEGACY)
+        chosen, migrating, command, records = run_probe()
+        assert (chosen, migrating) == ("iptables", "False") and "iptables" in command and int(records) > 0
+        load_table(namespace, 4, to_nft(render(saved).text, 4, nft_chain_names(model)).script)
+        chosen, migrating, command, records = run_probe()
+        assert (chosen, migrating, command) == ("nftables", "True", "nft -j list table ip calico")
+        assert int(records) == len(parse_node([("t", render(saved).text)]).records)
+    assert not list_namespaces(lab.prefix)
