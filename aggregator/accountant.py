@@ -200,6 +200,7 @@ class Accountant:
                     unresolved_chains=chains,
                     counters_live=state.counters_live,
                     counters_retired=state.counters_retired,
+                    dataplanes=state.dataplanes,
                 )
             )
         return views

@@ -30,6 +30,9 @@ class Kind(enum.StrEnum):
     """``Drop|Reject if no profiles matched``."""
     POLICY_RULE = "policy_rule"
     """One verdict rule inside a shared policy chain: exact per node, never per endpoint."""
+    ENDPOINT_ADMIN_DROP = "endpoint_admin_drop"
+    """Packets dropped because the endpoint is administratively down: felix then renders its
+    chain as the one rule ``Endpoint admin disabled`` (DROP), and no policy or profile."""
 
 
 class Direction(enum.StrEnum):
@@ -139,6 +142,7 @@ _KIND_VERDICTS: dict[Kind, Verdict] = {
     Kind.NO_POLICY_DROP: Verdict.DENY,
     Kind.PROFILE_ACCEPT: Verdict.ACCEPT,
     Kind.NO_PROFILE_DROP: Verdict.DENY,
+    Kind.ENDPOINT_ADMIN_DROP: Verdict.DENY,
 }
 _ACTION_VERDICTS: dict[str, Verdict] = {
     RuleAction.ALLOW: Verdict.ACCEPT,

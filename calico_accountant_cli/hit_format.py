@@ -53,6 +53,8 @@ def policy_text(hit: hpb.Hit) -> str:
         return "(no policy)"
     if hit.kind == spb.NO_PROFILE_DROP:
         return "(no profile)"
+    if hit.kind == spb.ENDPOINT_ADMIN_DROP:
+        return "(endpoint admin down)"
     if hit.profile:
         return f"profile {hit.profile}"
     return "-"

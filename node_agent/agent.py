@@ -28,15 +28,14 @@ from calico_accountant.runtime.flags import HelpFormatter
 from calico_accountant.runtime.process import configure_logging, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig, load_web_config
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
+from node_agent.dataplane import choose_dataplane
 from node_agent.flags import add_arguments
-from node_agent.health import AgentMetrics, AgentStatus, serve_health
+from node_agent.health import DATAPLANE_LABELS, AgentMetrics, AgentStatus, serve_health
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,
     NodeRead,
     NodeReader,
     ReadError,
-    default_commands,
-    detect_backend,
 )
 from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
 
@@ -58,6 +57,10 @@ class AgentConfig:
     commands: tuple[str, ...] = ()
     """Empty: the backend's ``ip(6)tables-*-save -c -t filter``, chosen like felix."""
     backend: str = "auto"
+    nft_commands: tuple[str, ...] = ()
+    """``--nft-list``: commands printing ``nft -j list table ip[6] calico`` (read with ``commands``)."""
+    dataplane: str = "auto"
+    """``auto``, ``iptables`` or ``nftables``: what to read when no command is given."""
     ipv6: bool = True
     read_timeout: float = 30.0
     near_zero_packets: int = DEFAULT_NEAR_ZERO_PACKETS
@@ -95,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         interval=args.interval,
         commands=tuple(args.commands or ()),
         backend=args.iptables_backend.lower(),
+        nft_commands=tuple(args.nft_commands or ()),
+        dataplane=args.dataplane,
         ipv6=not args.no_ipv6,
         read_timeout=args.read_timeout,
         near_zero_packets=args.near_zero_packets,
@@ -117,11 +122,14 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
     health = serve_health(config.listen_host, config.listen_port, status, metrics, web=config.web_config)
     log.info("agent for node %s: health on %s:%d", config.node, config.listen_host, health.port)
     try:
-        commands = list(config.commands)
+        commands = [*config.commands, *config.nft_commands]
         if not commands:
-            backend = await detect_backend(config.backend, config.read_timeout)
-            commands = default_commands(backend, ipv6=config.ipv6)
-            log.info("iptables backend %s (setting %s): %s", backend.value, config.backend, commands)
+            choice = await choose_dataplane(
+                config.dataplane, config.backend, ipv6=config.ipv6, timeout=config.read_timeout
+            )
+            commands = list(choice.commands)
+            level = logging.WARNING if choice.migrating else logging.INFO
+            log.log(level, "reading %s (%s): %s", choice.dataplane.value, choice.note, commands)
         reader = NodeReader(commands, timeout=config.read_timeout, near_zero_packets=config.near_zero_packets)
         slot: LatestSlot[NodeRead] = LatestSlot()
         streamer = Streamer(
@@ -204,6 +212,12 @@ def _record_read(read: NodeRead, metrics: AgentMetrics, status: AgentStatus) -> 
     metrics.counters.set(len(read.records))
     metrics.rules.set(read.result.rules_seen)
     metrics.last_read.set(read.read_time.timestamp())
+    tables: dict[str, int] = dict.fromkeys(DATAPLANE_LABELS.values(), 0)
+    for source in read.sources:
+        label = DATAPLANE_LABELS.get(source.dataplane, "other")
+        tables[label] = tables.get(label, 0) + 1
+    for label, count in tables.items():
+        metrics.dataplane_tables.labels(label).set(count)
     counts = read.result.diagnostic_counts()
     for code in set(counts) | {key[0] for key in _label_values(metrics)}:
         metrics.diagnostics.labels(code).set(counts.get(code, 0))

@@ -18,6 +18,7 @@ from calico_accountant.runtime.flags import (
     positive_int,
 )
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
+from node_agent.dataplane import Dataplane
 from node_agent.reader import DEFAULT_NEAR_ZERO_PACKETS
 
 __all__ = ["add_arguments"]
@@ -58,6 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "legacy", "nft"),
         aliases=("FELIX_IPTABLESBACKEND",),
         help="which backend felix programs; auto detects it like felix",
+    )
+    reading.add(
+        "--nft-list",
+        action="append",
+        dest="nft_commands",
+        metavar="COMMAND",
+        default=None,
+        shown_default="in nftables mode, nft -j list table ip calico and ... ip6 calico",
+        help="a command that prints `nft -j list table ip calico` (repeat for ip6), run without a shell "
+        "(in the variable, separate commands with ;)",
+    )
+    reading.add(
+        "--dataplane",
+        default="auto",
+        choices=tuple(d.value for d in Dataplane),
+        help="felix's dataplane: auto (nftables when table ip calico holds Calico chains, else iptables), "
+        "iptables or nftables",
     )
     reading.add("--no-ipv6", action="store_true", default=False, help="do not read the IPv6 table")
     reading.add("--read-timeout", type=positive_float, default=30.0, help="seconds a save command may take")

@@ -31,10 +31,15 @@ from prometheus_client import (
 from calico_accountant.runtime.build_info import BuildInfo, build_info
 from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
+from calico_accountant.wire.snapshots import DATAPLANE_NAMES
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 
 log = logging.getLogger("calico_accountant.agent.health")
+
+
+DATAPLANE_LABELS = DATAPLANE_NAMES
+"""``TableSource.dataplane`` -> the ``dataplane`` label of the agent's metrics."""
 
 
 class AgentMetrics:
@@ -73,6 +78,13 @@ class AgentMetrics:
         )
         self.counters = Gauge(
             "calico_accountant_agent_counters", "Counter records in the last successful read.", registry=r
+        )
+        self.dataplane_tables = Gauge(
+            "calico_accountant_agent_dataplane_tables",
+            "Tables read in the last successful read, per dataplane: nftables (felix's nftables "
+            "mode), iptables-legacy, iptables-nft, other (a file or an unknown command).",
+            ["dataplane"],
+            registry=r,
         )
         self.rules = Gauge(
             "calico_accountant_agent_rules", "Rule lines understood in the last read.", registry=r

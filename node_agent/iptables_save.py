@@ -66,6 +66,9 @@ class FilterTable:
     """Packet counter per rule ordinal; -1 where the counter was unreadable."""
     octets: list[int] = field(default_factory=list)
     """Byte counter per rule ordinal; -1 where the counter was unreadable."""
+    interfaces: dict[str, str] = field(default_factory=dict)
+    """Endpoint chain -> interface where the dataplane says so (nftables dispatch maps);
+    otherwise an endpoint chain's interface is its name after ``cali-tw-``/``cali-fw-``."""
 
 
 @dataclass(slots=True)

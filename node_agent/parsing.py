@@ -22,6 +22,8 @@ from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_table
 from node_agent.columnar import parse_columnar
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
+from node_agent.nftables.document import looks_like_nft_json
+from node_agent.nftables.parse import NftParser
 
 __all__ = ["SteadyStateParser", "parse_node"]
 
@@ -65,7 +67,8 @@ def parse_node(
     family: int | None = None,
     columnar: bool = True,
 ) -> ParseResult:
-    """Parse the tables of one node (e.g. its IPv4 and IPv6 ``iptables-save -c``).
+    """Parse the tables of one node (e.g. its IPv4 and IPv6 ``iptables-save -c``, or its
+    ``nft -j list table ip calico`` and ``ip6 calico``: each input is told by its content).
 
     ``inputs`` are (source name, text) pairs; ``family`` forces 4 or 6 for all of them,
     otherwise each is detected from its header or its rules.  Never raises on bad input.
@@ -151,6 +154,7 @@ class SteadyStateParser:
         self._family = family
         self._columnar = columnar
         self._remembered: dict[str, _Remembered] = {}
+        self._nft = NftParser(family=family)
         self.fast_path_reads = 0
         self.full_reads = 0
 
@@ -165,7 +169,15 @@ class SteadyStateParser:
             for source, data in inputs:
                 rules_before = result.rules_seen
                 text, decode_diagnostics = decode_input(data, source)
-                if decode_diagnostics or not self._parse_unchanged(source, _framed(text), result):
+                if looks_like_nft_json(text):
+                    result.diagnostics.extend(decode_diagnostics)
+                    fast_before = self._nft.fast_path_reads
+                    self._nft.parse_into(source, text, result)
+                    if self._nft.fast_path_reads > fast_before:
+                        self.fast_path_reads += 1
+                    else:
+                        self.full_reads += 1
+                elif decode_diagnostics or not self._parse_unchanged(source, _framed(text), result):
                     self._parse_full(source, text, decode_diagnostics, result)
                 rules = result.rules_seen - rules_before
                 result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules

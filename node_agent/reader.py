@@ -151,9 +151,13 @@ _HEADER = re.compile(
 
 
 def dataplane_of(command: str, output: bytes) -> pb.Dataplane:
-    """Which backend printed ``output``: its header says so (``(nf_tables)``/``(legacy)``,
-    or a ``-legacy``/``-nft`` tool name), else the command's tool name; a file or a
-    headerless dump is ``DATAPLANE_OTHER``."""
+    """Which dataplane printed ``output``: libnftables JSON is felix's nftables mode
+    (``NFTABLES``); an iptables header says its backend (``(nf_tables)``/``(legacy)``, or a
+    ``-legacy``/``-nft`` tool name), else the command's tool name; a file or a headerless
+    dump is ``DATAPLANE_OTHER``."""
+    head = output[:256].lstrip()
+    if head.startswith(b"{") and b'"nftables"' in head:
+        return pb.NFTABLES
     match = _HEADER.search(output[:4096])
     if match:
         variant = (match.group(3) or b"").lower()
@@ -170,8 +174,14 @@ def dataplane_of(command: str, output: bytes) -> pb.Dataplane:
     return pb.DATAPLANE_OTHER
 
 
+_NFT_FAMILY = re.compile(rb'"table": \{"family": "(ip6?)"')
+
+
 def family_of(command: str, output: bytes) -> int:
-    """4 or 6 from the header or the tool name; 0 when neither tells."""
+    """4 or 6 from the header (an nft table's family) or the tool name; 0 when neither tells."""
+    nft = _NFT_FAMILY.search(output[:4096])
+    if nft:
+        return 6 if nft.group(1) == b"ip6" else 4
     match = _HEADER.search(output[:4096])
     if match:
         return 6 if match.group(1) == b"ip6tables" else 4

@@ -178,6 +178,8 @@ def test_nodes_lists_the_agent(cluster: Cluster) -> None:
     assert "1 of 1 agents connected" in done.stdout
     row = next(line for line in done.stdout.splitlines() if line.startswith("node-a"))
     assert "connected" in row and "ago" in row
+    # which dataplane the agent read its tables from (a rendered iptables-nft-save file here)
+    assert "DATAPLANE" in done.stdout and row.split()[-2] == "iptables-nft"
     as_json = json.loads(cli("nodes", "--server", cluster.server, "-o", "json").stdout)
     assert as_json["server"]["api_version"] == 1
     assert [n["node"] for n in as_json["nodes"]] == ["node-a"]

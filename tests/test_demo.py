@@ -167,6 +167,23 @@ def test_demo_runs_for_its_duration_and_cleans_up(stopper: list[DemoRun]) -> Non
     _assert_clean(run)
 
 
+def test_demo_in_felix_nftables_mode(stopper: list[DemoRun]) -> None:
+    """``--dataplane nftables``: each node's policy in ``table ip calico``, read by the agents
+    with ``--nft-list``; the same policies deny and the namespaces are gone afterwards."""
+    reason = _kernel_skip_reason() or kernel_skip_reason("nft")
+    if reason:
+        pytest.skip(reason)
+    run = _start_demo("--dataplane", "nftables", "--duration", "12")
+    stopper.append(run)
+    assert run.wait_for_denials() >= 1
+    tables = run.metrics()
+    assert run.wait() == 0, run.output
+    assert "kernel: namespaces and nftables" in run.output
+    assert "agents connected: 2" in run.output
+    assert "calico_accountant_workload_policy_packets_total{" in tables
+    _assert_clean(run)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_demo_stops_and_cleans_up_on_signals(stopper: list[DemoRun], signum: int) -> None:
     reason = _kernel_skip_reason()

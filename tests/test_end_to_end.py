@@ -4,7 +4,10 @@ For each felix layout (v3.27: no tiers; v3.30: tiers and deny marks), with the b
 sample cluster written into a real etcd the way Calico stores it (and, for v3.30, once more
 as a KDD cluster: Pods, Namespaces, ServiceAccounts, NetworkPolicies and Calico CRDs served by
 the stand-in API server of :mod:`tests.support.kube_api`, which is not a kube-apiserver, to an
-aggregator on ``--datastore kubernetes``):
+aggregator on ``--datastore kubernetes``; and once more with the nodes in felix's nftables
+mode: ``table ip calico`` loaded with Debian's ``nft``, the agents on ``--nft-list``, counters
+carried over by hash on every reprogramming and an endpoint chain's counters zeroed by
+re-adding its rules):
 
 * two node namespaces with felix-shaped tables rendered from the cluster, eight pod
   namespaces behind Calico-named veths, a real agent process per node reading
@@ -41,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import statistics
 import threading
 import time
@@ -54,6 +58,7 @@ from pathlib import Path
 import pytest
 
 from calico_accountant.felix.naming import veth_name
+from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant_cli.demo.cluster import Cluster, Workload, load_sample_cluster
 from calico_accountant_cli.demo.dataplane import program_node, save_command, zero_chains
 from calico_accountant_cli.demo.plan import flows_of
@@ -248,6 +253,8 @@ class System:
     latencies_observe: list[tuple[float, float]] = field(default_factory=list)
     """(lower bound, upper bound): from the probe's return / from its start."""
     deferred: list[str] = field(default_factory=list)
+    nftables: bool = False
+    """The nodes are in felix's nftables mode (``table ip calico``)."""
 
     # -- traffic ---------------------------------------------------------------------------
     def send(self, flows: Sequence[tuple[Flow, int]]) -> list[SentFlow]:
@@ -351,7 +358,7 @@ class System:
     def reprogram(self, reset_chains: frozenset[str] = frozenset()) -> None:
         for node in self.cluster.nodes:
             program_node(self.wired.nodes[node], self.cluster, node, self.layout, backend=BACKEND,
-                         reset_chains=reset_chains)  # fmt: skip
+                         reset_chains=reset_chains, nftables=self.nftables)  # fmt: skip
 
 
 @pytest.fixture
@@ -359,7 +366,10 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    layout, datastore = request.param
+    layout, datastore, *dataplane = request.param
+    nftables = dataplane == ["nftables"]
+    if nftables and shutil.which("nft") is None:
+        pytest.skip("nft is not installed (Debian package nftables)")
     cluster = load_sample_cluster()
     with contextlib.ExitStack() as stack:
         store: ClusterStore | KubeClusterStore
@@ -374,7 +384,9 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
         store.write(cluster)
         wired = build_lab_cluster(lab, cluster)
         for node in cluster.nodes:
-            program_node(wired.nodes[node], cluster, node, layout, backend=BACKEND, fresh=True)
+            program_node(
+                wired.nodes[node], cluster, node, layout, backend=BACKEND, fresh=True, nftables=nftables
+            )
         for workload in cluster.workloads:
             guard_pod(wired, workload, BACKEND)
         listeners = start_listeners(wired, cluster.workloads, flows_of(cluster))
@@ -396,14 +408,15 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
                     calico_accountant_argv(
                         "agent", "--node", node, "--aggregator", f"127.0.0.1:{grpc_port}",
                         "--interval", str(AGENT_INTERVAL), "--no-ipv6", "--listen", "127.0.0.1:0",
-                        "--iptables-save", save_command(wired.nodes[node], BACKEND),
+                        "--nft-list" if nftables else "--iptables-save",
+                        save_command(wired.nodes[node], BACKEND, nftables=nftables),
                     ),
                 )  # fmt: skip
             with PrometheusServer([f"127.0.0.1:{metrics_port}"]) as prometheus:
                 prometheus.wait_for_target_up()
                 yield System(
                     layout, cluster, store, wired, supervisor, prometheus, metrics_port,
-                    f"127.0.0.1:{grpc_port}", listeners,
+                    f"127.0.0.1:{grpc_port}", listeners, nftables=nftables,
                 )  # fmt: skip
                 supervisor.check()
     assert list_namespaces(lab.prefix) == [], "namespaces left behind"
@@ -419,9 +432,14 @@ def _new_cart(cluster: Cluster) -> Workload:
 
 @pytest.mark.parametrize(
     "system",
-    [(Layout.V3_27, "etcd"), (Layout.V3_30, "etcd"), (Layout.V3_30, "kubernetes")],
+    [
+        (Layout.V3_27, "etcd"),
+        (Layout.V3_30, "etcd"),
+        (Layout.V3_30, "kubernetes"),
+        (Layout.V3_30, "etcd", "nftables"),
+    ],
     indirect=True,
-    ids=["v3.27", "v3.30", "v3.30-kdd"],
+    ids=["v3.27", "v3.30", "v3.30-kdd", "v3.30-nftables"],
 )
 def test_end_to_end(system: System) -> None:
     s = system
@@ -444,6 +462,10 @@ def test_end_to_end(system: System) -> None:
         if hit["kind"] != "policy_rule":
             observed[_hit_key(hit)] += int(str(hit["packets"]))
     assert +observed == +round_two, "observe --follow hits must sum to the counters' increase"
+    if s.nftables:  # felix's nftables mode: ListNodes says what the agents read
+        with HitsClient(s.grpc_address) as client:
+            dataplanes = {n.node: list(n.dataplanes) for n in client.list_nodes().nodes}
+        assert dataplanes == {node: [spb.NFTABLES] for node in s.cluster.nodes}
 
     # -- phase 2: a pod is added and another deleted while everything runs -----------------
     new_cart = _new_cart(s.cluster)
@@ -475,7 +497,12 @@ def test_end_to_end(system: System) -> None:
     s.store.write(s.cluster)
     s.reprogram()
     catalog = next(w for w in s.cluster.workloads if w.app == "catalog")
-    zero_chains(s.wired.nodes[catalog.node], frozenset({f"cali-tw-{catalog.interface}"}), backend=BACKEND)
+    zero_chains(
+        s.wired.nodes[catalog.node],
+        frozenset({f"cali-tw-{catalog.interface}"}),
+        backend=BACKEND,
+        nftables=s.nftables,
+    )
     s.wait_for_reads_after(time.time())
     s.send(flows_of(s.cluster))
     s.assert_exact("policy rewrite", deleted=[old_cart.pod])

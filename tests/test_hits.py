@@ -24,7 +24,7 @@ from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire.chunks import split_snapshot
-from calico_accountant.wire.snapshots import build_snapshot
+from calico_accountant.wire.snapshots import SourceInfo, build_snapshot
 from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, policy_rule
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -222,6 +222,12 @@ def _snapshots(
         read_time=T0 + timedelta(seconds=sequence),
         full=full,
         records=records,
+        sources=[
+            SourceInfo(
+                dataplane=spb.NFTABLES, family=family, command=f"nft -j list table {name} calico", rules=9
+            )
+            for family, name in ((4, "ip"), (6, "ip6"))
+        ],
     )
     return split_snapshot(snapshot, 4 * 1024 * 1024)
 
@@ -291,6 +297,8 @@ def test_services_end_to_end() -> None:
                 assert [(n.node, n.connected, n.sequence, n.stale) for n in nodes.nodes] == [
                     ("n1", True, 2, False)
                 ]
+                # the node's tables were read from felix's nftables dataplane (both families)
+                assert [list(n.dataplanes) for n in nodes.nodes] == [[spb.NFTABLES]]
                 status = await hits.ServerStatus(hpb.ServerStatusRequest())
                 assert (status.agents_connected, status.nodes_known, status.api_version) == (1, 1, 1)
                 with pytest.raises(grpc.aio.AioRpcError) as bad:

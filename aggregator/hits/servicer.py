@@ -104,6 +104,7 @@ class PolicyHitsServicer(hpb_grpc.PolicyHitsServicer):
                 agent_instance_id=view.instance_id if show_instances else "",
                 sequence=view.sequence,
                 stale=view.stale,
+                dataplanes=list(view.dataplanes),  # type: ignore[arg-type]
             )
             if view.read_time:
                 status.last_snapshot_time.FromDatetime(datetime.fromtimestamp(view.read_time, UTC))

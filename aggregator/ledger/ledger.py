@@ -132,6 +132,8 @@ class Ledger:
         node_state.received_at = now
         node_state.agent_version = update.agent_version or node_state.agent_version
         node_state.snapshots += 1
+        if update.sources:
+            node_state.dataplanes = tuple(sorted({source.dataplane for source in update.sources}))
 
         increases: list[Increase] = []
         seen: set[CounterKey] = set()

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.wire.snapshots import SourceInfo
 
 __all__ = [
     "CounterState",
@@ -50,6 +51,8 @@ class NodeUpdate(Protocol):
     def agent_version(self) -> str: ...
     @property
     def invalid_counters(self) -> int: ...
+    @property
+    def sources(self) -> Sequence[SourceInfo]: ...
 
 
 class FirstSnapshot(enum.Enum):
@@ -153,6 +156,9 @@ class NodeState:
     counters_known: int = 0
     """Counters ever seen on the node and not yet forgotten (live + retired)."""
     counters_retired: int = 0
+    dataplanes: tuple[int, ...] = ()
+    """Distinct ``Dataplane`` values of the last snapshot's table sources (not checkpointed:
+    the next snapshot brings them back)."""
 
     @property
     def counters_live(self) -> int:

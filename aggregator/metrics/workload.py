@@ -11,7 +11,7 @@ from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy
 from aggregator.model import ResolvedCounter
 from calico_accountant.records import Kind, Verdict
 
-__all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
+__all__ = ["ADMIN_DOWN", "FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
 _WORKLOAD = ("node", "namespace", "pod", "app")
 
@@ -46,7 +46,17 @@ PROFILE = SeriesFamily(
     bytes_help="Bytes of the packets counted by calico_accountant_workload_profile_packets_total.",
 )
 
-FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE)
+ADMIN_DOWN = SeriesFamily(
+    packets_name="calico_accountant_workload_admin_down_drop_packets_total",
+    bytes_name="calico_accountant_workload_admin_down_drop_bytes_total",
+    level=Level.WORKLOAD,
+    labels=(*_WORKLOAD, "direction"),
+    packets_help="Packets to (ingress) or from (egress) one workload dropped because its endpoint is "
+    "administratively down (felix's 'Endpoint admin disabled' rule; no policy or profile applies).",
+    bytes_help="Bytes of the packets counted by calico_accountant_workload_admin_down_drop_packets_total.",
+)
+
+FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
 
 
 def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
@@ -65,4 +75,6 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
         return [(PROFILE, (*base, Verdict.ACCEPT, name))]
     if kind is Kind.NO_PROFILE_DROP:
         return [(PROFILE, (*base, Verdict.DENY, ""))]
+    if kind is Kind.ENDPOINT_ADMIN_DROP:
+        return [(ADMIN_DOWN, base)]
     return []

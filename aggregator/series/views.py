@@ -74,6 +74,8 @@ class NodeView:
     unresolved_chains: int
     counters_live: int
     counters_retired: int
+    dataplanes: tuple[int, ...] = ()
+    """``Dataplane`` values the node's tables were last read from."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from calico_accountant.records import Direction
 
 __all__ = [
+    "ADMIN_DOWN_MARKER",
     "ENDPOINT_CHAIN_PREFIXES",
     "GROUP_CHAIN_PREFIXES",
     "NO_POLICY_MARKER",
@@ -67,6 +68,8 @@ NO_POLICY_MARKER = re.compile(
     r"^(?:End of tier (?P<tier>.+)\. )?(?:Drop|Reject) if no policies passed packet$"
 )
 NO_PROFILE_MARKER = re.compile(r"^(?:Drop|Reject) if no profiles matched$")
+ADMIN_DOWN_MARKER = "Endpoint admin disabled"
+"""The only rule of an admin-down endpoint's chains (``endpointIptablesChain``, all versions)."""
 
 
 def is_group_chain(chain: str) -> bool:

@@ -136,7 +136,7 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "connected", "agent_instance_id", "last_snapshot_time", "sequence", "diagnostic_counts", "stale")
+    __slots__ = ("node", "connected", "agent_instance_id", "last_snapshot_time", "sequence", "diagnostic_counts", "stale", "dataplanes")
     class DiagnosticCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class NodeStatus(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTIC_COUNTS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    DATAPLANES_FIELD_NUMBER: _ClassVar[int]
     node: str
     connected: bool
     agent_instance_id: str
@@ -158,7 +159,8 @@ class NodeStatus(_message.Message):
     sequence: int
     diagnostic_counts: _containers.ScalarMap[str, int]
     stale: bool
-    def __init__(self, node: _Optional[str] = ..., connected: _Optional[bool] = ..., agent_instance_id: _Optional[str] = ..., last_snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., diagnostic_counts: _Optional[_Mapping[str, int]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    dataplanes: _containers.RepeatedScalarFieldContainer[_snapshot_pb2.Dataplane]
+    def __init__(self, node: _Optional[str] = ..., connected: _Optional[bool] = ..., agent_instance_id: _Optional[str] = ..., last_snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., diagnostic_counts: _Optional[_Mapping[str, int]] = ..., stale: _Optional[bool] = ..., dataplanes: _Optional[_Iterable[_Union[_snapshot_pb2.Dataplane, str]]] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)

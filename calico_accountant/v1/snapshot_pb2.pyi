@@ -27,6 +27,7 @@ class CounterKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_ACCEPT: _ClassVar[CounterKind]
     NO_PROFILE_DROP: _ClassVar[CounterKind]
     POLICY_RULE: _ClassVar[CounterKind]
+    ENDPOINT_ADMIN_DROP: _ClassVar[CounterKind]
 
 class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ NO_POLICY_DROP: CounterKind
 PROFILE_ACCEPT: CounterKind
 NO_PROFILE_DROP: CounterKind
 POLICY_RULE: CounterKind
+ENDPOINT_ADMIN_DROP: CounterKind
 DIRECTION_UNSPECIFIED: Direction
 INGRESS: Direction
 EGRESS: Direction

@@ -37,6 +37,7 @@ KIND_TO_PB: dict[Kind, pb.CounterKind] = {
     Kind.PROFILE_ACCEPT: pb.PROFILE_ACCEPT,
     Kind.NO_PROFILE_DROP: pb.NO_PROFILE_DROP,
     Kind.POLICY_RULE: pb.POLICY_RULE,
+    Kind.ENDPOINT_ADMIN_DROP: pb.ENDPOINT_ADMIN_DROP,
 }
 _PB_TO_KIND: dict[int, Kind] = {int(v): k for k, v in KIND_TO_PB.items()}
 DIRECTION_TO_PB: dict[Direction, pb.Direction] = {Direction.INGRESS: pb.INGRESS, Direction.EGRESS: pb.EGRESS}

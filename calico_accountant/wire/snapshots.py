@@ -17,7 +17,28 @@ from calico_accountant.wire.counters import (
     record_to_counter,
 )
 
-__all__ = ["DecodedSnapshot", "SourceInfo", "build_snapshot", "decode_snapshot"]
+__all__ = [
+    "DATAPLANE_NAMES",
+    "DecodedSnapshot",
+    "SourceInfo",
+    "build_snapshot",
+    "dataplane_name",
+    "decode_snapshot",
+]
+
+DATAPLANE_NAMES: dict[int, str] = {
+    pb.IPTABLES_LEGACY: "iptables-legacy",
+    pb.IPTABLES_NFT: "iptables-nft",
+    pb.NFTABLES: "nftables",
+    pb.DATAPLANE_OTHER: "other",
+}
+"""``Dataplane`` values as the agent's metrics and ``calico-accountant nodes`` name them:
+``nftables`` is felix's native nftables mode, the ``iptables-*`` ones its iptables backends."""
+
+
+def dataplane_name(value: int) -> str:
+    """The name of a ``Dataplane`` value (``unspecified`` for 0 or an unknown value)."""
+    return DATAPLANE_NAMES.get(value, "unspecified")
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,13 @@ def register(subparsers: Any) -> None:
         "file) and exit",
     )
     flags.add(
+        "--dataplane",
+        choices=("iptables", "nftables"),
+        default="iptables",
+        help="felix's dataplane on the nodes: iptables or nftables (felix's nftables mode, table ip calico; "
+        "the agents read it with --nft-list)",
+    )
+    flags.add(
         "--plain",
         action="store_true",
         default=False,
@@ -109,10 +116,14 @@ def _run(args: argparse.Namespace) -> int:
         traffic_period=args.traffic_period,
         mode="replay" if args.replay else "kernel" if args.kernel else "auto",
         backend=Backend(args.iptables_backend),
+        nftables=args.dataplane == "nftables",
         screen=False if args.plain else None,
         refresh=args.refresh,
         prometheus_port=args.with_prometheus,
     )
+    if options.nftables and options.layout is not Layout.V3_30:
+        print("calico-accountant demo: --dataplane nftables needs --layout v3.30 (felix's nft names)")
+        return 2
     if options.prometheus_port is not None:
         from calico_accountant_cli.demo.prometheus import missing_prometheus
 

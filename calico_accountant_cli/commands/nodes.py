@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from calico_accountant.runtime.flags import FlagSet
+from calico_accountant.wire.snapshots import dataplane_name
 from calico_accountant_cli.commands.command import add_command
 from calico_accountant_cli.terminal import terminal_safe
 
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
             f"connected, up {status.uptime.seconds}s"
         )
     )
-    print(f"{'NODE':<24} {'AGENT':<13} {'LAST SNAPSHOT':<14} {'SEQUENCE':>8}  DIAGNOSTICS")
+    print(f"{'NODE':<24} {'AGENT':<13} {'LAST SNAPSHOT':<14} {'SEQUENCE':>8}  {'DATAPLANE':<16} DIAGNOSTICS")
     for node in nodes.nodes:
         state = "connected" if node.connected else "disconnected"
         if node.stale:
@@ -76,7 +77,11 @@ def _run(args: argparse.Namespace) -> int:
         diagnostics = ", ".join(
             f"{code}={count}" for code, count in sorted(node.diagnostic_counts.items()) if count
         )
+        dataplane = "+".join(dataplane_name(value) for value in node.dataplanes) or "-"
         print(
-            terminal_safe(f"{node.node:<24} {state:<13} {last:<14} {node.sequence:>8}  {diagnostics or '-'}")
+            terminal_safe(
+                f"{node.node:<24} {state:<13} {last:<14} {node.sequence:>8}  "
+                f"{dataplane:<16} {diagnostics or '-'}"
+            )
         )
     return 0

@@ -1,6 +1,8 @@
 """``calico-accountant parse``: what a node's filter table says, without any datastore.
 
-Several files are one node (e.g. ``iptables-save -c`` and ``ip6tables-save -c``).
+Several files are one node (e.g. ``iptables-save -c`` and ``ip6tables-save -c``, or, in
+felix's nftables mode, ``nft -j list table ip calico`` and ``ip6 calico``: each file is
+told apart by its content).
 Zero-valued counters are printed: a zero says the policy applies and saw nothing.
 Diagnostics go to stderr; the exit status is non-zero only when nothing could be parsed.
 """
@@ -28,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser = add_command(
         subparsers,
         "parse",
-        help="parse iptables-save -c dumps of one node into counter records",
+        help="parse iptables-save -c (or nft -j list table ip/ip6 calico) dumps of one node into records",
         description="What a node's filter table says, without any datastore. Several files are one "
         "node (e.g. the output of iptables-save -c and of ip6tables-save -c). Zero-valued counters are "
         "printed: a zero says the policy applies and saw nothing. Diagnostics go to stderr; the exit "
@@ -36,6 +38,8 @@ def register(subparsers: Any) -> None:
         examples=(
             "calico-accountant parse --format summary node1.save node1-v6.save",
             "iptables-save -c -t filter | calico-accountant parse --format json -",
+            "# felix's nftables mode: the JSON listing, told apart from iptables-save by its content",
+            "nft -j list table ip calico > node1.json && calico-accountant parse node1.json",
         ),
     )
     parser.add_argument("files", nargs="*", default=["-"], metavar="FILE", help="dumps to read; - is stdin")

@@ -29,7 +29,7 @@ import base64
 import hashlib
 import re
 
-from calico_accountant.felix.naming import length_limited_id
+from calico_accountant.felix.naming import IPTABLES_MAX_CHAIN_NAME, NFT_MAX_CHAIN_NAME, length_limited_id
 from calico_accountant_cli.demo.cluster import Cluster, Policy, PolicyRule, Workload
 from calico_accountant_cli.demo.verdicts import (
     applicable_tiers,
@@ -70,17 +70,36 @@ def _mark(bits: int) -> str:
     return f"{bits:#x}/{bits:#x}"
 
 
-def policy_chain(policy: Policy, direction: str, layout: Layout) -> str:
-    """The ``cali-pi-``/``cali-po-`` chain felix of ``layout`` gives ``policy``."""
+def policy_chain(
+    policy: Policy, direction: str, layout: Layout, max_len: int = IPTABLES_MAX_CHAIN_NAME
+) -> str:
+    """The ``cali-pi-``/``cali-po-`` chain felix of ``layout`` gives ``policy`` (``max_len``
+    256: its name in nftables mode, v3.30+, without the ``filter-`` layer prefix)."""
     prefix = "cali-pi-" if direction == "ingress" else "cali-po-"
     parts = [policy.namespace, policy.stored_name] if policy.namespace else [policy.stored_name]
     if layout is Layout.V3_30:
         parts.insert(0, policy.tier)
-    return length_limited_id(prefix, "/".join(parts))
+    return length_limited_id(prefix, "/".join(parts), max_len)
 
 
-def profile_chain(profile: str, direction: str) -> str:
-    return length_limited_id("cali-pri-" if direction == "ingress" else "cali-pro-", profile)
+def profile_chain(profile: str, direction: str, max_len: int = IPTABLES_MAX_CHAIN_NAME) -> str:
+    return length_limited_id("cali-pri-" if direction == "ingress" else "cali-pro-", profile, max_len)
+
+
+def nft_chain_names(cluster: Cluster, layout: Layout) -> dict[str, str]:
+    """iptables chain -> nftables chain of every policy and profile (felix v3.30+ does not
+    hash nft chain names up to 256 characters)."""
+    names: dict[str, str] = {}
+    for direction in ("ingress", "egress"):
+        for policy in cluster.policies:
+            names[policy_chain(policy, direction, layout)] = policy_chain(
+                policy, direction, layout, NFT_MAX_CHAIN_NAME
+            )
+        for profile in cluster.profiles:
+            names[profile_chain(profile.name, direction)] = profile_chain(
+                profile.name, direction, NFT_MAX_CHAIN_NAME
+            )
+    return names
 
 
 def _protocol_parts(rule: PolicyRule) -> tuple[str, str]:

@@ -72,6 +72,9 @@ class DemoOptions:
     mode: str = "auto"
     """``auto``, ``kernel`` or ``replay``."""
     backend: Backend = Backend.LEGACY
+    nftables: bool = False
+    """Felix's nftables mode: each node's policy in ``table ip calico`` (``nft``), read by the
+    agents with ``--nft-list`` (the pods' send guards stay in iptables ``backend``)."""
     screen: bool | None = None
     """Redraw one screen (True), print successive summaries (False), or decide by TTY (None)."""
     refresh: float = 2.0
@@ -79,15 +82,15 @@ class DemoOptions:
     """Start a real Prometheus with the deploy's rules on this port (0 picks one); None: none."""
 
 
-def kernel_unavailable_reason(backend: Backend = Backend.LEGACY) -> str | None:
+def kernel_unavailable_reason(backend: Backend = Backend.LEGACY, *, nftables: bool = False) -> str | None:
     """Why kernel mode cannot run here, or None when it can."""
     if os.geteuid() != 0:
         return "not running as root (network namespaces and iptables need it)"
-    missing = missing_tools(("ip",)) + [
+    missing = missing_tools(("ip", "nft") if nftables else ("ip",)) + [
         name for name in missing_backend_tools((backend,)) if not name.startswith("ip6")
     ]
     if missing:
-        return f"missing {', '.join(missing)} (Debian packages iproute2, iptables)"
+        return f"missing {', '.join(missing)} (Debian packages iproute2, iptables, nftables)"
     return None
 
 
@@ -140,8 +143,11 @@ def _start_system(
     commands: dict[str, str],
     metrics_port: int,
     grpc_port: int,
+    *,
+    nft_list: bool = False,
 ) -> list[str]:
-    """Start the aggregator and the agents; the agents' ``/metrics`` addresses."""
+    """Start the aggregator and the agents (``nft_list``: the commands print felix's nft table);
+    the agents' ``/metrics`` addresses."""
     aggregator = supervisor.start(
         "aggregator",
         calico_accountant_argv(
@@ -161,7 +167,8 @@ def _start_system(
             calico_accountant_argv(
                 "agent",
                 "--node", node, "--aggregator", f"127.0.0.1:{grpc_port}",
-                "--interval", str(options.interval), "--iptables-save", commands[node],
+                "--interval", str(options.interval),
+                "--nft-list" if nft_list else "--iptables-save", commands[node],
                 "--no-ipv6", "--listen", agents[-1],
             ),
         )  # fmt: skip
@@ -171,7 +178,11 @@ def _start_system(
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """Run the demo until ``options.duration`` passes or a signal stops it; returns an exit status."""
     out = out or sys.stdout
-    reason = "--replay was given" if options.mode == "replay" else kernel_unavailable_reason(options.backend)
+    reason = (
+        "--replay was given"
+        if options.mode == "replay"
+        else kernel_unavailable_reason(options.backend, nftables=options.nftables)
+    )
     if reason is not None and options.mode == "kernel":
         print(f"calico-accountant demo: cannot run on the kernel: {reason}", file=sys.stderr)
         return 2
@@ -188,7 +199,11 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     grpc_address = f"127.0.0.1:{grpc_port}"
     started = time.time()
-    how = "kernel: namespaces and iptables" if kernel else "replay of bundled dumps"
+    how = "replay of bundled dumps"
+    if kernel:
+        how = "kernel: namespaces and " + (
+            "nftables (felix's nftables mode)" if options.nftables else "iptables"
+        )
     header = [
         f"calico-accountant demo ({how}, "
         f"felix {options.layout.value} layout, {len(cluster.nodes)} nodes, {len(cluster.workloads)} pods)",
@@ -214,16 +229,33 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 wired = build_lab_cluster(lab, cluster)
                 for node in cluster.nodes:
                     program_node(
-                        wired.nodes[node], cluster, node, options.layout, backend=options.backend, fresh=True
+                        wired.nodes[node],
+                        cluster,
+                        node,
+                        options.layout,
+                        backend=options.backend,
+                        fresh=True,
+                        nftables=options.nftables,
                     )
-                    commands[node] = save_command(wired.nodes[node], options.backend)
+                    commands[node] = save_command(
+                        wired.nodes[node], options.backend, nftables=options.nftables
+                    )
                 for workload in cluster.workloads:
                     guard_pod(wired, workload, options.backend)
                 start_listeners(wired, cluster.workloads, flows)
             else:
                 commands = {node: _replay_command(node, options, started) for node in cluster.nodes}
             supervisor = stack.enter_context(Supervisor())
-            agents = _start_system(supervisor, options, cluster, store, commands, metrics_port, grpc_port)
+            agents = _start_system(
+                supervisor,
+                options,
+                cluster,
+                store,
+                commands,
+                metrics_port,
+                grpc_port,
+                nft_list=kernel and options.nftables,
+            )
             if options.prometheus_port is not None:
                 from calico_accountant_cli.demo.prometheus import DEMO_FOR, start_prometheus
 

@@ -24,6 +24,7 @@ _WORKLOAD_KINDS = (
     spb.NO_POLICY_DROP,
     spb.PROFILE_ACCEPT,
     spb.NO_PROFILE_DROP,
+    spb.ENDPOINT_ADMIN_DROP,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from calico_accountant.felix.chains import (
+    ADMIN_DOWN_MARKER,
     ENDPOINT_CHAIN_PREFIXES,
     GROUP_CHAIN_PREFIXES,
     NO_POLICY_MARKER,
@@ -40,6 +41,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
     present = chains.keys() | table.declared
     family = table.family
     source = table.source
+    interfaces = table.interfaces
     plans: list[RecordPlan] = []
     diagnostics: list[Diagnostic] = []
     missing: set[str] = set()
@@ -60,7 +62,7 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
         direction = ENDPOINT_CHAIN_PREFIXES.get(name[:8])
         if direction is None:
             continue
-        interface = name[8:]
+        interface = interfaces.get(name) or name[8:]
         if not interface:  # a bare cali-tw-/cali-fw-: only a damaged dump has one
             continue
         tiers = _tier_of_each_rule(rules)
@@ -79,6 +81,12 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 continue
             tier = tiers[index]
             if target in DROP_TARGETS:
+                if ADMIN_DOWN_MARKER in body and ADMIN_DOWN_MARKER in comments_of(body):
+                    key = CounterKey(Kind.ENDPOINT_ADMIN_DROP, family, direction, interface)
+                    plans.append(
+                        RecordPlan(key, (rule.ordinal,), (rule.rule_id,), line=rule.line, source=source)
+                    )
+                    continue
                 if " if no " not in body:
                     continue
                 for comment in comments_of(body):

@@ -13,6 +13,7 @@ import itertools
 import operator
 
 from calico_accountant.felix.chains import (
+    ADMIN_DOWN_MARKER,
     NO_POLICY_MARKER,
     NO_PROFILE_MARKER,
     PROFILE_ACCEPTED_MARKER,
@@ -103,6 +104,18 @@ def special_plans(
     for index in specials:
         target = targets[index]
         if target in ("DROP", "REJECT"):
+            if ADMIN_DOWN_MARKER in probes[index]:
+                if ADMIN_DOWN_MARKER in comments_of(body_of(rows, index)):
+                    direction, interface = runs.direction_of[index], runs.interface_of[index]
+                    counter_key = new_key(
+                        (Kind.ENDPOINT_ADMIN_DROP, family, direction, interface, "", "", -1, "")
+                    )
+                    plans.append(
+                        new_plan(
+                            (counter_key, (index,), (rule_ids[index],), "", (), first_line + index, source)
+                        )
+                    )
+                continue
             if " if no " not in probes[index]:
                 continue
             direction, interface = runs.direction_of[index], runs.interface_of[index]

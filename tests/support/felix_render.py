@@ -69,6 +69,7 @@ __all__ = [
     "Tier",
     "build_model",
     "length_limited_id",
+    "nft_chain_names",
     "node_models",
     "render",
     "render_restore",
@@ -324,6 +325,8 @@ class Endpoint:
     namespace: str
     labels: frozenset[str]
     profiles: tuple[str, ...]
+    admin_down: bool = False
+    """Felix renders the endpoint's chains as the one rule ``Endpoint admin disabled`` (DROP)."""
 
 
 CounterForm = Literal["prefix", "inline", "none"]
@@ -586,6 +589,8 @@ class _EndpointSlots:
     tier_drops: dict[str, _Rule] = field(default_factory=dict)
     profile_returns: list[tuple[str, _Rule]] = field(default_factory=list)
     profile_drop: _Rule | None = None
+    admin_drop: _Rule | None = None
+    """An admin-down endpoint's only rule (then nothing else is set)."""
 
 
 class _Builder:
@@ -756,6 +761,11 @@ class _Builder:
         name = prefix + endpoint.interface
         slots = _EndpointSlots(name)
         rules = self.chain(name)
+        if endpoint.admin_down:
+            # endpointIptablesChain: an admin-down endpoint gets one rule, and no policy.
+            slots.admin_drop = _Rule("", ["Endpoint admin disabled"], "", self.deny_target, _OP_DROP)
+            rules.append(slots.admin_drop)
+            return slots, []
         sections = _sections(self.model, endpoint, direction, t)
         rules.append(
             _Rule("", [], "-m conntrack --ctstate RELATED,ESTABLISHED", "ACCEPT", _OP_ACCEPT, crit="ct:est")
@@ -884,7 +894,15 @@ class _Builder:
 @dataclass(frozen=True, slots=True)
 class _Fate:
     kind: Literal[
-        "established", "invalid", "encap", "accept", "deny", "tier_drop", "profile_accept", "profile_drop"
+        "established",
+        "invalid",
+        "encap",
+        "accept",
+        "deny",
+        "tier_drop",
+        "profile_accept",
+        "profile_drop",
+        "admin_down",
     ]
     section: int = -1
     entry: int = -1
@@ -1137,6 +1155,8 @@ def render(model: NodeModel) -> RenderedTable:
     profile_acc_b: Counter[tuple[str, int]] = Counter()
     profile_dropped: Counter[str] = Counter()
     profile_dropped_b: Counter[str] = Counter()
+    admin_dropped: Counter[str] = Counter()
+    admin_dropped_b: Counter[str] = Counter()
     rule_hits: Counter[tuple[str, int]] = Counter()
     rule_hits_b: Counter[tuple[str, int]] = Counter()
     endpoint_totals: Counter[str] = Counter()
@@ -1149,7 +1169,10 @@ def render(model: NodeModel) -> RenderedTable:
                 rng, sections, profiles, direction, traits, opts.big_counters
             )
             flows += 1
-            fate = _fate(sections, profiles, direction, matches, traits, family)
+            if endpoint.admin_down:
+                fate = _Fate("admin_down")
+            else:
+                fate = _fate(sections, profiles, direction, matches, traits, family)
             outcome, mark = _walk(builder.chains, slots.chain, matches, packets, nbytes)
             _check(fate, outcome, mark, traits, slots.chain)
             endpoint_totals[slots.chain] += packets
@@ -1173,6 +1196,9 @@ def render(model: NodeModel) -> RenderedTable:
             elif fate.kind == "profile_drop":
                 profile_dropped[ep] += packets
                 profile_dropped_b[ep] += nbytes
+            elif fate.kind == "admin_down":
+                admin_dropped[ep] += packets
+                admin_dropped_b[ep] += nbytes
 
     # Noise and plumbing chains (after the traffic, so their counters can sum it).
     if opts.noise:
@@ -1185,6 +1211,12 @@ def render(model: NodeModel) -> RenderedTable:
     for endpoint, direction, slots, sections in endpoint_views:
         ep = slots.chain
         iface = endpoint.interface
+        if slots.admin_drop is not None:
+            key = CounterKey(Kind.ENDPOINT_ADMIN_DROP, family, direction, iface)
+            expected.append(
+                CounterRecord(key, admin_dropped[ep], admin_dropped_b[ep], (slots.admin_drop.hash,))
+            )
+            continue
         # position of each entry within its section
         entry_pos: dict[int, tuple[int, int]] = {}
         for s_index, section in enumerate(sections):
@@ -1261,6 +1293,30 @@ def render(model: NodeModel) -> RenderedTable:
     if omitted:
         diagnostics["deny_not_exact"] = len(omitted)
     return RenderedTable(text, expected, diagnostics, family, rule_lines, tuple(omitted), flows)
+
+
+NFT_MAX_CHAIN_NAME = 256
+"""``knftables.NameLengthMax``: felix's nft policy and profile chains from v3.30."""
+
+
+def nft_chain_names(model: NodeModel) -> dict[str, str]:
+    """iptables chain name -> nftables chain name (layer prefix not included) of every
+    policy and profile chain of the model: felix v3.30+ limits nft names to 256 characters,
+    so they are practically never hashed (``PolicyChainName``/``ProfileChainName`` with
+    ``nft=true``).  Group and endpoint chains keep their names."""
+    traits = _TRAITS[model.layout]
+    names: dict[str, str] = {}
+    for policy in model.policies:
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
+            suffix = _hashed_suffix(policy, traits)
+            names[length_limited_id(prefix, suffix)] = length_limited_id(prefix, suffix, NFT_MAX_CHAIN_NAME)
+    for profile in model.profiles:
+        for prefix in ("cali-pri-", "cali-pro-"):
+            names[length_limited_id(prefix, profile.name)] = length_limited_id(
+                prefix, profile.name, NFT_MAX_CHAIN_NAME
+            )
+    return names
 
 
 def render_restore(model: NodeModel) -> RenderedTable:
@@ -1574,6 +1630,12 @@ def build_model(
     # when the table still shows the accept bit (a profile return), as it always does on a node.
     if policy_list and any(e.profiles for e in endpoint_list) and rng.random() < 0.3:
         unreferenced = (rng.choice(policy_list).name,)
+    # Drawn last, so the rest of a seed's model does not change: now and then an endpoint is
+    # admin-down, when another one still shows felix's mark bits (a profile return).
+    if len(endpoint_list) > 1 and rng.random() < 0.25:
+        index = rng.randrange(len(endpoint_list))
+        if any(e.profiles for i, e in enumerate(endpoint_list) if i != index):
+            endpoint_list[index] = replace(endpoint_list[index], admin_down=True)
     return NodeModel(
         layout=layout,
         tiers=tuple(tiers),
