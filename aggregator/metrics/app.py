@@ -9,11 +9,10 @@ and the policies that apply to them, not with pods or nodes.  A 5,000-node clust
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
 from aggregator.model import ResolvedCounter
-from calico_accountant.records import Kind, Verdict
 
-__all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
+__all__ = ["ADMIN_DOWN", "FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
 _APP = ("namespace", "app")
 
@@ -49,7 +48,19 @@ PROFILE = SeriesFamily(
     per_workload=False,
 )
 
-FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE)
+ADMIN_DOWN = SeriesFamily(
+    packets_name="calico_accountant_app_admin_down_drop_packets_total",
+    bytes_name="calico_accountant_app_admin_down_drop_bytes_total",
+    level=Level.APP,
+    labels=(*_APP, "direction"),
+    packets_help="Packets to or from the workloads of one namespace and app label, on every node, dropped "
+    "because their endpoint is administratively down.",
+    bytes_help="Bytes of the packets counted by calico_accountant_app_admin_down_drop_packets_total.",
+    per_workload=False,
+)
+
+_ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
+FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
 def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
@@ -57,15 +68,4 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
     workload = counter.workload
     if workload is None:
         return []
-    base = (workload.namespace, workload.app, counter.direction)
-    kind = counter.key.kind
-    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
-        return [(POLICY, (*base, counter.verdict, *policy_label_values(counter, counter.policy)))]
-    if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, (*base, counter.tier))]
-    if kind is Kind.PROFILE_ACCEPT:
-        name = counter.profile.name if counter.profile is not None else counter.key.chain
-        return [(PROFILE, (*base, Verdict.ACCEPT, name))]
-    if kind is Kind.NO_PROFILE_DROP:
-        return [(PROFILE, (*base, Verdict.DENY, ""))]
-    return []
+    return endpoint_series(counter, (workload.namespace, workload.app, counter.direction), _ENDPOINT)

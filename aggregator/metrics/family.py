@@ -11,8 +11,16 @@ import enum
 from dataclasses import dataclass
 
 from aggregator.model import PolicyIdentity, ResolvedCounter
+from calico_accountant.records import Kind, Verdict
 
-__all__ = ["POLICY_LABELS", "Level", "SeriesFamily", "policy_label_values"]
+__all__ = [
+    "POLICY_LABELS",
+    "EndpointFamilies",
+    "Level",
+    "SeriesFamily",
+    "endpoint_series",
+    "policy_label_values",
+]
 
 
 POLICY_LABELS = ("tier", "policy_kind", "policy_namespace", "policy")
@@ -49,3 +57,38 @@ class SeriesFamily:
 def policy_label_values(counter: ResolvedCounter, policy: PolicyIdentity) -> tuple[str, str, str, str]:
     """The values of :data:`POLICY_LABELS` for ``counter`` exported under ``policy``."""
     return (counter.tier, policy.kind, policy.namespace, policy.name)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFamilies:
+    """The families of a level that keeps an endpoint's verdicts apart (per workload, per app):
+    the same split by counter kind, with that level's own leading labels."""
+
+    policy: SeriesFamily
+    no_policy_drop: SeriesFamily
+    profile: SeriesFamily
+    admin_down: SeriesFamily
+
+    @property
+    def all(self) -> tuple[SeriesFamily, ...]:
+        return (self.policy, self.no_policy_drop, self.profile, self.admin_down)
+
+
+def endpoint_series(
+    counter: ResolvedCounter, base: tuple[str, ...], families: EndpointFamilies
+) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """The series of ``families`` an endpoint counter adds to; ``base`` are the level's leading
+    labels (ending with the direction).  None for per-rule counters."""
+    kind = counter.key.kind
+    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
+        return [(families.policy, (*base, counter.verdict, *policy_label_values(counter, counter.policy)))]
+    if kind is Kind.NO_POLICY_DROP:
+        return [(families.no_policy_drop, (*base, counter.tier))]
+    if kind is Kind.PROFILE_ACCEPT:
+        name = counter.profile.name if counter.profile is not None else counter.key.chain
+        return [(families.profile, (*base, Verdict.ACCEPT, name))]
+    if kind is Kind.NO_PROFILE_DROP:
+        return [(families.profile, (*base, Verdict.DENY, ""))]
+    if kind is Kind.ENDPOINT_ADMIN_DROP:
+        return [(families.admin_down, base)]
+    return []

@@ -7,9 +7,8 @@ packet of denied flows.  IPv4 and IPv6 are summed.
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
 from aggregator.model import ResolvedCounter
-from calico_accountant.records import Kind, Verdict
 
 __all__ = ["ADMIN_DOWN", "FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
@@ -56,7 +55,8 @@ ADMIN_DOWN = SeriesFamily(
     bytes_help="Bytes of the packets counted by calico_accountant_workload_admin_down_drop_packets_total.",
 )
 
-FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
+_ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
+FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
 def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
@@ -65,16 +65,4 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
     if workload is None:
         return []
     base = (counter.node, workload.namespace, workload.pod, workload.app, counter.direction)
-    kind = counter.key.kind
-    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
-        return [(POLICY, (*base, counter.verdict, *policy_label_values(counter, counter.policy)))]
-    if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, (*base, counter.tier))]
-    if kind is Kind.PROFILE_ACCEPT:
-        name = counter.profile.name if counter.profile is not None else counter.key.chain
-        return [(PROFILE, (*base, Verdict.ACCEPT, name))]
-    if kind is Kind.NO_PROFILE_DROP:
-        return [(PROFILE, (*base, Verdict.DENY, ""))]
-    if kind is Kind.ENDPOINT_ADMIN_DROP:
-        return [(ADMIN_DOWN, base)]
-    return []
+    return endpoint_series(counter, base, _ENDPOINT)
