@@ -86,9 +86,13 @@ async def _node(
         started = time.monotonic()
         for chunk in split_snapshot(snapshot, CHUNK):
             queue.put_nowait(chunk)
-        ack = await call.read()
-        if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
-            raise ConnectionError("stream ended")
+        while True:
+            ack = await call.read()
+            if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
+                raise ConnectionError("stream ended")
+            if not ack.waiting:  # an interim ack: the snapshot waits its turn (as agents skip them)
+                break
+            out["waiting"].append(1.0)
         if ack.resync_requested:
             out["resyncs"].append(1.0)
         return time.monotonic() - started
@@ -120,7 +124,7 @@ async def _node(
 async def _worker(args: argparse.Namespace) -> None:
     shape = Shape(args.nodes)
     out: dict[str, list[float]] = {
-        k: [] for k in ("first", "first_done", "steady", "counters", "resyncs", "errors")
+        k: [] for k in ("first", "first_done", "steady", "counters", "resyncs", "errors", "waiting")
     }
     options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
     async with grpc.aio.insecure_channel(args.target, options=options) as channel:
@@ -219,12 +223,13 @@ def main() -> None:
     counters = sum(merged["counters"]) / args.duration
     p50, p99 = _pct(steady, 0.5) * 1000, _pct(steady, 0.99) * 1000
     slowest = max(steady, default=float("nan")) * 1000
-    resyncs, errors = len(merged["resyncs"]), len(merged["errors"])
+    resyncs, errors, waiting = len(merged["resyncs"]), len(merged["errors"]), len(merged["waiting"])
     shape = f"{args.nodes} nodes x 4,620 counters, interval {args.interval:g} s, levels {args.levels}"
     print(f"{shape}, {args.workers} load processes")
     print(
         f"  start-up: all {len(first)} full snapshots acked in {up:.1f} s; ack p50 "
-        f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}"
+        f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}; "
+        f"interim acks received {waiting}"
     )
     print(
         f"  steady ({args.duration:g} s): {rate:.1f} snapshots/s, {counters:,.0f} counters/s; "
