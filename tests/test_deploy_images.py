@@ -199,3 +199,13 @@ def test_the_agent_image_carries_both_iptables_backends_and_nft() -> None:
     assert users == []  # uid 0: iptables checks it as well as the capability
     _, aggregator = parse(REPO / "Dockerfile.aggregator")
     assert aggregator[-1].commands("USER") == ["65532:65532"]
+
+
+@pytest.mark.parametrize("dockerfile", IMAGES)
+def test_the_image_reports_the_revision_it_was_built_from(dockerfile: str) -> None:
+    """build_info's revision label comes from $CALICO_ACCOUNTANT_REVISION in an image (no .git
+    there): the final stage sets it from the REVISION build argument it declares."""
+    _, stages = parse(REPO / dockerfile)
+    final = stages[-1]
+    assert any(rest.startswith("REVISION") for rest in final.commands("ARG"))
+    assert any("CALICO_ACCOUNTANT_REVISION=${REVISION}" in rest for rest in final.commands("ENV"))
