@@ -49,6 +49,7 @@ from tests.support.processes import processes
 
 CHUNK = 4 * 1024 * 1024 - 64 * 1024
 ACK_TIMEOUT = 30.0
+NODES_PER_CHANNEL = 50
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -127,12 +128,24 @@ async def _worker(args: argparse.Namespace) -> None:
         k: [] for k in ("first", "first_done", "steady", "counters", "resyncs", "errors", "waiting")
     }
     options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
-    async with grpc.aio.insecure_channel(args.target, options=options) as channel:
-        stub = spb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
-        mine = range(args.worker, args.nodes, args.workers)
+    mine = list(range(args.worker, args.nodes, args.workers))
+    # Agents each have a connection of their own; the aggregator allows 100 streams on one, so
+    # this process opens one channel per NODES_PER_CHANNEL simulated nodes.
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(0, len(mine), NODES_PER_CHANNEL)
+    ]
+    try:
+        stubs = [spb_grpc.IngestStub(channel) for channel in channels]  # type: ignore[no-untyped-call]
         await asyncio.gather(
-            *(_node(stub, shape, n, args.interval * n / args.nodes, args, out) for n in mine)
+            *(
+                _node(stubs[i // NODES_PER_CHANNEL], shape, n, args.interval * n / args.nodes, args, out)
+                for i, n in enumerate(mine)
+            )
         )
+    finally:
+        for channel in channels:
+            await channel.close(None)
     print(json.dumps(out))
 
 
