@@ -193,19 +193,13 @@ class KubeClient:
             params["continue"] = continue_token
         if resource.field_selector:
             params["fieldSelector"] = resource.field_selector
-        try:
-            response = await self._http.get(resource.path, params=params)
-        except httpx2.HTTPError as error:
-            raise ConnectionLost(f"list {resource.name}: {type(error).__name__}: {error}") from error
-        _raise_for(response, response.content, f"list {resource.name}")
-        try:
-            body = json.loads(response.content)
-            metadata = body.get("metadata") or {}
-            items = body.get("items") or []
-            if not isinstance(items, list):
-                raise ValueError("items is not a list")
-        except (ValueError, AttributeError) as error:
-            raise KubeApiError(f"list {resource.name}: not a list response: {error}", 200) from error
+        what = f"list {resource.name}"
+        body = await self._request("GET", resource.path, params=params, what=what)
+        assert body is not None
+        metadata = body.get("metadata") or {}
+        items = body.get("items") or []
+        if not isinstance(items, list) or not isinstance(metadata, dict):
+            raise KubeApiError(f"{what}: not a list response", 200)
         return ListPage(
             items, str(metadata.get("resourceVersion") or ""), str(metadata.get("continue") or "")
         )
@@ -246,8 +240,11 @@ class KubeClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         missing_ok: bool = False,
+        what: str = "",
     ) -> dict[str, Any] | None:
-        what = f"{method} {path}"
+        """One request whose answer is a JSON object (None: absent, with ``missing_ok``); HTTP
+        errors raised as :func:`_raise_for` maps them, ``what`` naming the request in them."""
+        what = what or f"{method} {path}"
         try:
             response = await self._http.request(method, path, json=body, params=params)
         except httpx2.HTTPError as error:
