@@ -125,6 +125,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._heartbeat = heartbeat
         """Seconds between interim acks while a snapshot waits or is applied."""
         self._queue = SnapshotQueue()
+        self._metrics.queued.set_function(lambda: self._queue.waiting)
         self._ids = itertools.count(1)
         self._owner: dict[str, _Stream] = {}
         """node -> the stream currently accepted for it."""
@@ -264,14 +265,10 @@ class IngestServicer(pb_grpc.IngestServicer):
         if not whole.full:
             return await self._decode_and_apply(stream, whole)
         stream.ticket = self._queue.ticket()
-        self._metrics.queued.inc()
         try:
             async with self._queue.turn(stream.ticket):
-                self._metrics.queued.dec()
                 return await self._decode_and_apply(stream, whole)
         finally:
-            if not stream.ticket.admitted:
-                self._metrics.queued.dec()
             stream.ticket = None
 
     async def _decode_and_apply(self, stream: _Stream, whole: pb.NodeSnapshot) -> pb.IngestAck | _Abort:
