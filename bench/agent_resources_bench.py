@@ -82,18 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reads", type=int, default=6, help="reads sampled per size (default 6)")
     parser.add_argument("--interval", type=float, default=2.0, help="the agent's --interval (default 2)")
+    parser.add_argument(
+        "--sizes",
+        default="110x10,250x20,1000x40",
+        help="rendered nodes as PODSxPOLICIES, comma-separated (default 110x10,250x20,1000x40;"
+        " 110x10 is the scale issue's node: 110 pods, 10 policies)",
+    )
     args = parser.parse_args(argv)
     sample = (REPO / "calico_accountant_cli" / "sample" / "node-a.v3.30.save").read_text()
     cases = [("sample-node-a", sample)] + [
         (f"{pods}x{policies}", render_restore(sized_model(pods, policies, seed=1)).text)
-        for pods, policies in [(250, 20), (1000, 40)]
+        for pods, policies in (map(int, size.split("x")) for size in args.sizes.split(",") if size)
     ]
-    print(f"{'node':>14} {'dump MB':>8} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s/read':>11}")
+    print(
+        f"{'node':>14} {'dump MB':>8} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s/read':>11}"
+        f" {'core at interval':>17}"
+    )
     with tempfile.TemporaryDirectory() as directory:
         for name, text in cases:
             f = measure(name, text, args.reads, args.interval, Path(directory))
             print(
                 f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}"
+                f" {f.cpu_per_read_s / args.interval:16.2%}"
             )
     return 0
 

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 __all__ = [
     "ClientAuth",
     "TlsServerConfig",
@@ -114,6 +112,8 @@ def load_web_config(path: str | Path) -> WebConfig:
 
 
 def parse_web_config(text: str, source: Path) -> WebConfig:
+    import yaml  # imported here: only a daemon given --web-config pays for it
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -27,8 +27,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import cast
 
-import bcrypt
-
 from calico_accountant.runtime.reloading import FileBacked
 from calico_accountant.runtime.web_config import ClientAuth, TlsServerConfig
 
@@ -107,6 +105,8 @@ class BasicAuth:
                 self._ok.move_to_end(key)
                 return True
         try:
+            import bcrypt  # only with basic auth configured: keeps it out of every daemon's memory
+
             matches = bcrypt.checkpw(password, hashed or _DUMMY_HASH)
         except ValueError:  # a hash bcrypt cannot read; the parser should have refused it
             return False
