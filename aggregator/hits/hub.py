@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aggregator.hits.convert import counter_to_hit, policy_names
+from aggregator.hits.convert import policy_names
+from aggregator.hits.encoding import HitEncoder
 from aggregator.hits.filters import HitFilterSpec, ReplayWindow
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -36,25 +37,25 @@ MAX_HITS_PER_BATCH = 1000
 
 
 class _Entry:
-    """One hit as kept and fanned out.  The ``Hit`` message and the policy names filters
+    """One hit as kept and fanned out.  Its encoded ``Hit`` and the policy names filters
     use are built on first need only: a busy node yields ~100k increases per read, most
     of which no consumer ever asks for."""
 
-    __slots__ = ("_hit", "_names", "increase", "received")
+    __slots__ = ("_encoded", "_names", "increase", "received")
 
     def __init__(self, increase: ResolvedIncrease, received: float) -> None:
         self.increase = increase
         self.received = received
         """Aggregator wall time of arrival: what ``since`` is measured against."""
-        self._hit: hpb.Hit | None = None
+        self._encoded: bytes | None = None
         self._names: frozenset[str] | None = None
 
-    @property
-    def hit(self) -> hpb.Hit:
-        if self._hit is None:
+    def encoded(self, encoder: HitEncoder) -> bytes:
+        """The ``Hit`` as wire bytes (shared by every consumer it goes to)."""
+        if self._encoded is None:
             increase = self.increase
-            self._hit = counter_to_hit(increase.counter, increase.packets, increase.bytes, increase.time)
-        return self._hit
+            self._encoded = encoder.encode(increase.counter, increase.packets, increase.bytes, increase.time)
+        return self._encoded
 
     @property
     def policy_names(self) -> frozenset[str]:
@@ -87,8 +88,9 @@ class HitMetrics:
 class _Subscriber:
     """One Watch stream's bounded buffer: batches of hits and lost-N markers, in order."""
 
-    def __init__(self, spec: HitFilterSpec, capacity: int) -> None:
+    def __init__(self, spec: HitFilterSpec, capacity: int, encoder: HitEncoder) -> None:
         self.spec = spec
+        self.encoder = encoder
         self.capacity = capacity
         self.items: deque[list[_Entry] | int] = deque()
         self.buffered = 0
@@ -117,26 +119,26 @@ class _Subscriber:
     def drain(self) -> list[hpb.HitBatch]:
         """Everything buffered as messages (hits merged up to the batch size)."""
         out: list[hpb.HitBatch] = []
-        pending: list[hpb.Hit] = []
+        pending: list[_Entry] = []
         while self.items:
             item = self.items.popleft()
             if isinstance(item, int):
                 if pending:
-                    out.extend(_batches(pending))
+                    out.extend(_batches(pending, self.encoder))
                     pending = []
                 out.append(hpb.HitBatch(lost=item))
             else:
                 self.buffered -= len(item)
-                pending.extend(entry.hit for entry in item)
+                pending.extend(item)
         if pending:
-            out.extend(_batches(pending))
+            out.extend(_batches(pending, self.encoder))
         self.wakeup.clear()
         return out
 
 
-def _batches(hits: Sequence[hpb.Hit]) -> Iterable[hpb.HitBatch]:
-    for start in range(0, len(hits), MAX_HITS_PER_BATCH):
-        yield hpb.HitBatch(hits=hits[start : start + MAX_HITS_PER_BATCH])
+def _batches(entries: Sequence[_Entry], encoder: HitEncoder) -> Iterable[hpb.HitBatch]:
+    for start in range(0, len(entries), MAX_HITS_PER_BATCH):
+        yield encoder.batch([entry.encoded(encoder) for entry in entries[start : start + MAX_HITS_PER_BATCH]])
 
 
 class HitHub:
@@ -147,7 +149,7 @@ class HitHub:
         *,
         window_seconds: float = 600.0,
         window_hits: int = 100_000,
-        buffer_hits: int = 10_000,
+        buffer_hits: int = 100_000,
         metrics: HitMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -160,6 +162,7 @@ class HitHub:
         self._clock = clock
         self._window: deque[_Entry] = deque(maxlen=window_hits or None)
         self._subscribers: set[_Subscriber] = set()
+        self._encoder = HitEncoder()
 
     @property
     def watchers(self) -> int:
@@ -198,6 +201,9 @@ class HitHub:
     def recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None = None) -> list[hpb.Hit]:
         """Kept hits matching ``spec`` within ``window`` (a number: seconds back by
         receipt; None: all kept hits), oldest first."""
+        return [hpb.Hit.FromString(entry.encoded(self._encoder)) for entry in self._recent(spec, window)]
+
+    def _recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None) -> list[_Entry]:
         if not isinstance(window, ReplayWindow):
             window = ReplayWindow(since=window)
         now = self._clock()
@@ -213,10 +219,10 @@ class HitHub:
             and (not timed or low <= e.increase.time.timestamp() < high)
             and e.passes(spec)
         ]
-        return [e.hit for e in window.trim(chosen)]
+        return window.trim(chosen)
 
     def subscribe(self, spec: HitFilterSpec, capacity: int | None = None) -> _Subscriber:
-        subscriber = _Subscriber(spec, capacity or self.buffer_hits)
+        subscriber = _Subscriber(spec, capacity or self.buffer_hits, self._encoder)
         self._subscribers.add(subscriber)
         self.metrics.watchers.set(len(self._subscribers))
         return subscriber
@@ -237,9 +243,9 @@ class HitHub:
         # Subscribe and copy the window with no await in between: no hit is both
         # replayed and delivered live, and none falls between the two.
         subscriber = self.subscribe(spec) if follow else None
-        replay = self.recent(spec, window) if (window.bounded or not follow) else []
+        replay = self._recent(spec, window) if (window.bounded or not follow) else []
         try:
-            for batch in _batches(replay):
+            for batch in _batches(replay, self._encoder):
                 yield batch
             if subscriber is None:
                 return
