@@ -15,7 +15,13 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyGroup,
+    PolicyIdentity,
+    ProfileIdentity,
+    WorkloadIdentity,
+)
 from aggregator.resolution.resolve import Resolver
 from calico_accountant.records import CounterKey
 
@@ -29,13 +35,15 @@ class LookupKind(enum.StrEnum):
     """What a lookup asks the catalog (the first element of every :data:`Lookup`)."""
 
     WORKLOAD = "workload"
+    HOST_ENDPOINT = "host_endpoint"
     POLICY = "policy"
     PROFILE = "profile"
     GROUP = "group"
 
 
 Lookup = tuple[Any, ...]
-"""``(WORKLOAD, node, interface)``, ``(POLICY, chain, comment)``, ``(PROFILE, chain)`` or
+"""``(WORKLOAD, node, interface)``, ``(HOST_ENDPOINT, node, interface)``, ``(POLICY, chain,
+comment)``, ``(PROFILE, chain)`` or
 ``(GROUP, chain, *members, "", *comments)``: plain tuples, because every counter's
 resolution builds and hashes a few of them."""
 
@@ -55,6 +63,10 @@ class MemoResolver:
 
     def workload(self, node: str, interface: str) -> WorkloadIdentity:
         answer: WorkloadIdentity = self._lookup((LookupKind.WORKLOAD, node, interface))
+        return answer
+
+    def host_endpoint(self, node: str, interface: str) -> HostEndpointIdentity:
+        answer: HostEndpointIdentity = self._lookup((LookupKind.HOST_ENDPOINT, node, interface))
         return answer
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
@@ -124,6 +136,8 @@ class MemoResolver:
         kind = lookup[0]
         if kind is LookupKind.WORKLOAD:
             return self._remembering(lookup, self.resolver.workload(lookup[1], lookup[2]))
+        if kind is LookupKind.HOST_ENDPOINT:
+            return self.resolver.host_endpoint(lookup[1], lookup[2])
         if kind is LookupKind.POLICY:
             return self._remembering(lookup, self.resolver.policy(lookup[1], lookup[2]))
         if kind is LookupKind.PROFILE:
