@@ -312,3 +312,25 @@ def test_host_endpoints_from_the_kubernetes_api(tmp_path: Path) -> None:
         catalog = asyncio.run(_synced(cache, KubernetesDatastore(spec, cache, page_size=2)))
     _check(catalog)
     assert catalog.policy("cali-pi-default.allow-ssh").kind is PolicyKind.GLOBAL_NETWORK_POLICY
+
+
+def test_a_host_endpoint_hit_names_its_host_endpoint() -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.hits.convert import counter_to_hit
+    from aggregator.resolution.resolve import resolve_counter
+    from calico_accountant.v1 import snapshot_pb2 as pb
+
+    catalog = FakeCatalog().add_host_endpoint("n1", "eth0", "n1-eth0").add_policy("cali-pi-x", "allow-ssh")
+    key = accept("eth0", "cali-pi-x", 1, endpoint=FORWARD).key
+    hit = counter_to_hit(resolve_counter(catalog, "n1", key), 1, 100, datetime.now(UTC))
+    assert (hit.endpoint, hit.host_endpoint, hit.pod, hit.policy.name) == (
+        pb.ENDPOINT_HOST_FORWARD,
+        "n1-eth0",
+        "",
+        "allow-ssh",
+    )
+    workload = counter_to_hit(
+        resolve_counter(catalog, "n1", accept("cali1", "cali-pi-x", 1).key), 1, 1, datetime.now(UTC)
+    )
+    assert (workload.endpoint, workload.host_endpoint) == (pb.ENDPOINT_WORKLOAD, "")
