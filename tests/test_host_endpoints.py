@@ -330,6 +330,11 @@ def test_a_host_endpoint_hit_names_its_host_endpoint() -> None:
         "",
         "allow-ssh",
     )
+    from calico_accountant_cli.hit_format import format_hit_json, workload_text
+
+    assert workload_text(hit) == "host n1-eth0 (eth0 forward)"
+    shown = json.loads(format_hit_json(hit))
+    assert (shown["endpoint"], shown["host_endpoint"]) == ("host_forward", "n1-eth0")
     workload = counter_to_hit(
         resolve_counter(catalog, "n1", accept("cali1", "cali-pi-x", 1).key), 1, 1, datetime.now(UTC)
     )
