@@ -248,6 +248,7 @@ def _check(catalog: Catalog) -> None:
     assert not catalog.host_endpoint("node-b", "eth0").resolved
     assert not catalog.host_endpoint("node-c", "eth0").resolved  # matched by IP on the node only
     assert "edge-profile" in catalog.profiles()
+    assert catalog.resolution_stats().host_endpoints == 2
 
 
 def test_host_endpoints_from_files_and_kubectl_lists() -> None:

@@ -451,6 +451,7 @@ class Catalog:
             profiles_resolved=profiles[True],
             profiles_unresolved=profiles[False],
             schemes=tuple(sorted((scheme.value, n) for scheme, n in schemes.items())),
+            host_endpoints=len(self._host_endpoints),
         )
 
     def __repr__(self) -> str:
