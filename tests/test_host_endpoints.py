@@ -249,6 +249,20 @@ def _check(catalog: Catalog) -> None:
     assert not catalog.host_endpoint("node-c", "eth0").resolved  # matched by IP on the node only
     assert "edge-profile" in catalog.profiles()
     assert catalog.resolution_stats().host_endpoints == 2
+    # What the aggregator exports for these nodes' host endpoint counters, with this catalog.
+    acct = Accountant(catalog)
+    acct.apply(snapshot("node-a", [no_policy_drop("eth0", 3, endpoint=HOST)]), 0)
+    acct.apply(snapshot("node-b", [no_policy_drop(ALL_INTERFACES, 4, endpoint=FORWARD)]), 0)
+    acct.apply(snapshot("node-c", [no_policy_drop("eth0", 5, endpoint=HOST)]), 0)
+    drops = by_name(acct.view(0))["calico_accountant_host_endpoint_no_policy_drop_packets_total"]
+    assert {
+        (d["node"], d["host_endpoint"], d["interface"], d["traffic"]): v
+        for d, v in ((dict(k), v) for k, v in drops.items())
+    } == {
+        ("node-a", "a-eth0", "eth0", "host"): (3, 300),
+        ("node-b", "node-b-all", ALL_INTERFACES, "forward"): (4, 400),
+        ("node-c", "", "eth0", "host"): (5, 500),
+    }
 
 
 def test_host_endpoints_from_files_and_kubectl_lists() -> None:
