@@ -10,6 +10,11 @@ another denies, connections no policy matches and connections to a failsafe port
 node pings the peer and opens connections an egress policy allows or no policy matches.
 Every host endpoint record the parser reads must equal what was sent, per policy and per
 rule, and the failsafe connections must appear in no record (failsafe is not policy).
+
+Forwarded traffic: a second peer behind the same node; the host endpoint on the first
+peer's interface has ``applyOnForward`` ingress policies, so what the first peer sends
+through the node to the second is judged in ``cali-fhfw-<if>`` (reached from
+``FORWARD -> cali-FORWARD -> cali-from-hep-forward``), and counted as ``host_forward``.
 """
 
 from __future__ import annotations
@@ -168,6 +173,70 @@ def test_host_endpoint_counts_match_what_was_sent(lab: LabNetwork, dataplane: st
         node_sent[_ECHO_OUT],
         node_sent[_SYN_OUT][1] // node_syns,
     )
+    dump = save(built.netns, family=4) if dataplane == "iptables" else list_table(built.netns, 4)
+    for columnar in (True, False):
+        result = parse_node([(dataplane, dump)], columnar=columnar)
+        assert result.diagnostics == []
+        assert _by_key(result.records) == expected
+
+
+FORWARD_WEB = LabPolicy("hosts", "forward-web", ingress=(LabRule("allow", "tcp", WEB),))
+FORWARD_NO_PING = LabPolicy("hosts", "forward-no-ping", ingress=(LabRule("deny", "icmp"),))
+FORWARDED = {"web": 3, "pings": 4, "unmatched": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataplane", ["iptables", "nftables"])
+def test_forwarded_traffic_counts_match_what_was_sent(lab: LabNetwork, dataplane: str) -> None:
+    from node_agent.parsing import parse_node
+
+    built = build_node(lab, [PodSpec("edge", "hosts", interface_prefix="hep"), PodSpec("inner", "hosts")])
+    edge, inner = built.pods
+    prepare_pods(built, Backend.LEGACY)
+    endpoint = LabHostEndpoint(edge.interface, forward_ingress_policies=(FORWARD_WEB, FORWARD_NO_PING))
+    text = render_host_filter_table([endpoint])
+    if dataplane == "iptables":
+        restore(built.netns, text, family=4, backend=Backend.LEGACY)
+    else:
+        load_table(built.netns, 4, to_nft(text, 4).script)
+
+    listener = start_listener(lab, inner, [WEB])
+    try:
+        web, pings, unmatched = FORWARDED["web"], FORWARDED["pings"], FORWARDED["unmatched"]
+        assert connect(edge, inner.ipv4, WEB, web).connected == web
+        assert ping(edge, inner.ipv4, pings, timeout=0.3).answered == 0
+        assert connect(edge, inner.ipv4, UNMATCHED, unmatched, timeout=0.3).timed_out == unmatched
+    finally:
+        listener.stop()
+
+    sent = guard_counts(edge.netns, Backend.LEGACY, 4)
+    assert sent.first_syns == web + unmatched and sent.echo_requests == pings
+    syn, echo = sent.first_syn_bytes // (web + unmatched), sent.echo_request_bytes // pings
+    pi_web = policy_chain_name(FORWARD_WEB, "ingress", Layout.V3_30)
+    pi_ping = policy_chain_name(FORWARD_NO_PING, "ingress", Layout.V3_30)
+    ingress, egress = Direction.INGRESS, Direction.EGRESS
+
+    def key(
+        kind: Kind,
+        direction: Direction,
+        chain: str = "",
+        tier: str = "default",
+        endpoint: EndpointKind = EndpointKind.HOST_FORWARD,
+    ) -> CounterKey:
+        return CounterKey(kind, 4, direction, edge.interface, chain, tier, endpoint=endpoint)
+
+    expected = {
+        key(Kind.POLICY_ACCEPT, ingress, pi_web): (web, web * syn),
+        key(Kind.POLICY_DENY, ingress, pi_web): (0, 0),
+        key(Kind.POLICY_ACCEPT, ingress, pi_ping): (0, 0),
+        key(Kind.POLICY_DENY, ingress, pi_ping): (pings, pings * echo),
+        key(Kind.NO_POLICY_DROP, ingress): (unmatched, unmatched * syn),
+        # The host's own chains of the interface: nothing was sent to or by the node itself.
+        key(Kind.NO_PROFILE_DROP, ingress, tier="", endpoint=EndpointKind.HOST): (0, 0),
+        key(Kind.NO_PROFILE_DROP, egress, tier="", endpoint=EndpointKind.HOST): (0, 0),
+        CounterKey(Kind.POLICY_RULE, 4, ingress, "", pi_web, "default", 0, "allow"): (web, web * syn),
+        CounterKey(Kind.POLICY_RULE, 4, ingress, "", pi_ping, "default", 0, "deny"): (pings, pings * echo),
+    }
     dump = save(built.netns, family=4) if dataplane == "iptables" else list_table(built.netns, 4)
     for columnar in (True, False):
         result = parse_node([(dataplane, dump)], columnar=columnar)
