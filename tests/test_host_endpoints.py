@@ -15,6 +15,8 @@ from typing import Any
 
 import aetcd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
@@ -354,3 +356,53 @@ def test_a_host_endpoint_hit_names_its_host_endpoint() -> None:
         resolve_counter(catalog, "n1", accept("cali1", "cali-pi-x", 1).key), 1, 1, datetime.now(UTC)
     )
     assert (workload.endpoint, workload.host_endpoint) == (pb.ENDPOINT_WORKLOAD, "")
+
+
+_POLICIES = (ALLOW_SSH, DENY_OUT, FORWARD_IN, LabPolicy("hosts", "pass-all", ingress=(LabRule("pass"),)))
+
+
+@st.composite
+def _host_tables(draw: st.DrawFn) -> tuple[str, int]:
+    """A random set of host endpoints (named and wildcard interfaces, any policies in any
+    chain, profiles or none) with random counters, and its family."""
+    names = draw(
+        st.lists(st.sampled_from(["eth0", "bond0.12", "ens5", ALL_INTERFACES]), min_size=1, unique=True)
+    )
+    policies = st.lists(st.sampled_from(_POLICIES), max_size=2, unique=True).map(tuple)
+    endpoints = [
+        LabHostEndpoint(
+            name,
+            ingress_policies=draw(policies),
+            egress_policies=draw(policies),
+            forward_ingress_policies=draw(policies),
+            forward_egress_policies=draw(policies),
+            profiles=tuple(draw(st.lists(st.sampled_from(["a", "b"]), max_size=2, unique=True))),
+        )
+        for name in names
+    ]
+    family = draw(st.sampled_from([4, 6]))
+    lines = []
+    for line in render_host_filter_table(endpoints, family=family).splitlines():
+        if line.startswith("[0:0] "):
+            packets = draw(st.integers(0, 50))
+            line = f"[{packets}:{packets * 80}] " + line[6:]
+        lines.append(line)
+    return "\n".join(lines) + "\n", family
+
+
+@settings(max_examples=60, deadline=None)
+@given(_host_tables())
+def test_random_host_endpoint_tables_parse_alike_in_every_path_and_dataplane(table: tuple[str, int]) -> None:
+    text, family = table
+    general = parse_node([("t", text)], columnar=False, family=family)
+    columnar = parse_node([("t", text)], family=family)
+    assert sorted(columnar.records) == sorted(general.records)
+    assert columnar.diagnostic_counts() == general.diagnostic_counts()
+    nft = parse_node([("nft", to_nft(text, family).json)])
+    assert sorted(nft.records) == sorted(general.records)
+    assert nft.diagnostic_counts() == general.diagnostic_counts()
+    # Every endpoint record is a host endpoint's, and every rule of theirs is somewhere.
+    assert all(r.key.endpoint is not WORKLOAD for r in general.records if r.key.kind is not Kind.POLICY_RULE)
+    assert {r.key.interface for r in general.records if r.key.interface} == {
+        line.split()[0][len(":cali-th-") :] for line in text.splitlines() if line.startswith(":cali-th-")
+    }
