@@ -406,3 +406,16 @@ def test_random_host_endpoint_tables_parse_alike_in_every_path_and_dataplane(tab
     assert {r.key.interface for r in general.records if r.key.interface} == {
         line.split()[0][len(":cali-th-") :] for line in text.splitlines() if line.startswith(":cali-th-")
     }
+
+
+def test_a_deleted_host_endpoint_keeps_its_name_in_the_series() -> None:
+    """As for pods: felix removes the chains soon after; until then the counters keep counting
+    under the name they had, not under a new unresolved series."""
+    acct = Accountant(FakeCatalog().add_host_endpoint("n1", "eth0", "n1-eth0"))
+    acct.apply(snapshot("n1", [accept("eth0", "cali-pi-x", 5, endpoint=HOST)]), 0)
+    acct.set_resolver(FakeCatalog())
+    acct.apply(snapshot("n1", [accept("eth0", "cali-pi-x", 8, endpoint=HOST)], sequence=2), 1)
+    series = by_name(acct.view(1))["calico_accountant_host_endpoint_policy_packets_total"]
+    assert [(dict(labels)["host_endpoint"], values) for labels, values in series.items()] == [
+        ("n1-eth0", (8, 800))
+    ]

@@ -56,8 +56,8 @@ class MemoResolver:
         self.resolver = resolver
         self._answers: dict[LookupKind, dict[Lookup, Any]] = {kind: {} for kind in LookupKind}
         self._users: dict[Lookup, set[CounterPlace]] = {}
-        self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity] = {}
-        """Per workload or policy lookup, the last answer that resolved (see _remembering)."""
+        self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity | HostEndpointIdentity] = {}
+        """Per workload, host endpoint or policy lookup, the last answer that resolved (see _remembering)."""
         self.touched: list[Lookup] = []
         """Lookups made since the caller last cleared it (one counter's resolution)."""
 
@@ -137,7 +137,7 @@ class MemoResolver:
         if kind is LookupKind.WORKLOAD:
             return self._remembering(lookup, self.resolver.workload(lookup[1], lookup[2]))
         if kind is LookupKind.HOST_ENDPOINT:
-            return self.resolver.host_endpoint(lookup[1], lookup[2])
+            return self._remembering(lookup, self.resolver.host_endpoint(lookup[1], lookup[2]))
         if kind is LookupKind.POLICY:
             return self._remembering(lookup, self.resolver.policy(lookup[1], lookup[2]))
         if kind is LookupKind.PROFILE:
@@ -147,10 +147,10 @@ class MemoResolver:
         return self.resolver.group(lookup[1], rest[:split], rest[split + 1 :])
 
     def _remembering(
-        self, lookup: Lookup, answer: WorkloadIdentity | PolicyIdentity
-    ) -> WorkloadIdentity | PolicyIdentity:
-        """The resolver's answer, or, when a pod or policy that resolved before has left
-        the datastore, the names it had."""
+        self, lookup: Lookup, answer: WorkloadIdentity | PolicyIdentity | HostEndpointIdentity
+    ) -> WorkloadIdentity | PolicyIdentity | HostEndpointIdentity:
+        """The resolver's answer, or, when a pod, host endpoint or policy that resolved
+        before has left the datastore, the names it had."""
         if answer.resolved:
             self._last_known[lookup] = answer
             return answer
