@@ -17,7 +17,11 @@ import pytest
 from calico_accountant.felix.endpoints import ALL_INTERFACES
 from calico_accountant.records import EndpointKind, Kind, verdict_of
 from calico_accountant_cli.lab.calico_rules import LabPolicy, LabRule
-from calico_accountant_cli.lab.host_endpoints import LabHostEndpoint, render_host_filter_table
+from calico_accountant_cli.lab.host_endpoints import (
+    LabHostEndpoint,
+    nft_endpoint_names,
+    render_host_filter_table,
+)
 from calico_accountant_cli.lab.nft_rules import to_nft
 from node_agent.parsing import parse_node
 from tests.support.dumps import scale_dump
@@ -121,7 +125,7 @@ def _scraped(metrics_port: int) -> Counter[tuple[str, ...]]:
 
 def test_host_endpoint_series_from_agents_in_both_dataplanes(tmp_path: Path) -> None:
     table = _counted(render_host_filter_table(ENDPOINTS))
-    nft = to_nft(table, 4).json
+    nft = to_nft(table, 4, nft_endpoint_names(ENDPOINTS)).json
     datastore = tmp_path / "cluster.yaml"
     datastore.write_text(_datastore())
     dumps = {"node-a": tmp_path / "node-a.save", "node-b": tmp_path / "node-b.json"}

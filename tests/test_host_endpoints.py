@@ -35,7 +35,11 @@ from calico_accountant.wire.counters import counter_to_record, record_to_counter
 from calico_accountant_cli.commands.parse import record_as_json
 from calico_accountant_cli.lab.calico_rules import LabEndpoint, LabPolicy, LabRule, Layout, policy_chain_name
 from calico_accountant_cli.lab.calico_rules import render_filter_table as render_workloads
-from calico_accountant_cli.lab.host_endpoints import LabHostEndpoint, render_host_filter_table
+from calico_accountant_cli.lab.host_endpoints import (
+    LabHostEndpoint,
+    nft_endpoint_names,
+    render_host_filter_table,
+)
 from calico_accountant_cli.lab.nft_rules import to_nft
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.accounting import FakeCatalog, accept, deny, no_policy_drop, snapshot
@@ -117,7 +121,9 @@ def test_host_endpoint_chains_parse_alike_in_every_path_and_dataplane(family: in
     denied = by_key[CounterKey(Kind.POLICY_DENY, family, EGRESS, "eth0", po_out, "default", endpoint=HOST)]
     assert denied.packets > 0  # entered - accepted - next, from distinct counters
 
-    nft = parse_node([("nft", to_nft(text, family).json)])
+    listing = to_nft(text, family, nft_endpoint_names(_endpoints())).json
+    assert '"filter-cali-fhfw-any-interface-at-all"' in listing
+    nft = parse_node([("nft", listing)])
     assert nft.diagnostics == []
     # nft chain names are never hashed: the forward chains carry the wildcard's name.
     assert {(r.key, r.packets, r.bytes) for r in nft.records} == {
@@ -362,7 +368,7 @@ _POLICIES = (ALLOW_SSH, DENY_OUT, FORWARD_IN, LabPolicy("hosts", "pass-all", ing
 
 
 @st.composite
-def _host_tables(draw: st.DrawFn) -> tuple[str, int]:
+def _host_tables(draw: st.DrawFn) -> tuple[str, int, dict[str, str]]:
     """A random set of host endpoints (named and wildcard interfaces, any policies in any
     chain, profiles or none) with random counters, and its family."""
     names = draw(
@@ -387,18 +393,20 @@ def _host_tables(draw: st.DrawFn) -> tuple[str, int]:
             packets = draw(st.integers(0, 50))
             line = f"[{packets}:{packets * 80}] " + line[6:]
         lines.append(line)
-    return "\n".join(lines) + "\n", family
+    return "\n".join(lines) + "\n", family, nft_endpoint_names(endpoints)
 
 
 @settings(max_examples=60, deadline=None)
 @given(_host_tables())
-def test_random_host_endpoint_tables_parse_alike_in_every_path_and_dataplane(table: tuple[str, int]) -> None:
-    text, family = table
+def test_random_host_endpoint_tables_parse_alike_in_every_path_and_dataplane(
+    table: tuple[str, int, dict[str, str]],
+) -> None:
+    text, family, nft_names = table
     general = parse_node([("t", text)], columnar=False, family=family)
     columnar = parse_node([("t", text)], family=family)
     assert sorted(columnar.records) == sorted(general.records)
     assert columnar.diagnostic_counts() == general.diagnostic_counts()
-    nft = parse_node([("nft", to_nft(text, family).json)])
+    nft = parse_node([("nft", to_nft(text, family, nft_names).json)])
     assert sorted(nft.records) == sorted(general.records)
     assert nft.diagnostic_counts() == general.diagnostic_counts()
     # Every endpoint record is a host endpoint's, and every rule of theirs is somewhere.

@@ -48,6 +48,7 @@ __all__ = [
     "LabHostEndpoint",
     "host_chain_name",
     "host_endpoint_chains",
+    "nft_endpoint_names",
     "render_host_filter_table",
 ]
 
@@ -75,6 +76,19 @@ class LabHostEndpoint:
 def host_chain_name(prefix: str, interface: str) -> str:
     """``EndpointChainName``: ``cali-thfw-any-interface-at-all`` is too long and hashed."""
     return length_limited_id(prefix, interface)
+
+
+def nft_endpoint_names(endpoints: Sequence[LabHostEndpoint]) -> dict[str, str]:
+    """The endpoint chains iptables names with a hash -> their nft names (felix's nft chain
+    names may be 256 characters, so ``cali-thfw-any-interface-at-all`` is not hashed there);
+    the ``rename`` of :func:`~calico_accountant_cli.lab.nft_rules.to_nft`."""
+    names: dict[str, str] = {}
+    for endpoint in endpoints:
+        for prefix in ("cali-th-", "cali-fh-", "cali-thfw-", "cali-fhfw-"):
+            hashed = host_chain_name(prefix, endpoint.interface)
+            if hashed != prefix + endpoint.interface:
+                names[hashed] = prefix + endpoint.interface
+    return names
 
 
 def _endpoint_chain(
