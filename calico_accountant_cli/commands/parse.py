@@ -96,7 +96,7 @@ def write_table(records: list[CounterRecord], out: TextIO) -> None:
         rows.append(
             (
                 key.kind.value,
-                key.endpoint.value,
+                key.endpoint.value if key.interface else "-",
                 key.interface or "-",
                 key.direction.value,
                 f"v{key.family}",
