@@ -98,6 +98,20 @@ class WorkloadIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class HostEndpointIdentity:
+    """The HostEndpoint behind one interface of one node (``any-interface-at-all`` for a
+    host endpoint on every interface).  Unresolved interfaces (no HostEndpoint in the
+    datastore claims them, or one that felix matched by its ``expectedIPs``, which the
+    datastore cannot tell) get ``name=""`` and ``resolved=False``."""
+
+    node: str
+    interface: str
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    resolved: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileIdentity:
     """A profile chain resolved to its profile name (``kns.<ns>``, ``ksa.<ns>.<sa>``), or
     the raw chain name with ``resolved=False``."""
@@ -117,13 +131,16 @@ class ResolvedCounter:
     node: str
     key: CounterKey
     workload: WorkloadIdentity | None = None
-    """None for ``policy_rule`` counters, which belong to no single workload."""
+    """None for ``policy_rule`` counters, which belong to no single workload, and for host
+    endpoint counters."""
     policy: PolicyIdentity | None = None
     group: PolicyGroup | None = None
     profile: ProfileIdentity | None = None
     chain_comment: str = ""
     """Felix's identity comment of ``key.chain`` on the node (``Policy ns/default.x ingress``),
     when it wrote one."""
+    host_endpoint: HostEndpointIdentity | None = None
+    """Set (and ``workload`` None) for the counters of a host endpoint's chains."""
 
     @property
     def verdict(self) -> Verdict:

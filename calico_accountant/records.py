@@ -42,6 +42,25 @@ class Direction(enum.StrEnum):
     EGRESS = "egress"
 
 
+class EndpointKind(enum.StrEnum):
+    """Whose chain an endpoint counter was read in: the ``endpoint`` of ``parse --format json``.
+
+    Host endpoints (a HostEndpoint resource: a node's own interface, or all of them) get
+    the same counter kinds as workloads, from their own chains (``docs/attribution.md``).
+    ``policy_rule`` counters belong to no endpoint (they are read inside the shared policy
+    chains) and always carry the default, :attr:`WORKLOAD`.
+    """
+
+    WORKLOAD = "workload"
+    """``cali-tw-``/``cali-fw-``: traffic to or from a pod (or other workload)."""
+    HOST = "host"
+    """``cali-th-``/``cali-fh-``: traffic the host itself sends out of or receives on the
+    interface (egress policy in ``cali-th-``, ingress in ``cali-fh-``)."""
+    HOST_FORWARD = "host_forward"
+    """``cali-thfw-``/``cali-fhfw-``: traffic forwarded through the interface, judged by
+    ``applyOnForward`` policies."""
+
+
 class RuleAction(enum.StrEnum):
     """The verdict of a rule inside a policy chain."""
 
@@ -76,7 +95,8 @@ class CounterKey(NamedTuple):
     """4 or 6."""
     direction: Direction
     interface: str = ""
-    """Workload interface (empty for ``policy_rule``)."""
+    """Workload or host endpoint interface (empty for ``policy_rule``); ``any-interface-at-all``
+    for a host endpoint on every interface (felix's pseudo-interface)."""
     chain: str = ""
     """The policy, group or profile chain the counter is about (empty for the drops)."""
     tier: str = ""
@@ -85,6 +105,9 @@ class CounterKey(NamedTuple):
     """For ``policy_rule``: index of the verdict rule within its chain (0-based), else -1."""
     action: str = ""
     """For ``policy_rule``: a :class:`RuleAction` value, else empty."""
+    endpoint: EndpointKind = EndpointKind.WORKLOAD
+    """Whose chain the counter was read in; last, with a default, so that workload keys
+    (the bulk) are built as before."""
 
 
 class CounterRecord(NamedTuple):

@@ -40,6 +40,9 @@ HIT_COLUMNS = ("TIME", "NODE", "WORKLOAD", "DIRECTION", "VERDICT", "POLICY", "RU
 def workload_text(hit: hpb.Hit) -> str:
     if hit.pod:
         return f"{hit.namespace}/{hit.pod}" if hit.namespace else hit.pod
+    if hit.endpoint != spb.ENDPOINT_WORKLOAD:
+        forward = " forward" if hit.endpoint == spb.ENDPOINT_HOST_FORWARD else ""
+        return f"host {hit.host_endpoint or hit.interface} ({hit.interface}{forward})"
     return f"{hit.node} (all workloads)" if hit.kind == spb.POLICY_RULE else hit.interface or "-"
 
 
@@ -137,6 +140,9 @@ def format_hit_json(hit: hpb.Hit) -> str:
         record["rule"] = {"index": hit.rule.index, "action": hit.rule.action}
     if hit.profile:
         record["profile"] = hit.profile
+    if hit.endpoint != spb.ENDPOINT_WORKLOAD:
+        record["endpoint"] = spb.EndpointKind.Name(hit.endpoint).lower().removeprefix("endpoint_")
+        record["host_endpoint"] = hit.host_endpoint
     return json.dumps(record, separators=(",", ":"), sort_keys=False)
 
 

@@ -38,9 +38,21 @@ from aggregator.catalog.entries import (
     same_entries,
     workload_entry,
 )
+from aggregator.catalog.host_endpoints import (
+    HOST_ENDPOINT_KIND,
+    HostEndpointTable,
+    host_endpoint_profiles,
+    index_host_endpoints,
+)
 from aggregator.catalog.outcomes import PolicyOutcome, PolicyResolution, ResolutionStats, ResolutionTally
 from aggregator.datastore.objects import CalicoObject
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyGroup,
+    PolicyIdentity,
+    ProfileIdentity,
+    WorkloadIdentity,
+)
 from calico_accountant.felix.chains import PROFILE_CHAIN_PREFIXES, parse_identity_comment
 from calico_accountant.felix.naming import DEFAULT_TIER, STAGED_KINDS, NamingScheme, profile_chain_candidates
 
@@ -72,6 +84,7 @@ class Catalog:
         "_comments",
         "_derived",
         "_duplicate_interfaces",
+        "_host_endpoints",
         "_memo_policy",
         "_memo_profile",
         "_memo_workload",
@@ -89,6 +102,7 @@ class Catalog:
 
     def __init__(self) -> None:
         self._workloads: dict[tuple[str, str], WorkloadIdentity] = {}
+        self._host_endpoints: HostEndpointTable = {}
         self._by_interface: dict[str, WorkloadIdentity | None] = {}
         self._chains: dict[str, _ChainMatch] = {}
         self._comments: dict[tuple[str, str, str], PolicyIdentity | None] = {}
@@ -142,6 +156,7 @@ class Catalog:
         workload_entries: list[tuple[CalicoObject, WorkloadEntry]] = []
         policy_entries: list[PolicyEntry] = []
         profiles: set[str] = set()
+        host_endpoints: list[CalicoObject] = []
         counts = catalog._object_counts
         for obj in objects:
             counts[obj.kind] = counts.get(obj.kind, 0) + 1
@@ -159,6 +174,10 @@ class Catalog:
                 policy_entries.append(policy)
             elif obj.kind == "Profile":
                 profiles.add(obj.name)
+            elif obj.kind == HOST_ENDPOINT_KIND:
+                host_endpoints.append(obj)
+        catalog._host_endpoints = index_host_endpoints(host_endpoints)
+        profiles |= host_endpoint_profiles(host_endpoints)
         catalog._derived = derived
         catalog._index_workloads(workload_entries, profiles)
         if previous is not None and same_entries(previous._policy_entries, policy_entries):
@@ -306,6 +325,18 @@ class Catalog:
             self._tally.workloads[identity.resolved] += 1
         return identity
 
+    def host_endpoints(self) -> tuple[HostEndpointIdentity, ...]:
+        """Every host endpoint that names its interface, sorted by node and interface."""
+        return tuple(self._host_endpoints[key] for key in sorted(self._host_endpoints))
+
+    def host_endpoint(self, node: str, interface: str) -> HostEndpointIdentity:
+        """The HostEndpoint felix applies on ``interface`` of ``node`` (a dictionary lookup:
+        host endpoints are few, so no memo); unresolved when none names it."""
+        identity = self._host_endpoints.get((node, interface))
+        if identity is None:
+            return HostEndpointIdentity(node=node, interface=interface, name="", resolved=False)
+        return identity
+
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
         """The policy a ``cali-pi-``/``cali-po-`` chain belongs to (see :meth:`resolve_policy`)."""
         return self.resolve_policy(chain, comment).identity
@@ -420,6 +451,7 @@ class Catalog:
             profiles_resolved=profiles[True],
             profiles_unresolved=profiles[False],
             schemes=tuple(sorted((scheme.value, n) for scheme, n in schemes.items())),
+            host_endpoints=len(self._host_endpoints),
         )
 
     def __repr__(self) -> str:

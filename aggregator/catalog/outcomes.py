@@ -84,6 +84,8 @@ class ResolutionStats:
     profiles_unresolved: int
     schemes: tuple[tuple[str, int], ...]
     """Resolved chains per naming scheme, e.g. ``(("v3.29-v3.31", 12),)``."""
+    host_endpoints: int = 0
+    """(node, interface) pairs a HostEndpoint names."""
 
     def as_dict(self) -> dict[str, int]:
         """The integer figures by field name (for metrics)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from aggregator.ledger.state import CounterState, NodeRecord, NodeState
 from aggregator.series.views import FamilySeries
-from calico_accountant.records import CounterKey, Direction, Kind, RuleAction
+from calico_accountant.records import CounterKey, Direction, EndpointKind, Kind, RuleAction
 
 __all__ = [
     "FORMAT",
@@ -71,8 +71,10 @@ class Checkpoint:
 
 
 def _counter_row(state: CounterState) -> list[Any]:
+    """16 fields, and a 17th (the endpoint kind) only for host endpoint counters: a
+    checkpoint without them stays readable by aggregators that predate host endpoints."""
     key = state.key
-    return [
+    row = [
         key.kind.value,
         key.family,
         key.direction.value,
@@ -90,6 +92,9 @@ def _counter_row(state: CounterState) -> list[Any]:
         list(state.group_members),
         state.retired_at,
     ]
+    if key.endpoint is not EndpointKind.WORKLOAD:
+        row.append(key.endpoint.value)
+    return row
 
 
 def _node_row(record: NodeRecord) -> dict[str, Any]:
@@ -210,8 +215,9 @@ def _counts(value: object) -> dict[str, int]:
 
 def _counter(row: object) -> CounterState:
     fields = _list(row)
-    if len(fields) != 16:
-        raise ValueError(f"a counter has 16 fields, not {len(fields)}")
+    if len(fields) not in (16, 17):
+        raise ValueError(f"a counter has 16 or 17 fields, not {len(fields)}")
+    endpoint = EndpointKind(_text(fields[16])) if len(fields) == 17 else EndpointKind.WORKLOAD
     family, rule_index, action = fields[1], fields[6], _text(fields[7])
     if family not in (4, 6) or type(rule_index) is not int or rule_index < -1 or action not in _ACTIONS:
         raise ValueError(f"bad counter key fields {fields[:8]!r}")
@@ -224,6 +230,7 @@ def _counter(row: object) -> CounterState:
         _text(fields[5]),
         rule_index,
         action,
+        endpoint,
     )
     retired = fields[15]
     return CounterState(

@@ -152,6 +152,7 @@ class KubeTranslator:
             "Namespace": self._namespace,
             "ServiceAccount": self._service_account,
             "Tier": self._tier,
+            "HostEndpoint": self._host_endpoint,
         }
 
     def document(self, document: Mapping[str, Any]) -> CalicoObject | None:
@@ -282,6 +283,28 @@ class KubeTranslator:
         kept = {k: spec[k] for k in ("order", "defaultAction") if isinstance(spec.get(k), str | int | float)}
         return CalicoObject(
             "Tier", "", name, resource.key("", name), 0, {"metadata": {"name": name}, "spec": kept}
+        )
+
+    def _host_endpoint(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:
+        """A HostEndpoint CRD: the fields that say which node interface it owns."""
+        metadata, spec = _mapping(body.get("metadata")), _mapping(body.get("spec"))
+        _, name = self._identity(resource, metadata)
+        kept: dict[str, Any] = {"node": _text(spec.get("node"), f"HostEndpoint {name} spec.node")}
+        interface = spec.get("interfaceName")
+        if interface is not None:
+            kept["interfaceName"] = _text(
+                interface, f"HostEndpoint {name} spec.interfaceName", required=False
+            )
+        for field_name in ("expectedIPs", "profiles"):
+            items = spec.get(field_name)
+            if isinstance(items, list) and all(isinstance(item, str) for item in items):
+                kept[field_name] = list(items)
+        out_metadata: dict[str, Any] = {"name": name}
+        labels = _string_map(metadata.get("labels"), f"HostEndpoint {name} metadata.labels")
+        if labels:
+            out_metadata["labels"] = dict(labels)
+        return CalicoObject(
+            "HostEndpoint", "", name, resource.key("", name), 0, {"metadata": out_metadata, "spec": kept}
         )
 
     def _policy(self, resource: KubeResource, body: Mapping[str, Any]) -> CalicoObject:

@@ -68,6 +68,7 @@ KUBE_RESOURCES: tuple[KubeResource, ...] = (
     KubeResource(_CRD, "v1", "networkpolicies", "NetworkPolicy", True, optional=True),
     KubeResource(_CRD, "v1", "globalnetworkpolicies", "GlobalNetworkPolicy", False, optional=True),
     KubeResource(_CRD, "v1", "tiers", "Tier", False, optional=True),
+    KubeResource(_CRD, "v1", "hostendpoints", "HostEndpoint", False, optional=True),
     KubeResource(_CRD, "v1", "stagednetworkpolicies", "StagedNetworkPolicy", True, optional=True),
     KubeResource(
         _CRD, "v1", "stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy", False, optional=True

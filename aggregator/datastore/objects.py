@@ -56,6 +56,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("networkpolicies", "NetworkPolicy", True),
     ResourceType("globalnetworkpolicies", "GlobalNetworkPolicy", False),
     ResourceType("profiles", "Profile", False),
+    ResourceType("hostendpoints", "HostEndpoint", False),
     ResourceType("tiers", "Tier", False),
     ResourceType("stagednetworkpolicies", "StagedNetworkPolicy", True),
     ResourceType("stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy", False),
@@ -392,6 +393,17 @@ def _check_shape(kind: str, key: str, body: Mapping[str, Any]) -> None:
             if spec.get(field_name) is not None and not isinstance(spec.get(field_name), str):
                 raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a string")
         for field_name in ("ipNetworks", "profiles"):
+            items = spec.get(field_name)
+            if items is not None and not (
+                isinstance(items, list) and all(isinstance(item, str) for item in items)
+            ):
+                raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a list of strings")
+    elif kind == "HostEndpoint":
+        if not isinstance(spec.get("node"), str) or not spec.get("node"):
+            raise BadObject("bad_spec", f"{key}: spec.node missing or not a string")
+        if spec.get("interfaceName") is not None and not isinstance(spec.get("interfaceName"), str):
+            raise BadObject("bad_spec", f"{key}: spec.interfaceName is not a string")
+        for field_name in ("expectedIPs", "profiles"):
             items = spec.get(field_name)
             if items is not None and not (
                 isinstance(items, list) and all(isinstance(item, str) for item in items)

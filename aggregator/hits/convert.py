@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aggregator.model import ResolvedCounter
 from calico_accountant.v1 import hits_pb2 as hpb
-from calico_accountant.wire.counters import DIRECTION_TO_PB, KIND_TO_PB
+from calico_accountant.wire.counters import DIRECTION_TO_PB, ENDPOINT_TO_PB, KIND_TO_PB
 
 __all__ = ["counter_to_hit", "policy_names"]
 
@@ -46,6 +46,9 @@ def counter_to_hit(counter: ResolvedCounter, packets: int, octets: int, moment: 
                 stored_name=policy.stored_name,
             )
         )
+    if counter.host_endpoint is not None:
+        hit.endpoint = ENDPOINT_TO_PB[key.endpoint]
+        hit.host_endpoint = counter.host_endpoint.name
     if key.rule_index >= 0:
         hit.rule.CopyFrom(hpb.RuleRef(index=key.rule_index, action=str(key.action)))
     hit.time.FromDatetime(moment.astimezone(UTC))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aggregator.metrics import app, cluster, compat, node, workload
+from aggregator.metrics import app, cluster, compat, host_endpoint, node, workload
 from aggregator.metrics.family import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 
@@ -26,11 +26,12 @@ FAMILIES: tuple[SeriesFamily, ...] = (
     *workload.FAMILIES,
     *app.FAMILIES,
     *node.FAMILIES,
+    *host_endpoint.FAMILIES,
     *cluster.FAMILIES,
     *compat.FAMILIES,
 )
 
-_MODULES = (workload, app, node, cluster, compat)
+_MODULES = (workload, app, node, host_endpoint, cluster, compat)
 
 SeriesMaker = Callable[[ResolvedCounter], list[tuple[SeriesFamily, tuple[str, ...]]]]
 

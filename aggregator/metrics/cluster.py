@@ -33,6 +33,9 @@ FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP)
 
 
 def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """Workload counters only: the sums of the node families over nodes."""
+    if counter.host_endpoint is not None:
+        return []
     kind = counter.key.kind
     policy = counter.policy
     if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and policy is not None:

@@ -47,6 +47,7 @@ def datastore_metrics(status: DatastoreStatus, stats: ResolutionStats) -> list[S
         ("staged_policies", stats.staged_policies),
         ("profiles", stats.profiles),
         ("tiers", stats.tiers),
+        ("host_endpoints", stats.host_endpoints),
     )
     return [
         _one(
@@ -106,7 +107,7 @@ def datastore_metrics(status: DatastoreStatus, stats: ResolutionStats) -> list[S
             _PREFIX + "catalog_entries",
             "gauge",
             "What the current catalog knows: workloads, policies (staged ones included), staged "
-            "policies, profiles, tiers.",
+            "policies, profiles, tiers, host endpoints (node interfaces a HostEndpoint names).",
             ("what",),
             tuple(((what,), float(count)) for what, count in sizes),
         ),

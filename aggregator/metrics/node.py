@@ -49,6 +49,10 @@ FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, POLICY_RULE)
 
 
 def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """Workload counters and per-rule counters; host endpoints have their own families
+    (:mod:`aggregator.metrics.host_endpoint`), so these stay the sums of the workload ones."""
+    if counter.host_endpoint is not None:
+        return []
     kind = counter.key.kind
     policy = counter.policy
     if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and policy is not None:

@@ -15,7 +15,13 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, WorkloadIdentity
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyGroup,
+    PolicyIdentity,
+    ProfileIdentity,
+    WorkloadIdentity,
+)
 from aggregator.resolution.resolve import Resolver
 from calico_accountant.records import CounterKey
 
@@ -29,13 +35,15 @@ class LookupKind(enum.StrEnum):
     """What a lookup asks the catalog (the first element of every :data:`Lookup`)."""
 
     WORKLOAD = "workload"
+    HOST_ENDPOINT = "host_endpoint"
     POLICY = "policy"
     PROFILE = "profile"
     GROUP = "group"
 
 
 Lookup = tuple[Any, ...]
-"""``(WORKLOAD, node, interface)``, ``(POLICY, chain, comment)``, ``(PROFILE, chain)`` or
+"""``(WORKLOAD, node, interface)``, ``(HOST_ENDPOINT, node, interface)``, ``(POLICY, chain,
+comment)``, ``(PROFILE, chain)`` or
 ``(GROUP, chain, *members, "", *comments)``: plain tuples, because every counter's
 resolution builds and hashes a few of them."""
 
@@ -48,13 +56,17 @@ class MemoResolver:
         self.resolver = resolver
         self._answers: dict[LookupKind, dict[Lookup, Any]] = {kind: {} for kind in LookupKind}
         self._users: dict[Lookup, set[CounterPlace]] = {}
-        self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity] = {}
-        """Per workload or policy lookup, the last answer that resolved (see _remembering)."""
+        self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity | HostEndpointIdentity] = {}
+        """Per workload, host endpoint or policy lookup, the last answer that resolved (see _remembering)."""
         self.touched: list[Lookup] = []
         """Lookups made since the caller last cleared it (one counter's resolution)."""
 
     def workload(self, node: str, interface: str) -> WorkloadIdentity:
         answer: WorkloadIdentity = self._lookup((LookupKind.WORKLOAD, node, interface))
+        return answer
+
+    def host_endpoint(self, node: str, interface: str) -> HostEndpointIdentity:
+        answer: HostEndpointIdentity = self._lookup((LookupKind.HOST_ENDPOINT, node, interface))
         return answer
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
@@ -124,6 +136,8 @@ class MemoResolver:
         kind = lookup[0]
         if kind is LookupKind.WORKLOAD:
             return self._remembering(lookup, self.resolver.workload(lookup[1], lookup[2]))
+        if kind is LookupKind.HOST_ENDPOINT:
+            return self._remembering(lookup, self.resolver.host_endpoint(lookup[1], lookup[2]))
         if kind is LookupKind.POLICY:
             return self._remembering(lookup, self.resolver.policy(lookup[1], lookup[2]))
         if kind is LookupKind.PROFILE:
@@ -133,10 +147,10 @@ class MemoResolver:
         return self.resolver.group(lookup[1], rest[:split], rest[split + 1 :])
 
     def _remembering(
-        self, lookup: Lookup, answer: WorkloadIdentity | PolicyIdentity
-    ) -> WorkloadIdentity | PolicyIdentity:
-        """The resolver's answer, or, when a pod or policy that resolved before has left
-        the datastore, the names it had."""
+        self, lookup: Lookup, answer: WorkloadIdentity | PolicyIdentity | HostEndpointIdentity
+    ) -> WorkloadIdentity | PolicyIdentity | HostEndpointIdentity:
+        """The resolver's answer, or, when a pod, host endpoint or policy that resolved
+        before has left the datastore, the names it had."""
         if answer.resolved:
             self._last_known[lookup] = answer
             return answer

@@ -11,9 +11,16 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from aggregator.model import PolicyGroup, PolicyIdentity, ProfileIdentity, ResolvedCounter, WorkloadIdentity
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyGroup,
+    PolicyIdentity,
+    ProfileIdentity,
+    ResolvedCounter,
+    WorkloadIdentity,
+)
 from calico_accountant.felix.chains import is_group_chain
-from calico_accountant.records import CounterKey, Kind
+from calico_accountant.records import CounterKey, EndpointKind, Kind
 
 __all__ = ["RawName", "RawNameKind", "Resolver", "resolve_counter", "unresolved_names"]
 
@@ -24,6 +31,8 @@ class Resolver(Protocol):
     """What resolution needs from :class:`aggregator.catalog.index.Catalog`."""
 
     def workload(self, node: str, interface: str) -> WorkloadIdentity: ...
+
+    def host_endpoint(self, node: str, interface: str) -> HostEndpointIdentity: ...
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity: ...
 
@@ -55,8 +64,15 @@ def resolve_counter(
     policy: PolicyIdentity | None = None
     group: PolicyGroup | None = None
     profile: ProfileIdentity | None = None
+    host_endpoint: HostEndpointIdentity | None = None
     chain = key.chain
-    if key.interface:
+    if key.interface and key.endpoint is not EndpointKind.WORKLOAD:
+        try:
+            host_endpoint = resolver.host_endpoint(node, key.interface)
+        except Exception as error:
+            _tell(on_error, key.interface, error)
+            host_endpoint = HostEndpointIdentity(node, key.interface, "", resolved=False)
+    elif key.interface:
         try:
             workload = resolver.workload(node, key.interface)
         except Exception as error:
@@ -92,6 +108,7 @@ def resolve_counter(
         group=group,
         profile=profile,
         chain_comment=comment,
+        host_endpoint=host_endpoint,
     )
 
 
@@ -117,6 +134,8 @@ def unresolved_names(counter: ResolvedCounter) -> tuple[RawName, ...]:
     names: list[RawName] = []
     if counter.workload is not None and not counter.workload.resolved:
         names.append(RawName(RawNameKind.INTERFACE, counter.workload.interface))
+    if counter.host_endpoint is not None and not counter.host_endpoint.resolved:
+        names.append(RawName(RawNameKind.INTERFACE, counter.host_endpoint.interface))
     if counter.group is not None:
         names.extend(
             RawName(RawNameKind.CHAIN, p.stored_name or p.name)

@@ -16,8 +16,10 @@ from calico_accountant.records import Direction
 
 __all__ = [
     "ADMIN_DOWN_MARKER",
+    "ANY_ENDPOINT_CHAIN_PREFIXES",
     "ENDPOINT_CHAIN_PREFIXES",
     "GROUP_CHAIN_PREFIXES",
+    "HOST_ENDPOINT_CHAIN_PREFIXES",
     "NO_POLICY_MARKER",
     "NO_PROFILE_MARKER",
     "POLICY_ACCEPTED_MARKER",
@@ -40,6 +42,10 @@ __all__ = [
 
 ENDPOINT_CHAIN_PREFIXES: dict[str, Direction] = {"cali-tw-": Direction.INGRESS, "cali-fw-": Direction.EGRESS}
 """A workload endpoint's chains: to-workload (ingress) and from-workload (egress)."""
+HOST_ENDPOINT_CHAIN_PREFIXES: tuple[str, ...] = ("cali-th-", "cali-fh-", "cali-thfw-", "cali-fhfw-")
+"""A host endpoint's chains (to/from host, and the forward ones); see
+:mod:`calico_accountant.felix.endpoints` for what each holds."""
+ANY_ENDPOINT_CHAIN_PREFIXES: tuple[str, ...] = (*ENDPOINT_CHAIN_PREFIXES, *HOST_ENDPOINT_CHAIN_PREFIXES)
 
 POLICY_INGRESS_PREFIX = "cali-pi-"
 POLICY_EGRESS_PREFIX = "cali-po-"

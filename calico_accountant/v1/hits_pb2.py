@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from calico_accountant.v1 import snapshot_pb2 as calico__accountant_dot_v1_dot_snapshot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61lico_accountant/v1/hits.proto\x12\x14\x63\x61lico_accountant.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#calico_accountant/v1/snapshot.proto\"]\n\tPolicyRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0bstored_name\x18\x05 \x01(\t\"(\n\x07RuleRef\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\"\x90\x03\n\x03Hit\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\x0b\n\x03\x61pp\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x32\n\tdirection\x18\x06 \x01(\x0e\x32\x1f.calico_accountant.v1.Direction\x12\x0f\n\x07verdict\x18\x07 \x01(\t\x12/\n\x04kind\x18\x08 \x01(\x0e\x32!.calico_accountant.v1.CounterKind\x12/\n\x06policy\x18\t \x01(\x0b\x32\x1f.calico_accountant.v1.PolicyRef\x12\x0f\n\x07profile\x18\n \x01(\t\x12\x0f\n\x07packets\x18\x0b \x01(\x04\x12\r\n\x05\x62ytes\x18\x0c \x01(\x04\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x04rule\x18\x0e \x01(\x0b\x32\x1d.calico_accountant.v1.RuleRef\x12\x0c\n\x04tier\x18\x0f \x01(\t\"\x8f\x01\n\tHitFilter\x12\x0c\n\x04node\x18\x01 \x03(\t\x12\x11\n\tnamespace\x18\x02 \x03(\t\x12\x0b\n\x03pod\x18\x03 \x03(\t\x12\x0b\n\x03\x61pp\x18\x04 \x03(\t\x12\x0e\n\x06policy\x18\x05 \x03(\t\x12\x0f\n\x07verdict\x18\x06 \x03(\t\x12\x11\n\tdirection\x18\x07 \x03(\t\x12\x13\n\x0bmin_packets\x18\x08 \x01(\x04\"\xa3\x02\n\x0cWatchRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.calico_accountant.v1.HitFilter\x12(\n\x05since\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12.\n\nsince_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66irst\x18\x06 \x01(\r\x12\x0c\n\x04last\x18\x07 \x01(\r\x12\x30\n\x07\x65xclude\x18\x08 \x03(\x0b\x32\x1f.calico_accountant.v1.HitFilter\"A\n\x08HitBatch\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.calico_accountant.v1.Hit\x12\x0c\n\x04lost\x18\x02 \x01(\x04\"t\n\x0fSnapshotRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.calico_accountant.v1.HitFilter\x12\x30\n\x07\x65xclude\x18\x02 \x03(\x0b\x32\x1f.calico_accountant.v1.HitFilter\"g\n\x10SnapshotResponse\x12)\n\x06totals\x18\x01 \x03(\x0b\x32\x19.calico_accountant.v1.Hit\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x12\n\x10ListNodesRequest\"\xe2\x02\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x19\n\x11\x61gent_instance_id\x18\x03 \x01(\t\x12\x36\n\x12last_snapshot_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12Q\n\x11\x64iagnostic_counts\x18\x06 \x03(\x0b\x32\x36.calico_accountant.v1.NodeStatus.DiagnosticCountsEntry\x12\r\n\x05stale\x18\x07 \x01(\x08\x12\x33\n\ndataplanes\x18\x08 \x03(\x0e\x32\x1f.calico_accountant.v1.Dataplane\x1a\x37\n\x15\x44iagnosticCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"D\n\x11ListNodesResponse\x12/\n\x05nodes\x18\x01 \x03(\x0b\x32 .calico_accountant.v1.NodeStatus\"\x15\n\x13ServerStatusRequest\"\xa8\x01\n\x14ServerStatusResponse\x12\x18\n\x10\x61gents_connected\x18\x01 \x01(\r\x12\x13\n\x0bnodes_known\x18\x02 \x01(\r\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t2\xfb\x02\n\nPolicyHits\x12M\n\x05Watch\x12\".calico_accountant.v1.WatchRequest\x1a\x1e.calico_accountant.v1.HitBatch0\x01\x12Y\n\x08Snapshot\x12%.calico_accountant.v1.SnapshotRequest\x1a&.calico_accountant.v1.SnapshotResponse\x12\\\n\tListNodes\x12&.calico_accountant.v1.ListNodesRequest\x1a\'.calico_accountant.v1.ListNodesResponse\x12\x65\n\x0cServerStatus\x12).calico_accountant.v1.ServerStatusRequest\x1a*.calico_accountant.v1.ServerStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61lico_accountant/v1/hits.proto\x12\x14\x63\x61lico_accountant.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#calico_accountant/v1/snapshot.proto\"]\n\tPolicyRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0bstored_name\x18\x05 \x01(\t\"(\n\x07RuleRef\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\"\xdd\x03\n\x03Hit\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\x0b\n\x03\x61pp\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x32\n\tdirection\x18\x06 \x01(\x0e\x32\x1f.calico_accountant.v1.Direction\x12\x0f\n\x07verdict\x18\x07 \x01(\t\x12/\n\x04kind\x18\x08 \x01(\x0e\x32!.calico_accountant.v1.CounterKind\x12/\n\x06policy\x18\t \x01(\x0b\x32\x1f.calico_accountant.v1.PolicyRef\x12\x0f\n\x07profile\x18\n \x01(\t\x12\x0f\n\x07packets\x18\x0b \x01(\x04\x12\r\n\x05\x62ytes\x18\x0c \x01(\x04\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x04rule\x18\x0e \x01(\x0b\x32\x1d.calico_accountant.v1.RuleRef\x12\x0c\n\x04tier\x18\x0f \x01(\t\x12\x34\n\x08\x65ndpoint\x18\x10 \x01(\x0e\x32\".calico_accountant.v1.EndpointKind\x12\x15\n\rhost_endpoint\x18\x11 \x01(\t\"\x8f\x01\n\tHitFilter\x12\x0c\n\x04node\x18\x01 \x03(\t\x12\x11\n\tnamespace\x18\x02 \x03(\t\x12\x0b\n\x03pod\x18\x03 \x03(\t\x12\x0b\n\x03\x61pp\x18\x04 \x03(\t\x12\x0e\n\x06policy\x18\x05 \x03(\t\x12\x0f\n\x07verdict\x18\x06 \x03(\t\x12\x11\n\tdirection\x18\x07 \x03(\t\x12\x13\n\x0bmin_packets\x18\x08 \x01(\x04\"\xa3\x02\n\x0cWatchRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.calico_accountant.v1.HitFilter\x12(\n\x05since\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12.\n\nsince_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66irst\x18\x06 \x01(\r\x12\x0c\n\x04last\x18\x07 \x01(\r\x12\x30\n\x07\x65xclude\x18\x08 \x03(\x0b\x32\x1f.calico_accountant.v1.HitFilter\"A\n\x08HitBatch\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.calico_accountant.v1.Hit\x12\x0c\n\x04lost\x18\x02 \x01(\x04\"t\n\x0fSnapshotRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.calico_accountant.v1.HitFilter\x12\x30\n\x07\x65xclude\x18\x02 \x03(\x0b\x32\x1f.calico_accountant.v1.HitFilter\"g\n\x10SnapshotResponse\x12)\n\x06totals\x18\x01 \x03(\x0b\x32\x19.calico_accountant.v1.Hit\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x12\n\x10ListNodesRequest\"\xe2\x02\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x19\n\x11\x61gent_instance_id\x18\x03 \x01(\t\x12\x36\n\x12last_snapshot_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12Q\n\x11\x64iagnostic_counts\x18\x06 \x03(\x0b\x32\x36.calico_accountant.v1.NodeStatus.DiagnosticCountsEntry\x12\r\n\x05stale\x18\x07 \x01(\x08\x12\x33\n\ndataplanes\x18\x08 \x03(\x0e\x32\x1f.calico_accountant.v1.Dataplane\x1a\x37\n\x15\x44iagnosticCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"D\n\x11ListNodesResponse\x12/\n\x05nodes\x18\x01 \x03(\x0b\x32 .calico_accountant.v1.NodeStatus\"\x15\n\x13ServerStatusRequest\"\xa8\x01\n\x14ServerStatusResponse\x12\x18\n\x10\x61gents_connected\x18\x01 \x01(\r\x12\x13\n\x0bnodes_known\x18\x02 \x01(\r\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t2\xfb\x02\n\nPolicyHits\x12M\n\x05Watch\x12\".calico_accountant.v1.WatchRequest\x1a\x1e.calico_accountant.v1.HitBatch0\x01\x12Y\n\x08Snapshot\x12%.calico_accountant.v1.SnapshotRequest\x1a&.calico_accountant.v1.SnapshotResponse\x12\\\n\tListNodes\x12&.calico_accountant.v1.ListNodesRequest\x1a\'.calico_accountant.v1.ListNodesResponse\x12\x65\n\x0cServerStatus\x12).calico_accountant.v1.ServerStatusRequest\x1a*.calico_accountant.v1.ServerStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,29 +41,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULEREF']._serialized_start=254
   _globals['_RULEREF']._serialized_end=294
   _globals['_HIT']._serialized_start=297
-  _globals['_HIT']._serialized_end=697
-  _globals['_HITFILTER']._serialized_start=700
-  _globals['_HITFILTER']._serialized_end=843
-  _globals['_WATCHREQUEST']._serialized_start=846
-  _globals['_WATCHREQUEST']._serialized_end=1137
-  _globals['_HITBATCH']._serialized_start=1139
-  _globals['_HITBATCH']._serialized_end=1204
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1206
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1322
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1324
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1427
-  _globals['_LISTNODESREQUEST']._serialized_start=1429
-  _globals['_LISTNODESREQUEST']._serialized_end=1447
-  _globals['_NODESTATUS']._serialized_start=1450
-  _globals['_NODESTATUS']._serialized_end=1804
-  _globals['_NODESTATUS_DIAGNOSTICCOUNTSENTRY']._serialized_start=1749
-  _globals['_NODESTATUS_DIAGNOSTICCOUNTSENTRY']._serialized_end=1804
-  _globals['_LISTNODESRESPONSE']._serialized_start=1806
-  _globals['_LISTNODESRESPONSE']._serialized_end=1874
-  _globals['_SERVERSTATUSREQUEST']._serialized_start=1876
-  _globals['_SERVERSTATUSREQUEST']._serialized_end=1897
-  _globals['_SERVERSTATUSRESPONSE']._serialized_start=1900
-  _globals['_SERVERSTATUSRESPONSE']._serialized_end=2068
-  _globals['_POLICYHITS']._serialized_start=2071
-  _globals['_POLICYHITS']._serialized_end=2450
+  _globals['_HIT']._serialized_end=774
+  _globals['_HITFILTER']._serialized_start=777
+  _globals['_HITFILTER']._serialized_end=920
+  _globals['_WATCHREQUEST']._serialized_start=923
+  _globals['_WATCHREQUEST']._serialized_end=1214
+  _globals['_HITBATCH']._serialized_start=1216
+  _globals['_HITBATCH']._serialized_end=1281
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1283
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1399
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1401
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1504
+  _globals['_LISTNODESREQUEST']._serialized_start=1506
+  _globals['_LISTNODESREQUEST']._serialized_end=1524
+  _globals['_NODESTATUS']._serialized_start=1527
+  _globals['_NODESTATUS']._serialized_end=1881
+  _globals['_NODESTATUS_DIAGNOSTICCOUNTSENTRY']._serialized_start=1826
+  _globals['_NODESTATUS_DIAGNOSTICCOUNTSENTRY']._serialized_end=1881
+  _globals['_LISTNODESRESPONSE']._serialized_start=1883
+  _globals['_LISTNODESRESPONSE']._serialized_end=1951
+  _globals['_SERVERSTATUSREQUEST']._serialized_start=1953
+  _globals['_SERVERSTATUSREQUEST']._serialized_end=1974
+  _globals['_SERVERSTATUSRESPONSE']._serialized_start=1977
+  _globals['_SERVERSTATUSRESPONSE']._serialized_end=2145
+  _globals['_POLICYHITS']._serialized_start=2148
+  _globals['_POLICYHITS']._serialized_end=2527
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class RuleRef(_message.Message):
     def __init__(self, index: _Optional[int] = ..., action: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time", "rule", "tier")
+    __slots__ = ("node", "namespace", "pod", "app", "interface", "direction", "verdict", "kind", "policy", "profile", "packets", "bytes", "time", "rule", "tier", "endpoint", "host_endpoint")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class Hit(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HOST_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     node: str
     namespace: str
     pod: str
@@ -65,7 +67,9 @@ class Hit(_message.Message):
     time: _timestamp_pb2.Timestamp
     rule: RuleRef
     tier: str
-    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[_Union[RuleRef, _Mapping]] = ..., tier: _Optional[str] = ...) -> None: ...
+    endpoint: _snapshot_pb2.EndpointKind
+    host_endpoint: str
+    def __init__(self, node: _Optional[str] = ..., namespace: _Optional[str] = ..., pod: _Optional[str] = ..., app: _Optional[str] = ..., interface: _Optional[str] = ..., direction: _Optional[_Union[_snapshot_pb2.Direction, str]] = ..., verdict: _Optional[str] = ..., kind: _Optional[_Union[_snapshot_pb2.CounterKind, str]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., profile: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[_Union[RuleRef, _Mapping]] = ..., tier: _Optional[str] = ..., endpoint: _Optional[_Union[_snapshot_pb2.EndpointKind, str]] = ..., host_endpoint: _Optional[str] = ...) -> None: ...
 
 class HitFilter(_message.Message):
     __slots__ = ("node", "namespace", "pod", "app", "policy", "verdict", "direction", "min_packets")

@@ -34,6 +34,12 @@ class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIRECTION_UNSPECIFIED: _ClassVar[Direction]
     INGRESS: _ClassVar[Direction]
     EGRESS: _ClassVar[Direction]
+
+class EndpointKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_WORKLOAD: _ClassVar[EndpointKind]
+    ENDPOINT_HOST: _ClassVar[EndpointKind]
+    ENDPOINT_HOST_FORWARD: _ClassVar[EndpointKind]
 DATAPLANE_UNSPECIFIED: Dataplane
 IPTABLES_LEGACY: Dataplane
 IPTABLES_NFT: Dataplane
@@ -50,6 +56,9 @@ ENDPOINT_ADMIN_DROP: CounterKind
 DIRECTION_UNSPECIFIED: Direction
 INGRESS: Direction
 EGRESS: Direction
+ENDPOINT_WORKLOAD: EndpointKind
+ENDPOINT_HOST: EndpointKind
+ENDPOINT_HOST_FORWARD: EndpointKind
 
 class TableSource(_message.Message):
     __slots__ = ("dataplane", "family", "command", "rules")
@@ -64,7 +73,7 @@ class TableSource(_message.Message):
     def __init__(self, dataplane: _Optional[_Union[Dataplane, str]] = ..., family: _Optional[int] = ..., command: _Optional[str] = ..., rules: _Optional[int] = ...) -> None: ...
 
 class Counter(_message.Message):
-    __slots__ = ("kind", "family", "direction", "interface", "chain", "tier", "rule_index", "action", "packets", "bytes", "rule_ids", "chain_comment", "group_members")
+    __slots__ = ("kind", "family", "direction", "interface", "chain", "tier", "rule_index", "action", "packets", "bytes", "rule_ids", "chain_comment", "group_members", "endpoint")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +87,7 @@ class Counter(_message.Message):
     RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_COMMENT_FIELD_NUMBER: _ClassVar[int]
     GROUP_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     kind: CounterKind
     family: int
     direction: Direction
@@ -91,7 +101,8 @@ class Counter(_message.Message):
     rule_ids: _containers.RepeatedScalarFieldContainer[str]
     chain_comment: str
     group_members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kind: _Optional[_Union[CounterKind, str]] = ..., family: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., interface: _Optional[str] = ..., chain: _Optional[str] = ..., tier: _Optional[str] = ..., rule_index: _Optional[int] = ..., action: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., rule_ids: _Optional[_Iterable[str]] = ..., chain_comment: _Optional[str] = ..., group_members: _Optional[_Iterable[str]] = ...) -> None: ...
+    endpoint: EndpointKind
+    def __init__(self, kind: _Optional[_Union[CounterKind, str]] = ..., family: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., interface: _Optional[str] = ..., chain: _Optional[str] = ..., tier: _Optional[str] = ..., rule_index: _Optional[int] = ..., action: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., rule_ids: _Optional[_Iterable[str]] = ..., chain_comment: _Optional[str] = ..., group_members: _Optional[_Iterable[str]] = ..., endpoint: _Optional[_Union[EndpointKind, str]] = ...) -> None: ...
 
 class Diagnostic(_message.Message):
     __slots__ = ("code", "message", "line", "source")

@@ -7,7 +7,7 @@ built positionally after one pass of cheap checks, and the slow, explanatory
 
 from __future__ import annotations
 
-from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind, RuleAction
+from calico_accountant.records import CounterKey, CounterRecord, Direction, EndpointKind, Kind, RuleAction
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.bounds import (
     MAX_CHAIN_LENGTH,
@@ -20,6 +20,7 @@ from calico_accountant.wire.bounds import (
 
 __all__ = [
     "DIRECTION_TO_PB",
+    "ENDPOINT_TO_PB",
     "KIND_TO_PB",
     "counter_to_key",
     "counter_to_record",
@@ -43,6 +44,13 @@ _PB_TO_KIND: dict[int, Kind] = {int(v): k for k, v in KIND_TO_PB.items()}
 DIRECTION_TO_PB: dict[Direction, pb.Direction] = {Direction.INGRESS: pb.INGRESS, Direction.EGRESS: pb.EGRESS}
 _PB_TO_DIRECTION: dict[int, Direction] = {int(v): k for k, v in DIRECTION_TO_PB.items()}
 _ACTIONS = frozenset(a.value for a in RuleAction)
+ENDPOINT_TO_PB: dict[EndpointKind, pb.EndpointKind] = {
+    EndpointKind.WORKLOAD: pb.ENDPOINT_WORKLOAD,
+    EndpointKind.HOST: pb.ENDPOINT_HOST,
+    EndpointKind.HOST_FORWARD: pb.ENDPOINT_HOST_FORWARD,
+}
+_PB_TO_ENDPOINT: dict[int, EndpointKind] = {int(v): k for k, v in ENDPOINT_TO_PB.items()}
+_WORKLOAD = EndpointKind.WORKLOAD
 
 
 def key_to_counter(key: CounterKey) -> pb.Counter:
@@ -56,6 +64,7 @@ def key_to_counter(key: CounterKey) -> pb.Counter:
         tier=key.tier,
         rule_index=key.rule_index,
         action=key.action,
+        endpoint=ENDPOINT_TO_PB[key.endpoint],
     )
 
 
@@ -81,6 +90,8 @@ def record_to_counter(record: CounterRecord) -> pb.Counter:
         counter.chain_comment = record.chain_comment
     if record.group_members:
         counter.group_members.extend(record.group_members)
+    if key.endpoint is not _WORKLOAD:
+        counter.endpoint = ENDPOINT_TO_PB[key.endpoint]
     return counter
 
 
@@ -117,7 +128,8 @@ def fast_key(counter: pb.Counter) -> CounterKey | None:
     action = counter.action
     chain = counter.chain
     interface = counter.interface
-    if kind is None or direction is None or (family != 4 and family != 6):
+    endpoint = _PB_TO_ENDPOINT.get(counter.endpoint)
+    if kind is None or direction is None or endpoint is None or (family != 4 and family != 6):
         return None
     if (
         len(interface) > MAX_INTERFACE_LENGTH
@@ -126,11 +138,11 @@ def fast_key(counter: pb.Counter) -> CounterKey | None:
     ):
         return None
     if kind_number == _RULE_KIND:
-        if rule_index < 0 or action not in _ACTIONS or not chain or interface:
+        if rule_index < 0 or action not in _ACTIONS or not chain or interface or endpoint is not _WORKLOAD:
             return None
     elif rule_index != -1 or action or not interface:
         return None
-    return _make_key((kind, family, direction, interface, chain, counter.tier, rule_index, action))
+    return _make_key((kind, family, direction, interface, chain, counter.tier, rule_index, action, endpoint))
 
 
 def fast_record(counter: pb.Counter) -> CounterRecord | None:
@@ -166,6 +178,8 @@ def invalid_reason(counter: pb.Counter) -> str:
         return f"unknown counter kind {int(counter.kind)}"
     if _PB_TO_DIRECTION.get(int(counter.direction)) is None:
         return f"unknown direction {int(counter.direction)}"
+    if _PB_TO_ENDPOINT.get(int(counter.endpoint)) is None:
+        return f"unknown endpoint kind {int(counter.endpoint)}"
     if counter.family not in (4, 6):
         return f"family must be 4 or 6, not {counter.family}"
     for name, value, limit in (
@@ -187,6 +201,8 @@ def invalid_reason(counter: pb.Counter) -> str:
             return f"policy_rule action {counter.action!r} is not one of {sorted(_ACTIONS)}"
         if counter.interface:
             return "policy_rule with an interface (its counters are per node, not per workload)"
+        if counter.endpoint != pb.ENDPOINT_WORKLOAD:
+            return "policy_rule with a host endpoint kind (its counters belong to no endpoint)"
         return "policy_rule without a chain"
     if counter.rule_index != -1 or counter.action:
         return f"{kind.value} carries rule_index/action, which only policy_rule may"

@@ -72,6 +72,7 @@ def record_as_json(record: CounterRecord) -> dict[str, Any]:
     key = record.key
     return {
         "interface": key.interface,
+        "endpoint": key.endpoint.value,
         "direction": key.direction.value,
         "family": key.family,
         "kind": key.kind.value,
@@ -87,7 +88,7 @@ def record_as_json(record: CounterRecord) -> dict[str, Any]:
 
 
 def write_table(records: list[CounterRecord], out: TextIO) -> None:
-    header = ("KIND", "IFACE", "DIR", "FAM", "TIER", "CHAIN", "RULE", "PACKETS", "BYTES")
+    header = ("KIND", "ENDPOINT", "IFACE", "DIR", "FAM", "TIER", "CHAIN", "RULE", "PACKETS", "BYTES")
     rows = [header]
     for record in records:
         key = record.key
@@ -95,6 +96,7 @@ def write_table(records: list[CounterRecord], out: TextIO) -> None:
         rows.append(
             (
                 key.kind.value,
+                key.endpoint.value if key.interface else "-",
                 key.interface or "-",
                 key.direction.value,
                 f"v{key.family}",

@@ -190,6 +190,7 @@ def resolved_as_json(counter: ResolvedCounter, record: CounterRecord) -> dict[st
         "ips": list(workload.ips) if workload else [],
         "interface": key.interface or None,
         "resolved": workload.resolved if workload else None,
+        "endpoint": key.endpoint.value,
         "family": key.family,
         "direction": key.direction.value,
         "kind": key.kind.value,
@@ -206,6 +207,10 @@ def resolved_as_json(counter: ResolvedCounter, record: CounterRecord) -> dict[st
         "packets": record.packets,
         "bytes": record.bytes,
     }
+    host_endpoint = counter.host_endpoint
+    if host_endpoint is not None:
+        out["host_endpoint"] = host_endpoint.name or None
+        out["resolved"] = host_endpoint.resolved
     if key.kind is Kind.POLICY_RULE:
         out["rule"] = key.rule_index
         out["action"] = key.action
@@ -310,7 +315,8 @@ def _write_unresolved(result: ParseResult, resolver: Resolver, node: str, err: T
         counter = resolve_counter(
             resolver, node, record.key, chain_comment=record.chain_comment, group_members=record.group_members
         )
-        if counter.workload is not None and not counter.workload.resolved:
+        endpoint = counter.workload or counter.host_endpoint
+        if endpoint is not None and not endpoint.resolved:
             interfaces.add(record.key.interface)
         policies = counter.group.policies if counter.group is not None else ()
         if counter.policy is not None and counter.group is None:

@@ -41,12 +41,16 @@ __all__ = [
     "LabRule",
     "Layout",
     "PolicyEntry",
+    "deny_target",
     "entry_chain_name",
     "filter_table_text",
     "forwarding_chains",
     "group_chain_name",
     "length_limited_id",
+    "policy_chain",
     "policy_chain_name",
+    "policy_entries",
+    "profile_chain",
     "profile_chain_name",
     "render_filter_table",
     "verdict_rules",
@@ -191,7 +195,7 @@ def _protocol_match(rule: LabRule, family: int) -> tuple[str, str]:
     return f"-p {rule.protocol}", ports
 
 
-def _deny_target(deny_action: str, family: int) -> str:
+def deny_target(deny_action: str, family: int) -> str:
     if deny_action == "DROP":
         return "DROP"
     if deny_action == "REJECT":
@@ -201,7 +205,8 @@ def _deny_target(deny_action: str, family: int) -> str:
     raise ValueError(f"deny_action must be DROP or REJECT, not {deny_action!r}")
 
 
-def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int, deny: str) -> FelixChain:
+def policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int, deny: str) -> FelixChain:
+    """The ``cali-pi-``/``cali-po-`` chain of ``policy`` (shared by workload and host endpoints)."""
     chain = FelixChain(policy_chain_name(policy, direction, layout))
     rules = policy.ingress if direction == "ingress" else policy.egress
     identity = [f"Policy {policy.namespace}/{policy.stored_name} {direction}"]
@@ -218,7 +223,8 @@ def _policy_chain(policy: LabPolicy, direction: str, layout: Layout, family: int
     return chain
 
 
-def _profile_chain(profile: str, direction: str) -> FelixChain:
+def profile_chain(profile: str, direction: str) -> FelixChain:
+    """A profile's chain; the lab's profiles accept everything."""
     chain = FelixChain(profile_chain_name(profile, direction))
     chain.add(f"-j MARK --set-xmark {_mark(ACCEPT_MARK)}", comments=[f"Profile {profile} {direction}"])
     return chain
@@ -282,7 +288,7 @@ def _group_chain(group: LabPolicyGroup, direction: str, layout: Layout) -> Felix
     return chain
 
 
-def _policies_of(entries: Iterable[PolicyEntry]) -> list[LabPolicy]:
+def policy_entries(entries: Iterable[PolicyEntry]) -> list[LabPolicy]:
     """Every policy of ``entries``, group members expanded, first occurrence kept."""
     seen: dict[LabPolicy, None] = {}
     for entry in entries:
@@ -301,7 +307,7 @@ def render_filter_table(
     """
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family}")
-    deny = _deny_target(deny_action, family)
+    deny = deny_target(deny_action, family)
     chains = forwarding_chains([endpoint.interface for endpoint in endpoints])
     for endpoint in endpoints:
         chains.append(_endpoint_chain(endpoint, "egress", layout, family, deny))
@@ -314,12 +320,12 @@ def render_filter_table(
         ]
         for group in dict.fromkeys(entry for entry in entries if isinstance(entry, LabPolicyGroup)):
             chains.append(_group_chain(group, direction, layout))
-        for policy in _policies_of(entries):
-            chains.append(_policy_chain(policy, direction, layout, family, deny))
+        for policy in policy_entries(entries):
+            chains.append(policy_chain(policy, direction, layout, family, deny))
     profiles = dict.fromkeys(profile for endpoint in endpoints for profile in endpoint.profiles)
     for profile in profiles:
-        chains.append(_profile_chain(profile, "ingress"))
-        chains.append(_profile_chain(profile, "egress"))
+        chains.append(profile_chain(profile, "ingress"))
+        chains.append(profile_chain(profile, "egress"))
     return filter_table_text(chains)
 
 
@@ -370,13 +376,16 @@ def forwarding_chains(interfaces: Sequence[str]) -> list[FelixChain]:
     return [forward, cali_forward, from_dispatch, to_dispatch]
 
 
+_BUILT_IN = frozenset({"INPUT", "FORWARD", "OUTPUT"})
+
+
 def filter_table_text(chains: Sequence[FelixChain]) -> str:
     """The ``*filter`` table of ``chains`` as ``iptables-restore -c`` takes it, zero counters."""
     names = [chain.name for chain in chains]
     if len(set(names)) != len(names):
         raise ValueError("two chains got the same name")
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    lines += [f":{chain.name} - [0:0]" for chain in chains if chain.name != "FORWARD"]
+    lines += [f":{chain.name} - [0:0]" for chain in chains if chain.name not in _BUILT_IN]
     lines += [f"[0:0] {line}" for chain in chains for line in chain.lines]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

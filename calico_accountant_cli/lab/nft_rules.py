@@ -19,7 +19,10 @@ demo's ``--dataplane nftables``; it is written from felix's source, not from the
 * ``-m mark --mark V/M`` -> ``meta mark & M == V``; MARK set/clear -> ``meta mark set
   mark or B`` / ``meta mark set mark & ~M`` (``match_builder.go``, ``actions.go``);
 * workload dispatch by the verdict maps ``filter-cali-to-wl-dispatch`` /
-  ``filter-cali-from-wl-dispatch`` (``dispatch.go``); non-Calico chains are dropped
+  ``filter-cali-from-wl-dispatch`` (``dispatch.go``); host endpoint dispatch
+  (``cali-to-host-endpoint``, ``cali-from-hep-forward``...) stays chains of ``iifname``/
+  ``oifname`` gotos, as felix renders it (its maps are for workload dispatch only), and
+  endpoint chain names are never hashed (256 characters); non-Calico chains are dropped
   (kube-proxy and docker keep their own tables in nftables mode).
 
 :func:`to_nft` returns both the ``nft -f`` script (counters included, so a kernel holds

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from calico_accountant.felix.chains import (
-    ENDPOINT_CHAIN_PREFIXES,
+    ANY_ENDPOINT_CHAIN_PREFIXES,
     POLICY_ACCEPTED_MARKER,
     POLICY_JUMP_PREFIXES,
     PROFILE_ACCEPTED_MARKER,
@@ -20,7 +20,7 @@ from calico_accountant.felix.chains import (
 )
 from node_agent.iptables_save import FilterTable, Rule, mark_guards_of, set_xmark_of
 
-_ENDPOINT_CHAIN_PREFIXES_TUPLE = tuple(ENDPOINT_CHAIN_PREFIXES)
+_ENDPOINT_CHAIN_PREFIXES_TUPLE = ANY_ENDPOINT_CHAIN_PREFIXES
 
 
 DEFAULT_ACCEPT_MARK = 0x10000

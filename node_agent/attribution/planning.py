@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from calico_accountant.felix.chains import (
     ADMIN_DOWN_MARKER,
-    ENDPOINT_CHAIN_PREFIXES,
     GROUP_CHAIN_PREFIXES,
     NO_POLICY_MARKER,
     NO_PROFILE_MARKER,
@@ -23,7 +22,8 @@ from calico_accountant.felix.chains import (
     START_OF_TIER_MARKER,
     UNTIERED,
 )
-from calico_accountant.records import CounterKey, Diagnostic, Kind
+from calico_accountant.felix.endpoints import endpoint_chain
+from calico_accountant.records import CounterKey, Diagnostic, EndpointKind, Kind
 from node_agent.attribution.chains import DROP_TARGETS, ChainFacts, pass_guarded
 from node_agent.attribution.marks import MarkBits, learn_marks
 from node_agent.attribution.plans import RecordPlan, new_key, new_plan
@@ -59,12 +59,11 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             )
 
     for name, rules in chains.items():
-        direction = ENDPOINT_CHAIN_PREFIXES.get(name[:8])
-        if direction is None:
+        endpoint_of = endpoint_chain(name)
+        if endpoint_of is None:  # not an endpoint chain (or a bare prefix: a damaged dump)
             continue
-        interface = interfaces.get(name) or name[8:]
-        if not interface:  # a bare cali-tw-/cali-fw-: only a damaged dump has one
-            continue
+        direction, endpoint, interface = endpoint_of
+        interface = interfaces.get(name) or interface
         tiers = _tier_of_each_rule(rules)
         # Tiers holding a policy that can (or, its chain missing, may) pass packets: there
         # an unguarded "next" rule also counts passed packets.
@@ -82,7 +81,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             tier = tiers[index]
             if target in DROP_TARGETS:
                 if ADMIN_DOWN_MARKER in body and ADMIN_DOWN_MARKER in comments_of(body):
-                    key = CounterKey(Kind.ENDPOINT_ADMIN_DROP, family, direction, interface)
+                    key = CounterKey(
+                        Kind.ENDPOINT_ADMIN_DROP, family, direction, interface, endpoint=endpoint
+                    )
                     plans.append(
                         RecordPlan(key, (rule.ordinal,), (rule.rule_id,), line=rule.line, source=source)
                     )
@@ -93,10 +94,18 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                     match = NO_POLICY_MARKER.match(comment)
                     if match:
                         key = CounterKey(
-                            Kind.NO_POLICY_DROP, family, direction, interface, "", match["tier"] or tier
+                            Kind.NO_POLICY_DROP,
+                            family,
+                            direction,
+                            interface,
+                            "",
+                            match["tier"] or tier,
+                            endpoint=endpoint,
                         )
                     elif NO_PROFILE_MARKER.match(comment):
-                        key = CounterKey(Kind.NO_PROFILE_DROP, family, direction, interface)
+                        key = CounterKey(
+                            Kind.NO_PROFILE_DROP, family, direction, interface, endpoint=endpoint
+                        )
                     else:
                         continue
                     plans.append(
@@ -112,7 +121,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
                 if following is not None and PROFILE_ACCEPTED_MARKER in following.body:
                     plans.append(
                         RecordPlan(
-                            CounterKey(Kind.PROFILE_ACCEPT, family, direction, interface, target),
+                            CounterKey(
+                                Kind.PROFILE_ACCEPT, family, direction, interface, target, endpoint=endpoint
+                            ),
                             (following.ordinal,),
                             (following.rule_id,),
                             chain_comment(target),
@@ -140,7 +151,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             plans.append(
                 new_plan(
                     (
-                        new_key((Kind.POLICY_ACCEPT, family, direction, interface, target, tier, -1, "")),
+                        new_key(
+                            (Kind.POLICY_ACCEPT, family, direction, interface, target, tier, -1, "", endpoint)
+                        ),
                         (following.ordinal,),
                         (accept_id,),
                         comment,
@@ -163,7 +176,9 @@ def plan_table(table: FilterTable) -> tuple[list[RecordPlan], list[Diagnostic]]:
             plans.append(
                 new_plan(
                     (
-                        new_key((Kind.POLICY_DENY, family, direction, interface, target, tier, -1, "")),
+                        new_key(
+                            (Kind.POLICY_DENY, family, direction, interface, target, tier, -1, "", endpoint)
+                        ),
                         (rule.ordinal, following.ordinal, after.ordinal if after is not None else -1),
                         (rule.rule_id, accept_id, after.rule_id if after is not None else ""),
                         comment,
@@ -200,7 +215,17 @@ def plan_policy_rules(
                 make_plan(
                     (
                         make_key(
-                            (Kind.POLICY_RULE, family, direction, "", name, tier, position, action.value)
+                            (
+                                Kind.POLICY_RULE,
+                                family,
+                                direction,
+                                "",
+                                name,
+                                tier,
+                                position,
+                                action.value,
+                                EndpointKind.WORKLOAD,
+                            )
                         ),
                         (rule.ordinal,),
                         (rule.rule_id,),

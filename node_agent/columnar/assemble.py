@@ -89,6 +89,7 @@ def _keys(kind: Kind, family: int, accepted: AcceptedJumps, selected: list[bool]
                 pick(accepted.tiers),
                 itertools.repeat(-1),
                 itertools.repeat(""),
+                pick(accepted.endpoints),
             ),
         )
     )

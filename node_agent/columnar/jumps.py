@@ -13,7 +13,7 @@ import operator
 from dataclasses import dataclass
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_ACCEPTED_MARKER
-from calico_accountant.records import Direction
+from calico_accountant.records import Direction, EndpointKind
 from node_agent.attribution.chains import ChainFacts
 from node_agent.columnar.rows import Irregular
 from node_agent.columnar.rules import RuleClass, RuleColumns
@@ -90,6 +90,7 @@ class AcceptedJumps:
     members: list[tuple[str, ...]]
     directions: list[Direction | None]
     interfaces: list[str]
+    endpoints: list[EndpointKind]
 
 
 def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainFacts) -> AcceptedJumps:
@@ -137,4 +138,5 @@ def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainF
         list(map(members_of.__getitem__, targets)),
         list(map(runs.direction_of.__getitem__, entered)),
         list(map(runs.interface_of.__getitem__, entered)),
+        list(map(runs.endpoint_of.__getitem__, entered)),
     )

@@ -108,7 +108,17 @@ def special_plans(
                 if ADMIN_DOWN_MARKER in comments_of(body_of(rows, index)):
                     direction, interface = runs.direction_of[index], runs.interface_of[index]
                     counter_key = new_key(
-                        (Kind.ENDPOINT_ADMIN_DROP, family, direction, interface, "", "", -1, "")
+                        (
+                            Kind.ENDPOINT_ADMIN_DROP,
+                            family,
+                            direction,
+                            interface,
+                            "",
+                            "",
+                            -1,
+                            "",
+                            runs.endpoint_of[index],
+                        )
                     )
                     plans.append(
                         new_plan(
@@ -126,7 +136,9 @@ def special_plans(
             for no_policy, tier in markers:
                 kind = Kind.NO_POLICY_DROP if no_policy else Kind.NO_PROFILE_DROP
                 drop_tier = (tier or tier_of[index]) if no_policy else ""
-                counter_key = new_key((kind, family, direction, interface, "", drop_tier, -1, ""))
+                counter_key = new_key(
+                    (kind, family, direction, interface, "", drop_tier, -1, "", runs.endpoint_of[index])
+                )
                 plans.append(
                     new_plan((counter_key, (index,), (rule_ids[index],), "", (), first_line + index, source))
                 )
@@ -136,7 +148,19 @@ def special_plans(
             following = index + 1
             if following < runs.end_of[index] and PROFILE_ACCEPTED_MARKER in probes[following]:
                 direction, interface = runs.direction_of[index], runs.interface_of[index]
-                counter_key = new_key((Kind.PROFILE_ACCEPT, family, direction, interface, target, "", -1, ""))
+                counter_key = new_key(
+                    (
+                        Kind.PROFILE_ACCEPT,
+                        family,
+                        direction,
+                        interface,
+                        target,
+                        "",
+                        -1,
+                        "",
+                        runs.endpoint_of[index],
+                    )
+                )
                 comment = facts.chain_comment(target)
                 ids = (rule_ids[following],)
                 plans.append(

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from calico_accountant.felix.chains import ENDPOINT_CHAIN_PREFIXES
-from calico_accountant.records import Direction
+from calico_accountant.felix.endpoints import ENDPOINT_PREFIXES, endpoint_chain
+from calico_accountant.records import Direction, EndpointKind
 from node_agent.columnar.rows import Irregular, Rows, is_odd
 
 __all__ = ["Runs", "chain_runs"]
@@ -31,7 +31,8 @@ class Runs:
     ends: list[int]
     lengths: list[int]
     endpoint: list[bool]
-    """Whether the run is a workload endpoint's chain (``cali-tw-``/``cali-fw-``)."""
+    """Whether the run is an endpoint's chain (workload ``cali-tw-``/``cali-fw-``, host
+    ``cali-th-``/``cali-fh-``/``cali-thfw-``/``cali-fhfw-``)."""
     present: set[str]
     """Chains in the dump: with rules, or only declared (an empty policy)."""
     end_of: list[int]
@@ -40,6 +41,8 @@ class Runs:
     """Per slot: its endpoint chain's direction (None outside endpoint chains)."""
     interface_of: list[str]
     """Per slot: its endpoint chain's interface ("" outside endpoint chains)."""
+    endpoint_of: list[EndpointKind]
+    """Per slot: whose endpoint chain it is in (:attr:`EndpointKind.WORKLOAD` outside them)."""
 
     @property
     def endpoint_runs(self) -> list[int]:
@@ -61,14 +64,16 @@ def chain_runs(rows: Rows) -> Runs:
     for name in names:
         if is_odd(name) or '"' in name or name[:1] == "-" or (declared and name not in declared):
             raise Irregular
-        if name in ENDPOINT_CHAIN_PREFIXES:  # an endpoint chain without an interface
+        if name in ENDPOINT_PREFIXES:  # an endpoint chain without an interface
             raise Irregular
     ends = list(itertools.accumulate(lengths))
     starts = [end - length for end, length in zip(ends, lengths, strict=True)]
 
-    directions = [ENDPOINT_CHAIN_PREFIXES.get(name[:8]) for name in names]
-    endpoint = [direction is not None for direction in directions]
-    interfaces = [name[8:] if flag else "" for name, flag in zip(names, endpoint, strict=True)]
+    found = [endpoint_chain(name) for name in names]
+    endpoint = [chain is not None for chain in found]
+    directions = [chain.direction if chain is not None else None for chain in found]
+    interfaces = [chain.interface if chain is not None else "" for chain in found]
+    kinds = [chain.endpoint if chain is not None else EndpointKind.WORKLOAD for chain in found]
     return Runs(
         names,
         starts,
@@ -79,6 +84,7 @@ def chain_runs(rows: Rows) -> Runs:
         _expand(ends, lengths),
         _expand(directions, lengths),
         _expand(interfaces, lengths),
+        _expand(kinds, lengths),
     )
 
 

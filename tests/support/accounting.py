@@ -7,8 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
-from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyGroup,
+    PolicyIdentity,
+    PolicyKind,
+    ProfileIdentity,
+    WorkloadIdentity,
+)
+from calico_accountant.records import CounterKey, CounterRecord, Direction, EndpointKind, Kind
 from calico_accountant.wire.snapshots import DecodedSnapshot
 
 INGRESS = Direction.INGRESS
@@ -23,7 +30,12 @@ class FakeCatalog:
     workloads: dict[tuple[str, str], WorkloadIdentity] = field(default_factory=dict)
     policies: dict[str, PolicyIdentity] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    host_endpoints: dict[tuple[str, str], HostEndpointIdentity] = field(default_factory=dict)
     calls: int = 0
+
+    def add_host_endpoint(self, node: str, interface: str, name: str) -> FakeCatalog:
+        self.host_endpoints[(node, interface)] = HostEndpointIdentity(node, interface, name)
+        return self
 
     def add_pod(
         self, node: str, interface: str, namespace: str, pod: str, app: str = "", ips: Sequence[str] = ()
@@ -42,6 +54,11 @@ class FakeCatalog:
         self.calls += 1
         found = self.workloads.get((node, interface))
         return found or WorkloadIdentity(node, interface, "", interface, "", resolved=False)
+
+    def host_endpoint(self, node: str, interface: str) -> HostEndpointIdentity:
+        self.calls += 1
+        found = self.host_endpoints.get((node, interface))
+        return found or HostEndpointIdentity(node, interface, "", resolved=False)
 
     def policy(self, chain: str, comment: str = "") -> PolicyIdentity:
         self.calls += 1
@@ -68,8 +85,9 @@ def accept(
     tier: str = "default",
     family: int = 4,
     members: tuple[str, ...] = (),
+    endpoint: EndpointKind = EndpointKind.WORKLOAD,
 ) -> CounterRecord:
-    key = CounterKey(Kind.POLICY_ACCEPT, family, direction, iface, chain, tier)
+    key = CounterKey(Kind.POLICY_ACCEPT, family, direction, iface, chain, tier, endpoint=endpoint)
     return CounterRecord(
         key, packets, packets * 100 if nbytes is None else nbytes, ids, group_members=members
     )
@@ -86,8 +104,9 @@ def deny(
     tier: str = "default",
     family: int = 4,
     members: tuple[str, ...] = (),
+    endpoint: EndpointKind = EndpointKind.WORKLOAD,
 ) -> CounterRecord:
-    key = CounterKey(Kind.POLICY_DENY, family, direction, iface, chain, tier)
+    key = CounterKey(Kind.POLICY_DENY, family, direction, iface, chain, tier, endpoint=endpoint)
     return CounterRecord(
         key, packets, packets * 100 if nbytes is None else nbytes, ids, group_members=members
     )
@@ -101,8 +120,9 @@ def no_policy_drop(
     tier: str = "default",
     family: int = 4,
     ids: tuple[str, ...] = ("d1",),
+    endpoint: EndpointKind = EndpointKind.WORKLOAD,
 ) -> CounterRecord:
-    key = CounterKey(Kind.NO_POLICY_DROP, family, direction, iface, "", tier)
+    key = CounterKey(Kind.NO_POLICY_DROP, family, direction, iface, "", tier, endpoint=endpoint)
     return CounterRecord(key, packets, packets * 100, ids)
 
 

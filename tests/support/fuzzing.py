@@ -33,7 +33,15 @@ from google.protobuf.message import DecodeError
 
 from aggregator.ingest.limits import StreamLimits
 from aggregator.server import Aggregator, AggregatorConfig
-from calico_accountant.records import CounterKey, CounterRecord, Direction, Kind, ParseResult, RuleAction
+from calico_accountant.records import (
+    CounterKey,
+    CounterRecord,
+    Direction,
+    EndpointKind,
+    Kind,
+    ParseResult,
+    RuleAction,
+)
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.bounds import MAX_CHUNKS, MAX_CODE_LENGTH, MAX_NAME_LENGTH, WireError
 from calico_accountant.wire.chunks import ChunkAssembler
@@ -75,6 +83,8 @@ def key_problem(key: CounterKey) -> str | None:
     the wire rely on), or None."""
     if not isinstance(key.kind, Kind) or not isinstance(key.direction, Direction):
         return f"kind/direction not enum members: {key!r}"
+    if not isinstance(key.endpoint, EndpointKind):
+        return f"endpoint not an EndpointKind: {key!r}"
     if key.family not in (4, 6):
         return f"family {key.family!r}"
     if not all(isinstance(text, str) for text in (key.interface, key.chain, key.tier, key.action)):
@@ -84,6 +94,8 @@ def key_problem(key: CounterKey) -> str | None:
             return f"policy_rule with rule_index {key.rule_index!r}"
         if key.action not in _ACTIONS or not key.chain or key.interface:
             return f"policy_rule without action/chain, or with an interface: {key!r}"
+        if key.endpoint is not EndpointKind.WORKLOAD:
+            return f"policy_rule of a host endpoint: {key!r}"
     elif key.rule_index != -1 or key.action or not key.interface:
         return f"{key.kind.value} with rule_index/action or without interface: {key!r}"
     return None

@@ -56,6 +56,7 @@ DEFAULT_TYPES = [
     ServedType(_CRD, "NetworkPolicy", "networkpolicies", True, builtin=False),
     ServedType(_CRD, "GlobalNetworkPolicy", "globalnetworkpolicies", False, builtin=False),
     ServedType(_CRD, "Tier", "tiers", False, builtin=False),
+    ServedType(_CRD, "HostEndpoint", "hostendpoints", False, builtin=False),
     ServedType(_CRD, "StagedNetworkPolicy", "stagednetworkpolicies", True, builtin=False),
     ServedType(_CRD, "StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies", False, builtin=False),
     ServedType(_CRD, "StagedKubernetesNetworkPolicy", "stagedkubernetesnetworkpolicies", True, builtin=False),

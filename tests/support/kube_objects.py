@@ -25,6 +25,7 @@ from calico_accountant_cli.demo.cluster import Cluster, Policy
 
 __all__ = [
     "KubeClusterStore",
+    "calico_host_endpoint",
     "calico_policy",
     "calico_tier",
     "kdd_cluster",
@@ -287,6 +288,39 @@ def calico_tier(name: str, order: float, default_action: str = "Deny") -> dict[s
             "defaultAction": default_action,
             "order": int(order) if float(order) == int(order) else order,
         },
+    }
+
+
+def calico_host_endpoint(
+    name: str,
+    node: str,
+    interface: str | None,
+    *,
+    profiles: Sequence[str] = (),
+    expected_ips: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A HostEndpoint as its CRD holds it (global; ``interfaceName`` None: left out)."""
+    spec: dict[str, Any] = {"node": node}
+    if interface is not None:
+        spec["interfaceName"] = interface
+    if profiles:
+        spec["profiles"] = list(profiles)
+    if expected_ips:
+        spec["expectedIPs"] = list(expected_ips)
+    metadata: dict[str, Any] = {
+        "creationTimestamp": CREATED,
+        "generation": 1,
+        "name": name,
+        "uid": _uid("hostendpoint", name),
+    }
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "HostEndpoint",
+        "metadata": metadata,
+        "spec": spec,
     }
 
 

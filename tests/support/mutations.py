@@ -28,7 +28,15 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from calico_accountant.records import CounterKey, CounterRecord, Diagnostic, Direction, Kind, RuleAction
+from calico_accountant.records import (
+    CounterKey,
+    CounterRecord,
+    Diagnostic,
+    Direction,
+    EndpointKind,
+    Kind,
+    RuleAction,
+)
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.chunks import split_snapshot
 from calico_accountant.wire.snapshots import SourceInfo, build_snapshot
@@ -498,7 +506,15 @@ def random_records(rng: random.Random, count: int, *, interface_prefix: str = "c
             )
         else:
             chain = "" if kind in (Kind.NO_POLICY_DROP, Kind.NO_PROFILE_DROP) else f"cali-pi-_c{index}"
-            key = CounterKey(kind, family, direction, f"{interface_prefix}{index:06d}", chain, "default")
+            # Admin-down is a workload's only; host endpoint chains give every other kind.
+            hosts = (EndpointKind.HOST, EndpointKind.HOST_FORWARD)
+            endpoint = (
+                rng.choice((EndpointKind.WORKLOAD, *hosts))
+                if kind is not Kind.ENDPOINT_ADMIN_DROP
+                else EndpointKind.WORKLOAD
+            )
+            interface = f"{interface_prefix}{index:06d}"
+            key = CounterKey(kind, family, direction, interface, chain, "default", endpoint=endpoint)
         records.append(CounterRecord(key, packets, octets, (f"h{index}",), "Policy prod/x ingress"))
     return records
 
@@ -536,6 +552,7 @@ def _absurd_counter(rng: random.Random) -> pb.Counter:
     counter.kind = rng.choice((0, 1, 6, 7, 99, 2**31 - 1, -1, -(2**31)))  # type: ignore[assignment]
     counter.family = rng.choice((0, 4, 6, 5, 2**32 - 1))
     counter.direction = rng.choice((0, 1, 2, 3, -5, 2**31 - 1))  # type: ignore[assignment]
+    counter.endpoint = rng.choice((0, 0, 1, 2, 3, -1, 2**31 - 1))  # type: ignore[assignment]
     counter.interface = rng.choice(("", "cali1", "x" * 65, "\x00", "é" * 40, "cali1\n"))
     counter.chain = rng.choice(("", "cali-pi-_x", "c" * 257, "\u2028"))
     counter.tier = rng.choice(("", "default", "t" * 300))
