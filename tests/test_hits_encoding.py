@@ -9,8 +9,15 @@ from hypothesis import strategies as st
 
 from aggregator.hits.convert import counter_to_hit
 from aggregator.hits.encoding import HitEncoder, varint
-from aggregator.model import PolicyIdentity, PolicyKind, ProfileIdentity, ResolvedCounter, WorkloadIdentity
-from calico_accountant.records import CounterKey, Direction, Kind, RuleAction
+from aggregator.model import (
+    HostEndpointIdentity,
+    PolicyIdentity,
+    PolicyKind,
+    ProfileIdentity,
+    ResolvedCounter,
+    WorkloadIdentity,
+)
+from calico_accountant.records import CounterKey, Direction, EndpointKind, Kind, RuleAction
 from calico_accountant.v1 import hits_pb2 as hpb
 
 _text = st.text(st.characters(codec="utf-8", blacklist_categories=["Cs"]), max_size=40)
@@ -30,6 +37,7 @@ def _counters(draw: st.DrawFn) -> ResolvedCounter:
         tier=draw(_text),
         rule_index=draw(st.integers(0, 500)) if rule else -1,
         action=draw(st.sampled_from(list(RuleAction))) if rule else "",
+        endpoint=EndpointKind.WORKLOAD if rule else draw(st.sampled_from(list(EndpointKind))),
     )
     workload = None
     if not rule and draw(st.booleans()):
@@ -40,7 +48,12 @@ def _counters(draw: st.DrawFn) -> ResolvedCounter:
             draw(st.sampled_from(list(PolicyKind))), draw(_text), draw(_text), draw(_text), draw(_text)
         )
     profile = ProfileIdentity(draw(_text)) if draw(st.booleans()) else None
-    return ResolvedCounter(node=draw(_text), key=key, workload=workload, policy=policy, profile=profile)
+    host = None
+    if key.endpoint is not EndpointKind.WORKLOAD:
+        workload, host = None, HostEndpointIdentity(draw(_text), key.interface, draw(_text))
+    return ResolvedCounter(
+        node=draw(_text), key=key, workload=workload, policy=policy, profile=profile, host_endpoint=host
+    )
 
 
 _moments = st.datetimes(
