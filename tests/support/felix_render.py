@@ -1303,9 +1303,12 @@ def nft_chain_names(model: NodeModel) -> dict[str, str]:
     """iptables chain name -> nftables chain name (layer prefix not included) of every
     policy and profile chain of the model: felix v3.30+ limits nft names to 256 characters,
     so they are practically never hashed (``PolicyChainName``/``ProfileChainName`` with
-    ``nft=true``).  Group and endpoint chains keep their names."""
+    ``nft=true``).  Group and endpoint chains keep their names.  v3.29's nftables tech
+    preview still limited them to iptables' 28 characters: there every name is kept."""
     traits = _TRAITS[model.layout]
     names: dict[str, str] = {}
+    if model.layout == "v3.29":
+        return names
     for policy in model.policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             prefix = "cali-pi-" if direction is Direction.INGRESS else "cali-po-"
