@@ -26,6 +26,7 @@ A measurement, not a test: it asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -108,6 +109,11 @@ def _scrape(port: int) -> tuple[float, int]:
     return total, int(count)
 
 
+def _read_since(port: int, count: int) -> bool:
+    """Whether the agent has made a read since its ``count``-th."""
+    return _scrape(port)[1] > count
+
+
 def _replace(path: Path, text: str) -> None:
     temporary = path.with_suffix(".next")
     temporary.write_text(text)
@@ -138,7 +144,7 @@ def run(text: str, plan: list[str], interval: float, directory: Path) -> list[Re
             else:
                 tables.move(step)
             _replace(current, tables.text())
-            wait_until(lambda seen=last_count: _scrape(port)[1] > seen, timeout=60 + interval, interval=0.05)
+            wait_until(functools.partial(_read_since, port, last_count), timeout=60 + interval, interval=0.05)
             total, count = _scrape(port)
             if count != last_count + 1:
                 raise RuntimeError(f"expected one read, the agent made {count - last_count}")
