@@ -148,4 +148,7 @@ def run(args: argparse.Namespace) -> int:
         for code, count in sorted(codes.items()):
             out.write(f"  {code}: {count}\n")
     write_diagnostics(result, sys.stderr)
+    # Held by ``args`` until main() ends the process without teardown (see
+    # ``exit_without_teardown``): dropped here, its ~1M tuples would be freed one by one.
+    args.parsed = result
     return 0 if result.rules_seen else 1
