@@ -121,9 +121,14 @@ class _Remembered:
 
 
 def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int]]) -> _Template | None:
-    """The template of a read's framed text; None when its rule lines are not exactly the
-    lines starting with ``[`` (then slots could not be told by position) or a counter
-    was unreadable."""
+    """The template of a read's framed text; None when the counter prefixes found are not
+    the read's rule lines (then slots could not be told by position) or a counter was
+    unreadable.
+
+    Only reads whose every rule line had a well-formed ``[p:b]`` prefix are remembered (a
+    line starting with ``[`` that is not such a rule made the read ineligible), so equal
+    counts mean the same lines; no line is looked at one by one here (counting the text's
+    ``\n[`` as well cost 31 ms on a 24 MB table)."""
     first, end = _rules_span(text)
     if first == -1:
         return None
@@ -131,7 +136,7 @@ def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int
     # pieces need no rebuilding (concatenating 160k rule texts cost ~50 ms).
     parts = _TEMPLATE_SPLIT.split(text)
     rules = (len(parts) - 1) // 4
-    if rules != rules_seen or text.count("\n[") != rules:
+    if rules != rules_seen:
         return None
     if min(counters[0], default=0) < 0 or min(counters[1], default=0) < 0:
         return None  # an unreadable counter: the fast path assumes every one is readable
