@@ -297,7 +297,7 @@ class NodeRead:
 def _default_parser() -> NodeParser:
     from node_agent.parsing import SteadyStateParser
 
-    parser: NodeParser = SteadyStateParser()
+    parser: NodeParser = SteadyStateParser(freeze_growth=True)
     return parser
 
 

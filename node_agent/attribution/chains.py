@@ -5,6 +5,7 @@ per table.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence, Set
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_CHAIN_PREFIXES, is_identity_comment
@@ -26,40 +27,46 @@ def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, R
     them, so only the MARK counts every denied packet) and the guarded DROP is its
     follow-up, not a second verdict.  The drop bit ``D`` is learned from that DROP.
     """
+    # Each rule's mark facts are read from its body once (a node with thousands of policy
+    # chains has tens of thousands of these rules): a MARK rule's ``--set-xmark``, a drop's
+    # single ``--mark`` guard when it has nothing else to match on.
+    facts: list[tuple[int, int] | tuple[int, int, bool] | None] = []
     # Bits the chain clears (``--set-xmark 0x0/S``) are scratch bits of match blocks
     # (before v3.30 scratch0 is 0x40000, the same bit v3.30 uses to drop): a rule setting
     # one only records that one alternative of a match matched, it is no verdict.
     scratch = 0
+    drop_guards: list[tuple[int, int, bool]] = []
     for rule in rules:
-        if rule.target == "MARK":
+        target = rule.target
+        if target == "MARK":
             mark = set_xmark_of(rule.body)
             if mark is not None and mark[0] == 0:
                 scratch |= mark[1]
-    drop_bits = set()
-    for rule in rules:
-        if rule.target in DROP_TARGETS:
-            guards = mark_guards_of(rule.body)
-            if (
-                len(guards) == 1
-                and guards[0][0] == guards[0][1]
-                and not guards[0][2]
-                and guards[0][0] not in (marks.accept, marks.pass_)
-                and not guards[0][0] & scratch
-                and not has_extra_match(rule.body)
-            ):
-                drop_bits.add(guards[0][0])
+            facts.append(mark)
+        elif target in DROP_TARGETS:
+            guard = _single_guard(rule.body)
+            if guard is not None:
+                drop_guards.append(guard)
+            facts.append(guard)
+        else:
+            facts.append(None)
+    drop_bits = {
+        value
+        for value, mask, negated in drop_guards
+        if value == mask and not negated and value not in (marks.accept, marks.pass_) and not value & scratch
+    }
     found: list[tuple[Rule, RuleAction]] = []
-    for rule in rules:
+    for rule, fact in zip(rules, facts, strict=True):
         target = rule.target
         if target in DROP_TARGETS:
-            if drop_bits and _is_drop_follow_up(rule, drop_bits):
+            # A follow-up: the DROP guarded by a drop bit alone (the MARK was the verdict).
+            if drop_bits and fact is not None and fact[0] in drop_bits and fact[0] == fact[1]:
                 continue
             found.append((rule, RuleAction.DENY))
         elif target == "MARK":
-            mark = set_xmark_of(rule.body)
-            if mark is None:
+            if fact is None:
                 continue
-            value, mask = mark
+            value, mask = fact[0], fact[1]
             if not value or value & mask != value:
                 continue
             if value == marks.accept:
@@ -73,14 +80,37 @@ def chain_verdicts(rules: Sequence[Rule], marks: MarkBits) -> list[tuple[Rule, R
     return found
 
 
-def _is_drop_follow_up(rule: Rule, drop_bits: set[int]) -> bool:
-    guards = mark_guards_of(rule.body)
-    return (
-        len(guards) == 1
-        and guards[0][0] in drop_bits
-        and guards[0][0] == guards[0][1]
-        and not has_extra_match(rule.body)
-    )
+def _single_guard(body: str) -> tuple[int, int, bool] | None:
+    """The one ``[!] --mark value/mask`` match of a rule that matches on nothing else, or None.
+
+    Most drops of a node's thousands of policy chains are the same follow-up rule
+    (``-m mark --mark D/D -j DROP``) in different chains, with different rule ids: the answer
+    for a body in felix's form (``-A CHAIN`` + the ``cali:`` id comment + the rest) depends on
+    the rest only (chain and id hold no space, and every match is told by spaces), so it is
+    worked out once per distinct rest."""
+    space = body.find(" ", 3)
+    if space != -1 and body.startswith(_LEADING_ID, space):
+        start = space + len(_LEADING_ID)
+        end = body.find('"', start)
+        if end != -1 and " " not in body[start:end]:
+            return _single_guard_of_rest(body[end + 1 :])
+    return _single_guard_of_body(body)
+
+
+_LEADING_ID = ' -m comment --comment "cali:'
+
+
+@functools.lru_cache(maxsize=4096)
+def _single_guard_of_rest(rest: str) -> tuple[int, int, bool] | None:
+    """:func:`_single_guard` of any felix-form body ending in ``rest``."""
+    return _single_guard_of_body("-A x" + _LEADING_ID + 'y"' + rest)
+
+
+def _single_guard_of_body(body: str) -> tuple[int, int, bool] | None:
+    guards = mark_guards_of(body)
+    if len(guards) != 1 or has_extra_match(body):
+        return None
+    return guards[0]
 
 
 def pass_guarded(rule: Rule, marks: MarkBits) -> bool:

@@ -1650,12 +1650,17 @@ def build_model(
     )
 
 
-def sized_model(pods: int, policies_per_pod: int, layout: str = "v3.30", seed: int = 0) -> NodeModel:
+def sized_model(
+    pods: int, policies_per_pod: int, layout: str = "v3.30", seed: int = 0, *, pool: int | None = None
+) -> NodeModel:
     """A node of a given size for benchmarks: every pod gets ``policies_per_pod`` ingress
-    policies and half as many egress ones, drawn from a shared pool, and two profiles."""
+    policies and half as many egress ones, drawn from a shared pool (of ``pool`` policies,
+    four times ``policies_per_pod`` by default; a large pool makes a node with many distinct
+    policy chains, as in a cluster with thousands of policies), and two profiles."""
     rng = random.Random(seed)
     traits = _TRAITS[layout]
-    pool = max(policies_per_pod * 4, 8)
+    if pool is None:
+        pool = max(policies_per_pod * 4, 8)
     labels = [f"app=svc{i}" for i in range(pool)]
     policy_list: list[Policy] = []
     for index in range(pool):

@@ -1,0 +1,3 @@
+module calico-accountant/bench/go_monzo
+
+go 1.19
