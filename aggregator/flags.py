@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_datastore_arguments(flags.group("the Calico datastore"))
     _add_series_arguments(flags.group("metrics"))
     _add_state_arguments(flags.group("checkpoints and replicas"))
+    _add_shard_arguments(flags.group("sharding agents over several aggregators"))
     _add_limit_arguments(flags.group("limits (what any client can make the aggregator hold)"))
     hits = flags.group("the policy-hit API")
     hits.add("--hits-window", type=non_negative_float, default=600.0, help="seconds of hits kept for --since")
@@ -165,6 +166,29 @@ def _add_state_arguments(flags: FlagSet) -> None:
         type=positive_int,
         default=5,
         help="seconds a dead leader keeps its lease before a standby takes over",
+    )
+
+
+def _add_shard_arguments(flags: FlagSet) -> None:
+    flags.add(
+        "--shards",
+        default="none",
+        choices=("none", "etcd"),
+        help="shard agents over several aggregators by node: etcd (members register under a lease in the "
+        "datastore's etcd; a replica redirects agents of nodes it does not own; needs --datastore etcd://...)",
+    )
+    flags.add(
+        "--advertise-address",
+        default="",
+        metavar="HOST:PORT",
+        shown_default="$POD_IP:--grpc-port, else the host name",
+        help="with --shards: where agents reach this replica's gRPC port (redirects name it)",
+    )
+    flags.add(
+        "--shard-lease-ttl",
+        type=positive_int,
+        default=5,
+        help="with --shards: seconds a dead replica stays a member before its nodes move",
     )
 
 
