@@ -376,7 +376,7 @@ class Aggregator:
             self.ingest.release_nodes(restored)
             log.info("shards: %d nodes from the checkpoint start afresh", len(restored))
         log.info(
-            "shards: %s is %s, members %s",
+            "shards: %s registered in %s; members %s",
             self.shard_identity,
             self.membership.describe(),
             self.membership.ring.describe(),

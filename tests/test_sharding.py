@@ -1,0 +1,181 @@
+"""Agents sharded over two aggregator processes by node, against a real etcd.
+
+Two replicas run ``--shards etcd`` (each registers under its lease); a third aggregator,
+unsharded, gets the same nodes' reads from agents of its own.  Every agent of the sharded
+install points at ONE replica, as they would at a Service.
+
+* every node ends up on its ring owner (the other replica redirected it), each shard holds
+  and exports only its own nodes;
+* after traffic, the two shards' node- and cluster-level series, summed, equal the single
+  aggregator's exactly (and the traffic was counted: the sums moved);
+* the replica the agents do not point at is stopped with SIGTERM: it deregisters, its nodes
+  move to the other, which continues their node series from their first snapshot there;
+  the cluster-level totals of the shards (the stopped one's last plus the survivor's) still
+  equal the single aggregator's after more traffic;
+* a replica whose flags cannot shard (no etcd datastore) does not start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.shard.ring import owner_of
+from calico_accountant_cli.demo.store import ClusterStore
+from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
+from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.ports import free_port
+from tests.support.processes import Process, Processes, processes
+from tests.support.serving import Served
+from tests.support.shards import Series, level_series, nodes_held, split_identities, summed
+from tests.support.simulated import SimulatedCluster
+from tests.support.waits import wait_until
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not etcd_available(), reason=ETCD_SKIP),
+]
+
+INTERVAL = "0.2"
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Processes]:
+    with processes(tmp_path) as group:
+        yield group
+
+
+def _replica(run: Processes, etcd: EtcdServer, identity: str) -> tuple[Process, Served]:
+    served = Served(free_port(), free_port())
+    process = run.aggregator(
+        served.grpc_port,
+        served.metrics_port,
+        *("--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd", "--shard-lease-ttl", "2"),
+        *("--advertise-address", served.target, "--checkpoint", "etcd", "--checkpoint-interval", "0.5"),
+        name=identity,
+        env={"POD_NAME": identity},
+    )
+    return process, served
+
+
+def _members(served: Served) -> float:
+    return served.metric("calico_accountant_shard_members").get((), 0.0)
+
+
+def _node_labels(series: Series) -> set[str]:
+    return {dict(labels)["node"] for name, labels in series if name.startswith("calico_accountant_node_")}
+
+
+def _cluster(series: Series) -> Series:
+    return {key: value for key, value in series.items() if key[0].startswith("calico_accountant_cluster_")}
+
+
+def _plus(*parts: Series) -> Series:
+    total: Series = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
+    etcd: EtcdServer, run: Processes, tmp_path: Path
+) -> None:
+    with ClusterStore(f"etcd://{etcd.endpoint}") as store:
+        sim = SimulatedCluster(tmp_path, store)
+        sim.traffic(2, counted=False)
+        # Two more nodes reading copies of the sample nodes' tables: four to split.
+        dumps = {"node-a": "node-a", "node-b": "node-b", "node-c": "node-a", "node-d": "node-b"}
+        nodes = tuple(dumps)
+        first, second = split_identities(nodes)
+        a, served_a = _replica(run, etcd, first)
+        b, served_b = _replica(run, etcd, second)
+        single = Served(free_port(), free_port())
+        run.aggregator(
+            single.grpc_port, single.metrics_port, "--datastore", f"etcd://{etcd.endpoint}", name="single"
+        )
+        for served in (served_a, served_b, single):
+            served.wait_serving()
+        wait_until(lambda: _members(served_a) == 2 and _members(served_b) == 2, what="both see two members")
+
+        for node, dump in dumps.items():
+            command = sim.command(dump)
+            run.agent(node, served_a.grpc_port, [command], "--interval", INTERVAL, name=f"agent-shards-{node}")
+            run.agent(node, single.grpc_port, [command], "--interval", INTERVAL, name=f"agent-single-{node}")
+
+        owners = {node: owner_of(node, (first, second)) for node in nodes}
+        mine = {
+            first: {n for n, o in owners.items() if o == first},
+            second: {n for n, o in owners.items() if o == second},
+        }
+        assert mine[first] and mine[second]
+        wait_until(
+            lambda: nodes_held(served_a.grpc_port) == dict.fromkeys(mine[first], True)
+            and nodes_held(served_b.grpc_port) == dict.fromkeys(mine[second], True)
+            and set(nodes_held(single.grpc_port)) == set(nodes),
+            timeout=30,
+            what="every node on its ring owner",
+        )
+        assert served_a.metric("calico_accountant_shard_redirects_total").get((("owner", second),), 0) >= len(
+            mine[second]
+        )
+
+        before = level_series(single.scrape())
+        sim.traffic(1)
+        wait_until(lambda: level_series(single.scrape()) != before, what="the single aggregator counted")
+
+        def shards_equal_single() -> bool:
+            return summed([served_a.scrape(), served_b.scrape()]) == level_series(single.scrape())
+
+        wait_until(shards_equal_single, timeout=30, what="the shards' sums equal the single aggregator's")
+        reference = level_series(single.scrape())
+        assert sum(_cluster(reference).values()) > sum(_cluster(before).values())
+        for served, identity in ((served_a, first), (served_b, second)):
+            assert _node_labels(level_series(served.scrape())) <= mine[identity], identity
+
+        # The replica the agents do not point at stops: its nodes move to the other one.
+        last_b = level_series(served_b.scrape())
+        assert b.stop() == 0
+        wait_until(lambda: _members(served_a) == 1, what="the survivor sees one member")
+        wait_until(
+            lambda: nodes_held(served_a.grpc_port) == dict.fromkeys(nodes, True),
+            timeout=30,
+            what="every node on the survivor",
+        )
+        moved_from = level_series(single.scrape())
+        sim.traffic(1)
+
+        def survivor_continues() -> bool:
+            now_single, now_a = level_series(single.scrape()), level_series(served_a.scrape())
+            if now_single == moved_from:
+                return False
+            return _cluster(_plus(now_a, last_b)) == _cluster(now_single)
+
+        wait_until(survivor_continues, timeout=30, what="cluster totals of the shards equal the single's")
+        now_single, now_a = level_series(single.scrape()), level_series(served_a.scrape())
+        assert _node_labels(now_a) == set(nodes)
+        moved = {
+            key: value - moved_from.get(key, 0.0)
+            for key, value in now_single.items()
+            if key[0].startswith("calico_accountant_node_") and dict(key[1])["node"] in mine[second]
+        }
+        counted_there = {
+            key: value
+            for key, value in now_a.items()
+            if key[0].startswith("calico_accountant_node_") and dict(key[1])["node"] in mine[second]
+        }
+        assert any(moved.values())
+        # A moved node's series start over on its new shard (a counter reset per instance).
+        assert {k: v for k, v in counted_there.items() if v} == {k: v for k, v in moved.items() if v}
+        assert a.stop() == 0
+
+
+def test_sharding_needs_an_etcd_datastore(run: Processes, tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("[]\n")
+    process = run.aggregator(free_port(), free_port(), "--datastore", f"file:{cluster}", "--shards", "etcd")
+    assert process.popen.wait(timeout=30) != 0
+    assert "--shards etcd keeps the member set in the datastore's etcd" in process.output()
