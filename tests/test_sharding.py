@@ -103,7 +103,9 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
 
         for node, dump in dumps.items():
             command = sim.command(dump)
-            run.agent(node, served_a.grpc_port, [command], "--interval", INTERVAL, name=f"agent-shards-{node}")
+            run.agent(
+                node, served_a.grpc_port, [command], "--interval", INTERVAL, name=f"agent-shards-{node}"
+            )
             run.agent(node, single.grpc_port, [command], "--interval", INTERVAL, name=f"agent-single-{node}")
 
         owners = {node: owner_of(node, (first, second)) for node in nodes}
@@ -113,9 +115,11 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         }
         assert mine[first] and mine[second]
         wait_until(
-            lambda: nodes_held(served_a.grpc_port) == dict.fromkeys(mine[first], True)
-            and nodes_held(served_b.grpc_port) == dict.fromkeys(mine[second], True)
-            and set(nodes_held(single.grpc_port)) == set(nodes),
+            lambda: (
+                nodes_held(served_a.grpc_port) == dict.fromkeys(mine[first], True)
+                and nodes_held(served_b.grpc_port) == dict.fromkeys(mine[second], True)
+                and set(nodes_held(single.grpc_port)) == set(nodes)
+            ),
             timeout=30,
             what="every node on its ring owner",
         )
