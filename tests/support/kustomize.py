@@ -37,6 +37,7 @@ PACKAGES = (
     "overlays/kubernetes-ha",
     "overlays/tls",
     "overlays/monitoring",
+    "overlays/sharded",
 )
 """Every directory an operator applies with ``kubectl apply -k``."""
 
