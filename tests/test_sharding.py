@@ -27,9 +27,17 @@ from calico_accountant_cli.demo.store import ClusterStore
 from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
 from tests.support.etcd_server import EtcdServer, etcd_available
 from tests.support.ports import free_port
-from tests.support.processes import Process, Processes, processes
+from tests.support.processes import Processes, processes
 from tests.support.serving import Served
-from tests.support.shards import Series, level_series, nodes_held, split_identities, summed
+from tests.support.shards import (
+    Series,
+    level_series,
+    members,
+    nodes_held,
+    split_identities,
+    start_shard,
+    summed,
+)
 from tests.support.simulated import SimulatedCluster
 from tests.support.waits import wait_until
 
@@ -40,29 +48,13 @@ pytestmark = [
 ]
 
 INTERVAL = "0.2"
+CHECKPOINTS = ("--checkpoint", "etcd", "--checkpoint-interval", "0.5")
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Processes]:
     with processes(tmp_path) as group:
         yield group
-
-
-def _replica(run: Processes, etcd: EtcdServer, identity: str) -> tuple[Process, Served]:
-    served = Served(free_port(), free_port())
-    process = run.aggregator(
-        served.grpc_port,
-        served.metrics_port,
-        *("--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd", "--shard-lease-ttl", "2"),
-        *("--advertise-address", served.target, "--checkpoint", "etcd", "--checkpoint-interval", "0.5"),
-        name=identity,
-        env={"POD_NAME": identity},
-    )
-    return process, served
-
-
-def _members(served: Served) -> float:
-    return served.metric("calico_accountant_shard_members").get((), 0.0)
 
 
 def _node_labels(series: Series) -> set[str]:
@@ -91,15 +83,15 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         dumps = {"node-a": "node-a", "node-b": "node-b", "node-c": "node-a", "node-d": "node-b"}
         nodes = tuple(dumps)
         first, second = split_identities(nodes)
-        a, served_a = _replica(run, etcd, first)
-        b, served_b = _replica(run, etcd, second)
+        a, served_a = start_shard(run, etcd, first, *CHECKPOINTS)
+        b, served_b = start_shard(run, etcd, second, *CHECKPOINTS)
         single = Served(free_port(), free_port())
         run.aggregator(
             single.grpc_port, single.metrics_port, "--datastore", f"etcd://{etcd.endpoint}", name="single"
         )
         for served in (served_a, served_b, single):
             served.wait_serving()
-        wait_until(lambda: _members(served_a) == 2 and _members(served_b) == 2, what="both see two members")
+        wait_until(lambda: members(served_a) == 2 and members(served_b) == 2, what="both see two members")
 
         for node, dump in dumps.items():
             command = sim.command(dump)
@@ -143,7 +135,7 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         # The replica the agents do not point at stops: its nodes move to the other one.
         last_b = level_series(served_b.scrape())
         assert b.stop() == 0
-        wait_until(lambda: _members(served_a) == 1, what="the survivor sees one member")
+        wait_until(lambda: members(served_a) == 1, what="the survivor sees one member")
         wait_until(
             lambda: nodes_held(served_a.grpc_port) == dict.fromkeys(nodes, True),
             timeout=30,

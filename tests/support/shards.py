@@ -8,9 +8,13 @@ from collections.abc import Iterable, Sequence
 
 from aggregator.shard.ring import owner_of
 from calico_accountant_cli.hits_client import HitsClient
+from tests.support.etcd_server import EtcdServer
+from tests.support.ports import free_port
+from tests.support.processes import Process, Processes
+from tests.support.serving import Served
 from tests.support.simulated import accounting_series
 
-__all__ = ["Series", "level_series", "nodes_held", "split_identities", "summed"]
+__all__ = ["Series", "level_series", "members", "nodes_held", "split_identities", "start_shard", "summed"]
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -47,3 +51,23 @@ def nodes_held(grpc_port: int) -> dict[str, bool]:
     """ListNodes of one replica: node -> connected."""
     with HitsClient(f"127.0.0.1:{grpc_port}", timeout=3) as client:
         return {node.node: node.connected for node in client.list_nodes().nodes}
+
+
+def start_shard(run: Processes, etcd: EtcdServer, identity: str, *extra: str) -> tuple[Process, Served]:
+    """An aggregator with ``--shards etcd`` named ``identity`` (its ``POD_NAME``), its lease
+    TTL short (2 s), advertising its loopback gRPC address."""
+    served = Served(free_port(), free_port())
+    process = run.aggregator(
+        served.grpc_port,
+        served.metrics_port,
+        *("--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd", "--shard-lease-ttl", "2"),
+        *("--advertise-address", served.target, *extra),
+        name=identity,
+        env={"POD_NAME": identity},
+    )
+    return process, served
+
+
+def members(served: Served) -> float:
+    """The replica's view of the member count (itself included)."""
+    return served.metric("calico_accountant_shard_members").get((), 0.0)
