@@ -173,9 +173,11 @@ def _add_shard_arguments(flags: FlagSet) -> None:
     flags.add(
         "--shards",
         default="none",
-        choices=("none", "etcd"),
-        help="shard agents over several aggregators by node: etcd (members register under a lease in the "
-        "datastore's etcd; a replica redirects agents of nodes it does not own; needs --datastore etcd://...)",
+        choices=("none", "etcd", "kubernetes"),
+        help="shard agents over several aggregators by node; a replica redirects agents of nodes it does not "
+        "own: etcd (members register under a lease in the datastore's etcd; needs --datastore etcd://...) or "
+        "kubernetes (a coordination.k8s.io Lease per replica in $POD_NAMESPACE; needs --datastore "
+        "kubernetes)",
     )
     flags.add(
         "--advertise-address",

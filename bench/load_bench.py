@@ -260,7 +260,9 @@ def main() -> None:
             )
             for w in range(args.workers)
         ]
-        samples: list[tuple[float, list[float]]] = []
+        samples: list[tuple[float, list[float]]] = [
+            (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
+        ]
         while any(w.poll() is None for w in workers):
             samples.append((time.time(), [_cpu_seconds(pid) for pid, _, _ in aggregators]))
             time.sleep(1.0)
@@ -308,8 +310,11 @@ def main() -> None:
             )
         else:
             cores = worst = float("nan")
+        up_to = [cpu for at, cpu in samples if at <= started + up + 1.0][-1]
+        start_cpu = up_to[shard] - samples[0][1][shard]
         print(
-            f"  aggregator {shard} ({nodes} nodes): CPU {cores:.2f} cores (worst {args.interval:g} s: "
+            f"  aggregator {shard} ({nodes} nodes): start-up {start_cpu:.1f} CPU s; "
+            f"CPU {cores:.2f} cores (worst {args.interval:g} s: "
             f"{worst:.2f}); RSS {rss:,.0f} MiB (peak {peak:,.0f}); /metrics {plain[1] / 1e6:.1f} MB in "
             f"{plain[0]:.2f} s, gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
         )

@@ -1,4 +1,4 @@
-"""Agents sharded over two aggregator processes by node, against a real etcd.
+"""Agents sharded over two aggregator processes by node, against a real etcd (and Leases).
 
 Two replicas run ``--shards etcd`` (each registers under its lease); a third aggregator,
 unsharded, gets the same nodes' reads from agents of its own.  Every agent of the sharded
@@ -12,25 +12,32 @@ install points at ONE replica, as they would at a Service.
   move to the other, which continues their node series from their first snapshot there;
   the cluster-level totals of the shards (the stopped one's last plus the survivor's) still
   equal the single aggregator's after more traffic;
-* a replica whose flags cannot shard (no etcd datastore) does not start.
+* a replica whose flags cannot shard (no etcd datastore) does not start;
+* ``--shards kubernetes``: a Lease per shard in the stand-in API server keeps the member set,
+  and a SIGKILLed shard's nodes move once its Lease was not renewed for its TTL.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from aggregator.shard.kubernetes import ADDRESS_ANNOTATION, shard_lease_name
 from aggregator.shard.ring import owner_of
 from calico_accountant_cli.demo.store import ClusterStore
 from tests.support.etcd_server import SKIP_REASON as ETCD_SKIP
 from tests.support.etcd_server import EtcdServer, etcd_available
+from tests.support.kube_api import KubeApiServer
+from tests.support.kube_objects import KubeClusterStore
 from tests.support.ports import free_port
 from tests.support.processes import Processes, processes
 from tests.support.serving import Served
 from tests.support.shards import (
     Series,
+    etcd_datastore,
     level_series,
     members,
     nodes_held,
@@ -41,11 +48,8 @@ from tests.support.shards import (
 from tests.support.simulated import SimulatedCluster
 from tests.support.waits import wait_until
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not etcd_available(), reason=ETCD_SKIP),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+needs_etcd = pytest.mark.skipif(not etcd_available(), reason=ETCD_SKIP)
 
 INTERVAL = "0.2"
 CHECKPOINTS = ("--checkpoint", "etcd", "--checkpoint-interval", "0.5")
@@ -73,6 +77,7 @@ def _plus(*parts: Series) -> Series:
     return total
 
 
+@needs_etcd
 def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
     etcd: EtcdServer, run: Processes, tmp_path: Path
 ) -> None:
@@ -83,8 +88,8 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         dumps = {"node-a": "node-a", "node-b": "node-b", "node-c": "node-a", "node-d": "node-b"}
         nodes = tuple(dumps)
         first, second = split_identities(nodes)
-        a, served_a = start_shard(run, etcd, first, *CHECKPOINTS)
-        b, served_b = start_shard(run, etcd, second, *CHECKPOINTS)
+        a, served_a = start_shard(run, etcd_datastore(etcd), first, *CHECKPOINTS)
+        b, served_b = start_shard(run, etcd_datastore(etcd), second, *CHECKPOINTS)
         single = Served(free_port(), free_port())
         run.aggregator(
             single.grpc_port, single.metrics_port, "--datastore", f"etcd://{etcd.endpoint}", name="single"
@@ -175,3 +180,50 @@ def test_sharding_needs_an_etcd_datastore(run: Processes, tmp_path: Path) -> Non
     process = run.aggregator(free_port(), free_port(), "--datastore", f"file:{cluster}", "--shards", "etcd")
     assert process.popen.wait(timeout=30) != 0
     assert "--shards etcd keeps the member set in the datastore's etcd" in process.output()
+
+
+def test_on_the_kubernetes_api_a_lease_per_shard_keeps_the_member_set(run: Processes, tmp_path: Path) -> None:
+    """``--shards kubernetes`` against the stand-in API server (:mod:`tests.support.kube_api`,
+    NOT a kube-apiserver): each shard keeps a Lease with its address; agents pointing at one
+    shard end up on their owners; a SIGKILLed shard (no clean deregistration) drops out once
+    its Lease has not been renewed for its TTL, and its nodes move to the other."""
+    with KubeApiServer(tmp_path / "kube-api") as api:
+        store = KubeClusterStore(api)
+        sim = SimulatedCluster(tmp_path, store)
+        dumps = {"node-a": "node-a", "node-b": "node-b", "node-c": "node-a", "node-d": "node-b"}
+        nodes = tuple(dumps)
+        first, second = split_identities(nodes)
+        a, served_a = start_shard(run, store.args, first, backend="kubernetes")
+        b, served_b = start_shard(run, store.args, second, backend="kubernetes")
+        for served in (served_a, served_b):
+            served.wait_serving()
+        wait_until(lambda: members(served_a) == 2 and members(served_b) == 2, what="both see two members")
+        for identity, served in ((first, served_a), (second, served_b)):
+            lease = api.store.current(
+                "/apis/coordination.k8s.io/v1/leases", ("calico-accountant", shard_lease_name(identity))
+            )
+            assert lease is not None and lease["spec"]["holderIdentity"] == identity
+            assert lease["metadata"]["annotations"][ADDRESS_ANNOTATION] == served.target
+        for node, dump in dumps.items():
+            run.agent(node, served_a.grpc_port, [sim.command(dump)], "--interval", INTERVAL)
+        owners = {node: owner_of(node, (first, second)) for node in nodes}
+        wait_until(
+            lambda: (
+                nodes_held(served_a.grpc_port) == {n: True for n, o in owners.items() if o == first}
+                and nodes_held(served_b.grpc_port) == {n: True for n, o in owners.items() if o == second}
+            ),
+            timeout=30,
+            what="every node on its ring owner",
+        )
+        b.stop(signal.SIGKILL)
+        wait_until(lambda: members(served_a) == 1, timeout=10, what="the killed shard's Lease expiring")
+        wait_until(
+            lambda: nodes_held(served_a.grpc_port) == dict.fromkeys(nodes, True),
+            timeout=30,
+            what="every node on the survivor",
+        )
+        assert a.stop() == 0
+        gone = api.store.current(
+            "/apis/coordination.k8s.io/v1/leases", ("calico-accountant", shard_lease_name(first))
+        )
+        assert gone is None  # a clean stop deletes the Lease

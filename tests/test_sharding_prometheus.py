@@ -25,7 +25,14 @@ from tests.support.processes import Processes, processes
 from tests.support.prometheus_server import SKIP_REASON as PROMETHEUS_SKIP
 from tests.support.prometheus_server import PrometheusServer, prometheus_available
 from tests.support.serving import Served
-from tests.support.shards import level_series, members, nodes_held, split_identities, start_shard
+from tests.support.shards import (
+    etcd_datastore,
+    level_series,
+    members,
+    nodes_held,
+    split_identities,
+    start_shard,
+)
 from tests.support.simulated import SimulatedCluster
 from tests.support.skips import requires_tools
 from tests.support.waits import wait_until
@@ -75,7 +82,7 @@ def test_prometheus_sums_the_shards_to_a_single_aggregators_totals(
         sim.traffic(2, counted=False)
         dumps = {"node-a": "node-a", "node-b": "node-b", "node-c": "node-a", "node-d": "node-b"}
         identities = split_identities(tuple(dumps))
-        shards = [start_shard(run, etcd, identity)[1] for identity in identities]
+        shards = [start_shard(run, etcd_datastore(etcd), identity)[1] for identity in identities]
         single = Served(free_port(), free_port())
         run.aggregator(
             single.grpc_port, single.metrics_port, "--datastore", f"etcd://{etcd.endpoint}", name="single"

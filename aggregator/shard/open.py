@@ -1,7 +1,8 @@
 """``--shards`` to a membership backend, or a clear refusal when the rest cannot support it.
 
 Sharding keeps the member set where the replicas already share state: the datastore's
-etcd (``--shards etcd``, needs ``--datastore etcd://``).  Each shard is one replica with
+etcd (``--shards etcd``, needs ``--datastore etcd://``) or the Kubernetes API (``--shards
+kubernetes``, a Lease per replica; needs ``--datastore kubernetes``).  Each shard is one replica with
 state of its own: its checkpoint (``--checkpoint etcd``) is kept under a prefix named by
 its identity (:func:`shard_checkpoint_prefix`), which must therefore be stable across
 restarts (a StatefulSet's pod name); a file checkpoint is each replica's own anyway.
@@ -16,8 +17,10 @@ import os
 import socket
 from dataclasses import dataclass
 
-from aggregator.datastore.spec import DatastoreSpec, EtcdSpec
+from aggregator.datastore.kube_client import own_namespace
+from aggregator.datastore.spec import DatastoreSpec, EtcdSpec, KubernetesSpec
 from aggregator.shard.etcd import EtcdMembership
+from aggregator.shard.kubernetes import KubernetesLeaseMembership
 from aggregator.shard.membership import Membership, MembershipMetrics
 from aggregator.shard.ring import Member
 
@@ -36,6 +39,8 @@ class ShardBackend(enum.StrEnum):
     """One aggregator takes every node."""
     ETCD = "etcd"
     """Members register under ``/calico-accountant/v1/shards/`` in the datastore's etcd."""
+    KUBERNETES = "kubernetes"
+    """A ``coordination.k8s.io`` Lease per member in the aggregator's namespace."""
 
 
 def parse_shards(text: str) -> ShardBackend:
@@ -84,7 +89,17 @@ def open_membership(
         raise ValueError("--shards and --leader-election do not combine: each shard is one replica")
     if checkpoint.strip() == "kubernetes":
         raise ValueError(
-            "--shards etcd keeps checkpoints per shard in etcd: use --checkpoint etcd or file:PATH"
+            "--shards does not keep per-shard checkpoints in ConfigMaps yet: use --checkpoint etcd or "
+            "file:PATH"
+        )
+    if settings.backend is ShardBackend.KUBERNETES:
+        if not isinstance(datastore, KubernetesSpec):
+            raise ValueError(
+                "--shards kubernetes keeps the member set in Leases of the Kubernetes API: it needs "
+                "--datastore kubernetes"
+            )
+        return KubernetesLeaseMembership(
+            datastore, me, namespace=own_namespace(), ttl=settings.lease_ttl, metrics=metrics
         )
     if not isinstance(datastore, EtcdSpec):
         raise ValueError(

@@ -14,7 +14,16 @@ from tests.support.processes import Process, Processes
 from tests.support.serving import Served
 from tests.support.simulated import accounting_series
 
-__all__ = ["Series", "level_series", "members", "nodes_held", "split_identities", "start_shard", "summed"]
+__all__ = [
+    "Series",
+    "etcd_datastore",
+    "level_series",
+    "members",
+    "nodes_held",
+    "split_identities",
+    "start_shard",
+    "summed",
+]
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -53,19 +62,25 @@ def nodes_held(grpc_port: int) -> dict[str, bool]:
         return {node.node: node.connected for node in client.list_nodes().nodes}
 
 
-def start_shard(run: Processes, etcd: EtcdServer, identity: str, *extra: str) -> tuple[Process, Served]:
-    """An aggregator with ``--shards etcd`` named ``identity`` (its ``POD_NAME``), its lease
-    TTL short (2 s), advertising its loopback gRPC address."""
+def start_shard(
+    run: Processes, datastore: Sequence[str], identity: str, *extra: str, backend: str = "etcd"
+) -> tuple[Process, Served]:
+    """An aggregator on ``datastore`` (its flags) with ``--shards backend`` named ``identity``
+    (its ``POD_NAME``), its lease TTL short (2 s), advertising its loopback gRPC address."""
     served = Served(free_port(), free_port())
     process = run.aggregator(
         served.grpc_port,
         served.metrics_port,
-        *("--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd", "--shard-lease-ttl", "2"),
+        *(*datastore, "--shards", backend, "--shard-lease-ttl", "2"),
         *("--advertise-address", served.target, *extra),
         name=identity,
         env={"POD_NAME": identity},
     )
     return process, served
+
+
+def etcd_datastore(etcd: EtcdServer) -> tuple[str, ...]:
+    return ("--datastore", f"etcd://{etcd.endpoint}")
 
 
 def members(served: Served) -> float:
