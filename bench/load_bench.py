@@ -20,8 +20,10 @@ peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  A measure
 test: nothing asserts a speed.
 
 ``--shards N`` runs N aggregators sharded over a real etcd (``--shards etcd``; N=1 is one
-member, for a like-for-like comparison): the simulated nodes all connect to the first one
-and follow its redirects, as agents do; CPU, RSS and ``/metrics`` are reported per shard.
+member, for a like-for-like comparison): simulated node i first reaches shard i mod N (as
+agents reaching the shards through a Service do; ``--one-door``: all reach the first one)
+and follows the redirect it gets, as agents do; CPU (start-up CPU seconds, steady cores),
+RSS and ``/metrics`` are reported per shard.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ async def _node(
 
         return stubs.get(address, index).StreamSnapshots(requests()), messages
 
-    call, queue = open_stream(args.target)
+    targets = args.target.split(",")
+    call, queue = open_stream(targets[node % len(targets)])
     records = node_records(shape, node, 0)
     name = f"node-{node}"
 
@@ -221,6 +224,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds after start-up before it")
     parser.add_argument("--levels", default="workload,node,cluster")
     parser.add_argument("--shards", type=int, default=0, help="N aggregators sharded over a real etcd")
+    parser.add_argument(
+        "--one-door",
+        action="store_true",
+        help="with --shards: every node first reaches the first shard (default: node i reaches shard "
+        "i mod N, as agents reaching the shards through a Service do)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,7 +258,10 @@ def main() -> None:
         common = [
             *("--nodes", str(args.nodes), "--workers", str(args.workers), "--interval", str(args.interval)),
             *("--duration", str(args.duration), "--warmup", str(args.warmup)),
-            *("--target", f"127.0.0.1:{aggregators[0][1]}"),
+            *(
+                "--target",
+                ",".join(f"127.0.0.1:{grpc}" for _, grpc, _ in aggregators[: 1 if args.one_door else None]),
+            ),
         ]
         started = time.time()
         workers = [
