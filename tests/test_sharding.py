@@ -12,6 +12,8 @@ install points at ONE replica, as they would at a Service.
   move to the other, which continues their node series from their first snapshot there;
   the cluster-level totals of the shards (the stopped one's last plus the survivor's) still
   equal the single aggregator's after more traffic;
+* the stopped replica comes back under its name: the other hands its nodes back, it
+  continues its cluster-level series from its own checkpoint, and the sums still match;
 * a replica whose flags cannot shard (no etcd datastore) does not start;
 * ``--shards kubernetes``: a Lease per shard in the stand-in API server keeps the member set,
   and a SIGKILLed shard's nodes move once its Lease was not renewed for its TTL.
@@ -171,6 +173,36 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         assert any(moved.values())
         # A moved node's series start over on its new shard (a counter reset per instance).
         assert {k: v for k, v in counted_there.items() if v} == {k: v for k, v in moved.items() if v}
+
+        # The stopped shard comes back under its name: the survivor hands its nodes back, it
+        # continues its cluster-level series from its own checkpoint (exactly where it stopped)
+        # and its restored nodes start afresh; the shards still sum to the single aggregator.
+        b, served_b = start_shard(run, etcd_datastore(etcd), second, *CHECKPOINTS)
+        served_b.wait_serving()
+        wait_until(lambda: members(served_a) == 2, what="the survivor sees the shard back")
+        wait_until(
+            lambda: (
+                nodes_held(served_a.grpc_port) == dict.fromkeys(mine[first], True)
+                and nodes_held(served_b.grpc_port) == dict.fromkeys(mine[second], True)
+            ),
+            timeout=30,
+            what="the nodes back on their owners",
+        )
+        assert served_a.metric("calico_accountant_shard_handed_over_nodes_total")[()] == len(mine[second])
+        assert _cluster(level_series(served_b.scrape())) == _cluster(last_b)
+        back_from = level_series(single.scrape())
+        sim.traffic(1)
+
+        def shards_sum_again() -> bool:
+            now_single = level_series(single.scrape())
+            if now_single == back_from:
+                return False
+            shards = _plus(level_series(served_a.scrape()), level_series(served_b.scrape()))
+            return _cluster(shards) == _cluster(now_single)
+
+        wait_until(shards_sum_again, timeout=30, what="cluster totals of the shards equal the single's again")
+        assert _node_labels(level_series(served_b.scrape())) == mine[second]
+        assert b.stop() == 0
         assert a.stop() == 0
 
 
