@@ -102,6 +102,8 @@ class _Stream:
         """The place of its full snapshot in the queue, while it waits or is applied."""
         self.connected = False
         """The ledger knows the node and it is marked connected for this stream."""
+        self.redirected = False
+        """Ended with a redirect to the node's owner (sharding)."""
 
 
 class _Abort:
@@ -188,6 +190,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 if ack is not None:
                     yield ack
                     if ack.redirect_address:
+                        stream.redirected = True
                         return  # the agent continues with the owner
         except DecodeError as error:
             # gRPC deserializes each message before the servicer sees it: bytes that are not
@@ -206,7 +209,10 @@ class IngestServicer(pb_grpc.IngestServicer):
         except asyncio.CancelledError:
             return  # the agent went away or the server is stopping: nothing to answer
         finally:
-            self.ended_streams += 1
+            if not (stream.redirected and not stream.node):
+                # A stream redirected before it took a node held nothing worth a full
+                # collection (a start-up redirects half the agents: no reason to pause).
+                self.ended_streams += 1
             self._metrics.streams.dec()
             self._admission.close(peer)
             self._drop_pending(stream)
