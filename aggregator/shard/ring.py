@@ -62,8 +62,9 @@ class Ring:
 
     def owner(self, node: str) -> Member | None:
         """The member that owns ``node`` (None only for an empty ring)."""
-        identity = self._owners.get(node, "")
-        if identity == "":
+        if node in self._owners:
+            identity = self._owners[node]
+        else:
             if len(self._owners) > 100_000:  # bounded whatever agents claim to be
                 self._owners.clear()
             identity = self._owners[node] = owner_of(node, self.members)
