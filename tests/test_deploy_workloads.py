@@ -206,6 +206,27 @@ def test_the_sharded_overlay_runs_two_shards_that_advertise_their_pod_ip(tmp_pat
     assert instance == {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "instance"}
 
 
+def test_the_kubernetes_sharded_overlay_keeps_its_members_in_leases_it_may_write(tmp_path: Path) -> None:
+    objects, container_spec, config = _aggregator("overlays/kubernetes-sharded")
+    assert find(objects, "Deployment")["spec"]["replicas"] == 2
+    assert config.shards.backend is ShardBackend.KUBERNETES and config.checkpoint == ""
+    env = {item["name"]: item for item in container_spec["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    role = find(objects, "Role", "calico-accountant-aggregator-shards")
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["leases"]
+    # What KubernetesLeaseMembership does: create, update (renew), list (the others), get, delete.
+    assert set(rule["verbs"]) == {"get", "list", "create", "update", "delete"}
+    binding = find(objects, "RoleBinding", "calico-accountant-aggregator-shards")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    spec = parse_datastore_spec(config.datastore, kubeconfig=str(tmp_path / "kubeconfig"))
+    me = Member(FIELDS["metadata.name"], "169.254.10.2:9010")
+    with process_environment(container_environment(container_spec, FIELDS)):
+        assert open_membership(config.shards, spec, me, leader_election=False, checkpoint=config.checkpoint)
+    relabelings = find(objects, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "instance"} in relabelings
+
+
 def test_the_tls_overlay_turns_on_mutual_tls_with_node_identities() -> None:
     _, _, config = _aggregator("overlays/tls")
     assert config.tls is not None and config.tls.client_ca

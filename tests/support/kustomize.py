@@ -38,6 +38,7 @@ PACKAGES = (
     "overlays/tls",
     "overlays/monitoring",
     "overlays/sharded",
+    "overlays/kubernetes-sharded",
 )
 """Every directory an operator applies with ``kubectl apply -k``."""
 
