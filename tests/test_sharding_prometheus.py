@@ -105,8 +105,13 @@ def test_prometheus_sums_the_shards_to_a_single_aggregators_totals(
         )
         shard_targets = [f"127.0.0.1:{served.metrics_port}" for served in shards]
         single_target = f"127.0.0.1:{single.metrics_port}"
+        # The rules as they are, evaluated every second instead of every minute (a test that
+        # waited for the group's first evaluation would wait up to a minute).
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES.read_text().replace("interval: 1m", "interval: 1s"))
+        assert rules.read_text() != RULES.read_text()
         with PrometheusServer(
-            [*shard_targets, single_target], job={"honor_labels": True}, rule_files=[RULES]
+            [*shard_targets, single_target], job={"honor_labels": True}, rule_files=[rules]
         ) as prometheus:
             prometheus.wait_for_target_up()
             before = level_series(single.scrape())
