@@ -139,6 +139,20 @@ class Accountant:
                 removed += self._series.forget_node(forgotten.node, forgotten.counters)
             return removed
 
+    def node_names(self) -> list[str]:
+        """The nodes the ledger holds."""
+        with self._lock:
+            return self.ledger.node_names()
+
+    def forget_node(self, node: str) -> int:
+        """Forget ``node`` at once (it moved to another shard): its series leave, what it
+        counted stays in the series summed over nodes.  Returns series removed."""
+        with self._lock:
+            forgotten = self.ledger.forget(node)
+            if forgotten is None:
+                return 0
+            return self._series.forget_node(node, forgotten.counters)
+
     def totals(self) -> list[ResolvedTotal]:
         """Every counter the ledger remembers, resolved, with its total."""
         with self._lock:

@@ -67,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
     from aggregator.election.open import parse_leader_election
     from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
     from aggregator.server import AggregatorConfig
+    from aggregator.shard.open import ShardSettings, parse_shards
 
     series = SeriesOptions(
         levels=parse_levels(args.levels),
@@ -97,6 +98,11 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
         catch_up_timeout=args.catch_up_timeout,
         leader_election=parse_leader_election(args.leader_election),
         leader_lease_ttl=args.leader_lease_ttl,
+        shards=ShardSettings(
+            backend=parse_shards(args.shards),
+            advertise_address=args.advertise_address,
+            lease_ttl=args.shard_lease_ttl,
+        ),
         expire_interval=args.expire_interval,
         ledger_limits=Limits(
             max_nodes=args.max_nodes,

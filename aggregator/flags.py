@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_datastore_arguments(flags.group("the Calico datastore"))
     _add_series_arguments(flags.group("metrics"))
     _add_state_arguments(flags.group("checkpoints and replicas"))
+    _add_shard_arguments(flags.group("sharding agents over several aggregators"))
     _add_limit_arguments(flags.group("limits (what any client can make the aggregator hold)"))
     hits = flags.group("the policy-hit API")
     hits.add("--hits-window", type=non_negative_float, default=600.0, help="seconds of hits kept for --since")
@@ -171,6 +172,31 @@ def _add_state_arguments(flags: FlagSet) -> None:
         type=positive_int,
         default=5,
         help="seconds a dead leader keeps its lease before a standby takes over",
+    )
+
+
+def _add_shard_arguments(flags: FlagSet) -> None:
+    flags.add(
+        "--shards",
+        default="none",
+        choices=("none", "etcd", "kubernetes"),
+        help="shard agents over several aggregators by node; a replica redirects agents of nodes it does not "
+        "own: etcd (members register under a lease in the datastore's etcd; needs --datastore etcd://...) or "
+        "kubernetes (a coordination.k8s.io Lease per replica in $POD_NAMESPACE; needs --datastore "
+        "kubernetes)",
+    )
+    flags.add(
+        "--advertise-address",
+        default="",
+        metavar="HOST:PORT",
+        shown_default="$POD_IP:--grpc-port, else the host name",
+        help="with --shards: where agents reach this replica's gRPC port (redirects name it)",
+    )
+    flags.add(
+        "--shard-lease-ttl",
+        type=positive_int,
+        default=5,
+        help="with --shards: seconds a dead replica stays a member before its nodes move",
     )
 
 

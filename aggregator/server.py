@@ -15,7 +15,13 @@
   (:mod:`aggregator.replica`);
 * after a checkpoint is restored, /metrics opens once the nodes have caught up
   (:mod:`aggregator.checkpoint.catchup`);
-* SIGTERM/SIGINT: health goes NOT_SERVING, streams get a grace period, a last checkpoint,
+* with ``--shards`` (:mod:`aggregator.shard`) the replica registers in the membership
+  before it serves, ingest redirects agents of nodes it does not own, and a membership
+  change hands over the nodes that moved; its checkpoint is its own, and after a restore
+  its nodes start afresh (they were someone else's meanwhile) while its series summed over
+  nodes continue;
+* SIGTERM/SIGINT: (sharded: deregister first, so the others take the nodes) health goes
+  NOT_SERVING, streams get a grace period, a last checkpoint,
   the lease is handed over, then all stops.
 """
 
@@ -44,6 +50,7 @@ from aggregator.checkpoint.stores import parse_checkpoint_spec
 from aggregator.datastore.cache import DatastoreCache
 from aggregator.datastore.sources import DatastoreSource, open_datastore
 from aggregator.datastore.spec import parse_datastore_spec
+from aggregator.election.base import replica_identity
 from aggregator.election.open import LeaderElection, open_election
 from aggregator.exposition.serving import serve_metrics
 from aggregator.hits.hub import HitHub, HitMetrics
@@ -59,6 +66,16 @@ from aggregator.metrics.policy_info import PolicyInfoCollector
 from aggregator.readiness import Phase
 from aggregator.replica import Ending, Role, run_replica
 from aggregator.series.options import SeriesOptions
+from aggregator.shard.membership import Membership, MembershipMetrics
+from aggregator.shard.open import (
+    ShardBackend,
+    ShardSettings,
+    advertised_address,
+    open_membership,
+    shard_checkpoint_prefix,
+)
+from aggregator.shard.ring import Member
+from aggregator.shard.router import ShardMetrics, ShardRouter
 from aggregator.trust.access import AccessRules
 from aggregator.trust.credentials import ServerTls
 from aggregator.trust.port import port_trust
@@ -124,6 +141,7 @@ class AggregatorConfig:
     """After a restore, how long /metrics waits for the checkpoint's nodes to report again."""
     leader_election: LeaderElection = LeaderElection.NONE
     leader_lease_ttl: int = 5
+    shards: ShardSettings = field(default_factory=ShardSettings)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     hits_window_seconds: float = 600.0
     hits_window_max: int = 100_000
@@ -211,6 +229,22 @@ class Aggregator:
             self.cache.add_listener(self.accountant.set_resolver)
         ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
         self.checkpoints: CheckpointKeeper | None = None
+        sharded = config.shards.backend is not ShardBackend.NONE
+        self.shard_identity = replica_identity() if sharded else ""
+        self.membership: Membership | None = (
+            open_membership(
+                config.shards,
+                spec,
+                Member(
+                    self.shard_identity, advertised_address(config.shards.advertise_address, config.grpc_port)
+                ),
+                leader_election=config.leader_election is not LeaderElection.NONE,
+                checkpoint=config.checkpoint,
+                metrics=MembershipMetrics(self.registry),
+            )
+            if sharded
+            else None
+        )
         self.role = Role(
             open_election(config.leader_election, spec, config.checkpoint, ttl=config.leader_lease_ttl),
             host=config.health_host,
@@ -220,7 +254,11 @@ class Aggregator:
         if config.checkpoint:
             self.checkpoints = CheckpointKeeper(
                 self.accountant,
-                open_checkpoint_store(parse_checkpoint_spec(config.checkpoint), spec),
+                open_checkpoint_store(
+                    parse_checkpoint_spec(config.checkpoint),
+                    spec,
+                    etcd_prefix=shard_checkpoint_prefix(self.shard_identity) if sharded else None,
+                ),
                 interval=config.checkpoint_interval,
                 metrics=CheckpointMetrics(self.registry),
             )
@@ -241,6 +279,16 @@ class Aggregator:
             limits=config.stream_limits,
             heartbeat=config.ingest_heartbeat,
         )
+        self.router: ShardRouter | None = None
+        if self.membership is not None:
+            self.router = ShardRouter(
+                self.membership,
+                self.shard_identity,
+                known_nodes=self.accountant.node_names,
+                release=self.ingest.release_nodes,
+                metrics=ShardMetrics(self.registry),
+            )
+            self.ingest.shard = self.router
         self.hits = PolicyHitsServicer(
             self.hub,
             self.accountant,
@@ -294,9 +342,10 @@ class Aggregator:
         if self.checkpoints is not None:
             await self.checkpoints.restore()
             self.checkpoints.start()
+        await self._join_shards()
         await self.server.start()
         self._serving = True
-        if self.checkpoints is not None and self.checkpoints.restored is not None:
+        if self.checkpoints is not None and self.checkpoints.restored is not None and self.router is None:
             catching_up = self._open_metrics_after_catch_up(self.checkpoints, self.checkpoints.restored)
             self._opening_metrics = asyncio.create_task(catching_up, name="catch-up")
         else:
@@ -312,6 +361,25 @@ class Aggregator:
             self.config.grpc_host,
             self.grpc_port,
             self.config.datastore or "(none: names stay unresolved)",
+        )
+
+    async def _join_shards(self) -> None:
+        """Sharded: register and read the member set before serving.  Nodes restored from
+        this shard's checkpoint are let go (while it was away they moved to the others,
+        which counted them from their first snapshot there): only its series summed over
+        nodes continue from the checkpoint, and the nodes it owns start afresh."""
+        if self.membership is None:
+            return
+        await self.membership.start()
+        restored = self.accountant.node_names()
+        if restored:
+            self.ingest.release_nodes(restored)
+            log.info("shards: %d nodes from the checkpoint start afresh", len(restored))
+        log.info(
+            "shards: %s registered in %s; members %s",
+            self.shard_identity,
+            self.membership.describe(),
+            self.membership.ring.describe(),
         )
 
     def _open_metrics(self) -> None:
@@ -372,6 +440,8 @@ class Aggregator:
     async def stop(self) -> None:
         if self.role.readiness.phase is not Phase.LOST:
             self.role.readiness.set(Phase.STOPPING)
+        if self.membership is not None:
+            await self.membership.close()  # first: the others take this shard's nodes at once
         await self.health.enter_graceful_shutdown()
         await _cancel(self._housekeeping, self._opening_metrics)
         # Agents' streams never end by themselves, so the grace period ends by cancelling

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.load_bench [--nodes 100] [--workers 4] [--interval 10]
                                          [--duration 60] [--levels workload,node,cluster]
+                                         [--shards N]
 
 Real gRPC clients on loopback speak the ingest protocol as agents do: each simulated node
 (:mod:`bench.cluster_shape`: 110 pods x 10 policies, 4,620 counters) opens its own stream,
@@ -17,12 +18,19 @@ per second, ack latency p50/p99/max, acks later than the agent's 30 s timeout, r
 the aggregator's CPU (cores, from /proc over the window, and the worst interval), its RSS and
 peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  A measurement, not a
 test: nothing asserts a speed.
+
+``--shards N`` runs N aggregators sharded over a real etcd (``--shards etcd``; N=1 is one
+member, for a like-for-like comparison): simulated node i first reaches shard i mod N (as
+agents reaching the shards through a Service do; ``--one-door``: all reach the first one)
+and follows the redirect it gets, as agents do; CPU (start-up CPU seconds, steady cores),
+RSS and ``/metrics`` are reported per shard.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -34,6 +42,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -44,6 +53,7 @@ from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire.chunks import split_snapshot
 from calico_accountant.wire.snapshots import build_snapshot
+from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
 from tests.support.processes import processes
 
@@ -61,25 +71,51 @@ def _moved(records: list[CounterRecord], round_: int) -> list[CounterRecord]:
     ]
 
 
+class _Stubs:
+    """One channel per ``NODES_PER_CHANNEL`` simulated nodes, per aggregator address."""
+
+    def __init__(self, options: list[tuple[str, int]]) -> None:
+        self.options = options
+        self.channels: dict[tuple[str, int], grpc.aio.Channel] = {}
+
+    def get(self, address: str, index: int) -> spb_grpc.IngestStub:
+        key = (address, index // NODES_PER_CHANNEL)
+        if key not in self.channels:
+            self.channels[key] = grpc.aio.insecure_channel(
+                address, options=[*self.options, ("grpc.use_local_subchannel_pool", 1)]
+            )
+        return spb_grpc.IngestStub(self.channels[key])  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close(None)
+
+
 async def _node(
-    stub: spb_grpc.IngestStub,
+    stubs: _Stubs,
+    index: int,
     shape: Shape,
     node: int,
     offset: float,
     args: argparse.Namespace,
     out: dict[str, list[float]],
 ) -> None:
-    queue: asyncio.Queue[spb.NodeSnapshot | None] = asyncio.Queue()
+    def open_stream(address: str) -> tuple[Any, asyncio.Queue[spb.NodeSnapshot | None]]:
+        messages: asyncio.Queue[spb.NodeSnapshot | None] = asyncio.Queue()
 
-    async def requests() -> AsyncIterator[spb.NodeSnapshot]:
-        while (message := await queue.get()) is not None:
-            yield message
+        async def requests() -> AsyncIterator[spb.NodeSnapshot]:
+            while (message := await messages.get()) is not None:
+                yield message
 
-    call = stub.StreamSnapshots(requests())
+        return stubs.get(address, index).StreamSnapshots(requests()), messages
+
+    targets = args.target.split(",")
+    call, queue = open_stream(targets[node % len(targets)])
     records = node_records(shape, node, 0)
     name = f"node-{node}"
 
     async def send(sequence: int, full: bool, batch: list[CounterRecord]) -> float:
+        nonlocal call, queue
         snapshot = build_snapshot(
             node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
             full=full, records=batch,
@@ -91,6 +127,13 @@ async def _node(
             ack = await call.read()
             if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
                 raise ConnectionError("stream ended")
+            if ack.redirect_address:  # sharded: the owner is elsewhere, resend it there
+                out["redirects"].append(1.0)
+                queue.put_nowait(None)
+                call, queue = open_stream(ack.redirect_address)
+                for chunk in split_snapshot(snapshot, CHUNK):
+                    queue.put_nowait(chunk)
+                continue
             if not ack.waiting:  # an interim ack: the snapshot waits its turn (as agents skip them)
                 break
             out["waiting"].append(1.0)
@@ -125,27 +168,23 @@ async def _node(
 async def _worker(args: argparse.Namespace) -> None:
     shape = Shape(args.nodes)
     out: dict[str, list[float]] = {
-        k: [] for k in ("first", "first_done", "steady", "counters", "resyncs", "errors", "waiting")
+        k: []
+        for k in ("first", "first_done", "steady", "counters", "resyncs", "errors", "waiting", "redirects")
     }
     options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
     mine = list(range(args.worker, args.nodes, args.workers))
     # Agents each have a connection of their own; the aggregator allows 100 streams on one, so
-    # this process opens one channel per NODES_PER_CHANNEL simulated nodes.
-    channels = [
-        grpc.aio.insecure_channel(args.target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(0, len(mine), NODES_PER_CHANNEL)
-    ]
+    # this process opens one channel per NODES_PER_CHANNEL simulated nodes (per aggregator).
+    stubs = _Stubs(options)
     try:
-        stubs = [spb_grpc.IngestStub(channel) for channel in channels]  # type: ignore[no-untyped-call]
         await asyncio.gather(
             *(
-                _node(stubs[i // NODES_PER_CHANNEL], shape, n, args.interval * n / args.nodes, args, out)
+                _node(stubs, i, shape, n, args.interval * n / args.nodes, args, out)
                 for i, n in enumerate(mine)
             )
         )
     finally:
-        for channel in channels:
-            await channel.close(None)
+        await stubs.close()
     print(json.dumps(out))
 
 
@@ -184,24 +223,45 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the steady window")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds after start-up before it")
     parser.add_argument("--levels", default="workload,node,cluster")
+    parser.add_argument("--shards", type=int, default=0, help="N aggregators sharded over a real etcd")
+    parser.add_argument(
+        "--one-door",
+        action="store_true",
+        help="with --shards: every node first reaches the first shard (default: node i reaches shard "
+        "i mod N, as agents reaching the shards through a Service do)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
         asyncio.run(_worker(args))
         return
-    with tempfile.TemporaryDirectory() as directory, processes(Path(directory)) as run:
-        grpc_port, metrics_port = free_port(), free_port()
-        aggregator = run.aggregator(
-            grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
-            "--max-counters", str(args.nodes * 5000 + 100_000),
-            "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
-        )  # fmt: skip
-        pid = aggregator.popen.pid
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(processes(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        extra: list[str] = []
+        if args.shards:
+            etcd = stack.enter_context(EtcdServer())
+            extra = ["--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd"]
+        aggregators = []
+        for shard in range(max(1, args.shards)):
+            grpc_port, metrics_port = free_port(), free_port()
+            process = run.aggregator(
+                grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
+                "--max-counters", str(args.nodes * 5000 + 100_000),
+                "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
+                *extra, *(("--advertise-address", f"127.0.0.1:{grpc_port}") if args.shards else ()),
+                name=f"aggregator-{shard}", env={"POD_NAME": f"shard-{shard}"},
+            )  # fmt: skip
+            aggregators.append((process.popen.pid, grpc_port, metrics_port))
+        if args.shards:
+            _wait_members([metrics for _, _, metrics in aggregators], args.shards)
         common = [
             *("--nodes", str(args.nodes), "--workers", str(args.workers), "--interval", str(args.interval)),
             *("--duration", str(args.duration), "--warmup", str(args.warmup)),
-            *("--target", f"127.0.0.1:{grpc_port}"),
+            *(
+                "--target",
+                ",".join(f"127.0.0.1:{grpc}" for _, grpc, _ in aggregators[: 1 if args.one_door else None]),
+            ),
         ]
         started = time.time()
         workers = [
@@ -212,23 +272,22 @@ def main() -> None:
             )
             for w in range(args.workers)
         ]
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, list[float]]] = [
+            (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
+        ]
         while any(w.poll() is None for w in workers):
-            samples.append((time.time(), _cpu_seconds(pid)))
+            samples.append((time.time(), [_cpu_seconds(pid) for pid, _, _ in aggregators]))
             time.sleep(1.0)
         results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
-        rss, peak = _rss(pid)
-        plain, gzipped = _scrape(metrics_port, False), _scrape(metrics_port, True)
+        memory = [_rss(pid) for pid, _, _ in aggregators]
+        scrapes = [(_scrape(port, False), _scrape(port, True)) for _, _, port in aggregators]
+        held = [_held(port) for _, _, port in aggregators]
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
     up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")
     steady_from = started + up + args.warmup
     window = [s for s in samples if steady_from <= s[0] <= steady_from + args.duration]
     span = window[-1][0] - window[0][0] if len(window) > 1 else float("nan")
-    cores = (window[-1][1] - window[0][1]) / span if len(window) > 1 else float("nan")
     step = max(1, int(args.interval))
-    worst = max(
-        ((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(window, window[step:], strict=False)), default=0.0
-    )
     first, steady = merged["first"], merged["steady"]
     late_first = sum(1 for v in first if v > ACK_TIMEOUT)
     late_steady = sum(1 for v in steady if v > ACK_TIMEOUT)
@@ -237,26 +296,69 @@ def main() -> None:
     p50, p99 = _pct(steady, 0.5) * 1000, _pct(steady, 0.99) * 1000
     slowest = max(steady, default=float("nan")) * 1000
     resyncs, errors, waiting = len(merged["resyncs"]), len(merged["errors"]), len(merged["waiting"])
+    redirects = len(merged["redirects"])
     shape = f"{args.nodes} nodes x 4,620 counters, interval {args.interval:g} s, levels {args.levels}"
-    print(f"{shape}, {args.workers} load processes")
+    sharding = f", {args.shards} shard(s) on etcd" if args.shards else ""
+    print(f"{shape}, {args.workers} load processes{sharding}")
     print(
         f"  start-up: all {len(first)} full snapshots acked in {up:.1f} s; ack p50 "
         f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}; "
-        f"interim acks received {waiting}"
+        f"interim acks received {waiting}; redirects followed {redirects}"
     )
     print(
         f"  steady ({args.duration:g} s): {rate:.1f} snapshots/s, {counters:,.0f} counters/s; "
         f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
         f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
     )
-    print(
-        f"  aggregator CPU {cores:.2f} cores (worst {args.interval:g} s: {worst:.2f}); "
-        f"RSS {rss:,.0f} MiB (peak {peak:,.0f})"
-    )
-    print(
-        f"  /metrics: {plain[1] / 1e6:.1f} MB in {plain[0]:.2f} s; "
-        f"gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
-    )
+    for shard, ((rss, peak), (plain, gzipped), nodes) in enumerate(zip(memory, scrapes, held, strict=True)):
+        if len(window) > 1:
+            cores = (window[-1][1][shard] - window[0][1][shard]) / span
+            worst = max(
+                (
+                    (b[1][shard] - a[1][shard]) / (b[0] - a[0])
+                    for a, b in zip(window, window[step:], strict=False)
+                ),
+                default=0.0,
+            )
+        else:
+            cores = worst = float("nan")
+        up_to = [cpu for at, cpu in samples if at <= started + up + 1.0][-1]
+        start_cpu = up_to[shard] - samples[0][1][shard]
+        print(
+            f"  aggregator {shard} ({nodes} nodes): start-up {start_cpu:.1f} CPU s; "
+            f"CPU {cores:.2f} cores (worst {args.interval:g} s: "
+            f"{worst:.2f}); RSS {rss:,.0f} MiB (peak {peak:,.0f}); /metrics {plain[1] / 1e6:.1f} MB in "
+            f"{plain[0]:.2f} s, gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
+        )
+
+
+def _held(metrics_port: int) -> int:
+    """Nodes the aggregator holds (``calico_accountant_nodes`` of its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=300) as response:
+        text = response.read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith("calico_accountant_node_connected{"))
+
+
+def _wait_members(metrics_ports: list[int], count: int) -> None:
+    """Until every shard serves /metrics and sees ``count`` members."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen: list[float] = []
+        for port in metrics_ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    text = response.read().decode()
+            except OSError:
+                break
+            seen.extend(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("calico_accountant_shard_members ")
+            )
+        if len(seen) == len(metrics_ports) and all(value == count for value in seen):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the shards did not all see {count} members")
 
 
 if __name__ == "__main__":

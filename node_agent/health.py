@@ -141,6 +141,13 @@ class AgentMetrics:
             ["code"],
             registry=r,
         )
+        self.redirects = Counter(
+            "calico_accountant_agent_redirects",
+            "Ingest streams a sharded aggregator redirected to the replica owning this node, by outcome: "
+            "followed, or fallback (too many in a row: back to the configured address).",
+            ["outcome"],
+            registry=r,
+        )
         self.connected = Gauge(
             "calico_accountant_agent_connected",
             "1 while the ingest stream is up and acknowledged.",

@@ -17,6 +17,12 @@ Protocol (see ``snapshot.proto``):
   seconds, each restarting the timeout, so a reconnect storm after an aggregator restart
   cannot make agents give up and send their full snapshots again.
 
+Sharded aggregators (``--shards``): an ack with ``redirect_address`` means the replica
+reached does not own this node; the agent ends the stream and opens one to that address at
+once (a full snapshot first).  At most ``max_redirects`` in a row (no applied snapshot in
+between: replicas that disagree about the membership for a moment); then, and after any
+stream error, it goes back to its configured address, with the usual backoff.
+
 Reading never waits for the network: reads go into a :class:`LatestSlot`, which keeps
 only the newest one, and the streamer takes whatever is newest when it is ready to send.
 A slow or absent aggregator therefore costs memory for one read, not a growing queue.
@@ -56,6 +62,7 @@ from node_agent.reader import NodeRead
 
 __all__ = [
     "LatestSlot",
+    "Redirected",
     "StreamBroken",
     "Streamer",
     "StreamerConfig",
@@ -130,6 +137,8 @@ class StreamerConfig:
     used from the next connection on)."""
     token_file: str | None = None
     """A ServiceAccount token to send with every stream, re-read at each connect."""
+    max_redirects: int = 3
+    """Redirects followed in a row before going back to ``target`` (see the module docstring)."""
 
 
 def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
@@ -150,6 +159,15 @@ def channel_options(config: StreamerConfig) -> list[tuple[str, int]]:
 
 class StreamBroken(RuntimeError):
     """The stream ended or stopped answering; reconnect."""
+
+
+class Redirected(Exception):
+    """A sharded aggregator sent this node to the replica that owns it."""
+
+    def __init__(self, address: str, owner: str, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+        self.owner = owner
 
 
 def bearer_metadata(token_file: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -187,41 +205,62 @@ class Streamer:
         self.sequence = 0
         self.sessions = 0
         self.acked_sequence = 0
+        self.target = config.target
+        """Where the next stream goes: ``config.target``, or the owner a redirect named."""
+        self.connected_to = config.target
+        """Where the current (or last) stream went."""
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only by cancellation."""
         attempt = 0
+        redirects = 0
         while True:
             acked_before = self.acked_sequence
+            target, self.target = self.target, self.config.target  # any failure: back to the configured one
             try:
-                async with open_aio_channel(
-                    self.config.target, self.config.tls, channel_options(self.config)
-                ) as ch:
+                self.connected_to = target
+                async with open_aio_channel(target, self.config.tls, channel_options(self.config)) as ch:
                     await self._session(ch)
+            except Redirected as redirect:
+                redirects = 0 if self.acked_sequence > acked_before else redirects + 1
+                if redirects <= self.config.max_redirects:
+                    self.metrics.redirects.labels("followed").inc()
+                    log.info("aggregator %s redirects to %s: %s", target, redirect.address, redirect)
+                    self.target = redirect.address
+                    self._set_connected(False)
+                    continue
+                self.metrics.redirects.labels("fallback").inc()
+                redirects = 0
+                log.warning(
+                    "%d redirects in a row (last: %s); back to %s",
+                    self.config.max_redirects + 1,
+                    redirect,
+                    self.config.target,
+                )
             except TlsFileError as error:  # mid-rotation, or a Secret not mounted yet
                 self.metrics.stream_errors.labels("TLS_FILES").inc()
-                log.warning("cannot connect to %s: %s", self.config.target, error)
+                log.warning("cannot connect to %s: %s", target, error)
             except grpc.aio.AioRpcError as error:
                 self.metrics.stream_errors.labels(error.code().name).inc()
                 log.warning(
                     "ingest stream to %s failed: %s %s",
-                    self.config.target,
+                    target,
                     error.code().name,
                     error.details(),
                 )
             except StreamBroken as error:
                 self.metrics.stream_errors.labels("BROKEN").inc()
-                log.warning("ingest stream to %s broke: %s", self.config.target, error)
+                log.warning("ingest stream to %s broke: %s", target, error)
             except (asyncio.InvalidStateError, grpc.RpcError) as error:  # the call ended under us
                 self.metrics.stream_errors.labels("FINISHED").inc()
-                log.warning("ingest stream to %s ended: %s", self.config.target, error)
+                log.warning("ingest stream to %s ended: %s", target, error)
             except Exception:  # a bug must cost a reconnect, not the agent
                 self.metrics.stream_errors.labels("ERROR").inc()
-                log.exception("ingest stream to %s failed unexpectedly", self.config.target)
+                log.exception("ingest stream to %s failed unexpectedly", target)
             finally:
                 self._set_connected(False)
             if self.acked_sequence > acked_before:
-                attempt = 0
+                attempt = redirects = 0
             delay = backoff_delay(attempt, self.config.backoff_initial, self.config.backoff_max, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
@@ -243,7 +282,7 @@ class Streamer:
                 if was_full:
                     log.info(
                         "aggregator %s acknowledged full snapshot %d (%d counters)",
-                        self.config.target,
+                        self.connected_to,
                         self.sequence,
                         len(current.records),
                     )
@@ -299,6 +338,8 @@ class Streamer:
                 ) from None
             if not isinstance(ack, pb.IngestAck):  # grpc.aio.EOF
                 raise StreamBroken("the aggregator closed the stream")
+            if ack.redirect_address:
+                raise Redirected(ack.redirect_address, ack.redirect_owner, ack.message)
             if ack.waiting:
                 # Heard, and waiting its turn (after an aggregator restart every agent's full
                 # snapshot arrives at once): each interim ack restarts the ack timeout.

@@ -15,6 +15,8 @@ from aggregator.cli import config_from_args as aggregator_config
 from aggregator.datastore.spec import EtcdSpec, KubernetesSpec, parse_datastore_spec
 from aggregator.election.open import LeaderElection, open_election
 from aggregator.server import AggregatorConfig
+from aggregator.shard.open import ShardBackend, advertised_address, open_membership
+from aggregator.shard.ring import Member
 from calico_accountant.contract import AGENT_HEALTH_PORT, AGGREGATOR_HEALTH_PORT
 from node_agent.agent import add_arguments as add_agent_arguments
 from node_agent.agent import config_from_args as agent_config
@@ -30,6 +32,7 @@ from tests.support.kustomize import (
 
 FIELDS = {
     "spec.nodeName": "node-a",
+    "status.podIP": "169.254.10.2",
     "metadata.name": "calico-accountant-aggregator-0",
     "metadata.namespace": "calico-accountant",
 }
@@ -182,6 +185,46 @@ def test_the_kubernetes_ha_overlay_runs_two_replicas_on_a_lease(tmp_path: Path) 
     spec = parse_datastore_spec(config.datastore, kubeconfig=str(tmp_path / "kubeconfig"))
     # What the aggregator checks at start: the Lease and the checkpoint both in the API.
     assert open_election(config.leader_election, spec, config.checkpoint, identity=FIELDS["metadata.name"])
+
+
+def test_the_sharded_overlay_runs_two_shards_that_advertise_their_pod_ip(tmp_path: Path) -> None:
+    objects, container_spec, config = _aggregator("overlays/sharded", mounts=tmp_path)
+    deployment = find(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert config.shards.backend is ShardBackend.ETCD
+    assert config.leader_election is LeaderElection.NONE
+    with process_environment(container_environment(container_spec, FIELDS)):
+        assert advertised_address(config.shards.advertise_address, config.grpc_port) == "169.254.10.2:9010"
+    spec = parse_datastore_spec(config.datastore)
+    # What the aggregator checks at start: the member set in the datastore's etcd.
+    me = Member(FIELDS["metadata.name"], "169.254.10.2:9010")
+    assert open_membership(config.shards, spec, me, leader_election=False, checkpoint=config.checkpoint)
+    # Prometheus tells the shards apart: `instance` is the pod's name.
+    relabelings = find(objects, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
+    instance = next(r for r in relabelings if r.get("targetLabel") == "instance")
+    assert instance == {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "instance"}
+
+
+def test_the_kubernetes_sharded_overlay_keeps_its_members_in_leases_it_may_write(tmp_path: Path) -> None:
+    objects, container_spec, config = _aggregator("overlays/kubernetes-sharded")
+    assert find(objects, "Deployment")["spec"]["replicas"] == 2
+    assert config.shards.backend is ShardBackend.KUBERNETES and config.checkpoint == ""
+    env = {item["name"]: item for item in container_spec["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    role = find(objects, "Role", "calico-accountant-aggregator-shards")
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["leases"]
+    # What KubernetesLeaseMembership does: create, update (renew), list (the others), get, delete.
+    assert set(rule["verbs"]) == {"get", "list", "create", "update", "delete"}
+    binding = find(objects, "RoleBinding", "calico-accountant-aggregator-shards")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    spec = parse_datastore_spec(config.datastore, kubeconfig=str(tmp_path / "kubeconfig"))
+    me = Member(FIELDS["metadata.name"], "169.254.10.2:9010")
+    with process_environment(container_environment(container_spec, FIELDS)):
+        assert open_membership(config.shards, spec, me, leader_election=False, checkpoint=config.checkpoint)
+    relabelings = find(objects, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "instance"} in relabelings
 
 
 def test_the_tls_overlay_turns_on_mutual_tls_with_node_identities() -> None:

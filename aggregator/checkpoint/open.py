@@ -12,8 +12,11 @@ from aggregator.datastore.spec import DatastoreSpec, EtcdSpec, KubernetesSpec
 __all__ = ["open_checkpoint_store"]
 
 
-def open_checkpoint_store(spec: CheckpointSpec, datastore: DatastoreSpec | None) -> CheckpointStore:
-    """The store ``spec`` names; ValueError when the datastore it lives in is not the one in use."""
+def open_checkpoint_store(
+    spec: CheckpointSpec, datastore: DatastoreSpec | None, *, etcd_prefix: str | None = None
+) -> CheckpointStore:
+    """The store ``spec`` names; ValueError when the datastore it lives in is not the one in use.
+    ``etcd_prefix``: another prefix than the single replica's (a shard's own)."""
     if spec.backend is CheckpointBackend.FILE:
         assert spec.path is not None
         return FileCheckpointStore(spec.path)
@@ -22,7 +25,11 @@ def open_checkpoint_store(spec: CheckpointSpec, datastore: DatastoreSpec | None)
             raise ValueError(
                 "--checkpoint etcd keeps checkpoints in the datastore's etcd: use --datastore etcd://..."
             )
-        return EtcdCheckpointStore(datastore)
+        return (
+            EtcdCheckpointStore(datastore)
+            if etcd_prefix is None
+            else EtcdCheckpointStore(datastore, prefix=etcd_prefix)
+        )
     if not isinstance(datastore, KubernetesSpec):
         raise ValueError(
             "--checkpoint kubernetes keeps checkpoints in ConfigMaps of the Kubernetes API: "

@@ -19,6 +19,10 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
   node, counter and diagnostic-code caps): ``RESOURCE_EXHAUSTED``, nothing kept;
 * malformed input ends the stream with ``INVALID_ARGUMENT`` and a message saying why;
   individual counters that do not validate are skipped and counted instead;
+* sharded (``--shards``, :mod:`aggregator.shard`): a snapshot for a node another replica
+  owns is not applied; its ack carries ``redirect_address`` and the stream ends (the
+  agent reconnects there).  :meth:`IngestServicer.release_nodes` hands nodes over when the
+  membership changes: their streams are redirected at their next snapshot;
 * full snapshots take turns (:mod:`aggregator.ingest.queue`); while one waits or is
   applied, its stream gets an interim ack (``waiting``, its queue position) every
   ``heartbeat`` seconds, so no agent times out in a reconnect storm.
@@ -33,7 +37,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -46,6 +50,7 @@ from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ingest.metrics import IngestMetrics, RejectReason
 from aggregator.ingest.queue import SnapshotQueue, Ticket
 from aggregator.series.views import ResolvedIncrease
+from aggregator.shard.router import Redirect
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant.runtime.heap import freeze_long_lived
@@ -71,6 +76,16 @@ class Accounting(Protocol):
 
     def set_connected(self, node: str, connected: bool) -> None: ...
 
+    def forget_node(self, node: str) -> int: ...
+
+
+class Sharding(Protocol):
+    """Which nodes this replica owns (:class:`aggregator.shard.router.ShardRouter`)."""
+
+    def redirect_for(self, node: str) -> Redirect | None: ...
+
+    def owns(self, node: str) -> bool: ...
+
 
 class _Stream:
     """What one ingest stream has established so far."""
@@ -87,6 +102,8 @@ class _Stream:
         """The place of its full snapshot in the queue, while it waits or is applied."""
         self.connected = False
         """The ledger knows the node and it is marked connected for this stream."""
+        self.redirected = False
+        """Ended with a redirect to the node's owner (sharding)."""
 
 
 class _Abort:
@@ -113,8 +130,11 @@ class IngestServicer(pb_grpc.IngestServicer):
         clock: Callable[[], float] = time.time,
         inline_below: int = 2000,
         heartbeat: float = 5.0,
+        shard: Sharding | None = None,
     ) -> None:
         self._accounting = accounting
+        self.shard = shard
+        """None: this replica takes every node (no sharding); settable after construction."""
         self._inline_below = inline_below
         self._on_increases = on_increases
         self._metrics = metrics if metrics is not None else IngestMetrics(CollectorRegistry())
@@ -169,6 +189,9 @@ class IngestServicer(pb_grpc.IngestServicer):
                     return
                 if ack is not None:
                     yield ack
+                    if ack.redirect_address:
+                        stream.redirected = True
+                        return  # the agent continues with the owner
         except DecodeError as error:
             # gRPC deserializes each message before the servicer sees it: bytes that are not
             # a NodeSnapshot surface here.  Uncaught, the stream ended UNKNOWN and gRPC logged
@@ -186,7 +209,10 @@ class IngestServicer(pb_grpc.IngestServicer):
         except asyncio.CancelledError:
             return  # the agent went away or the server is stopping: nothing to answer
         finally:
-            self.ended_streams += 1
+            if not (stream.redirected and not stream.node):
+                # A stream redirected before it took a node held nothing worth a full
+                # collection (a start-up redirects half the agents: no reason to pause).
+                self.ended_streams += 1
             self._metrics.streams.dec()
             self._admission.close(peer)
             self._drop_pending(stream)
@@ -239,6 +265,9 @@ class IngestServicer(pb_grpc.IngestServicer):
         problem = self._access.ingest_problem(stream.identity, message.node)
         if problem is not None:
             return _Abort(grpc.StatusCode.PERMISSION_DENIED, problem, RejectReason.IDENTITY)
+        redirect = self._redirect(stream, message)
+        if redirect is not None:
+            return redirect
         if stream.node:
             if message.node != stream.node:
                 return _Abort(
@@ -281,6 +310,32 @@ class IngestServicer(pb_grpc.IngestServicer):
             if taken is not None:
                 return taken
         return await self._apply(stream, update)
+
+    def _redirect(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck | None:
+        """Sharded: the ack sending the agent to its node's owner, or None when this
+        replica owns the node (see ``IngestAck.redirect_address``)."""
+        if self.shard is None:
+            return None
+        target = self.shard.redirect_for(message.node)
+        if target is None:
+            return None
+        self._drop_pending(stream)
+        stream.assembler.reset()
+        return pb.IngestAck(
+            sequence=max(0, message.sequence - 1),
+            redirect_address=target.address,
+            redirect_owner=target.owner,
+            message=f"node {message.node!r} belongs to aggregator {target.owner} at {target.address}",
+        )
+
+    def release_nodes(self, nodes: Iterable[str]) -> None:
+        """Hand ``nodes`` over (they moved to another shard): the accountant forgets them
+        and their streams, if any, are redirected at their next message."""
+        for node in nodes:
+            stream = self._owner.pop(node, None)
+            if stream is not None:
+                stream.connected = False  # its end must not mark the forgotten node again
+            self._accounting.forget_node(node)
 
     def _bad_snapshot(self, message: pb.NodeSnapshot, error: WireError) -> _Abort:
         self._metrics.snapshots.labels("full" if message.full else "delta", "error").inc()
@@ -361,6 +416,8 @@ class IngestServicer(pb_grpc.IngestServicer):
                 grpc.StatusCode.INTERNAL, "the aggregator failed to apply the snapshot; see its log"
             )
         self._connect(stream)
+        if self.shard is not None and not self.shard.owns(update.node):
+            self.release_nodes([update.node])  # the membership changed while it was applied
         if update.full:
             freeze_long_lived()  # what a full snapshot added lives on: keep it out of full collections
         self._metrics.apply_seconds.observe(time.perf_counter() - started)

@@ -205,6 +205,12 @@ class Ledger:
         ]
         return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.values())) for name in gone]
 
+    def forget(self, node: str) -> ForgottenNode | None:
+        """Forget ``node`` now, whatever its state (it moved to another shard), and return
+        it with its counters; None when unknown."""
+        entry = self._nodes.pop(node, None)
+        return ForgottenNode(node, tuple(entry.counters.values())) if entry is not None else None
+
     # -- internals -------------------------------------------------------------------
 
     def _entry(self, node: str) -> _NodeLedger:

@@ -154,15 +154,19 @@ class NodeSnapshot(_message.Message):
     def __init__(self, node: _Optional[str] = ..., agent_instance_id: _Optional[str] = ..., sequence: _Optional[int] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[TableSource, _Mapping]]] = ..., full: _Optional[bool] = ..., counters: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., diagnostic_counts: _Optional[_Mapping[str, int]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class IngestAck(_message.Message):
-    __slots__ = ("sequence", "resync_requested", "message", "waiting", "queue_position")
+    __slots__ = ("sequence", "resync_requested", "message", "waiting", "queue_position", "redirect_address", "redirect_owner")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_OWNER_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     resync_requested: bool
     message: str
     waiting: bool
     queue_position: int
-    def __init__(self, sequence: _Optional[int] = ..., resync_requested: _Optional[bool] = ..., message: _Optional[str] = ..., waiting: _Optional[bool] = ..., queue_position: _Optional[int] = ...) -> None: ...
+    redirect_address: str
+    redirect_owner: str
+    def __init__(self, sequence: _Optional[int] = ..., resync_requested: _Optional[bool] = ..., message: _Optional[str] = ..., waiting: _Optional[bool] = ..., queue_position: _Optional[int] = ..., redirect_address: _Optional[str] = ..., redirect_owner: _Optional[str] = ...) -> None: ...

@@ -37,6 +37,8 @@ PACKAGES = (
     "overlays/kubernetes-ha",
     "overlays/tls",
     "overlays/monitoring",
+    "overlays/sharded",
+    "overlays/kubernetes-sharded",
 )
 """Every directory an operator applies with ``kubectl apply -k``."""
 
