@@ -66,6 +66,7 @@ from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.runtime.http import HttpServer
+from calico_accountant.runtime.loop_lag import LoopLagMonitor
 from calico_accountant.runtime.process import release_free_memory, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
@@ -210,6 +211,7 @@ class Aggregator:
         if self.cache is not None:
             self.cache.add_listener(self.accountant.set_resolver)
         ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
+        self.loop_lag = LoopLagMonitor(self.registry)
         self.checkpoints: CheckpointKeeper | None = None
         self.role = Role(
             open_election(config.leader_election, spec, config.checkpoint, ttl=config.leader_lease_ttl),
@@ -268,6 +270,7 @@ class Aggregator:
     async def start(self) -> None:
         """Serve: at once, or with an election once this replica leads (until then it only
         answers on the health port, and keeps its catalog current for a quick takeover)."""
+        self.loop_lag.start()
         if self._source is not None:
             self._source.start()
         await self.role.stand_by(self.checkpoints.store if self.checkpoints else None)
@@ -351,6 +354,7 @@ class Aggregator:
         if self.checkpoints is not None:
             await self.checkpoints.close(final=False)
         await _cancel(self._opening_metrics, self._housekeeping)
+        await self.loop_lag.stop()
         await self.server.stop(0)
         if self.metrics is not None:
             self.metrics.close()
@@ -374,6 +378,7 @@ class Aggregator:
             self.role.readiness.set(Phase.STOPPING)
         await self.health.enter_graceful_shutdown()
         await _cancel(self._housekeeping, self._opening_metrics)
+        await self.loop_lag.stop()
         # Agents' streams never end by themselves, so the grace period ends by cancelling
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)

@@ -15,8 +15,11 @@ Reported: the start-up (from the first full snapshot sent until every node's was
 acknowledged) with its ack latencies; in the steady window, snapshots and counters applied
 per second, ack latency p50/p99/max, acks later than the agent's 30 s timeout, resyncs;
 the aggregator's CPU (cores, from /proc over the window, and the worst interval), its RSS and
-peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  A measurement, not a
-test: nothing asserts a speed.
+peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  Pauses: a gRPC health
+check every second from outside (its latency, during the start-up and the steady window)
+and the aggregator's own ``calico_accountant_event_loop_lag_seconds`` (its longest event
+loop pause, and how many wake-ups were over 100 ms).  A measurement, not a test: nothing
+asserts a speed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.cluster_shape import Shape, node_records
 from calico_accountant.records import CounterRecord
@@ -171,6 +175,34 @@ def _scrape(port: int, gzip: bool) -> tuple[float, int]:
     return time.perf_counter() - started, len(body)
 
 
+def _health_latency(stub: health_pb2_grpc.HealthStub) -> float | None:
+    """Seconds one health check took; None when it failed (the server is not up yet)."""
+    started = time.perf_counter()
+    try:
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=30.0)
+    except grpc.RpcError:
+        return None
+    return time.perf_counter() - started
+
+
+def _loop_lag(text: str) -> tuple[float, float, float]:
+    """The aggregator's longest event loop pause, its wake-ups and those over 100 ms."""
+    longest = total = over = 0.0
+    for line in text.splitlines():
+        if line.startswith("calico_accountant_event_loop_lag_max_seconds "):
+            longest = float(line.split()[-1])
+        elif line.startswith("calico_accountant_event_loop_lag_seconds_count "):
+            total = float(line.split()[-1])
+        elif line.startswith('calico_accountant_event_loop_lag_seconds_bucket{le="0.1"}'):
+            over = -float(line.split()[-1])
+    return longest, total, total + over
+
+
+def _scrape_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as response:
+        return str(response.read().decode())
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -213,11 +245,20 @@ def main() -> None:
             for w in range(args.workers)
         ]
         samples: list[tuple[float, float]] = []
+        health_checks: list[tuple[float, float]] = []
+        health_channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        health = health_pb2_grpc.HealthStub(health_channel)
         while any(w.poll() is None for w in workers):
             samples.append((time.time(), _cpu_seconds(pid)))
-            time.sleep(1.0)
+            checked = time.time()
+            latency = _health_latency(health)
+            if latency is not None:
+                health_checks.append((checked, latency))
+            time.sleep(max(0.0, 1.0 - (time.time() - checked)))
+        health_channel.close()
         results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
         rss, peak = _rss(pid)
+        lag = _loop_lag(_scrape_text(metrics_port))
         plain, gzipped = _scrape(metrics_port, False), _scrape(metrics_port, True)
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
     up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")
@@ -252,6 +293,14 @@ def main() -> None:
     print(
         f"  aggregator CPU {cores:.2f} cores (worst {args.interval:g} s: {worst:.2f}); "
         f"RSS {rss:,.0f} MiB (peak {peak:,.0f})"
+    )
+    up_checks = [v for t, v in health_checks if t <= started + up]
+    steady_checks = [v for t, v in health_checks if steady_from <= t <= steady_from + args.duration]
+    print(
+        f"  pauses: health check max {max(up_checks, default=float('nan')) * 1000:.0f} ms during the "
+        f"start-up ({len(up_checks)} checks), {max(steady_checks, default=float('nan')) * 1000:.0f} ms "
+        f"steady ({len(steady_checks)}); event loop lag max {lag[0] * 1000:.0f} ms, "
+        f"{lag[2]:.0f} of {lag[1]:.0f} wake-ups over 100 ms"
     )
     print(
         f"  /metrics: {plain[1] / 1e6:.1f} MB in {plain[0]:.2f} s; "
