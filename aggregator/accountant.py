@@ -203,7 +203,12 @@ class Accountant:
         with self._lock:
             series = self._series
             families = tuple(
-                FamilyView(family, series.label_names[index], tuple(series.values[index].items()))
+                FamilyView(
+                    family,
+                    series.label_names[index],
+                    tuple(series.values[index]),
+                    tuple(series.values[index].values()),
+                )
                 for index, family in enumerate(series.families)
             )
             return StateView(
