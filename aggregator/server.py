@@ -66,7 +66,7 @@ from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
 from calico_accountant.runtime.http import HttpServer
-from calico_accountant.runtime.loop_lag import LoopLagMonitor
+from calico_accountant.runtime.loop_lag import LoopLagMonitor, favour_event_loop
 from calico_accountant.runtime.process import release_free_memory, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
@@ -270,6 +270,7 @@ class Aggregator:
     async def start(self) -> None:
         """Serve: at once, or with an election once this replica leads (until then it only
         answers on the health port, and keeps its catalog current for a quick takeover)."""
+        favour_event_loop()
         self.loop_lag.start()
         if self._source is not None:
             self._source.start()

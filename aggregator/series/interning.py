@@ -41,11 +41,24 @@ class Interned(Generic[T]):
         copy: T = entry[0]
         return copy
 
-    def release(self, value: T) -> None:
-        """One holder of ``value`` less; forgotten once none is left."""
+    def held(self, value: T) -> T | None:
+        """The shared copy of ``value``, held once more, or None (nothing taken) when
+        there is none yet: so a caller can build a new value's parts only when needed."""
         entry = self._entries.get(value)
         if entry is None:
-            return
+            return None
+        entry[1] += 1
+        copy: T = entry[0]
+        return copy
+
+    def release(self, value: T) -> bool:
+        """One holder of ``value`` less; returns True when that was the last one (it is
+        forgotten)."""
+        entry = self._entries.get(value)
+        if entry is None:
+            return False
         entry[1] -= 1
-        if entry[1] <= 0:
-            del self._entries[value]
+        if entry[1] > 0:
+            return False
+        del self._entries[value]
+        return True

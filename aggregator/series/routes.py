@@ -115,7 +115,10 @@ class Router:
         lookups: tuple[Lookup, ...],
         refs: tuple[SeriesRef, ...],
     ) -> Route:
-        refs = self._ref_sets.acquire(tuple(self._refs.acquire(ref) for ref in refs))
+        shared = self._ref_sets.held(refs)
+        if shared is None:  # a new set: its refs shared with other sets (each held once per set)
+            shared = self._ref_sets.acquire(tuple(self._refs.acquire(ref) for ref in refs))
+        refs = shared
         lookups = tuple(self._lookups.acquire(lookup) for lookup in lookups)
         route = Route(counter, refs, lookups, unresolved_names(counter))
         self.routes[place] = route
@@ -131,9 +134,9 @@ class Router:
         if route is None:
             return None
         self.memo.release(place, route.lookups)
-        self._ref_sets.release(route.refs)
-        for ref in route.refs:
-            self._refs.release(ref)
+        if self._ref_sets.release(route.refs):
+            for ref in route.refs:
+                self._refs.release(ref)
         for lookup in route.lookups:
             self._lookups.release(lookup)
         for raw in route.unresolved:

@@ -41,9 +41,12 @@ __all__ = [
     "unfrozen_objects",
 ]
 
-FREEZE_THRESHOLD = 200_000
+FREEZE_THRESHOLD = 50_000
 """Objects the collector tracks outside the permanent generation before
-:func:`freeze_when_grown` freezes them: a full collection of that many takes ~10-30 ms."""
+:func:`freeze_when_grown` freezes them.  The automatic full collections scan what is not
+frozen: at 200k, a 500-node start-up (``bench/load_bench.py``) saw them take up to 119 ms,
+with worker threads holding the GIL meanwhile; a freeze costs nothing but the bound on the
+cycles it may keep (see the module docstring)."""
 
 
 def freeze_long_lived() -> None:

@@ -7,18 +7,34 @@ task asks to wake every ``interval`` seconds and records how much later than ask
 woke, as ``calico_accountant_event_loop_lag_seconds`` (a histogram: how often the loop
 was late by how much) and ``calico_accountant_event_loop_lag_max_seconds`` (the longest
 since start).
+
+:func:`favour_event_loop` shortens the interpreter's switch interval: a loop thread that
+gives up the GIL for every socket operation waits up to a whole interval (5 ms by default)
+to get it back from a worker thread busy decoding or applying, once per operation -- the
+"convoy effect" that stretched a 500-node start-up's loop pauses to hundreds of
+milliseconds (``bench/load_bench.py``, ``docs/performance.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-__all__ = ["LAG_BUCKETS", "LoopLagMonitor"]
+__all__ = ["EVENT_LOOP_SWITCH_INTERVAL", "LAG_BUCKETS", "LoopLagMonitor", "favour_event_loop"]
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+EVENT_LOOP_SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)."""
+
+
+def favour_event_loop(interval: float = EVENT_LOOP_SWITCH_INTERVAL) -> None:
+    """Let a waiting thread (the event loop's) take the GIL after ``interval`` seconds."""
+    sys.setswitchinterval(interval)
 
 
 class LoopLagMonitor:
