@@ -65,6 +65,7 @@ from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
+from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.runtime.http import HttpServer
 from calico_accountant.runtime.loop_lag import LoopLagMonitor, favour_event_loop
 from calico_accountant.runtime.process import release_free_memory, stop_on_signals
@@ -371,6 +372,7 @@ class Aggregator:
                 ended = self.ingest.ended_streams
                 release_free_memory(collect_cycles=ended != self._ended_before)
                 self._ended_before = ended
+                freeze_when_grown()  # what deltas made long-lived: out of automatic full collections
             except Exception:
                 log.exception("expiring counters failed")
 

@@ -181,9 +181,13 @@ class Ledger:
         yield increases
 
     def expire(self, now: float) -> list[ExpiredCounter]:
-        """Forget counters retired for longer than the grace period, and return them."""
+        """Forget counters retired for longer than the grace period, and return them.
+        Looks only at nodes with retired counters: housekeeping calls this every 30 s on the
+        event loop, and a sweep of every counter took ~0.9 s at 500 nodes (2.3 M counters)."""
         expired: list[ExpiredCounter] = []
         for name, entry in self._nodes.items():
+            if not entry.state.counters_retired:
+                continue
             gone = [
                 key
                 for key, state in entry.counters.items()
