@@ -82,7 +82,9 @@ from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
+from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.runtime.http import HttpServer
+from calico_accountant.runtime.loop_lag import LoopLagMonitor, favour_event_loop
 from calico_accountant.runtime.process import release_free_memory, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig
 from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
@@ -228,6 +230,7 @@ class Aggregator:
         if self.cache is not None:
             self.cache.add_listener(self.accountant.set_resolver)
         ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
+        self.loop_lag = LoopLagMonitor(self.registry)
         self.checkpoints: CheckpointKeeper | None = None
         sharded = config.shards.backend is not ShardBackend.NONE
         self.shard_identity = replica_identity() if sharded else ""
@@ -316,6 +319,8 @@ class Aggregator:
     async def start(self) -> None:
         """Serve: at once, or with an election once this replica leads (until then it only
         answers on the health port, and keeps its catalog current for a quick takeover)."""
+        favour_event_loop()
+        self.loop_lag.start()
         if self._source is not None:
             self._source.start()
         await self.role.stand_by(self.checkpoints.store if self.checkpoints else None)
@@ -419,6 +424,7 @@ class Aggregator:
         if self.checkpoints is not None:
             await self.checkpoints.close(final=False)
         await _cancel(self._opening_metrics, self._housekeeping)
+        await self.loop_lag.stop()
         await self.server.stop(0)
         if self.metrics is not None:
             self.metrics.close()
@@ -434,6 +440,7 @@ class Aggregator:
                 ended = self.ingest.ended_streams
                 release_free_memory(collect_cycles=ended != self._ended_before)
                 self._ended_before = ended
+                freeze_when_grown()  # what deltas made long-lived: out of automatic full collections
             except Exception:
                 log.exception("expiring counters failed")
 
@@ -444,6 +451,7 @@ class Aggregator:
             await self.membership.close()  # first: the others take this shard's nodes at once
         await self.health.enter_graceful_shutdown()
         await _cancel(self._housekeeping, self._opening_metrics)
+        await self.loop_lag.stop()
         # Agents' streams never end by themselves, so the grace period ends by cancelling
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)

@@ -9,10 +9,14 @@ with every counter moved, is counted.
 Each (nodes, levels) is measured in a fresh process (so RSS is that setting's alone), the
 state frozen after each node's snapshots as the aggregator does
 (:mod:`calico_accountant.runtime.heap`): exported label sets (each a packets and a bytes
-sample), stored counters, the RSS after applying, one full garbage collection of everything
-(frozen included), the scrape's copy under the lock and the text render, the text's size
-and its gzip'd size (level 1, what a scrape with ``Accept-Encoding: gzip`` gets), and the
-peak RSS while rendering.  A measurement, not a
+sample), stored counters, the RSS after applying and what it grew by per stored counter
+(``B/ctr``: from the RSS before the first snapshot, the catalog already built), one full
+garbage collection of everything (frozen included: what housekeeping ran before), the pause
+housekeeping takes now (a collection of what is not frozen and ``malloc_trim``), the
+scrape's copy under the lock and the text render (the first scrape, which makes every
+series' label text, and the next one, which reuses them), the text's size and its gzip'd
+size (level 1, what a scrape with ``Accept-Encoding: gzip`` gets), and the peak RSS while
+rendering.  A measurement, not a
 test: nothing asserts a speed.
 """
 
@@ -28,13 +32,14 @@ import sys
 import time
 
 from aggregator.accountant import Accountant
-from aggregator.exposition.text import render_text
+from aggregator.exposition.text import LabelTexts, render_text
 from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
 from aggregator.series.options import SeriesOptions, parse_levels
 from bench.cluster_shape import NAMESPACES, PODS, POLICIES, REPLICAS, Shape, catalog, node_records
 from calico_accountant.runtime.heap import freeze_long_lived
+from calico_accountant.runtime.process import release_free_memory
 from tests.support.accounting import snapshot
 
 
@@ -52,6 +57,8 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
         ledger=Ledger(first_snapshot=FirstSnapshot.BASELINE, limits=limits),
         options=SeriesOptions(levels=parse_levels(levels)),
     )
+    gc.collect()
+    rss_before = _rss_mib()
     started = time.perf_counter()
     counters = 0
     for node in range(nodes):
@@ -67,13 +74,21 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
     gc.collect()  # what one full collection of everything costs (housekeeping's, when streams ended)
     full_gc = time.perf_counter() - gc_started
     freeze_long_lived()
+    started = time.perf_counter()
+    release_free_memory(collect_cycles=True)
+    housekeeping = time.perf_counter() - started
     rss_after_apply = _rss_mib()
     started = time.perf_counter()
     view = accountant.view(3)
     copied = time.perf_counter() - started
+    texts = LabelTexts()
     started = time.perf_counter()
-    text = render_text(view)
+    text = render_text(view, texts=texts)
     rendered = time.perf_counter() - started
+    del text
+    started = time.perf_counter()
+    text = render_text(view, texts=texts)
+    rendered_again = time.perf_counter() - started
     data = text.encode()
     started = time.perf_counter()
     zipped = gzip.compress(data, compresslevel=1)
@@ -85,9 +100,12 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
         "counters": counters,
         "apply_s": applied,
         "rss_mib": rss_after_apply,
+        "bytes_per_counter": (rss_after_apply - rss_before) * 2**20 / counters,
         "full_gc_s": full_gc,
+        "housekeeping_s": housekeeping,
         "copy_s": copied,
         "render_s": rendered,
+        "render_again_s": rendered_again,
         "text_mb": len(data) / 1e6,
         "gzip_mb": len(zipped) / 1e6,
         "gzip_s": gzipped,
@@ -107,9 +125,9 @@ def main() -> None:
         print(json.dumps(measure(int(args.one[0]), args.one[1])))
         return
     header = (
-        f"{'nodes':>6} {'levels':<22} {'series':>10} {'counters':>10} {'B/series+ctr':>12} {'RSS MiB':>8} "
-        f"{'peak MiB':>8} {'apply s':>8} {'full GC s':>9} {'copy s':>7} {'render s':>8} {'text MB':>8} "
-        f"{'gzip MB':>8} {'gzip s':>7}"
+        f"{'nodes':>6} {'levels':<22} {'series':>10} {'counters':>10} {'B/ctr':>6} {'RSS MiB':>8} "
+        f"{'peak MiB':>8} {'apply s':>8} {'full GC s':>9} {'hk s':>5} {'copy s':>7} {'render s':>8} "
+        f"{'again s':>7} {'text MB':>8} {'gzip MB':>8} {'gzip s':>7}"
     )
     print(f"node: {PODS} pods x {POLICIES} policies; ~{REPLICAS} replicas an app; {NAMESPACES} namespaces")
     print(header)
@@ -122,13 +140,12 @@ def main() -> None:
                 check=True,
             )
             m = json.loads(done.stdout)
-            per = m["rss_mib"] * 2**20 / (m["series"] + m["counters"])
             print(
-                f"{nodes:>6} {levels:<22} {m['series']:>10,} {m['counters']:>10,} {per:>12,.0f} "
-                f"{m['rss_mib']:>8,.0f} {m['peak_rss_mib']:>8,.0f} {m['apply_s']:>8.1f} "
-                f"{m['full_gc_s']:>9.2f} "
-                f"{m['copy_s']:>7.2f} {m['render_s']:>8.2f} {m['text_mb']:>8.1f} {m['gzip_mb']:>8.1f} "
-                f"{m['gzip_s']:>7.2f}",
+                f"{nodes:>6} {levels:<22} {m['series']:>10,} {m['counters']:>10,} "
+                f"{m['bytes_per_counter']:>6,.0f} {m['rss_mib']:>8,.0f} {m['peak_rss_mib']:>8,.0f} "
+                f"{m['apply_s']:>8.1f} {m['full_gc_s']:>9.2f} {m['housekeeping_s']:>5.2f} "
+                f"{m['copy_s']:>7.2f} {m['render_s']:>8.2f} {m['render_again_s']:>7.2f} "
+                f"{m['text_mb']:>8.1f} {m['gzip_mb']:>8.1f} {m['gzip_s']:>7.2f}",
                 flush=True,
             )
 

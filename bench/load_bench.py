@@ -16,14 +16,17 @@ Reported: the start-up (from the first full snapshot sent until every node's was
 acknowledged) with its ack latencies; in the steady window, snapshots and counters applied
 per second, ack latency p50/p99/max, acks later than the agent's 30 s timeout, resyncs;
 the aggregator's CPU (cores, from /proc over the window, and the worst interval), its RSS and
-peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  A measurement, not a
-test: nothing asserts a speed.
+peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  Pauses: a gRPC health
+check every second from outside (its latency, during the start-up and the steady window)
+and the aggregator's own ``calico_accountant_event_loop_lag_seconds`` (its longest event
+loop pause, and how many wake-ups were over 100 ms).  A measurement, not a test: nothing
+asserts a speed.
 
 ``--shards N`` runs N aggregators sharded over a real etcd (``--shards etcd``; N=1 is one
 member, for a like-for-like comparison): simulated node i first reaches shard i mod N (as
 agents reaching the shards through a Service do; ``--one-door``: all reach the first one)
 and follows the redirect it gets, as agents do; CPU (start-up CPU seconds, steady cores),
-RSS and ``/metrics`` are reported per shard.
+RSS, pauses and ``/metrics`` are reported per shard.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.cluster_shape import Shape, node_records
 from calico_accountant.records import CounterRecord
@@ -210,6 +214,34 @@ def _scrape(port: int, gzip: bool) -> tuple[float, int]:
     return time.perf_counter() - started, len(body)
 
 
+def _health_latency(stub: health_pb2_grpc.HealthStub) -> float | None:
+    """Seconds one health check took; None when it failed (the server is not up yet)."""
+    started = time.perf_counter()
+    try:
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=30.0)
+    except grpc.RpcError:
+        return None
+    return time.perf_counter() - started
+
+
+def _loop_lag(text: str) -> tuple[float, float, float]:
+    """The aggregator's longest event loop pause, its wake-ups and those over 100 ms."""
+    longest = total = over = 0.0
+    for line in text.splitlines():
+        if line.startswith("calico_accountant_event_loop_lag_max_seconds "):
+            longest = float(line.split()[-1])
+        elif line.startswith("calico_accountant_event_loop_lag_seconds_count "):
+            total = float(line.split()[-1])
+        elif line.startswith('calico_accountant_event_loop_lag_seconds_bucket{le="0.1"}'):
+            over = -float(line.split()[-1])
+    return longest, total, total + over
+
+
+def _scrape_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as response:
+        return str(response.read().decode())
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -275,11 +307,22 @@ def main() -> None:
         samples: list[tuple[float, list[float]]] = [
             (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
         ]
+        health_checks: list[list[tuple[float, float]]] = [[] for _ in aggregators]
+        health_channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _, port, _ in aggregators]
+        healths = [health_pb2_grpc.HealthStub(channel) for channel in health_channels]
         while any(w.poll() is None for w in workers):
             samples.append((time.time(), [_cpu_seconds(pid) for pid, _, _ in aggregators]))
-            time.sleep(1.0)
+            checked = time.time()
+            for shard, health in enumerate(healths):
+                latency = _health_latency(health)
+                if latency is not None:
+                    health_checks[shard].append((checked, latency))
+            time.sleep(max(0.0, 1.0 - (time.time() - checked)))
+        for channel in health_channels:
+            channel.close()
         results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
         memory = [_rss(pid) for pid, _, _ in aggregators]
+        lags = [_loop_lag(_scrape_text(port)) for _, _, port in aggregators]
         scrapes = [(_scrape(port, False), _scrape(port, True)) for _, _, port in aggregators]
         held = [_held(port) for _, _, port in aggregators]
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
@@ -310,7 +353,8 @@ def main() -> None:
         f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
         f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
     )
-    for shard, ((rss, peak), (plain, gzipped), nodes) in enumerate(zip(memory, scrapes, held, strict=True)):
+    shards = zip(memory, scrapes, held, lags, health_checks, strict=True)
+    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks) in enumerate(shards):
         if len(window) > 1:
             cores = (window[-1][1][shard] - window[0][1][shard]) / span
             worst = max(
@@ -329,6 +373,14 @@ def main() -> None:
             f"CPU {cores:.2f} cores (worst {args.interval:g} s: "
             f"{worst:.2f}); RSS {rss:,.0f} MiB (peak {peak:,.0f}); /metrics {plain[1] / 1e6:.1f} MB in "
             f"{plain[0]:.2f} s, gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
+        )
+        up_checks = [v for t, v in checks if t <= started + up]
+        steady_checks = [v for t, v in checks if steady_from <= t <= steady_from + args.duration]
+        print(
+            f"    pauses: health check max {max(up_checks, default=float('nan')) * 1000:.0f} ms during "
+            f"the start-up ({len(up_checks)} checks), "
+            f"{max(steady_checks, default=float('nan')) * 1000:.0f} ms steady ({len(steady_checks)}); "
+            f"event loop lag max {lag[0] * 1000:.0f} ms, {lag[2]:.0f} of {lag[1]:.0f} wake-ups over 100 ms"
         )
 
 

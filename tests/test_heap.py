@@ -5,7 +5,13 @@ from __future__ import annotations
 import gc
 import weakref
 
-from calico_accountant.runtime.heap import collect_everything, freeze_long_lived
+from calico_accountant.runtime.heap import (
+    collect_everything,
+    collect_unfrozen,
+    freeze_long_lived,
+    freeze_when_grown,
+    unfrozen_objects,
+)
 
 
 class _Cell:
@@ -36,5 +42,27 @@ def test_frozen_objects_without_cycles_are_freed_at_once() -> None:
         freeze_long_lived()
         del cell
         assert alive() is None  # reference counting frees it: freezing leaks nothing acyclic
+    finally:
+        gc.unfreeze()
+
+
+def test_freezing_waits_for_growth_and_housekeeping_collects_only_the_unfrozen() -> None:
+    """Housekeeping's collection frees the cycles made since the last freeze without
+    scanning the frozen state; freezing happens only once enough is unfrozen."""
+    try:
+        freeze_long_lived()
+        assert unfrozen_objects() < 1000
+        assert not freeze_when_grown(threshold=10_000)
+        frozen = gc.get_freeze_count()
+        first, second = _Cell(), _Cell()
+        first.partner, second.partner = second, first
+        alive = weakref.ref(first)
+        del first, second
+        collect_unfrozen()
+        assert alive() is None  # made after the freeze: collected
+        assert gc.get_freeze_count() == frozen  # the frozen state was left alone
+        kept = [[index] for index in range(20_000)]  # lists are tracked: 20k new objects
+        assert freeze_when_grown(threshold=10_000)
+        assert gc.get_freeze_count() >= frozen + len(kept)
     finally:
         gc.unfreeze()

@@ -264,3 +264,44 @@ def test_totals_never_decrease_and_equal_the_true_increments(
     ledger.apply(snapshot(NODE, records(), instance=f"i{instance}", sequence=sequence), now=len(steps) + 1)
     assert [ledger.counters(NODE)[r.key].total_packets for r in records()] == [k.true_total for k in kernels]
     assert all(state.live for state in ledger.counters(NODE).values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    chunk=st.integers(1, 7),
+    raws=st.lists(st.lists(st.integers(0, 50), min_size=6, max_size=6), min_size=1, max_size=5),
+    dropped=st.lists(st.integers(0, 5), max_size=5),
+)
+def test_applying_in_steps_is_exactly_applying_whole(
+    chunk: int, raws: list[list[int]], dropped: list[int]
+) -> None:
+    """The steps of :meth:`Ledger.applying` (a lock released between them) change
+    nothing about what is counted: same increases, same totals, same retirements."""
+    whole, stepped = Ledger(), Ledger()
+    for sequence, values in enumerate(raws, start=1):
+        gone = dropped[sequence - 1] if sequence - 1 < len(dropped) else -1
+        records = [accept(f"cali{i}", "cali-pi-a", v) for i, v in enumerate(values) if i != gone]
+        update = snapshot(NODE, records, sequence=sequence)
+        expected = whole.apply(update, now=sequence)
+        steps = list(stepped.applying(update, now=sequence, chunk=chunk))
+        assert len(steps) == max(1, -(-len(records) // chunk))
+        assert [i for step in steps for i in step] == expected
+        assert totals(stepped) == totals(whole)
+        assert {k: s.retired_at for k, s in stepped.counters(NODE).items()} == {
+            k: s.retired_at for k, s in whole.counters(NODE).items()
+        }
+        assert stepped.node(NODE) == whole.node(NODE)
+
+
+def test_between_steps_the_node_is_still_at_its_previous_sequence() -> None:
+    """A checkpoint taken between steps restores to the previous sequence (the agent's next
+    delta then asks for a full resync), and the node is not forgotten meanwhile."""
+    ledger = Ledger(node_expiry=10)
+    ledger.apply(snapshot(NODE, [accept("cali1", "cali-pi-a", 1)]), now=0)
+    records = [accept(f"cali{i}", "cali-pi-a", 5) for i in range(4)]
+    steps = ledger.applying(snapshot(NODE, records, sequence=2), now=100, chunk=2)
+    next(steps)
+    state = ledger.node(NODE)
+    assert state is not None and state.sequence == 1 and state.snapshots == 1
+    assert ledger.forget_nodes(now=105) == []
+    assert list(steps) and ledger.node(NODE).sequence == 2  # type: ignore[union-attr]

@@ -469,6 +469,40 @@ def test_scrapes_while_ingesting_see_consistent_copies() -> None:
     assert errors == []
 
 
+def test_snapshots_applied_in_steps_interleave_and_sum_exactly() -> None:
+    """A big snapshot applied in steps of one counter on a worker thread, other nodes'
+    snapshots applied between its steps: every series ends exactly where applying them one
+    after the other leaves it, and the increases handed out are the same."""
+
+    def updates(node: str, rounds: int) -> list[tuple[int, list[CounterRecord]]]:
+        return [
+            (sequence, [accept(f"cali{i}", "cali-pi-allow", sequence * (i + 1)) for i in range(40)])
+            for sequence in range(1, rounds + 1)
+        ]
+
+    serial, stepped = Accountant(catalog()), Accountant(catalog(), chunk=1)
+    expected = [
+        (node, len(serial.apply(snapshot(node, records, sequence=sequence), sequence)))
+        for node in ("n1", "n2")
+        for sequence, records in updates(node, 5)
+    ]
+    got: list[tuple[str, int]] = []
+
+    def big() -> None:
+        for sequence, records in updates("n1", 5):
+            got.append(("n1", len(stepped.apply(snapshot("n1", records, sequence=sequence), sequence))))
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    for sequence, records in updates("n2", 5):
+        got.append(("n2", len(stepped.apply(snapshot("n2", records, sequence=sequence), sequence))))
+    worker.join()
+    assert sorted(got) == sorted(expected)
+    assert [dict(f.series) for f in stepped.view(0).families] == [
+        dict(f.series) for f in serial.view(0).families
+    ]
+
+
 # -- property: every level is the sum of the level below it ------------------------------------
 
 _PODS = [("n1", "cali1"), ("n1", "cali2"), ("n2", "cali3"), ("n2", "cali4"), ("n3", "cali5")]

@@ -13,6 +13,7 @@ scrape blocks ingest only for the copy, never for the formatting.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from aggregator.accountant import Accountant
 from aggregator.metrics.selfmon import SimpleMetric, self_metrics
@@ -69,27 +70,31 @@ def _render_family(family_view: FamilyView, out: list[str], texts: LabelTexts) -
     if family.bytes_name is not None:
         pairs.append((family.bytes_name, family.bytes_help, 1))
     cache = texts.family(family.packets_name, names)
-    get = cache.get
-    escaped = []
-    for labels, _ in family_view.series:
-        text = get(labels)
-        if text is None:
-            text = cache[labels] = _label_text(names, labels)
-        escaped.append(text)
+    found: list[str | None] = list(map(cache.get, family_view.labels))
+    if None in found:  # new series since the last scrape (every one, the first time)
+        for position, text in enumerate(found):
+            if text is None:
+                labels = family_view.labels[position]
+                found[position] = cache[labels] = _label_text(names, labels)
+    escaped = cast(list[str], found)
     if len(cache) > 2 * len(escaped) + 1000:
         texts.prune(
             family.packets_name,
             names,
-            {labels: t for (labels, _), t in zip(family_view.series, escaped, strict=True)},
+            dict(zip(family_view.labels, escaped, strict=True)),
         )
-    series = family_view.series
+    # One join per metric over [name, labels, value, name, labels, value, ...]: the name
+    # and each series' label text are kept strings, only the value is formatted (an
+    # f-string per line cost ~25 % more at 500k series).
+    values = family_view.values
     for metric_name, help_text, index in pairs:
         out.append(f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n")
-        prefix = metric_name
-        out.extend(
-            f"{prefix}{label_text} {values[index]}\n"
-            for label_text, (_, values) in zip(escaped, series, strict=True)
-        )
+        if not values:
+            continue
+        parts = [metric_name] * (3 * len(values))
+        parts[1::3] = escaped
+        parts[2::3] = [f" {value[index]}\n" for value in values]
+        out.append("".join(parts))
 
 
 def _format_value(value: float) -> str:

@@ -53,7 +53,7 @@ from aggregator.series.views import ResolvedIncrease
 from aggregator.shard.router import Redirect
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
-from calico_accountant.runtime.heap import freeze_long_lived
+from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.bounds import WireError
@@ -419,7 +419,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         if self.shard is not None and not self.shard.owns(update.node):
             self.release_nodes([update.node])  # the membership changed while it was applied
         if update.full:
-            freeze_long_lived()  # what a full snapshot added lives on: keep it out of full collections
+            freeze_when_grown()  # what full snapshots added lives on: keep it out of full collections
         self._metrics.apply_seconds.observe(time.perf_counter() - started)
         self._metrics.snapshots.labels(kind, "applied").inc()
         self._metrics.counters.inc(len(update.records))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from types import MappingProxyType
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
@@ -19,6 +20,8 @@ from aggregator.ledger.state import (
     ResetReason,
     copy_counter,
     copy_state,
+    interned_key,
+    interned_strings,
 )
 from calico_accountant.records import CounterKey, CounterRecord
 
@@ -106,12 +109,29 @@ class Ledger:
         """Apply one snapshot; returns the increases.  A snapshot :meth:`check` refuses
         changes nothing but the node's refusal counts (and a node over a limit is not
         even created)."""
+        increases: list[Increase] = []
+        for part in self.applying(update, now):
+            increases.extend(part)
+        return increases
+
+    def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[list[Increase]]:
+        """:meth:`apply` in steps of at most ``chunk`` records (all at once when None),
+        each step's increases yielded: a caller that holds a lock only per step lets others
+        read and write between steps (:class:`aggregator.accountant.Accountant`).
+
+        Between steps the node is half-applied, and seen from outside it is as if the
+        snapshot were not applied yet: its sequence, agent instance and snapshot count
+        change only in the last step, so a checkpoint taken between steps restores to the
+        previous sequence (the agent's next delta then asks for a full resync, which is
+        differenced against the raw values kept, exactly).  Its ``received_at`` is set in
+        the first step, so :meth:`forget_nodes` never forgets a node being applied.  The
+        caller must not apply another snapshot of the same node before the last step."""
         refusal = self.check(update)
         if refusal is not None and not refusal.problem.is_sequence:
             entry = self._nodes.get(update.node)
             if entry is not None:
                 entry.state.limit_refusals += 1
-            return []
+            return
         entry = self._nodes.get(update.node)
         first_snapshot = entry is None or entry.state.snapshots == 0
         if entry is None:
@@ -122,7 +142,21 @@ class Ledger:
                 node_state.out_of_order += 1
             else:
                 node_state.sequence_gaps += 1
-            return []
+            return
+        node_state.received_at = now
+        records = update.records
+        step = chunk if chunk is not None and chunk > 0 else max(1, len(records))
+        seen: set[CounterKey] = set()
+        increases: list[Increase] = []
+        for begin in range(0, len(records), step):
+            if begin:  # the previous step's, before the next one starts
+                yield increases
+                increases = []
+            for record in records[begin : begin + step]:
+                seen.add(record.key)
+                increase = self._apply_record(entry, record, first_snapshot)
+                if increase is not None:
+                    increases.append(increase)
         same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
         self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
         node_state.instance_id = update.agent_instance_id
@@ -134,14 +168,6 @@ class Ledger:
         node_state.snapshots += 1
         if update.sources:
             node_state.dataplanes = tuple(sorted({source.dataplane for source in update.sources}))
-
-        increases: list[Increase] = []
-        seen: set[CounterKey] = set()
-        for record in update.records:
-            seen.add(record.key)
-            increase = self._apply_record(entry, record, first_snapshot)
-            if increase is not None:
-                increases.append(increase)
         if update.full:
             for key, state in entry.counters.items():
                 if key not in seen and state.retired_at is None:
@@ -152,12 +178,16 @@ class Ledger:
             if gone is not None and gone.retired_at is None and key not in seen:
                 gone.retired_at = now
                 node_state.counters_retired += 1
-        return increases
+        yield increases
 
     def expire(self, now: float) -> list[ExpiredCounter]:
-        """Forget counters retired for longer than the grace period, and return them."""
+        """Forget counters retired for longer than the grace period, and return them.
+        Looks only at nodes with retired counters: housekeeping calls this every 30 s on the
+        event loop, and a sweep of every counter took ~0.9 s at 500 nodes (2.3 M counters)."""
         expired: list[ExpiredCounter] = []
         for name, entry in self._nodes.items():
+            if not entry.state.counters_retired:
+                continue
             gone = [
                 key
                 for key, state in entry.counters.items()
@@ -189,7 +219,14 @@ class Ledger:
         restored: dict[str, _NodeLedger] = {}
         for record in nodes:
             state = copy_state(record.state, connected=False)
-            counters = {counter.key: copy_counter(counter) for counter in record.counters}
+            counters = {}
+            for counter in record.counters:
+                copied = copy_counter(counter)
+                copied.key = interned_key(counter.key)
+                copied.rule_ids = interned_strings(counter.rule_ids)
+                copied.chain_comment = intern(counter.chain_comment)
+                copied.group_members = interned_strings(counter.group_members)
+                counters[copied.key] = copied
             state.counters_known = len(counters)
             state.counters_retired = sum(1 for counter in counters.values() if counter.retired_at is not None)
             restored[state.node] = _NodeLedger(state, counters, dict(record.chain_comments))
@@ -243,31 +280,33 @@ class Ledger:
             counted = not first_snapshot or self.first_snapshot is FirstSnapshot.COUNT
             total_packets, total_bytes = (packets, octets) if counted else (0, 0)
             entry.state.counters_known += 1
-            entry.counters[record.key] = CounterState(
-                key=record.key,
+            key = interned_key(record.key)
+            entry.counters[key] = CounterState(
+                key=key,
                 raw_packets=packets,
                 raw_bytes=octets,
-                rule_ids=record.rule_ids,
+                rule_ids=interned_strings(record.rule_ids),
                 total_packets=total_packets,
                 total_bytes=total_bytes,
-                chain_comment=record.chain_comment,
-                group_members=record.group_members,
+                chain_comment=intern(record.chain_comment),
+                group_members=interned_strings(record.group_members),
             )
-            return Increase(
-                entry.state.node, record.key, total_packets, total_bytes, first_snapshot, new_key=True
-            )
+            return Increase(entry.state.node, key, total_packets, total_bytes, first_snapshot, new_key=True)
 
         if state.retired_at is not None:
             state.retired_at = None
             entry.state.counters_retired -= 1
-        if record.chain_comment:
-            state.chain_comment = record.chain_comment
-        if record.group_members:
-            state.group_members = record.group_members
+        # Values equal to the kept ones are not stored again: the kept copies are interned
+        # (shared with the node's other counters), the record's are one snapshot's own.
+        if record.chain_comment and record.chain_comment != state.chain_comment:
+            state.chain_comment = intern(record.chain_comment)
+        if record.group_members and record.group_members != state.group_members:
+            state.group_members = interned_strings(record.group_members)
         d_packets, d_bytes, reason = _difference(state, packets, octets, record.rule_ids)
         if reason is not None:
             entry.state.resets[reason.value] = entry.state.resets.get(reason.value, 0) + 1
-        state.raw_packets, state.raw_bytes, state.rule_ids = packets, octets, record.rule_ids
+            state.rule_ids = interned_strings(record.rule_ids)
+        state.raw_packets, state.raw_bytes = packets, octets
         if d_packets == 0 and d_bytes == 0:
             return None
         state.total_packets += d_packets

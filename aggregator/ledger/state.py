@@ -7,6 +7,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from sys import intern
 from typing import Protocol
 
 from calico_accountant.records import CounterKey, CounterRecord
@@ -24,6 +25,8 @@ __all__ = [
     "ResetReason",
     "copy_counter",
     "copy_state",
+    "interned_key",
+    "interned_strings",
 ]
 
 
@@ -203,3 +206,15 @@ def copy_counter(state: CounterState) -> CounterState:
         state.group_members,
         state.retired_at,
     )
+
+
+def interned_key(key: CounterKey) -> CounterKey:
+    """``key`` with its names interned: the ledger keeps a key for as long as its counter
+    lives, and every snapshot decodes its own copies of the same interface, chain and tier
+    names (~100 bytes a counter, shared instead of kept once per counter)."""
+    return CounterKey._make([intern(value) if type(value) is str else value for value in key])
+
+
+def interned_strings(values: tuple[str, ...]) -> tuple[str, ...]:
+    """A tuple of rule ids or member chains with its strings interned (see :func:`interned_key`)."""
+    return tuple(intern(value) for value in values) if values else ()

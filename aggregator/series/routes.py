@@ -4,7 +4,9 @@ A counter's route is the list of series (one per exported family it belongs to) 
 increases are added to.  Working it out means resolving the counter's names through
 the catalog and asking every exported level which label set it has there; both are
 done once per counter and kept until the catalog changes the answer
-(:meth:`Router.refresh` names exactly those counters) or the counter expires.
+(:meth:`Router.refresh` names exactly those counters) or the counter expires.  The parts
+of a route that repeat across counters (its series refs, its lookups) are shared
+(:class:`~aggregator.series.interning.Interned`), not one copy per counter.
 The router also keeps what the aggregator's self-metrics report about resolution:
 the raw names exported per node and the number of lookups that failed.
 """
@@ -20,6 +22,7 @@ from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
 from aggregator.model import ResolvedCounter
 from aggregator.resolution.memo import CounterPlace, Lookup, MemoResolver
 from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolve_counter, unresolved_names
+from aggregator.series.interning import Interned
 from aggregator.series.options import SeriesOptions
 
 __all__ = ["Route", "Router", "SeriesRef"]
@@ -62,6 +65,9 @@ class Router:
         ]
         """Per family, the position of its ``node`` label (after the allow-list), if any."""
         self.routes: dict[CounterPlace, Route] = {}
+        self._refs: Interned[SeriesRef] = Interned()
+        self._ref_sets: Interned[tuple[SeriesRef, ...]] = Interned()
+        self._lookups: Interned[Lookup] = Interned()
         self._unresolved: dict[tuple[str, RawName], int] = {}
         """(node, raw name) -> counters exported under that raw name."""
         self.resolution_errors = 0
@@ -109,6 +115,11 @@ class Router:
         lookups: tuple[Lookup, ...],
         refs: tuple[SeriesRef, ...],
     ) -> Route:
+        shared = self._ref_sets.held(refs)
+        if shared is None:  # a new set: its refs shared with other sets (each held once per set)
+            shared = self._ref_sets.acquire(tuple(self._refs.acquire(ref) for ref in refs))
+        refs = shared
+        lookups = tuple(self._lookups.acquire(lookup) for lookup in lookups)
         route = Route(counter, refs, lookups, unresolved_names(counter))
         self.routes[place] = route
         self.memo.use(place, lookups)
@@ -123,6 +134,11 @@ class Router:
         if route is None:
             return None
         self.memo.release(place, route.lookups)
+        if self._ref_sets.release(route.refs):
+            for ref in route.refs:
+                self._refs.release(ref)
+        for lookup in route.lookups:
+            self._lookups.release(lookup)
         for raw in route.unresolved:
             tag = (place[0], raw)
             left = self._unresolved.get(tag, 0) - 1

@@ -49,9 +49,19 @@ class FamilySeries:
 
 @dataclass(frozen=True, slots=True)
 class FamilyView:
+    """One family's series, copied: label sets and values as two parallel tuples (copying
+    a million series' keys and values is two C-level copies; pairing them made a tuple per
+    series under the accountant's lock, 1.5 s at a million)."""
+
     family: SeriesFamily
     label_names: tuple[str, ...]
-    series: tuple[tuple[tuple[str, ...], tuple[int, int]], ...]
+    labels: tuple[tuple[str, ...], ...]
+    values: tuple[tuple[int, int], ...]
+
+    @property
+    def series(self) -> tuple[tuple[tuple[str, ...], tuple[int, int]], ...]:
+        """(label values, (packets, bytes)) per series."""
+        return tuple(zip(self.labels, self.values, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

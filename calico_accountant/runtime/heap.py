@@ -12,16 +12,41 @@ start-up, the longest 1.5 s; first snapshots applied at 15k counters/s (``bench/
 (``gc.freeze``: a list splice, constant time), so later collections scan only what was
 allocated since.  Called after bulk growth (a full snapshot applied, a checkpoint restored),
 it took the same start-up to 1 full collection of 0.01 s and 59k counters/s.  What the
-permanent generation holds is still freed by reference counting; only reference *cycles*
-in it wait for :func:`collect_everything`, which housekeeping runs when streams ended (an
-ended gRPC call leaves its last messages in a cycle).
+permanent generation holds is still freed by reference counting.
+
+Reference *cycles* that were frozen while alive (an ended gRPC call leaves its last
+messages in one) are only freed by :func:`collect_everything`, which scans the frozen
+state too: ~2 s per 100 simulated nodes, a pause no event loop may take (acks, health
+checks and keepalives all wait).  So the daemon never runs it; instead:
+
+* :func:`freeze_when_grown` freezes only once the collector's own generations hold at
+  least ``threshold`` objects: a start-up still freezes every few nodes, while in steady
+  state (a node restarting now and then) freezes are rare, so few live calls are ever
+  frozen and what their cycles leave behind is bounded by the number of freezes;
+* :func:`collect_unfrozen` (housekeeping's, when streams ended) collects everything *not*
+  frozen: the cycles of calls that started after the last freeze, at most ``threshold``
+  objects scanned (milliseconds).
 """
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["collect_everything", "freeze_long_lived"]
+__all__ = [
+    "FREEZE_THRESHOLD",
+    "collect_everything",
+    "collect_unfrozen",
+    "freeze_long_lived",
+    "freeze_when_grown",
+    "unfrozen_objects",
+]
+
+FREEZE_THRESHOLD = 50_000
+"""Objects the collector tracks outside the permanent generation before
+:func:`freeze_when_grown` freezes them.  The automatic full collections scan what is not
+frozen: at 200k, a 500-node start-up (``bench/load_bench.py``) saw them take up to 119 ms,
+with worker threads holding the GIL meanwhile; a freeze costs nothing but the bound on the
+cycles it may keep (see the module docstring)."""
 
 
 def freeze_long_lived() -> None:
@@ -29,9 +54,31 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+def unfrozen_objects() -> int:
+    """Objects the collector tracks outside the permanent generation (what a full
+    collection scans); O(that number)."""
+    return sum(len(gc.get_objects(generation)) for generation in range(3))
+
+
+def freeze_when_grown(threshold: int = FREEZE_THRESHOLD) -> bool:
+    """:func:`freeze_long_lived` if at least ``threshold`` objects are not frozen yet;
+    returns whether it froze."""
+    if unfrozen_objects() < threshold:
+        return False
+    gc.freeze()
+    return True
+
+
+def collect_unfrozen() -> int:
+    """A full collection of what is not frozen (bounded by :data:`FREEZE_THRESHOLD` when
+    growth is frozen with :func:`freeze_when_grown`); returns the objects collected."""
+    return gc.collect()
+
+
 def collect_everything() -> int:
     """A full collection that includes the frozen objects, after which the survivors are
-    frozen again; returns the objects collected."""
+    frozen again; returns the objects collected.  Scans the whole heap (seconds for a big
+    aggregator): for tests and tools, never for a serving daemon."""
     gc.unfreeze()
     collected = gc.collect()
     gc.freeze()

@@ -16,7 +16,7 @@ import signal
 from enum import StrEnum
 from typing import Any
 
-from calico_accountant.runtime.heap import collect_everything
+from calico_accountant.runtime.heap import collect_unfrozen
 
 __all__ = ["LOG_FORMAT", "LogFormat", "configure_logging", "release_free_memory", "stop_on_signals"]
 
@@ -67,17 +67,19 @@ _LIBC: Any = None
 
 def release_free_memory(*, collect_cycles: bool = False) -> bool:
     """Hand the heap's free pages back to the operating system (glibc's ``malloc_trim``),
-    after a full garbage collection when ``collect_cycles``.
+    after a collection of the unfrozen heap when ``collect_cycles``
+    (:func:`~calico_accountant.runtime.heap.collect_unfrozen`: milliseconds, however big
+    the frozen state).
 
     A burst of large, short-lived allocations (a big snapshot decoded, a hostile stream's
     chunks refused) leaves glibc's arenas holding freed memory that never shows as free
     again: resident memory looks like a leak and nears the pod's limit.  And gRPC's
     asyncio server keeps an ended call's last messages in a reference cycle, which only a
-    full collection frees; a daemon that allocates few Python objects runs one rarely.
+    collection frees; a daemon that allocates few Python objects runs one rarely.
     Called from housekeeping, this keeps resident memory at what is really in use.
     Returns False where there is no glibc (only the collection was done)."""
     if collect_cycles:
-        collect_everything()
+        collect_unfrozen()
     global _LIBC
     if _LIBC is None:
         try:
