@@ -32,10 +32,12 @@ _COUNTER_PREFIX = re.compile(r"\n\[([0-9]+:[0-9]+)\] ")
 that spotting the few that moved is one string comparison per rule.  ``\\n[`` is a literal
 prefix: the regex engine skips ahead with a fast search instead of trying every position."""
 
-FREEZE_AFTER_OBJECTS = 50_000
-"""New objects (allocations the collector tracks, net of frees) a read must leave for a
-``freeze_growth`` parser to freeze them: a full parse of a big node leaves ~1M, a
-steady-state read a few thousand."""
+FREEZE_AFTER_RECORDS = 10_000
+"""Records a full read must produce for a ``freeze_growth`` parser to freeze what it left:
+each record leaves ~15 long-lived objects (its key, plan entries, tuples), so a big node's
+full parse leaves ~1M, while a steady-state read (never frozen) leaves a few thousand.
+Counted from the read itself, not from the collector's allocation count, which any other
+thread's ``gc.collect()`` resets."""
 
 _COMMENT_LINE = re.compile(r"^#[^\n]*", re.MULTILINE)
 _DECLARED_COUNTERS = re.compile(r"^(:[^ \n]+ [^ \n]+) \[[0-9]+:[0-9]+\]$", re.MULTILINE)
@@ -186,6 +188,7 @@ class SteadyStateParser:
         # A parse allocates ~100k tuples per big table and creates no reference cycles;
         # the cyclic collector's passes over them would double its time.
         collecting = gc.isenabled()
+        full_reads = self.full_reads
         gc.disable()
         try:
             for source, data in inputs:
@@ -205,7 +208,8 @@ class SteadyStateParser:
                 result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules
         finally:
             if collecting:
-                if self._freeze_growth and gc.get_count()[0] > FREEZE_AFTER_OBJECTS:
+                grown = self.full_reads > full_reads and len(result.records) >= FREEZE_AFTER_RECORDS
+                if self._freeze_growth and grown:
                     gc.freeze()
                 gc.enable()
         return result

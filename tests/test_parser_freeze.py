@@ -28,8 +28,8 @@ def unfrozen() -> Iterator[None]:
 
 
 def test_a_full_read_is_frozen_and_a_steady_one_is_not(unfrozen: None) -> None:
-    # 500 pods x 40 policies: ~64k records, well past FREEZE_AFTER_OBJECTS (a 250 x 20 node's
-    # ~50k new objects are at the line: a young pass over them costs a few ms).
+    # 500 pods x 40 policies: ~64k records, well past FREEZE_AFTER_RECORDS (a 250 x 20 node's
+    # ~25k records are past it too: a young pass over what they leave costs a few ms).
     model = sized_model(500, 40, seed=1)
     first = render_restore(model).text
     later = render_restore(model.with_options(flow_seed=7)).text
