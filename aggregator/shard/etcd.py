@@ -23,8 +23,8 @@ from grpc.aio import EOF  # type: ignore[attr-defined]
 
 from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec
-from aggregator.shard.membership import MembershipMetrics, ViewKeeper
-from aggregator.shard.ring import Member, Ring
+from aggregator.shard.membership import MembershipMetrics, PolledMembership
+from aggregator.shard.ring import Member
 
 __all__ = ["DEFAULT_PREFIX", "EtcdMembership", "decode_member"]
 
@@ -47,7 +47,7 @@ def decode_member(key: bytes, value: bytes, prefix: str) -> Member | None:
     return Member(identity, address)
 
 
-class EtcdMembership:
+class EtcdMembership(PolledMembership):
     """This replica's registration and view (see the module docstring)."""
 
     def __init__(
@@ -60,47 +60,30 @@ class EtcdMembership:
         prefix: str = DEFAULT_PREFIX,
         metrics: MembershipMetrics | None = None,
     ) -> None:
-        if ttl < 2:
-            raise ValueError(f"the shard lease TTL must be at least 2 seconds, not {ttl}")
+        super().__init__(me, ttl, interval, metrics)
         self.channel = EtcdChannel(spec)
         self.prefix = prefix
-        self.ttl = ttl
-        self.interval = interval if interval is not None else min(1.0, ttl / 3)
-        self.view = ViewKeeper(me, metrics)
         self.lease_id = 0
         self._keep_alive: Any = None
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def ring(self) -> Ring:
-        return self.view.ring
-
-    def add_listener(self, listener: Any) -> None:
-        self.view.add_listener(listener)
+    TRANSIENT = _ERRORS
 
     def describe(self) -> str:
         return f"{self.channel.spec.describe()}{self.prefix}"
 
-    async def start(self) -> None:
-        """Register and read once (errors logged: the loop retries), then keep both current."""
-        await self._round()
-        self._task = asyncio.create_task(self._loop(), name="shard-membership")
+    async def refresh(self) -> None:
+        if not self.lease_id or not await self._renew():
+            await self._register()
+        await self._read()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self._round()
+    async def recover(self, error: BaseException) -> None:
+        self._drop_keep_alive()
+        await self.channel.rotate()
 
-    async def _round(self) -> None:
-        try:
-            if not self.lease_id or not await self._renew():
-                await self._register()
-            await self._read()
-        except _ERRORS as error:
-            self.view.metrics.errors.inc()
-            log.warning("shard membership %s: %s", self.describe(), _describe(error))
-            self._drop_keep_alive()
-            await self.channel.rotate()
+    def explain(self, error: BaseException) -> str:
+        if isinstance(error, grpc.aio.AioRpcError):
+            return f"{error.code().name}: {error.details()}"
+        return super().explain(error)
 
     async def _register(self) -> None:
         granted = await rpc.LeaseStub(self.channel.get()).LeaseGrant(
@@ -149,10 +132,7 @@ class EtcdMembership:
             self._keep_alive = None
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.stop_polling()
         self._drop_keep_alive()
         if self.lease_id:
             with contextlib.suppress(*_ERRORS):
@@ -167,9 +147,3 @@ class EtcdMembership:
 def _prefix_end(prefix: bytes) -> bytes:
     """etcd's range end for "every key starting with ``prefix``" (last byte + 1)."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error) or type(error).__name__

@@ -15,7 +15,6 @@ renewal was seen.  Needs get, list, create, update and delete on leases in the n
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -26,8 +25,8 @@ from typing import Any
 from aggregator.datastore.kube_client import Conflict, KubeApiError, KubeClient, load_config
 from aggregator.datastore.spec import KubernetesSpec
 from aggregator.election.kubernetes import lease_path
-from aggregator.shard.membership import MembershipMetrics, ViewKeeper
-from aggregator.shard.ring import Member, Ring
+from aggregator.shard.membership import MembershipMetrics, PolledMembership
+from aggregator.shard.ring import Member
 
 __all__ = ["ADDRESS_ANNOTATION", "COMPONENT", "KubernetesLeaseMembership", "shard_lease_name"]
 
@@ -52,7 +51,7 @@ def _metadata(lease: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, Mapping) else {}
 
 
-class KubernetesLeaseMembership:
+class KubernetesLeaseMembership(PolledMembership):
     """This replica's Lease and view (see the module docstring)."""
 
     def __init__(
@@ -67,26 +66,16 @@ class KubernetesLeaseMembership:
         client: KubeClient | None = None,
         metrics: MembershipMetrics | None = None,
     ) -> None:
-        if ttl < 2:
-            raise ValueError(f"the shard lease TTL must be at least 2 seconds, not {ttl}")
+        super().__init__(me, ttl, interval, metrics)
         self.spec = spec
         self.namespace = namespace
-        self.ttl = ttl
-        self.interval = interval if interval is not None else min(1.0, ttl / 3)
-        self.view = ViewKeeper(me, metrics)
         self._clock = clock
         self._client = client
         self._own: dict[str, Any] | None = None
         self._observed: dict[str, tuple[str, float]] = {}
         """Lease name -> (resourceVersion, when this replica first saw it)."""
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def ring(self) -> Ring:
-        return self.view.ring
-
-    def add_listener(self, listener: Callable[[Ring, Ring], None]) -> None:
-        self.view.add_listener(listener)
+    TRANSIENT = (KubeApiError, TimeoutError, OSError)
 
     def describe(self) -> str:
         return f"Leases {self.namespace}/{_SELECTOR} ({self.spec.describe()})"
@@ -100,22 +89,9 @@ class KubernetesLeaseMembership:
     def path(self) -> str:
         return lease_path(self.namespace, shard_lease_name(self.view.me.identity))
 
-    async def start(self) -> None:
-        await self._round()
-        self._task = asyncio.create_task(self._loop(), name="shard-membership")
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self._round()
-
-    async def _round(self) -> None:
-        try:
-            await self._renew()
-            await self._read()
-        except (KubeApiError, TimeoutError, OSError) as error:
-            self.view.metrics.errors.inc()
-            log.warning("shard membership %s: %s", self.describe(), error)
+    async def refresh(self) -> None:
+        await self._renew()
+        await self._read()
 
     def _body(self, resource_version: str = "") -> dict[str, Any]:
         me, now = self.view.me, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -173,10 +149,7 @@ class KubernetesLeaseMembership:
         self.view.update(members, self.describe())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.stop_polling()
         if self._own is not None:
             with contextlib.suppress(KubeApiError, TimeoutError, OSError):
                 await self.client().delete_object(self.path)

@@ -15,6 +15,9 @@ agents it cannot serve reconnect to the Service and are redirected by the others
 
 from __future__ import annotations
 
+import abc
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -23,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aggregator.shard.ring import Member, Ring
 
-__all__ = ["Membership", "MembershipMetrics", "ViewKeeper"]
+__all__ = ["Membership", "MembershipMetrics", "PolledMembership", "ViewKeeper"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +97,68 @@ class ViewKeeper:
             except Exception:  # a listener's bug must not stop the view from being kept
                 log.exception("shard membership listener failed")
         return True
+
+
+class PolledMembership(abc.ABC):
+    """What every backend does the same way: one round at :meth:`start`, then one every
+    ``interval`` seconds; a round that fails with one of :attr:`TRANSIENT` is counted,
+    logged and retried at the next, the last view kept meanwhile."""
+
+    TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+
+    def __init__(
+        self, me: Member, ttl: int, interval: float | None, metrics: MembershipMetrics | None
+    ) -> None:
+        if ttl < 2:
+            raise ValueError(f"the shard lease TTL must be at least 2 seconds, not {ttl}")
+        self.ttl = ttl
+        self.interval = interval if interval is not None else min(1.0, ttl / 3)
+        self.view = ViewKeeper(me, metrics)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ring(self) -> Ring:
+        return self.view.ring
+
+    def add_listener(self, listener: Callable[[Ring, Ring], None]) -> None:
+        self.view.add_listener(listener)
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the membership is kept, for logs."""
+
+    @abc.abstractmethod
+    async def refresh(self) -> None:
+        """Keep this replica registered and read the members into :attr:`view`."""
+
+    async def recover(self, error: BaseException) -> None:
+        """After a failed round, before the next (e.g. drop a broken connection)."""
+        del error  # nothing to do by default
+
+    def explain(self, error: BaseException) -> str:
+        return str(error) or type(error).__name__
+
+    async def start(self) -> None:
+        """Register and read once (errors logged: the loop retries), then keep both current."""
+        await self._round()
+        self._task = asyncio.create_task(self._loop(), name="shard-membership")
+
+    async def stop_polling(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self._round()
+
+    async def _round(self) -> None:
+        try:
+            await self.refresh()
+        except self.TRANSIENT as error:
+            self.view.metrics.errors.inc()
+            log.warning("shard membership %s: %s", self.describe(), self.explain(error))
+            await self.recover(error)
