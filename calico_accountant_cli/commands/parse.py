@@ -130,8 +130,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"calico-accountant parse: {error}", file=sys.stderr)
         return 1
     # A big node's parse makes about a million objects that live until the command ends:
-    # the cyclic collector (they hold no cycles) would only walk them again and again.
+    # the cyclic collector (they hold no cycles) would only walk them again and again.  Back
+    # on when done: ``main(["parse", ...])`` may run inside a longer-lived process.
+    collecting = gc.isenabled()
     gc.disable()
+    try:
+        return _parse_and_write(args, inputs)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_and_write(args: argparse.Namespace, inputs: list[tuple[str, bytes]]) -> int:
     result = parse_node(inputs, family=args.family)
     out = sys.stdout
     records = result.records
