@@ -7,7 +7,7 @@ one :func:`_single_guard_of_body` reads from the whole body.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from node_agent.attribution.chains import _single_guard, _single_guard_of_body
@@ -44,6 +44,8 @@ _TOKEN = st.text(alphabet='ab !-"', max_size=6) | st.sampled_from(
     leading_space=st.booleans(),
     felix_form=st.booleans(),
 )
+# Found by the whole suite: a "chain" that is "!" reads as a negation in the whole body.
+@example(chain="!", rule_id="", rest="-m mark --mark 0x40000/0x40000", leading_space=False, felix_form=True)
 def test_single_guard_from_the_rest_matches_the_whole_body(
     chain: str, rule_id: str, rest: str, leading_space: bool, felix_form: bool
 ) -> None:

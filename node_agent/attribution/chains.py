@@ -6,6 +6,7 @@ per table.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence, Set
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_CHAIN_PREFIXES, is_identity_comment
@@ -87,9 +88,10 @@ def _single_guard(body: str) -> tuple[int, int, bool] | None:
     (``-m mark --mark D/D -j DROP``) in different chains, with different rule ids: the answer
     for a body in felix's form (``-A CHAIN`` + the ``cali:`` id comment + the rest) depends on
     the rest only (chain and id hold no space, and every match is told by spaces), so it is
-    worked out once per distinct rest."""
+    worked out once per distinct rest.  Only for a chain name as felix writes them: a token
+    such as ``!`` in its place is read as part of the matches by the whole-body reading."""
     space = body.find(" ", 3)
-    if space != -1 and body.startswith(_LEADING_ID, space):
+    if space != -1 and body.startswith(_LEADING_ID, space) and _CHAIN_NAME.fullmatch(body, 3, space):
         start = space + len(_LEADING_ID)
         end = body.find('"', start)
         if end != -1 and " " not in body[start:end]:
@@ -98,6 +100,7 @@ def _single_guard(body: str) -> tuple[int, int, bool] | None:
 
 
 _LEADING_ID = ' -m comment --comment "cali:'
+_CHAIN_NAME = re.compile(r"[A-Za-z0-9][\w.:/+-]*")
 
 
 @functools.lru_cache(maxsize=4096)
