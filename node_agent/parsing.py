@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_table
-from node_agent.columnar import parse_columnar
+from node_agent.columnar import ColumnarParse, parse_columnar
+from node_agent.columnar.incremental import Previous, reparse, reusable, split_pieces
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
 from node_agent.nftables.document import looks_like_nft_json
 from node_agent.nftables.parse import NftParser
@@ -96,6 +97,8 @@ class _Template:
     stable_head: str
     stable_tail: str
     """The same, :func:`_without_volatile`."""
+    rules: list[str]
+    """The rule lines without counters (``-A CHAIN ...``), for a re-parse after a change."""
 
 
 @dataclass(slots=True)
@@ -114,6 +117,12 @@ class _Remembered:
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """The read's single-slot and deny records, when it had no counter diagnostics."""
     template: _Template | None = None
+    columnar: ColumnarParse | None = None
+    """The read's columnar parse, when a read whose rules changed can re-parse from it
+    (:mod:`node_agent.columnar.incremental`)."""
+    split: tuple[str, list[str], list[str], str] | None = None
+    """The read's text already taken apart by a re-parse (head, counters, rule lines,
+    tail): its template is made from it instead of splitting the text again."""
 
 
 def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int]]) -> _Template | None:
@@ -138,13 +147,19 @@ def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int
     if len(head) != first:
         return None
     last_rule = parts[-1][: len(parts[-1]) - (len(text) - end)]
-    pieces = parts[:]
-    pieces[0] = "\n["
-    rest = parts[2:-1:2]
-    pieces[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
-    pieces[-1] = "] " + last_rule
+    rule_lines = parts[2::2]
+    rule_lines[-1] = last_rule
     tail = text[end:]
-    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail))
+    return _template_from(head, parts[1::2], rule_lines, tail)
+
+
+def _template_from(head: str, counters: list[str], rules: list[str], tail: str) -> _Template:
+    """The template of a text already taken apart (head, counters, rule lines, tail)."""
+    pieces = ["\n[", *counters, *counters]
+    pieces[2::2] = ["] " + rule + "\n[" for rule in rules]
+    pieces[1::2] = counters
+    pieces[-1] = "] " + rules[-1]
+    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail), rules)
 
 
 class SteadyStateParser:
@@ -179,6 +194,9 @@ class SteadyStateParser:
         self._nft = NftParser(family=family)
         self.fast_path_reads = 0
         self.full_reads = 0
+        self.changed_reads = 0
+        """Reads whose rules changed, re-parsed from the previous read (not counted in
+        ``full_reads``)."""
 
     def parse(self, inputs: Sequence[tuple[str, str | bytes]]) -> ParseResult:
         """One read of the node: all its records, zero-valued included, and diagnostics."""
@@ -199,7 +217,10 @@ class SteadyStateParser:
                         self.fast_path_reads += 1
                     else:
                         self.full_reads += 1
-                elif decode_diagnostics or not self._parse_unchanged(source, _framed(text), result):
+                elif decode_diagnostics or not (
+                    self._parse_unchanged(source, _framed(text), result)
+                    or self._parse_changed(source, text, result)
+                ):
                     self._parse_full(source, text, decode_diagnostics, result)
                 rules = result.rules_seen - rules_before
                 result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules
@@ -216,9 +237,15 @@ class SteadyStateParser:
         if remembered is None:
             return False
         if remembered.template is None:
-            assert remembered.text is not None
-            remembered.template = _template_of(remembered.text, remembered.rules_seen, remembered.counters)
+            if remembered.split is not None:
+                remembered.template = _template_from(*remembered.split)
+            else:
+                assert remembered.text is not None
+                remembered.template = _template_of(
+                    remembered.text, remembered.rules_seen, remembered.counters
+                )
             remembered.text = None
+            remembered.split = None
             if remembered.template is None:
                 del self._remembered[source]
                 return False
@@ -282,6 +309,66 @@ class SteadyStateParser:
         self.fast_path_reads += 1
         return True
 
+    def _parse_changed(self, source: str, text: str, result: ParseResult) -> bool:
+        """A read whose rules changed since the previous one, re-parsed from it
+        (:func:`~node_agent.columnar.incremental.reparse`); False (having done nothing)
+        when the whole text must be parsed."""
+        remembered = self._remembered.get(source)
+        if remembered is None or remembered.columnar is None:
+            return False
+        if remembered.template is not None:
+            pieces = remembered.template.rules
+            counters = remembered.template.parts[1::2]
+        elif remembered.split is not None:
+            _, counters, pieces, _ = remembered.split
+        else:
+            assert remembered.text is not None
+            _, counters, pieces, _ = split_pieces(remembered.text)
+        packets, octets = remembered.counters
+        done = reparse(
+            text, source, self._family, Previous(remembered.columnar, pieces, counters, packets, octets)
+        )
+        if done is None:
+            return False
+        split = (done.head, done.counters, done.pieces, done.tail)
+        self._take_columnar(source, text, done.parse, result, True, split)
+        self.changed_reads += 1
+        return True
+
+    def _take_columnar(
+        self,
+        source: str,
+        text: str,
+        columnar: ColumnarParse,
+        result: ParseResult,
+        keep: bool,
+        split: tuple[str, list[str], list[str], str] | None,
+    ) -> None:
+        """Records and diagnostics of a columnar parse (cold or re-parse) into ``result``,
+        remembered for the next read (``keep``: with the parse, for a re-parse)."""
+        records_split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
+        if records_split is not None:
+            records, diagnostics = records_split[0] + records_split[1], list[Diagnostic]()
+        else:
+            records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
+        _add_records(result, records)
+        result.diagnostics.extend(columnar.structural)
+        result.diagnostics.extend(diagnostics)
+        result.rules_seen += columnar.rule_lines
+        result.lines_seen += columnar.lines
+        # The skeleton is split off only if a later read needs it (see _Remembered).
+        self._remembered[source] = _Remembered(
+            None if split is not None else _framed(text),
+            columnar.compiled,
+            columnar.structural,
+            columnar.rule_lines,
+            columnar.lines,
+            (columnar.packets, columnar.octets),
+            records_split,
+            columnar=columnar if keep else None,
+            split=split,
+        )
+
     def _parse_full(
         self, source: str, text: str, decode_diagnostics: list[Diagnostic], result: ParseResult
     ) -> None:
@@ -290,26 +377,7 @@ class SteadyStateParser:
             parse_columnar(text, source, self._family) if self._columnar and not decode_diagnostics else None
         )
         if columnar is not None:
-            split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
-            if split is not None:
-                records, diagnostics = split[0] + split[1], list[Diagnostic]()
-            else:
-                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
-            _add_records(result, records)
-            result.diagnostics.extend(columnar.structural)
-            result.diagnostics.extend(diagnostics)
-            result.rules_seen += columnar.rule_lines
-            result.lines_seen += columnar.lines
-            # The skeleton is split off only if a later read needs it (see _Remembered).
-            self._remembered[source] = _Remembered(
-                _framed(text),
-                columnar.compiled,
-                columnar.structural,
-                columnar.rule_lines,
-                columnar.lines,
-                (columnar.packets, columnar.octets),
-                split,
-            )
+            self._take_columnar(source, text, columnar, result, reusable(columnar), None)
             return
         scanned = scan(text, source, self._family)
         plans, structural = plan_table(scanned.table)

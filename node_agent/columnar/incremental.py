@@ -1,0 +1,474 @@
+"""The re-parse of a table whose rules changed in a few chains: churn at steady-state cost.
+
+When a pod comes or goes, felix adds or removes its endpoint chains and rewrites the
+dispatch chains; the other ~99% of the table is the text of the previous read.  Everything
+the columnar parse derives from an endpoint chain (its accept, deny, drop and profile
+plans, its ``deny_not_exact`` diagnostics, its jumps) depends only on that chain's rules
+and on the chains it jumps to (their verdicts, members, comments), on felix's mark bits and
+on the table's family and source; it sits at slots (counter positions) of that chain.  So
+a churn read:
+
+1. splits the text into counters and rule lines (one regular-expression ``split``) and
+   walks the previous read's chains in order, comparing each chain's rule lines (counters
+   left out) with what they were (C-level list comparisons; only changed or new chains
+   are looked at line by line);
+2. re-plans, with the cold columnar parse of a smaller table, the endpoint chains that
+   changed or are new, those that refer to a chain that changed, came or went (or refer to
+   one that does, transitively), and those the mark bits are learned from; that table
+   holds every other (non-endpoint) chain too, which are all re-planned: their
+   ``policy_rule`` plans depend on the tier of every policy's first jump, worked out over
+   the jumps of all endpoint chains (:data:`~node_agent.columnar.TiersOf`);
+3. takes the plans, jumps and diagnostics of every other endpoint chain from the previous
+   read with their slots moved to where the chain now is, and merges both in slot order:
+   the same plans in the same order as the cold parse of the whole text would give.
+
+Anything unusual (no declarations, a chain moved or split, mark bits that changed, a plan
+whose line is not its counter's) returns None and the caller parses the whole text cold.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
+from calico_accountant.felix.endpoints import endpoint_chain
+from calico_accountant.records import Diagnostic
+from node_agent.attribution.chains import ChainFacts
+from node_agent.attribution.compiled import CompiledPlans, PlanColumns
+from node_agent.attribution.marks import learn_marks_from
+from node_agent.columnar import ColumnarParse, parse_columnar
+from node_agent.columnar.jumps import Jumps, policy_tiers
+from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
+from node_agent.iptables_save import MAX_COUNTER, Rule, detect_family, new_rule, target_of
+
+__all__ = ["COUNTER_PREFIX", "Previous", "Reparse", "reparse", "reusable", "split_pieces"]
+
+_T = TypeVar("_T")
+
+COUNTER_PREFIX = re.compile(r"\n\[([0-9]+:[0-9]+)\] ")
+"""A rule line's ``[packets:bytes]`` prefix (the fast path's, ``node_agent.parsing``)."""
+
+
+@dataclass(slots=True)
+class Reparse:
+    """A table parsed by :func:`reparse`: what the cold columnar parse of its whole text
+    would have given, and the text's counters and rule lines (for the next read)."""
+
+    parse: ColumnarParse
+    head: str
+    """The text before the first rule line."""
+    counters: list[str]
+    """``packets:bytes`` of every rule line."""
+    pieces: list[str]
+    """Every rule line without its counters (``-A CHAIN ...``)."""
+    tail: str
+    """The text after the last rule line (from its newline on)."""
+    replanned: int
+    """Endpoint chains re-planned (the others were reused)."""
+
+
+def split_pieces(framed: str) -> tuple[str, list[str], list[str], str]:
+    """A framed table as (text before the rules, counters, rule lines without counters,
+    text after the last rule line from its newline on)."""
+    parts = COUNTER_PREFIX.split(framed)
+    last, newline, tail = parts[-1].partition("\n")
+    pieces = parts[2::2]
+    if pieces:
+        pieces[-1] = last
+    return parts[0], parts[1::2], pieces, newline + tail
+
+
+def _chain_of(piece: str) -> str:
+    if not piece.startswith("-A "):
+        raise Irregular
+    end = piece.find(" ", 3)
+    if end == -1:
+        raise Irregular
+    return piece[3:end]
+
+
+@dataclass(slots=True)
+class _Run:
+    name: str
+    start: int
+    length: int
+    old: int
+    """The previous read's run with the same rules, or -1 (changed or new)."""
+
+
+def _segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> list[_Run]:
+    """The chains of ``pieces`` as runs, each matched with the previous read's run of the
+    same name when its rule lines are the same; :class:`Irregular` when a chain is split
+    or the chains come in another order."""
+    runs: list[_Run] = []
+    order = {name: run for run, name in enumerate(previous.names)}
+    seen: set[str] = set()
+    count = len(pieces)
+    cursor = 0
+    run = 0
+    while cursor < count:
+        name = previous.names[run] if run < len(previous.names) else None
+        if name is not None:
+            start, length = previous.starts[run], previous.lengths[run]
+            end = cursor + length
+            prefix = "-A " + name + " "
+            if (
+                pieces[cursor:end] == old_pieces[start : start + length]
+                and (end >= count or not pieces[end].startswith(prefix))
+                and len(pieces[cursor:end]) == length
+            ):
+                runs.append(_Run(name, cursor, length, run))
+                seen.add(name)
+                cursor = end
+                run += 1
+                continue
+        found = _chain_of(pieces[cursor])
+        if found in seen:
+            raise Irregular  # a chain in two runs: the general path's business
+        later = order.get(found)
+        if later is not None and later > run:
+            run = later  # the chains in between are gone
+            continue
+        if later is not None and later < run:
+            raise Irregular  # chains in another order
+        prefix = "-A " + found + " "
+        end = cursor + 1
+        while end < count and pieces[end].startswith(prefix):
+            end += 1
+        runs.append(_Run(found, cursor, end - cursor, -1))
+        seen.add(found)
+        cursor = end
+        if later is not None:
+            run += 1
+    return runs
+
+
+def _referrers(framed: str, names: set[str], runs: list[_Run], head: str) -> set[int]:
+    """The runs whose rule lines mention any of ``names`` (as a substring: a longer name
+    that contains one is counted too, which only re-plans more)."""
+    positions: list[int] = []
+    for name in names:
+        found = framed.find(name, len(head))
+        while found != -1:
+            positions.append(found)
+            found = framed.find(name, found + 1)
+    positions.sort()
+    starts = [run.start for run in runs]
+    hit: set[int] = set()
+    rules_before = 0
+    previous = len(head)
+    for position in positions:
+        rules_before += framed.count("\n[", previous, position)
+        previous = position
+        if rules_before:
+            hit.add(bisect.bisect_right(starts, rules_before - 1) - 1)
+    return hit
+
+
+def _slot_map(size: int, moves: Iterator[tuple[int, int, int]]) -> list[int]:
+    """Old slot -> new slot for the (old start, new start, length) moves, -1 elsewhere; one
+    more entry (-1) at the end, read for slot -1 ("no next rule")."""
+    mapping = [-1] * (size + 1)
+    for old, new, length in moves:
+        mapping[old : old + length] = range(new, new + length)
+    return mapping
+
+
+def _moved(columns: PlanColumns, start: int, stop: int, mapping: list[int], first_line: int) -> PlanColumns:
+    """The plans ``start:stop`` of ``columns`` with their slots through ``mapping``, those
+    whose first slot maps to -1 left out, lines those of their new first slot."""
+    get = mapping.__getitem__
+    slots = tuple(list(map(get, column[start:stop])) for column in columns.slots)
+    keep = list(map((-1).__ne__, slots[0]))
+    everything = all(keep)
+
+    def pick(column: list[_T]) -> list[_T]:
+        return column[start:stop] if everything else list(itertools.compress(column[start:stop], keep))
+
+    if not everything:
+        slots = tuple(list(itertools.compress(column, keep)) for column in slots)
+    return PlanColumns(
+        pick(columns.keys),
+        slots,
+        pick(columns.rule_ids),
+        pick(columns.comments),
+        pick(columns.members),
+        list(map(first_line.__add__, slots[0])),
+        pick(columns.sources),
+    )
+
+
+def _merged(base: PlanColumns, more: PlanColumns) -> PlanColumns:
+    """``base`` and ``more`` (each in slot order, of disjoint chains) in slot order."""
+    if not more.keys:
+        return base
+    if not base.keys:
+        return more
+    at = list(map(bisect.bisect_left, itertools.repeat(base.slots[0]), more.slots[0]))
+
+    def woven(first: list[_T], second: list[_T]) -> list[_T]:
+        out: list[_T] = []
+        done = 0
+        for position, item in zip(at, second, strict=True):
+            out.extend(first[done:position])
+            out.append(item)
+            done = position
+        out.extend(first[done:])
+        return out
+
+    return PlanColumns(
+        woven(base.keys, more.keys),
+        tuple(woven(a, b) for a, b in zip(base.slots, more.slots, strict=True)),
+        woven(base.rule_ids, more.rule_ids),
+        woven(base.comments, more.comments),
+        woven(base.members, more.members),
+        woven(base.lines, more.lines),
+        woven(base.sources, more.sources),
+    )
+
+
+def _moved_diagnostics(
+    diagnostics: Sequence[Diagnostic], old_first: int, mapping: list[int], new_first: int
+) -> list[Diagnostic]:
+    moved = []
+    for diagnostic in diagnostics:
+        slot = mapping[diagnostic.line - old_first]
+        if slot != -1:
+            moved.append(Diagnostic(diagnostic.code, diagnostic.message, new_first + slot, diagnostic.source))
+    return moved
+
+
+def _lines_are_slots(parse: ColumnarParse) -> bool:
+    """Whether every plan's line is that of its first slot (what moving plans relies on)."""
+    first = parse.first_line
+    return all(
+        columns.lines == list(map(first.__add__, columns.slots[0]))
+        for columns in (parse.compiled.single, parse.compiled.deny)
+    )
+
+
+def reusable(parse: ColumnarParse) -> bool:
+    """Whether a later read can re-parse from ``parse`` (checked once, after a full parse)."""
+    return bool(parse.declared) and _lines_are_slots(parse)
+
+
+@dataclass(slots=True)
+class Previous:
+    """The previous read of a table, as :func:`reparse` reuses it."""
+
+    parse: ColumnarParse
+    """Its columnar parse (or the re-parse that stood for one)."""
+    pieces: list[str]
+    """Its rule lines without counters."""
+    counters: list[str]
+    packets: list[int]
+    octets: list[int]
+    """Its counters, as text and as numbers (those of the last read: the fast path's reads
+    change them, not the parse)."""
+
+
+def reparse(text: str, source: str, family: int | None, previous: Previous) -> Reparse | None:
+    """The table ``text`` parsed reusing ``previous``, or None when the whole text must be parsed."""
+    try:
+        return _reparse(text, source, family, previous)
+    except Irregular:
+        return None
+
+
+def _reparse(text: str, source: str, family: int | None, last: Previous) -> Reparse | None:
+    previous = last.parse
+    old_pieces = last.pieces
+    framed_by_newline = text.startswith("[")
+    framed = "\n" + text if framed_by_newline else text
+    head, counters, pieces, tail = split_pieces(framed)
+    count = len(pieces)
+    if not count or is_odd(head) or is_odd(tail):
+        return None
+    declared, opened = declarations(head)
+    check_tail(tail[1:], opened)
+    new_family = family or detect_family(text)
+    if not declared or new_family != previous.family:
+        return None
+
+    runs = _segment(pieces, previous, old_pieces)
+    names = [run.name for run in runs]
+    if not declared.issuperset(names):
+        return None
+    endpoint = [
+        previous.endpoint[run.old] if run.old != -1 else endpoint_chain(run.name) is not None for run in runs
+    ]
+
+    # What changed, came or went, and (transitively) the chains that mention it.
+    present = set(names)
+    changed = {run.name for run in runs if run.old == -1}
+    changed.update(name for name in previous.names if name not in present)
+    changed.update(declared ^ previous.declared)
+    replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
+    closure = set(changed)
+    while closure:
+        hit = _referrers(framed, closure, runs, head)
+        closure = {runs[index].name for index in hit if not endpoint[index]} - changed
+        changed |= closure
+        replan.update(index for index in hit if endpoint[index])
+
+    # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
+    endpoint_runs = [index for index, flag in enumerate(endpoint) if flag]
+    read: list[int] = []
+
+    def endpoint_rules() -> Iterator[tuple[str, list[Rule]]]:
+        for index in endpoint_runs:
+            read.append(index)
+            run = runs[index]
+            yield (
+                run.name,
+                [
+                    new_rule((target_of(body), body, 0, 0, ""))
+                    for body in pieces[run.start : run.start + run.length]
+                ],
+            )
+
+    if learn_marks_from(endpoint_rules()) != previous.marks:
+        return None
+    replan.update(read)
+
+    reused = [index for index, run in enumerate(runs) if endpoint[index] and index not in replan]
+    old_to_new = _slot_map(
+        len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
+    )
+    included = [index for index, flag in enumerate(endpoint) if not flag or index in replan]
+    reduced_to_new = list(
+        itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
+    )
+    reduced_to_new.append(-1)
+    body = "".join(
+        itertools.chain.from_iterable(
+            itertools.chain.from_iterable(
+                zip(
+                    itertools.repeat("\n["),
+                    counters[runs[i].start : runs[i].start + runs[i].length],
+                    itertools.repeat("] "),
+                    pieces[runs[i].start : runs[i].start + runs[i].length],
+                )
+            )
+            for i in included
+        )
+    )
+    all_jumps: list[Jumps] = []
+
+    def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
+        merged = _merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
+        all_jumps.append(merged)
+        return policy_tiers(merged, facts)
+
+    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
+    if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
+        return None
+
+    first_line = head.count("\n") + (1 if framed_by_newline else 2)
+    old_single, old_deny = previous.compiled.single, previous.compiled.deny
+    new_single, new_deny = reduced.compiled.single, reduced.compiled.deny
+    old_specials = previous.accepts + previous.specials
+    new_specials = reduced.accepts + reduced.specials
+    accepts = _merged(
+        _moved(old_single, 0, previous.accepts, old_to_new, first_line),
+        _moved(new_single, 0, reduced.accepts, reduced_to_new, first_line),
+    )
+    specials = _merged(
+        _moved(old_single, previous.accepts, old_specials, old_to_new, first_line),
+        _moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line),
+    )
+    policies = _moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line)
+    deny = _merged(
+        _moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line),
+        _moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line),
+    )
+    single = PlanColumns(
+        accepts.keys[:],
+        tuple(column[:] for column in accepts.slots),
+        accepts.rule_ids[:],
+        accepts.comments[:],
+        accepts.members[:],
+        accepts.lines[:],
+        accepts.sources[:],
+    )
+    single.extend(specials)
+    single.extend(policies)
+    structural = sorted(
+        _moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)
+        + _moved_diagnostics(reduced.structural, reduced.first_line, reduced_to_new, first_line),
+        key=operator.attrgetter("line"),
+    )
+
+    packets, octets = _counters(counters, runs, previous.starts, last)
+    newlines = head.count("\n") + count + tail.count("\n") - framed_by_newline
+    parse = ColumnarParse(
+        CompiledPlans.from_columns(single, deny),
+        structural,
+        packets,
+        octets,
+        count,
+        newlines + (0 if text.endswith("\n") else 1),
+        names,
+        [run.start for run in runs],
+        [run.length for run in runs],
+        endpoint,
+        declared,
+        first_line,
+        new_family,
+        previous.marks,
+        all_jumps[-1],
+        len(accepts.keys),
+        len(specials.keys),
+    )
+    return Reparse(parse, head, counters, pieces, tail, len(replan))
+
+
+def _merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: list[int]) -> Jumps:
+    """Every endpoint chain's jumps in slot order: the reused chains' from ``old``, the
+    re-planned ones' from ``new``."""
+    old_slots = list(map(old_to_new.__getitem__, old.slots))
+    keep = list(map((-1).__ne__, old_slots))
+    slots = list(itertools.compress(old_slots, keep))
+    targets = list(itertools.compress(old.targets, keep))
+    tiers = list(itertools.compress(old.tiers, keep))
+    new_slots = list(map(reduced_to_new.__getitem__, new.slots))
+    if new_slots:
+        order = sorted(range(len(slots) + len(new_slots)), key=[*slots, *new_slots].__getitem__)
+        slots = list(map([*slots, *new_slots].__getitem__, order))
+        targets = list(map([*targets, *new.targets].__getitem__, order))
+        tiers = list(map([*tiers, *new.tiers].__getitem__, order))
+    distinct = list(dict.fromkeys(targets))
+    groups = any(target.startswith(GROUP_CHAIN_PREFIXES) for target in distinct)
+    return Jumps(slots, targets, tiers, distinct, groups)
+
+
+def _counters(
+    counters: list[str], runs: list[_Run], old_starts: list[int], last: Previous
+) -> tuple[list[int], list[int]]:
+    """Packets and octets of every slot: the previous read's where the counter text is the
+    same, converted where it changed (:class:`Irregular` past u64)."""
+    new_to_old = [-1] * len(counters)
+    for run in runs:
+        if run.old != -1:
+            old_start = old_starts[run.old]
+            new_to_old[run.start : run.start + run.length] = range(old_start, old_start + run.length)
+    before = list(map([*last.counters, ""].__getitem__, new_to_old))
+    packets = list(map([*last.packets, 0].__getitem__, new_to_old))
+    octets = list(map([*last.octets, 0].__getitem__, new_to_old))
+    changed = list(itertools.compress(range(len(counters)), map(operator.ne, counters, before)))
+    try:
+        for slot in changed:
+            packet_text, _, octet_text = counters[slot].partition(":")
+            packets[slot] = int(packet_text)
+            octets[slot] = int(octet_text)
+    except ValueError:  # over int()'s 4300-digit limit: the general path says so
+        raise Irregular from None
+    if changed and (max(packets) > MAX_COUNTER or max(octets) > MAX_COUNTER):
+        raise Irregular
+    return packets, octets
