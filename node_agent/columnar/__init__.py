@@ -82,6 +82,8 @@ class ColumnarParse:
     """How many of ``compiled.single``'s plans are accepts of jumps (they come first)..."""
     specials: int
     """... and how many drop and profile plans follow them (then the policy rules' plans)."""
+    tiers: dict[str, str]
+    """The tier of each policy (and group) chain, as its ``policy_rule`` plans have it."""
 
 
 def parse_columnar(
@@ -106,7 +108,8 @@ def _parse(text: str, source: str, family: int | None, tiers_of: TiersOf) -> Col
     jumps = jumps_of(columns, tier_of, facts)
     accepted = accepted_jumps(jumps, columns, runs, facts)
     exact, structural = exact_denies(rows, columns, runs, jumps, accepted, facts, source)
-    policy_rules = plan_policy_rules(facts.chains, facts, tiers_of(jumps, facts), rows.family, source)
+    tiers = tiers_of(jumps, facts)
+    policy_rules = plan_policy_rules(facts.chains, facts, tiers, rows.family, source)
     accepts = len(accepted.entered)
     compiled = compile_plans(rows, columns, accepted, exact, special + policy_rules, source)
     return ColumnarParse(
@@ -127,4 +130,5 @@ def _parse(text: str, source: str, family: int | None, tiers_of: TiersOf) -> Col
         jumps,
         accepts,
         len(special),
+        tiers,
     )

@@ -105,28 +105,42 @@ class _Run:
 def _segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> list[_Run]:
     """The chains of ``pieces`` as runs, each matched with the previous read's run of the
     same name when its rule lines are the same; :class:`Irregular` when a chain is split
-    or the chains come in another order."""
+    or the chains come in another order.
+
+    Unchanged chains are matched many at a time (a span of the previous read's runs
+    against the same number of rule lines here, doubling the span while it matches), so
+    the Python steps are per change, not per chain; only changed or new chains are read
+    line by line."""
     runs: list[_Run] = []
-    order = {name: run for run, name in enumerate(previous.names)}
+    names, starts, lengths = previous.names, previous.starts, previous.lengths
+    order = {name: run for run, name in enumerate(names)}
     seen: set[str] = set()
     count = len(pieces)
     cursor = 0
     run = 0
+    span = 1
     while cursor < count:
-        name = previous.names[run] if run < len(previous.names) else None
-        if name is not None:
-            start, length = previous.starts[run], previous.lengths[run]
-            end = cursor + length
-            prefix = "-A " + name + " "
+        if run < len(names):
+            last = min(run + span, len(names)) - 1
+            start = starts[run]
+            stop = starts[last] + lengths[last]
+            end = cursor + stop - start
             if (
-                pieces[cursor:end] == old_pieces[start : start + length]
-                and (end >= count or not pieces[end].startswith(prefix))
-                and len(pieces[cursor:end]) == length
+                end <= count
+                and pieces[cursor:end] == old_pieces[start:stop]
+                and (end == count or not pieces[end].startswith("-A " + names[last] + " "))
             ):
-                runs.append(_Run(name, cursor, length, run))
-                seen.add(name)
+                for matched in range(run, last + 1):
+                    runs.append(
+                        _Run(names[matched], cursor + starts[matched] - start, lengths[matched], matched)
+                    )
+                    seen.add(names[matched])
                 cursor = end
-                run += 1
+                run = last + 1
+                span *= 2
+                continue
+            if span > 1:
+                span = 1
                 continue
         found = _chain_of(pieces[cursor])
         if found in seen:
@@ -150,14 +164,16 @@ def _segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) 
 
 
 def _referrers(framed: str, names: set[str], runs: list[_Run], head: str) -> set[int]:
-    """The runs whose rule lines mention any of ``names`` (as a substring: a longer name
-    that contains one is counted too, which only re-plans more)."""
+    """The runs with a rule that jumps (``-j``) or goes (``-g``) to any of ``names`` (or to
+    a longer name starting with one, which only re-plans more): a chain depends on another
+    only through such rules."""
     positions: list[int] = []
     for name in names:
-        found = framed.find(name, len(head))
-        while found != -1:
-            positions.append(found)
-            found = framed.find(name, found + 1)
+        for needle in ("-j " + name, "-g " + name):
+            found = framed.find(needle, len(head))
+            while found != -1:
+                positions.append(found)
+                found = framed.find(needle, found + 1)
     positions.sort()
     starts = [run.start for run in runs]
     hit: set[int] = set()
@@ -253,9 +269,24 @@ def _lines_are_slots(parse: ColumnarParse) -> bool:
     )
 
 
+def _in_order(slots: list[int]) -> bool:
+    return all(map(operator.le, slots, itertools.islice(slots, 1, None)))
+
+
 def reusable(parse: ColumnarParse) -> bool:
-    """Whether a later read can re-parse from ``parse`` (checked once, after a full parse)."""
-    return bool(parse.declared) and _lines_are_slots(parse)
+    """Whether a later read can re-parse from ``parse`` (checked once, after a full parse):
+    chains declared, every plan's line that of its first slot, each group of plans in
+    slot order (what moving and merging plans relies on)."""
+    single = parse.compiled.single.slots[0]
+    specials = parse.accepts + parse.specials
+    return (
+        bool(parse.declared)
+        and _lines_are_slots(parse)
+        and _in_order(single[: parse.accepts])
+        and _in_order(single[parse.accepts : specials])
+        and _in_order(single[specials:])
+        and _in_order(parse.compiled.deny.slots[0])
+    )
 
 
 @dataclass(slots=True)
@@ -337,11 +368,28 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         return None
     replan.update(read)
 
-    reused = [index for index, run in enumerate(runs) if endpoint[index] and index not in replan]
+    # The re-parsed table: those endpoint chains, every chain they jump to (and so on), the
+    # groups (the tiers of their members come from every jump to them) and the other chains
+    # that changed.  The other chains' plans are the previous read's.
+    where = {run.name: index for index, run in enumerate(runs)}
+    included_set = set(replan)
+    included_set.update(
+        index for index, run in enumerate(runs) if not endpoint[index] and run.name in changed
+    )
+    included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
+    pending = list(included_set)
+    while pending:
+        run = runs[pending.pop()]
+        for body in pieces[run.start : run.start + run.length]:
+            target = where.get(target_of(body))
+            if target is not None and not endpoint[target] and target not in included_set:
+                included_set.add(target)
+                pending.append(target)
+    included = sorted(included_set)
+    reused = [index for index, run in enumerate(runs) if index not in included_set]
     old_to_new = _slot_map(
         len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
     )
-    included = [index for index, flag in enumerate(endpoint) if not flag or index in replan]
     reduced_to_new = list(
         itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
     )
@@ -369,6 +417,14 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
     if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
         return None
+    # A reused chain's policy_rule plans hold its tier: it must not have changed.
+    old_tiers, new_tiers = previous.tiers, reduced.tiers
+    if old_tiers != new_tiers:
+        moved_tiers = {
+            name for name in old_tiers.keys() | new_tiers.keys() if old_tiers.get(name) != new_tiers.get(name)
+        }
+        if any(runs[index].name in moved_tiers for index in reused):
+            return None
 
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
     old_single, old_deny = previous.compiled.single, previous.compiled.deny
@@ -383,7 +439,10 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         _moved(old_single, previous.accepts, old_specials, old_to_new, first_line),
         _moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line),
     )
-    policies = _moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line)
+    policies = _merged(
+        _moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line),
+        _moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line),
+    )
     deny = _merged(
         _moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line),
         _moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line),
@@ -425,6 +484,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         all_jumps[-1],
         len(accepts.keys),
         len(specials.keys),
+        new_tiers,
     )
     return Reparse(parse, head, counters, pieces, tail, len(replan))
 
@@ -462,13 +522,15 @@ def _counters(
     packets = list(map([*last.packets, 0].__getitem__, new_to_old))
     octets = list(map([*last.octets, 0].__getitem__, new_to_old))
     changed = list(itertools.compress(range(len(counters)), map(operator.ne, counters, before)))
+    halves = list(map(str.partition, map(counters.__getitem__, changed), itertools.repeat(":")))
     try:
-        for slot in changed:
-            packet_text, _, octet_text = counters[slot].partition(":")
-            packets[slot] = int(packet_text)
-            octets[slot] = int(octet_text)
+        new_packets = list(map(int, map(operator.itemgetter(0), halves)))
+        new_octets = list(map(int, map(operator.itemgetter(2), halves)))
     except ValueError:  # over int()'s 4300-digit limit: the general path says so
         raise Irregular from None
-    if changed and (max(packets) > MAX_COUNTER or max(octets) > MAX_COUNTER):
+    if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
         raise Irregular
+    for slot, packet_count, octet_count in zip(changed, new_packets, new_octets, strict=True):
+        packets[slot] = packet_count
+        octets[slot] = octet_count
     return packets, octets
