@@ -84,6 +84,9 @@ class ColumnarParse:
     """... and how many drop and profile plans follow them (then the policy rules' plans)."""
     tiers: dict[str, str]
     """The tier of each policy (and group) chain, as its ``policy_rule`` plans have it."""
+    endpoint_targets: set[str]
+    """What the rules of endpoint chains jump or go to (a superset after a re-parse): the
+    chains whose change can change an endpoint chain's plans."""
 
 
 def parse_columnar(
@@ -131,4 +134,11 @@ def _parse(text: str, source: str, family: int | None, tiers_of: TiersOf) -> Col
         accepts,
         len(special),
         tiers,
+        set().union(
+            *(
+                columns.targets[start : start + length]
+                for start, length, endpoint in zip(runs.starts, runs.lengths, runs.endpoint, strict=True)
+                if endpoint
+            )
+        ),
     )

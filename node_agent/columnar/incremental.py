@@ -187,6 +187,28 @@ def _referrers(framed: str, names: set[str], runs: list[_Run], head: str) -> set
     return hit
 
 
+def _dependents(pieces: list[str], runs: list[_Run], endpoint: list[bool], changed: set[str]) -> set[str]:
+    """The chains other than endpoint chains that jump or go to a chain in ``changed``, or to
+    one of those, and so on (a longer name starting with one counts too: that only re-plans
+    more)."""
+    texts = {
+        run.name: "\n".join(pieces[run.start : run.start + run.length])
+        for run, flag in zip(runs, endpoint, strict=True)
+        if not flag
+    }
+    found: set[str] = set()
+    frontier = set(changed)
+    while frontier:
+        needles = [jump + name for name in frontier for jump in ("-j ", "-g ")]
+        frontier = {
+            name
+            for name, text in texts.items()
+            if name not in changed and name not in found and any(needle in text for needle in needles)
+        }
+        found |= frontier
+    return found
+
+
 def _slot_map(size: int, moves: Iterator[tuple[int, int, int]]) -> list[int]:
     """Old slot -> new slot for the (old start, new start, length) moves, -1 elsewhere; one
     more entry (-1) at the end, read for slot -1 ("no next rule")."""
@@ -341,12 +363,13 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     changed.update(name for name in previous.names if name not in present)
     changed.update(declared ^ previous.declared)
     replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
-    closure = set(changed)
-    while closure:
-        hit = _referrers(framed, closure, runs, head)
-        closure = {runs[index].name for index in hit if not endpoint[index]} - changed
-        changed |= closure
-        replan.update(index for index in hit if endpoint[index])
+    changed |= _dependents(pieces, runs, endpoint, changed)
+    if changed & previous.endpoint_targets:
+        replan.update(
+            index
+            for index in _referrers(framed, changed & previous.endpoint_targets, runs, head)
+            if endpoint[index]
+        )
 
     # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
     endpoint_runs = [index for index, flag in enumerate(endpoint) if flag]
@@ -378,13 +401,18 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     )
     included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
     pending = list(included_set)
+    endpoint_targets = set(previous.endpoint_targets)
     while pending:
-        run = runs[pending.pop()]
-        for body in pieces[run.start : run.start + run.length]:
-            target = where.get(target_of(body))
-            if target is not None and not endpoint[target] and target not in included_set:
-                included_set.add(target)
-                pending.append(target)
+        index = pending.pop()
+        run = runs[index]
+        targets = set(map(target_of, pieces[run.start : run.start + run.length]))
+        if endpoint[index]:
+            endpoint_targets |= targets
+        for target in targets:
+            found = where.get(target)
+            if found is not None and not endpoint[found] and found not in included_set:
+                included_set.add(found)
+                pending.append(found)
     included = sorted(included_set)
     reused = [index for index, run in enumerate(runs) if index not in included_set]
     old_to_new = _slot_map(
@@ -485,6 +513,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         len(accepts.keys),
         len(specials.keys),
         new_tiers,
+        endpoint_targets,
     )
     return Reparse(parse, head, counters, pieces, tail, len(replan))
 
@@ -513,14 +542,20 @@ def _counters(
 ) -> tuple[list[int], list[int]]:
     """Packets and octets of every slot: the previous read's where the counter text is the
     same, converted where it changed (:class:`Irregular` past u64)."""
-    new_to_old = [-1] * len(counters)
+    before: list[str] = []
+    packets: list[int] = []
+    octets: list[int] = []
     for run in runs:
         if run.old != -1:
-            old_start = old_starts[run.old]
-            new_to_old[run.start : run.start + run.length] = range(old_start, old_start + run.length)
-    before = list(map([*last.counters, ""].__getitem__, new_to_old))
-    packets = list(map([*last.packets, 0].__getitem__, new_to_old))
-    octets = list(map([*last.octets, 0].__getitem__, new_to_old))
+            start = old_starts[run.old]
+            stop = start + run.length
+            before += last.counters[start:stop]
+            packets += last.packets[start:stop]
+            octets += last.octets[start:stop]
+        else:
+            before += itertools.repeat("", run.length)
+            packets += itertools.repeat(0, run.length)
+            octets += itertools.repeat(0, run.length)
     changed = list(itertools.compress(range(len(counters)), map(operator.ne, counters, before)))
     halves = list(map(str.partition, map(counters.__getitem__, changed), itertools.repeat(":")))
     try:
