@@ -88,17 +88,17 @@ class _Template:
     """A read's text taken apart so that a later read's counters can be put into it."""
 
     parts: list[str]
-    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
-    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
-    it joins back into that read's text exactly when only counters changed."""
+    """The rule lines as [``\\n[``, c0, ``] ``, rule0, ``\\n[``, c1, ..., cN, ``] ``, ruleN]
+    (a rule without its counters, the separators shared strings): with a read's counters
+    in the slots ``1::4`` (``packets:bytes``) and its head and tail around it, it joins
+    back into that read's text exactly when only counters changed; ``3::4`` are the rule
+    lines a re-parse after a change compares."""
     head: str
     tail: str
     """The text before the first and after the last rule line, as last read."""
     stable_head: str
     stable_tail: str
     """The same, :func:`_without_volatile`."""
-    rules: list[str]
-    """The rule lines without counters (``-A CHAIN ...``), for a re-parse after a change."""
 
 
 @dataclass(slots=True)
@@ -155,11 +155,11 @@ def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int
 
 def _template_from(head: str, counters: list[str], rules: list[str], tail: str) -> _Template:
     """The template of a text already taken apart (head, counters, rule lines, tail)."""
-    pieces = ["\n[", *counters, *counters]
-    pieces[2::2] = ["] " + rule + "\n[" for rule in rules]
-    pieces[1::2] = counters
-    pieces[-1] = "] " + rules[-1]
-    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail), rules)
+    parts = ["\n["] * (4 * len(rules))
+    parts[1::4] = counters
+    parts[2::4] = itertools.repeat("] ", len(rules))
+    parts[3::4] = rules
+    return _Template(parts, head, tail, _without_volatile(head), _without_volatile(tail))
 
 
 class SteadyStateParser:
@@ -259,14 +259,14 @@ class SteadyStateParser:
         if tail != template.tail and _without_volatile(tail) != template.stable_tail:
             return False
         counter_text = _COUNTER_PREFIX.findall(framed, first, end)
-        if len(counter_text) * 2 + 1 != len(parts):
+        if len(counter_text) * 4 != len(parts):
             return False
-        previous_text = parts[1::2]
+        previous_text = parts[1::4]
         # The previous read's rule text with these counters must give back this read's text.
-        parts[1::2] = counter_text
+        parts[1::4] = counter_text
         expected = "".join(parts)
         if len(expected) != end - first or not framed.startswith(expected, first):
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         # Most counters do not move between reads: convert and re-evaluate only those that did.
         changed = list(
@@ -277,10 +277,10 @@ class SteadyStateParser:
             new_packets = list(map(int, map(_BEFORE, halves)))
             new_octets = list(map(int, map(_AFTER, halves)))
         except ValueError:  # over int()'s 4300-digit limit: the full parse reports it
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         packets = remembered.counters[0][:]
         octets = remembered.counters[1][:]
@@ -317,8 +317,8 @@ class SteadyStateParser:
         if remembered is None or remembered.columnar is None:
             return False
         if remembered.template is not None:
-            pieces = remembered.template.rules
-            counters = remembered.template.parts[1::2]
+            pieces = remembered.template.parts[3::4]
+            counters = remembered.template.parts[1::4]
         elif remembered.split is not None:
             _, counters, pieces, _ = remembered.split
         else:

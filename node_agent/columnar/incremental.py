@@ -190,21 +190,22 @@ def _referrers(framed: str, names: set[str], runs: list[_Run], head: str) -> set
 def _dependents(pieces: list[str], runs: list[_Run], endpoint: list[bool], changed: set[str]) -> set[str]:
     """The chains other than endpoint chains that jump or go to a chain in ``changed``, or to
     one of those, and so on (a longer name starting with one counts too: that only re-plans
-    more)."""
-    texts = {
-        run.name: "\n".join(pieces[run.start : run.start + run.length])
-        for run, flag in zip(runs, endpoint, strict=True)
-        if not flag
-    }
+    more).  Searched in those chains' text only (a few percent of the table)."""
+    others = [run for run, flag in zip(runs, endpoint, strict=True) if not flag]
+    texts = ["\n".join(pieces[run.start : run.start + run.length]) for run in others]
+    joined = "\n".join(texts)
+    starts = list(itertools.accumulate(map((1).__add__, map(len, texts)), initial=0))
     found: set[str] = set()
     frontier = set(changed)
     while frontier:
-        needles = [jump + name for name in frontier for jump in ("-j ", "-g ")]
-        frontier = {
-            name
-            for name, text in texts.items()
-            if name not in changed and name not in found and any(needle in text for needle in needles)
-        }
+        hits: set[str] = set()
+        for name in frontier:
+            for needle in ("-j " + name, "-g " + name):
+                at = joined.find(needle)
+                while at != -1:
+                    hits.add(others[bisect.bisect_right(starts, at) - 1].name)
+                    at = joined.find(needle, at + 1)
+        frontier = hits - changed - found
         found |= frontier
     return found
 
@@ -242,6 +243,18 @@ def _moved(columns: PlanColumns, start: int, stop: int, mapping: list[int], firs
     )
 
 
+def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
+    """``first`` with each of ``second`` inserted before ``first[at[i]]`` (``at`` ascending)."""
+    out: list[_T] = []
+    done = 0
+    for position, item in zip(at, second, strict=True):
+        out += first[done:position]
+        out.append(item)
+        done = position
+    out += first[done:]
+    return out
+
+
 def _merged(base: PlanColumns, more: PlanColumns) -> PlanColumns:
     """``base`` and ``more`` (each in slot order, of disjoint chains) in slot order."""
     if not more.keys:
@@ -249,25 +262,14 @@ def _merged(base: PlanColumns, more: PlanColumns) -> PlanColumns:
     if not base.keys:
         return more
     at = list(map(bisect.bisect_left, itertools.repeat(base.slots[0]), more.slots[0]))
-
-    def woven(first: list[_T], second: list[_T]) -> list[_T]:
-        out: list[_T] = []
-        done = 0
-        for position, item in zip(at, second, strict=True):
-            out.extend(first[done:position])
-            out.append(item)
-            done = position
-        out.extend(first[done:])
-        return out
-
     return PlanColumns(
-        woven(base.keys, more.keys),
-        tuple(woven(a, b) for a, b in zip(base.slots, more.slots, strict=True)),
-        woven(base.rule_ids, more.rule_ids),
-        woven(base.comments, more.comments),
-        woven(base.members, more.members),
-        woven(base.lines, more.lines),
-        woven(base.sources, more.sources),
+        _woven(at, base.keys, more.keys),
+        tuple(_woven(at, a, b) for a, b in zip(base.slots, more.slots, strict=True)),
+        _woven(at, base.rule_ids, more.rule_ids),
+        _woven(at, base.comments, more.comments),
+        _woven(at, base.members, more.members),
+        _woven(at, base.lines, more.lines),
+        _woven(at, base.sources, more.sources),
     )
 
 
@@ -527,11 +529,10 @@ def _merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new:
     targets = list(itertools.compress(old.targets, keep))
     tiers = list(itertools.compress(old.tiers, keep))
     new_slots = list(map(reduced_to_new.__getitem__, new.slots))
-    if new_slots:
-        order = sorted(range(len(slots) + len(new_slots)), key=[*slots, *new_slots].__getitem__)
-        slots = list(map([*slots, *new_slots].__getitem__, order))
-        targets = list(map([*targets, *new.targets].__getitem__, order))
-        tiers = list(map([*tiers, *new.tiers].__getitem__, order))
+    at = list(map(bisect.bisect_left, itertools.repeat(slots), new_slots))
+    slots = _woven(at, slots, new_slots)
+    targets = _woven(at, targets, new.targets)
+    tiers = _woven(at, tiers, new.tiers)
     distinct = list(dict.fromkeys(targets))
     groups = any(target.startswith(GROUP_CHAIN_PREFIXES) for target in distinct)
     return Jumps(slots, targets, tiers, distinct, groups)
