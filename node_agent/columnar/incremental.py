@@ -437,6 +437,8 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
             for i in included
         )
     )
+    if body.count("\n") != len(reduced_to_new) - 1:
+        return None  # a line that is not a rule among them (the cold parse turns it down)
     all_jumps: list[Jumps] = []
 
     def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
