@@ -254,7 +254,9 @@ class SteadyStateParser:
         first, end = _rules_span(framed)
         head = framed[:first]
         tail = framed[end:]
-        if head != template.head and _without_volatile(head) != template.stable_head:
+        if head != template.head and (
+            head.count("\n") != template.head.count("\n") or _without_volatile(head) != template.stable_head
+        ):
             return False
         if tail != template.tail and _without_volatile(tail) != template.stable_tail:
             return False
@@ -325,13 +327,12 @@ class SteadyStateParser:
             assert remembered.text is not None
             _, counters, pieces, _ = split_pieces(remembered.text)
         packets, octets = remembered.counters
-        done = reparse(
-            text, source, self._family, Previous(remembered.columnar, pieces, counters, packets, octets)
-        )
+        previous = Previous(remembered.columnar, pieces, counters, packets, octets, remembered.records)
+        done = reparse(text, source, self._family, previous)
         if done is None:
             return False
         split = (done.head, done.counters, done.pieces, done.tail)
-        self._take_columnar(source, text, done.parse, result, True, split)
+        self._take_columnar(source, text, done.parse, result, True, split, done.records)
         self.changed_reads += 1
         return True
 
@@ -343,10 +344,11 @@ class SteadyStateParser:
         result: ParseResult,
         keep: bool,
         split: tuple[str, list[str], list[str], str] | None,
+        evaluated: tuple[list[CounterRecord], list[CounterRecord]] | None,
     ) -> None:
         """Records and diagnostics of a columnar parse (cold or re-parse) into ``result``,
         remembered for the next read (``keep``: with the parse, for a re-parse)."""
-        records_split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
+        records_split = evaluated or columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
         if records_split is not None:
             records, diagnostics = records_split[0] + records_split[1], list[Diagnostic]()
         else:
@@ -377,7 +379,7 @@ class SteadyStateParser:
             parse_columnar(text, source, self._family) if self._columnar and not decode_diagnostics else None
         )
         if columnar is not None:
-            self._take_columnar(source, text, columnar, result, reusable(columnar), None)
+            self._take_columnar(source, text, columnar, result, reusable(columnar), None, None)
             return
         scanned = scan(text, source, self._family)
         plans, structural = plan_table(scanned.table)

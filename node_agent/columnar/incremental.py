@@ -38,7 +38,7 @@ from typing import TypeVar
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
 from calico_accountant.felix.endpoints import endpoint_chain
-from calico_accountant.records import Diagnostic
+from calico_accountant.records import CounterRecord, Diagnostic
 from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans, PlanColumns
 from node_agent.attribution.marks import learn_marks_from
@@ -69,6 +69,9 @@ class Reparse:
     """Every rule line without its counters (``-A CHAIN ...``)."""
     tail: str
     """The text after the last rule line (from its newline on)."""
+    records: tuple[list[CounterRecord], list[CounterRecord]] | None
+    """What ``parse.compiled.evaluate_split`` gives for its counters (None: a deny came out
+    negative, the caller evaluates all for the diagnostics)."""
     replanned: int
     """Endpoint chains re-planned (the others were reused)."""
 
@@ -219,20 +222,40 @@ def _slot_map(size: int, moves: Iterator[tuple[int, int, int]]) -> list[int]:
     return mapping
 
 
-def _moved(columns: PlanColumns, start: int, stop: int, mapping: list[int], first_line: int) -> PlanColumns:
+_Records = list[CounterRecord | None]
+
+
+@dataclass(slots=True)
+class _Group:
+    """Plans of one group (accepts, drops and profiles, policy rules, denies) in slot order,
+    with the record of each as the previous read had it (None: to evaluate)."""
+
+    columns: PlanColumns
+    records: _Records
+
+
+def _moved(
+    columns: PlanColumns,
+    start: int,
+    stop: int,
+    mapping: list[int],
+    first_line: int,
+    records: Sequence[CounterRecord] | None,
+) -> _Group:
     """The plans ``start:stop`` of ``columns`` with their slots through ``mapping``, those
-    whose first slot maps to -1 left out, lines those of their new first slot."""
+    whose first slot maps to -1 left out, lines those of their new first slot; with their
+    ``records`` (None: the plans are new)."""
     get = mapping.__getitem__
     slots = tuple(list(map(get, column[start:stop])) for column in columns.slots)
     keep = list(map((-1).__ne__, slots[0]))
     everything = all(keep)
 
-    def pick(column: list[_T]) -> list[_T]:
-        return column[start:stop] if everything else list(itertools.compress(column[start:stop], keep))
+    def pick(column: Sequence[_T]) -> list[_T]:
+        return list(column[start:stop]) if everything else list(itertools.compress(column[start:stop], keep))
 
     if not everything:
         slots = tuple(list(itertools.compress(column, keep)) for column in slots)
-    return PlanColumns(
+    moved = PlanColumns(
         pick(columns.keys),
         slots,
         pick(columns.rule_ids),
@@ -240,6 +263,9 @@ def _moved(columns: PlanColumns, start: int, stop: int, mapping: list[int], firs
         pick(columns.members),
         list(map(first_line.__add__, slots[0])),
         pick(columns.sources),
+    )
+    return _Group(
+        moved, [None] * len(moved.keys) if records is None else list[CounterRecord | None](pick(records))
     )
 
 
@@ -255,22 +281,33 @@ def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
     return out
 
 
-def _merged(base: PlanColumns, more: PlanColumns) -> PlanColumns:
+def _merged(base: _Group, more: _Group) -> _Group:
     """``base`` and ``more`` (each in slot order, of disjoint chains) in slot order."""
-    if not more.keys:
+    if not more.records:
         return base
-    if not base.keys:
+    if not base.records:
         return more
-    at = list(map(bisect.bisect_left, itertools.repeat(base.slots[0]), more.slots[0]))
-    return PlanColumns(
-        _woven(at, base.keys, more.keys),
-        tuple(_woven(at, a, b) for a, b in zip(base.slots, more.slots, strict=True)),
-        _woven(at, base.rule_ids, more.rule_ids),
-        _woven(at, base.comments, more.comments),
-        _woven(at, base.members, more.members),
-        _woven(at, base.lines, more.lines),
-        _woven(at, base.sources, more.sources),
+    first, second = base.columns, more.columns
+    at = list(map(bisect.bisect_left, itertools.repeat(first.slots[0]), second.slots[0]))
+    columns = PlanColumns(
+        _woven(at, first.keys, second.keys),
+        tuple(_woven(at, a, b) for a, b in zip(first.slots, second.slots, strict=True)),
+        _woven(at, first.rule_ids, second.rule_ids),
+        _woven(at, first.comments, second.comments),
+        _woven(at, first.members, second.members),
+        _woven(at, first.lines, second.lines),
+        _woven(at, first.sources, second.sources),
     )
+    return _Group(columns, _woven(at, base.records, more.records))
+
+
+def _stale(group: PlanColumns, records: _Records, moved: bytearray) -> list[int]:
+    """Positions of the plans whose record must be evaluated: new, or reading a slot whose
+    counter moved (``moved[slot]``; its last entry, read for slot -1, is 0)."""
+    flags = map(operator.is_, records, itertools.repeat(None))
+    for column in group.slots:
+        flags = map(operator.or_, flags, map(moved.__getitem__, column))
+    return list(itertools.compress(range(len(records)), flags))
 
 
 def _moved_diagnostics(
@@ -326,6 +363,8 @@ class Previous:
     octets: list[int]
     """Its counters, as text and as numbers (those of the last read: the fast path's reads
     change them, not the parse)."""
+    records: tuple[list[CounterRecord], list[CounterRecord]] | None
+    """Its single-slot and deny records, in plan order (None: not known)."""
 
 
 def reparse(text: str, source: str, family: int | None, previous: Previous) -> Reparse | None:
@@ -463,43 +502,45 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     new_single, new_deny = reduced.compiled.single, reduced.compiled.deny
     old_specials = previous.accepts + previous.specials
     new_specials = reduced.accepts + reduced.specials
+    old_records = last.records or (None, None)
+    old_singles, old_denies = old_records
     accepts = _merged(
-        _moved(old_single, 0, previous.accepts, old_to_new, first_line),
-        _moved(new_single, 0, reduced.accepts, reduced_to_new, first_line),
+        _moved(old_single, 0, previous.accepts, old_to_new, first_line, old_singles),
+        _moved(new_single, 0, reduced.accepts, reduced_to_new, first_line, None),
     )
     specials = _merged(
-        _moved(old_single, previous.accepts, old_specials, old_to_new, first_line),
-        _moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line),
+        _moved(old_single, previous.accepts, old_specials, old_to_new, first_line, old_singles),
+        _moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line, None),
     )
     policies = _merged(
-        _moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line),
-        _moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line),
+        _moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line, old_singles),
+        _moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line, None),
     )
     deny = _merged(
-        _moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line),
-        _moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line),
+        _moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line, old_denies),
+        _moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line, None),
     )
-    single = PlanColumns(
-        accepts.keys[:],
-        tuple(column[:] for column in accepts.slots),
-        accepts.rule_ids[:],
-        accepts.comments[:],
-        accepts.members[:],
-        accepts.lines[:],
-        accepts.sources[:],
-    )
-    single.extend(specials)
-    single.extend(policies)
+    single = accepts.columns
+    single.extend(specials.columns)
+    single.extend(policies.columns)
+    single_records = accepts.records + specials.records + policies.records
     structural = sorted(
         _moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)
         + _moved_diagnostics(reduced.structural, reduced.first_line, reduced_to_new, first_line),
         key=operator.attrgetter("line"),
     )
 
-    packets, octets = _counters(counters, runs, previous.starts, last)
+    packets, octets, moved = _counters(counters, runs, previous.starts, last)
+    compiled = CompiledPlans.from_columns(single, deny.columns)
+    records = compiled.refresh(
+        (single_records, deny.records),  # type: ignore[arg-type]  # the None are replaced
+        packets,
+        octets,
+        (_stale(single, single_records, moved), _stale(deny.columns, deny.records, moved)),
+    )
     newlines = head.count("\n") + count + tail.count("\n") - framed_by_newline
     parse = ColumnarParse(
-        CompiledPlans.from_columns(single, deny),
+        compiled,
         structural,
         packets,
         octets,
@@ -514,12 +555,12 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         new_family,
         previous.marks,
         all_jumps[-1],
-        len(accepts.keys),
-        len(specials.keys),
+        len(accepts.records),
+        len(specials.records),
         new_tiers,
         endpoint_targets,
     )
-    return Reparse(parse, head, counters, pieces, tail, len(replan))
+    return Reparse(parse, head, counters, pieces, tail, records, len(replan))
 
 
 def _merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: list[int]) -> Jumps:
@@ -542,9 +583,10 @@ def _merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new:
 
 def _counters(
     counters: list[str], runs: list[_Run], old_starts: list[int], last: Previous
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], bytearray]:
     """Packets and octets of every slot: the previous read's where the counter text is the
-    same, converted where it changed (:class:`Irregular` past u64)."""
+    same, converted where it changed (:class:`Irregular` past u64); and per slot whether it
+    changed (or is new), with a 0 at the end for slot -1."""
     before: list[str] = []
     packets: list[int] = []
     octets: list[int] = []
@@ -559,7 +601,9 @@ def _counters(
             before += itertools.repeat("", run.length)
             packets += itertools.repeat(0, run.length)
             octets += itertools.repeat(0, run.length)
-    changed = list(itertools.compress(range(len(counters)), map(operator.ne, counters, before)))
+    moved = bytearray(map(operator.ne, counters, before))
+    moved.append(0)
+    changed = list(itertools.compress(range(len(counters)), moved))
     halves = list(map(str.partition, map(counters.__getitem__, changed), itertools.repeat(":")))
     try:
         new_packets = list(map(int, map(operator.itemgetter(0), halves)))
@@ -571,4 +615,4 @@ def _counters(
     for slot, packet_count, octet_count in zip(changed, new_packets, new_octets, strict=True):
         packets[slot] = packet_count
         octets[slot] = octet_count
-    return packets, octets
+    return packets, octets, moved
