@@ -205,6 +205,7 @@ class SteadyStateParser:
         # the cyclic collector's passes over them would double its time.
         collecting = gc.isenabled()
         gc.disable()
+        changed_before = self.changed_reads
         try:
             for source, data in inputs:
                 rules_before = result.rules_seen
@@ -226,7 +227,10 @@ class SteadyStateParser:
                 result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules
         finally:
             if collecting:
-                if self._freeze_growth and gc.get_count()[0] > FREEZE_AFTER_OBJECTS:
+                # A re-parse after churn leaves fewer new objects than a full parse but
+                # still tens of thousands (plan columns, records, the text's rule lines).
+                grown = gc.get_count()[0] > FREEZE_AFTER_OBJECTS or self.changed_reads > changed_before
+                if self._freeze_growth and grown:
                     gc.freeze()
                 gc.enable()
         return result
