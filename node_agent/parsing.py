@@ -374,6 +374,9 @@ class SteadyStateParser:
             columnar=columnar if keep else None,
             split=split,
         )
+        # The counters live on in _Remembered.counters (and change there): the kept parse
+        # does not hold on to this read's.
+        columnar.packets = columnar.octets = []
 
     def _parse_full(
         self, source: str, text: str, decode_diagnostics: list[Diagnostic], result: ParseResult
