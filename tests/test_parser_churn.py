@@ -129,3 +129,40 @@ def test_a_rewritten_policy_chain_re_plans_the_endpoints_that_jump_to_it() -> No
     assert parser.changed_reads == 1
     assert_identical(result, parse_node([("node", rewritten)]))
     assert any(rule[1][::-1] in record.rule_ids for record in result.records)
+
+
+def _edited(text: str, rng: random.Random) -> str:
+    """One rule line of any chain dropped, duplicated, moved to the end of the table's rules
+    or given another rule id: churn the renderer does not draw (dispatch chains, kube-proxy's
+    chains, odd orders)."""
+    lines = text.split("\n")
+    rules = [index for index, line in enumerate(lines) if line.startswith("[")]
+    if not rules:
+        return text
+    index = rng.choice(rules)
+    line = lines[index]
+    edit = rng.randrange(4)
+    if edit == 0:
+        del lines[index]
+    elif edit == 1:
+        lines.insert(index, line)
+    elif edit == 2:
+        del lines[index]
+        lines.insert(rules[-1], line)
+    else:
+        lines[index] = line.replace('"cali:', '"cali:Y', 1)
+    return "\n".join(lines)
+
+
+@CHURN_SETTINGS
+@given(data=st.data())
+def test_a_read_after_any_rule_line_edit_is_exactly_the_cold_parse(data: st.DataObject) -> None:
+    layout = data.draw(st.sampled_from(LAYOUTS))
+    model = data.draw(node_models(layout, counter_forms=[("prefix", "save")]))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    parser = SteadyStateParser()
+    text = render(model).text
+    assert_identical(parser.parse([("node", text)]), parse_node([("node", text)]))
+    for _ in range(3):
+        text = _edited(text, rng)
+        assert_identical(parser.parse([("node", text)]), parse_node([("node", text)]))

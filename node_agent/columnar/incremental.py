@@ -36,8 +36,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
-from calico_accountant.felix.endpoints import endpoint_chain
+from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_CHAIN_PREFIXES
+from calico_accountant.felix.endpoints import ENDPOINT_PREFIXES, endpoint_chain
 from calico_accountant.records import CounterRecord, Diagnostic
 from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans, PlanColumns
@@ -188,6 +188,23 @@ def _referrers(framed: str, names: set[str], runs: list[_Run], head: str) -> set
         if rules_before:
             hit.add(bisect.bisect_right(starts, rules_before - 1) - 1)
     return hit
+
+
+_POLICY_PREFIXES = tuple(POLICY_CHAIN_PREFIXES)
+
+
+def _check_plain(name: str, lines: list[str], declared: set[str]) -> None:
+    """:class:`Irregular` where the cold parse would turn the lines of a chain down (see
+    :func:`~node_agent.columnar.runs.chain_runs` and
+    :func:`~node_agent.columnar.rules.rule_columns`): an odd name, a newline, escapes or odd
+    quoting in a line."""
+    if is_odd(name) or '"' in name or name[:1] == "-" or name not in declared or name in ENDPOINT_PREFIXES:
+        raise Irregular
+    joined = "".join(lines)
+    if "\n" in joined or "\\" in joined or "'" in joined:
+        raise Irregular
+    if any(map((1).__and__, map(str.count, lines, itertools.repeat('"')))):
+        raise Irregular
 
 
 def _dependents(pieces: list[str], runs: list[_Run], endpoint: list[bool], changed: set[str]) -> set[str]:
@@ -437,9 +454,15 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     # that changed.  The other chains' plans are the previous read's.
     where = {run.name: index for index, run in enumerate(runs)}
     included_set = set(replan)
-    included_set.update(
-        index for index, run in enumerate(runs) if not endpoint[index] and run.name in changed
-    )
+    for index, run in enumerate(runs):
+        if endpoint[index] or run.name not in changed:
+            continue
+        if run.name.startswith(_POLICY_PREFIXES):
+            included_set.add(index)  # its policy_rule plans
+        elif run.old == -1:
+            # No plans of its own (a dispatch chain, cali-FORWARD...): only what the cold
+            # parse would check of its lines, so that it takes the same path.
+            _check_plain(run.name, pieces[run.start : run.start + run.length], declared)
     included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
     pending = list(included_set)
     endpoint_targets = set(previous.endpoint_targets)
@@ -455,7 +478,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
                 included_set.add(found)
                 pending.append(found)
     included = sorted(included_set)
-    reused = [index for index, run in enumerate(runs) if index not in included_set]
+    reused = [index for index, run in enumerate(runs) if index not in included_set and run.old != -1]
     old_to_new = _slot_map(
         len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
     )
