@@ -1,4 +1,4 @@
-"""Where a churn read's time goes, stage by stage, and what an incremental read would cost.
+"""Where a churn read's time goes, stage by stage: the re-parse and the cold parse.
 
 Run from the repository root::
 
@@ -8,42 +8,40 @@ The node and its reads are ``bench/churn_bench.py``'s (``sized_model(1000, 40, p
 one workload in ten moving, one pod's chains gone then back).  For the read after each
 churn (``gone``, ``back``) it prints, in one process, the median of ``--runs`` timings (ms):
 
-* the agent's parser as it is (``SteadyStateParser``, warm: the previous read's template
-  built) on a steady read and on the churn read, and the read after the churn (which
-  rebuilds the fast path's template);
-* the cold columnar parse stage by stage (``node_agent.columnar``: rows, runs, rule columns,
-  chain facts, tiers, special plans, jumps, accepted jumps, denies, policy rules, compiling
-  the plans, evaluating the records);
-* the steps an incremental read would take, each done here with the code it would run:
-  ``split`` (the text into counters and rule lines, and the rule lines into per-chain
-  blocks), ``compare`` (each block against the previous read's), ``re-plan`` (a cold
-  parse of a table holding only the changed endpoint chains and the chains they jump to:
-  an upper bound on re-planning them), ``records`` (putting the records of ~7,000 chains
-  back together from per-chain lists) and ``template`` (the fast path's template of the
-  new text, for the next read).
+* ``agent parser``: ``SteadyStateParser`` warm (the previous read's template built) on a
+  steady read, on the churn read and on the read after it (which makes the fast path's
+  template from the re-parse's pieces), and how many reads were re-parsed;
+* ``re-parse``: the churn read again, the re-parse (``node_agent.columnar.incremental``)
+  stage by stage: ``split`` (the text into counters and rule lines), ``compare`` (each
+  chain's rule lines against the previous read's), ``dependents`` (the chains that jump to a
+  changed one), ``re-plan`` (the cold columnar parse of the smaller table: changed endpoint
+  chains, the chains they jump to, changed policy chains), ``move plans`` (the other chains'
+  plans moved to their new slots and merged in), ``counters``, ``records`` (only those of new
+  plans and moved counters evaluated); the rest of the re-parse, the parser's work around it
+  (the fast path's attempt, records into the result, freeing the previous read's state) and
+  the read after;
+* ``cold stages``: what the cold columnar parse of the same text costs, stage by stage.
 
-A measurement, not a test: it asserts nothing and its incremental steps are prototypes,
-not the parser.
+A measurement, not a test: it asserts nothing about speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
-import operator
 import os
-import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from bench.churn_bench import Tables
-from calico_accountant.felix.endpoints import endpoint_chain
-from calico_accountant.wire.delta import index_records
+from node_agent import parsing
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_policy_rules
-from node_agent.columnar import parse_columnar
+from node_agent.columnar import incremental
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
@@ -51,11 +49,10 @@ from node_agent.columnar.markers import special_plans, tier_column
 from node_agent.columnar.rows import split_rows
 from node_agent.columnar.rules import RuleClass, chain_facts, positions, rule_columns
 from node_agent.columnar.runs import chain_runs
-from node_agent.parsing import _COUNTER_PREFIX, SteadyStateParser, _framed, _template_of
+from node_agent.parsing import SteadyStateParser
 from tests.support.felix_render import render_restore, sized_model
 
 _T = TypeVar("_T")
-_CHAIN_OF_RULE = operator.itemgetter(slice(3, None))
 
 
 def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
@@ -92,127 +89,75 @@ def cold_stages(text: str) -> dict[str, float]:
     return times
 
 
-_STRIP = re.compile(r"\n\[[0-9]+:[0-9]+\] ")
-"""A rule line's counter prefix with its newline (``parsing._COUNTER_PREFIX`` without the group)."""
+_STAGES: dict[str, tuple[tuple[object, str], ...]] = {
+    "split": ((incremental, "split_pieces"),),
+    "compare": ((incremental, "_segment"),),
+    "dependents": ((incremental, "_dependents"), (incremental, "_referrers")),
+    "re-plan": ((incremental, "parse_columnar"),),
+    "move plans": ((incremental, "_slot_map"), (incremental, "_moved"), (incremental, "_merged")),
+    "counters": ((incremental, "_counters"),),
+    "records": ((incremental, "_stale"), (CompiledPlans, "refresh")),
+}
+"""The re-parse's stages (``node_agent.columnar.incremental``), each the functions it runs."""
 
 
-def stripped(text: str) -> str:
-    """The rule text without counters, one C-level substitution over the whole text."""
-    return _STRIP.sub("\n", _framed(text))
+@contextlib.contextmanager
+def _stage_timers(spent: dict[str, float]) -> Iterator[None]:
+    """Every stage's functions wrapped to add their time (ms) to ``spent`` while inside."""
+    saved: list[tuple[object, str, Any]] = []
+
+    def timer(stage: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+        return timed
+
+    for stage, places in _STAGES.items():
+        for owner, name in places:
+            function = getattr(owner, name)
+            saved.append((owner, name, function))
+            setattr(owner, name, timer(stage, function))
+    try:
+        yield
+    finally:
+        for owner, name, function in saved:
+            setattr(owner, name, function)
 
 
-def chain_starts(text: str, names: list[str]) -> dict[str, int]:
-    """Where each of ``names`` (a previous read's chains, in its order) has its first rule
-    in the stripped ``text``: one forward ``str.find`` per chain from a moving cursor, so
-    the text is searched once in all (a chain gone costs one search to the end)."""
-    starts: dict[str, int] = {}
-    cursor = 0
-    for name in names:
-        found = text.find("\n-A " + name + " ", cursor)
-        if found != -1:
-            starts[name] = found
-            cursor = found
-    return starts
+def churn_read(before: str, text: str, following: str) -> dict[str, float]:
+    """The agent's parser on the read of ``text`` after steady reads of ``before``: the
+    whole read, the re-parse and its stages, and the read after it (ms)."""
+    parser = SteadyStateParser()
+    parser.parse([("s", before)])
+    parser.parse([("s", before)])  # builds the template, as steady reads do
+    spent: dict[str, float] = {}
+    reparse = incremental.reparse
 
+    def timed_reparse(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return reparse(*args)
+        finally:
+            spent["re-parse"] = (time.perf_counter() - started) * 1000
 
-def split_blocks(text: str, names: list[str]) -> dict[str, str]:
-    """Each chain's rule lines without counters (one string per chain), found by
-    :func:`chain_starts` in the stripped text: what an incremental read compares."""
-    plain = stripped(text)
-    starts = chain_starts(plain, names)
-    ordered = sorted(starts.items(), key=operator.itemgetter(1))
-    ends = [start for _, start in ordered[1:]] + [plain.rfind("\n-A ") + 1]
-    return {name: plain[start:end] for (name, start), end in zip(ordered, ends, strict=True)}
-
-
-def naive_blocks(text: str) -> dict[str, str]:
-    """Each chain's rule lines without counters, told line by line (a Python step per rule
-    line): the straightforward split, for comparison."""
-    parts = _COUNTER_PREFIX.split(_framed(text))
-    rules = parts[2::2]
-    blocks: dict[str, list[str]] = {}
-    for rule in rules:
-        blocks.setdefault(rule.split(" ", 2)[1], []).append(rule)
-    return {name: "\n".join(block) for name, block in blocks.items()}
-
-
-def changed_chains(previous: dict[str, str], current: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Chains added or rewritten, and chains removed."""
-    changed = [name for name, block in current.items() if previous.get(name) != block]
-    removed = [name for name in previous if name not in current]
-    return changed, removed
-
-
-def _targets(block: str, present: dict[str, str]) -> list[str]:
-    found = []
-    for rule in block.split("\n"):
-        _, jump, after = rule.rpartition(" -j ")
-        target = after.split(" ", 1)[0]
-        if jump and target in present:
-            found.append(target)
-    return found
-
-
-def subtable(blocks: dict[str, str], changed: list[str]) -> str:
-    """A table holding only the changed endpoint chains and the chains they jump to (and
-    those chains' own targets: group members): what re-planning those chains reads."""
-    wanted = [name for name in changed if endpoint_chain(name) is not None]
-    targets = dict.fromkeys(target for name in wanted for target in _targets(blocks[name], blocks))
-    targets.update(
-        dict.fromkeys(member for target in list(targets) for member in _targets(blocks[target], blocks))
-    )
-    names = [name for name in blocks if name in targets or name in wanted]
-    lines = ["*filter", *(f":{name} - [0:0]" for name in names)]
-    for name in names:
-        lines.extend(f"[1:1] {rule}" for rule in blocks[name].strip("\n").split("\n"))
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
-
-
-def _copied(compiled: CompiledPlans) -> list[list[object]]:
-    """Every column of the plans copied: what putting per-chain columns back together costs
-    at the least (one pass over each column)."""
-    copies: list[list[object]] = []
-    for columns in (compiled.single, compiled.deny):
-        keys, slots, rule_ids, comments, members, lines, sources = columns
-        every: tuple[Sequence[object], ...] = (keys, *slots, rule_ids, comments, members, lines, sources)
-        copies.extend(list(column) for column in every)
-    return copies
-
-
-def churn_read(before: str, after: str) -> dict[str, float]:
-    """The incremental steps of the read of ``after`` following ``before``, ms each."""
-    times: dict[str, float] = {}
-    names = list(naive_blocks(before))
-    previous = split_blocks(before, names)
-    _, times["split (line by line)"] = _timed(lambda: naive_blocks(after))
-    _, times["strip counters"] = _timed(lambda: stripped(after))
-    current, times["split (anchored)"] = _timed(lambda: split_blocks(after, names))
-    (changed, removed), times["compare"] = _timed(lambda: changed_chains(previous, current))
-    # A chain the anchored split did not look for (a new one) is in the block before it,
-    # which then differs: that block is split line by line, here the whole table is.
-    every = naive_blocks(after)
-    table = subtable(every, changed + [name for name in every if name not in previous])
-    _, times["re-plan"] = _timed(lambda: parse_columnar(table, "s", None))
-    cold = SteadyStateParser()
-    records = cold.parse([("s", after)]).records
-    remembered = cold._remembered["s"]
-    compiled = remembered.compiled
-    packets, octets = remembered.counters
-    _, times["counters to int"] = _timed(
-        lambda: [
-            list(map(int, pair))
-            for pair in zip(*(c.split(":") for c in _COUNTER_PREFIX.findall(_framed(after))), strict=True)
-        ]
-    )
-    _, times["plans merged"] = _timed(lambda: _copied(compiled))
-    _, times["records"] = _timed(lambda: compiled.evaluate_split(packets, octets))
-    _, times["index"] = _timed(lambda: index_records(records))
-    framed = _framed(after)
-    _, times["template"] = _timed(lambda: _template_of(framed, remembered.rules_seen, remembered.counters))
-    times["changed chains"] = len(changed)
-    times["removed chains"] = len(removed)
-    times["re-planned rules"] = table.count("\n[")
+    setattr(parsing, "reparse", timed_reparse)  # noqa: B010 (the parser's own name for it)
+    try:
+        with _stage_timers(spent):
+            _, read = _timed(lambda: parser.parse([("s", text)]))
+    finally:
+        setattr(parsing, "reparse", reparse)  # noqa: B010
+    if parser.changed_reads != 1:
+        raise SystemExit("the churn read was not re-parsed: nothing to measure")
+    _, after = _timed(lambda: parser.parse([("s", following)]))
+    times = {"churn read": read, **spent}
+    times["re-parse, other"] = spent["re-parse"] - sum(spent.get(stage, 0.0) for stage in _STAGES)
+    times["outside the re-parse"] = read - spent["re-parse"]
+    times["read after (template)"] = after
     return times
 
 
@@ -225,6 +170,7 @@ def agent_parser(previous: str, text: str, following: str) -> dict[str, float]:
     _, times["steady read"] = _timed(lambda: parser.parse([("s", previous)]))
     _, times["churn read"] = _timed(lambda: parser.parse([("s", text)]))
     _, times["read after"] = _timed(lambda: parser.parse([("s", following)]))
+    times["re-parsed"] = parser.changed_reads
     return times
 
 
@@ -263,12 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     ):
         agent = _medians([agent_parser(before, text, following) for _ in range(args.runs)])
         cold = _medians([cold_stages(text) for _ in range(args.runs)])
-        incremental = _medians([churn_read(before, text) for _ in range(args.runs)])
+        churn = _medians([churn_read(before, text, following) for _ in range(args.runs)])
         gc.collect()
         print(f"\n== pod {kind} (median of {args.runs}, ms) load {os.getloadavg()[0]:.2f}")
         print("agent parser: " + "  ".join(f"{name} {value:.0f}" for name, value in agent.items()))
         print("cold stages:  " + "  ".join(f"{name} {value:.0f}" for name, value in cold.items()))
-        print("incremental:  " + "  ".join(f"{name} {value:.0f}" for name, value in incremental.items()))
+        print("re-parse:     " + "  ".join(f"{name} {value:.0f}" for name, value in churn.items()))
     return 0
 
 
