@@ -45,6 +45,7 @@ from node_agent.attribution.marks import learn_marks_from
 from node_agent.columnar import ColumnarParse, parse_columnar
 from node_agent.columnar.jumps import Jumps, policy_tiers
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
+from node_agent.columnar.rules import positions
 from node_agent.iptables_save import MAX_COUNTER, Rule, detect_family, new_rule, target_of
 
 __all__ = ["COUNTER_PREFIX", "Previous", "Reparse", "reparse", "reusable", "split_pieces"]
@@ -264,14 +265,24 @@ def _moved(
     ``records`` (None: the plans are new)."""
     get = mapping.__getitem__
     slots = tuple(list(map(get, column[start:stop])) for column in columns.slots)
-    keep = list(map((-1).__ne__, slots[0]))
-    everything = all(keep)
+    # The plans left out are those of a few chains: blocks of positions.  The others are
+    # taken as the slices between them (C-level copies, no per-plan mask).
+    kept: list[tuple[int, int]] = []
+    done = 0
+    for position in positions(slots[0], -1):
+        if position > done:
+            kept.append((done, position))
+        done = position + 1
+    if done < stop - start:
+        kept.append((done, stop - start))
 
-    def pick(column: Sequence[_T]) -> list[_T]:
-        return list(column[start:stop]) if everything else list(itertools.compress(column[start:stop], keep))
+    def pick(column: Sequence[_T], offset: int = start) -> list[_T]:
+        out: list[_T] = []
+        for low, high in kept:
+            out += column[offset + low : offset + high]
+        return out
 
-    if not everything:
-        slots = tuple(list(itertools.compress(column, keep)) for column in slots)
+    slots = tuple(pick(column, 0) for column in slots)
     moved = PlanColumns(
         pick(columns.keys),
         slots,
