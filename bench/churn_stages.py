@@ -91,12 +91,12 @@ def cold_stages(text: str) -> dict[str, float]:
 
 _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
     "split": ((incremental, "split_pieces"),),
-    "compare": ((incremental, "_segment"),),
-    "dependents": ((incremental, "_dependents"), (incremental, "_referrers")),
+    "compare": ((incremental, "segment"),),
+    "dependents": ((incremental, "dependents"), (incremental, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
-    "move plans": ((incremental, "_slot_map"), (incremental, "_moved"), (incremental, "_merged")),
-    "counters": ((incremental, "_counters"),),
-    "records": ((incremental, "_stale"), (CompiledPlans, "refresh")),
+    "move plans": ((incremental, "slot_map"), (incremental, "moved"), (incremental, "merged")),
+    "counters": ((incremental, "read_counters"),),
+    "records": ((incremental, "stale"), (CompiledPlans, "refresh")),
 }
 """The re-parse's stages (``node_agent.columnar.incremental``), each the functions it runs."""
 

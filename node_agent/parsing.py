@@ -21,7 +21,8 @@ from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_table
 from node_agent.columnar import ColumnarParse, parse_columnar
-from node_agent.columnar.incremental import Previous, reparse, reusable, split_pieces
+from node_agent.columnar.chain_diff import split_pieces
+from node_agent.columnar.incremental import Previous, reparse, reusable
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
 from node_agent.nftables.document import looks_like_nft_json
 from node_agent.nftables.parse import NftParser
