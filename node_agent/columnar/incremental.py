@@ -9,21 +9,23 @@ on the table's family and source; it sits at slots (counter positions) of that c
 a churn read:
 
 1. splits the text into counters and rule lines (one regular-expression ``split``) and
-   walks the previous read's chains in order, comparing each chain's rule lines (counters
-   left out) with what they were (C-level list comparisons; only changed or new chains
-   are looked at line by line);
+   walks the previous read's chains in order, comparing their rule lines (counters left
+   out) with what they were, many chains at a time (C-level list comparisons; only changed
+   or new chains are looked at line by line: :mod:`node_agent.columnar.chain_diff`);
 2. re-plans, with the cold columnar parse of a smaller table, the endpoint chains that
-   changed or are new, those that refer to a chain that changed, came or went (or refer to
-   one that does, transitively), and those the mark bits are learned from; that table
-   holds every other (non-endpoint) chain too, which are all re-planned: their
-   ``policy_rule`` plans depend on the tier of every policy's first jump, worked out over
-   the jumps of all endpoint chains (:data:`~node_agent.columnar.TiersOf`);
-3. takes the plans, jumps and diagnostics of every other endpoint chain from the previous
-   read with their slots moved to where the chain now is, and merges both in slot order:
-   the same plans in the same order as the cold parse of the whole text would give.
+   changed or are new, those that jump to a chain that changed, came or went (or to one
+   that does, transitively), those the mark bits are learned from, the chains all of them
+   jump to, the groups, and the policy chains that changed (their ``policy_rule`` plans;
+   their tiers, that of each policy's first jump, are worked out over the jumps of every
+   endpoint chain: :data:`~node_agent.columnar.TiersOf`);
+3. takes the plans (and records, where their counters did not move), jumps and diagnostics
+   of every other chain from the previous read with their slots moved to where the chain
+   now is (:mod:`node_agent.columnar.splice`), and merges both in slot order: the same plans
+   in the same order as the cold parse of the whole text would give.
 
-Anything unusual (no declarations, a chain moved or split, mark bits that changed, a plan
-whose line is not its counter's) returns None and the caller parses the whole text cold.
+Anything unusual (no declarations, a chain moved or split, mark bits that changed, a reused
+policy chain whose tier changed, a line the cold parse would turn down) returns None and the
+caller parses the whole text cold.
 """
 
 from __future__ import annotations
@@ -251,9 +253,9 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     all_jumps: list[Jumps] = []
 
     def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
-        merged = merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
-        all_jumps.append(merged)
-        return policy_tiers(merged, facts)
+        every = merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
+        all_jumps.append(every)
+        return policy_tiers(every, facts)
 
     reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
     if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
