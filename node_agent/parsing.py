@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_table
-from node_agent.columnar import parse_columnar
+from node_agent.columnar import ColumnarParse, parse_columnar
+from node_agent.columnar.chain_diff import split_pieces
+from node_agent.columnar.incremental import Previous, reparse, reusable
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
 from node_agent.nftables.document import looks_like_nft_json
 from node_agent.nftables.parse import NftParser
@@ -89,9 +91,11 @@ class _Template:
     """A read's text taken apart so that a later read's counters can be put into it."""
 
     parts: list[str]
-    """The rule lines as [``\\n[``, c0, ``] rule0\\n[``, c1, ..., cN, ``] ruleN``]: with a
-    read's counters in the odd slots (``packets:bytes``) and its head and tail around it,
-    it joins back into that read's text exactly when only counters changed."""
+    """The rule lines as [``\\n[``, c0, ``] ``, rule0, ``\\n[``, c1, ..., cN, ``] ``, ruleN]
+    (a rule without its counters, the separators shared strings): with a read's counters
+    in the slots ``1::4`` (``packets:bytes``) and its head and tail around it, it joins
+    back into that read's text exactly when only counters changed; ``3::4`` are the rule
+    lines a re-parse after a change compares."""
     head: str
     tail: str
     """The text before the first and after the last rule line, as last read."""
@@ -116,6 +120,12 @@ class _Remembered:
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """The read's single-slot and deny records, when it had no counter diagnostics."""
     template: _Template | None = None
+    columnar: ColumnarParse | None = None
+    """The read's columnar parse, when a read whose rules changed can re-parse from it
+    (:mod:`node_agent.columnar.incremental`)."""
+    split: tuple[str, list[str], list[str], str] | None = None
+    """The read's text already taken apart by a re-parse (head, counters, rule lines,
+    tail): its template is made from it instead of splitting the text again."""
 
 
 def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int]]) -> _Template | None:
@@ -140,13 +150,19 @@ def _template_of(text: str, rules_seen: int, counters: tuple[list[int], list[int
     if len(head) != first:
         return None
     last_rule = parts[-1][: len(parts[-1]) - (len(text) - end)]
-    pieces = parts[:]
-    pieces[0] = "\n["
-    rest = parts[2:-1:2]
-    pieces[2:-1:2] = ["] " + rule + "\n[" for rule in rest]
-    pieces[-1] = "] " + last_rule
+    rule_lines = parts[2::2]
+    rule_lines[-1] = last_rule
     tail = text[end:]
-    return _Template(pieces, head, tail, _without_volatile(head), _without_volatile(tail))
+    return _template_from(head, parts[1::2], rule_lines, tail)
+
+
+def _template_from(head: str, counters: list[str], rules: list[str], tail: str) -> _Template:
+    """The template of a text already taken apart (head, counters, rule lines, tail)."""
+    parts = ["\n["] * (4 * len(rules))
+    parts[1::4] = counters
+    parts[2::4] = itertools.repeat("] ", len(rules))
+    parts[3::4] = rules
+    return _Template(parts, head, tail, _without_volatile(head), _without_volatile(tail))
 
 
 class SteadyStateParser:
@@ -181,6 +197,9 @@ class SteadyStateParser:
         self._nft = NftParser(family=family)
         self.fast_path_reads = 0
         self.full_reads = 0
+        self.changed_reads = 0
+        """Reads whose rules changed, re-parsed from the previous read (not counted in
+        ``full_reads``)."""
 
     def parse(self, inputs: Sequence[tuple[str, str | bytes]]) -> ParseResult:
         """One read of the node: all its records, zero-valued included, and diagnostics."""
@@ -188,7 +207,7 @@ class SteadyStateParser:
         # A parse allocates ~100k tuples per big table and creates no reference cycles;
         # the cyclic collector's passes over them would double its time.
         collecting = gc.isenabled()
-        full_reads = self.full_reads
+        full_reads, changed_reads = self.full_reads, self.changed_reads
         gc.disable()
         try:
             for source, data in inputs:
@@ -202,13 +221,19 @@ class SteadyStateParser:
                         self.fast_path_reads += 1
                     else:
                         self.full_reads += 1
-                elif decode_diagnostics or not self._parse_unchanged(source, _framed(text), result):
+                elif decode_diagnostics or not (
+                    self._parse_unchanged(source, _framed(text), result)
+                    or self._parse_changed(source, text, result)
+                ):
                     self._parse_full(source, text, decode_diagnostics, result)
                 rules = result.rules_seen - rules_before
                 result.rules_by_source[source] = result.rules_by_source.get(source, 0) + rules
         finally:
             if collecting:
-                grown = self.full_reads > full_reads and len(result.records) >= FREEZE_AFTER_RECORDS
+                # A full read of a big node leaves ~1M new long-lived objects; a re-parse after
+                # churn fewer, but still tens of thousands (plan columns, records, rule lines).
+                renewed = self.full_reads > full_reads or self.changed_reads > changed_reads
+                grown = renewed and len(result.records) >= FREEZE_AFTER_RECORDS
                 if self._freeze_growth and grown:
                     gc.freeze()
                 gc.enable()
@@ -220,9 +245,15 @@ class SteadyStateParser:
         if remembered is None:
             return False
         if remembered.template is None:
-            assert remembered.text is not None
-            remembered.template = _template_of(remembered.text, remembered.rules_seen, remembered.counters)
+            if remembered.split is not None:
+                remembered.template = _template_from(*remembered.split)
+            else:
+                assert remembered.text is not None
+                remembered.template = _template_of(
+                    remembered.text, remembered.rules_seen, remembered.counters
+                )
             remembered.text = None
+            remembered.split = None
             if remembered.template is None:
                 del self._remembered[source]
                 return False
@@ -231,19 +262,21 @@ class SteadyStateParser:
         first, end = _rules_span(framed)
         head = framed[:first]
         tail = framed[end:]
-        if head != template.head and _without_volatile(head) != template.stable_head:
+        if head != template.head and (
+            head.count("\n") != template.head.count("\n") or _without_volatile(head) != template.stable_head
+        ):
             return False
         if tail != template.tail and _without_volatile(tail) != template.stable_tail:
             return False
         counter_text = _COUNTER_PREFIX.findall(framed, first, end)
-        if len(counter_text) * 2 + 1 != len(parts):
+        if len(counter_text) * 4 != len(parts):
             return False
-        previous_text = parts[1::2]
+        previous_text = parts[1::4]
         # The previous read's rule text with these counters must give back this read's text.
-        parts[1::2] = counter_text
+        parts[1::4] = counter_text
         expected = "".join(parts)
         if len(expected) != end - first or not framed.startswith(expected, first):
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         # Most counters do not move between reads: convert and re-evaluate only those that did.
         changed = list(
@@ -254,10 +287,10 @@ class SteadyStateParser:
             new_packets = list(map(int, map(_BEFORE, halves)))
             new_octets = list(map(int, map(_AFTER, halves)))
         except ValueError:  # over int()'s 4300-digit limit: the full parse reports it
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
-            parts[1::2] = previous_text
+            parts[1::4] = previous_text
             return False
         packets = remembered.counters[0][:]
         octets = remembered.counters[1][:]
@@ -286,6 +319,69 @@ class SteadyStateParser:
         self.fast_path_reads += 1
         return True
 
+    def _parse_changed(self, source: str, text: str, result: ParseResult) -> bool:
+        """A read whose rules changed since the previous one, re-parsed from it
+        (:func:`~node_agent.columnar.incremental.reparse`); False (having done nothing)
+        when the whole text must be parsed."""
+        remembered = self._remembered.get(source)
+        if remembered is None or remembered.columnar is None:
+            return False
+        if remembered.template is not None:
+            pieces = remembered.template.parts[3::4]
+            counters = remembered.template.parts[1::4]
+        elif remembered.split is not None:
+            _, counters, pieces, _ = remembered.split
+        else:
+            assert remembered.text is not None
+            _, counters, pieces, _ = split_pieces(remembered.text)
+        packets, octets = remembered.counters
+        previous = Previous(remembered.columnar, pieces, counters, packets, octets, remembered.records)
+        done = reparse(text, source, self._family, previous)
+        if done is None:
+            return False
+        split = (done.head, done.counters, done.pieces, done.tail)
+        self._take_columnar(source, text, done.parse, result, True, split, done.records)
+        self.changed_reads += 1
+        return True
+
+    def _take_columnar(
+        self,
+        source: str,
+        text: str,
+        columnar: ColumnarParse,
+        result: ParseResult,
+        keep: bool,
+        split: tuple[str, list[str], list[str], str] | None,
+        evaluated: tuple[list[CounterRecord], list[CounterRecord]] | None,
+    ) -> None:
+        """Records and diagnostics of a columnar parse (cold or re-parse) into ``result``,
+        remembered for the next read (``keep``: with the parse, for a re-parse)."""
+        records_split = evaluated or columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
+        if records_split is not None:
+            records, diagnostics = records_split[0] + records_split[1], list[Diagnostic]()
+        else:
+            records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
+        _add_records(result, records)
+        result.diagnostics.extend(columnar.structural)
+        result.diagnostics.extend(diagnostics)
+        result.rules_seen += columnar.rule_lines
+        result.lines_seen += columnar.lines
+        # The skeleton is split off only if a later read needs it (see _Remembered).
+        self._remembered[source] = _Remembered(
+            None if split is not None else _framed(text),
+            columnar.compiled,
+            columnar.structural,
+            columnar.rule_lines,
+            columnar.lines,
+            (columnar.packets, columnar.octets),
+            records_split,
+            columnar=columnar if keep else None,
+            split=split,
+        )
+        # The counters live on in _Remembered.counters (and change there): the kept parse
+        # does not hold on to this read's.
+        columnar.packets = columnar.octets = []
+
     def _parse_full(
         self, source: str, text: str, decode_diagnostics: list[Diagnostic], result: ParseResult
     ) -> None:
@@ -294,26 +390,7 @@ class SteadyStateParser:
             parse_columnar(text, source, self._family) if self._columnar and not decode_diagnostics else None
         )
         if columnar is not None:
-            split = columnar.compiled.evaluate_split(columnar.packets, columnar.octets)
-            if split is not None:
-                records, diagnostics = split[0] + split[1], list[Diagnostic]()
-            else:
-                records, diagnostics = columnar.compiled.evaluate(columnar.packets, columnar.octets)
-            _add_records(result, records)
-            result.diagnostics.extend(columnar.structural)
-            result.diagnostics.extend(diagnostics)
-            result.rules_seen += columnar.rule_lines
-            result.lines_seen += columnar.lines
-            # The skeleton is split off only if a later read needs it (see _Remembered).
-            self._remembered[source] = _Remembered(
-                _framed(text),
-                columnar.compiled,
-                columnar.structural,
-                columnar.rule_lines,
-                columnar.lines,
-                (columnar.packets, columnar.octets),
-                split,
-            )
+            self._take_columnar(source, text, columnar, result, reusable(columnar), None, None)
             return
         scanned = scan(text, source, self._family)
         plans, structural = plan_table(scanned.table)

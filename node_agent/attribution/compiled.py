@@ -169,6 +169,32 @@ class CompiledPlans:
             deny[position] = record
         return single, deny
 
+    def refresh(
+        self,
+        previous: tuple[list[CounterRecord], list[CounterRecord]],
+        packets: list[int],
+        octets: list[int],
+        positions: tuple[list[int], list[int]],
+    ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
+        """:meth:`evaluate_split` when only the single-slot and deny records at
+        ``positions`` need evaluating (the others in ``previous`` are right as they are: a
+        re-parse after churn knows which); None as there.  No counter may be -1."""
+        packets = [*packets, 0]
+        octets = [*octets, 0]
+        single_positions, deny_positions = positions
+        fresh_denies = self._denies(packets, octets, deny_positions)
+        if fresh_denies is None:
+            return None
+        single = previous[0][:]
+        for position, record in zip(
+            single_positions, self._singles(packets, octets, single_positions), strict=True
+        ):
+            single[position] = record
+        deny = previous[1][:]
+        for position, record in zip(deny_positions, fresh_denies, strict=True):
+            deny[position] = record
+        return single, deny
+
     def _singles(
         self, packets: list[int], octets: list[int], positions: list[int] | None
     ) -> list[CounterRecord]:

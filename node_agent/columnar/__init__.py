@@ -32,20 +32,29 @@ The stages, each a function of what the earlier ones returned (one module each):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from calico_accountant.records import Diagnostic
+from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans
+from node_agent.attribution.marks import MarkBits
 from node_agent.attribution.planning import plan_policy_rules
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
-from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
+from node_agent.columnar.jumps import Jumps, accepted_jumps, jumps_of, policy_tiers
 from node_agent.columnar.markers import special_plans, tier_column
 from node_agent.columnar.rows import Irregular, split_rows
 from node_agent.columnar.rules import RuleClass, chain_facts, positions, rule_columns
 from node_agent.columnar.runs import chain_runs
 
-__all__ = ["ColumnarParse", "parse_columnar"]
+__all__ = ["ColumnarParse", "TiersOf", "parse_columnar"]
+
+TiersOf = Callable[[Jumps, ChainFacts], dict[str, str]]
+"""How the tier of each policy chain is worked out from the table's jumps (the tier of its
+first jump: :func:`~node_agent.columnar.jumps.policy_tiers`); the incremental re-parse
+(:mod:`node_agent.columnar.incremental`) passes its own, over the jumps of every endpoint
+chain, when it parses only some of them."""
 
 
 @dataclass(slots=True)
@@ -58,17 +67,39 @@ class ColumnarParse:
     octets: list[int]
     rule_lines: int
     lines: int
+    # What the incremental re-parse of a later read reuses (node_agent.columnar.incremental):
+    names: list[str]
+    """The chains with rules, in table order (one run each), and where their rules are."""
+    starts: list[int]
+    lengths: list[int]
+    endpoint: list[bool]
+    declared: set[str]
+    first_line: int
+    family: int
+    marks: MarkBits
+    jumps: Jumps
+    accepts: int
+    """How many of ``compiled.single``'s plans are accepts of jumps (they come first)..."""
+    specials: int
+    """... and how many drop and profile plans follow them (then the policy rules' plans)."""
+    tiers: dict[str, str]
+    """The tier of each policy (and group) chain, as its ``policy_rule`` plans have it."""
+    endpoint_targets: set[str]
+    """What the rules of endpoint chains jump or go to (a superset after a re-parse): the
+    chains whose change can change an endpoint chain's plans."""
 
 
-def parse_columnar(text: str, source: str, family: int | None) -> ColumnarParse | None:
+def parse_columnar(
+    text: str, source: str, family: int | None, tiers_of: TiersOf = policy_tiers
+) -> ColumnarParse | None:
     """The columnar parse of one table's text, or None when the general path must do it."""
     try:
-        return _parse(text, source, family)
+        return _parse(text, source, family, tiers_of)
     except Irregular:
         return None
 
 
-def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
+def _parse(text: str, source: str, family: int | None, tiers_of: TiersOf) -> ColumnarParse:
     """The stages in order; any of them raises :class:`Irregular` for the general path."""
     rows = split_rows(text, family)
     runs = chain_runs(rows)
@@ -80,6 +111,34 @@ def _parse(text: str, source: str, family: int | None) -> ColumnarParse:
     jumps = jumps_of(columns, tier_of, facts)
     accepted = accepted_jumps(jumps, columns, runs, facts)
     exact, structural = exact_denies(rows, columns, runs, jumps, accepted, facts, source)
-    policy_rules = plan_policy_rules(facts.chains, facts, policy_tiers(jumps, facts), rows.family, source)
+    tiers = tiers_of(jumps, facts)
+    policy_rules = plan_policy_rules(facts.chains, facts, tiers, rows.family, source)
+    accepts = len(accepted.entered)
     compiled = compile_plans(rows, columns, accepted, exact, special + policy_rules, source)
-    return ColumnarParse(compiled, structural, rows.packets, rows.octets, rows.count, rows.line_count)
+    return ColumnarParse(
+        compiled,
+        structural,
+        rows.packets,
+        rows.octets,
+        rows.count,
+        rows.line_count,
+        runs.names,
+        runs.starts,
+        runs.lengths,
+        runs.endpoint,
+        rows.declared,
+        rows.first_line,
+        rows.family,
+        facts.marks,
+        jumps,
+        accepts,
+        len(special),
+        tiers,
+        set().union(
+            *(
+                columns.targets[start : start + length]
+                for start, length, endpoint in zip(runs.starts, runs.lengths, runs.endpoint, strict=True)
+                if endpoint
+            )
+        ),
+    )

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 from node_agent.iptables_save import MAX_COUNTER, detect_family
 
-__all__ = ["FIELDS", "ROW", "Field", "Irregular", "Rows", "body_of", "is_odd", "split_rows"]
+__all__ = [
+    "FIELDS",
+    "ROW",
+    "Field",
+    "Irregular",
+    "Rows",
+    "body_of",
+    "check_tail",
+    "declarations",
+    "is_odd",
+    "split_rows",
+]
 
 
 class Irregular(Exception):
@@ -94,8 +105,8 @@ def split_rows(text: str, family: int | None) -> Rows:
     # checked outside the rules here and per distinct rest by rule_columns.
     if is_odd(head) or is_odd(tail):
         raise Irregular
-    declared, opened = _declarations(head)
-    _check_tail(tail, opened)
+    declared, opened = declarations(head)
+    check_tail(tail, opened)
 
     try:
         packets = list(map(int, parts[Field.PACKETS :: FIELDS]))
@@ -123,7 +134,7 @@ def split_rows(text: str, family: int | None) -> Rows:
     )
 
 
-def _declarations(head: str) -> tuple[set[str], bool]:
+def declarations(head: str) -> tuple[set[str], bool]:
     """Declared chains of the lines before the first rule, and whether ``*filter`` opened."""
     declared: set[str] = set()
     opened = False
@@ -142,7 +153,7 @@ def _declarations(head: str) -> tuple[set[str], bool]:
     return declared, opened
 
 
-def _check_tail(tail: str, opened: bool) -> None:
+def check_tail(tail: str, opened: bool) -> None:
     """After the last rule only ``COMMIT`` (exactly when ``*filter`` opened), comments, blanks."""
     committed = False
     for line in tail.split("\n"):

@@ -1,0 +1,337 @@
+"""The re-parse of a table whose rules changed in a few chains: churn at steady-state cost.
+
+When a pod comes or goes, felix adds or removes its endpoint chains and rewrites the
+dispatch chains; the other ~99% of the table is the text of the previous read.  Everything
+the columnar parse derives from an endpoint chain (its accept, deny, drop and profile
+plans, its ``deny_not_exact`` diagnostics, its jumps) depends only on that chain's rules
+and on the chains it jumps to (their verdicts, members, comments), on felix's mark bits and
+on the table's family and source; it sits at slots (counter positions) of that chain.  So
+a churn read:
+
+1. splits the text into counters and rule lines (one regular-expression ``split``) and
+   walks the previous read's chains in order, comparing their rule lines (counters left
+   out) with what they were, many chains at a time (C-level list comparisons; only changed
+   or new chains are looked at line by line: :mod:`node_agent.columnar.chain_diff`);
+2. re-plans, with the cold columnar parse of a smaller table, the endpoint chains that
+   changed or are new, those that jump to a chain that changed, came or went (or to one
+   that does, transitively), those the mark bits are learned from, the chains all of them
+   jump to, the groups, and the policy chains that changed (their ``policy_rule`` plans;
+   their tiers, that of each policy's first jump, are worked out over the jumps of every
+   endpoint chain: :data:`~node_agent.columnar.TiersOf`);
+3. takes the plans (and records, where their counters did not move), jumps and diagnostics
+   of every other chain from the previous read with their slots moved to where the chain
+   now is (:mod:`node_agent.columnar.splice`), and merges both in slot order: the same plans
+   in the same order as the cold parse of the whole text would give.
+
+Anything unusual (no declarations, a chain moved or split, mark bits that changed, a reused
+policy chain whose tier changed, a line the cold parse would turn down) returns None and the
+caller parses the whole text cold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
+from calico_accountant.felix.endpoints import endpoint_chain
+from calico_accountant.records import CounterRecord
+from node_agent.attribution.chains import ChainFacts
+from node_agent.attribution.compiled import CompiledPlans
+from node_agent.attribution.marks import learn_marks_from
+from node_agent.columnar import ColumnarParse, parse_columnar
+from node_agent.columnar.chain_diff import (
+    POLICY_PREFIXES,
+    check_plain,
+    dependents,
+    referrers,
+    segment,
+    split_pieces,
+)
+from node_agent.columnar.jumps import Jumps, policy_tiers
+from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
+from node_agent.columnar.splice import (
+    merged,
+    merged_jumps,
+    moved,
+    moved_diagnostics,
+    read_counters,
+    slot_map,
+    stale,
+)
+from node_agent.iptables_save import Rule, detect_family, new_rule, target_of
+
+__all__ = ["Previous", "Reparse", "reparse", "reusable"]
+
+
+@dataclass(slots=True)
+class Reparse:
+    """A table parsed by :func:`reparse`: what the cold columnar parse of its whole text
+    would have given, and the text's counters and rule lines (for the next read)."""
+
+    parse: ColumnarParse
+    head: str
+    """The text before the first rule line."""
+    counters: list[str]
+    """``packets:bytes`` of every rule line."""
+    pieces: list[str]
+    """Every rule line without its counters (``-A CHAIN ...``)."""
+    tail: str
+    """The text after the last rule line (from its newline on)."""
+    records: tuple[list[CounterRecord], list[CounterRecord]] | None
+    """What ``parse.compiled.evaluate_split`` gives for its counters (None: a deny came out
+    negative, the caller evaluates all for the diagnostics)."""
+    replanned: int
+    """Endpoint chains re-planned (the others were reused)."""
+
+
+def _lines_are_slots(parse: ColumnarParse) -> bool:
+    """Whether every plan's line is that of its first slot (what moving plans relies on)."""
+    first = parse.first_line
+    return all(
+        columns.lines == list(map(first.__add__, columns.slots[0]))
+        for columns in (parse.compiled.single, parse.compiled.deny)
+    )
+
+
+def _in_order(slots: list[int]) -> bool:
+    return all(map(operator.le, slots, itertools.islice(slots, 1, None)))
+
+
+def reusable(parse: ColumnarParse) -> bool:
+    """Whether a later read can re-parse from ``parse`` (checked once, after a full parse):
+    chains declared, every plan's line that of its first slot, each group of plans in
+    slot order (what moving and merging plans relies on)."""
+    single = parse.compiled.single.slots[0]
+    specials = parse.accepts + parse.specials
+    return (
+        bool(parse.declared)
+        and _lines_are_slots(parse)
+        and _in_order(single[: parse.accepts])
+        and _in_order(single[parse.accepts : specials])
+        and _in_order(single[specials:])
+        and _in_order(parse.compiled.deny.slots[0])
+    )
+
+
+@dataclass(slots=True)
+class Previous:
+    """The previous read of a table, as :func:`reparse` reuses it."""
+
+    parse: ColumnarParse
+    """Its columnar parse (or the re-parse that stood for one)."""
+    pieces: list[str]
+    """Its rule lines without counters."""
+    counters: list[str]
+    packets: list[int]
+    octets: list[int]
+    """Its counters, as text and as numbers (those of the last read: the fast path's reads
+    change them, not the parse)."""
+    records: tuple[list[CounterRecord], list[CounterRecord]] | None
+    """Its single-slot and deny records, in plan order (None: not known)."""
+
+
+def reparse(text: str, source: str, family: int | None, previous: Previous) -> Reparse | None:
+    """The table ``text`` parsed reusing ``previous``, or None when the whole text must be parsed."""
+    try:
+        return _reparse(text, source, family, previous)
+    except Irregular:
+        return None
+
+
+def _reparse(text: str, source: str, family: int | None, last: Previous) -> Reparse | None:
+    previous = last.parse
+    old_pieces = last.pieces
+    framed_by_newline = text.startswith("[")
+    framed = "\n" + text if framed_by_newline else text
+    head, counters, pieces, tail = split_pieces(framed)
+    count = len(pieces)
+    if not count or is_odd(head) or is_odd(tail):
+        return None
+    declared, opened = declarations(head)
+    check_tail(tail[1:], opened)
+    new_family = family or detect_family(text)
+    if not declared or new_family != previous.family:
+        return None
+
+    runs = segment(pieces, previous, old_pieces)
+    names = [run.name for run in runs]
+    if not declared.issuperset(names):
+        return None
+    endpoint = [
+        previous.endpoint[run.old] if run.old != -1 else endpoint_chain(run.name) is not None for run in runs
+    ]
+
+    # What changed, came or went, and (transitively) the chains that mention it.
+    present = set(names)
+    changed = {run.name for run in runs if run.old == -1}
+    changed.update(name for name in previous.names if name not in present)
+    changed.update(declared ^ previous.declared)
+    replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
+    changed |= dependents(pieces, runs, endpoint, changed)
+    if changed & previous.endpoint_targets:
+        replan.update(
+            index
+            for index in referrers(framed, changed & previous.endpoint_targets, runs, head)
+            if endpoint[index]
+        )
+
+    # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
+    endpoint_runs = [index for index, flag in enumerate(endpoint) if flag]
+    read: list[int] = []
+
+    def endpoint_rules() -> Iterator[tuple[str, list[Rule]]]:
+        for index in endpoint_runs:
+            read.append(index)
+            run = runs[index]
+            yield (
+                run.name,
+                [
+                    new_rule((target_of(body), body, 0, 0, ""))
+                    for body in pieces[run.start : run.start + run.length]
+                ],
+            )
+
+    if learn_marks_from(endpoint_rules()) != previous.marks:
+        return None
+    replan.update(read)
+
+    # The re-parsed table: those endpoint chains, every chain they jump to (and so on), the
+    # groups (the tiers of their members come from every jump to them) and the other chains
+    # that changed.  The other chains' plans are the previous read's.
+    where = {run.name: index for index, run in enumerate(runs)}
+    included_set = set(replan)
+    for index, run in enumerate(runs):
+        if endpoint[index] or run.name not in changed:
+            continue
+        if run.name.startswith(POLICY_PREFIXES):
+            included_set.add(index)  # its policy_rule plans
+        elif run.old == -1:
+            # No plans of its own (a dispatch chain, cali-FORWARD...): only what the cold
+            # parse would check of its lines, so that it takes the same path.
+            check_plain(run.name, pieces[run.start : run.start + run.length], declared)
+    included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
+    pending = list(included_set)
+    endpoint_targets = set(previous.endpoint_targets)
+    while pending:
+        index = pending.pop()
+        run = runs[index]
+        targets = set(map(target_of, pieces[run.start : run.start + run.length]))
+        if endpoint[index]:
+            endpoint_targets |= targets
+        for target in targets:
+            found = where.get(target)
+            if found is not None and not endpoint[found] and found not in included_set:
+                included_set.add(found)
+                pending.append(found)
+    included = sorted(included_set)
+    reused = [index for index, run in enumerate(runs) if index not in included_set and run.old != -1]
+    old_to_new = slot_map(
+        len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
+    )
+    reduced_to_new = list(
+        itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
+    )
+    reduced_to_new.append(-1)
+    body = "".join(
+        itertools.chain.from_iterable(
+            itertools.chain.from_iterable(
+                zip(
+                    itertools.repeat("\n["),
+                    counters[runs[i].start : runs[i].start + runs[i].length],
+                    itertools.repeat("] "),
+                    pieces[runs[i].start : runs[i].start + runs[i].length],
+                )
+            )
+            for i in included
+        )
+    )
+    if body.count("\n") != len(reduced_to_new) - 1:
+        return None  # a line that is not a rule among them (the cold parse turns it down)
+    all_jumps: list[Jumps] = []
+
+    def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
+        every = merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
+        all_jumps.append(every)
+        return policy_tiers(every, facts)
+
+    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
+    if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
+        return None
+    # A reused chain's policy_rule plans hold its tier: it must not have changed.
+    old_tiers, new_tiers = previous.tiers, reduced.tiers
+    if old_tiers != new_tiers:
+        moved_tiers = {
+            name for name in old_tiers.keys() | new_tiers.keys() if old_tiers.get(name) != new_tiers.get(name)
+        }
+        if any(runs[index].name in moved_tiers for index in reused):
+            return None
+
+    first_line = head.count("\n") + (1 if framed_by_newline else 2)
+    old_single, old_deny = previous.compiled.single, previous.compiled.deny
+    new_single, new_deny = reduced.compiled.single, reduced.compiled.deny
+    old_specials = previous.accepts + previous.specials
+    new_specials = reduced.accepts + reduced.specials
+    old_records = last.records or (None, None)
+    old_singles, old_denies = old_records
+    accepts = merged(
+        moved(old_single, 0, previous.accepts, old_to_new, first_line, old_singles),
+        moved(new_single, 0, reduced.accepts, reduced_to_new, first_line, None),
+    )
+    specials = merged(
+        moved(old_single, previous.accepts, old_specials, old_to_new, first_line, old_singles),
+        moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line, None),
+    )
+    policies = merged(
+        moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line, old_singles),
+        moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line, None),
+    )
+    deny = merged(
+        moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line, old_denies),
+        moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line, None),
+    )
+    single = accepts.columns
+    single.extend(specials.columns)
+    single.extend(policies.columns)
+    single_records = accepts.records + specials.records + policies.records
+    structural = sorted(
+        moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)
+        + moved_diagnostics(reduced.structural, reduced.first_line, reduced_to_new, first_line),
+        key=operator.attrgetter("line"),
+    )
+
+    packets, octets, moved_slots = read_counters(
+        counters, runs, previous.starts, (last.counters, last.packets, last.octets)
+    )
+    compiled = CompiledPlans.from_columns(single, deny.columns)
+    records = compiled.refresh(
+        (single_records, deny.records),  # type: ignore[arg-type]  # the None are replaced
+        packets,
+        octets,
+        (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots)),
+    )
+    newlines = head.count("\n") + count + tail.count("\n") - framed_by_newline
+    parse = ColumnarParse(
+        compiled,
+        structural,
+        packets,
+        octets,
+        count,
+        newlines + (0 if text.endswith("\n") else 1),
+        names,
+        [run.start for run in runs],
+        [run.length for run in runs],
+        endpoint,
+        declared,
+        first_line,
+        new_family,
+        previous.marks,
+        all_jumps[-1],
+        len(accepts.records),
+        len(specials.records),
+        new_tiers,
+        endpoint_targets & (declared | present),  # chains of this table only: bounded
+    )
+    return Reparse(parse, head, counters, pieces, tail, records, len(replan))
