@@ -154,20 +154,9 @@ class CompiledPlans:
         if self._readers is None or self._readers[0] != size:
             self._readers = (size, _ReaderIndex(self.single.slots, size), _ReaderIndex(self.deny.slots, size))
         _, single_readers, deny_readers = self._readers
-        single_positions = single_readers.positions(changed)
-        deny_positions = deny_readers.positions(changed)
-        fresh_denies = self._denies(packets, octets, deny_positions)
-        if fresh_denies is None:
-            return None
-        single = previous[0][:]
-        for position, record in zip(
-            single_positions, self._singles(packets, octets, single_positions), strict=True
-        ):
-            single[position] = record
-        deny = previous[1][:]
-        for position, record in zip(deny_positions, fresh_denies, strict=True):
-            deny[position] = record
-        return single, deny
+        return self._update(
+            previous, packets, octets, (single_readers.positions(changed), deny_readers.positions(changed))
+        )
 
     def refresh(
         self,
@@ -179,8 +168,17 @@ class CompiledPlans:
         """:meth:`evaluate_split` when only the single-slot and deny records at
         ``positions`` need evaluating (the others in ``previous`` are right as they are: a
         re-parse after churn knows which); None as there.  No counter may be -1."""
-        packets = [*packets, 0]
-        octets = [*octets, 0]
+        return self._update(previous, [*packets, 0], [*octets, 0], positions)
+
+    def _update(
+        self,
+        previous: tuple[list[CounterRecord], list[CounterRecord]],
+        packets: list[int],
+        octets: list[int],
+        positions: tuple[list[int], list[int]],
+    ) -> tuple[list[CounterRecord], list[CounterRecord]] | None:
+        """``previous`` with the records at ``positions`` evaluated anew, from arrays ending
+        in a 0; None when a derived deny is not exact."""
         single_positions, deny_positions = positions
         fresh_denies = self._denies(packets, octets, deny_positions)
         if fresh_denies is None:
