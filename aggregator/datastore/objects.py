@@ -392,23 +392,13 @@ def _check_shape(kind: str, key: str, body: Mapping[str, Any]) -> None:
         for field_name in ("pod", "workload", "serviceAccountName", "endpoint"):
             if spec.get(field_name) is not None and not isinstance(spec.get(field_name), str):
                 raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a string")
-        for field_name in ("ipNetworks", "profiles"):
-            items = spec.get(field_name)
-            if items is not None and not (
-                isinstance(items, list) and all(isinstance(item, str) for item in items)
-            ):
-                raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a list of strings")
+        _check_string_lists(spec, key, ("ipNetworks", "profiles"))
     elif kind == "HostEndpoint":
         if not isinstance(spec.get("node"), str) or not spec.get("node"):
             raise BadObject("bad_spec", f"{key}: spec.node missing or not a string")
         if spec.get("interfaceName") is not None and not isinstance(spec.get("interfaceName"), str):
             raise BadObject("bad_spec", f"{key}: spec.interfaceName is not a string")
-        for field_name in ("expectedIPs", "profiles"):
-            items = spec.get(field_name)
-            if items is not None and not (
-                isinstance(items, list) and all(isinstance(item, str) for item in items)
-            ):
-                raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a list of strings")
+        _check_string_lists(spec, key, ("expectedIPs", "profiles"))
     elif kind != "Profile":
         tier = spec.get("tier")
         if tier is not None and not isinstance(tier, str):
@@ -418,3 +408,13 @@ def _check_shape(kind: str, key: str, body: Mapping[str, Any]) -> None:
 def _preview(document: Mapping[str, Any]) -> str:
     text = json.dumps(document, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_string_lists(spec: Mapping[str, Any], key: str, names: tuple[str, ...]) -> None:
+    """Each of ``names`` in ``spec`` absent or a list of strings, else :class:`BadObject`."""
+    for field_name in names:
+        items = spec.get(field_name)
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(item, str) for item in items)
+        ):
+            raise BadObject("bad_spec", f"{key}: spec.{field_name} is not a list of strings")
