@@ -222,6 +222,7 @@ class Accountant:
                     series.label_names[index],
                     tuple(series.values[index]),
                     tuple(series.values[index].values()),
+                    tuple(series.texts[index].values()),
                 )
                 for index, family in enumerate(series.families)
             )

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.accountant import Accountant
 from aggregator.exposition.serving import serve_metrics
-from aggregator.exposition.text import LabelTexts, render_accountant, render_text
+from aggregator.exposition.text import render_accountant, render_text
 from aggregator.ledger.ledger import Ledger
 from aggregator.metrics.selfmon import self_metrics
+from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
 from aggregator.series.views import StateView
 from calico_accountant import __version__
@@ -167,25 +168,37 @@ def test_the_text_holds_every_series_of_the_view_and_nothing_else() -> None:
     )
 
 
-def test_label_texts_kept_across_scrapes_follow_the_series() -> None:
-    """A server renders with one LabelTexts for its life: what it renders is always what a
-    fresh render gives, as pods come and go, and the cache lets go of what left."""
-    acct = Accountant(FakeCatalog(), ledger=Ledger(retired_grace=0))
-    texts = LabelTexts()
+def _texts_follow_labels(acct: Accountant, now: float) -> None:
+    for family in acct.view(now).families:
+        assert family.texts == tuple(label_text(family.label_names, labels) for labels in family.labels)
+
+
+def test_label_texts_kept_with_the_series_follow_them() -> None:
+    """Each series' label text is made once, when the series is created, and kept in the
+    order of the family's values: whatever comes and goes (pods retiring and expiring, a
+    node forgotten, a rebuild, a restore), every family's texts are its labels' texts, in
+    order, and a rendered scrape names exactly the live pods."""
+    acct = Accountant(FakeCatalog(), ledger=Ledger(retired_grace=0, node_expiry=1.5))
+    acct.set_connected("n1", True)
     for round_ in range(1, 5):  # each full snapshot has other pods: the previous ones retire
         pods = [f"cali-{round_}-{i}" for i in range(600)]
         acct.apply(snapshot("n1", [accept(pod, "cali-pi-allow", 1) for pod in pods], sequence=round_), round_)
-        acct.expire(round_ + 1)
-        cached = render_text(acct.view(round_), texts=texts)
-        assert cached == render_text(acct.view(round_))
-        assert f'pod="cali-{round_}-599"' in cached and f'pod="cali-{round_ - 1}-0"' not in cached
-    workload = next(
-        f
-        for f in acct.view(0).families
-        if f.family.packets_name.startswith("calico_accountant_workload_policy")
-    )
-    kept = texts.family(workload.family.packets_name, workload.label_names)
-    assert not any(labels[2] == "cali-1-0" for labels in kept)  # pruned: it held twice what it renders
+        acct.apply(snapshot(f"m{round_}", [accept(pods[0], "cali-pi-allow", 1)], sequence=1), round_)
+        acct.set_connected(f"m{round_}", False)
+        acct.expire(round_ + 1)  # n1's previous pods expire, m<round - 1> is forgotten
+        _texts_follow_labels(acct, round_)
+        text = render_text(acct.view(round_))
+        assert f'pod="cali-{round_}-599"' in text and f'pod="cali-{round_ - 1}-0"' not in text
+        assert f'node="m{round_ - 1}"' not in text
+    acct.rebuild()
+    _texts_follow_labels(acct, 9)
+    nodes, series, tombstones = acct.capture()
+    restored = Accountant(FakeCatalog(), ledger=Ledger())
+    restored.restore(nodes, series, tombstones)
+    _texts_follow_labels(restored, 9)
+    assert [(f.labels, f.values, f.texts) for f in restored.view(9).families] == [
+        (f.labels, f.values, f.texts) for f in acct.view(9).families
+    ]
 
 
 def test_label_values_are_escaped_and_round_trip() -> None:

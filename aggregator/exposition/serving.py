@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from aggregator.accountant import Accountant
-from aggregator.exposition.text import CONTENT_TYPE, LabelTexts, render_text
+from aggregator.exposition.text import CONTENT_TYPE, render_parts
 from calico_accountant import __version__
 from calico_accountant.runtime.http import HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
@@ -43,13 +43,11 @@ def serve_metrics(
     ``extra`` is appended to every scrape (e.g. the ingest server's own prometheus_client
     metrics).  ``web``: TLS and basic auth (``--web-config``)."""
 
-    texts = LabelTexts()
-
     def metrics() -> Response:
-        text = render_text(accountant.view(clock()), version=version, texts=texts).encode()
+        parts = [part.encode() for part in render_parts(accountant.view(clock()), version=version)]
         if extra is not None:
-            text += generate_latest(extra)
-        return Response(200, CONTENT_TYPE, text)
+            parts.append(generate_latest(extra))
+        return Response(200, CONTENT_TYPE, parts)
 
     return HttpServer(
         host,

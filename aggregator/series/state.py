@@ -25,6 +25,12 @@ it, and never decreases while the process lives.**
   checkpoint is restored: the checkpoint's values are the tombstones the rebuild revives.
 
 A cap on the number of series refuses new series beyond it and counts each once.
+
+Beside each family's values the state keeps each series' label text
+(:mod:`aggregator.series.label_text`), made when the series is created: ``texts[i]`` has
+exactly ``values[i]``'s keys in the same order (both change only together, in
+:meth:`SeriesState._admit` and :meth:`SeriesState._remove`), so a scrape copies the texts
+in the values' order and looks nothing up.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 from aggregator.resolution.memo import Lookup
 from aggregator.resolution.resolve import Resolver
+from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Route, Router, SeriesRef
 from aggregator.series.views import FamilySeries, ResolvedIncrease
@@ -67,6 +74,8 @@ class SeriesState:
         self.families: tuple[SeriesFamily, ...] = self.router.families
         self.label_names = self.router.label_names
         self.values: list[dict[tuple[str, ...], tuple[int, int]]] = [{} for _ in self.families]
+        self.texts: list[dict[tuple[str, ...], str]] = [{} for _ in self.families]
+        """Per family, each series' label text, in :attr:`values`' order (see the module docstring)."""
         self.max_tombstones = max_tombstones
         self._holders: dict[SeriesRef, int] = {}
         self._tombstones: dict[SeriesRef, tuple[int, int]] = {}
@@ -270,6 +279,7 @@ class SeriesState:
         value = self.values[ref[0]].pop(ref[1], None)
         if value is None:
             return 0
+        del self.texts[ref[0]][ref[1]]
         self.series_count -= 1
         self._tombstones[ref] = value
         self._prune_tombstones()
@@ -296,5 +306,6 @@ class SeriesState:
                 self.overflow[level] = self.overflow.get(level, 0) + 1
             return False
         values[ref[1]] = self._tombstones.pop(ref, (0, 0))
+        self.texts[ref[0]][ref[1]] = label_text(self.label_names[ref[0]], ref[1])
         self.series_count += 1
         return True

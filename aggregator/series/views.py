@@ -49,14 +49,16 @@ class FamilySeries:
 
 @dataclass(frozen=True, slots=True)
 class FamilyView:
-    """One family's series, copied: label sets and values as two parallel tuples (copying
-    a million series' keys and values is two C-level copies; pairing them made a tuple per
-    series under the accountant's lock, 1.5 s at a million)."""
+    """One family's series, copied: label sets, values and label texts as parallel tuples
+    (copying a million series' keys and values is a few C-level copies; pairing them made a
+    tuple per series under the accountant's lock, 1.5 s at a million)."""
 
     family: SeriesFamily
     label_names: tuple[str, ...]
     labels: tuple[tuple[str, ...], ...]
     values: tuple[tuple[int, int], ...]
+    texts: tuple[str, ...]
+    """Each series' ``{name="value",...}`` (:mod:`aggregator.series.label_text`)."""
 
     @property
     def series(self) -> tuple[tuple[tuple[str, ...], tuple[int, int]], ...]:
