@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from aggregator.accountant import Accountant
 from aggregator.exposition.text import CONTENT_TYPE, render_parts
+from aggregator.series.views import StateView
 from calico_accountant import __version__
 from calico_accountant.runtime.http import HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
@@ -44,10 +45,13 @@ def serve_metrics(
     metrics).  ``web``: TLS and basic auth (``--web-config``)."""
 
     def metrics() -> Response:
-        parts = [part.encode() for part in render_parts(accountant.view(clock()), version=version)]
+        return Response(200, CONTENT_TYPE, _encoded(accountant.view(clock())))
+
+    def _encoded(view: StateView) -> Iterator[bytes]:
+        for part in render_parts(view, version=version):
+            yield part.encode()
         if extra is not None:
-            parts.append(generate_latest(extra))
-        return Response(200, CONTENT_TYPE, parts)
+            yield generate_latest(extra)
 
     return HttpServer(
         host,

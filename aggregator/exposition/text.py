@@ -13,6 +13,7 @@ scrape blocks ingest only for the copy, never for the formatting.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from aggregator.accountant import Accountant
 from aggregator.metrics.selfmon import SimpleMetric, self_metrics
@@ -29,7 +30,7 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _render_family(family_view: FamilyView, out: list[str]) -> None:
+def _render_family(family_view: FamilyView) -> Iterator[str]:
     """Both metrics of a family (packets, then bytes when it has them), one string each.
 
     One join per metric over [name, labels, value, name, labels, value, ...]: the name and
@@ -41,13 +42,11 @@ def _render_family(family_view: FamilyView, out: list[str]) -> None:
         pairs.append((family.bytes_name, family.bytes_help, 1))
     values = family_view.values
     for metric_name, help_text, index in pairs:
-        out.append(f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n")
-        if not values:
-            continue
-        parts = [metric_name] * (3 * len(values))
-        parts[1::3] = family_view.texts
-        parts[2::3] = [f" {value[index]}\n" for value in values]
-        out.append("".join(parts))
+        parts = [metric_name] * (3 * len(values) + 1)
+        parts[0] = f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n"
+        parts[2::3] = family_view.texts
+        parts[3::3] = [f" {value[index]}\n" for value in values]
+        yield "".join(parts)
 
 
 def _format_value(value: float) -> str:
@@ -56,23 +55,22 @@ def _format_value(value: float) -> str:
     return repr(value)
 
 
-def _render_simple(metric: SimpleMetric, out: list[str]) -> None:
+def _render_simple(metric: SimpleMetric) -> str:
     lines = [f"# HELP {metric.name} {_escape_help(metric.help)}\n# TYPE {metric.name} {metric.type}\n"]
     for labels, value in metric.samples:
         lines.append(f"{metric.name}{label_text(metric.labels, labels)} {_format_value(value)}\n")
-    out.append("".join(lines))
+    return "".join(lines)
 
 
-def render_parts(view: StateView, *, version: str = __version__) -> list[str]:
+def render_parts(view: StateView, *, version: str = __version__) -> Iterator[str]:
     """The whole exposition of ``view`` in the Prometheus text format, in parts (a few per
-    family) whose concatenation is the text: a server sends them one after another, never
-    joining ~460 MB for a million series into one more copy."""
-    out: list[str] = []
+    family, made as they are asked for) whose concatenation is the text: a server sends
+    them one after another, never joining ~460 MB for a million series into one more copy,
+    and compresses each while the next is made."""
     for family_view in view.families:
-        _render_family(family_view, out)
+        yield from _render_family(family_view)
     for metric in self_metrics(view, version):
-        _render_simple(metric, out)
-    return out
+        yield _render_simple(metric)
 
 
 def render_text(view: StateView, *, version: str = __version__) -> str:
