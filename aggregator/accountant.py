@@ -217,13 +217,7 @@ class Accountant:
         with self._lock:
             series = self._series
             families = tuple(
-                FamilyView(
-                    family,
-                    series.label_names[index],
-                    tuple(series.values[index]),
-                    tuple(series.values[index].values()),
-                    tuple(series.texts[index].values()),
-                )
+                FamilyView(family, series.label_names[index], *series.columns(index))
                 for index, family in enumerate(series.families)
             )
             return StateView(

@@ -1,11 +1,12 @@
 """Which series each counter feeds: its *route*, resolved once and kept.
 
 A counter's route is the list of series (one per exported family it belongs to) its
-increases are added to.  Working it out means resolving the counter's names through
+increases are added to, by their slots in the families' tables
+(:mod:`aggregator.series.table`).  Working it out means resolving the counter's names through
 the catalog and asking every exported level which label set it has there; both are
 done once per counter and kept until the catalog changes the answer
 (:meth:`Router.refresh` names exactly those counters) or the counter expires.  The parts
-of a route that repeat across counters (its series refs, its lookups) are shared
+of a route that repeat across counters (its series slots, its lookups) are shared
 (:class:`~aggregator.series.interning.Interned`), not one copy per counter.
 The router also keeps what the aggregator's self-metrics report about resolution:
 the raw names exported per node and the number of lookups that failed.
@@ -25,17 +26,20 @@ from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolv
 from aggregator.series.interning import Interned
 from aggregator.series.options import SeriesOptions
 
-__all__ = ["Route", "Router", "SeriesRef"]
+__all__ = ["Route", "Router", "SeriesRef", "Slot"]
 
 log = logging.getLogger(__name__)
 
 SeriesRef = tuple[int, tuple[str, ...]]
 """(index of the family among the exported ones, label values after the allow-list)."""
 
+Slot = tuple[int, int]
+"""(index of the family among the exported ones, the series' slot in that family's table)."""
+
 
 class Route(NamedTuple):
     counter: ResolvedCounter
-    refs: tuple[SeriesRef, ...]
+    slots: tuple[Slot, ...]
     lookups: tuple[Lookup, ...]
     unresolved: tuple[RawName, ...]
 
@@ -65,8 +69,8 @@ class Router:
         ]
         """Per family, the position of its ``node`` label (after the allow-list), if any."""
         self.routes: dict[CounterPlace, Route] = {}
-        self._refs: Interned[SeriesRef] = Interned()
-        self._ref_sets: Interned[tuple[SeriesRef, ...]] = Interned()
+        self._slots: Interned[Slot] = Interned()
+        self._slot_sets: Interned[tuple[Slot, ...]] = Interned()
         self._lookups: Interned[Lookup] = Interned()
         self._unresolved: dict[tuple[str, RawName], int] = {}
         """(node, raw name) -> counters exported under that raw name."""
@@ -113,14 +117,13 @@ class Router:
         place: CounterPlace,
         counter: ResolvedCounter,
         lookups: tuple[Lookup, ...],
-        refs: tuple[SeriesRef, ...],
+        slots: tuple[Slot, ...],
     ) -> Route:
-        shared = self._ref_sets.held(refs)
-        if shared is None:  # a new set: its refs shared with other sets (each held once per set)
-            shared = self._ref_sets.acquire(tuple(self._refs.acquire(ref) for ref in refs))
-        refs = shared
+        shared = self._slot_sets.held(slots)
+        if shared is None:  # a new set: its slots shared with other sets (each held once per set)
+            shared = self._slot_sets.acquire(tuple(self._slots.acquire(slot) for slot in slots))
         lookups = tuple(self._lookups.acquire(lookup) for lookup in lookups)
-        route = Route(counter, refs, lookups, unresolved_names(counter))
+        route = Route(counter, shared, lookups, unresolved_names(counter))
         self.routes[place] = route
         self.memo.use(place, lookups)
         for raw in route.unresolved:
@@ -134,9 +137,9 @@ class Router:
         if route is None:
             return None
         self.memo.release(place, route.lookups)
-        if self._ref_sets.release(route.refs):
-            for ref in route.refs:
-                self._refs.release(ref)
+        if self._slot_sets.release(route.slots):
+            for slot in route.slots:
+                self._slots.release(slot)
         for lookup in route.lookups:
             self._lookups.release(lookup)
         for raw in route.unresolved:

@@ -26,11 +26,10 @@ it, and never decreases while the process lives.**
 
 A cap on the number of series refuses new series beyond it and counts each once.
 
-Beside each family's values the state keeps each series' label text
-(:mod:`aggregator.series.label_text`), made when the series is created: ``texts[i]`` has
-exactly ``values[i]``'s keys in the same order (both change only together, in
-:meth:`SeriesState._admit` and :meth:`SeriesState._remove`), so a scrape copies the texts
-in the values' order and looks nothing up.
+Each family's series are kept in columns by slot (:mod:`aggregator.series.table`), with
+each series' label text (:mod:`aggregator.series.label_text`) made when the series is
+created: routes hold slots, so an increase is added without hashing label tuples, and a
+scrape copies whole columns and looks nothing up.
 """
 
 from __future__ import annotations
@@ -46,7 +45,8 @@ from aggregator.resolution.memo import Lookup
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
-from aggregator.series.routes import Route, Router, SeriesRef
+from aggregator.series.routes import Route, Router, SeriesRef, Slot
+from aggregator.series.table import Columns, SeriesTable
 from aggregator.series.views import FamilySeries, ResolvedIncrease
 from calico_accountant.records import CounterKey
 
@@ -73,11 +73,9 @@ class SeriesState:
         self.router = Router(resolver, self.options)
         self.families: tuple[SeriesFamily, ...] = self.router.families
         self.label_names = self.router.label_names
-        self.values: list[dict[tuple[str, ...], tuple[int, int]]] = [{} for _ in self.families]
-        self.texts: list[dict[tuple[str, ...], str]] = [{} for _ in self.families]
-        """Per family, each series' label text, in :attr:`values`' order (see the module docstring)."""
+        self.tables: list[SeriesTable] = [SeriesTable() for _ in self.families]
+        """Per family, its series by slot."""
         self.max_tombstones = max_tombstones
-        self._holders: dict[SeriesRef, int] = {}
         self._tombstones: dict[SeriesRef, tuple[int, int]] = {}
         self._refused: set[SeriesRef] = set()
         self._ever_refused: set[SeriesRef] = set()
@@ -99,7 +97,8 @@ class SeriesState:
     def apply(self, increases: Iterable[Increase], ledger: Ledger, time: datetime) -> list[ResolvedIncrease]:
         resolved: list[ResolvedIncrease] = []
         routes = self.router.routes
-        values = self.values
+        packets_of = [table.packets for table in self.tables]
+        bytes_of = [table.bytes for table in self.tables]
         for increase in increases:
             node, key, packets, octets = increase.node, increase.key, increase.packets, increase.bytes
             route = routes.get((node, key))
@@ -108,10 +107,9 @@ class SeriesState:
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
                 route = self._route(node, state, ledger.chain_comments(node))
-            for index, labels in route.refs:
-                series = values[index]
-                old_packets, old_bytes = series[labels]
-                series[labels] = (old_packets + packets, old_bytes + octets)
+            for index, slot in route.slots:
+                packets_of[index][slot] += packets
+                bytes_of[index][slot] += octets
             resolved.append(ResolvedIncrease(route.counter, packets, octets, time, increase.initial))
         return resolved
 
@@ -122,7 +120,7 @@ class SeriesState:
         for item in expired:
             route = self.router.forget((item.node, item.state.key))
             if route is not None:
-                removed += sum(self._release(ref) for ref in route.refs)
+                removed += sum(self._release(slot) for slot in route.slots)
         return removed
 
     def forget_node(self, node: str, counters: Iterable[CounterState]) -> int:
@@ -132,9 +130,11 @@ class SeriesState:
         for index, position in enumerate(self.router.node_label):
             if position is None:
                 continue
-            for labels in [labels for labels in self.values[index] if labels[position] == node]:
-                if not self._holders.get((index, labels)):
-                    removed += self._remove((index, labels))
+            table = self.tables[index]
+            for labels in [labels for labels in table.slots if labels[position] == node]:
+                slot = table.slots[labels]
+                if not table.holders[slot]:
+                    removed += self._remove((index, slot))
         return removed
 
     def set_resolver(self, resolver: Resolver, ledger: Ledger) -> int:
@@ -146,8 +146,8 @@ class SeriesState:
             state = ledger.counters(place[0]).get(place[1])
             if route is None or state is None:
                 continue
-            for ref in route.refs:
-                self._release(ref)
+            for slot in route.slots:
+                self._release(slot)
             self._route(place[0], state, ledger.chain_comments(place[0]))
             moved += 1
         return moved
@@ -186,13 +186,15 @@ class SeriesState:
         for *_, refs in pending:
             for ref in refs:
                 by_level[fresh.families[ref[0]].level].append(ref)
-        admitted: set[SeriesRef] = set()
+        admitted: dict[SeriesRef, Slot] = {}
         for level in _LEVEL_PRIORITY:
             for ref in by_level[level]:
-                if ref not in admitted and fresh._admit(ref):
-                    admitted.add(ref)
+                if ref not in admitted:
+                    slot = fresh._admit(ref)
+                    if slot is not None:
+                        admitted[ref] = slot
         for node, state, counter, lookups, refs in pending:
-            kept = tuple(ref for ref in refs if ref in admitted)
+            kept = tuple(admitted[ref] for ref in refs if ref in admitted)
             fresh.router.register((node, state.key), counter, lookups, kept)
             fresh._hold(kept)
         fresh._prune_tombstones()
@@ -204,14 +206,14 @@ class SeriesState:
         """Every exported series' value."""
         return {
             (index, labels): value
-            for index, values in enumerate(self.values)
-            for labels, value in values.items()
+            for index, table in enumerate(self.tables)
+            for labels, value in table.items()
         }
 
     def family_series(self) -> list[FamilySeries]:
         """The exported series per family, copied (what a checkpoint keeps)."""
         return [
-            FamilySeries(family.packets_name, self.label_names[index], dict(self.values[index]))
+            FamilySeries(family.packets_name, self.label_names[index], dict(self.tables[index].items()))
             for index, family in enumerate(self.families)
         ]
 
@@ -257,31 +259,29 @@ class SeriesState:
 
     def _route(self, node: str, state: CounterState, comments: Mapping[str, str]) -> Route:
         counter, lookups = self.router.resolve(node, state, comments)
-        refs = tuple(ref for ref in self.router.candidate_refs(counter) if self._admit(ref))
-        self._hold(refs)
-        return self.router.register((node, state.key), counter, lookups, refs)
+        slots = tuple(
+            slot for slot in map(self._admit, self.router.candidate_refs(counter)) if slot is not None
+        )
+        self._hold(slots)
+        return self.router.register((node, state.key), counter, lookups, slots)
 
-    def _hold(self, refs: Iterable[SeriesRef]) -> None:
-        holders = self._holders
-        for ref in refs:
-            holders[ref] = holders.get(ref, 0) + 1
+    def _hold(self, slots: Iterable[Slot]) -> None:
+        tables = self.tables
+        for index, slot in slots:
+            tables[index].holders[slot] += 1
 
-    def _release(self, ref: SeriesRef) -> int:
-        """One counter less behind ``ref``; a per-workload series without holders leaves."""
-        holders = self._holders.get(ref, 0) - 1
-        if holders > 0:
-            self._holders[ref] = holders
+    def _release(self, slot: Slot) -> int:
+        """One counter less behind ``slot``; a per-workload series without holders leaves."""
+        holders = self.tables[slot[0]].holders
+        holders[slot[1]] -= 1
+        if holders[slot[1]] > 0 or not self.families[slot[0]].per_workload:
             return 0
-        self._holders.pop(ref, None)
-        return self._remove(ref) if self.families[ref[0]].per_workload else 0
+        return self._remove(slot)
 
-    def _remove(self, ref: SeriesRef) -> int:
-        value = self.values[ref[0]].pop(ref[1], None)
-        if value is None:
-            return 0
-        del self.texts[ref[0]][ref[1]]
+    def _remove(self, slot: Slot) -> int:
+        labels, value = self.tables[slot[0]].remove(slot[1])
         self.series_count -= 1
-        self._tombstones[ref] = value
+        self._tombstones[(slot[0], labels)] = value
         self._prune_tombstones()
         return 1
 
@@ -290,22 +290,28 @@ class SeriesState:
         while len(tombstones) > self.max_tombstones:
             del tombstones[next(iter(tombstones))]  # the oldest: dicts keep insertion order
 
-    def _admit(self, ref: SeriesRef) -> bool:
-        """Whether ``ref`` exists or may be created (at its tombstone's value, else zero)."""
-        values = self.values[ref[0]]
-        if ref[1] in values:
-            return True
+    def _admit(self, ref: SeriesRef) -> Slot | None:
+        """The slot of ``ref``'s series, created if it may be (at its tombstone's value,
+        else zero); None when the cap refuses it."""
+        index, labels = ref
+        table = self.tables[index]
+        slot = table.slots.get(labels)
+        if slot is not None:
+            return index, slot
         if ref in self._refused:
-            return False
+            return None
         cap = self.options.max_series
         if cap is not None and self.series_count >= cap:
             self._refused.add(ref)
             if ref not in self._ever_refused:
                 self._ever_refused.add(ref)
-                level = self.families[ref[0]].level
+                level = self.families[index].level
                 self.overflow[level] = self.overflow.get(level, 0) + 1
-            return False
-        values[ref[1]] = self._tombstones.pop(ref, (0, 0))
-        self.texts[ref[0]][ref[1]] = label_text(self.label_names[ref[0]], ref[1])
+            return None
+        packets, octets = self._tombstones.pop(ref, (0, 0))
         self.series_count += 1
-        return True
+        return index, table.add(labels, label_text(self.label_names[index], labels), packets, octets)
+
+    def columns(self, index: int) -> Columns:
+        """A copy of family ``index``'s live series (what a scrape renders)."""
+        return self.tables[index].columns()
