@@ -155,7 +155,9 @@ class ResolvedCounter:
 
     @property
     def direction(self) -> str:
-        return self.key.direction.value
+        """The ``direction`` label: the member itself, a ``str`` equal to its value (reading
+        ``.value`` went through the enum's descriptor for every series of every counter)."""
+        return self.key.direction
 
     @property
     def endpoint_chain_type(self) -> str:

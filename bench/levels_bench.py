@@ -17,9 +17,9 @@ scrape's copy under the lock and the text render as a scrape makes it (two scrap
 label texts are made with the series, so both cost the same), the text's size and its gzip'd
 size (level 1, what a scrape with ``Accept-Encoding: gzip`` gets) and the time of such a scrape
 (render and gzip together: each part is compressed in a second thread while the next one
-is rendered), and the peak RSS while
-rendering.  A measurement, not a
-test: nothing asserts a speed.
+is rendered), what a scraped aggregator keeps per stored counter (``B/ctr scraped``: the RSS
+after the scrapes, their text freed), and the peak RSS while rendering.  A measurement, not
+a test: nothing asserts a speed.
 """
 
 from __future__ import annotations
@@ -94,9 +94,14 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
     zipped = gzip_parts(part.encode() for part in render_parts(view))  # a scrape asking for gzip
     gzipped = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    text_mb, gzip_mb = sum(map(len, parts)) / 1e6, sum(map(len, zipped)) / 1e6
+    series = view.series_count
+    del parts, zipped, view
+    release_free_memory(collect_cycles=True)
+    rss_scraped = _rss_mib()  # what a scraped aggregator keeps: its state and what scrapes leave
     return {
         "nodes": nodes,
-        "series": view.series_count,
+        "series": series,
         "counters": counters,
         "apply_s": applied,
         "rss_mib": rss_after_apply,
@@ -106,8 +111,10 @@ def measure(nodes: int, levels: str) -> dict[str, float]:
         "copy_s": copied,
         "render_s": rendered,
         "render_again_s": rendered_again,
-        "text_mb": sum(map(len, parts)) / 1e6,
-        "gzip_mb": sum(map(len, zipped)) / 1e6,
+        "text_mb": text_mb,
+        "gzip_mb": gzip_mb,
+        "rss_scraped_mib": rss_scraped,
+        "bytes_per_counter_scraped": (rss_scraped - rss_before) * 2**20 / counters,
         "gzip_s": gzipped,
         "peak_rss_mib": peak,
     }
@@ -126,6 +133,7 @@ def main() -> None:
         return
     header = (
         f"{'nodes':>6} {'levels':<22} {'series':>10} {'counters':>10} {'B/ctr':>6} {'RSS MiB':>8} "
+        f"{'B/ctr scraped':>13} "
         f"{'peak MiB':>8} {'apply s':>8} {'full GC s':>9} {'hk s':>5} {'copy s':>7} {'render s':>8} "
         f"{'again s':>7} {'text MB':>8} {'gzip MB':>8} {'scrape gz s':>11}"
     )
@@ -142,7 +150,8 @@ def main() -> None:
             m = json.loads(done.stdout)
             print(
                 f"{nodes:>6} {levels:<22} {m['series']:>10,} {m['counters']:>10,} "
-                f"{m['bytes_per_counter']:>6,.0f} {m['rss_mib']:>8,.0f} {m['peak_rss_mib']:>8,.0f} "
+                f"{m['bytes_per_counter']:>6,.0f} {m['rss_mib']:>8,.0f} "
+                f"{m['bytes_per_counter_scraped']:>13,.0f} {m['peak_rss_mib']:>8,.0f} "
                 f"{m['apply_s']:>8.1f} {m['full_gc_s']:>9.2f} {m['housekeeping_s']:>5.2f} "
                 f"{m['copy_s']:>7.2f} {m['render_s']:>8.2f} {m['render_again_s']:>7.2f} "
                 f"{m['text_mb']:>8.1f} {m['gzip_mb']:>8.1f} {m['gzip_s']:>11.2f}",

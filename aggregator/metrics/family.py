@@ -39,9 +39,13 @@ class Level(enum.StrEnum):
     """The monzo/calico-accountant names, per workload (``--compat-metrics``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SeriesFamily:
-    """One label set exported as ``packets_name`` (and ``bytes_name`` unless None)."""
+    """One label set exported as ``packets_name`` (and ``bytes_name`` unless None).
+
+    Compared and hashed by identity (each family is one module-level constant): routing
+    looks a family up for every series of every new counter, and the generated hash of
+    its fields was a Python call each time."""
 
     packets_name: str
     bytes_name: str | None
