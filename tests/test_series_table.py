@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.series.table import SeriesTable
+from aggregator.series.views import ColumnMapping
 
 LABELS = st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.sampled_from(["x", "y"]))
 OPS = st.lists(
@@ -48,3 +49,13 @@ def test_a_hole_is_reused_and_left_out_of_the_columns() -> None:
     assert table.add(("d",), "{d}", 5, 6) == second  # the hole, not a new slot
     assert table.columns() == ((("a",), ("d",), ("c",)), ("{a}", "{d}", "{c}"), (1, 5, 1), (2, 6, 2))
     assert table.value(second) == (5, 6) and table.holders[second] == 0
+
+
+def test_a_column_mapping_is_the_mapping_of_its_columns() -> None:
+    labels = (("a", "x"), ("b", "y"), ("c", "x"))
+    mapping = ColumnMapping(labels, (1, 2, 3), (10, 20, 30))
+    expected = {("a", "x"): (1, 10), ("b", "y"): (2, 20), ("c", "x"): (3, 30)}
+    assert mapping == expected and dict(mapping) == expected
+    assert list(mapping.items()) == list(expected.items()) and len(mapping.items()) == 3
+    assert mapping[("b", "y")] == (2, 20) and ("z", "z") not in mapping
+    assert len(mapping) == 3 and list(mapping) == list(labels)

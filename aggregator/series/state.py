@@ -47,7 +47,7 @@ from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Route, Router, SeriesRef, Slot
 from aggregator.series.table import Columns, SeriesTable
-from aggregator.series.views import FamilySeries, ResolvedIncrease
+from aggregator.series.views import ColumnMapping, FamilySeries, ResolvedIncrease
 from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
@@ -211,11 +211,14 @@ class SeriesState:
         }
 
     def family_series(self) -> list[FamilySeries]:
-        """The exported series per family, copied (what a checkpoint keeps)."""
-        return [
-            FamilySeries(family.packets_name, self.label_names[index], dict(self.tables[index].items()))
-            for index, family in enumerate(self.families)
-        ]
+        """The exported series per family, copied (what a checkpoint keeps): their columns,
+        so that the copy under the lock hashes nothing (:class:`ColumnMapping`)."""
+        copies: list[FamilySeries] = []
+        for index, family in enumerate(self.families):
+            labels, _, packets, octets = self.tables[index].columns()
+            values = ColumnMapping(labels, packets, octets)
+            copies.append(FamilySeries(family.packets_name, self.label_names[index], values))
+        return copies
 
     def family_tombstones(self) -> list[FamilySeries]:
         """The tombstones per family, copied (what a checkpoint keeps)."""

@@ -3,7 +3,7 @@ copies scrapes and the hit API read outside the lock."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -11,7 +11,15 @@ from typing import NamedTuple
 from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
 
-__all__ = ["FamilySeries", "FamilyView", "NodeView", "ResolvedIncrease", "ResolvedTotal", "StateView"]
+__all__ = [
+    "ColumnMapping",
+    "FamilySeries",
+    "FamilyView",
+    "NodeView",
+    "ResolvedIncrease",
+    "ResolvedTotal",
+    "StateView",
+]
 
 
 class ResolvedIncrease(NamedTuple):
@@ -35,6 +43,51 @@ class ResolvedTotal:
     packets: int
     bytes: int
     live: bool
+
+
+Labels = tuple[str, ...]
+
+
+class ColumnMapping(Mapping[Labels, tuple[int, int]]):
+    """A family's series as a read-only mapping of label sets to (packets, bytes), over
+    columns copied from its table: copying columns under the accountant's lock is a few
+    C-level copies, where building a dictionary hashed every label tuple (a checkpoint's
+    capture of a million series held the lock twice as long).  Iterating its items hashes
+    nothing; the first lookup by labels builds an index."""
+
+    __slots__ = ("_bytes", "_index", "_labels", "_packets")
+
+    def __init__(self, labels: tuple[Labels, ...], packets: tuple[int, ...], octets: tuple[int, ...]) -> None:
+        self._labels = labels
+        self._packets = packets
+        self._bytes = octets
+        self._index: dict[Labels, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __iter__(self) -> Iterator[Labels]:
+        return iter(self._labels)
+
+    def __getitem__(self, labels: Labels) -> tuple[int, int]:
+        if self._index is None:
+            self._index = {series: position for position, series in enumerate(self._labels)}
+        position = self._index[labels]
+        return self._packets[position], self._bytes[position]
+
+    def items(self) -> ItemsView[Labels, tuple[int, int]]:
+        return _ColumnItems(self)
+
+    def pairs(self) -> Iterator[tuple[Labels, tuple[int, int]]]:
+        """(labels, (packets, bytes)) in column order, without lookups."""
+        return zip(self._labels, zip(self._packets, self._bytes, strict=True), strict=True)
+
+
+class _ColumnItems(ItemsView[Labels, tuple[int, int]]):
+    _mapping: ColumnMapping
+
+    def __iter__(self) -> Iterator[tuple[Labels, tuple[int, int]]]:
+        return self._mapping.pairs()
 
 
 @dataclass(frozen=True, slots=True)
