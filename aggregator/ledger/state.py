@@ -11,6 +11,7 @@ from sys import intern
 from typing import Protocol
 
 from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.wire.keyed import KeyedColumns
 from calico_accountant.wire.snapshots import SourceInfo
 
 __all__ = [
@@ -56,6 +57,12 @@ class NodeUpdate(Protocol):
     def invalid_counters(self) -> int: ...
     @property
     def sources(self) -> Sequence[SourceInfo]: ...
+    @property
+    def key_ids(self) -> Sequence[int]: ...
+    @property
+    def values(self) -> KeyedColumns: ...
+    @property
+    def removed_ids(self) -> Sequence[int]: ...
 
 
 class FirstSnapshot(enum.Enum):
