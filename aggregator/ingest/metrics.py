@@ -20,6 +20,9 @@ class RejectReason(enum.StrEnum):
     """Over a cap: streams, streams per peer, pending bytes, nodes, counters, codes."""
     SEQUENCE = "sequence"
     """Out of order for its agent instance; a full resync was asked for."""
+    KEY_IDS = "key_ids"
+    """Values or removals by a key id the aggregator does not hold, or an id defined again
+    for another key (:mod:`aggregator.ledger.keyed`); a full resync was asked for."""
 
 
 class IngestMetrics:

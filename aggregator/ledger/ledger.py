@@ -25,7 +25,11 @@ from aggregator.ledger.state import (
 )
 from calico_accountant.records import CounterKey
 
-__all__ = ["Ledger"]
+__all__ = ["VALUES_PER_RECORD", "Ledger"]
+
+VALUES_PER_RECORD = 4
+"""Values by key id applied in one step of :meth:`Ledger.applying` per whole record of its
+``chunk``: about the same time under the caller's lock."""
 
 
 class Ledger:
@@ -112,7 +116,8 @@ class Ledger:
         return increases
 
     def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[list[Increase]]:
-        """:meth:`apply` in steps of at most ``chunk`` records (all at once when None),
+        """:meth:`apply` in steps of at most ``chunk`` records, or ``chunk`` x
+        :data:`VALUES_PER_RECORD` values by key id (all at once when None),
         each step's increases yielded: a caller that holds a lock only per step lets others
         read and write between steps (:class:`aggregator.accountant.Accountant`).
 
@@ -161,12 +166,13 @@ class Ledger:
             if key_ids:
                 ids = key_ids[begin : begin + step]
                 define_ids(table, entry.counters, records[begin : begin + step], ids)
-        for begin in range(0, len(values), step):
+        value_step = step * VALUES_PER_RECORD  # a value by id costs a fraction of a record
+        for begin in range(0, len(values), value_step):
             if started:
                 yield increases
                 increases = []
             started = True
-            end = begin + step
+            end = begin + value_step
             ids, packets, octets = values.ids[begin:end], values.packets[begin:end], values.bytes[begin:end]
             increases.extend(apply_values(node_state, table, ids, packets, octets))
         if update.removed or update.removed_ids:  # a counter changed by id is not removed either
