@@ -31,8 +31,8 @@ from bench.cluster_shape import Shape, catalog, node_records
 from calico_accountant.records import CounterKey, CounterRecord
 from calico_accountant.runtime.heap import freeze_long_lived
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.wire.delta import compute_delta, index_records
-from calico_accountant.wire.keyed import KeyIds, encode_delta
+from calico_accountant.wire.delta import index_records
+from calico_accountant.wire.keyed import KeyIds, encode_read
 from calico_accountant.wire.snapshots import build_snapshot, decode_snapshot
 
 _Clock = dict[str, float]
@@ -84,26 +84,16 @@ _IDS: dict[int, KeyIds] = {}
 def _message(
     node: int, round_: int, current: dict[CounterKey, CounterRecord], keyed: bool
 ) -> pb.NodeSnapshot:
-    common = {
-        "node": f"node-{node}",
-        "agent_instance_id": f"bench-{node}",
-        "sequence": round_ + 1,
-        "read_time": datetime.now(UTC),
-    }
-    records = list(current.values())
-    if round_ == 0:
-        key_ids = _IDS.setdefault(node, KeyIds()).for_full(records) if keyed else []
-        return build_snapshot(**common, full=True, records=records, key_ids=key_ids)  # type: ignore[arg-type]
-    previous = _PREVIOUS[(keyed, node)]
-    delta = compute_delta(previous, current)
-    if not keyed:
-        return build_snapshot(**common, full=False, records=delta.changed, removed=delta.removed)  # type: ignore[arg-type]
-    encoded = encode_delta(_IDS[node], previous, delta)
+    previous = _PREVIOUS[(keyed, node)] if round_ else None
+    encoded = encode_read(_IDS.setdefault(node, KeyIds()), previous, current, by_id=keyed)
     return build_snapshot(
-        **common,  # type: ignore[arg-type]
-        full=False,
+        node=f"node-{node}",
+        agent_instance_id=f"bench-{node}",
+        sequence=round_ + 1,
+        read_time=datetime.now(UTC),
+        full=round_ == 0,
         records=encoded.defined,
-        key_ids=encoded.defined_ids,
+        key_ids=encoded.defined_ids if keyed else (),
         values=encoded.values,
         removed=encoded.removed,
         removed_ids=encoded.removed_ids,

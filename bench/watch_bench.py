@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,30 +43,14 @@ from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire.chunks import split_snapshot
-from calico_accountant.wire.delta import compute_delta, index_records
-from calico_accountant.wire.keyed import EMPTY_COLUMNS, KeyedColumns, KeyIds, encode_delta
+from calico_accountant.wire.delta import index_records
+from calico_accountant.wire.keyed import KeyIds, encode_read
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.ports import free_port
 from tests.support.processes import processes
 from tests.support.scrape import http_get, metric_samples
 
 CHUNK = 4 * 1024 * 1024 - 64 * 1024
-
-
-def _snapshot(
-    identity: tuple[str, str, int, datetime],
-    *,
-    full: bool,
-    records: tuple[CounterRecord, ...],
-    key_ids: Sequence[int] = (),
-    values: KeyedColumns = EMPTY_COLUMNS,
-    removed_ids: Sequence[int] = (),
-) -> spb.NodeSnapshot:
-    node, instance, sequence, read_time = identity
-    return build_snapshot(
-        node=node, agent_instance_id=instance, sequence=sequence, read_time=read_time, full=full,
-        records=records, key_ids=key_ids, values=values, removed_ids=removed_ids,
-    )  # fmt: skip
 
 
 async def _produce_node(stub: spb_grpc.IngestStub, shape: Shape, node: int, args: argparse.Namespace) -> None:
@@ -89,18 +73,18 @@ async def _produce_node(stub: spb_grpc.IngestStub, shape: Shape, node: int, args
             moved = index_records(
                 r._replace(packets=r.packets + sequence, bytes=r.bytes + 100 * sequence) for r in records
             )
-            identity = (f"node-{node}", f"watch-{node}", sequence, datetime.now(UTC))
-            if sequence == 1:
-                key_ids = ids.for_full(list(moved.values())) if args.encoding == "keyed" else []
-                snapshot = _snapshot(identity, full=True, records=tuple(moved.values()), key_ids=key_ids)
-            elif peer_key_ids and args.encoding == "keyed":
-                keyed = encode_delta(ids, previous, compute_delta(previous, moved))
-                snapshot = _snapshot(
-                    identity, full=False, records=keyed.defined, key_ids=keyed.defined_ids,
-                    values=keyed.values, removed_ids=keyed.removed_ids,
-                )  # fmt: skip
-            else:
-                snapshot = _snapshot(identity, full=False, records=compute_delta(previous, moved).changed)
+            encoded = encode_read(
+                ids,
+                None if sequence == 1 else previous,
+                moved,
+                by_id=peer_key_ids and args.encoding == "keyed",
+            )
+            snapshot = build_snapshot(
+                node=f"node-{node}", agent_instance_id=f"watch-{node}", sequence=sequence,
+                read_time=datetime.now(UTC), full=sequence == 1, records=encoded.defined,
+                key_ids=encoded.defined_ids if args.encoding == "keyed" else (), values=encoded.values,
+                removed_ids=encoded.removed_ids,
+            )  # fmt: skip
             previous = moved
             for chunk in split_snapshot(snapshot, CHUNK):
                 queue.put_nowait(chunk)

@@ -61,8 +61,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from calico_accountant.wire.chunks import split_snapshot
-from calico_accountant.wire.delta import compute_delta
-from calico_accountant.wire.keyed import EMPTY_COLUMNS, KeyedColumns, KeyIds, encode_delta
+from calico_accountant.wire.keyed import KeyIds, encode_read
 from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.health import AgentMetrics, AgentStatus
 from node_agent.reader import NodeRead
@@ -315,44 +314,29 @@ class Streamer:
         the new acknowledged state (None when the aggregator asked for a resync)."""
         self.sequence += 1
         full = acked is None
-        values: KeyedColumns = EMPTY_COLUMNS
-        key_ids: list[int] | tuple[int, ...] = []
-        removed_ids: tuple[int, ...] = ()
-        if full:
-            records = list(read.records.values())
-            key_ids = self.key_ids.for_full(records)
-            removed: list[CounterKey] | tuple[CounterKey, ...] = []
-        else:
-            assert acked is not None
-            delta = compute_delta(acked, read.records)
-            if self.peer_key_ids:
-                keyed = encode_delta(self.key_ids, acked, delta)
-                records, key_ids, values = list(keyed.defined), keyed.defined_ids, keyed.values
-                removed, removed_ids = keyed.removed, keyed.removed_ids
-            else:
-                records, removed = list(delta.changed), list(delta.removed)
+        encoded = encode_read(self.key_ids, acked, read.records, by_id=self.peer_key_ids)
         snapshot = build_snapshot(
             node=self.config.node,
             agent_instance_id=self.instance_id,
             sequence=self.sequence,
             read_time=read.read_time,
             full=full,
-            records=records,
-            removed=removed,
+            records=encoded.defined,
+            removed=encoded.removed,
             sources=read.sources,
             diagnostic_counts=read.diagnostic_totals,
             diagnostics=read.result.diagnostics[:20],
             agent_version=__version__,
-            key_ids=key_ids,
-            values=values,
-            removed_ids=removed_ids,
+            key_ids=encoded.defined_ids,
+            values=encoded.values,
+            removed_ids=encoded.removed_ids,
         )
         chunks = split_snapshot(snapshot, self.config.chunk_bytes)
         for chunk in chunks:
             await call.write(chunk)
         self.metrics.messages_sent.inc(len(chunks))
         self.metrics.snapshots_sent.labels("full" if full else "delta").inc()
-        self.metrics.counters_sent.inc(len(records) + len(values))
+        self.metrics.counters_sent.inc(len(encoded.defined) + len(encoded.values))
         while True:
             try:
                 ack = await asyncio.wait_for(call.read(), self.config.ack_timeout)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from calico_accountant.records import CounterKey, CounterRecord
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.bounds import WireError
-from calico_accountant.wire.delta import Delta
+from calico_accountant.wire.delta import Delta, compute_delta
 
 __all__ = [
     "EMPTY_COLUMNS",
@@ -36,6 +36,7 @@ __all__ = [
     "check_definitions",
     "decode_values",
     "encode_delta",
+    "encode_read",
 ]
 
 MAX_KEY_ID = 2**32 - 1
@@ -160,6 +161,25 @@ def encode_delta(ids: KeyIds, previous: Mapping[CounterKey, CounterRecord], delt
         tuple(removed_ids),
         tuple(removed),
     )
+
+
+def encode_read(
+    ids: KeyIds,
+    acked: Mapping[CounterKey, CounterRecord] | None,
+    current: Mapping[CounterKey, CounterRecord],
+    *,
+    by_id: bool,
+) -> KeyedDelta:
+    """What an agent sends for the read ``current``: a full snapshot (``acked`` None), every
+    counter with its key id; else a delta against ``acked``, by id when ``by_id`` (the
+    aggregator advertised key ids), whole counters without ids when not."""
+    if acked is None:
+        records = tuple(current.values())
+        return KeyedDelta(records, tuple(ids.for_full(records)), EMPTY_COLUMNS, (), ())
+    delta = compute_delta(acked, current)
+    if by_id:
+        return encode_delta(ids, acked, delta)
+    return KeyedDelta(delta.changed, (), EMPTY_COLUMNS, (), delta.removed)
 
 
 def decode_values(snapshot: pb.NodeSnapshot) -> tuple[KeyedColumns, list[int]]:

@@ -230,6 +230,13 @@ def wire_problems(data: bytes, assembler: ChunkAssembler | None = None) -> tuple
             if problem is not None:
                 problems.append(f"decode_snapshot kept an invalid record: {problem}")
                 break
+        if decoded.key_ids and len(decoded.key_ids) != len(decoded.records):
+            problems.append("decode_snapshot kept key ids that do not match its records")
+        values = decoded.values
+        if not len(values.ids) == len(values.packets) == len(values.bytes) or 0 in values.ids:
+            problems.append("decode_snapshot kept value columns of unequal length or id 0")
+        if decoded.full and (len(values) or decoded.removed_ids):
+            problems.append("decode_snapshot kept values by id in a full snapshot")
         kept = len(decoded.records) + len(decoded.removed)
         if decoded.invalid_counters != len(message.counters) + len(message.removed) - kept:
             problems.append("invalid_counters does not add up")
