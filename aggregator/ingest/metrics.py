@@ -51,7 +51,8 @@ class IngestMetrics:
         self.rejected = Counter(
             "calico_accountant_ingest_rejected",
             "Ingest messages, snapshots or streams refused, by reason: identity (the caller may not report "
-            "for that node), malformed, limit (a cap was reached), sequence (a full resync was asked for).",
+            "for that node), malformed, limit (a cap was reached), sequence (a full resync was asked for), "
+            "key_ids (values by a key id it does not hold; a full resync was asked for).",
             ["reason"],
             registry=registry,
         )
