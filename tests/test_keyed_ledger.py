@@ -122,6 +122,23 @@ def test_untrustworthy_ids_refuse_the_whole_snapshot(
     assert state is not None and state.sequence == 1 and state.sequence_gaps == 1
 
 
+def test_whole_counters_without_ids_and_values_by_id_mix() -> None:
+    accountant = _accountant()
+    messages = _started(accountant)
+    first = decode_snapshot(messages[0]).records
+    grown = first[1]._replace(packets=first[1].packets + 3, bytes=first[1].bytes + 30)
+    key_id = messages[0].counters[0].key_id
+    _applied(
+        accountant,
+        _delta(
+            2, records=[grown], values=KeyedColumns([key_id], [first[0].packets + 2], [first[0].bytes + 20])
+        ),
+    )
+    counters = accountant.ledger.counters(NODE)
+    assert counters[first[0].key].total_packets - first[0].packets == 2
+    assert counters[grown.key].total_packets - first[1].packets == 3
+
+
 def test_a_table_over_the_node_cap_is_a_limit_refusal() -> None:
     accountant = _accountant(limits=Limits(max_counters_per_node=20))
     messages = _started(accountant)
@@ -132,6 +149,20 @@ def test_a_table_over_the_node_cap_is_a_limit_refusal() -> None:
     assert refused.value.refusal.problem is RefusalProblem.TOO_MANY_COUNTERS
     state = accountant.ledger.node(NODE)
     assert state is not None and state.limit_refusals == 1
+
+
+def test_ids_without_end_for_the_same_keys_are_refused() -> None:
+    accountant = _accountant()
+    messages = _started(accountant)
+    first = decode_snapshot(messages[0]).records
+    next_id, sequence = 1000, 2
+    with pytest.raises(SnapshotRefused) as refused:
+        while sequence < 100:  # the same counters again and again under new ids
+            ids = range(next_id, next_id + len(first))
+            _applied(accountant, _delta(sequence, records=first, key_ids=ids))
+            next_id, sequence = next_id + len(first), sequence + 1
+    assert refused.value.refusal.problem is RefusalProblem.TOO_MANY_COUNTERS
+    assert sequence == 3  # the table holds at most the counters plus one snapshot's definitions
 
 
 def test_after_a_restore_ids_must_be_defined_again() -> None:

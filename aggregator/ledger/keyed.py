@@ -27,27 +27,33 @@ __all__ = ["apply_values", "check_key_ids", "define_ids"]
 _DECREASED = ResetReason.DECREASED.value
 
 
-def check_key_ids(table: Mapping[int, CounterState], update: NodeUpdate, limits: Limits) -> Refusal | None:
-    """Whether ``update``'s ids can be trusted against ``table`` (the node's): every id it
-    sends values for or removes is known or defined by it, none is defined again for
-    another key, and the table stays within the node's counter cap."""
+def check_key_ids(
+    table: Mapping[int, CounterState], known: int, update: NodeUpdate, limits: Limits
+) -> Refusal | None:
+    """Whether ``update``'s ids can be trusted against ``table`` (the node's, which has
+    ``known`` counters): every id it sends values for or removes is known or defined by it,
+    none is defined again for another key, and the table stays within the node's counter
+    cap and within the node's counters plus this snapshot's definitions (an agent frees the
+    ids of vanished keys: a table that keeps growing is a peer defining ids without end)."""
     key_ids, values, removed_ids = update.key_ids, update.values, update.removed_ids
     if not key_ids and not len(values) and not removed_ids:
         return None
     defined = [key_id for key_id in key_ids if key_id]
     base = 0 if update.full else len(table)
-    if base + len(defined) > limits.max_counters_per_node:
+    allowed = min(limits.max_counters_per_node, (0 if update.full else known) + len(update.records))
+    if base + len(defined) > allowed:
         new = sum(1 for key_id in set(defined) if key_id not in table) if base else len(set(defined))
-        if base + new > limits.max_counters_per_node:
+        if base + new > allowed:
             return Refusal(
                 RefusalProblem.TOO_MANY_COUNTERS,
-                f"{base + new} key ids for one node; at most {limits.max_counters_per_node}",
+                f"{base + new} key ids for one node with at most {allowed} counters "
+                f"(cap {limits.max_counters_per_node})",
             )
     if update.full:
         return None
-    for record, key_id in zip(update.records, key_ids, strict=True):
-        known = table.get(key_id) if key_id else None
-        if known is not None and known.key != record.key:
+    for record, key_id in zip(update.records, key_ids, strict=True) if key_ids else ():
+        holder = table.get(key_id) if key_id else None
+        if holder is not None and holder.key != record.key:
             return Refusal(
                 RefusalProblem.KEY_ID_CONFLICT,
                 f"key id {key_id} defined again for another key; send a full snapshot",

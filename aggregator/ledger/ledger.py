@@ -103,7 +103,12 @@ class Ledger:
                 sum(len(other.counters) for other in self._nodes.values()),
             )
             or check_sequence(entry.state if entry is not None else None, update)
-            or check_key_ids(entry.key_ids if entry is not None else {}, update, self.limits)
+            or check_key_ids(
+                entry.key_ids if entry is not None else {},
+                len(entry.counters) if entry is not None else 0,
+                update,
+                self.limits,
+            )
         )
 
     def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
