@@ -12,6 +12,12 @@ Protocol (see ``snapshot.proto``):
   aggregator saw of this instance, and the agent continues as a new instance (new id,
   sequence from 1) on a new stream; any stream error or a missing ack reconnects, with
   jittered exponential backoff, and the new stream starts with a full snapshot;
+* counters go dictionary-encoded (:mod:`calico_accountant.wire.keyed`) once the aggregator
+  said it understands that (``IngestAck.key_ids``, in the ack of the stream's full snapshot):
+  every full snapshot defines an id per key (ids stable for the instance; an aggregator
+  that predates them ignores the field), and a delta sends a counter whose only change is
+  its value as three numbers in packed columns; to an aggregator that does not advertise
+  them, deltas stay whole counters;
 * "missing" means no message within ``ack_timeout``: while the aggregator has the snapshot
   queued or applies it, it sends interim acks (``waiting``, the queue position) every few
   seconds, each restarting the timeout, so a reconnect storm after an aggregator restart
@@ -55,7 +61,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from calico_accountant.wire.chunks import split_snapshot
-from calico_accountant.wire.delta import compute_delta
+from calico_accountant.wire.keyed import KeyIds, encode_read
 from calico_accountant.wire.snapshots import build_snapshot
 from node_agent.health import AgentMetrics, AgentStatus
 from node_agent.reader import NodeRead
@@ -201,6 +207,10 @@ class Streamer:
         self.metrics = metrics if metrics is not None else AgentMetrics()
         self.status = status
         self.instance_id = instance_id or uuid.uuid4().hex
+        self.key_ids = KeyIds()
+        """This instance's id per counter key (a new instance starts a new table)."""
+        self.peer_key_ids = False
+        """The aggregator of the current stream advertised key ids (``IngestAck.key_ids``)."""
         self._rng = rng if rng is not None else random.Random()
         self.sequence = 0
         self.sessions = 0
@@ -272,6 +282,7 @@ class Streamer:
         if self.sessions > 1:
             self.metrics.reconnects.inc()
         acked: Mapping[CounterKey, CounterRecord] | None = None  # None: next one is full
+        self.peer_key_ids = False  # until this stream's aggregator says otherwise
         current = self.slot.take_latest()
         if current is None:
             current = await self.slot.take()
@@ -303,32 +314,29 @@ class Streamer:
         the new acknowledged state (None when the aggregator asked for a resync)."""
         self.sequence += 1
         full = acked is None
-        if full:
-            records = list(read.records.values())
-            removed: list[CounterKey] = []
-        else:
-            assert acked is not None
-            delta = compute_delta(acked, read.records)
-            records, removed = list(delta.changed), list(delta.removed)
+        encoded = encode_read(self.key_ids, acked, read.records, by_id=self.peer_key_ids)
         snapshot = build_snapshot(
             node=self.config.node,
             agent_instance_id=self.instance_id,
             sequence=self.sequence,
             read_time=read.read_time,
             full=full,
-            records=records,
-            removed=removed,
+            records=encoded.defined,
+            removed=encoded.removed,
             sources=read.sources,
             diagnostic_counts=read.diagnostic_totals,
             diagnostics=read.result.diagnostics[:20],
             agent_version=__version__,
+            key_ids=encoded.defined_ids,
+            values=encoded.values,
+            removed_ids=encoded.removed_ids,
         )
         chunks = split_snapshot(snapshot, self.config.chunk_bytes)
         for chunk in chunks:
             await call.write(chunk)
         self.metrics.messages_sent.inc(len(chunks))
         self.metrics.snapshots_sent.labels("full" if full else "delta").inc()
-        self.metrics.counters_sent.inc(len(records))
+        self.metrics.counters_sent.inc(len(encoded.defined) + len(encoded.values))
         while True:
             try:
                 ack = await asyncio.wait_for(call.read(), self.config.ack_timeout)
@@ -349,6 +357,7 @@ class Streamer:
                 continue  # an ack of an older snapshot; ours is still to come
             break
         self.acked_sequence = self.sequence
+        self.peer_key_ids = ack.key_ids
         self.metrics.queue_position.set(0)
         if self.status is not None:
             self.status.ever_acked = True
@@ -362,6 +371,7 @@ class Streamer:
                 # our instance id).  A new instance starts a new sequence; kernel counters
                 # did not reset, so nothing is counted twice.
                 self.instance_id = uuid.uuid4().hex
+                self.key_ids = KeyIds()
                 self.sequence = 0
                 raise StreamBroken(f"full snapshot refused ({ack.message}); continuing as a new instance")
             return None

@@ -20,6 +20,9 @@ class RejectReason(enum.StrEnum):
     """Over a cap: streams, streams per peer, pending bytes, nodes, counters, codes."""
     SEQUENCE = "sequence"
     """Out of order for its agent instance; a full resync was asked for."""
+    KEY_IDS = "key_ids"
+    """Values or removals by a key id the aggregator does not hold, or an id defined again
+    for another key (:mod:`aggregator.ledger.keyed`); a full resync was asked for."""
 
 
 class IngestMetrics:
@@ -48,7 +51,8 @@ class IngestMetrics:
         self.rejected = Counter(
             "calico_accountant_ingest_rejected",
             "Ingest messages, snapshots or streams refused, by reason: identity (the caller may not report "
-            "for that node), malformed, limit (a cap was reached), sequence (a full resync was asked for).",
+            "for that node), malformed, limit (a cap was reached), sequence (a full resync was asked for), "
+            "key_ids (values by a key id it does not hold; a full resync was asked for).",
             ["reason"],
             registry=registry,
         )

@@ -25,7 +25,12 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
   membership changes: their streams are redirected at their next snapshot;
 * full snapshots take turns (:mod:`aggregator.ingest.queue`); while one waits or is
   applied, its stream gets an interim ack (``waiting``, its queue position) every
-  ``heartbeat`` seconds, so no agent times out in a reconnect storm.
+  ``heartbeat`` seconds, so no agent times out in a reconnect storm;
+* every ack of a snapshot sets ``key_ids`` (unless built with ``key_ids=False``, which
+  stands for an aggregator that predates them): the agent may then send values by key id
+  (:mod:`calico_accountant.wire.keyed`).  A snapshot naming an id the node's table does not
+  hold, or defining one again for another key, gets a resync request (counted with reason
+  ``key_ids``).
 
 Every refusal is counted in ``calico_accountant_ingest_rejected_total{reason}`` and logged
 once per peer, reason and minute, so a hostile client cannot flood the log.
@@ -131,8 +136,10 @@ class IngestServicer(pb_grpc.IngestServicer):
         inline_below: int = 2000,
         heartbeat: float = 5.0,
         shard: Sharding | None = None,
+        key_ids: bool = True,
     ) -> None:
         self._accounting = accounting
+        self._key_ids = key_ids
         self.shard = shard
         """None: this replica takes every node (no sharding); settable after construction."""
         self._inline_below = inline_below
@@ -391,7 +398,12 @@ class IngestServicer(pb_grpc.IngestServicer):
         and small snapshots of other nodes keep being served meanwhile.  Still atomic:
         the accountant applies under its lock, and this stream waits for the result
         before reading its next message (so a node's snapshots apply in order)."""
-        size = len(args[0].records) if isinstance(args[0], DecodedSnapshot) else len(args[0].counters)
+        message = args[0]
+        size = (
+            message.size
+            if isinstance(message, DecodedSnapshot)
+            else len(message.counters) + len(message.values.ids)
+        )
         if size < self._inline_below:
             return function(*args)
         return await asyncio.to_thread(function, *args)
@@ -407,8 +419,15 @@ class IngestServicer(pb_grpc.IngestServicer):
                 return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused), RejectReason.LIMIT)
             self._connect(stream)
             self._metrics.snapshots.labels(kind, "resync").inc()
-            self._metrics.rejected.labels(RejectReason.SEQUENCE.value).inc()
-            return pb.IngestAck(sequence=update.sequence, resync_requested=True, message=str(refused))
+            key_ids = refused.refusal.problem.is_key_ids
+            self._metrics.rejected.labels(
+                (RejectReason.KEY_IDS if key_ids else RejectReason.SEQUENCE).value
+            ).inc()
+            if key_ids:
+                self._log_refusal(stream.peer, RejectReason.KEY_IDS, str(refused), stream)
+            return pb.IngestAck(
+                sequence=update.sequence, resync_requested=True, message=str(refused), key_ids=self._key_ids
+            )
         except Exception:  # a bug must cost this stream, not the server
             log.exception("applying snapshot %d of node %s failed", update.sequence, update.node)
             self._metrics.snapshots.labels(kind, "error").inc()
@@ -422,7 +441,7 @@ class IngestServicer(pb_grpc.IngestServicer):
             freeze_when_grown()  # what full snapshots added lives on: keep it out of full collections
         self._metrics.apply_seconds.observe(time.perf_counter() - started)
         self._metrics.snapshots.labels(kind, "applied").inc()
-        self._metrics.counters.inc(len(update.records))
+        self._metrics.counters.inc(update.size)
         message = ""
         if update.invalid_counters:
             self._metrics.invalid_counters.inc(update.invalid_counters)
@@ -435,7 +454,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 self._on_increases(increases)
             except Exception:
                 log.exception("publishing hits of node %s failed", update.node)
-        return pb.IngestAck(sequence=update.sequence, message=message)
+        return pb.IngestAck(sequence=update.sequence, message=message, key_ids=self._key_ids)
 
     def _connect(self, stream: _Stream) -> None:
         """Mark the stream's node connected once the ledger knows it (after its first

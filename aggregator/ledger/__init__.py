@@ -43,6 +43,11 @@ Rules, per (node, :class:`~calico_accountant.records.CounterKey`):
   whole (:meth:`.ledger.Ledger.forget_nodes`): its counters are handed over so that its own
   series can leave while the cluster sums keep what it counted.
 
+Counters sent by key id (the dictionary encoding of :mod:`calico_accountant.wire.keyed`)
+follow the same rules; ids the node's table does not hold, or an id defined again for another
+key, refuse the snapshot with a resync request, like a sequence gap (:mod:`.keyed`).
+
 Modules: :mod:`.state` (what the ledger keeps and hands out), :mod:`.admission` (which
-snapshots it accepts), :mod:`.ledger` (the state machine).
+snapshots it accepts), :mod:`.counting` (one whole counter's rules), :mod:`.keyed` (key
+ids), :mod:`.ledger` (the state machine).
 """

@@ -22,6 +22,11 @@ class RefusalProblem(enum.StrEnum):
     """A delta that does not follow the last applied sequence of its instance."""
     NOT_NEWER = "not_newer"
     """Not newer than the last applied snapshot of its instance."""
+    UNKNOWN_KEY_ID = "unknown_key_id"
+    """Values or removals by a key id the node's table does not hold (after a restart of
+    the aggregator, or a broken agent): a full snapshot defines every id again."""
+    KEY_ID_CONFLICT = "key_id_conflict"
+    """A key id defined again for another key: the table cannot be trusted."""
     TOO_MANY_NODES = "too_many_nodes"
     TOO_MANY_COUNTERS = "too_many_counters"
     TOO_MANY_DIAGNOSTIC_CODES = "too_many_diagnostic_codes"
@@ -29,7 +34,18 @@ class RefusalProblem(enum.StrEnum):
     @property
     def is_sequence(self) -> bool:
         """Out of order (a full resync fixes it), as opposed to over a limit."""
-        return self in (RefusalProblem.NO_BASELINE, RefusalProblem.GAP, RefusalProblem.NOT_NEWER)
+        return self in (
+            RefusalProblem.NO_BASELINE,
+            RefusalProblem.GAP,
+            RefusalProblem.NOT_NEWER,
+            RefusalProblem.UNKNOWN_KEY_ID,
+            RefusalProblem.KEY_ID_CONFLICT,
+        )
+
+    @property
+    def is_key_ids(self) -> bool:
+        """About key ids (:mod:`aggregator.ledger.keyed`), not the order of snapshots."""
+        return self in (RefusalProblem.UNKNOWN_KEY_ID, RefusalProblem.KEY_ID_CONFLICT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from sys import intern
 from types import MappingProxyType
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
+from aggregator.ledger.counting import NodeLedger, apply_record
+from aggregator.ledger.keyed import apply_values, check_key_ids, define_ids
 from aggregator.ledger.state import (
     CounterState,
     ExpiredCounter,
@@ -17,22 +18,18 @@ from aggregator.ledger.state import (
     NodeRecord,
     NodeState,
     NodeUpdate,
-    ResetReason,
     copy_counter,
     copy_state,
     interned_key,
     interned_strings,
 )
-from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.records import CounterKey
 
-__all__ = ["Ledger"]
+__all__ = ["VALUES_PER_RECORD", "Ledger"]
 
-
-@dataclass(slots=True)
-class _NodeLedger:
-    state: NodeState
-    counters: dict[CounterKey, CounterState] = field(default_factory=dict)
-    chain_comments: dict[str, str] = field(default_factory=dict)
+VALUES_PER_RECORD = 4
+"""Values by key id applied in one step of :meth:`Ledger.applying` per whole record of its
+``chunk``: about the same time under the caller's lock."""
 
 
 class Ledger:
@@ -54,7 +51,7 @@ class Ledger:
         self.node_expiry = node_expiry
         self.limits = limits or Limits()
         self.first_snapshot = first_snapshot
-        self._nodes: dict[str, _NodeLedger] = {}
+        self._nodes: dict[str, NodeLedger] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -96,14 +93,23 @@ class Ledger:
     def check(self, update: NodeUpdate) -> Refusal | None:
         """Whether ``update`` may be applied now (None) or why not; changes nothing."""
         entry = self._nodes.get(update.node)
-        return check_limits(
-            self.limits,
-            update,
-            entry.state if entry is not None else None,
-            entry.counters if entry is not None else {},
-            len(self._nodes),
-            sum(len(other.counters) for other in self._nodes.values()),
-        ) or check_sequence(entry.state if entry is not None else None, update)
+        return (
+            check_limits(
+                self.limits,
+                update,
+                entry.state if entry is not None else None,
+                entry.counters if entry is not None else {},
+                len(self._nodes),
+                sum(len(other.counters) for other in self._nodes.values()),
+            )
+            or check_sequence(entry.state if entry is not None else None, update)
+            or check_key_ids(
+                entry.key_ids if entry is not None else {},
+                len(entry.counters) if entry is not None else 0,
+                update,
+                self.limits,
+            )
+        )
 
     def apply(self, update: NodeUpdate, now: float) -> list[Increase]:
         """Apply one snapshot; returns the increases.  A snapshot :meth:`check` refuses
@@ -115,7 +121,8 @@ class Ledger:
         return increases
 
     def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[list[Increase]]:
-        """:meth:`apply` in steps of at most ``chunk`` records (all at once when None),
+        """:meth:`apply` in steps of at most ``chunk`` records, or ``chunk`` x
+        :data:`VALUES_PER_RECORD` values by key id (all at once when None),
         each step's increases yielded: a caller that holds a lock only per step lets others
         read and write between steps (:class:`aggregator.accountant.Accountant`).
 
@@ -144,19 +151,37 @@ class Ledger:
                 node_state.sequence_gaps += 1
             return
         node_state.received_at = now
-        records = update.records
-        step = chunk if chunk is not None and chunk > 0 else max(1, len(records))
+        records, key_ids, values = update.records, update.key_ids, update.values
+        # A full snapshot defines every id afresh; the new table replaces the old at the end.
+        table = {} if update.full else entry.key_ids
+        step = chunk if chunk is not None and chunk > 0 else max(1, len(records) + len(values))
         seen: set[CounterKey] = set()
         increases: list[Increase] = []
+        started = False
         for begin in range(0, len(records), step):
-            if begin:  # the previous step's, before the next one starts
+            if started:  # the previous step's, before the next one starts
                 yield increases
                 increases = []
+            started = True
             for record in records[begin : begin + step]:
                 seen.add(record.key)
-                increase = self._apply_record(entry, record, first_snapshot)
+                increase = apply_record(entry, record, first_snapshot, self.first_snapshot)
                 if increase is not None:
                     increases.append(increase)
+            if key_ids:
+                ids = key_ids[begin : begin + step]
+                define_ids(table, entry.counters, records[begin : begin + step], ids)
+        value_step = step * VALUES_PER_RECORD  # a value by id costs a fraction of a record
+        for begin in range(0, len(values), value_step):
+            if started:
+                yield increases
+                increases = []
+            started = True
+            end = begin + value_step
+            ids, packets, octets = values.ids[begin:end], values.packets[begin:end], values.bytes[begin:end]
+            increases.extend(apply_values(node_state, table, ids, packets, octets))
+        if update.removed or update.removed_ids:  # a counter changed by id is not removed either
+            seen.update(table[key_id].key for key_id in values.ids)
         same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
         self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
         node_state.instance_id = update.agent_instance_id
@@ -178,6 +203,12 @@ class Ledger:
             if gone is not None and gone.retired_at is None and key not in seen:
                 gone.retired_at = now
                 node_state.counters_retired += 1
+        for key_id in update.removed_ids:
+            gone = table.pop(key_id, None)
+            if gone is not None and gone.retired_at is None and gone.key not in seen:
+                gone.retired_at = now
+                node_state.counters_retired += 1
+        entry.key_ids = table
         yield increases
 
     def expire(self, now: float) -> list[ExpiredCounter]:
@@ -195,8 +226,11 @@ class Ledger:
             ]
             if not gone:
                 continue
-            for key in gone:
-                expired.append(ExpiredCounter(name, entry.counters.pop(key)))
+            dead = [entry.counters.pop(key) for key in gone]
+            expired.extend(ExpiredCounter(name, state) for state in dead)
+            if entry.key_ids:  # an id must not keep (or reach) a forgotten counter
+                identities = set(map(id, dead))
+                entry.key_ids = {i: s for i, s in entry.key_ids.items() if id(s) not in identities}
             entry.state.counters_retired -= len(gone)
             entry.state.counters_known -= len(gone)
         return expired
@@ -216,7 +250,7 @@ class Ledger:
         """Replace everything with ``nodes`` (a checkpoint's): every node starts
         disconnected, and its agent's next snapshot is differenced against the restored
         raw values (or refused as out of sequence, when it is not newer)."""
-        restored: dict[str, _NodeLedger] = {}
+        restored: dict[str, NodeLedger] = {}
         for record in nodes:
             state = copy_state(record.state, connected=False)
             counters = {}
@@ -229,7 +263,7 @@ class Ledger:
                 counters[copied.key] = copied
             state.counters_known = len(counters)
             state.counters_retired = sum(1 for counter in counters.values() if counter.retired_at is not None)
-            restored[state.node] = _NodeLedger(state, counters, dict(record.chain_comments))
+            restored[state.node] = NodeLedger(state, counters, dict(record.chain_comments))
         self._nodes = restored
 
     def forget_nodes(self, now: float) -> list[ForgottenNode]:
@@ -250,10 +284,10 @@ class Ledger:
 
     # -- internals -------------------------------------------------------------------
 
-    def _entry(self, node: str) -> _NodeLedger:
+    def _entry(self, node: str) -> NodeLedger:
         entry = self._nodes.get(node)
         if entry is None:
-            entry = self._nodes[node] = _NodeLedger(NodeState(node))
+            entry = self._nodes[node] = NodeLedger(NodeState(node))
         return entry
 
     @staticmethod
@@ -267,68 +301,3 @@ class Ledger:
             else:
                 state.diagnostic_totals.setdefault(code, 0)
         state.diagnostic_counts = dict(counts)
-
-    def _apply_record(
-        self, entry: _NodeLedger, record: CounterRecord, first_snapshot: bool
-    ) -> Increase | None:
-        packets = max(record.packets, 0)
-        octets = max(record.bytes, 0)
-        if record.chain_comment and record.key.chain:
-            entry.chain_comments[record.key.chain] = record.chain_comment
-        state = entry.counters.get(record.key)
-        if state is None:
-            counted = not first_snapshot or self.first_snapshot is FirstSnapshot.COUNT
-            total_packets, total_bytes = (packets, octets) if counted else (0, 0)
-            entry.state.counters_known += 1
-            key = interned_key(record.key)
-            entry.counters[key] = CounterState(
-                key=key,
-                raw_packets=packets,
-                raw_bytes=octets,
-                rule_ids=interned_strings(record.rule_ids),
-                total_packets=total_packets,
-                total_bytes=total_bytes,
-                chain_comment=intern(record.chain_comment),
-                group_members=interned_strings(record.group_members),
-            )
-            return Increase(entry.state.node, key, total_packets, total_bytes, first_snapshot, new_key=True)
-
-        if state.retired_at is not None:
-            state.retired_at = None
-            entry.state.counters_retired -= 1
-        # Values equal to the kept ones are not stored again: the kept copies are interned
-        # (shared with the node's other counters), the record's are one snapshot's own.
-        if record.chain_comment and record.chain_comment != state.chain_comment:
-            state.chain_comment = intern(record.chain_comment)
-        if record.group_members and record.group_members != state.group_members:
-            state.group_members = interned_strings(record.group_members)
-        d_packets, d_bytes, reason = _difference(state, packets, octets, record.rule_ids)
-        if reason is not None:
-            entry.state.resets[reason.value] = entry.state.resets.get(reason.value, 0) + 1
-            state.rule_ids = interned_strings(record.rule_ids)
-        state.raw_packets, state.raw_bytes = packets, octets
-        if d_packets == 0 and d_bytes == 0:
-            return None
-        state.total_packets += d_packets
-        state.total_bytes += d_bytes
-        return Increase(entry.state.node, record.key, d_packets, d_bytes)
-
-
-def _difference(
-    state: CounterState, packets: int, octets: int, rule_ids: tuple[str, ...]
-) -> tuple[int, int, ResetReason | None]:
-    """The increase since ``state``'s last raw value, and the reset it implies, if any."""
-    if rule_ids == state.rule_ids:
-        if packets >= state.raw_packets and octets >= state.raw_bytes:
-            return packets - state.raw_packets, octets - state.raw_bytes, None
-        return packets, octets, ResetReason.DECREASED
-    if not _any_same_position(state.rule_ids, rule_ids):
-        return packets, octets, ResetReason.RULES_REWRITTEN
-    return 0, 0, ResetReason.INEXACT
-
-
-def _any_same_position(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
-    """Whether some rule the value is read from survived (a partial rewrite)."""
-    if len(old) != len(new):
-        return bool(set(old) & set(new))
-    return any(a == b for a, b in zip(old, new, strict=True))

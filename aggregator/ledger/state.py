@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from sys import intern
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from calico_accountant.records import CounterKey, CounterRecord
+from calico_accountant.wire.keyed import KeyedColumns
 from calico_accountant.wire.snapshots import SourceInfo
 
 __all__ = [
@@ -56,6 +57,12 @@ class NodeUpdate(Protocol):
     def invalid_counters(self) -> int: ...
     @property
     def sources(self) -> Sequence[SourceInfo]: ...
+    @property
+    def key_ids(self) -> Sequence[int]: ...
+    @property
+    def values(self) -> KeyedColumns: ...
+    @property
+    def removed_ids(self) -> Sequence[int]: ...
 
 
 class FirstSnapshot(enum.Enum):
@@ -75,12 +82,12 @@ class ResetReason(enum.StrEnum):
     INEXACT = "inexact"
 
 
-@dataclass(frozen=True, slots=True)
-class Increase:
+class Increase(NamedTuple):
     """How much one counter grew in one update.
 
     Zero increases are reported once for every key the ledger sees for the first time,
-    so that series exist for policies that never matched; the hit API skips them.
+    so that series exist for policies that never matched; the hit API skips them.  A named
+    tuple: one is made per changed counter, in a third of a frozen dataclass's time.
     """
 
     node: str

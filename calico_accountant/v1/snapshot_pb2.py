@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#calico_accountant/v1/snapshot.proto\x12\x14\x63\x61lico_accountant.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0bTableSource\x12\x32\n\tdataplane\x18\x01 \x01(\x0e\x32\x1f.calico_accountant.v1.Dataplane\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x01(\x04\"\xe8\x02\n\x07\x43ounter\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.calico_accountant.v1.CounterKind\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\r\x12\x32\n\tdirection\x18\x03 \x01(\x0e\x32\x1f.calico_accountant.v1.Direction\x12\x11\n\tinterface\x18\x04 \x01(\t\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\x0c\n\x04tier\x18\x06 \x01(\t\x12\x12\n\nrule_index\x18\x07 \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12\x0f\n\x07packets\x18\t \x01(\x04\x12\r\n\x05\x62ytes\x18\n \x01(\x04\x12\x10\n\x08rule_ids\x18\x0b \x03(\t\x12\x15\n\rchain_comment\x18\x0c \x01(\t\x12\x15\n\rgroup_members\x18\r \x03(\t\x12\x34\n\x08\x65ndpoint\x18\x0e \x01(\x0e\x32\".calico_accountant.v1.EndpointKind\"I\n\nDiagnostic\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xa1\x04\n\x0cNodeSnapshot\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x19\n\x11\x61gent_instance_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12-\n\tread_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x07sources\x18\x05 \x03(\x0b\x32!.calico_accountant.v1.TableSource\x12\x0c\n\x04\x66ull\x18\x06 \x01(\x08\x12/\n\x08\x63ounters\x18\x07 \x03(\x0b\x32\x1d.calico_accountant.v1.Counter\x12.\n\x07removed\x18\x08 \x03(\x0b\x32\x1d.calico_accountant.v1.Counter\x12S\n\x11\x64iagnostic_counts\x18\t \x03(\x0b\x32\x38.calico_accountant.v1.NodeSnapshot.DiagnosticCountsEntry\x12\x35\n\x0b\x64iagnostics\x18\n \x03(\x0b\x32 .calico_accountant.v1.Diagnostic\x12\x13\n\x0b\x63hunk_index\x18\x0b \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x0c \x01(\r\x12\x15\n\ragent_version\x18\r \x01(\t\x1a\x37\n\x15\x44iagnosticCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xa3\x01\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x18\n\x10resync_requested\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\x12\x16\n\x0equeue_position\x18\x05 \x01(\r\x12\x18\n\x10redirect_address\x18\x06 \x01(\t\x12\x16\n\x0eredirect_owner\x18\x07 \x01(\t*p\n\tDataplane\x12\x19\n\x15\x44\x41TAPLANE_UNSPECIFIED\x10\x00\x12\x13\n\x0fIPTABLES_LEGACY\x10\x01\x12\x10\n\x0cIPTABLES_NFT\x10\x02\x12\x0c\n\x08NFTABLES\x10\x03\x12\x13\n\x0f\x44\x41TAPLANE_OTHER\x10\x04*\xb6\x01\n\x0b\x43ounterKind\x12\x1c\n\x18\x43OUNTER_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rPOLICY_ACCEPT\x10\x01\x12\x0f\n\x0bPOLICY_DENY\x10\x02\x12\x12\n\x0eNO_POLICY_DROP\x10\x03\x12\x12\n\x0ePROFILE_ACCEPT\x10\x04\x12\x13\n\x0fNO_PROFILE_DROP\x10\x05\x12\x0f\n\x0bPOLICY_RULE\x10\x06\x12\x17\n\x13\x45NDPOINT_ADMIN_DROP\x10\x07*?\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x0b\n\x07INGRESS\x10\x01\x12\n\n\x06\x45GRESS\x10\x02*S\n\x0c\x45ndpointKind\x12\x15\n\x11\x45NDPOINT_WORKLOAD\x10\x00\x12\x11\n\rENDPOINT_HOST\x10\x01\x12\x19\n\x15\x45NDPOINT_HOST_FORWARD\x10\x02\x32\x64\n\x06Ingest\x12Z\n\x0fStreamSnapshots\x12\".calico_accountant.v1.NodeSnapshot\x1a\x1f.calico_accountant.v1.IngestAck(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#calico_accountant/v1/snapshot.proto\x12\x14\x63\x61lico_accountant.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0bTableSource\x12\x32\n\tdataplane\x18\x01 \x01(\x0e\x32\x1f.calico_accountant.v1.Dataplane\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x01(\x04\"\xf8\x02\n\x07\x43ounter\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.calico_accountant.v1.CounterKind\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\r\x12\x32\n\tdirection\x18\x03 \x01(\x0e\x32\x1f.calico_accountant.v1.Direction\x12\x11\n\tinterface\x18\x04 \x01(\t\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\x0c\n\x04tier\x18\x06 \x01(\t\x12\x12\n\nrule_index\x18\x07 \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12\x0f\n\x07packets\x18\t \x01(\x04\x12\r\n\x05\x62ytes\x18\n \x01(\x04\x12\x10\n\x08rule_ids\x18\x0b \x03(\t\x12\x15\n\rchain_comment\x18\x0c \x01(\t\x12\x15\n\rgroup_members\x18\r \x03(\t\x12\x34\n\x08\x65ndpoint\x18\x0e \x01(\x0e\x32\".calico_accountant.v1.EndpointKind\x12\x0e\n\x06key_id\x18\x0f \x01(\r\":\n\x0bKeyedValues\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\x0f\n\x07packets\x18\x02 \x03(\x04\x12\r\n\x05\x62ytes\x18\x03 \x03(\x04\"I\n\nDiagnostic\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xe9\x04\n\x0cNodeSnapshot\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x19\n\x11\x61gent_instance_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12-\n\tread_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x07sources\x18\x05 \x03(\x0b\x32!.calico_accountant.v1.TableSource\x12\x0c\n\x04\x66ull\x18\x06 \x01(\x08\x12/\n\x08\x63ounters\x18\x07 \x03(\x0b\x32\x1d.calico_accountant.v1.Counter\x12.\n\x07removed\x18\x08 \x03(\x0b\x32\x1d.calico_accountant.v1.Counter\x12S\n\x11\x64iagnostic_counts\x18\t \x03(\x0b\x32\x38.calico_accountant.v1.NodeSnapshot.DiagnosticCountsEntry\x12\x35\n\x0b\x64iagnostics\x18\n \x03(\x0b\x32 .calico_accountant.v1.Diagnostic\x12\x13\n\x0b\x63hunk_index\x18\x0b \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x0c \x01(\r\x12\x15\n\ragent_version\x18\r \x01(\t\x12\x31\n\x06values\x18\x0e \x01(\x0b\x32!.calico_accountant.v1.KeyedValues\x12\x13\n\x0bremoved_ids\x18\x0f \x03(\r\x1a\x37\n\x15\x44iagnosticCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb4\x01\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x18\n\x10resync_requested\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\x12\x16\n\x0equeue_position\x18\x05 \x01(\r\x12\x18\n\x10redirect_address\x18\x06 \x01(\t\x12\x16\n\x0eredirect_owner\x18\x07 \x01(\t\x12\x0f\n\x07key_ids\x18\x08 \x01(\x08*p\n\tDataplane\x12\x19\n\x15\x44\x41TAPLANE_UNSPECIFIED\x10\x00\x12\x13\n\x0fIPTABLES_LEGACY\x10\x01\x12\x10\n\x0cIPTABLES_NFT\x10\x02\x12\x0c\n\x08NFTABLES\x10\x03\x12\x13\n\x0f\x44\x41TAPLANE_OTHER\x10\x04*\xb6\x01\n\x0b\x43ounterKind\x12\x1c\n\x18\x43OUNTER_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rPOLICY_ACCEPT\x10\x01\x12\x0f\n\x0bPOLICY_DENY\x10\x02\x12\x12\n\x0eNO_POLICY_DROP\x10\x03\x12\x12\n\x0ePROFILE_ACCEPT\x10\x04\x12\x13\n\x0fNO_PROFILE_DROP\x10\x05\x12\x0f\n\x0bPOLICY_RULE\x10\x06\x12\x17\n\x13\x45NDPOINT_ADMIN_DROP\x10\x07*?\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x0b\n\x07INGRESS\x10\x01\x12\n\n\x06\x45GRESS\x10\x02*S\n\x0c\x45ndpointKind\x12\x15\n\x11\x45NDPOINT_WORKLOAD\x10\x00\x12\x11\n\rENDPOINT_HOST\x10\x01\x12\x19\n\x15\x45NDPOINT_HOST_FORWARD\x10\x02\x32\x64\n\x06Ingest\x12Z\n\x0fStreamSnapshots\x12\".calico_accountant.v1.NodeSnapshot\x1a\x1f.calico_accountant.v1.IngestAck(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._loaded_options = None
   _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_DATAPLANE']._serialized_start=1361
-  _globals['_DATAPLANE']._serialized_end=1473
-  _globals['_COUNTERKIND']._serialized_start=1476
-  _globals['_COUNTERKIND']._serialized_end=1658
-  _globals['_DIRECTION']._serialized_start=1660
-  _globals['_DIRECTION']._serialized_end=1723
-  _globals['_ENDPOINTKIND']._serialized_start=1725
-  _globals['_ENDPOINTKIND']._serialized_end=1808
+  _globals['_DATAPLANE']._serialized_start=1526
+  _globals['_DATAPLANE']._serialized_end=1638
+  _globals['_COUNTERKIND']._serialized_start=1641
+  _globals['_COUNTERKIND']._serialized_end=1823
+  _globals['_DIRECTION']._serialized_start=1825
+  _globals['_DIRECTION']._serialized_end=1888
+  _globals['_ENDPOINTKIND']._serialized_start=1890
+  _globals['_ENDPOINTKIND']._serialized_end=1973
   _globals['_TABLESOURCE']._serialized_start=94
   _globals['_TABLESOURCE']._serialized_end=207
   _globals['_COUNTER']._serialized_start=210
-  _globals['_COUNTER']._serialized_end=570
-  _globals['_DIAGNOSTIC']._serialized_start=572
-  _globals['_DIAGNOSTIC']._serialized_end=645
-  _globals['_NODESNAPSHOT']._serialized_start=648
-  _globals['_NODESNAPSHOT']._serialized_end=1193
-  _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._serialized_start=1138
-  _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._serialized_end=1193
-  _globals['_INGESTACK']._serialized_start=1196
-  _globals['_INGESTACK']._serialized_end=1359
-  _globals['_INGEST']._serialized_start=1810
-  _globals['_INGEST']._serialized_end=1910
+  _globals['_COUNTER']._serialized_end=586
+  _globals['_KEYEDVALUES']._serialized_start=588
+  _globals['_KEYEDVALUES']._serialized_end=646
+  _globals['_DIAGNOSTIC']._serialized_start=648
+  _globals['_DIAGNOSTIC']._serialized_end=721
+  _globals['_NODESNAPSHOT']._serialized_start=724
+  _globals['_NODESNAPSHOT']._serialized_end=1341
+  _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._serialized_start=1286
+  _globals['_NODESNAPSHOT_DIAGNOSTICCOUNTSENTRY']._serialized_end=1341
+  _globals['_INGESTACK']._serialized_start=1344
+  _globals['_INGESTACK']._serialized_end=1524
+  _globals['_INGEST']._serialized_start=1975
+  _globals['_INGEST']._serialized_end=2075
 # @@protoc_insertion_point(module_scope)

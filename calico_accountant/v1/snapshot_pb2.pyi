@@ -73,7 +73,7 @@ class TableSource(_message.Message):
     def __init__(self, dataplane: _Optional[_Union[Dataplane, str]] = ..., family: _Optional[int] = ..., command: _Optional[str] = ..., rules: _Optional[int] = ...) -> None: ...
 
 class Counter(_message.Message):
-    __slots__ = ("kind", "family", "direction", "interface", "chain", "tier", "rule_index", "action", "packets", "bytes", "rule_ids", "chain_comment", "group_members", "endpoint")
+    __slots__ = ("kind", "family", "direction", "interface", "chain", "tier", "rule_index", "action", "packets", "bytes", "rule_ids", "chain_comment", "group_members", "endpoint", "key_id")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class Counter(_message.Message):
     CHAIN_COMMENT_FIELD_NUMBER: _ClassVar[int]
     GROUP_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     kind: CounterKind
     family: int
     direction: Direction
@@ -102,7 +103,18 @@ class Counter(_message.Message):
     chain_comment: str
     group_members: _containers.RepeatedScalarFieldContainer[str]
     endpoint: EndpointKind
-    def __init__(self, kind: _Optional[_Union[CounterKind, str]] = ..., family: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., interface: _Optional[str] = ..., chain: _Optional[str] = ..., tier: _Optional[str] = ..., rule_index: _Optional[int] = ..., action: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., rule_ids: _Optional[_Iterable[str]] = ..., chain_comment: _Optional[str] = ..., group_members: _Optional[_Iterable[str]] = ..., endpoint: _Optional[_Union[EndpointKind, str]] = ...) -> None: ...
+    key_id: int
+    def __init__(self, kind: _Optional[_Union[CounterKind, str]] = ..., family: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., interface: _Optional[str] = ..., chain: _Optional[str] = ..., tier: _Optional[str] = ..., rule_index: _Optional[int] = ..., action: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., rule_ids: _Optional[_Iterable[str]] = ..., chain_comment: _Optional[str] = ..., group_members: _Optional[_Iterable[str]] = ..., endpoint: _Optional[_Union[EndpointKind, str]] = ..., key_id: _Optional[int] = ...) -> None: ...
+
+class KeyedValues(_message.Message):
+    __slots__ = ("ids", "packets", "bytes")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    packets: _containers.RepeatedScalarFieldContainer[int]
+    bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., packets: _Optional[_Iterable[int]] = ..., bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Diagnostic(_message.Message):
     __slots__ = ("code", "message", "line", "source")
@@ -117,7 +129,7 @@ class Diagnostic(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
 
 class NodeSnapshot(_message.Message):
-    __slots__ = ("node", "agent_instance_id", "sequence", "read_time", "sources", "full", "counters", "removed", "diagnostic_counts", "diagnostics", "chunk_index", "chunk_count", "agent_version")
+    __slots__ = ("node", "agent_instance_id", "sequence", "read_time", "sources", "full", "counters", "removed", "diagnostic_counts", "diagnostics", "chunk_index", "chunk_count", "agent_version", "values", "removed_ids")
     class DiagnosticCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +150,8 @@ class NodeSnapshot(_message.Message):
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_IDS_FIELD_NUMBER: _ClassVar[int]
     node: str
     agent_instance_id: str
     sequence: int
@@ -151,10 +165,12 @@ class NodeSnapshot(_message.Message):
     chunk_index: int
     chunk_count: int
     agent_version: str
-    def __init__(self, node: _Optional[str] = ..., agent_instance_id: _Optional[str] = ..., sequence: _Optional[int] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[TableSource, _Mapping]]] = ..., full: _Optional[bool] = ..., counters: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., diagnostic_counts: _Optional[_Mapping[str, int]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    values: KeyedValues
+    removed_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node: _Optional[str] = ..., agent_instance_id: _Optional[str] = ..., sequence: _Optional[int] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[TableSource, _Mapping]]] = ..., full: _Optional[bool] = ..., counters: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[Counter, _Mapping]]] = ..., diagnostic_counts: _Optional[_Mapping[str, int]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., chunk_index: _Optional[int] = ..., chunk_count: _Optional[int] = ..., agent_version: _Optional[str] = ..., values: _Optional[_Union[KeyedValues, _Mapping]] = ..., removed_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IngestAck(_message.Message):
-    __slots__ = ("sequence", "resync_requested", "message", "waiting", "queue_position", "redirect_address", "redirect_owner")
+    __slots__ = ("sequence", "resync_requested", "message", "waiting", "queue_position", "redirect_address", "redirect_owner", "key_ids")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +178,7 @@ class IngestAck(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_OWNER_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     resync_requested: bool
     message: str
@@ -169,4 +186,5 @@ class IngestAck(_message.Message):
     queue_position: int
     redirect_address: str
     redirect_owner: str
-    def __init__(self, sequence: _Optional[int] = ..., resync_requested: _Optional[bool] = ..., message: _Optional[str] = ..., waiting: _Optional[bool] = ..., queue_position: _Optional[int] = ..., redirect_address: _Optional[str] = ..., redirect_owner: _Optional[str] = ...) -> None: ...
+    key_ids: bool
+    def __init__(self, sequence: _Optional[int] = ..., resync_requested: _Optional[bool] = ..., message: _Optional[str] = ..., waiting: _Optional[bool] = ..., queue_position: _Optional[int] = ..., redirect_address: _Optional[str] = ..., redirect_owner: _Optional[str] = ..., key_ids: _Optional[bool] = ...) -> None: ...

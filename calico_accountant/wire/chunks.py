@@ -10,6 +10,11 @@ __all__ = ["ChunkAssembler", "split_snapshot"]
 #: Bytes a repeated message field adds around each element: one tag byte plus a length
 #: varint (at most 5 bytes for any length we could send).
 _ELEMENT_OVERHEAD = 6
+#: Bytes one entry of the value columns takes at most: an id (uint32 varint, 5 bytes) and
+#: packets and bytes (uint64 varints, 10 each); packed, so no tag per entry.
+_COLUMN_ENTRY = 25
+#: Room for the ``values`` message and its three packed fields' tags and lengths.
+_COLUMNS_OVERHEAD = 4 * 6
 
 
 def split_snapshot(snapshot: pb.NodeSnapshot, max_bytes: int) -> list[pb.NodeSnapshot]:
@@ -17,7 +22,8 @@ def split_snapshot(snapshot: pb.NodeSnapshot, max_bytes: int) -> list[pb.NodeSna
 
     Every chunk repeats the identity (node, instance, sequence, read time, full); the
     first also carries sources, diagnostics and the agent version.  Counters and
-    removed keys are packed greedily in order.  A snapshot that fits is returned
+    removed keys are packed greedily in order, then slices of the value columns and of
+    ``removed_ids`` (sized by their largest possible encoding).  A snapshot that fits is returned
     as is (``chunk_count`` 0).  :class:`WireError` if one counter alone cannot fit.
     """
     if snapshot.ByteSize() <= max_bytes:
@@ -60,6 +66,35 @@ def split_snapshot(snapshot: pb.NodeSnapshot, max_bytes: int) -> list[pb.NodeSna
         place(counter, removed=False)
     for counter in snapshot.removed:
         place(counter, removed=True)
+
+    def room(entry: int) -> int:
+        """How many column entries of ``entry`` bytes still fit; a new chunk when none."""
+        nonlocal current, used
+        fits = (max_bytes - used - _COLUMNS_OVERHEAD) // entry
+        if fits < 1:
+            chunks.append(current)
+            current = header(first=False)
+            used = current.ByteSize() + index_overhead
+            fits = (max_bytes - used - _COLUMNS_OVERHEAD) // entry
+            if fits < 1:
+                raise WireError(f"no column entry fits a {max_bytes}-byte message")
+        return fits
+
+    values = snapshot.values
+    begin, total = 0, len(values.ids)
+    while begin < total:
+        end = begin + room(_COLUMN_ENTRY)
+        current.values.ids.extend(values.ids[begin:end])
+        current.values.packets.extend(values.packets[begin:end])
+        current.values.bytes.extend(values.bytes[begin:end])
+        used += _COLUMNS_OVERHEAD + _COLUMN_ENTRY * (min(end, total) - begin)
+        begin = end
+    begin, total = 0, len(snapshot.removed_ids)
+    while begin < total:
+        end = begin + room(5)
+        current.removed_ids.extend(snapshot.removed_ids[begin:end])
+        used += _COLUMNS_OVERHEAD + 5 * (min(end, total) - begin)
+        begin = end
     chunks.append(current)
     if len(chunks) > MAX_CHUNKS:
         raise WireError(f"snapshot needs {len(chunks)} chunks, more than the {MAX_CHUNKS} a peer accepts")
@@ -136,7 +171,9 @@ class ChunkAssembler:
                 raise WireError(
                     f"snapshot {chunk.sequence}: chunk {chunk.chunk_index} where {expected} was due"
                 )
-        self._counters += len(chunk.counters) + len(chunk.removed)
+        self._counters += (
+            len(chunk.counters) + len(chunk.removed) + len(chunk.values.ids) + len(chunk.removed_ids)
+        )
         if self._counters > self._max_counters:
             raise WireError(f"snapshot {chunk.sequence} exceeds {self._max_counters} counters")
         self._parts.append(chunk)
@@ -147,6 +184,11 @@ class ChunkAssembler:
         for part in self._parts[1:]:
             whole.counters.extend(part.counters)
             whole.removed.extend(part.removed)
+            if part.HasField("values"):
+                whole.values.ids.extend(part.values.ids)
+                whole.values.packets.extend(part.values.packets)
+                whole.values.bytes.extend(part.values.bytes)
+            whole.removed_ids.extend(part.removed_ids)
         whole.chunk_index = 0
         whole.chunk_count = 0
         self._parts = []

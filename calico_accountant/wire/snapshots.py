@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -16,6 +16,7 @@ from calico_accountant.wire.counters import (
     key_to_counter,
     record_to_counter,
 )
+from calico_accountant.wire.keyed import EMPTY_COLUMNS, KeyedColumns, check_definitions, decode_values
 
 __all__ = [
     "DATAPLANE_NAMES",
@@ -74,6 +75,17 @@ class DecodedSnapshot:
     invalid_counters: int = 0
     """Counters dropped because they did not validate (counted, not fatal)."""
     invalid_reasons: Mapping[str, int] = field(default_factory=dict)
+    key_ids: Sequence[int] = ()
+    """The ``key_id`` of each of ``records`` (0: none), or empty when none has one."""
+    values: KeyedColumns = EMPTY_COLUMNS
+    """Changed counters by key id (``NodeSnapshot.values``; deltas only)."""
+    removed_ids: Sequence[int] = ()
+    """Vanished keys by id."""
+
+    @property
+    def size(self) -> int:
+        """Counters it carries, whole or by id (what an apply costs is about this)."""
+        return len(self.records) + len(self.values)
 
 
 def build_snapshot(
@@ -89,15 +101,27 @@ def build_snapshot(
     diagnostic_counts: Mapping[str, int] | None = None,
     diagnostics: Iterable[Diagnostic] = (),
     agent_version: str = "",
+    key_ids: Sequence[int] = (),
+    values: KeyedColumns = EMPTY_COLUMNS,
+    removed_ids: Sequence[int] = (),
 ) -> pb.NodeSnapshot:
-    """One unchunked snapshot message."""
+    """One unchunked snapshot message; ``key_ids`` (when given, one per record, 0 for
+    none), ``values`` and ``removed_ids`` are the dictionary encoding (:mod:`.keyed`)."""
+    counters = [record_to_counter(r) for r in records]
+    if key_ids:
+        if len(key_ids) != len(counters):
+            raise ValueError(f"{len(key_ids)} key ids for {len(counters)} records")
+        for counter, key_id in zip(counters, key_ids, strict=True):
+            if key_id:
+                counter.key_id = key_id
     snapshot = pb.NodeSnapshot(
         node=node,
         agent_instance_id=agent_instance_id,
         sequence=sequence,
         full=full,
         agent_version=agent_version,
-        counters=[record_to_counter(r) for r in records],
+        counters=counters,
+        removed_ids=removed_ids,
         removed=[key_to_counter(k) for k in removed],
         sources=[
             pb.TableSource(dataplane=s.dataplane, family=s.family, command=s.command, rules=s.rules)  # type: ignore[arg-type]
@@ -108,6 +132,10 @@ def build_snapshot(
         ],
     )
     snapshot.read_time.FromDatetime(read_time.astimezone(UTC))
+    if len(values):
+        snapshot.values.ids.extend(values.ids)
+        snapshot.values.packets.extend(values.packets)
+        snapshot.values.bytes.extend(values.bytes)
     for code, count in (diagnostic_counts or {}).items():
         snapshot.diagnostic_counts[code] = count
     return snapshot
@@ -119,6 +147,8 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
     Structural problems (no node, no instance id, sequence 0) raise :class:`WireError`:
     the snapshot cannot be placed.  A counter that does not validate is skipped and
     counted in ``invalid_counters``, so one bad counter does not cost a node its data.
+    Dictionary-encoded parts of the wrong shape (:func:`.keyed.decode_values`), or an id
+    defined for two keys, are structural too.
     """
     if not snapshot.node:
         raise WireError("snapshot without a node name")
@@ -141,8 +171,10 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
     except (ValueError, OverflowError) as error:
         raise WireError(f"read_time out of range: {error}") from None
     reasons: dict[str, int] = {}
+    values, removed_ids = decode_values(snapshot)
     records: list[CounterRecord] = []
-    append = records.append
+    key_ids: list[int] = []
+    append, append_id = records.append, key_ids.append
     for counter in snapshot.counters:
         record = fast_record(counter)
         if record is None:
@@ -150,6 +182,11 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
             reasons[reason] = reasons.get(reason, 0) + 1
         else:
             append(record)
+            append_id(counter.key_id)
+    if any(key_ids):
+        check_definitions(records, key_ids)
+    else:
+        key_ids = []
     removed: list[CounterKey] = []
     for counter in snapshot.removed:
         key = fast_key(counter)
@@ -178,4 +215,7 @@ def decode_snapshot(snapshot: pb.NodeSnapshot) -> DecodedSnapshot:
         agent_version=snapshot.agent_version,
         invalid_counters=sum(reasons.values()),
         invalid_reasons=reasons,
+        key_ids=key_ids,
+        values=values,
+        removed_ids=removed_ids,
     )

@@ -46,6 +46,8 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.bounds import MAX_CHUNKS, MAX_CODE_LENGTH, MAX_NAME_LENGTH, WireError
 from calico_accountant.wire.chunks import ChunkAssembler
 from calico_accountant.wire.counters import counter_to_record, record_to_counter
+from calico_accountant.wire.delta import index_records
+from calico_accountant.wire.keyed import KeyIds, encode_read
 from calico_accountant.wire.snapshots import build_snapshot, decode_snapshot
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.mutations import T0, random_records
@@ -230,6 +232,13 @@ def wire_problems(data: bytes, assembler: ChunkAssembler | None = None) -> tuple
             if problem is not None:
                 problems.append(f"decode_snapshot kept an invalid record: {problem}")
                 break
+        if decoded.key_ids and len(decoded.key_ids) != len(decoded.records):
+            problems.append("decode_snapshot kept key ids that do not match its records")
+        values = decoded.values
+        if not len(values.ids) == len(values.packets) == len(values.bytes) or 0 in values.ids:
+            problems.append("decode_snapshot kept value columns of unequal length or id 0")
+        if decoded.full and (len(values) or decoded.removed_ids):
+            problems.append("decode_snapshot kept values by id in a full snapshot")
         kept = len(decoded.records) + len(decoded.removed)
         if decoded.invalid_counters != len(message.counters) + len(message.removed) - kept:
             problems.append("invalid_counters does not add up")
@@ -407,8 +416,9 @@ class IngestHarness:
         return f"{len(nodes)} nodes, {counters:,} counters, {window:,.0f} hits in the replay window"
 
     def genuine_problems(self, counters: int = 40) -> list[str]:
-        """A fresh node's full snapshot and one delta, as a real agent sends them: both
-        acknowledged, and the node's totals exactly what grew since the full one."""
+        """A fresh node's full snapshot and one delta, as a real agent sends them (every
+        other one by key id): both acknowledged, and the node's totals exactly what grew
+        since the full one."""
         import random
 
         self._genuine += 1
@@ -422,17 +432,26 @@ class IngestHarness:
             r._replace(packets=r.packets + rng.randrange(1000), bytes=r.bytes + rng.randrange(10**6))
             for r in first
         ]
-        messages = [
-            build_snapshot(
-                node=node,
-                agent_instance_id="genuine",
-                sequence=sequence,
-                read_time=T0 + timedelta(seconds=sequence),
-                full=sequence == 1,
-                records=records,
-            ).SerializeToString()
-            for sequence, records in ((1, first), (2, second))
-        ]
+        # Every other genuine agent sends its delta by key id, as agents do with this aggregator.
+        ids, acked, messages = KeyIds(), None, []
+        for sequence, records in ((1, first), (2, second)):
+            current = index_records(records)
+            encoded = encode_read(ids, acked, current, by_id=self._genuine % 2 == 0)
+            messages.append(
+                build_snapshot(
+                    node=node,
+                    agent_instance_id="genuine",
+                    sequence=sequence,
+                    read_time=T0 + timedelta(seconds=sequence),
+                    full=sequence == 1,
+                    records=encoded.defined,
+                    key_ids=encoded.defined_ids,
+                    values=encoded.values,
+                    removed=encoded.removed,
+                    removed_ids=encoded.removed_ids,
+                ).SerializeToString()
+            )
+            acked = current
         outcome = self.stream(messages)
         problems = list(outcome.problems)
         if outcome.code is not grpc.StatusCode.OK:
@@ -444,7 +463,10 @@ class IngestHarness:
         totals = {key: (state.total_packets, state.total_bytes) for key, state in counters_state.items()}
         # the aggregator counts from a node's first snapshot (its baseline): the delta's growth
         base = {r.key: (r.packets, r.bytes) for r in first}
-        wanted = {r.key: (r.packets - base[r.key][0], r.bytes - base[r.key][1]) for r in second}
+        wanted = {
+            r.key: (r.packets - base[r.key][0], r.bytes - base[r.key][1])
+            for r in index_records(second).values()
+        }
         if totals != wanted:
             wrong = sum(1 for key, value in wanted.items() if totals.get(key) != value)
             problems.append(f"genuine node totals differ for {wrong} of {len(wanted)} counters")

@@ -39,6 +39,7 @@ from calico_accountant.records import (
 )
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.keyed import EMPTY_COLUMNS, KeyedColumns
 from calico_accountant.wire.snapshots import SourceInfo, build_snapshot
 
 __all__ = [
@@ -527,16 +528,25 @@ def valid_snapshot(
     sequence: int = 1,
     counters: int | None = None,
     full: bool = True,
+    keyed: bool = False,
 ) -> pb.NodeSnapshot:
-    """A snapshot a real agent could send: small, valid, with sources and diagnostics."""
+    """A snapshot a real agent could send: small, valid, with sources and diagnostics;
+    ``keyed``: its counters define key ids, and a delta also sends values by id."""
     count = rng.randint(0, 12) if counters is None else counters
+    records = random_records(rng, count)
+    values = EMPTY_COLUMNS
+    if keyed and not full:
+        ids = rng.sample(range(count + 1, count + 40), rng.randint(0, 8))
+        values = KeyedColumns(ids, [rng.randint(0, U64) for _ in ids], [rng.randint(0, U64) for _ in ids])
     return build_snapshot(
         node=node,
         agent_instance_id=instance,
         sequence=sequence,
         read_time=T0 + timedelta(seconds=sequence),
         full=full,
-        records=random_records(rng, count),
+        records=records,
+        key_ids=list(range(1, count + 1)) if keyed else (),
+        values=values,
         sources=[SourceInfo(1, 4, "iptables-legacy-save -c", count)],
         diagnostic_counts={"garbled_line": rng.randint(0, 3), "deny_not_exact": rng.randint(0, 2)},
         diagnostics=[Diagnostic("garbled_line", "what", 3, "iptables")],
@@ -570,9 +580,16 @@ def absurd_snapshot(rng: random.Random, *, node: str = "fuzz-absurd") -> pb.Node
     """A snapshot with values no agent sends: sequence 0 or 2**64-1, read times out of
     range, unknown enum values, chunk fields out of place, negative rule indexes, names
     with spaces or control characters, ... (one or several at once)."""
-    snapshot = valid_snapshot(rng, node=node, instance=f"i{rng.randrange(4)}", sequence=rng.randint(1, 5))
+    snapshot = valid_snapshot(
+        rng,
+        node=node,
+        instance=f"i{rng.randrange(4)}",
+        sequence=rng.randint(1, 5),
+        full=rng.random() < 0.7,
+        keyed=rng.random() < 0.5,
+    )
     for _ in range(rng.randint(1, 4)):
-        field = rng.randrange(12)
+        field = rng.randrange(15)
         if field == 0:
             snapshot.sequence = rng.choice((0, U64, 2**63, 2**63 - 1))
         elif field == 1:
@@ -598,6 +615,16 @@ def absurd_snapshot(rng: random.Random, *, node: str = "fuzz-absurd") -> pb.Node
             snapshot.diagnostic_counts[rng.choice(("", "x", "\x00", "c" * 200))] = rng.choice((0, U64))
         elif field == 10:
             snapshot.diagnostics.add(code="x", message="m", line=2**32 - 1, source="s")
+        elif field == 11 and snapshot.counters:  # an id reused, 0, the largest
+            counter = snapshot.counters[rng.randrange(len(snapshot.counters))]
+            counter.key_id = rng.choice((0, 1, 2, 2**32 - 1, snapshot.counters[0].key_id))
+        elif field == 12:  # columns of unequal length, id 0 or twice, absurd values
+            values = snapshot.values
+            values.ids.extend(rng.choice(([0], [1, 1], [2**32 - 1], [5], [])))
+            values.packets.extend(rng.choice(([U64], [], [0, 0])))
+            values.bytes.extend(rng.choice(([U64], [], [1])))
+        elif field == 13:
+            snapshot.removed_ids.extend(rng.choice(([0], [1], [3, 3], [2**32 - 1], [7, 8])))
         else:
             snapshot.full = not snapshot.full
     return snapshot
@@ -610,7 +637,7 @@ def huge_snapshot(
     string, many diagnostic codes or diagnostics, many removed keys, many sources."""
     snapshot = valid_snapshot(rng, node=node, instance="huge", sequence=1, counters=0)
     size = rng.randint(max_bytes // 4, max_bytes)
-    which = rng.randrange(7)
+    which = rng.randrange(9)
     if which == 0:
         snapshot.counters.extend(
             pb.Counter(
@@ -645,6 +672,13 @@ def huge_snapshot(
             pb.Counter(kind=pb.POLICY_DENY, family=6, direction=pb.EGRESS, interface=f"r{i}", rule_index=-1)
             for i in range(size // 20)
         )
+    elif which == 7:  # value columns by key id (for ids nobody defined)
+        count = size // 25
+        snapshot.values.ids.extend(range(1, count + 1))
+        snapshot.values.packets.extend(U64 - i for i in range(count))
+        snapshot.values.bytes.extend(U64 - i for i in range(count))
+    elif which == 8:
+        snapshot.removed_ids.extend(range(1, size // 5))
     elif which == 5:
         snapshot.sources.extend(
             pb.TableSource(dataplane=pb.IPTABLES_LEGACY, family=4, command="c") for _ in range(size // 8)
@@ -660,7 +694,8 @@ def chunk_stream(
 ) -> list[pb.NodeSnapshot]:
     """The chunks of a valid snapshot (split small), then maybe reordered, dropped,
     duplicated, renumbered or mixed with another snapshot's chunks."""
-    snapshot = valid_snapshot(rng, node=node, sequence=sequence, counters=rng.randint(4, 40))
+    keyed = rng.random() < 0.5
+    snapshot = valid_snapshot(rng, node=node, sequence=sequence, counters=rng.randint(4, 40), keyed=keyed)
     chunks = split_snapshot(snapshot, rng.randint(400, 1500))
     damage = rng.randrange(8)
     if damage == 1 and len(chunks) > 1:
@@ -704,7 +739,7 @@ def _varint(value: int) -> bytes:
 def random_field(rng: random.Random) -> bytes:
     """One protobuf field: a known or unknown field number, a right or wrong wire type,
     and a payload that may be short, long, or lie about its length."""
-    number = rng.choice((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 100, 2**29 - 1, 0))
+    number = rng.choice((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 100, 2**29 - 1, 0))
     wire_type = rng.choice((0, 1, 2, 5, 3, 4, 6, 7))
     tag = _varint((number << 3) | wire_type)
     if wire_type == 0:
