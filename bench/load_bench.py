@@ -8,7 +8,9 @@ Real gRPC clients on loopback speak the ingest protocol as agents do: each simul
 (:mod:`bench.cluster_shape`: 110 pods x 10 policies, 4,620 counters) opens its own stream,
 sends a full snapshot at start -- all nodes at once, as after an aggregator restart -- and
 then, every ``--interval`` seconds (nodes spread evenly over the interval), a delta in which
-10 % of its counters moved (a different tenth each time, so pod churn touches everything).
+10 % of its counters moved (a different tenth each time, so pod churn touches everything),
+sent by key id once the aggregator advertised key ids, as agents do (``--encoding plain``:
+whole counters, as agents before key ids).
 ``--workers`` processes share the nodes (one asyncio loop and one channel each).  The
 aggregator runs without a datastore: names stay raw, which is the cheaper path for it.
 
@@ -56,6 +58,7 @@ from calico_accountant.records import CounterRecord
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire.chunks import split_snapshot
+from calico_accountant.wire.keyed import KeyedColumns, KeyIds
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
@@ -117,13 +120,24 @@ async def _node(
     call, queue = open_stream(targets[node % len(targets)])
     records = node_records(shape, node, 0)
     name = f"node-{node}"
+    ids = KeyIds()
+    peer_key_ids = False  # as the agent: values by id once the stream's aggregator advertised them
 
     async def send(sequence: int, full: bool, batch: list[CounterRecord]) -> float:
-        nonlocal call, queue
-        snapshot = build_snapshot(
-            node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
-            full=full, records=batch,
-        )  # fmt: skip
+        nonlocal call, queue, peer_key_ids
+        keyed = args.encoding == "keyed"
+        if not full and keyed and peer_key_ids:  # only values moved: the keys' ids, no keys
+            values = KeyedColumns([ids.assign(r.key) for r in batch], [r.packets for r in batch],
+                                  [r.bytes for r in batch])  # fmt: skip
+            snapshot = build_snapshot(
+                node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
+                full=False, records=(), values=values,
+            )  # fmt: skip
+        else:
+            snapshot = build_snapshot(
+                node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
+                full=full, records=batch, key_ids=ids.for_full(batch) if full and keyed else (),
+            )  # fmt: skip
         started = time.monotonic()
         for chunk in split_snapshot(snapshot, CHUNK):
             queue.put_nowait(chunk)
@@ -139,6 +153,7 @@ async def _node(
                     queue.put_nowait(chunk)
                 continue
             if not ack.waiting:  # an interim ack: the snapshot waits its turn (as agents skip them)
+                peer_key_ids = ack.key_ids
                 break
             out["waiting"].append(1.0)
         if ack.resync_requested:
@@ -257,6 +272,12 @@ def main() -> None:
     parser.add_argument("--levels", default="workload,node,cluster")
     parser.add_argument("--shards", type=int, default=0, help="N aggregators sharded over a real etcd")
     parser.add_argument(
+        "--encoding",
+        choices=("keyed", "plain"),
+        default="keyed",
+        help="deltas by key id once the aggregator advertises them, as agents do (plain: whole counters)",
+    )
+    parser.add_argument(
         "--one-door",
         action="store_true",
         help="with --shards: every node first reaches the first shard (default: node i reaches shard "
@@ -289,7 +310,7 @@ def main() -> None:
             _wait_members([metrics for _, _, metrics in aggregators], args.shards)
         common = [
             *("--nodes", str(args.nodes), "--workers", str(args.workers), "--interval", str(args.interval)),
-            *("--duration", str(args.duration), "--warmup", str(args.warmup)),
+            *("--duration", str(args.duration), "--warmup", str(args.warmup), "--encoding", args.encoding),
             *(
                 "--target",
                 ",".join(f"127.0.0.1:{grpc}" for _, grpc, _ in aggregators[: 1 if args.one_door else None]),
