@@ -22,6 +22,7 @@ __all__ = [
     "COUNTER_PREFIX",
     "POLICY_PREFIXES",
     "Run",
+    "Span",
     "check_plain",
     "dependents",
     "referrers",
@@ -62,16 +63,30 @@ class Run:
     """The previous read's run with the same rules, or -1 (changed or new)."""
 
 
-def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> list[Run]:
+@dataclass(slots=True)
+class Span:
+    """Runs ``start:stop`` of a re-read table: matched runs that follow each other in the
+    previous read too, so that their rules moved by one offset (a few per table: moving
+    and comparing them is a slice each, not a step per chain)."""
+
+    start: int
+    stop: int
+
+
+def segment(
+    pieces: list[str], previous: ColumnarParse, old_pieces: list[str]
+) -> tuple[list[Run], list[Span]]:
     """The chains of ``pieces`` as runs, each matched with the previous read's run of the
-    same name when its rule lines are the same; :class:`Irregular` when a chain is split
-    or the chains come in another order.
+    same name when its rule lines are the same, and the spans of matched runs that follow
+    each other in both reads (their rules moved by one offset); :class:`Irregular` when a
+    chain is split or the chains come in another order.
 
     Unchanged chains are matched many at a time (a span of the previous read's runs
     against the same number of rule lines here, doubling the span while it matches), so
     the Python steps are per change, not per chain; only changed or new chains are read
     line by line."""
     runs: list[Run] = []
+    spans: list[Span] = []
     names, starts, lengths = previous.names, previous.starts, previous.lengths
     order = {name: run for run, name in enumerate(names)}
     seen: set[str] = set()
@@ -90,11 +105,20 @@ def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -
                 and pieces[cursor:end] == old_pieces[start:stop]
                 and (end == count or not pieces[end].startswith("-A " + names[last] + " "))
             ):
-                for matched in range(run, last + 1):
-                    runs.append(
-                        Run(names[matched], cursor + starts[matched] - start, lengths[matched], matched)
-                    )
-                    seen.add(names[matched])
+                first = len(runs)
+                shift = cursor - start
+                runs += map(
+                    Run,
+                    names[run : last + 1],
+                    map(shift.__add__, starts[run : last + 1]),
+                    lengths[run : last + 1],
+                    range(run, last + 1),
+                )
+                seen.update(names[run : last + 1])
+                if spans and spans[-1].stop == first and runs[first - 1].old == run - 1:
+                    spans[-1].stop = len(runs)
+                else:
+                    spans.append(Span(first, len(runs)))
                 cursor = end
                 run = last + 1
                 span *= 2
@@ -120,7 +144,7 @@ def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -
         cursor = end
         if later is not None:
             run += 1
-    return runs
+    return runs, spans
 
 
 def referrers(framed: str, names: set[str], runs: list[Run], head: str) -> set[int]:

@@ -53,11 +53,12 @@ from node_agent.columnar.chain_diff import (
 from node_agent.columnar.jumps import Jumps, policy_tiers
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
-    merged,
+    Group,
+    Splicer,
     merged_jumps,
-    moved,
     moved_diagnostics,
     read_counters,
+    reused_blocks,
     slot_map,
     stale,
 )
@@ -156,7 +157,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     if not declared or new_family != previous.family:
         return None
 
-    runs = segment(pieces, previous, old_pieces)
+    runs, spans = segment(pieces, previous, old_pieces)
     names = [run.name for run in runs]
     if not declared.issuperset(names):
         return None
@@ -167,7 +168,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     # What changed, came or went, and (transitively) the chains that mention it.
     present = set(names)
     changed = {run.name for run in runs if run.old == -1}
-    changed.update(name for name in previous.names if name not in present)
+    changed.update(set(previous.names).difference(present))
     changed.update(declared ^ previous.declared)
     replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
     changed |= dependents(pieces, runs, endpoint, changed)
@@ -227,10 +228,8 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
                 included_set.add(found)
                 pending.append(found)
     included = sorted(included_set)
-    reused = [index for index, run in enumerate(runs) if index not in included_set and run.old != -1]
-    old_to_new = slot_map(
-        len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
-    )
+    blocks = reused_blocks(runs, spans, included, previous.starts)
+    old_to_new = slot_map(len(old_pieces), blocks)
     reduced_to_new = list(
         itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
     )
@@ -266,36 +265,41 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         moved_tiers = {
             name for name in old_tiers.keys() | new_tiers.keys() if old_tiers.get(name) != new_tiers.get(name)
         }
-        if any(runs[index].name in moved_tiers for index in reused):
-            return None
+        for name in moved_tiers:
+            at = where.get(name)
+            if at is not None and at not in included_set and runs[at].old != -1:
+                return None
 
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
     old_single, old_deny = previous.compiled.single, previous.compiled.deny
     new_single, new_deny = reduced.compiled.single, reduced.compiled.deny
     old_specials = previous.accepts + previous.specials
     new_specials = reduced.accepts + reduced.specials
-    old_records = last.records or (None, None)
-    old_singles, old_denies = old_records
-    accepts = merged(
-        moved(old_single, 0, previous.accepts, old_to_new, first_line, old_singles),
-        moved(new_single, 0, reduced.accepts, reduced_to_new, first_line, None),
+    old_singles, old_denies = last.records or (None, None)
+    splicer = Splicer(blocks, old_to_new, reduced_to_new, previous.first_line, first_line)
+    singles = Group.empty(1)
+    splicer.add(singles, old_single, (0, previous.accepts), old_singles, new_single, (0, reduced.accepts))
+    accepts = len(singles.records)
+    splicer.add(
+        singles,
+        old_single,
+        (previous.accepts, old_specials),
+        old_singles,
+        new_single,
+        (reduced.accepts, new_specials),
     )
-    specials = merged(
-        moved(old_single, previous.accepts, old_specials, old_to_new, first_line, old_singles),
-        moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line, None),
+    specials = len(singles.records) - accepts
+    splicer.add(
+        singles,
+        old_single,
+        (old_specials, len(old_single.keys)),
+        old_singles,
+        new_single,
+        (new_specials, len(new_single.keys)),
     )
-    policies = merged(
-        moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line, old_singles),
-        moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line, None),
-    )
-    deny = merged(
-        moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line, old_denies),
-        moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line, None),
-    )
-    single = accepts.columns
-    single.extend(specials.columns)
-    single.extend(policies.columns)
-    single_records = accepts.records + specials.records + policies.records
+    deny = Group.empty(3)
+    splicer.add(deny, old_deny, (0, len(old_deny.keys)), old_denies, new_deny, (0, len(new_deny.keys)))
+    single, single_records = singles.columns, singles.records
     structural = sorted(
         moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)
         + moved_diagnostics(reduced.structural, reduced.first_line, reduced_to_new, first_line),
@@ -303,7 +307,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     )
 
     packets, octets, moved_slots = read_counters(
-        counters, runs, previous.starts, (last.counters, last.packets, last.octets)
+        counters, runs, spans, previous.starts, (last.counters, last.packets, last.octets)
     )
     compiled = CompiledPlans.from_columns(single, deny.columns)
     records = compiled.refresh(
@@ -329,8 +333,8 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         new_family,
         previous.marks,
         all_jumps[-1],
-        len(accepts.records),
-        len(specials.records),
+        accepts,
+        specials,
         new_tiers,
         endpoint_targets & (declared | present),  # chains of this table only: bounded
     )

@@ -13,27 +13,27 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
 from calico_accountant.records import CounterRecord, Diagnostic
 from node_agent.attribution.compiled import PlanColumns
-from node_agent.columnar.chain_diff import Run
+from node_agent.columnar.chain_diff import Run, Span
 from node_agent.columnar.jumps import Jumps
 from node_agent.columnar.rows import Irregular
-from node_agent.columnar.rules import positions
 from node_agent.iptables_save import MAX_COUNTER
 
 __all__ = [
+    "Block",
     "Group",
     "Records",
-    "merged",
+    "Splicer",
     "merged_jumps",
-    "moved",
     "moved_diagnostics",
     "read_counters",
+    "reused_blocks",
     "slot_map",
     "stale",
 ]
@@ -41,11 +41,42 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-def slot_map(size: int, moves: Iterator[tuple[int, int, int]]) -> list[int]:
-    """Old slot -> new slot for the (old start, new start, length) moves, -1 elsewhere; one
-    more entry (-1) at the end, read for slot -1 ("no next rule")."""
+Block = tuple[int, int, int]
+"""(old start, new start, length): rules of chains reused from the previous read that
+follow each other in both reads, so their slots move by one offset."""
+
+
+def reused_blocks(
+    runs: list[Run], spans: list[Span], replanned: list[int], old_starts: list[int]
+) -> list[Block]:
+    """The blocks of the matched runs (``spans``) but those re-planned (``replanned``,
+    ascending): the reused chains' rules, a few stretches per table."""
+    blocks: list[Block] = []
+    for span in spans:
+        low = bisect.bisect_left(replanned, span.start)
+        high = bisect.bisect_left(replanned, span.stop, low)
+        for first, stop in zip(
+            [span.start, *(index + 1 for index in replanned[low:high])],
+            [*replanned[low:high], span.stop],
+            strict=True,
+        ):
+            if stop > first:
+                last = runs[stop - 1]
+                blocks.append(
+                    (
+                        old_starts[runs[first].old],
+                        runs[first].start,
+                        last.start + last.length - runs[first].start,
+                    )
+                )
+    return blocks
+
+
+def slot_map(size: int, blocks: list[Block]) -> list[int]:
+    """Old slot -> new slot for the blocks, -1 elsewhere; one more entry (-1) at the end,
+    read for slot -1 ("no next rule")."""
     mapping = [-1] * (size + 1)
-    for old, new, length in moves:
+    for old, new, length in blocks:
         mapping[old : old + length] = range(new, new + length)
     return mapping
 
@@ -61,50 +92,98 @@ class Group:
     columns: PlanColumns
     records: Records
 
+    @classmethod
+    def empty(cls, width: int) -> Group:
+        return cls(PlanColumns([], tuple([] for _ in range(width)), [], [], [], [], []), [])
 
-def moved(
-    columns: PlanColumns,
-    start: int,
-    stop: int,
-    mapping: list[int],
-    first_line: int,
-    records: Sequence[CounterRecord] | None,
-) -> Group:
-    """The plans ``start:stop`` of ``columns`` with their slots through ``mapping``, those
-    whose first slot maps to -1 left out, lines those of their new first slot; with their
-    ``records`` (None: the plans are new)."""
-    get = mapping.__getitem__
-    slots = tuple(list(map(get, column[start:stop])) for column in columns.slots)
-    # The plans left out are those of a few chains: blocks of positions.  The others are
-    # taken as the slices between them (C-level copies, no per-plan mask).
-    kept: list[tuple[int, int]] = []
-    done = 0
-    for position in positions(slots[0], -1):
-        if position > done:
-            kept.append((done, position))
-        done = position + 1
-    if done < stop - start:
-        kept.append((done, stop - start))
 
-    def pick(column: Sequence[_T], offset: int = start) -> list[_T]:
-        out: list[_T] = []
-        for low, high in kept:
-            out += column[offset + low : offset + high]
-        return out
+@dataclass(slots=True)
+class Splicer:
+    """Builds a re-parsed table's plan groups: the reused chains' plans from the previous
+    read, a slice per block (their slots and lines moved by the block's offset; those of
+    blocks that did not move taken as they are), with the re-planned chains' plans
+    inserted where their slots fall.  Every group is in slot order in both parses and a
+    chain's plans are consecutive in it, so this is the order the cold parse gives."""
 
-    slots = tuple(pick(column, 0) for column in slots)
-    moved = PlanColumns(
-        pick(columns.keys),
-        slots,
-        pick(columns.rule_ids),
-        pick(columns.comments),
-        pick(columns.members),
-        list(map(first_line.__add__, slots[0])),
-        pick(columns.sources),
-    )
-    return Group(
-        moved, [None] * len(moved.keys) if records is None else list[CounterRecord | None](pick(records))
-    )
+    blocks: list[Block]
+    old_to_new: list[int]
+    """:func:`slot_map` of the blocks (for plans whose slots moved)."""
+    reduced_to_new: list[int]
+    """Slot of the re-planned table -> slot of the whole (-1 -> -1)."""
+    old_first_line: int
+    first_line: int
+
+    def add(
+        self,
+        out: Group,
+        old: PlanColumns,
+        old_range: tuple[int, int],
+        old_records: Sequence[CounterRecord] | None,
+        new: PlanColumns,
+        new_range: tuple[int, int],
+    ) -> None:
+        """Append to ``out`` the group ``old_range`` of the previous read's plans (with
+        ``old_records``, None: not known) merged with ``new_range`` of the re-planned
+        table's."""
+        start, stop = old_range
+        new_start, new_stop = new_range
+        get_new = self.reduced_to_new.__getitem__
+        new_slots = tuple(list(map(get_new, column[new_start:new_stop])) for column in new.slots)
+        new_first = new_slots[0]
+        first = old.slots[0]
+        taken = 0
+        for old_start, new_slot, length in self.blocks:
+            low = bisect.bisect_left(first, old_start, start, stop)
+            high = bisect.bisect_left(first, old_start + length, low, stop)
+            if high == low:
+                continue
+            shift = new_slot - old_start
+            cut = bisect.bisect_left(new_first, first[low] + shift, taken)
+            if cut > taken:
+                self._add_new(out, new, new_start, new_slots, taken, cut)
+                taken = cut
+            self._add_old(out, old, low, high, shift, old_records)
+        if taken < len(new_first):
+            self._add_new(out, new, new_start, new_slots, taken, len(new_first))
+
+    def _add_old(
+        self,
+        out: Group,
+        old: PlanColumns,
+        low: int,
+        high: int,
+        shift: int,
+        records: Sequence[CounterRecord] | None,
+    ) -> None:
+        columns = out.columns
+        columns.keys.extend(old.keys[low:high])
+        get = self.old_to_new.__getitem__
+        for column, more in zip(columns.slots, old.slots, strict=True):
+            column.extend(more[low:high] if not shift else map(get, more[low:high]))
+        columns.rule_ids.extend(old.rule_ids[low:high])
+        columns.comments.extend(old.comments[low:high])
+        columns.members.extend(old.members[low:high])
+        moved = shift + self.first_line - self.old_first_line
+        columns.lines.extend(old.lines[low:high] if not moved else map(moved.__add__, old.lines[low:high]))
+        columns.sources.extend(old.sources[low:high])
+        if records is None:
+            out.records.extend(itertools.repeat(None, high - low))
+        else:
+            out.records.extend(records[low:high])
+
+    def _add_new(
+        self, out: Group, new: PlanColumns, offset: int, slots: tuple[list[int], ...], low: int, high: int
+    ) -> None:
+        columns = out.columns
+        columns.keys.extend(new.keys[offset + low : offset + high])
+        for column, more in zip(columns.slots, slots, strict=True):
+            column.extend(more[low:high])
+        columns.rule_ids.extend(new.rule_ids[offset + low : offset + high])
+        columns.comments.extend(new.comments[offset + low : offset + high])
+        columns.members.extend(new.members[offset + low : offset + high])
+        columns.lines.extend(map(self.first_line.__add__, slots[0][low:high]))
+        columns.sources.extend(new.sources[offset + low : offset + high])
+        out.records.extend(itertools.repeat(None, high - low))
 
 
 def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
@@ -117,26 +196,6 @@ def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
         done = position
     out += first[done:]
     return out
-
-
-def merged(base: Group, more: Group) -> Group:
-    """``base`` and ``more`` (each in slot order, of disjoint chains) in slot order."""
-    if not more.records:
-        return base
-    if not base.records:
-        return more
-    first, second = base.columns, more.columns
-    at = list(map(bisect.bisect_left, itertools.repeat(first.slots[0]), second.slots[0]))
-    columns = PlanColumns(
-        _woven(at, first.keys, second.keys),
-        tuple(_woven(at, a, b) for a, b in zip(first.slots, second.slots, strict=True)),
-        _woven(at, first.rule_ids, second.rule_ids),
-        _woven(at, first.comments, second.comments),
-        _woven(at, first.members, second.members),
-        _woven(at, first.lines, second.lines),
-        _woven(at, first.sources, second.sources),
-    )
-    return Group(columns, _woven(at, base.records, more.records))
 
 
 def stale(group: PlanColumns, records: Records, moved: bytearray) -> list[int]:
@@ -180,28 +239,36 @@ def merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: 
 def read_counters(
     counters: list[str],
     runs: list[Run],
+    spans: list[Span],
     old_starts: list[int],
     old: tuple[list[str], list[int], list[int]],
 ) -> tuple[list[int], list[int], bytearray]:
     """Packets and octets of every slot: the previous read's (``old``: its counters as text,
     packets, octets) where the counter text is the same, converted where it changed
-    (:class:`Irregular` past u64); and per slot whether it
-    changed (or is new), with a 0 at the end for slot -1."""
+    (:class:`Irregular` past u64); and per slot whether it changed (or is new), with a 0
+    at the end for slot -1.  The previous read's are taken a span of matched runs at a
+    time."""
     old_counters, old_packets, old_octets = old
     before: list[str] = []
     packets: list[int] = []
     octets: list[int] = []
-    for run in runs:
-        if run.old != -1:
-            start = old_starts[run.old]
-            stop = start + run.length
-            before += old_counters[start:stop]
-            packets += old_packets[start:stop]
-            octets += old_octets[start:stop]
-        else:
-            before += itertools.repeat("", run.length)
-            packets += itertools.repeat(0, run.length)
-            octets += itertools.repeat(0, run.length)
+    done = 0
+    for span in spans:
+        first, last = runs[span.start], runs[span.stop - 1]
+        if first.start > done:
+            before += itertools.repeat("", first.start - done)
+            packets += itertools.repeat(0, first.start - done)
+            octets += itertools.repeat(0, first.start - done)
+        start = old_starts[first.old]
+        stop = start + last.start + last.length - first.start
+        before += old_counters[start:stop]
+        packets += old_packets[start:stop]
+        octets += old_octets[start:stop]
+        done = last.start + last.length
+    if len(counters) > done:
+        before += itertools.repeat("", len(counters) - done)
+        packets += itertools.repeat(0, len(counters) - done)
+        octets += itertools.repeat(0, len(counters) - done)
     moved = bytearray(map(operator.ne, counters, before))
     moved.append(0)
     changed = list(itertools.compress(range(len(counters)), moved))
