@@ -94,7 +94,7 @@ _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
     "compare": ((incremental, "segment"),),
     "dependents": ((incremental, "dependents"), (incremental, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
-    "move plans": ((incremental, "slot_map"), (incremental, "moved"), (incremental, "merged")),
+    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (incremental.Splicer, "add")),
     "counters": ((incremental, "read_counters"),),
     "records": ((incremental, "stale"), (CompiledPlans, "refresh")),
 }

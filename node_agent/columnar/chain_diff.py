@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import re
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from node_agent.columnar.rows import Irregular, is_odd
 __all__ = [
     "COUNTER_PREFIX",
     "POLICY_PREFIXES",
-    "Run",
+    "Layout",
     "Span",
     "check_plain",
     "dependents",
@@ -55,15 +56,6 @@ def _chain_of(piece: str) -> str:
 
 
 @dataclass(slots=True)
-class Run:
-    name: str
-    start: int
-    length: int
-    old: int
-    """The previous read's run with the same rules, or -1 (changed or new)."""
-
-
-@dataclass(slots=True)
 class Span:
     """Runs ``start:stop`` of a re-read table: matched runs that follow each other in the
     previous read too, so that their rules moved by one offset (a few per table: moving
@@ -73,58 +65,100 @@ class Span:
     stop: int
 
 
-def segment(
-    pieces: list[str], previous: ColumnarParse, old_pieces: list[str]
-) -> tuple[list[Run], list[Span]]:
-    """The chains of ``pieces`` as runs, each matched with the previous read's run of the
-    same name when its rule lines are the same, and the spans of matched runs that follow
-    each other in both reads (their rules moved by one offset); :class:`Irregular` when a
-    chain is split or the chains come in another order.
+@dataclass(slots=True)
+class Layout:
+    """The chains of a re-read table as runs (one per chain, in table order), column-wise."""
 
-    Unchanged chains are matched many at a time (a span of the previous read's runs
-    against the same number of rule lines here, doubling the span while it matches), so
-    the Python steps are per change, not per chain; only changed or new chains are read
-    line by line."""
-    runs: list[Run] = []
-    spans: list[Span] = []
+    names: list[str]
+    starts: list[int]
+    lengths: list[int]
+    old: list[int]
+    """The previous read's run with the same rules, or -1 (changed or new)."""
+    spans: list[Span]
+    """The matched runs (``old`` not -1), as spans."""
+    fresh: list[int]
+    """The other runs (changed or new), ascending."""
+
+    def add_matched(self, first: int, stop: int, shift: int, previous: ColumnarParse) -> None:
+        """The previous read's runs ``first:stop``, their rules ``shift`` slots on."""
+        index = len(self.names)
+        self.names += previous.names[first:stop]
+        self.starts += map(shift.__add__, previous.starts[first:stop])
+        self.lengths += previous.lengths[first:stop]
+        self.old += range(first, stop)
+        spans = self.spans
+        if spans and spans[-1].stop == index and self.old[index - 1] == first - 1:
+            spans[-1].stop = len(self.names)
+        else:
+            spans.append(Span(index, len(self.names)))
+
+    def add_fresh(self, name: str, start: int, length: int) -> None:
+        self.fresh.append(len(self.names))
+        self.names.append(name)
+        self.starts.append(start)
+        self.lengths.append(length)
+        self.old.append(-1)
+
+
+_CHUNK = 4096
+"""Rule lines compared at a time (a list comparison: C-level, stopping at the first that
+differs), before the first difference is found by halving."""
+
+
+def _same_count(new: list[str], at: int, old: list[str], old_at: int) -> int:
+    """How many rule lines from ``new[at]`` on equal those from ``old[old_at]`` on."""
+    limit = min(len(new) - at, len(old) - old_at)
+    done = 0
+    while done < limit:
+        size = min(_CHUNK, limit - done)
+        if new[at + done : at + done + size] == old[old_at + done : old_at + done + size]:
+            done += size
+            continue
+        low, high = done, done + size  # equal before low; the first difference before high
+        while high - low > 1:
+            middle = (low + high) // 2
+            if new[at + low : at + middle] == old[old_at + low : old_at + middle]:
+                low = middle
+            else:
+                high = middle
+        return low
+    return limit
+
+
+def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> Layout:
+    """The chains of ``pieces`` as runs, each matched with the previous read's run of the
+    same name when its rule lines are the same; :class:`Irregular` when a chain is split
+    or the chains come in another order.
+
+    The rule lines are compared from where the previous read's next run starts up to the
+    first that differs, a chunk at a time; every run before that difference is matched
+    at once, so the Python steps are per change, not per chain; only changed or new chains
+    are read line by line."""
+    layout = Layout([], [], [], [], [], [])
     names, starts, lengths = previous.names, previous.starts, previous.lengths
-    order = {name: run for run, name in enumerate(names)}
+    order = dict(zip(names, itertools.count()))
+    old_count = len(old_pieces)
     seen: set[str] = set()
     count = len(pieces)
     cursor = 0
     run = 0
-    span = 1
     while cursor < count:
         if run < len(names):
-            last = min(run + span, len(names)) - 1
             start = starts[run]
-            stop = starts[last] + lengths[last]
-            end = cursor + stop - start
-            if (
-                end <= count
-                and pieces[cursor:end] == old_pieces[start:stop]
-                and (end == count or not pieces[end].startswith("-A " + names[last] + " "))
-            ):
-                first = len(runs)
-                shift = cursor - start
-                runs += map(
-                    Run,
-                    names[run : last + 1],
-                    map(shift.__add__, starts[run : last + 1]),
-                    lengths[run : last + 1],
-                    range(run, last + 1),
-                )
-                seen.update(names[run : last + 1])
-                if spans and spans[-1].stop == first and runs[first - 1].old == run - 1:
-                    spans[-1].stop = len(runs)
-                else:
-                    spans.append(Span(first, len(runs)))
-                cursor = end
-                run = last + 1
-                span *= 2
-                continue
-            if span > 1:
-                span = 1
+            same = start + _same_count(pieces, cursor, old_pieces, start)
+            # The runs wholly before the first difference, but the last if its chain goes on.
+            stop = len(names) if same == old_count else bisect.bisect_right(starts, same) - 1
+            if stop > run:
+                last = stop - 1
+                end = cursor + starts[last] + lengths[last] - start
+                if end < count and pieces[end].startswith("-A " + names[last] + " "):
+                    stop = last
+            if stop > run:
+                last = stop - 1
+                layout.add_matched(run, stop, cursor - start, previous)
+                seen.update(names[run:stop])
+                cursor += starts[last] + lengths[last] - start
+                run = stop
                 continue
         found = _chain_of(pieces[cursor])
         if found in seen:
@@ -139,15 +173,15 @@ def segment(
         end = cursor + 1
         while end < count and pieces[end].startswith(prefix):
             end += 1
-        runs.append(Run(found, cursor, end - cursor, -1))
+        layout.add_fresh(found, cursor, end - cursor)
         seen.add(found)
         cursor = end
         if later is not None:
             run += 1
-    return runs, spans
+    return layout
 
 
-def referrers(framed: str, names: set[str], runs: list[Run], head: str) -> set[int]:
+def referrers(framed: str, names: set[str], starts: list[int], head: str) -> set[int]:
     """The runs with a rule that jumps (``-j``) or goes (``-g``) to any of ``names`` (or to
     a longer name starting with one, which only re-plans more): a chain depends on another
     only through such rules."""
@@ -159,7 +193,6 @@ def referrers(framed: str, names: set[str], runs: list[Run], head: str) -> set[i
                 positions.append(found)
                 found = framed.find(needle, found + 1)
     positions.sort()
-    starts = [run.start for run in runs]
     hit: set[int] = set()
     rules_before = 0
     previous = len(head)
@@ -188,14 +221,15 @@ def check_plain(name: str, lines: list[str], declared: set[str]) -> None:
         raise Irregular
 
 
-def dependents(pieces: list[str], runs: list[Run], endpoint: list[bool], changed: set[str]) -> set[str]:
+def dependents(pieces: list[str], layout: Layout, endpoint: list[bool], changed: set[str]) -> set[str]:
     """The chains other than endpoint chains that jump or go to a chain in ``changed``, or to
     one of those, and so on (a longer name starting with one counts too: that only re-plans
     more).  Searched in those chains' text only (a few percent of the table)."""
-    others = [run for run, flag in zip(runs, endpoint, strict=True) if not flag]
-    texts = ["\n".join(pieces[run.start : run.start + run.length]) for run in others]
+    others = list(itertools.compress(range(len(endpoint)), map(operator.not_, endpoint)))
+    names, starts, lengths = layout.names, layout.starts, layout.lengths
+    texts = ["\n".join(pieces[starts[run] : starts[run] + lengths[run]]) for run in others]
     joined = "\n".join(texts)
-    starts = list(itertools.accumulate(map((1).__add__, map(len, texts)), initial=0))
+    offsets = list(itertools.accumulate(map((1).__add__, map(len, texts)), initial=0))
     found: set[str] = set()
     frontier = set(changed)
     while frontier:
@@ -204,7 +238,7 @@ def dependents(pieces: list[str], runs: list[Run], endpoint: list[bool], changed
             for needle in ("-j " + name, "-g " + name):
                 at = joined.find(needle)
                 while at != -1:
-                    hits.add(others[bisect.bisect_right(starts, at) - 1].name)
+                    hits.add(names[others[bisect.bisect_right(offsets, at) - 1]])
                     at = joined.find(needle, at + 1)
         frontier = hits - changed - found
         found |= frontier

@@ -44,6 +44,7 @@ from node_agent.attribution.marks import learn_marks_from
 from node_agent.columnar import ColumnarParse, parse_columnar
 from node_agent.columnar.chain_diff import (
     POLICY_PREFIXES,
+    Layout,
     check_plain,
     dependents,
     referrers,
@@ -134,6 +135,20 @@ class Previous:
     """Its single-slot and deny records, in plan order (None: not known)."""
 
 
+def _endpoint_column(layout: Layout, old_endpoint: list[bool]) -> list[bool]:
+    """Whether each run is an endpoint chain: the previous read's flags a span at a time,
+    worked out for the other runs."""
+    endpoint: list[bool] = []
+    done = 0
+    for span in layout.spans:
+        endpoint += (endpoint_chain(name) is not None for name in layout.names[done : span.start])
+        first = layout.old[span.start]
+        endpoint += old_endpoint[first : first + span.stop - span.start]
+        done = span.stop
+    endpoint += (endpoint_chain(name) is not None for name in layout.names[done:])
+    return endpoint
+
+
 def reparse(text: str, source: str, family: int | None, previous: Previous) -> Reparse | None:
     """The table ``text`` parsed reusing ``previous``, or None when the whole text must be parsed."""
     try:
@@ -157,41 +172,37 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     if not declared or new_family != previous.family:
         return None
 
-    runs, spans = segment(pieces, previous, old_pieces)
-    names = [run.name for run in runs]
+    layout = segment(pieces, previous, old_pieces)
+    names, starts, lengths, fresh = layout.names, layout.starts, layout.lengths, layout.fresh
     if not declared.issuperset(names):
         return None
-    endpoint = [
-        previous.endpoint[run.old] if run.old != -1 else endpoint_chain(run.name) is not None for run in runs
-    ]
+    endpoint = _endpoint_column(layout, previous.endpoint)
 
     # What changed, came or went, and (transitively) the chains that mention it.
     present = set(names)
-    changed = {run.name for run in runs if run.old == -1}
+    changed = set(map(names.__getitem__, fresh))
     changed.update(set(previous.names).difference(present))
     changed.update(declared ^ previous.declared)
-    replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
-    changed |= dependents(pieces, runs, endpoint, changed)
+    replan: set[int] = {index for index in fresh if endpoint[index]}
+    changed |= dependents(pieces, layout, endpoint, changed)
     if changed & previous.endpoint_targets:
         replan.update(
             index
-            for index in referrers(framed, changed & previous.endpoint_targets, runs, head)
+            for index in referrers(framed, changed & previous.endpoint_targets, starts, head)
             if endpoint[index]
         )
 
     # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
-    endpoint_runs = [index for index, flag in enumerate(endpoint) if flag]
     read: list[int] = []
 
     def endpoint_rules() -> Iterator[tuple[str, list[Rule]]]:
-        for index in endpoint_runs:
+        for index in itertools.compress(itertools.count(), endpoint):
             read.append(index)
-            run = runs[index]
             yield (
-                run.name,
+                names[index],
                 [
                     new_rule((target_of(body), body, 0, 0, ""))
-                    for body in pieces[run.start : run.start + run.length]
+                    for body in pieces[starts[index] : starts[index] + lengths[index]]
                 ],
             )
 
@@ -202,24 +213,28 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     # The re-parsed table: those endpoint chains, every chain they jump to (and so on), the
     # groups (the tiers of their members come from every jump to them) and the other chains
     # that changed.  The other chains' plans are the previous read's.
-    where = {run.name: index for index, run in enumerate(runs)}
+    where = dict(zip(names, itertools.count()))
     included_set = set(replan)
-    for index, run in enumerate(runs):
-        if endpoint[index] or run.name not in changed:
+    for name in changed:
+        index = where.get(name, -1)
+        if index == -1 or endpoint[index]:
             continue
-        if run.name.startswith(POLICY_PREFIXES):
+        if name.startswith(POLICY_PREFIXES):
             included_set.add(index)  # its policy_rule plans
-        elif run.old == -1:
+        elif layout.old[index] == -1:
             # No plans of its own (a dispatch chain, cali-FORWARD...): only what the cold
             # parse would check of its lines, so that it takes the same path.
-            check_plain(run.name, pieces[run.start : run.start + run.length], declared)
-    included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
+            check_plain(name, pieces[starts[index] : starts[index] + lengths[index]], declared)
+    included_set.update(
+        itertools.compress(
+            itertools.count(), map(str.startswith, names, itertools.repeat(GROUP_CHAIN_PREFIXES))
+        )
+    )
     pending = list(included_set)
     endpoint_targets = set(previous.endpoint_targets)
     while pending:
         index = pending.pop()
-        run = runs[index]
-        targets = set(map(target_of, pieces[run.start : run.start + run.length]))
+        targets = set(map(target_of, pieces[starts[index] : starts[index] + lengths[index]]))
         if endpoint[index]:
             endpoint_targets |= targets
         for target in targets:
@@ -228,10 +243,10 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
                 included_set.add(found)
                 pending.append(found)
     included = sorted(included_set)
-    blocks = reused_blocks(runs, spans, included, previous.starts)
+    blocks = reused_blocks(layout, included, previous.starts)
     old_to_new = slot_map(len(old_pieces), blocks)
     reduced_to_new = list(
-        itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
+        itertools.chain.from_iterable(range(starts[i], starts[i] + lengths[i]) for i in included)
     )
     reduced_to_new.append(-1)
     body = "".join(
@@ -239,9 +254,9 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
             itertools.chain.from_iterable(
                 zip(
                     itertools.repeat("\n["),
-                    counters[runs[i].start : runs[i].start + runs[i].length],
+                    counters[starts[i] : starts[i] + lengths[i]],
                     itertools.repeat("] "),
-                    pieces[runs[i].start : runs[i].start + runs[i].length],
+                    pieces[starts[i] : starts[i] + lengths[i]],
                 )
             )
             for i in included
@@ -267,7 +282,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         }
         for name in moved_tiers:
             at = where.get(name)
-            if at is not None and at not in included_set and runs[at].old != -1:
+            if at is not None and at not in included_set and layout.old[at] != -1:
                 return None
 
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
@@ -307,7 +322,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     )
 
     packets, octets, moved_slots = read_counters(
-        counters, runs, spans, previous.starts, (last.counters, last.packets, last.octets)
+        counters, layout, previous.starts, (last.counters, last.packets, last.octets)
     )
     compiled = CompiledPlans.from_columns(single, deny.columns)
     records = compiled.refresh(
@@ -325,8 +340,8 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         count,
         newlines + (0 if text.endswith("\n") else 1),
         names,
-        [run.start for run in runs],
-        [run.length for run in runs],
+        starts,
+        lengths,
         endpoint,
         declared,
         first_line,

@@ -20,7 +20,7 @@ from typing import TypeVar
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
 from calico_accountant.records import CounterRecord, Diagnostic
 from node_agent.attribution.compiled import PlanColumns
-from node_agent.columnar.chain_diff import Run, Span
+from node_agent.columnar.chain_diff import Layout
 from node_agent.columnar.jumps import Jumps
 from node_agent.columnar.rows import Irregular
 from node_agent.iptables_save import MAX_COUNTER
@@ -46,13 +46,12 @@ Block = tuple[int, int, int]
 follow each other in both reads, so their slots move by one offset."""
 
 
-def reused_blocks(
-    runs: list[Run], spans: list[Span], replanned: list[int], old_starts: list[int]
-) -> list[Block]:
-    """The blocks of the matched runs (``spans``) but those re-planned (``replanned``,
-    ascending): the reused chains' rules, a few stretches per table."""
+def reused_blocks(layout: Layout, replanned: list[int], old_starts: list[int]) -> list[Block]:
+    """The blocks of the matched runs but those re-planned (``replanned``, ascending): the
+    reused chains' rules, a few stretches per table."""
     blocks: list[Block] = []
-    for span in spans:
+    starts, lengths, old = layout.starts, layout.lengths, layout.old
+    for span in layout.spans:
         low = bisect.bisect_left(replanned, span.start)
         high = bisect.bisect_left(replanned, span.stop, low)
         for first, stop in zip(
@@ -61,14 +60,8 @@ def reused_blocks(
             strict=True,
         ):
             if stop > first:
-                last = runs[stop - 1]
-                blocks.append(
-                    (
-                        old_starts[runs[first].old],
-                        runs[first].start,
-                        last.start + last.length - runs[first].start,
-                    )
-                )
+                end = starts[stop - 1] + lengths[stop - 1]
+                blocks.append((old_starts[old[first]], starts[first], end - starts[first]))
     return blocks
 
 
@@ -238,8 +231,7 @@ def merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: 
 
 def read_counters(
     counters: list[str],
-    runs: list[Run],
-    spans: list[Span],
+    layout: Layout,
     old_starts: list[int],
     old: tuple[list[str], list[int], list[int]],
 ) -> tuple[list[int], list[int], bytearray]:
@@ -253,18 +245,20 @@ def read_counters(
     packets: list[int] = []
     octets: list[int] = []
     done = 0
-    for span in spans:
-        first, last = runs[span.start], runs[span.stop - 1]
-        if first.start > done:
-            before += itertools.repeat("", first.start - done)
-            packets += itertools.repeat(0, first.start - done)
-            octets += itertools.repeat(0, first.start - done)
-        start = old_starts[first.old]
-        stop = start + last.start + last.length - first.start
+    starts, lengths, old_runs = layout.starts, layout.lengths, layout.old
+    for span in layout.spans:
+        first = starts[span.start]
+        if first > done:
+            before += itertools.repeat("", first - done)
+            packets += itertools.repeat(0, first - done)
+            octets += itertools.repeat(0, first - done)
+        end = starts[span.stop - 1] + lengths[span.stop - 1]
+        start = old_starts[old_runs[span.start]]
+        stop = start + end - first
         before += old_counters[start:stop]
         packets += old_packets[start:stop]
         octets += old_octets[start:stop]
-        done = last.start + last.length
+        done = end
     if len(counters) > done:
         before += itertools.repeat("", len(counters) - done)
         packets += itertools.repeat(0, len(counters) - done)
