@@ -41,7 +41,7 @@ from bench.churn_bench import Tables
 from node_agent import parsing
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_policy_rules
-from node_agent.columnar import incremental
+from node_agent.columnar import incremental, splice
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
@@ -94,7 +94,7 @@ _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
     "compare": ((incremental, "segment"),),
     "dependents": ((incremental, "dependents"), (incremental, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
-    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (incremental.Splicer, "add")),
+    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "add")),
     "counters": ((incremental, "read_counters"),),
     "records": ((incremental, "stale"), (CompiledPlans, "refresh")),
 }
