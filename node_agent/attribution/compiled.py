@@ -87,9 +87,20 @@ class CompiledPlans:
         self.deny = deny
         self._single_plans: list[RecordPlan] | None = None
         self._deny_plans: list[RecordPlan] | None = None
-        self._readers: tuple[int, _ReaderIndex, _ReaderIndex] | None = None
+        self._readers: tuple[int, ReaderIndex, ReaderIndex] | None = None
         """(table size, which single-slot plans and which denies read each slot), built by
         the first :meth:`reevaluate`."""
+
+    @property
+    def readers(self) -> tuple[int, ReaderIndex, ReaderIndex] | None:
+        """(table size, which single-slot plans and which denies read each slot), once
+        :meth:`reevaluate` built it or :meth:`use_readers` gave it."""
+        return self._readers
+
+    def use_readers(self, size: int, single: ReaderIndex, deny: ReaderIndex) -> None:
+        """Take an index of readers worked out elsewhere (a re-parse after churn moves the
+        previous read's instead of building one: a Python step per plan)."""
+        self._readers = (size, single, deny)
 
     @property
     def single_plans(self) -> list[RecordPlan]:
@@ -152,7 +163,7 @@ class CompiledPlans:
         packets = [*packets, 0]
         octets = [*octets, 0]
         if self._readers is None or self._readers[0] != size:
-            self._readers = (size, _ReaderIndex(self.single.slots, size), _ReaderIndex(self.deny.slots, size))
+            self._readers = (size, ReaderIndex(self.single.slots, size), ReaderIndex(self.deny.slots, size))
         _, single_readers, deny_readers = self._readers
         return self._update(
             previous, packets, octets, (single_readers.positions(changed), deny_readers.positions(changed))
@@ -237,7 +248,7 @@ class CompiledPlans:
         )
 
 
-class _ReaderIndex:
+class ReaderIndex:
     """Which plans of one column group read each counter slot, per slot position: a slot's
     first reader in a flat list (C-level lookups; in felix's tables a slot has one reader
     per slot position), any others in a dict."""
@@ -246,6 +257,7 @@ class _ReaderIndex:
 
     def __init__(self, slot_columns: tuple[list[int], ...], size: int) -> None:
         self.columns: list[tuple[list[int], dict[int, list[int]]]] = []
+        """Per slot position: (first reader of each slot, -1 for none; the others)."""
         for column in slot_columns:
             # Index ``size`` is the zero appended for slot -1 ("no next rule"): never changed.
             first = [-1] * (size + 1)
@@ -256,6 +268,13 @@ class _ReaderIndex:
                 else:
                     more.setdefault(slot % (size + 1), []).append(position)
             self.columns.append((first, more))
+
+    @classmethod
+    def of_columns(cls, columns: list[tuple[list[int], dict[int, list[int]]]]) -> ReaderIndex:
+        """An index from its columns, worked out elsewhere (see :meth:`CompiledPlans.use_readers`)."""
+        index = cls.__new__(cls)
+        index.columns = columns
+        return index
 
     def positions(self, slots: Sequence[int]) -> list[int]:
         """The positions of the plans that read any of ``slots`` (in no particular order)."""

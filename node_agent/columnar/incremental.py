@@ -52,6 +52,7 @@ from node_agent.columnar.chain_diff import (
     split_pieces,
 )
 from node_agent.columnar.jumps import Jumps, policy_tiers
+from node_agent.columnar.readers import stale_positions
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
     Group,
@@ -292,7 +293,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     new_specials = reduced.accepts + reduced.specials
     old_singles, old_denies = last.records or (None, None)
     splicer = Splicer(blocks, old_to_new, reduced_to_new, previous.first_line, first_line)
-    singles = Group.empty(1)
+    singles = Group.empty(1, len(old_single.keys))
     splicer.add(singles, old_single, (0, previous.accepts), old_singles, new_single, (0, reduced.accepts))
     accepts = len(singles.records)
     splicer.add(
@@ -312,7 +313,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         new_single,
         (new_specials, len(new_single.keys)),
     )
-    deny = Group.empty(3)
+    deny = Group.empty(3, len(old_deny.keys))
     splicer.add(deny, old_deny, (0, len(old_deny.keys)), old_denies, new_deny, (0, len(new_deny.keys)))
     single, single_records = singles.columns, singles.records
     structural = sorted(
@@ -325,11 +326,16 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         counters, layout, previous.starts, (last.counters, last.packets, last.octets)
     )
     compiled = CompiledPlans.from_columns(single, deny.columns)
+    positions = (
+        stale_positions(previous.compiled, len(old_pieces), blocks, moved_slots, (singles, deny))
+        if last.records is not None
+        else None
+    ) or (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots))
     records = compiled.refresh(
         (single_records, deny.records),  # type: ignore[arg-type]  # the None are replaced
         packets,
         octets,
-        (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots)),
+        positions,
     )
     newlines = head.count("\n") + count + tail.count("\n") - framed_by_newline
     parse = ColumnarParse(

@@ -84,10 +84,17 @@ class Group:
 
     columns: PlanColumns
     records: Records
+    position_map: list[int]
+    """The previous read's plan at each position -> its position here, -1 if it went; one
+    more entry (-1) at the end, read for position -1."""
+    fresh: list[int]
+    """The positions of the re-planned chains' plans."""
 
     @classmethod
-    def empty(cls, width: int) -> Group:
-        return cls(PlanColumns([], tuple([] for _ in range(width)), [], [], [], [], []), [])
+    def empty(cls, width: int, previous: int) -> Group:
+        """No plans yet, of ``width`` slots each; the previous read had ``previous``."""
+        columns = PlanColumns([], tuple([] for _ in range(width)), [], [], [], [], [])
+        return cls(columns, [], [-1] * (previous + 1), [])
 
 
 @dataclass(slots=True)
@@ -149,6 +156,7 @@ class Splicer:
         records: Sequence[CounterRecord] | None,
     ) -> None:
         columns = out.columns
+        out.position_map[low:high] = range(len(columns.keys), len(columns.keys) + high - low)
         columns.keys.extend(old.keys[low:high])
         get = self.old_to_new.__getitem__
         for column, more in zip(columns.slots, old.slots, strict=True):
@@ -168,6 +176,7 @@ class Splicer:
         self, out: Group, new: PlanColumns, offset: int, slots: tuple[list[int], ...], low: int, high: int
     ) -> None:
         columns = out.columns
+        out.fresh += range(len(columns.keys), len(columns.keys) + high - low)
         columns.keys.extend(new.keys[offset + low : offset + high])
         for column, more in zip(columns.slots, slots, strict=True):
             column.extend(more[low:high])
