@@ -90,13 +90,13 @@ def cold_stages(text: str) -> dict[str, float]:
 
 
 _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
-    "split": ((incremental, "split_pieces"),),
-    "compare": ((incremental, "segment"),),
+    "counters": ((incremental, "counters_of"),),
+    "compare": ((incremental, "realign"),),
     "dependents": ((incremental, "dependents"), (incremental, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
     "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "add")),
-    "counters": ((incremental, "read_counters"),),
-    "records": ((incremental, "stale"), (CompiledPlans, "refresh")),
+    "counter values": ((incremental, "read_counters"),),
+    "records": ((incremental, "stale_positions"), (incremental, "stale"), (CompiledPlans, "refresh")),
 }
 """The re-parse's stages (``node_agent.columnar.incremental``), each the functions it runs."""
 

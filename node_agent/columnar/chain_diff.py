@@ -24,6 +24,7 @@ __all__ = [
     "POLICY_PREFIXES",
     "Layout",
     "Span",
+    "chain_of",
     "check_plain",
     "dependents",
     "referrers",
@@ -46,7 +47,8 @@ def split_pieces(framed: str) -> tuple[str, list[str], list[str], str]:
     return parts[0], parts[1::2], pieces, newline + tail
 
 
-def _chain_of(piece: str) -> str:
+def chain_of(piece: str) -> str:
+    """The chain of a rule line (``-A CHAIN ...``); :class:`Irregular` if it is not one."""
     if not piece.startswith("-A "):
         raise Irregular
     end = piece.find(" ", 3)
@@ -160,7 +162,7 @@ def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -
                 cursor += starts[last] + lengths[last] - start
                 run = stop
                 continue
-        found = _chain_of(pieces[cursor])
+        found = chain_of(pieces[cursor])
         if found in seen:
             raise Irregular  # a chain in two runs: the general path's business
         later = order.get(found)

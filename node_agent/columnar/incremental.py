@@ -48,11 +48,10 @@ from node_agent.columnar.chain_diff import (
     check_plain,
     dependents,
     referrers,
-    segment,
-    split_pieces,
 )
 from node_agent.columnar.jumps import Jumps, policy_tiers
 from node_agent.columnar.readers import stale_positions
+from node_agent.columnar.realign import counters_of, realign
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
     Group,
@@ -125,13 +124,13 @@ class Previous:
 
     parse: ColumnarParse
     """Its columnar parse (or the re-parse that stood for one)."""
-    pieces: list[str]
-    """Its rule lines without counters."""
-    counters: list[str]
+    parts: list[str]
+    """Its rule lines with their counters as text and separators, ``["\\n[", counter,
+    "] ", rule line, ...]`` (the fast path's template)."""
     packets: list[int]
     octets: list[int]
-    """Its counters, as text and as numbers (those of the last read: the fast path's reads
-    change them, not the parse)."""
+    """Its counters as numbers (those of the last read: the fast path's reads change them,
+    not the parse)."""
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """Its single-slot and deny records, in plan order (None: not known)."""
 
@@ -160,12 +159,15 @@ def reparse(text: str, source: str, family: int | None, previous: Previous) -> R
 
 def _reparse(text: str, source: str, family: int | None, last: Previous) -> Reparse | None:
     previous = last.parse
-    old_pieces = last.pieces
+    previous_size = len(last.parts) // 4
     framed_by_newline = text.startswith("[")
     framed = "\n" + text if framed_by_newline else text
-    head, counters, pieces, tail = split_pieces(framed)
-    count = len(pieces)
-    if not count or is_odd(head) or is_odd(tail):
+    counters = counters_of(framed)
+    count = len(counters)
+    if not count:
+        return None
+    head, pieces, layout, tail = realign(framed, counters, previous, last.parts)
+    if is_odd(head) or is_odd(tail):
         return None
     declared, opened = declarations(head)
     check_tail(tail[1:], opened)
@@ -173,7 +175,6 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     if not declared or new_family != previous.family:
         return None
 
-    layout = segment(pieces, previous, old_pieces)
     names, starts, lengths, fresh = layout.names, layout.starts, layout.lengths, layout.fresh
     if not declared.issuperset(names):
         return None
@@ -245,7 +246,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
                 pending.append(found)
     included = sorted(included_set)
     blocks = reused_blocks(layout, included, previous.starts)
-    old_to_new = slot_map(len(old_pieces), blocks)
+    old_to_new = slot_map(previous_size, blocks)
     reduced_to_new = list(
         itertools.chain.from_iterable(range(starts[i], starts[i] + lengths[i]) for i in included)
     )
@@ -323,11 +324,11 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     )
 
     packets, octets, moved_slots = read_counters(
-        counters, layout, previous.starts, (last.counters, last.packets, last.octets)
+        counters, layout, previous.starts, (last.parts[1::4], last.packets, last.octets)
     )
     compiled = CompiledPlans.from_columns(single, deny.columns)
     positions = (
-        stale_positions(previous.compiled, len(old_pieces), blocks, moved_slots, (singles, deny))
+        stale_positions(previous.compiled, previous_size, blocks, moved_slots, (singles, deny))
         if last.records is not None
         else None
     ) or (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots))
