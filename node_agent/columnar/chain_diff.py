@@ -1,9 +1,10 @@
 """The chains of a table's text and what changed since the previous read, for the re-parse
 after churn (:mod:`node_agent.columnar.incremental`).
 
-Why apart: taking the text apart (counters and rule lines, one ``re.split``), matching the
-previous read's chains against it and finding the chains that depend on a changed one is the
-part of a re-parse that reads text; the rest moves plans (:mod:`node_agent.columnar.splice`).
+Why apart: the chains of a re-read table as matched with the previous read's
+(:class:`Layout`, made by :mod:`node_agent.columnar.realign`) and finding the chains that
+depend on a changed one are the part of a re-parse that reads rule lines; the rest moves
+plans (:mod:`node_agent.columnar.splice`).
 """
 
 from __future__ import annotations
@@ -28,23 +29,10 @@ __all__ = [
     "check_plain",
     "dependents",
     "referrers",
-    "segment",
-    "split_pieces",
 ]
 
 COUNTER_PREFIX = re.compile(r"\n\[([0-9]+:[0-9]+)\] ")
 """A rule line's ``[packets:bytes]`` prefix (the fast path's, ``node_agent.parsing``)."""
-
-
-def split_pieces(framed: str) -> tuple[str, list[str], list[str], str]:
-    """A framed table as (text before the rules, counters, rule lines without counters,
-    text after the last rule line from its newline on)."""
-    parts = COUNTER_PREFIX.split(framed)
-    last, newline, tail = parts[-1].partition("\n")
-    pieces = parts[2::2]
-    if pieces:
-        pieces[-1] = last
-    return parts[0], parts[1::2], pieces, newline + tail
 
 
 def chain_of(piece: str) -> str:
@@ -100,87 +88,6 @@ class Layout:
         self.starts.append(start)
         self.lengths.append(length)
         self.old.append(-1)
-
-
-_CHUNK = 4096
-"""Rule lines compared at a time (a list comparison: C-level, stopping at the first that
-differs), before the first difference is found by halving."""
-
-
-def _same_count(new: list[str], at: int, old: list[str], old_at: int) -> int:
-    """How many rule lines from ``new[at]`` on equal those from ``old[old_at]`` on."""
-    limit = min(len(new) - at, len(old) - old_at)
-    done = 0
-    while done < limit:
-        size = min(_CHUNK, limit - done)
-        if new[at + done : at + done + size] == old[old_at + done : old_at + done + size]:
-            done += size
-            continue
-        low, high = done, done + size  # equal before low; the first difference before high
-        while high - low > 1:
-            middle = (low + high) // 2
-            if new[at + low : at + middle] == old[old_at + low : old_at + middle]:
-                low = middle
-            else:
-                high = middle
-        return low
-    return limit
-
-
-def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> Layout:
-    """The chains of ``pieces`` as runs, each matched with the previous read's run of the
-    same name when its rule lines are the same; :class:`Irregular` when a chain is split
-    or the chains come in another order.
-
-    The rule lines are compared from where the previous read's next run starts up to the
-    first that differs, a chunk at a time; every run before that difference is matched
-    at once, so the Python steps are per change, not per chain; only changed or new chains
-    are read line by line."""
-    layout = Layout([], [], [], [], [], [])
-    names, starts, lengths = previous.names, previous.starts, previous.lengths
-    order = dict(zip(names, itertools.count()))
-    old_count = len(old_pieces)
-    seen: set[str] = set()
-    count = len(pieces)
-    cursor = 0
-    run = 0
-    while cursor < count:
-        if run < len(names):
-            start = starts[run]
-            same = start + _same_count(pieces, cursor, old_pieces, start)
-            # The runs wholly before the first difference, but the last if its chain goes on.
-            stop = len(names) if same == old_count else bisect.bisect_right(starts, same) - 1
-            if stop > run:
-                last = stop - 1
-                end = cursor + starts[last] + lengths[last] - start
-                if end < count and pieces[end].startswith("-A " + names[last] + " "):
-                    stop = last
-            if stop > run:
-                last = stop - 1
-                layout.add_matched(run, stop, cursor - start, previous)
-                seen.update(names[run:stop])
-                cursor += starts[last] + lengths[last] - start
-                run = stop
-                continue
-        found = chain_of(pieces[cursor])
-        if found in seen:
-            raise Irregular  # a chain in two runs: the general path's business
-        later = order.get(found)
-        if later is not None and later > run:
-            run = later  # the chains in between are gone
-            continue
-        if later is not None and later < run:
-            raise Irregular  # chains in another order
-        prefix = "-A " + found + " "
-        end = cursor + 1
-        while end < count and pieces[end].startswith(prefix):
-            end += 1
-        layout.add_fresh(found, cursor, end - cursor)
-        seen.add(found)
-        cursor = end
-        if later is not None:
-            run += 1
-    return layout
 
 
 def referrers(framed: str, names: set[str], starts: list[int], head: str) -> set[int]:

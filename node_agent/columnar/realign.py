@@ -10,8 +10,9 @@ compared with the new text where it should sit (``str.startswith``): where it ma
 previous read's rule-line strings are the new ones.  Only the rule lines of changed or new
 chains are cut out of the text.
 
-Exactly what :func:`~node_agent.columnar.chain_diff.split_pieces` and
-:func:`~node_agent.columnar.chain_diff.segment` give: a counter prefix (``\\n[p:b] ``)
+Exactly what splitting the text on its counter prefixes would give (the test's reference,
+``tests/test_parser_realign.py``), and each chain matched with the previous read's run of
+the same name when its rule lines are the same: a counter prefix (``\\n[p:b] ``)
 found in the text is a match of the pattern wherever it stands (so the first occurrence of
 the next counter's prefix after a rule line is where ``findall`` found it), and a rule line
 ends where the next prefix starts (the last one at its newline).
