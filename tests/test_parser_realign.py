@@ -109,14 +109,23 @@ def _check_realigned(before: str, after: str) -> str:
 def test_realigned_rule_lines_are_exactly_the_split_ones(data: st.DataObject) -> None:
     model = data.draw(node_models(data.draw(st.sampled_from(LAYOUTS)), counter_forms=[("prefix", "save")]))
     rng = random.Random(data.draw(st.integers(0, 2**32)))
-    before = render(model).text
+    first = render(model).text
+    # A steady read with other counters before the edit: the index of each counter's
+    # readers is built (the re-parse finds its records to evaluate through it).
+    before = render(model.with_options(flow_seed=model.options.flow_seed + 1)).text
     after = before
     for _ in range(data.draw(st.integers(1, 3))):
         after = _edge_edit(after, rng)
     event(_check_realigned(before, after))
     parser = SteadyStateParser()
-    for text in (before, before, after):
+    for text in (first, before):
         assert_identical(parser.parse([("node", text)]), parse_node([("node", text)]))
+    remembered = parser._remembered.get("node")  # which path the churn read takes
+    indexed = remembered is not None and remembered.compiled.readers is not None
+    changed = parser.changed_reads
+    assert_identical(parser.parse([("node", after)]), parse_node([("node", after)]))
+    if parser.changed_reads > changed:
+        event("re-parsed, " + ("records found through the index" if indexed else "every plan looked at"))
 
 
 def test_a_longer_last_rule_line_is_not_taken_for_the_old_one() -> None:
@@ -153,3 +162,25 @@ def test_a_pod_gone_keeps_the_previous_reads_rule_line_strings() -> None:
     }
     assert len(fresh) < len(pieces) // 10
     assert all(id(piece) in reused for position, piece in enumerate(pieces) if position not in fresh)
+
+
+def test_churn_after_steady_reads_finds_its_records_through_the_index() -> None:
+    """Steady reads with moving counters build the index of each counter's readers; a pod
+    gone, then back, with other counters moving at each read, is re-parsed through it (and
+    the index moves on with the reads after), giving the cold parse's result every time."""
+    model = sized_model(30, 5, seed=6)
+    interface = model.endpoints[11].interface
+
+    def table(step: int, gone: bool) -> str:
+        text = render(model.with_options(flow_seed=model.options.flow_seed + step)).text
+        return "\n".join(line for line in text.split("\n") if interface not in line) if gone else text
+
+    parser = SteadyStateParser()
+    indexed = []
+    for step, gone in enumerate((False, False, False, True, True, True, False, False)):
+        remembered = parser._remembered.get("node")
+        indexed.append(remembered is not None and remembered.compiled.readers is not None)
+        text = table(step, gone)
+        assert_identical(parser.parse([("node", text)]), parse_node([("node", text)]))
+    assert (parser.full_reads, parser.changed_reads) == (1, 2)
+    assert indexed[3] and indexed[6]  # both churn reads had the index

@@ -50,7 +50,7 @@ from node_agent.columnar.chain_diff import (
     referrers,
 )
 from node_agent.columnar.jumps import Jumps, policy_tiers
-from node_agent.columnar.readers import stale_positions
+from node_agent.columnar.moved import read_counters, stale, stale_positions
 from node_agent.columnar.realign import counters_of, realign
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
@@ -58,10 +58,8 @@ from node_agent.columnar.splice import (
     Splicer,
     merged_jumps,
     moved_diagnostics,
-    read_counters,
     reused_blocks,
     slot_map,
-    stale,
 )
 from node_agent.iptables_save import Rule, detect_family, new_rule, target_of
 
@@ -323,15 +321,18 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         key=operator.attrgetter("line"),
     )
 
-    packets, octets, moved_slots = read_counters(
-        counters, layout, previous.starts, (last.parts[1::4], last.packets, last.octets)
+    packets, octets, changed_slots = read_counters(
+        counters, layout, previous.starts, (last.parts, last.packets, last.octets)
     )
     compiled = CompiledPlans.from_columns(single, deny.columns)
     positions = (
-        stale_positions(previous.compiled, previous_size, blocks, moved_slots, (singles, deny))
+        stale_positions(previous.compiled, previous_size, blocks, changed_slots, (singles, deny))
         if last.records is not None
         else None
-    ) or (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots))
+    ) or (
+        stale(single, single_records, changed_slots, count),
+        stale(deny.columns, deny.records, changed_slots, count),
+    )
     records = compiled.refresh(
         (single_records, deny.records),  # type: ignore[arg-type]  # the None are replaced
         packets,

@@ -1,4 +1,4 @@
-"""Plans, records, jumps and counters of the previous read moved to where their chains now
+"""Plans, records and jumps of the previous read moved to where their chains now
 are, and merged with those of the re-planned chains, for the re-parse after churn
 (:mod:`node_agent.columnar.incremental`).
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,8 +21,6 @@ from calico_accountant.records import CounterRecord, Diagnostic
 from node_agent.attribution.compiled import PlanColumns
 from node_agent.columnar.chain_diff import Layout
 from node_agent.columnar.jumps import Jumps
-from node_agent.columnar.rows import Irregular
-from node_agent.iptables_save import MAX_COUNTER
 
 __all__ = [
     "Block",
@@ -32,10 +29,8 @@ __all__ = [
     "Splicer",
     "merged_jumps",
     "moved_diagnostics",
-    "read_counters",
     "reused_blocks",
     "slot_map",
-    "stale",
 ]
 
 _T = TypeVar("_T")
@@ -200,15 +195,6 @@ def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
     return out
 
 
-def stale(group: PlanColumns, records: Records, moved: bytearray) -> list[int]:
-    """Positions of the plans whose record must be evaluated: new, or reading a slot whose
-    counter moved (``moved[slot]``; its last entry, read for slot -1, is 0)."""
-    flags = map(operator.is_, records, itertools.repeat(None))
-    for column in group.slots:
-        flags = map(operator.or_, flags, map(moved.__getitem__, column))
-    return list(itertools.compress(range(len(records)), flags))
-
-
 def moved_diagnostics(
     diagnostics: Sequence[Diagnostic], old_first: int, mapping: list[int], new_first: int
 ) -> list[Diagnostic]:
@@ -236,54 +222,3 @@ def merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: 
     distinct = list(dict.fromkeys(targets))
     groups = any(target.startswith(GROUP_CHAIN_PREFIXES) for target in distinct)
     return Jumps(slots, targets, tiers, distinct, groups)
-
-
-def read_counters(
-    counters: list[str],
-    layout: Layout,
-    old_starts: list[int],
-    old: tuple[list[str], list[int], list[int]],
-) -> tuple[list[int], list[int], bytearray]:
-    """Packets and octets of every slot: the previous read's (``old``: its counters as text,
-    packets, octets) where the counter text is the same, converted where it changed
-    (:class:`Irregular` past u64); and per slot whether it changed (or is new), with a 0
-    at the end for slot -1.  The previous read's are taken a span of matched runs at a
-    time."""
-    old_counters, old_packets, old_octets = old
-    before: list[str] = []
-    packets: list[int] = []
-    octets: list[int] = []
-    done = 0
-    starts, lengths, old_runs = layout.starts, layout.lengths, layout.old
-    for span in layout.spans:
-        first = starts[span.start]
-        if first > done:
-            before += itertools.repeat("", first - done)
-            packets += itertools.repeat(0, first - done)
-            octets += itertools.repeat(0, first - done)
-        end = starts[span.stop - 1] + lengths[span.stop - 1]
-        start = old_starts[old_runs[span.start]]
-        stop = start + end - first
-        before += old_counters[start:stop]
-        packets += old_packets[start:stop]
-        octets += old_octets[start:stop]
-        done = end
-    if len(counters) > done:
-        before += itertools.repeat("", len(counters) - done)
-        packets += itertools.repeat(0, len(counters) - done)
-        octets += itertools.repeat(0, len(counters) - done)
-    moved = bytearray(map(operator.ne, counters, before))
-    moved.append(0)
-    changed = list(itertools.compress(range(len(counters)), moved))
-    halves = list(map(str.partition, map(counters.__getitem__, changed), itertools.repeat(":")))
-    try:
-        new_packets = list(map(int, map(operator.itemgetter(0), halves)))
-        new_octets = list(map(int, map(operator.itemgetter(2), halves)))
-    except ValueError:  # over int()'s 4300-digit limit: the general path says so
-        raise Irregular from None
-    if max(new_packets, default=0) > MAX_COUNTER or max(new_octets, default=0) > MAX_COUNTER:
-        raise Irregular
-    for slot, packet_count, octet_count in zip(changed, new_packets, new_octets, strict=True):
-        packets[slot] = packet_count
-        octets[slot] = octet_count
-    return packets, octets, moved
