@@ -267,7 +267,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     all_jumps: list[Jumps] = []
 
     def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
-        every = merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
+        every = merged_jumps(previous.jumps, blocks, jumps, reduced_to_new)
         all_jumps.append(every)
         return policy_tiers(every, facts)
 

@@ -14,7 +14,6 @@ import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
 from calico_accountant.records import CounterRecord, Diagnostic
@@ -32,8 +31,6 @@ __all__ = [
     "reused_blocks",
     "slot_map",
 ]
-
-_T = TypeVar("_T")
 
 
 Block = tuple[int, int, int]
@@ -183,18 +180,6 @@ class Splicer:
         out.records.extend(itertools.repeat(None, high - low))
 
 
-def _woven(at: list[int], first: list[_T], second: list[_T]) -> list[_T]:
-    """``first`` with each of ``second`` inserted before ``first[at[i]]`` (``at`` ascending)."""
-    out: list[_T] = []
-    done = 0
-    for position, item in zip(at, second, strict=True):
-        out += first[done:position]
-        out.append(item)
-        done = position
-    out += first[done:]
-    return out
-
-
 def moved_diagnostics(
     diagnostics: Sequence[Diagnostic], old_first: int, mapping: list[int], new_first: int
 ) -> list[Diagnostic]:
@@ -206,19 +191,31 @@ def moved_diagnostics(
     return moved
 
 
-def merged_jumps(old: Jumps, old_to_new: list[int], new: Jumps, reduced_to_new: list[int]) -> Jumps:
-    """Every endpoint chain's jumps in slot order: the reused chains' from ``old``, the
-    re-planned ones' from ``new``."""
-    old_slots = list(map(old_to_new.__getitem__, old.slots))
-    keep = list(map((-1).__ne__, old_slots))
-    slots = list(itertools.compress(old_slots, keep))
-    targets = list(itertools.compress(old.targets, keep))
-    tiers = list(itertools.compress(old.tiers, keep))
+def merged_jumps(old: Jumps, blocks: list[Block], new: Jumps, reduced_to_new: list[int]) -> Jumps:
+    """Every endpoint chain's jumps in slot order: the reused chains' from ``old``, a block
+    at a time (as :class:`Splicer` moves plans), the re-planned ones' from ``new``."""
     new_slots = list(map(reduced_to_new.__getitem__, new.slots))
-    at = list(map(bisect.bisect_left, itertools.repeat(slots), new_slots))
-    slots = _woven(at, slots, new_slots)
-    targets = _woven(at, targets, new.targets)
-    tiers = _woven(at, tiers, new.tiers)
+    slots: list[int] = []
+    targets: list[str] = []
+    tiers: list[str] = []
+    taken = 0
+    for old_start, new_start, length in blocks:
+        low = bisect.bisect_left(old.slots, old_start)
+        high = bisect.bisect_left(old.slots, old_start + length, low)
+        if high == low:
+            continue
+        shift = new_start - old_start
+        cut = bisect.bisect_left(new_slots, old.slots[low] + shift, taken)
+        slots += new_slots[taken:cut]
+        targets += new.targets[taken:cut]
+        tiers += new.tiers[taken:cut]
+        taken = cut
+        slots += old.slots[low:high] if not shift else map(shift.__add__, old.slots[low:high])
+        targets += old.targets[low:high]
+        tiers += old.tiers[low:high]
+    slots += new_slots[taken:]
+    targets += new.targets[taken:]
+    tiers += new.tiers[taken:]
     distinct = list(dict.fromkeys(targets))
     groups = any(target.startswith(GROUP_CHAIN_PREFIXES) for target in distinct)
     return Jumps(slots, targets, tiers, distinct, groups)
