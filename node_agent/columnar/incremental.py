@@ -271,7 +271,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         all_jumps.append(every)
         return policy_tiers(every, facts)
 
-    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
+    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of, (head, declared, opened))
     if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
         return None
     # A reused chain's policy_rule plans hold its tier: it must not have changed.
