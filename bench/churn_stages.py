@@ -94,7 +94,7 @@ _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
     "compare": ((incremental, "realign"),),
     "dependents": ((incremental, "dependents"), (incremental, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
-    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "add")),
+    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "edit")),
     "counter values": ((incremental, "read_counters"),),
     "records": ((incremental, "stale_positions"), (incremental, "stale"), (CompiledPlans, "refresh")),
 }

@@ -291,29 +291,17 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     old_specials = previous.accepts + previous.specials
     new_specials = reduced.accepts + reduced.specials
     old_singles, old_denies = last.records or (None, None)
+    # The previous read's plan columns are edited into this read's (it gives them up).
+    old_count, old_denies_count = len(old_single.keys), len(old_deny.keys)
     splicer = Splicer(blocks, old_to_new, reduced_to_new, previous.first_line, first_line)
-    singles = Group.empty(1, len(old_single.keys))
-    splicer.add(singles, old_single, (0, previous.accepts), old_singles, new_single, (0, reduced.accepts))
-    accepts = len(singles.records)
-    splicer.add(
-        singles,
-        old_single,
-        (previous.accepts, old_specials),
-        old_singles,
-        new_single,
-        (reduced.accepts, new_specials),
-    )
-    specials = len(singles.records) - accepts
-    splicer.add(
-        singles,
-        old_single,
-        (old_specials, len(old_single.keys)),
-        old_singles,
-        new_single,
-        (new_specials, len(new_single.keys)),
-    )
-    deny = Group.empty(3, len(old_deny.keys))
-    splicer.add(deny, old_deny, (0, len(old_deny.keys)), old_denies, new_deny, (0, len(new_deny.keys)))
+    singles = Group.of(old_single, old_singles)
+    splicer.edit(singles, (0, previous.accepts), new_single, (0, reduced.accepts))
+    accepts = previous.accepts + singles.grown
+    splicer.edit(singles, (previous.accepts, old_specials), new_single, (reduced.accepts, new_specials))
+    specials = previous.specials + singles.grown - (accepts - previous.accepts)
+    splicer.edit(singles, (old_specials, old_count), new_single, (new_specials, len(new_single.keys)))
+    deny = Group.of(old_deny, old_denies)
+    splicer.edit(deny, (0, old_denies_count), new_deny, (0, len(new_deny.keys)))
     single, single_records = singles.columns, singles.records
     structural = sorted(
         moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)

@@ -94,8 +94,7 @@ def stale_positions(
         old_slots += map((old_start - new_start).__add__, changed[low:high])
     found: list[list[int]] = []
     for index, group in zip(readers[1:], groups, strict=True):
-        positions = map(group.position_map.__getitem__, index.positions(old_slots))
-        found.append([*filter((-1).__ne__, positions), *group.fresh])
+        found.append(group.position(index.positions(old_slots)) + group.fresh)
     return found[0], found[1]
 
 

@@ -71,31 +71,52 @@ Records = list[CounterRecord | None]
 
 @dataclass(slots=True)
 class Group:
-    """Plans of one group (accepts, drops and profiles, policy rules, denies) in slot order,
-    with the record of each as the previous read had it (None: to evaluate)."""
+    """One column group of plans (single-slot or denies) being re-parsed: the previous
+    read's columns and records, edited in place into the new read's, in slot order."""
 
     columns: PlanColumns
     records: Records
-    position_map: list[int]
-    """The previous read's plan at each position -> its position here, -1 if it went; one
-    more entry (-1) at the end, read for position -1."""
+    """Each plan's record as the previous read had it (None: to evaluate)."""
+    moves: list[tuple[int, int, int]]
+    """(low, high, shift): the previous read's plans ``low:high`` are now ``shift`` on."""
     fresh: list[int]
     """The positions of the re-planned chains' plans."""
+    grown: int = 0
+    """How many more plans the group has now than the previous read's (so far)."""
 
     @classmethod
-    def empty(cls, width: int, previous: int) -> Group:
-        """No plans yet, of ``width`` slots each; the previous read had ``previous``."""
-        columns = PlanColumns([], tuple([] for _ in range(width)), [], [], [], [], [])
-        return cls(columns, [], [-1] * (previous + 1), [])
+    def of(cls, columns: PlanColumns, records: Sequence[CounterRecord] | None) -> Group:
+        """The previous read's ``columns`` (edited in place: the caller gives them up) and
+        ``records`` (None: not known)."""
+        known: Records = [None] * len(columns.keys) if records is None else list(records)
+        return cls(columns, known, [], [])
+
+    def position(self, old: list[int]) -> list[int]:
+        """The positions now of the previous read's plans at ``old`` (those re-planned left out)."""
+        old = sorted(old)
+        found: list[int] = []
+        for low, high, shift in self.moves:
+            first = bisect.bisect_left(old, low)
+            found += map(shift.__add__, old[first : bisect.bisect_left(old, high, first)])
+        return found
+
+
+_Gap = tuple[int, int, int, int]
+"""(low, high, first, stop): the plans ``low:high`` (positions in the edited lists) give
+way to the re-planned ones ``first:stop``."""
+_Kept = tuple[int, int, int]
+"""(low, high, shift): the plans ``low:high`` stay, their slots ``shift`` on."""
 
 
 @dataclass(slots=True)
 class Splicer:
-    """Builds a re-parsed table's plan groups: the reused chains' plans from the previous
-    read, a slice per block (their slots and lines moved by the block's offset; those of
-    blocks that did not move taken as they are), with the re-planned chains' plans
-    inserted where their slots fall.  Every group is in slot order in both parses and a
-    chain's plans are consecutive in it, so this is the order the cold parse gives."""
+    """Edits the previous read's plan groups into the re-parsed table's: the reused
+    chains' plans stay where they are in the lists (their slots and lines moved by their
+    block's offset; those of blocks that did not move left alone), the plans of chains
+    that went or were re-planned give way to the re-planned chains' plans, inserted where
+    their slots fall.  Every group is in slot order in both parses and a chain's plans are
+    consecutive in it, so this is the order the cold parse gives; editing in place (the
+    lists change length only where chains came or went) copies nothing else."""
 
     blocks: list[Block]
     old_to_new: list[int]
@@ -105,79 +126,76 @@ class Splicer:
     old_first_line: int
     first_line: int
 
-    def add(
-        self,
-        out: Group,
-        old: PlanColumns,
-        old_range: tuple[int, int],
-        old_records: Sequence[CounterRecord] | None,
-        new: PlanColumns,
-        new_range: tuple[int, int],
+    def edit(
+        self, group: Group, old_range: tuple[int, int], new: PlanColumns, new_range: tuple[int, int]
     ) -> None:
-        """Append to ``out`` the group ``old_range`` of the previous read's plans (with
-        ``old_records``, None: not known) merged with ``new_range`` of the re-planned
-        table's."""
-        start, stop = old_range
+        """Turn the previous read's plans ``old_range`` of ``group`` (subgroups are edited
+        in order: accepts, drops and profiles, policy rules) into the new read's, with the
+        re-planned table's ``new_range``."""
+        start, stop = old_range[0] + group.grown, old_range[1] + group.grown
         new_start, new_stop = new_range
         get_new = self.reduced_to_new.__getitem__
-        new_slots = tuple(list(map(get_new, column[new_start:new_stop])) for column in new.slots)
-        new_first = new_slots[0]
-        first = old.slots[0]
-        taken = 0
+        slots = tuple(list(map(get_new, column[new_start:new_stop])) for column in new.slots)
+        first = group.columns.slots[0]
+        items: list[_Gap | _Kept] = []
+        at, taken = start, 0
         for old_start, new_slot, length in self.blocks:
-            low = bisect.bisect_left(first, old_start, start, stop)
+            low = bisect.bisect_left(first, old_start, at, stop)
             high = bisect.bisect_left(first, old_start + length, low, stop)
             if high == low:
                 continue
             shift = new_slot - old_start
-            cut = bisect.bisect_left(new_first, first[low] + shift, taken)
-            if cut > taken:
-                self._add_new(out, new, new_start, new_slots, taken, cut)
-                taken = cut
-            self._add_old(out, old, low, high, shift, old_records)
-        if taken < len(new_first):
-            self._add_new(out, new, new_start, new_slots, taken, len(new_first))
+            cut = bisect.bisect_left(slots[0], first[low] + shift, taken)
+            items.append((at, low, taken, cut))
+            items.append((low, high, shift))
+            at, taken = high, cut
+        items.append((at, stop, taken, len(slots[0])))
+        # Where everything ends up (for the records to evaluate), then the edits from the
+        # end back, so that the positions of those before stay valid.
+        position = start
+        for item in items:
+            if len(item) == 4:
+                _, _, taken, cut = item
+                group.fresh += range(position, position + cut - taken)
+                position += cut - taken
+            else:
+                low, high, _ = item
+                group.moves.append((low - group.grown, high - group.grown, position - low + group.grown))
+                position += high - low
+        for item in reversed(items):
+            if len(item) == 4:
+                self._replace(group, item, new, new_start, slots)
+            else:
+                self._move(group, item)
+        group.grown += position - stop
 
-    def _add_old(
-        self,
-        out: Group,
-        old: PlanColumns,
-        low: int,
-        high: int,
-        shift: int,
-        records: Sequence[CounterRecord] | None,
-    ) -> None:
-        columns = out.columns
-        out.position_map[low:high] = range(len(columns.keys), len(columns.keys) + high - low)
-        columns.keys.extend(old.keys[low:high])
-        get = self.old_to_new.__getitem__
-        for column, more in zip(columns.slots, old.slots, strict=True):
-            column.extend(more[low:high] if not shift else map(get, more[low:high]))
-        columns.rule_ids.extend(old.rule_ids[low:high])
-        columns.comments.extend(old.comments[low:high])
-        columns.members.extend(old.members[low:high])
+    def _move(self, group: Group, kept: _Kept) -> None:
+        low, high, shift = kept
+        columns = group.columns
+        if shift:
+            get = self.old_to_new.__getitem__
+            for column in columns.slots:
+                column[low:high] = map(get, column[low:high])
         moved = shift + self.first_line - self.old_first_line
-        columns.lines.extend(old.lines[low:high] if not moved else map(moved.__add__, old.lines[low:high]))
-        columns.sources.extend(old.sources[low:high])
-        if records is None:
-            out.records.extend(itertools.repeat(None, high - low))
-        else:
-            out.records.extend(records[low:high])
+        if moved:
+            columns.lines[low:high] = map(moved.__add__, columns.lines[low:high])
 
-    def _add_new(
-        self, out: Group, new: PlanColumns, offset: int, slots: tuple[list[int], ...], low: int, high: int
+    def _replace(
+        self, group: Group, gap: _Gap, new: PlanColumns, offset: int, slots: tuple[list[int], ...]
     ) -> None:
-        columns = out.columns
-        out.fresh += range(len(columns.keys), len(columns.keys) + high - low)
-        columns.keys.extend(new.keys[offset + low : offset + high])
+        low, high, first, stop = gap
+        if low == high and first == stop:
+            return
+        columns = group.columns
+        columns.keys[low:high] = new.keys[offset + first : offset + stop]
         for column, more in zip(columns.slots, slots, strict=True):
-            column.extend(more[low:high])
-        columns.rule_ids.extend(new.rule_ids[offset + low : offset + high])
-        columns.comments.extend(new.comments[offset + low : offset + high])
-        columns.members.extend(new.members[offset + low : offset + high])
-        columns.lines.extend(map(self.first_line.__add__, slots[0][low:high]))
-        columns.sources.extend(new.sources[offset + low : offset + high])
-        out.records.extend(itertools.repeat(None, high - low))
+            column[low:high] = more[first:stop]
+        columns.rule_ids[low:high] = new.rule_ids[offset + first : offset + stop]
+        columns.comments[low:high] = new.comments[offset + first : offset + stop]
+        columns.members[low:high] = new.members[offset + first : offset + stop]
+        columns.lines[low:high] = map(self.first_line.__add__, slots[0][first:stop])
+        columns.sources[low:high] = new.sources[offset + first : offset + stop]
+        group.records[low:high] = itertools.repeat(None, stop - first)
 
 
 def moved_diagnostics(
