@@ -184,3 +184,28 @@ def test_churn_after_steady_reads_finds_its_records_through_the_index() -> None:
         assert_identical(parser.parse([("node", text)]), parse_node([("node", text)]))
     assert (parser.full_reads, parser.changed_reads) == (1, 2)
     assert indexed[3] and indexed[6]  # both churn reads had the index
+
+
+def test_a_negative_deny_after_churn_is_worded_with_the_cold_parses_line() -> None:
+    """A re-parse keeps no line per plan (each is its first slot's): a read whose deny
+    comes out negative, after a pod went, words its diagnostic with the cold parse's line."""
+    model = sized_model(30, 5, seed=8)
+    text = render(model).text
+    interface = model.endpoints[3].interface
+    gone = "\n".join(line for line in text.split("\n") if interface not in line)
+    lines = gone.split("\n")
+    jumps = [
+        index
+        for index, line in enumerate(lines)
+        if re.match(r"^\[[1-9][0-9]*:[0-9]+\] -A cali-tw-\S+ .*-j cali-p[io]-", line)
+    ]
+    assert jumps
+    index = jumps[-1]
+    lines[index] = re.sub(r"^\[[0-9]+:[0-9]+\]", "[0:0]", lines[index])
+    negative = "\n".join(lines)
+    parser = SteadyStateParser()
+    for table in (text, render(model.with_options(flow_seed=model.options.flow_seed + 1)).text, negative):
+        assert_identical(parser.parse([("node", table)]), parse_node([("node", table)]))
+    assert parser.changed_reads == 1
+    assert parser.parse([("node", negative)]).diagnostics == parse_node([("node", negative)]).diagnostics
+    assert any(diagnostic.line for diagnostic in parse_node([("node", negative)]).diagnostics)

@@ -66,7 +66,7 @@ class CompiledPlans:
     Records come out single-slot plans first, then denies, each group in plan order.
     """
 
-    __slots__ = ("_deny_plans", "_readers", "_single_plans", "deny", "single")
+    __slots__ = ("_deny_plans", "_first_line", "_readers", "_single_plans", "deny", "single")
 
     def __init__(self, plans: Sequence[RecordPlan]) -> None:
         self._setup(
@@ -75,16 +75,23 @@ class CompiledPlans:
         )
 
     @classmethod
-    def from_columns(cls, single: PlanColumns, deny: PlanColumns) -> CompiledPlans:
-        """From columns built directly (the columnar cold parse), without a RecordPlan per record."""
+    def from_columns(
+        cls, single: PlanColumns, deny: PlanColumns, first_line: int | None = None
+    ) -> CompiledPlans:
+        """From columns built directly (the columnar cold parse), without a RecordPlan per
+        record.  ``first_line``: every plan's line is that of its first slot, the columns'
+        ``lines`` are not kept (a re-parse after churn would otherwise rewrite all of them
+        whenever the lines before the rules change; they are only read for the diagnostics
+        of a read that cannot be evaluated column-wise)."""
         compiled = cls.__new__(cls)
-        compiled._setup(single, deny)
+        compiled._setup(single, deny, first_line)
         return compiled
 
-    def _setup(self, single: PlanColumns, deny: PlanColumns) -> None:
+    def _setup(self, single: PlanColumns, deny: PlanColumns, first_line: int | None = None) -> None:
         # A deny's slot -1 ("no next rule") reads the zero the evaluation appends to the arrays.
         self.single = single
         self.deny = deny
+        self._first_line = first_line
         self._single_plans: list[RecordPlan] | None = None
         self._deny_plans: list[RecordPlan] | None = None
         self._readers: tuple[int, ReaderIndex, ReaderIndex] | None = None
@@ -97,22 +104,22 @@ class CompiledPlans:
         :meth:`reevaluate` built it or :meth:`use_readers` gave it."""
         return self._readers
 
-    def use_readers(self, size: int, single: ReaderIndex, deny: ReaderIndex) -> None:
-        """Take an index of readers worked out elsewhere (a re-parse after churn moves the
-        previous read's instead of building one: a Python step per plan)."""
-        self._readers = (size, single, deny)
-
     @property
     def single_plans(self) -> list[RecordPlan]:
         if self._single_plans is None:
-            self._single_plans = self.single.plans()
+            self._single_plans = self._with_lines(self.single).plans()
         return self._single_plans
 
     @property
     def deny_plans(self) -> list[RecordPlan]:
         if self._deny_plans is None:
-            self._deny_plans = self.deny.plans()
+            self._deny_plans = self._with_lines(self.deny).plans()
         return self._deny_plans
+
+    def _with_lines(self, columns: PlanColumns) -> PlanColumns:
+        if self._first_line is None:
+            return columns
+        return columns._replace(lines=list(map(self._first_line.__add__, columns.slots[0])))
 
     def evaluate(self, packets: list[int], octets: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
         """Every record of one read; the same records as :func:`evaluate` on ``plans``."""
@@ -268,13 +275,6 @@ class ReaderIndex:
                 else:
                     more.setdefault(slot % (size + 1), []).append(position)
             self.columns.append((first, more))
-
-    @classmethod
-    def of_columns(cls, columns: list[tuple[list[int], dict[int, list[int]]]]) -> ReaderIndex:
-        """An index from its columns, worked out elsewhere (see :meth:`CompiledPlans.use_readers`)."""
-        index = cls.__new__(cls)
-        index.columns = columns
-        return index
 
     def positions(self, slots: Sequence[int]) -> list[int]:
         """The positions of the plans that read any of ``slots`` (in no particular order)."""

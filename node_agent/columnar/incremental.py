@@ -293,7 +293,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     old_singles, old_denies = last.records or (None, None)
     # The previous read's plan columns are edited into this read's (it gives them up).
     old_count, old_denies_count = len(old_single.keys), len(old_deny.keys)
-    splicer = Splicer(blocks, old_to_new, reduced_to_new, previous.first_line, first_line)
+    splicer = Splicer(blocks, old_to_new, reduced_to_new)
     singles = Group.of(old_single, old_singles)
     splicer.edit(singles, (0, previous.accepts), new_single, (0, reduced.accepts))
     accepts = previous.accepts + singles.grown
@@ -312,7 +312,7 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     packets, octets, changed_slots = read_counters(
         counters, layout, previous.starts, (last.parts, last.packets, last.octets)
     )
-    compiled = CompiledPlans.from_columns(single, deny.columns)
+    compiled = CompiledPlans.from_columns(single, deny.columns, first_line)
     positions = (
         stale_positions(previous.compiled, previous_size, blocks, changed_slots, (singles, deny))
         if last.records is not None

@@ -89,7 +89,8 @@ class Group:
         """The previous read's ``columns`` (edited in place: the caller gives them up) and
         ``records`` (None: not known)."""
         known: Records = [None] * len(columns.keys) if records is None else list(records)
-        return cls(columns, known, [], [])
+        # Lines are not kept: each plan's is its first slot's (CompiledPlans.from_columns).
+        return cls(columns._replace(lines=[]), known, [], [])
 
     def position(self, old: list[int]) -> list[int]:
         """The positions now of the previous read's plans at ``old`` (those re-planned left out)."""
@@ -116,15 +117,14 @@ class Splicer:
     that went or were re-planned give way to the re-planned chains' plans, inserted where
     their slots fall.  Every group is in slot order in both parses and a chain's plans are
     consecutive in it, so this is the order the cold parse gives; editing in place (the
-    lists change length only where chains came or went) copies nothing else."""
+    lists change length only where chains came or went) copies nothing else.  Lines are not
+    kept (see :meth:`~node_agent.attribution.compiled.CompiledPlans.from_columns`)."""
 
     blocks: list[Block]
     old_to_new: list[int]
     """:func:`slot_map` of the blocks (for plans whose slots moved)."""
     reduced_to_new: list[int]
     """Slot of the re-planned table -> slot of the whole (-1 -> -1)."""
-    old_first_line: int
-    first_line: int
 
     def edit(
         self, group: Group, old_range: tuple[int, int], new: PlanColumns, new_range: tuple[int, int]
@@ -176,9 +176,6 @@ class Splicer:
             get = self.old_to_new.__getitem__
             for column in columns.slots:
                 column[low:high] = map(get, column[low:high])
-        moved = shift + self.first_line - self.old_first_line
-        if moved:
-            columns.lines[low:high] = map(moved.__add__, columns.lines[low:high])
 
     def _replace(
         self, group: Group, gap: _Gap, new: PlanColumns, offset: int, slots: tuple[list[int], ...]
@@ -193,7 +190,6 @@ class Splicer:
         columns.rule_ids[low:high] = new.rule_ids[offset + first : offset + stop]
         columns.comments[low:high] = new.comments[offset + first : offset + stop]
         columns.members[low:high] = new.members[offset + first : offset + stop]
-        columns.lines[low:high] = map(self.first_line.__add__, slots[0][first:stop])
         columns.sources[low:high] = new.sources[offset + first : offset + stop]
         group.records[low:high] = itertools.repeat(None, stop - first)
 
