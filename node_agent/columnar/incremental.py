@@ -8,20 +8,25 @@ and on the chains it jumps to (their verdicts, members, comments), on felix's ma
 on the table's family and source; it sits at slots (counter positions) of that chain.  So
 a churn read:
 
-1. splits the text into counters and rule lines (one regular-expression ``split``) and
-   walks the previous read's chains in order, comparing their rule lines (counters left
-   out) with what they were, many chains at a time (C-level list comparisons; only changed
-   or new chains are looked at line by line: :mod:`node_agent.columnar.chain_diff`);
-2. re-plans, with the cold columnar parse of a smaller table, the endpoint chains that
-   changed or are new, those that jump to a chain that changed, came or went (or to one
-   that does, transitively), those the mark bits are learned from, the chains all of them
-   jump to, the groups, and the policy chains that changed (their ``policy_rule`` plans;
-   their tiers, that of each policy's first jump, are worked out over the jumps of every
-   endpoint chain: :data:`~node_agent.columnar.TiersOf`);
-3. takes the plans (and records, where their counters did not move), jumps and diagnostics
-   of every other chain from the previous read with their slots moved to where the chain
-   now is (:mod:`node_agent.columnar.splice`), and merges both in slot order: the same plans
-   in the same order as the cold parse of the whole text would give.
+1. takes the counters out of the text (``findall``, as the steady path does) and matches
+   the previous read's chains against it by putting the previous read's text back together
+   with the new counters and comparing it with the new text, a chunk of rules at a time:
+   matched chains keep the previous read's rule-line strings, only changed or new chains
+   are cut out of the text (:mod:`node_agent.columnar.realign`);
+2. chooses what to plan again (:mod:`node_agent.columnar.replan`): the endpoint chains
+   that changed or are new, those that jump to a chain that changed, came or went (or to
+   one that does, transitively), those the mark bits are learned from, the chains all of
+   them jump to, the groups, and the policy chains that changed (their ``policy_rule``
+   plans; their tiers, that of each policy's first jump, are worked out over the jumps of
+   every endpoint chain: :data:`~node_agent.columnar.TiersOf`), and plans them with the
+   cold columnar parse of a smaller table;
+3. edits the previous read's plans and records into this read's
+   (:mod:`node_agent.columnar.splice`): the reused chains' stay where they are (their slots
+   moved by their block's offset), the re-planned chains' take the place of those that
+   changed or went, in slot order (the jumps likewise, a block at a time): the same plans
+   in the same order as the cold parse of the whole text would give;
+4. converts only the counters that changed and evaluates only the new records and those
+   reading a changed counter (:mod:`node_agent.columnar.moved`).
 
 Anything unusual (no declarations, a chain moved or split, mark bits that changed, a reused
 policy chain whose tier changed, a line the cold parse would turn down) returns None and the
@@ -32,26 +37,16 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
-from calico_accountant.felix.endpoints import endpoint_chain
 from calico_accountant.records import CounterRecord
 from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans
-from node_agent.attribution.marks import learn_marks_from
 from node_agent.columnar import ColumnarParse, parse_columnar
-from node_agent.columnar.chain_diff import (
-    POLICY_PREFIXES,
-    Layout,
-    check_plain,
-    dependents,
-    referrers,
-)
 from node_agent.columnar.jumps import Jumps, policy_tiers
 from node_agent.columnar.moved import read_counters, stale, stale_positions
 from node_agent.columnar.realign import counters_of, realign
+from node_agent.columnar.replan import chains_to_replan
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
     Group,
@@ -61,7 +56,7 @@ from node_agent.columnar.splice import (
     reused_blocks,
     slot_map,
 )
-from node_agent.iptables_save import Rule, detect_family, new_rule, target_of
+from node_agent.iptables_save import detect_family
 
 __all__ = ["Previous", "Reparse", "reparse", "reusable"]
 
@@ -133,20 +128,6 @@ class Previous:
     """Its single-slot and deny records, in plan order (None: not known)."""
 
 
-def _endpoint_column(layout: Layout, old_endpoint: list[bool]) -> list[bool]:
-    """Whether each run is an endpoint chain: the previous read's flags a span at a time,
-    worked out for the other runs."""
-    endpoint: list[bool] = []
-    done = 0
-    for span in layout.spans:
-        endpoint += (endpoint_chain(name) is not None for name in layout.names[done : span.start])
-        first = layout.old[span.start]
-        endpoint += old_endpoint[first : first + span.stop - span.start]
-        done = span.stop
-    endpoint += (endpoint_chain(name) is not None for name in layout.names[done:])
-    return endpoint
-
-
 def reparse(text: str, source: str, family: int | None, previous: Previous) -> Reparse | None:
     """The table ``text`` parsed reusing ``previous``, or None when the whole text must be parsed."""
     try:
@@ -173,75 +154,13 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     if not declared or new_family != previous.family:
         return None
 
-    names, starts, lengths, fresh = layout.names, layout.starts, layout.lengths, layout.fresh
+    names, starts, lengths = layout.names, layout.starts, layout.lengths
     if not declared.issuperset(names):
         return None
-    endpoint = _endpoint_column(layout, previous.endpoint)
-
-    # What changed, came or went, and (transitively) the chains that mention it.
-    present = set(names)
-    changed = set(map(names.__getitem__, fresh))
-    changed.update(set(previous.names).difference(present))
-    changed.update(declared ^ previous.declared)
-    replan: set[int] = {index for index in fresh if endpoint[index]}
-    changed |= dependents(pieces, layout, endpoint, changed)
-    if changed & previous.endpoint_targets:
-        replan.update(
-            index
-            for index in referrers(framed, changed & previous.endpoint_targets, starts, head)
-            if endpoint[index]
-        )
-
-    # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
-    read: list[int] = []
-
-    def endpoint_rules() -> Iterator[tuple[str, list[Rule]]]:
-        for index in itertools.compress(itertools.count(), endpoint):
-            read.append(index)
-            yield (
-                names[index],
-                [
-                    new_rule((target_of(body), body, 0, 0, ""))
-                    for body in pieces[starts[index] : starts[index] + lengths[index]]
-                ],
-            )
-
-    if learn_marks_from(endpoint_rules()) != previous.marks:
+    chosen = chains_to_replan(framed, head, pieces, layout, declared, previous)
+    if chosen is None:
         return None
-    replan.update(read)
-
-    # The re-parsed table: those endpoint chains, every chain they jump to (and so on), the
-    # groups (the tiers of their members come from every jump to them) and the other chains
-    # that changed.  The other chains' plans are the previous read's.
-    where = dict(zip(names, itertools.count()))
-    included_set = set(replan)
-    for name in changed:
-        index = where.get(name, -1)
-        if index == -1 or endpoint[index]:
-            continue
-        if name.startswith(POLICY_PREFIXES):
-            included_set.add(index)  # its policy_rule plans
-        elif layout.old[index] == -1:
-            # No plans of its own (a dispatch chain, cali-FORWARD...): only what the cold
-            # parse would check of its lines, so that it takes the same path.
-            check_plain(name, pieces[starts[index] : starts[index] + lengths[index]], declared)
-    included_set.update(
-        itertools.compress(
-            itertools.count(), map(str.startswith, names, itertools.repeat(GROUP_CHAIN_PREFIXES))
-        )
-    )
-    pending = list(included_set)
-    endpoint_targets = set(previous.endpoint_targets)
-    while pending:
-        index = pending.pop()
-        targets = set(map(target_of, pieces[starts[index] : starts[index] + lengths[index]]))
-        if endpoint[index]:
-            endpoint_targets |= targets
-        for target in targets:
-            found = where.get(target)
-            if found is not None and not endpoint[found] and found not in included_set:
-                included_set.add(found)
-                pending.append(found)
+    endpoint, where, included_set = chosen.endpoint, chosen.where, chosen.included
     included = sorted(included_set)
     blocks = reused_blocks(layout, included, previous.starts)
     old_to_new = slot_map(previous_size, blocks)
@@ -347,6 +266,6 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         accepts,
         specials,
         new_tiers,
-        endpoint_targets & (declared | present),  # chains of this table only: bounded
+        chosen.endpoint_targets & (declared | set(names)),  # chains of this table only: bounded
     )
-    return Reparse(parse, head, counters, pieces, tail, records, len(replan))
+    return Reparse(parse, head, counters, pieces, tail, records, chosen.replanned)

@@ -1,11 +1,13 @@
-"""Plans, records and jumps of the previous read moved to where their chains now
-are, and merged with those of the re-planned chains, for the re-parse after churn
+"""Plans, records and jumps of the previous read moved to where their chains now are, and
+merged with those of the re-planned chains, for the re-parse after churn
 (:mod:`node_agent.columnar.incremental`).
 
 Why it works: every plan, jump and ``deny_not_exact`` diagnostic of the columnar parse sits at
 the slots of one chain, and each group of plans (accepts, drops and profiles, policy rules,
-denies) is in slot order; a chain's slots move by the same offset, so moving is a mapping of
-slots and merging is inserting the re-planned chains' plans where their slots fall.
+denies) is in slot order; a chain's slots move by the same offset, and the reused chains
+come in blocks that move together (:data:`Block`: a few per table), so moving is a slice
+per block (nothing to do for a block that did not move) and merging is putting the
+re-planned chains' plans where their slots fall.
 """
 
 from __future__ import annotations
