@@ -8,18 +8,23 @@ The node and its reads are ``bench/churn_bench.py``'s (``sized_model(1000, 40, p
 one workload in ten moving, one pod's chains gone then back).  For the read after each
 churn (``gone``, ``back``) it prints, in one process, the median of ``--runs`` timings (ms):
 
-* ``agent parser``: ``SteadyStateParser`` warm (the previous read's template built) on a
-  steady read, on the churn read and on the read after it (which makes the fast path's
-  template from the re-parse's pieces), and how many reads were re-parsed;
+* ``agent parser``: ``SteadyStateParser`` warm (a cold read, then two steady reads with other
+  counters moving, so the fast path's template and its index of each counter's readers are
+  built, as on a node) on a steady read, on the churn read and on the read after it (which
+  makes the fast path's template from the re-parse's pieces), and how many reads were
+  re-parsed;
 * ``re-parse``: the churn read again, the re-parse (``node_agent.columnar.incremental``)
-  stage by stage: ``split`` (the text into counters and rule lines), ``compare`` (each
-  chain's rule lines against the previous read's), ``dependents`` (the chains that jump to a
-  changed one), ``re-plan`` (the cold columnar parse of the smaller table: changed endpoint
-  chains, the chains they jump to, changed policy chains), ``move plans`` (the other chains'
-  plans moved to their new slots and merged in), ``counters``, ``records`` (only those of new
-  plans and moved counters evaluated); the rest of the re-parse, the parser's work around it
-  (the fast path's attempt, records into the result, freeing the previous read's state) and
-  the read after;
+  stage by stage: ``counters`` (taken out of the text, ``findall``), ``compare`` (the
+  previous read's text with the new counters put back against the new text, chunk by chunk:
+  ``realign``), ``dependents`` (the chains that jump to a changed one), ``re-plan`` (the
+  cold columnar parse of the smaller table: changed endpoint chains, the chains they jump
+  to, changed policy chains, with the jumps of every endpoint chain merged for the tiers),
+  ``move plans`` (the previous read's plans and records edited in place: the reused blocks'
+  slots moved, the re-planned chains' plans put in), ``counter values`` (only the changed
+  ones converted), ``records`` (those to evaluate found through the previous read's index of
+  each counter's readers, and evaluated); the rest of the re-parse, the parser's work around
+  it (the fast path's attempt, records into the result, freeing the previous read's state)
+  and the read after;
 * ``cold stages``: what the cold columnar parse of the same text costs, stage by stage.
 
 A measurement, not a test: it asserts nothing about speed.
