@@ -46,7 +46,7 @@ from bench.churn_bench import Tables
 from node_agent import parsing
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_policy_rules
-from node_agent.columnar import incremental, splice
+from node_agent.columnar import incremental, replan, splice
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
@@ -97,7 +97,7 @@ def cold_stages(text: str) -> dict[str, float]:
 _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
     "counters": ((incremental, "counters_of"),),
     "compare": ((incremental, "realign"),),
-    "dependents": ((incremental, "dependents"), (incremental, "referrers")),
+    "dependents": ((replan, "dependents"), (replan, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
     "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "edit")),
     "counter values": ((incremental, "read_counters"),),
