@@ -209,3 +209,16 @@ def test_a_negative_deny_after_churn_is_worded_with_the_cold_parses_line() -> No
     assert parser.changed_reads == 1
     assert parser.parse([("node", negative)]).diagnostics == parse_node([("node", negative)]).diagnostics
     assert any(diagnostic.line for diagnostic in parse_node([("node", negative)]).diagnostics)
+
+
+def test_a_table_rewritten_whole_is_parsed_cold_not_rule_by_rule() -> None:
+    """Every rule line changed (felix re-rendered the table: new rule ids): once a quarter
+    of the lines had to be cut out one by one the re-parse gives up and the whole text is
+    parsed cold (one split is cheaper), with the cold parse's result."""
+    text = render(sized_model(100, 10, seed=9)).text
+    rewritten = text.replace('"cali:', '"cali:Z')
+    assert rewritten.count("\n[") > 4 * 1024
+    parser = SteadyStateParser()
+    parser.parse([("node", text)])
+    assert_identical(parser.parse([("node", rewritten)]), parse_node([("node", rewritten)]))
+    assert (parser.full_reads, parser.changed_reads) == (2, 0)

@@ -34,6 +34,13 @@ _CHUNK = 512
 difference in a chunk is found by halving."""
 
 
+_MOSTLY_CHANGED = 4
+"""Once more than one rule line in this many (and more than :data:`_FEW`) was cut out of the
+text one by one, the table is mostly new (felix rewrote it): the cold parse, one split of the
+whole text, is then cheaper than going on rule by rule."""
+_FEW = 1024
+
+
 class _Text:
     """The new text, its counters, and the previous read's rule lines with their separators
     (``old_parts``: ``["\\n[", counter, "] ", rule line, ...]``, a read's template)."""
@@ -153,7 +160,7 @@ def realign(
     names, starts = previous.names, previous.starts
     order = dict(zip(names, itertools.count()))
     seen: set[str] = set()
-    cursor, at, run = 0, first, 0
+    cursor, at, run, walked = 0, first, 0, 0
     while cursor < count:
         if run < len(names):
             matched = _matched_runs(text, previous, cursor, at, run)
@@ -187,6 +194,9 @@ def realign(
             end, at = end + 1, after
         layout.add_fresh(found, cursor, end - cursor)
         pieces += chain
+        walked += len(chain)
+        if walked > _FEW and walked * _MOSTLY_CHANGED > count:
+            raise Irregular
         seen.add(found)
         cursor = end
         if later is not None:
