@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from node_agent.columnar import parse_columnar
 from node_agent.columnar.realign import counters_of, realign
+from node_agent.columnar.replan import MANY_CHANGED
 from node_agent.columnar.rows import Irregular
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.felix_render import LAYOUTS, node_models, render, sized_model
@@ -222,3 +223,19 @@ def test_a_table_rewritten_whole_is_parsed_cold_not_rule_by_rule() -> None:
     parser.parse([("node", text)])
     assert_identical(parser.parse([("node", rewritten)]), parse_node([("node", rewritten)]))
     assert (parser.full_reads, parser.changed_reads) == (2, 0)
+
+
+def test_many_chains_changed_at_once_are_parsed_cold() -> None:
+    """Past MANY_CHANGED chains changed, came or went, the chains depending on them are not
+    searched for name by name: the whole text is parsed cold, with the cold parse's result."""
+    text = render(sized_model(20, 4, seed=10)).text
+    declarations = "".join(f":cali-pi-extra{index} - [0:0]\n" for index in range(MANY_CHANGED + 1))
+    more = text.replace("\n:", "\n" + declarations + ":", 1)
+    assert more != text
+    parser = SteadyStateParser()
+    parser.parse([("node", text)])
+    assert_identical(parser.parse([("node", more)]), parse_node([("node", more)]))
+    assert (parser.full_reads, parser.changed_reads) == (2, 0)
+    fewer = text.replace("\n:", "\n" + declarations.split("\n", 1)[0] + "\n:", 1)
+    assert_identical(parser.parse([("node", fewer)]), parse_node([("node", fewer)]))
+    assert parser.changed_reads == 1  # a few chains: re-parsed

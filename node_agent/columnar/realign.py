@@ -34,7 +34,7 @@ _CHUNK = 512
 difference in a chunk is found by halving."""
 
 
-_MOSTLY_CHANGED = 4
+_MOSTLY_CHANGED = 16
 """Once more than one rule line in this many (and more than :data:`_FEW`) was cut out of the
 text one by one, the table is mostly new (felix rewrote it): the cold parse, one split of the
 whole text, is then cheaper than going on rule by rule."""

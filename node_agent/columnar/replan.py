@@ -25,6 +25,13 @@ from node_agent.iptables_save import Rule, new_rule, target_of
 
 __all__ = ["Replan", "chains_to_replan"]
 
+MANY_CHANGED = 64
+"""More chains changed, came or went than this: the caller parses the whole text cold.  The
+chains that depend on a changed one are searched for once per changed name (in the text of
+the chains other than endpoint chains, and for a changed jump target of an endpoint chain in
+the whole text): a few milliseconds a name on a big node, so past a few dozen names (felix
+re-rendering much of the table) the cold parse, one pass over the text, is cheaper."""
+
 
 @dataclass(slots=True)
 class Replan:
@@ -62,8 +69,9 @@ def chains_to_replan(
 ) -> Replan | None:
     """The runs of ``layout`` (a re-read table's chains, its rule lines ``pieces``, its
     text ``framed`` with ``head`` before the rules) to plan again; None when the mark bits
-    changed.  :class:`~node_agent.columnar.rows.Irregular` where the cold parse would turn
-    a changed chain down."""
+    changed or too many chains did (:data:`MANY_CHANGED`).
+    :class:`~node_agent.columnar.rows.Irregular` where the cold parse would turn a changed
+    chain down."""
     names, starts, lengths, fresh = layout.names, layout.starts, layout.lengths, layout.fresh
     endpoint = _endpoint_column(layout, previous.endpoint)
 
@@ -71,6 +79,8 @@ def chains_to_replan(
     changed = set(map(names.__getitem__, fresh))
     changed.update(set(previous.names).difference(names))
     changed.update(declared ^ previous.declared)
+    if len(changed) > MANY_CHANGED:
+        return None
     replan: set[int] = {index for index in fresh if endpoint[index]}
     changed |= dependents(pieces, layout, endpoint, changed)
     if changed & previous.endpoint_targets:
