@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from node_agent.columnar import parse_columnar
 from node_agent.columnar.realign import counters_of, realign
-from node_agent.columnar.replan import MANY_CHANGED
+from node_agent.columnar.replan import MANY_CHANGED, MANY_TARGETS
 from node_agent.columnar.rows import Irregular
 from node_agent.parsing import SteadyStateParser, parse_node
 from tests.support.felix_render import LAYOUTS, node_models, render, sized_model
@@ -239,3 +239,20 @@ def test_many_chains_changed_at_once_are_parsed_cold() -> None:
     fewer = text.replace("\n:", "\n" + declarations.split("\n", 1)[0] + "\n:", 1)
     assert_identical(parser.parse([("node", fewer)]), parse_node([("node", fewer)]))
     assert parser.changed_reads == 1  # a few chains: re-parsed
+
+
+def test_many_policy_chains_rewritten_at_once_are_parsed_cold() -> None:
+    """Past MANY_TARGETS changed chains that endpoint chains jump to, the endpoint chains
+    jumping to them are not searched for name by name: the whole text is parsed cold."""
+    text = render(sized_model(30, 6, seed=11)).text
+    chains = sorted(set(re.findall(r"^\[\d+:\d+\] -A (cali-p[io]-\S+) ", text, re.MULTILINE)))
+    assert len(chains) > MANY_TARGETS
+    rewritten = text
+    for chain in chains[: MANY_TARGETS + 1]:
+        rule = re.search(rf'^\[\d+:\d+\] -A {re.escape(chain)} .*?"cali:([^"]+)"', rewritten, re.MULTILINE)
+        assert rule is not None
+        rewritten = rewritten.replace(f'"cali:{rule[1]}"', f'"cali:{rule[1]}X"', 1)
+    parser = SteadyStateParser()
+    parser.parse([("node", text)])
+    assert_identical(parser.parse([("node", rewritten)]), parse_node([("node", rewritten)]))
+    assert (parser.full_reads, parser.changed_reads) == (2, 0)

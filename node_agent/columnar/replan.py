@@ -32,6 +32,11 @@ the chains other than endpoint chains, and for a changed jump target of an endpo
 the whole text): a few milliseconds a name on a big node, so past a few dozen names (felix
 re-rendering much of the table) the cold parse, one pass over the text, is cheaper."""
 
+MANY_TARGETS = 8
+"""More changed chains than this that endpoint chains jump to (policy chains): the caller
+parses the whole text cold.  Each is searched for in the whole text (the endpoint chains that
+jump to it are re-planned), 5-10 ms a name on a big node."""
+
 
 @dataclass(slots=True)
 class Replan:
@@ -69,7 +74,7 @@ def chains_to_replan(
 ) -> Replan | None:
     """The runs of ``layout`` (a re-read table's chains, its rule lines ``pieces``, its
     text ``framed`` with ``head`` before the rules) to plan again; None when the mark bits
-    changed or too many chains did (:data:`MANY_CHANGED`).
+    changed or too many chains did (:data:`MANY_CHANGED`, :data:`MANY_TARGETS`).
     :class:`~node_agent.columnar.rows.Irregular` where the cold parse would turn a changed
     chain down."""
     names, starts, lengths, fresh = layout.names, layout.starts, layout.lengths, layout.fresh
@@ -83,12 +88,11 @@ def chains_to_replan(
         return None
     replan: set[int] = {index for index in fresh if endpoint[index]}
     changed |= dependents(pieces, layout, endpoint, changed)
-    if changed & previous.endpoint_targets:
-        replan.update(
-            index
-            for index in referrers(framed, changed & previous.endpoint_targets, starts, head)
-            if endpoint[index]
-        )
+    changed_targets = changed & previous.endpoint_targets
+    if len(changed_targets) > MANY_TARGETS:
+        return None
+    if changed_targets:
+        replan.update(index for index in referrers(framed, changed_targets, starts, head) if endpoint[index])
 
     # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
     read: list[int] = []
