@@ -8,18 +8,23 @@ The node and its reads are ``bench/churn_bench.py``'s (``sized_model(1000, 40, p
 one workload in ten moving, one pod's chains gone then back).  For the read after each
 churn (``gone``, ``back``) it prints, in one process, the median of ``--runs`` timings (ms):
 
-* ``agent parser``: ``SteadyStateParser`` warm (the previous read's template built) on a
-  steady read, on the churn read and on the read after it (which makes the fast path's
-  template from the re-parse's pieces), and how many reads were re-parsed;
+* ``agent parser``: ``SteadyStateParser`` warm (a cold read, then two steady reads with other
+  counters moving, so the fast path's template and its index of each counter's readers are
+  built, as on a node) on a steady read, on the churn read and on the read after it (which
+  makes the fast path's template from the re-parse's pieces), and how many reads were
+  re-parsed;
 * ``re-parse``: the churn read again, the re-parse (``node_agent.columnar.incremental``)
-  stage by stage: ``split`` (the text into counters and rule lines), ``compare`` (each
-  chain's rule lines against the previous read's), ``dependents`` (the chains that jump to a
-  changed one), ``re-plan`` (the cold columnar parse of the smaller table: changed endpoint
-  chains, the chains they jump to, changed policy chains), ``move plans`` (the other chains'
-  plans moved to their new slots and merged in), ``counters``, ``records`` (only those of new
-  plans and moved counters evaluated); the rest of the re-parse, the parser's work around it
-  (the fast path's attempt, records into the result, freeing the previous read's state) and
-  the read after;
+  stage by stage: ``counters`` (taken out of the text, ``findall``), ``compare`` (the
+  previous read's text with the new counters put back against the new text, chunk by chunk:
+  ``realign``), ``dependents`` (the chains that jump to a changed one), ``re-plan`` (the
+  cold columnar parse of the smaller table: changed endpoint chains, the chains they jump
+  to, changed policy chains, with the jumps of every endpoint chain merged for the tiers),
+  ``move plans`` (the previous read's plans and records edited in place: the reused blocks'
+  slots moved, the re-planned chains' plans put in), ``counter values`` (only the changed
+  ones converted), ``records`` (those to evaluate found through the previous read's index of
+  each counter's readers, and evaluated); the rest of the re-parse, the parser's work around
+  it (the fast path's attempt, records into the result, freeing the previous read's state)
+  and the read after;
 * ``cold stages``: what the cold columnar parse of the same text costs, stage by stage.
 
 A measurement, not a test: it asserts nothing about speed.
@@ -41,7 +46,7 @@ from bench.churn_bench import Tables
 from node_agent import parsing
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_policy_rules
-from node_agent.columnar import incremental
+from node_agent.columnar import incremental, replan, splice
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import accepted_jumps, jumps_of, policy_tiers
@@ -90,13 +95,13 @@ def cold_stages(text: str) -> dict[str, float]:
 
 
 _STAGES: dict[str, tuple[tuple[object, str], ...]] = {
-    "split": ((incremental, "split_pieces"),),
-    "compare": ((incremental, "segment"),),
-    "dependents": ((incremental, "dependents"), (incremental, "referrers")),
+    "counters": ((incremental, "counters_of"),),
+    "compare": ((incremental, "realign"),),
+    "dependents": ((replan, "dependents"), (replan, "referrers")),
     "re-plan": ((incremental, "parse_columnar"),),
-    "move plans": ((incremental, "slot_map"), (incremental, "moved"), (incremental, "merged")),
-    "counters": ((incremental, "read_counters"),),
-    "records": ((incremental, "stale"), (CompiledPlans, "refresh")),
+    "move plans": ((incremental, "reused_blocks"), (incremental, "slot_map"), (splice.Splicer, "edit")),
+    "counter values": ((incremental, "read_counters"),),
+    "records": ((incremental, "stale_positions"), (incremental, "stale"), (CompiledPlans, "refresh")),
 }
 """The re-parse's stages (``node_agent.columnar.incremental``), each the functions it runs."""
 
@@ -129,12 +134,19 @@ def _stage_timers(spent: dict[str, float]) -> Iterator[None]:
             setattr(owner, name, function)
 
 
-def churn_read(before: str, text: str, following: str) -> dict[str, float]:
+def _warmed(before: tuple[str, str]) -> SteadyStateParser:
+    """A parser after a cold read and two steady reads (other counters moving at each, as
+    on a node): the template and the index of each counter's readers built."""
+    parser = SteadyStateParser()
+    for text in (*before, before[0]):
+        parser.parse([("s", text)])
+    return parser
+
+
+def churn_read(before: tuple[str, str], text: str, following: str) -> dict[str, float]:
     """The agent's parser on the read of ``text`` after steady reads of ``before``: the
     whole read, the re-parse and its stages, and the read after it (ms)."""
-    parser = SteadyStateParser()
-    parser.parse([("s", before)])
-    parser.parse([("s", before)])  # builds the template, as steady reads do
+    parser = _warmed(before)
     spent: dict[str, float] = {}
     reparse = incremental.reparse
 
@@ -161,13 +173,11 @@ def churn_read(before: str, text: str, following: str) -> dict[str, float]:
     return times
 
 
-def agent_parser(previous: str, text: str, following: str) -> dict[str, float]:
+def agent_parser(before: tuple[str, str], text: str, following: str) -> dict[str, float]:
     """The agent's parser as it is: a steady read, the churn read, the read after it."""
-    parser = SteadyStateParser()
-    parser.parse([("s", previous)])
-    parser.parse([("s", previous)])  # builds the template
+    parser = _warmed(before)
     times: dict[str, float] = {}
-    _, times["steady read"] = _timed(lambda: parser.parse([("s", previous)]))
+    _, times["steady read"] = _timed(lambda: parser.parse([("s", before[1])]))
     _, times["churn read"] = _timed(lambda: parser.parse([("s", text)]))
     _, times["read after"] = _timed(lambda: parser.parse([("s", following)]))
     times["re-parsed"] = parser.changed_reads
@@ -188,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pods, policies, pool = (250, 20, 800) if args.quick else (1000, 40, args.pool)
     tables = Tables(render_restore(sized_model(pods, policies, seed=1, pool=pool)).text)
+    warm = tables.text()
     tables.move(1)
     steady = tables.text()
     tables.hide(tables.interfaces[len(tables.interfaces) // 2])
@@ -204,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"node: {pods} pods x {policies} policies (pool {pool}), {size}, load {os.getloadavg()}")
     gc.disable()  # as the agent's parser does during a read
     for kind, before, text, following in (
-        ("gone", steady, gone, after_gone),
-        ("back", after_gone, back, after_back),
+        ("gone", (warm, steady), gone, after_gone),
+        ("back", (gone, after_gone), back, after_back),
     ):
         agent = _medians([agent_parser(before, text, following) for _ in range(args.runs)])
         cold = _medians([cold_stages(text) for _ in range(args.runs)])

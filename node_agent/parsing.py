@@ -21,7 +21,6 @@ from calico_accountant.records import CounterRecord, Diagnostic, ParseResult
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.planning import plan_table
 from node_agent.columnar import ColumnarParse, parse_columnar
-from node_agent.columnar.chain_diff import split_pieces
 from node_agent.columnar.incremental import Previous, reparse, reusable
 from node_agent.iptables_save import MAX_COUNTER, decode_input, scan
 from node_agent.nftables.document import looks_like_nft_json
@@ -324,18 +323,13 @@ class SteadyStateParser:
         (:func:`~node_agent.columnar.incremental.reparse`); False (having done nothing)
         when the whole text must be parsed."""
         remembered = self._remembered.get(source)
-        if remembered is None or remembered.columnar is None:
+        # The fast path's attempt made the previous read's template (or dropped the source).
+        if remembered is None or remembered.columnar is None or remembered.template is None:
             return False
-        if remembered.template is not None:
-            pieces = remembered.template.parts[3::4]
-            counters = remembered.template.parts[1::4]
-        elif remembered.split is not None:
-            _, counters, pieces, _ = remembered.split
-        else:
-            assert remembered.text is not None
-            _, counters, pieces, _ = split_pieces(remembered.text)
         packets, octets = remembered.counters
-        previous = Previous(remembered.columnar, pieces, counters, packets, octets, remembered.records)
+        previous = Previous(
+            remembered.columnar, remembered.template.parts, packets, octets, remembered.records
+        )
         done = reparse(text, source, self._family, previous)
         if done is None:
             return False

@@ -66,7 +66,7 @@ class CompiledPlans:
     Records come out single-slot plans first, then denies, each group in plan order.
     """
 
-    __slots__ = ("_deny_plans", "_readers", "_single_plans", "deny", "single")
+    __slots__ = ("_deny_plans", "_first_line", "_readers", "_single_plans", "deny", "single")
 
     def __init__(self, plans: Sequence[RecordPlan]) -> None:
         self._setup(
@@ -75,33 +75,51 @@ class CompiledPlans:
         )
 
     @classmethod
-    def from_columns(cls, single: PlanColumns, deny: PlanColumns) -> CompiledPlans:
-        """From columns built directly (the columnar cold parse), without a RecordPlan per record."""
+    def from_columns(
+        cls, single: PlanColumns, deny: PlanColumns, first_line: int | None = None
+    ) -> CompiledPlans:
+        """From columns built directly (the columnar cold parse), without a RecordPlan per
+        record.  ``first_line``: every plan's line is that of its first slot, the columns'
+        ``lines`` are not kept (a re-parse after churn would otherwise rewrite all of them
+        whenever the lines before the rules change; they are only read for the diagnostics
+        of a read that cannot be evaluated column-wise)."""
         compiled = cls.__new__(cls)
-        compiled._setup(single, deny)
+        compiled._setup(single, deny, first_line)
         return compiled
 
-    def _setup(self, single: PlanColumns, deny: PlanColumns) -> None:
+    def _setup(self, single: PlanColumns, deny: PlanColumns, first_line: int | None = None) -> None:
         # A deny's slot -1 ("no next rule") reads the zero the evaluation appends to the arrays.
         self.single = single
         self.deny = deny
+        self._first_line = first_line
         self._single_plans: list[RecordPlan] | None = None
         self._deny_plans: list[RecordPlan] | None = None
-        self._readers: tuple[int, _ReaderIndex, _ReaderIndex] | None = None
+        self._readers: tuple[int, ReaderIndex, ReaderIndex] | None = None
         """(table size, which single-slot plans and which denies read each slot), built by
         the first :meth:`reevaluate`."""
 
     @property
+    def readers(self) -> tuple[int, ReaderIndex, ReaderIndex] | None:
+        """(table size, which single-slot plans and which denies read each slot), once
+        :meth:`reevaluate` built it or :meth:`use_readers` gave it."""
+        return self._readers
+
+    @property
     def single_plans(self) -> list[RecordPlan]:
         if self._single_plans is None:
-            self._single_plans = self.single.plans()
+            self._single_plans = self._with_lines(self.single).plans()
         return self._single_plans
 
     @property
     def deny_plans(self) -> list[RecordPlan]:
         if self._deny_plans is None:
-            self._deny_plans = self.deny.plans()
+            self._deny_plans = self._with_lines(self.deny).plans()
         return self._deny_plans
+
+    def _with_lines(self, columns: PlanColumns) -> PlanColumns:
+        if self._first_line is None:
+            return columns
+        return columns._replace(lines=list(map(self._first_line.__add__, columns.slots[0])))
 
     def evaluate(self, packets: list[int], octets: list[int]) -> tuple[list[CounterRecord], list[Diagnostic]]:
         """Every record of one read; the same records as :func:`evaluate` on ``plans``."""
@@ -152,7 +170,7 @@ class CompiledPlans:
         packets = [*packets, 0]
         octets = [*octets, 0]
         if self._readers is None or self._readers[0] != size:
-            self._readers = (size, _ReaderIndex(self.single.slots, size), _ReaderIndex(self.deny.slots, size))
+            self._readers = (size, ReaderIndex(self.single.slots, size), ReaderIndex(self.deny.slots, size))
         _, single_readers, deny_readers = self._readers
         return self._update(
             previous, packets, octets, (single_readers.positions(changed), deny_readers.positions(changed))
@@ -237,7 +255,7 @@ class CompiledPlans:
         )
 
 
-class _ReaderIndex:
+class ReaderIndex:
     """Which plans of one column group read each counter slot, per slot position: a slot's
     first reader in a flat list (C-level lookups; in felix's tables a slot has one reader
     per slot position), any others in a dict."""
@@ -246,6 +264,7 @@ class _ReaderIndex:
 
     def __init__(self, slot_columns: tuple[list[int], ...], size: int) -> None:
         self.columns: list[tuple[list[int], dict[int, list[int]]]] = []
+        """Per slot position: (first reader of each slot, -1 for none; the others)."""
         for column in slot_columns:
             # Index ``size`` is the zero appended for slot -1 ("no next rule"): never changed.
             first = [-1] * (size + 1)

@@ -44,7 +44,7 @@ from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
 from node_agent.columnar.jumps import Jumps, accepted_jumps, jumps_of, policy_tiers
 from node_agent.columnar.markers import special_plans, tier_column
-from node_agent.columnar.rows import Irregular, split_rows
+from node_agent.columnar.rows import Head, Irregular, split_rows
 from node_agent.columnar.rules import RuleClass, chain_facts, positions, rule_columns
 from node_agent.columnar.runs import chain_runs
 
@@ -90,18 +90,25 @@ class ColumnarParse:
 
 
 def parse_columnar(
-    text: str, source: str, family: int | None, tiers_of: TiersOf = policy_tiers
+    text: str,
+    source: str,
+    family: int | None,
+    tiers_of: TiersOf = policy_tiers,
+    known: Head | None = None,
 ) -> ColumnarParse | None:
-    """The columnar parse of one table's text, or None when the general path must do it."""
+    """The columnar parse of one table's text, or None when the general path must do it
+    (``known``: see :func:`~node_agent.columnar.rows.split_rows`)."""
     try:
-        return _parse(text, source, family, tiers_of)
+        return _parse(text, source, family, tiers_of, known)
     except Irregular:
         return None
 
 
-def _parse(text: str, source: str, family: int | None, tiers_of: TiersOf) -> ColumnarParse:
+def _parse(
+    text: str, source: str, family: int | None, tiers_of: TiersOf, known: Head | None
+) -> ColumnarParse:
     """The stages in order; any of them raises :class:`Irregular` for the general path."""
-    rows = split_rows(text, family)
+    rows = split_rows(text, family, known)
     runs = chain_runs(rows)
     columns = rule_columns(rows, runs)
     facts = chain_facts(rows, columns, runs)

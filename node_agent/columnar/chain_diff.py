@@ -1,15 +1,17 @@
 """The chains of a table's text and what changed since the previous read, for the re-parse
 after churn (:mod:`node_agent.columnar.incremental`).
 
-Why apart: taking the text apart (counters and rule lines, one ``re.split``), matching the
-previous read's chains against it and finding the chains that depend on a changed one is the
-part of a re-parse that reads text; the rest moves plans (:mod:`node_agent.columnar.splice`).
+Why apart: the chains of a re-read table as matched with the previous read's
+(:class:`Layout`, made by :mod:`node_agent.columnar.realign`) and finding the chains that
+depend on a changed one are the part of a re-parse that reads rule lines; the rest moves
+plans (:mod:`node_agent.columnar.splice`).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import re
 from dataclasses import dataclass
 
@@ -21,30 +23,20 @@ from node_agent.columnar.rows import Irregular, is_odd
 __all__ = [
     "COUNTER_PREFIX",
     "POLICY_PREFIXES",
-    "Run",
+    "Layout",
+    "Span",
+    "chain_of",
     "check_plain",
     "dependents",
     "referrers",
-    "segment",
-    "split_pieces",
 ]
 
 COUNTER_PREFIX = re.compile(r"\n\[([0-9]+:[0-9]+)\] ")
 """A rule line's ``[packets:bytes]`` prefix (the fast path's, ``node_agent.parsing``)."""
 
 
-def split_pieces(framed: str) -> tuple[str, list[str], list[str], str]:
-    """A framed table as (text before the rules, counters, rule lines without counters,
-    text after the last rule line from its newline on)."""
-    parts = COUNTER_PREFIX.split(framed)
-    last, newline, tail = parts[-1].partition("\n")
-    pieces = parts[2::2]
-    if pieces:
-        pieces[-1] = last
-    return parts[0], parts[1::2], pieces, newline + tail
-
-
-def _chain_of(piece: str) -> str:
+def chain_of(piece: str) -> str:
+    """The chain of a rule line (``-A CHAIN ...``); :class:`Irregular` if it is not one."""
     if not piece.startswith("-A "):
         raise Irregular
     end = piece.find(" ", 3)
@@ -54,76 +46,51 @@ def _chain_of(piece: str) -> str:
 
 
 @dataclass(slots=True)
-class Run:
-    name: str
+class Span:
+    """Runs ``start:stop`` of a re-read table: matched runs that follow each other in the
+    previous read too, so that their rules moved by one offset (a few per table: moving
+    and comparing them is a slice each, not a step per chain)."""
+
     start: int
-    length: int
-    old: int
+    stop: int
+
+
+@dataclass(slots=True)
+class Layout:
+    """The chains of a re-read table as runs (one per chain, in table order), column-wise."""
+
+    names: list[str]
+    starts: list[int]
+    lengths: list[int]
+    old: list[int]
     """The previous read's run with the same rules, or -1 (changed or new)."""
+    spans: list[Span]
+    """The matched runs (``old`` not -1), as spans."""
+    fresh: list[int]
+    """The other runs (changed or new), ascending."""
+
+    def add_matched(self, first: int, stop: int, shift: int, previous: ColumnarParse) -> None:
+        """The previous read's runs ``first:stop``, their rules ``shift`` slots on."""
+        index = len(self.names)
+        self.names += previous.names[first:stop]
+        self.starts += map(shift.__add__, previous.starts[first:stop])
+        self.lengths += previous.lengths[first:stop]
+        self.old += range(first, stop)
+        spans = self.spans
+        if spans and spans[-1].stop == index and self.old[index - 1] == first - 1:
+            spans[-1].stop = len(self.names)
+        else:
+            spans.append(Span(index, len(self.names)))
+
+    def add_fresh(self, name: str, start: int, length: int) -> None:
+        self.fresh.append(len(self.names))
+        self.names.append(name)
+        self.starts.append(start)
+        self.lengths.append(length)
+        self.old.append(-1)
 
 
-def segment(pieces: list[str], previous: ColumnarParse, old_pieces: list[str]) -> list[Run]:
-    """The chains of ``pieces`` as runs, each matched with the previous read's run of the
-    same name when its rule lines are the same; :class:`Irregular` when a chain is split
-    or the chains come in another order.
-
-    Unchanged chains are matched many at a time (a span of the previous read's runs
-    against the same number of rule lines here, doubling the span while it matches), so
-    the Python steps are per change, not per chain; only changed or new chains are read
-    line by line."""
-    runs: list[Run] = []
-    names, starts, lengths = previous.names, previous.starts, previous.lengths
-    order = {name: run for run, name in enumerate(names)}
-    seen: set[str] = set()
-    count = len(pieces)
-    cursor = 0
-    run = 0
-    span = 1
-    while cursor < count:
-        if run < len(names):
-            last = min(run + span, len(names)) - 1
-            start = starts[run]
-            stop = starts[last] + lengths[last]
-            end = cursor + stop - start
-            if (
-                end <= count
-                and pieces[cursor:end] == old_pieces[start:stop]
-                and (end == count or not pieces[end].startswith("-A " + names[last] + " "))
-            ):
-                for matched in range(run, last + 1):
-                    runs.append(
-                        Run(names[matched], cursor + starts[matched] - start, lengths[matched], matched)
-                    )
-                    seen.add(names[matched])
-                cursor = end
-                run = last + 1
-                span *= 2
-                continue
-            if span > 1:
-                span = 1
-                continue
-        found = _chain_of(pieces[cursor])
-        if found in seen:
-            raise Irregular  # a chain in two runs: the general path's business
-        later = order.get(found)
-        if later is not None and later > run:
-            run = later  # the chains in between are gone
-            continue
-        if later is not None and later < run:
-            raise Irregular  # chains in another order
-        prefix = "-A " + found + " "
-        end = cursor + 1
-        while end < count and pieces[end].startswith(prefix):
-            end += 1
-        runs.append(Run(found, cursor, end - cursor, -1))
-        seen.add(found)
-        cursor = end
-        if later is not None:
-            run += 1
-    return runs
-
-
-def referrers(framed: str, names: set[str], runs: list[Run], head: str) -> set[int]:
+def referrers(framed: str, names: set[str], starts: list[int], head: str) -> set[int]:
     """The runs with a rule that jumps (``-j``) or goes (``-g``) to any of ``names`` (or to
     a longer name starting with one, which only re-plans more): a chain depends on another
     only through such rules."""
@@ -135,7 +102,6 @@ def referrers(framed: str, names: set[str], runs: list[Run], head: str) -> set[i
                 positions.append(found)
                 found = framed.find(needle, found + 1)
     positions.sort()
-    starts = [run.start for run in runs]
     hit: set[int] = set()
     rules_before = 0
     previous = len(head)
@@ -164,14 +130,15 @@ def check_plain(name: str, lines: list[str], declared: set[str]) -> None:
         raise Irregular
 
 
-def dependents(pieces: list[str], runs: list[Run], endpoint: list[bool], changed: set[str]) -> set[str]:
+def dependents(pieces: list[str], layout: Layout, endpoint: list[bool], changed: set[str]) -> set[str]:
     """The chains other than endpoint chains that jump or go to a chain in ``changed``, or to
     one of those, and so on (a longer name starting with one counts too: that only re-plans
     more).  Searched in those chains' text only (a few percent of the table)."""
-    others = [run for run, flag in zip(runs, endpoint, strict=True) if not flag]
-    texts = ["\n".join(pieces[run.start : run.start + run.length]) for run in others]
+    others = list(itertools.compress(range(len(endpoint)), map(operator.not_, endpoint)))
+    names, starts, lengths = layout.names, layout.starts, layout.lengths
+    texts = ["\n".join(pieces[starts[run] : starts[run] + lengths[run]]) for run in others]
     joined = "\n".join(texts)
-    starts = list(itertools.accumulate(map((1).__add__, map(len, texts)), initial=0))
+    offsets = list(itertools.accumulate(map((1).__add__, map(len, texts)), initial=0))
     found: set[str] = set()
     frontier = set(changed)
     while frontier:
@@ -180,7 +147,7 @@ def dependents(pieces: list[str], runs: list[Run], endpoint: list[bool], changed
             for needle in ("-j " + name, "-g " + name):
                 at = joined.find(needle)
                 while at != -1:
-                    hits.add(others[bisect.bisect_right(starts, at) - 1].name)
+                    hits.add(names[others[bisect.bisect_right(offsets, at) - 1]])
                     at = joined.find(needle, at + 1)
         frontier = hits - changed - found
         found |= frontier

@@ -8,20 +8,25 @@ and on the chains it jumps to (their verdicts, members, comments), on felix's ma
 on the table's family and source; it sits at slots (counter positions) of that chain.  So
 a churn read:
 
-1. splits the text into counters and rule lines (one regular-expression ``split``) and
-   walks the previous read's chains in order, comparing their rule lines (counters left
-   out) with what they were, many chains at a time (C-level list comparisons; only changed
-   or new chains are looked at line by line: :mod:`node_agent.columnar.chain_diff`);
-2. re-plans, with the cold columnar parse of a smaller table, the endpoint chains that
-   changed or are new, those that jump to a chain that changed, came or went (or to one
-   that does, transitively), those the mark bits are learned from, the chains all of them
-   jump to, the groups, and the policy chains that changed (their ``policy_rule`` plans;
-   their tiers, that of each policy's first jump, are worked out over the jumps of every
-   endpoint chain: :data:`~node_agent.columnar.TiersOf`);
-3. takes the plans (and records, where their counters did not move), jumps and diagnostics
-   of every other chain from the previous read with their slots moved to where the chain
-   now is (:mod:`node_agent.columnar.splice`), and merges both in slot order: the same plans
-   in the same order as the cold parse of the whole text would give.
+1. takes the counters out of the text (``findall``, as the steady path does) and matches
+   the previous read's chains against it by putting the previous read's text back together
+   with the new counters and comparing it with the new text, a chunk of rules at a time:
+   matched chains keep the previous read's rule-line strings, only changed or new chains
+   are cut out of the text (:mod:`node_agent.columnar.realign`);
+2. chooses what to plan again (:mod:`node_agent.columnar.replan`): the endpoint chains
+   that changed or are new, those that jump to a chain that changed, came or went (or to
+   one that does, transitively), those the mark bits are learned from, the chains all of
+   them jump to, the groups, and the policy chains that changed (their ``policy_rule``
+   plans; their tiers, that of each policy's first jump, are worked out over the jumps of
+   every endpoint chain: :data:`~node_agent.columnar.TiersOf`), and plans them with the
+   cold columnar parse of a smaller table;
+3. edits the previous read's plans and records into this read's
+   (:mod:`node_agent.columnar.splice`): the reused chains' stay where they are (their slots
+   moved by their block's offset), the re-planned chains' take the place of those that
+   changed or went, in slot order (the jumps likewise, a block at a time): the same plans
+   in the same order as the cold parse of the whole text would give;
+4. converts only the counters that changed and evaluates only the new records and those
+   reading a changed counter (:mod:`node_agent.columnar.moved`).
 
 Anything unusual (no declarations, a chain moved or split, mark bits that changed, a reused
 policy chain whose tier changed, a line the cold parse would turn down) returns None and the
@@ -32,36 +37,26 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
-from calico_accountant.felix.endpoints import endpoint_chain
 from calico_accountant.records import CounterRecord
 from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans
-from node_agent.attribution.marks import learn_marks_from
 from node_agent.columnar import ColumnarParse, parse_columnar
-from node_agent.columnar.chain_diff import (
-    POLICY_PREFIXES,
-    check_plain,
-    dependents,
-    referrers,
-    segment,
-    split_pieces,
-)
 from node_agent.columnar.jumps import Jumps, policy_tiers
+from node_agent.columnar.moved import read_counters, stale, stale_positions
+from node_agent.columnar.realign import counters_of, realign
+from node_agent.columnar.replan import chains_to_replan
 from node_agent.columnar.rows import Irregular, check_tail, declarations, is_odd
 from node_agent.columnar.splice import (
-    merged,
+    Group,
+    Splicer,
     merged_jumps,
-    moved,
     moved_diagnostics,
-    read_counters,
+    reused_blocks,
     slot_map,
-    stale,
 )
-from node_agent.iptables_save import Rule, detect_family, new_rule, target_of
+from node_agent.iptables_save import detect_family
 
 __all__ = ["Previous", "Reparse", "reparse", "reusable"]
 
@@ -122,13 +117,13 @@ class Previous:
 
     parse: ColumnarParse
     """Its columnar parse (or the re-parse that stood for one)."""
-    pieces: list[str]
-    """Its rule lines without counters."""
-    counters: list[str]
+    parts: list[str]
+    """Its rule lines with their counters as text and separators, ``["\\n[", counter,
+    "] ", rule line, ...]`` (the fast path's template)."""
     packets: list[int]
     octets: list[int]
-    """Its counters, as text and as numbers (those of the last read: the fast path's reads
-    change them, not the parse)."""
+    """Its counters as numbers (those of the last read: the fast path's reads change them,
+    not the parse)."""
     records: tuple[list[CounterRecord], list[CounterRecord]] | None
     """Its single-slot and deny records, in plan order (None: not known)."""
 
@@ -143,12 +138,15 @@ def reparse(text: str, source: str, family: int | None, previous: Previous) -> R
 
 def _reparse(text: str, source: str, family: int | None, last: Previous) -> Reparse | None:
     previous = last.parse
-    old_pieces = last.pieces
+    previous_size = len(last.parts) // 4
     framed_by_newline = text.startswith("[")
     framed = "\n" + text if framed_by_newline else text
-    head, counters, pieces, tail = split_pieces(framed)
-    count = len(pieces)
-    if not count or is_odd(head) or is_odd(tail):
+    counters = counters_of(framed)
+    count = len(counters)
+    if not count:
+        return None
+    head, pieces, layout, tail = realign(framed, counters, previous, last.parts)
+    if is_odd(head) or is_odd(tail):
         return None
     declared, opened = declarations(head)
     check_tail(tail[1:], opened)
@@ -156,83 +154,18 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     if not declared or new_family != previous.family:
         return None
 
-    runs = segment(pieces, previous, old_pieces)
-    names = [run.name for run in runs]
+    names, starts, lengths = layout.names, layout.starts, layout.lengths
     if not declared.issuperset(names):
         return None
-    endpoint = [
-        previous.endpoint[run.old] if run.old != -1 else endpoint_chain(run.name) is not None for run in runs
-    ]
-
-    # What changed, came or went, and (transitively) the chains that mention it.
-    present = set(names)
-    changed = {run.name for run in runs if run.old == -1}
-    changed.update(name for name in previous.names if name not in present)
-    changed.update(declared ^ previous.declared)
-    replan: set[int] = {index for index, run in enumerate(runs) if run.old == -1 and endpoint[index]}
-    changed |= dependents(pieces, runs, endpoint, changed)
-    if changed & previous.endpoint_targets:
-        replan.update(
-            index
-            for index in referrers(framed, changed & previous.endpoint_targets, runs, head)
-            if endpoint[index]
-        )
-
-    # The endpoint chains felix's mark bits are learned from (as far as the learning reads).
-    endpoint_runs = [index for index, flag in enumerate(endpoint) if flag]
-    read: list[int] = []
-
-    def endpoint_rules() -> Iterator[tuple[str, list[Rule]]]:
-        for index in endpoint_runs:
-            read.append(index)
-            run = runs[index]
-            yield (
-                run.name,
-                [
-                    new_rule((target_of(body), body, 0, 0, ""))
-                    for body in pieces[run.start : run.start + run.length]
-                ],
-            )
-
-    if learn_marks_from(endpoint_rules()) != previous.marks:
+    chosen = chains_to_replan(framed, head, pieces, layout, declared, previous)
+    if chosen is None:
         return None
-    replan.update(read)
-
-    # The re-parsed table: those endpoint chains, every chain they jump to (and so on), the
-    # groups (the tiers of their members come from every jump to them) and the other chains
-    # that changed.  The other chains' plans are the previous read's.
-    where = {run.name: index for index, run in enumerate(runs)}
-    included_set = set(replan)
-    for index, run in enumerate(runs):
-        if endpoint[index] or run.name not in changed:
-            continue
-        if run.name.startswith(POLICY_PREFIXES):
-            included_set.add(index)  # its policy_rule plans
-        elif run.old == -1:
-            # No plans of its own (a dispatch chain, cali-FORWARD...): only what the cold
-            # parse would check of its lines, so that it takes the same path.
-            check_plain(run.name, pieces[run.start : run.start + run.length], declared)
-    included_set.update(index for index, run in enumerate(runs) if run.name.startswith(GROUP_CHAIN_PREFIXES))
-    pending = list(included_set)
-    endpoint_targets = set(previous.endpoint_targets)
-    while pending:
-        index = pending.pop()
-        run = runs[index]
-        targets = set(map(target_of, pieces[run.start : run.start + run.length]))
-        if endpoint[index]:
-            endpoint_targets |= targets
-        for target in targets:
-            found = where.get(target)
-            if found is not None and not endpoint[found] and found not in included_set:
-                included_set.add(found)
-                pending.append(found)
+    endpoint, where, included_set = chosen.endpoint, chosen.where, chosen.included
     included = sorted(included_set)
-    reused = [index for index, run in enumerate(runs) if index not in included_set and run.old != -1]
-    old_to_new = slot_map(
-        len(old_pieces), ((previous.starts[runs[i].old], runs[i].start, runs[i].length) for i in reused)
-    )
+    blocks = reused_blocks(layout, included, previous.starts)
+    old_to_new = slot_map(previous_size, blocks)
     reduced_to_new = list(
-        itertools.chain.from_iterable(range(runs[i].start, runs[i].start + runs[i].length) for i in included)
+        itertools.chain.from_iterable(range(starts[i], starts[i] + lengths[i]) for i in included)
     )
     reduced_to_new.append(-1)
     body = "".join(
@@ -240,9 +173,9 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
             itertools.chain.from_iterable(
                 zip(
                     itertools.repeat("\n["),
-                    counters[runs[i].start : runs[i].start + runs[i].length],
+                    counters[starts[i] : starts[i] + lengths[i]],
                     itertools.repeat("] "),
-                    pieces[runs[i].start : runs[i].start + runs[i].length],
+                    pieces[starts[i] : starts[i] + lengths[i]],
                 )
             )
             for i in included
@@ -253,11 +186,11 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
     all_jumps: list[Jumps] = []
 
     def tiers_of(jumps: Jumps, facts: ChainFacts) -> dict[str, str]:
-        every = merged_jumps(previous.jumps, old_to_new, jumps, reduced_to_new)
+        every = merged_jumps(previous.jumps, blocks, jumps, reduced_to_new)
         all_jumps.append(every)
         return policy_tiers(every, facts)
 
-    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of)
+    reduced = parse_columnar(head + body + tail, source, new_family, tiers_of, (head, declared, opened))
     if reduced is None or reduced.marks != previous.marks or not _lines_are_slots(reduced):
         return None
     # A reused chain's policy_rule plans hold its tier: it must not have changed.
@@ -266,51 +199,52 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         moved_tiers = {
             name for name in old_tiers.keys() | new_tiers.keys() if old_tiers.get(name) != new_tiers.get(name)
         }
-        if any(runs[index].name in moved_tiers for index in reused):
-            return None
+        for name in moved_tiers:
+            at = where.get(name)
+            if at is not None and at not in included_set and layout.old[at] != -1:
+                return None
 
     first_line = head.count("\n") + (1 if framed_by_newline else 2)
     old_single, old_deny = previous.compiled.single, previous.compiled.deny
     new_single, new_deny = reduced.compiled.single, reduced.compiled.deny
     old_specials = previous.accepts + previous.specials
     new_specials = reduced.accepts + reduced.specials
-    old_records = last.records or (None, None)
-    old_singles, old_denies = old_records
-    accepts = merged(
-        moved(old_single, 0, previous.accepts, old_to_new, first_line, old_singles),
-        moved(new_single, 0, reduced.accepts, reduced_to_new, first_line, None),
-    )
-    specials = merged(
-        moved(old_single, previous.accepts, old_specials, old_to_new, first_line, old_singles),
-        moved(new_single, reduced.accepts, new_specials, reduced_to_new, first_line, None),
-    )
-    policies = merged(
-        moved(old_single, old_specials, len(old_single.keys), old_to_new, first_line, old_singles),
-        moved(new_single, new_specials, len(new_single.keys), reduced_to_new, first_line, None),
-    )
-    deny = merged(
-        moved(old_deny, 0, len(old_deny.keys), old_to_new, first_line, old_denies),
-        moved(new_deny, 0, len(new_deny.keys), reduced_to_new, first_line, None),
-    )
-    single = accepts.columns
-    single.extend(specials.columns)
-    single.extend(policies.columns)
-    single_records = accepts.records + specials.records + policies.records
+    old_singles, old_denies = last.records or (None, None)
+    # The previous read's plan columns are edited into this read's (it gives them up).
+    old_count, old_denies_count = len(old_single.keys), len(old_deny.keys)
+    splicer = Splicer(blocks, old_to_new, reduced_to_new)
+    singles = Group.of(old_single, old_singles)
+    splicer.edit(singles, (0, previous.accepts), new_single, (0, reduced.accepts))
+    accepts = previous.accepts + singles.grown
+    splicer.edit(singles, (previous.accepts, old_specials), new_single, (reduced.accepts, new_specials))
+    specials = previous.specials + singles.grown - (accepts - previous.accepts)
+    splicer.edit(singles, (old_specials, old_count), new_single, (new_specials, len(new_single.keys)))
+    deny = Group.of(old_deny, old_denies)
+    splicer.edit(deny, (0, old_denies_count), new_deny, (0, len(new_deny.keys)))
+    single, single_records = singles.columns, singles.records
     structural = sorted(
         moved_diagnostics(previous.structural, previous.first_line, old_to_new, first_line)
         + moved_diagnostics(reduced.structural, reduced.first_line, reduced_to_new, first_line),
         key=operator.attrgetter("line"),
     )
 
-    packets, octets, moved_slots = read_counters(
-        counters, runs, previous.starts, (last.counters, last.packets, last.octets)
+    packets, octets, changed_slots = read_counters(
+        counters, layout, previous.starts, (last.parts, last.packets, last.octets)
     )
-    compiled = CompiledPlans.from_columns(single, deny.columns)
+    compiled = CompiledPlans.from_columns(single, deny.columns, first_line)
+    positions = (
+        stale_positions(previous.compiled, previous_size, blocks, changed_slots, (singles, deny))
+        if last.records is not None
+        else None
+    ) or (
+        stale(single, single_records, changed_slots, count),
+        stale(deny.columns, deny.records, changed_slots, count),
+    )
     records = compiled.refresh(
         (single_records, deny.records),  # type: ignore[arg-type]  # the None are replaced
         packets,
         octets,
-        (stale(single, single_records, moved_slots), stale(deny.columns, deny.records, moved_slots)),
+        positions,
     )
     newlines = head.count("\n") + count + tail.count("\n") - framed_by_newline
     parse = ColumnarParse(
@@ -321,17 +255,17 @@ def _reparse(text: str, source: str, family: int | None, last: Previous) -> Repa
         count,
         newlines + (0 if text.endswith("\n") else 1),
         names,
-        [run.start for run in runs],
-        [run.length for run in runs],
+        starts,
+        lengths,
         endpoint,
         declared,
         first_line,
         new_family,
         previous.marks,
         all_jumps[-1],
-        len(accepts.records),
-        len(specials.records),
+        accepts,
+        specials,
         new_tiers,
-        endpoint_targets & (declared | present),  # chains of this table only: bounded
+        chosen.endpoint_targets & (declared | set(names)),  # chains of this table only: bounded
     )
-    return Reparse(parse, head, counters, pieces, tail, records, len(replan))
+    return Reparse(parse, head, counters, pieces, tail, records, chosen.replanned)

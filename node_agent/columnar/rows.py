@@ -86,12 +86,18 @@ def is_odd(text: str) -> bool:
     return "\\" in text or "'" in text or text.count('"') % 2 == 1
 
 
-def split_rows(text: str, family: int | None) -> Rows:
+Head = tuple[str, set[str], bool]
+"""The text before a table's first rule with what :func:`declarations` gives for it."""
+
+
+def split_rows(text: str, family: int | None, known: Head | None = None) -> Rows:
     """The columns of ``text``'s rule lines, or :class:`Irregular`.
 
     Why here: the split and the integer conversions are the only steps that touch every
     line, so they are done once, C-level, and the lines around the rules (few) are
-    checked line by line.
+    checked line by line.  ``known``: the declarations of a head already read (the
+    re-parse after churn parses a few chains under the whole table's head, ~10k lines on a
+    big node), used when the text's head is that one.
     """
     framed_by_newline = text.startswith("[")
     framed = "\n" + text if framed_by_newline else text
@@ -105,7 +111,7 @@ def split_rows(text: str, family: int | None) -> Rows:
     # checked outside the rules here and per distinct rest by rule_columns.
     if is_odd(head) or is_odd(tail):
         raise Irregular
-    declared, opened = declarations(head)
+    declared, opened = known[1:] if known is not None and known[0] == head else declarations(head)
     check_tail(tail, opened)
 
     try:
