@@ -75,27 +75,27 @@ def _history(deployment: Deployment[SimulatedCluster]) -> None:
     deployment.step("round 1")
 
     catalog = next(w for w in sim.cluster.workloads if w.app == "catalog")
-    moment = time.time()
     sim.rerender(
         sim.rewritten("knp.default.allow-frontend-to-catalog", "shop", 8081),
         reset_chains=frozenset({f"cali-tw-{catalog.interface}"}),
     )
+    moment = time.time()  # after the tables are written: a read stamped later reads them
     sim.publish()
     served.wait_reads_after(moment, nodes)
     resets = served.metric("calico_accountant_node_counter_resets_total")
     assert sum(resets.values()) > 0, "the rewrite and the zeroed chain must be seen as resets"
     deployment.step("after a reset")
 
-    moment = time.time()
     sim.rerender(sim.renamed("allow-checkout-to-payments-api", "payments", "checkout-to-payments-api"))
+    moment = time.time()
     sim.publish()
     served.wait_reads_after(moment, nodes)
     served.wait_resolved()
     deployment.step("after a renamed policy")
 
     cart = next(w for w in sim.cluster.workloads if w.app == "cart")
-    moment = time.time()
     sim.rerender(sim.without(cart.pod))  # felix removes the pod's chains first
+    moment = time.time()
     served.wait_reads_after(moment, nodes)
     sim.publish()
     text = deployment.step("after a deleted pod")

@@ -70,7 +70,9 @@ class Served:
         wait_until(answers, timeout=timeout, interval=0.05, what=f"gRPC on {self.target}")
 
     def wait_reads_after(self, moment: float, nodes: int, timeout: float = 20.0) -> None:
-        """Until each of ``nodes`` nodes has had a snapshot read after ``moment`` applied."""
+        """Until each of ``nodes`` nodes has had a snapshot read after ``moment`` applied.
+        An agent stamps a read when it starts it: take ``moment`` after the tables changed
+        (taken before, a read started in between counts as after and shows the old tables)."""
         wait_until(
             lambda: (
                 len(found := self._nodes()) == nodes
