@@ -80,7 +80,7 @@ ADMIN_DOWN_MARKER = "Endpoint admin disabled"
 
 def is_group_chain(chain: str) -> bool:
     """A policy-group chain, also inside an nft layer name (``filter-cali-gi-...``)."""
-    return any(prefix in chain for prefix in GROUP_CHAIN_PREFIXES)
+    return "cali-gi-" in chain or "cali-go-" in chain  # GROUP_CHAIN_PREFIXES, unrolled: once per counter
 
 
 # -- identity comments on the first rule of a policy/profile chain (v3.22+) -----------------
