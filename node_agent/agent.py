@@ -20,14 +20,13 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calico_accountant.contract import AGENT_HEALTH_PORT
 from calico_accountant.runtime.client_tls import ClientTls, client_tls_from_args
 from calico_accountant.runtime.flags import HelpFormatter
 from calico_accountant.runtime.memory import drop_file_pages, trim, tune_allocator
 from calico_accountant.runtime.process import configure_logging, stop_on_signals
-from calico_accountant.runtime.web_config import WebConfig, load_web_config
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.dataplane import choose_dataplane
 from node_agent.flags import add_arguments
@@ -39,6 +38,9 @@ from node_agent.reader import (
     ReadError,
 )
 from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
+
+if TYPE_CHECKING:
+    from calico_accountant.runtime.web_config import WebConfig
 
 __all__ = ["AgentConfig", "add_arguments", "config_from_args", "default_node_name", "run", "run_agent"]
 
@@ -114,9 +116,17 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         backoff_max=args.backoff_max,
         tls=tls,
         token_file=args.token_file or None,
-        web_config=load_web_config(args.web_config) if args.web_config else None,
+        web_config=_load_web_config(args.web_config) if args.web_config else None,
         release_memory=True,
     )
+
+
+def _load_web_config(path: str) -> WebConfig:
+    """``--web-config``: imported only when given (its parsing and the hashing and TLS
+    helpers it brings are ~1 MiB an agent without one does not keep)."""
+    from calico_accountant.runtime.web_config import load_web_config
+
+    return load_web_config(path)
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:

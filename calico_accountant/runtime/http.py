@@ -19,10 +19,11 @@ import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socket import socket
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from calico_accountant.runtime.web_config import WebConfig
-from calico_accountant.runtime.web_security import REALM, BasicAuth, ServerTls
+if TYPE_CHECKING:  # imported when a web configuration is given: hashing, certificate reloads
+    from calico_accountant.runtime.web_config import WebConfig
+    from calico_accountant.runtime.web_security import BasicAuth, ServerTls
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TEXT_PLAIN", "HttpServer", "Response", "Route"]
 
@@ -74,8 +75,13 @@ class HttpServer:
         logger: logging.Logger = log,
         web: WebConfig | None = None,
     ) -> None:
-        tls = ServerTls(web.tls, what=f"{name} TLS certificate") if web and web.tls else None
-        auth = BasicAuth(web.basic_auth_users) if web and web.basic_auth_users else None
+        tls: ServerTls | None = None
+        auth: BasicAuth | None = None
+        if web is not None:
+            from calico_accountant.runtime.web_security import BasicAuth, ServerTls
+
+            tls = ServerTls(web.tls, what=f"{name} TLS certificate") if web.tls else None
+            auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
         if auth is not None and tls is None:
             logger.warning("%s: basic auth without TLS: passwords cross the network in the clear", name)
         handler = _handler(dict(routes), not_found, failure, compress, logger, name, auth)
@@ -174,6 +180,8 @@ def _handler(
         def _unauthorized(self) -> None:
             body = b"unauthorized: basic auth credentials required\n"
             self.send_response(401)
+            from calico_accountant.runtime.web_security import REALM
+
             self.send_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
             self.send_header("Content-Type", TEXT_PLAIN)
             self.send_header("Content-Length", str(len(body)))
