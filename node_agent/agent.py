@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from calico_accountant.contract import AGENT_HEALTH_PORT
 from calico_accountant.runtime.client_tls import ClientTls, client_tls_from_args
 from calico_accountant.runtime.flags import HelpFormatter
-from calico_accountant.runtime.memory import drop_file_pages, trim, tune_allocator
 from calico_accountant.runtime.process import configure_logging, stop_on_signals
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.dataplane import choose_dataplane
 from node_agent.flags import add_arguments
 from node_agent.health import DATAPLANE_LABELS, AgentMetrics, AgentStatus, serve_health
+from node_agent.memory_upkeep import MemoryUpkeep
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,
     NodeRead,
@@ -79,8 +79,9 @@ class AgentConfig:
     web_config: WebConfig | None = None
     """TLS and basic auth for the health endpoint."""
     release_memory: bool = False
-    """Hand memory back after each read (:class:`MemoryUpkeep`); the command line's agent
-    does, an agent run inside another program (tests) leaves that program's memory alone."""
+    """Hand memory back to the system (:class:`~node_agent.memory_upkeep.MemoryUpkeep`): the
+    command line's agent does; an agent run inside another program (tests) leaves that
+    program's allocator and mappings alone."""
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -122,8 +123,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 
 def _load_web_config(path: str) -> WebConfig:
-    """``--web-config``: imported only when given (its parsing and the hashing and TLS
-    helpers it brings are ~1 MiB an agent without one does not keep)."""
+    """``--web-config``: imported only when given (with its hashing and TLS helpers, 0.3 MiB
+    an agent without one does not keep)."""
     from calico_accountant.runtime.web_config import load_web_config
 
     return load_web_config(path)
@@ -229,34 +230,6 @@ async def _read_loop(
         await asyncio.sleep(next_tick - now)
 
 
-@dataclass(slots=True)
-class MemoryUpkeep:
-    """What the agent process hands back to the system, and when
-    (:mod:`calico_accountant.runtime.memory` says why each helps).
-
-    Once the modules are imported and the health endpoint serves, and again once the
-    aggregator acknowledged a snapshot (so the first cold parse, the connection and the
-    full snapshot have run), the pages of libraries mapped only for that start-up are
-    dropped; after every read, the heap's free pages are trimmed.  On a 110-pod node this
-    took the agent from 62 to 4x MiB resident (``docs/performance.md``)."""
-
-    dropped_after_ack: bool = False
-
-    def started(self) -> None:
-        self._drop("start-up")
-
-    def after_read(self, *, acked: bool) -> None:
-        trim()
-        if acked and not self.dropped_after_ack:
-            self.dropped_after_ack = True
-            self._drop("first acknowledged snapshot")
-
-    @staticmethod
-    def _drop(after: str) -> None:
-        advised = drop_file_pages()
-        log.debug("after the %s: %.1f MiB of library mappings dropped", after, advised / 2**20)
-
-
 def _record_read(read: NodeRead, metrics: AgentMetrics, status: AgentStatus) -> None:
     metrics.reads.labels("ok").inc()
     metrics.read_duration.observe(read.seconds)
@@ -295,7 +268,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         log.error("%s", error)
         return 2
-    tune_allocator()  # before the first read: see calico_accountant.runtime.memory
     try:
         return asyncio.run(run_agent(config))
     except OSError as error:  # the port is taken, the web config's certificate cannot be loaded

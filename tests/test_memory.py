@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from calico_accountant.runtime.memory import Mapping, droppable, parse_smaps, trim
-from node_agent.agent import MemoryUpkeep
+from node_agent.memory_upkeep import MemoryUpkeep
 from tests.support.ports import free_port
 from tests.support.processes import REPO, processes
 from tests.support.scrape import http_get
@@ -160,7 +160,8 @@ def test_the_agent_drops_library_pages_once_after_the_first_ack(monkeypatch: pyt
         drops.append(1)
         return 0
 
-    monkeypatch.setattr("node_agent.agent.drop_file_pages", drop)
+    monkeypatch.setattr("node_agent.memory_upkeep.drop_file_pages", drop)
+    monkeypatch.setattr("node_agent.memory_upkeep.tune_allocator", lambda: True)
     upkeep = MemoryUpkeep()
     upkeep.started()
     upkeep.after_read(acked=False)

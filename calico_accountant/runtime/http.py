@@ -178,10 +178,10 @@ def _handler(
             self.wfile.write(body)
 
         def _unauthorized(self) -> None:
-            body = b"unauthorized: basic auth credentials required\n"
-            self.send_response(401)
             from calico_accountant.runtime.web_security import REALM
 
+            body = b"unauthorized: basic auth credentials required\n"
+            self.send_response(401)
             self.send_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
             self.send_header("Content-Type", TEXT_PLAIN)
             self.send_header("Content-Length", str(len(body)))
