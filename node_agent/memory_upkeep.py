@@ -21,10 +21,13 @@ log = logging.getLogger("calico_accountant.agent")
 class MemoryUpkeep:
     """At start (modules imported, health endpoint serving): glibc's mmap threshold fixed
     and the library pages mapped so far dropped.  After every read: the heap trimmed (the
-    read's large temporaries are gone by then).  After the first read once the aggregator
-    acknowledged a snapshot (the first cold parse, the connection and the full snapshot have
-    run): the library pages dropped once more, leaving mapped what steady reads run."""
+    read's large temporaries are gone by then).  After the first read (the cold parse and
+    the connection have run; before the full snapshot is encoded, which lowered the
+    start-up's peak from 55.5 to 51.6 MiB at 110 pods) and after the first read once the
+    aggregator acknowledged a snapshot: the library pages dropped again, leaving mapped what
+    steady reads run."""
 
+    reads: int = 0
     dropped_after_ack: bool = False
 
     def started(self) -> None:
@@ -33,6 +36,9 @@ class MemoryUpkeep:
 
     def after_read(self, *, acked: bool) -> None:
         trim()
+        self.reads += 1
+        if self.reads == 1:
+            self._drop("first read")
         if acked and not self.dropped_after_ack:
             self.dropped_after_ack = True
             self._drop("first acknowledged snapshot")
