@@ -5,7 +5,15 @@ A real aggregator (no datastore) and a real agent process on loopback; the agent
 ``--iptables-save`` is ``cat`` of a rendered dump (the sample cluster's node, and sized
 nodes as in ``bench/parser_bench.py``), read every ``--interval`` seconds.  After the warm-up
 (first full snapshot acknowledged) it samples ``/proc/PID/status`` (VmRSS, VmHWM) and
-``/proc/PID/stat`` (user + system CPU) over a number of reads.
+``/proc/PID/stat`` (user + system CPU) over a number of reads, and splits the resident
+memory at the end with ``/proc/PID/smaps_rollup``: anonymous (the heap, Python's objects,
+thread stacks) and file-backed (the pages of the interpreter and the shared libraries
+mapped, shared with every process mapping the same files; RSS counts them in full, PSS
+divides them among those processes).
+
+The agent runs as the DaemonSet runs it (``calico-accountant agent``): what it does to
+keep its memory down (``calico_accountant/runtime/memory.py``) is set up by the agent
+itself, no environment needed.
 
 Not included: the ``iptables-save`` children a real node runs (their memory and CPU count in
 the container's cgroup too; ``bench/parser_bench.py`` times them).  Figures in ``bench/README.md``.
@@ -37,6 +45,9 @@ class Figures:
     name: str
     dump_mb: float
     rss_mib: float
+    anon_mib: float
+    file_mib: float
+    pss_mib: float
     peak_mib: float
     cpu_per_read_s: float
 
@@ -46,6 +57,11 @@ def _status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise LookupError(field)
+
+
+def _rollup_kib(pid: int) -> dict[str, int]:
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    return {name: int(value.split()[0]) for name, value in (line.split(":", 1) for line in lines)}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -67,10 +83,14 @@ def measure(name: str, text: str, reads: int, interval: float, directory: Path) 
         start = _cpu_seconds(pid)
         time.sleep(reads * interval)
         cpu = _cpu_seconds(pid) - start
+        rollup = _rollup_kib(pid)
         return Figures(
             name,
             len(text.encode()) / 1e6,
             _status_kib(pid, "VmRSS") / 1024,
+            rollup["Anonymous"] / 1024,
+            (rollup["Rss"] - rollup["Anonymous"]) / 1024,
+            rollup["Pss"] / 1024,
             _status_kib(pid, "VmHWM") / 1024,
             cpu / reads,
         )
@@ -95,14 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         for pods, policies in (map(int, size.split("x")) for size in args.sizes.split(",") if size)
     ]
     print(
-        f"{'node':>14} {'dump MB':>8} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s/read':>11}"
+        f"{'node':>14} {'dump MB':>8} {'RSS MiB':>8} {'anon':>6} {'file':>6} {'PSS':>6} {'peak MiB':>9}"
+        f" {'CPU s/read':>11}"
         f" {'core at interval':>17}"
     )
     with tempfile.TemporaryDirectory() as directory:
         for name, text in cases:
             f = measure(name, text, args.reads, args.interval, Path(directory))
             print(
-                f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}"
+                f"{f.name:>14} {f.dump_mb:8.2f} {f.rss_mib:8.1f} {f.anon_mib:6.1f} {f.file_mib:6.1f}"
+                f" {f.pss_mib:6.1f} {f.peak_mib:9.1f} {f.cpu_per_read_s:11.3f}"
                 f" {f.cpu_per_read_s / args.interval:16.2%}"
             )
     return 0

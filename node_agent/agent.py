@@ -20,17 +20,17 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calico_accountant.contract import AGENT_HEALTH_PORT
 from calico_accountant.runtime.client_tls import ClientTls, client_tls_from_args
 from calico_accountant.runtime.flags import HelpFormatter
 from calico_accountant.runtime.process import configure_logging, stop_on_signals
-from calico_accountant.runtime.web_config import WebConfig, load_web_config
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 from node_agent.dataplane import choose_dataplane
 from node_agent.flags import add_arguments
 from node_agent.health import DATAPLANE_LABELS, AgentMetrics, AgentStatus, serve_health
+from node_agent.memory_upkeep import MemoryUpkeep
 from node_agent.reader import (
     DEFAULT_NEAR_ZERO_PACKETS,
     NodeRead,
@@ -38,6 +38,9 @@ from node_agent.reader import (
     ReadError,
 )
 from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
+
+if TYPE_CHECKING:
+    from calico_accountant.runtime.web_config import WebConfig
 
 __all__ = ["AgentConfig", "add_arguments", "config_from_args", "default_node_name", "run", "run_agent"]
 
@@ -75,6 +78,10 @@ class AgentConfig:
     """A projected ServiceAccount token sent to the aggregator (re-read at every connect)."""
     web_config: WebConfig | None = None
     """TLS and basic auth for the health endpoint."""
+    release_memory: bool = False
+    """Hand memory back to the system (:class:`~node_agent.memory_upkeep.MemoryUpkeep`): the
+    command line's agent does; an agent run inside another program (tests) leaves that
+    program's allocator and mappings alone."""
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -110,8 +117,17 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         backoff_max=args.backoff_max,
         tls=tls,
         token_file=args.token_file or None,
-        web_config=load_web_config(args.web_config) if args.web_config else None,
+        web_config=_load_web_config(args.web_config) if args.web_config else None,
+        release_memory=True,
     )
+
+
+def _load_web_config(path: str) -> WebConfig:
+    """``--web-config``: imported only when given (with its hashing and TLS helpers, 0.3 MiB
+    an agent without one does not keep)."""
+    from calico_accountant.runtime.web_config import load_web_config
+
+    return load_web_config(path)
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
@@ -121,6 +137,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
     status = AgentStatus(started=time.time(), stall_after=3 * config.interval + 2 * config.read_timeout)
     health = serve_health(config.listen_host, config.listen_port, status, metrics, web=config.web_config)
     log.info("agent for node %s: health on %s:%d", config.node, config.listen_host, health.port)
+    upkeep = MemoryUpkeep() if config.release_memory else None
+    if upkeep is not None:
+        upkeep.started()
     try:
         commands = [*config.commands, *config.nft_commands]
         if not commands:
@@ -149,7 +168,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
         )
         log.info("streaming to %s as instance %s", config.aggregator, streamer.instance_id)
         stream_task = asyncio.create_task(streamer.run(), name="ingest-stream")
-        read_task = asyncio.create_task(_read_loop(config, reader, slot, metrics, status), name="read-loop")
+        read_task = asyncio.create_task(
+            _read_loop(config, reader, slot, metrics, status, upkeep), name="read-loop"
+        )
         stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
         await asyncio.wait({stopping, read_task, stream_task}, return_when=asyncio.FIRST_COMPLETED)
         status_code = 0
@@ -174,6 +195,7 @@ async def _read_loop(
     slot: LatestSlot[NodeRead],
     metrics: AgentMetrics,
     status: AgentStatus,
+    upkeep: MemoryUpkeep | None = None,
 ) -> None:
     """One read per interval on a fixed schedule (a slow read shortens the next wait)."""
     next_tick = time.monotonic()
@@ -199,6 +221,8 @@ async def _read_loop(
             if slot.put(read):
                 metrics.snapshots_superseded.inc()
         status.last_attempt = time.time()
+        if upkeep is not None:
+            upkeep.after_read(acked=status.ever_acked)
         next_tick += config.interval
         now = time.monotonic()
         if next_tick < now:  # fell behind (a read longer than the interval): do not burst

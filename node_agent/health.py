@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,8 +31,10 @@ from prometheus_client import (
 
 from calico_accountant.runtime.build_info import BuildInfo, build_info
 from calico_accountant.runtime.http import TEXT_PLAIN, HttpServer, Response
-from calico_accountant.runtime.web_config import WebConfig
 from calico_accountant.wire.snapshots import DATAPLANE_NAMES
+
+if TYPE_CHECKING:
+    from calico_accountant.runtime.web_config import WebConfig
 
 __all__ = ["AgentMetrics", "AgentStatus", "serve_health"]
 

@@ -63,15 +63,18 @@ def test_nothing_parsed_is_a_failure() -> None:
 
 def test_agent_imports_only_what_it_runs() -> None:
     """The agent's memory is mostly its imports: ``calico-accountant agent`` registers only its
-    own subcommand, and the web security libraries load only when ``--web-config`` asks."""
+    own subcommand, and the web configuration, its security helpers and libraries load only
+    when ``--web-config`` asks."""
     probe = (
         "import sys\n"
         "from calico_accountant_cli.main import build_parser\n"
         "build_parser('agent').parse_args(['agent', '--node', 'n'])\n"
         "import node_agent.agent\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} | set(sys.modules))))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
-    assert "node_agent" in loaded
+    assert "node_agent" in loaded and "calico_accountant.runtime.http" in loaded
     assert not loaded & {"aggregator", "cryptography", "jwt", "bcrypt", "yaml", "lightkube"}, loaded
+    web = {"calico_accountant.runtime.web_config", "calico_accountant.runtime.web_security"}
+    assert not loaded & web

@@ -7,7 +7,9 @@
 * :mod:`.web_config`, :mod:`.web_security`: exporter-toolkit's web configuration (TLS,
   basic auth) for that endpoint;
 * :mod:`.client_tls`: TLS towards the aggregator, for the agent and the CLI;
-* :mod:`.reloading`: a value rebuilt when its files change (certificates, key sets).
+* :mod:`.reloading`: a value rebuilt when its files change (certificates, key sets);
+* :mod:`.memory`: resident memory held for nothing handed back (glibc's allocator, the
+  pages of loaded libraries): the node agent's.
 
 Nothing here imports the services: they use it, never the reverse.
 """

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socket import socket
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from calico_accountant.runtime.web_config import WebConfig
-from calico_accountant.runtime.web_security import REALM, BasicAuth, ServerTls
+if TYPE_CHECKING:  # imported when a web configuration is given: hashing, certificate reloads
+    from calico_accountant.runtime.web_config import WebConfig
+    from calico_accountant.runtime.web_security import BasicAuth, ServerTls
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TEXT_PLAIN", "HttpServer", "Response", "Route", "gzip_parts"]
 
@@ -98,8 +99,13 @@ class HttpServer:
         logger: logging.Logger = log,
         web: WebConfig | None = None,
     ) -> None:
-        tls = ServerTls(web.tls, what=f"{name} TLS certificate") if web and web.tls else None
-        auth = BasicAuth(web.basic_auth_users) if web and web.basic_auth_users else None
+        tls: ServerTls | None = None
+        auth: BasicAuth | None = None
+        if web is not None:
+            from calico_accountant.runtime.web_security import BasicAuth, ServerTls
+
+            tls = ServerTls(web.tls, what=f"{name} TLS certificate") if web.tls else None
+            auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
         if auth is not None and tls is None:
             logger.warning("%s: basic auth without TLS: passwords cross the network in the clear", name)
         handler = _handler(dict(routes), not_found, failure, compress, logger, name, auth)
@@ -199,6 +205,8 @@ def _handler(
                     self.wfile.write(part)
 
         def _unauthorized(self) -> None:
+            from calico_accountant.runtime.web_security import REALM
+
             body = b"unauthorized: basic auth credentials required\n"
             self.send_response(401)
             self.send_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')

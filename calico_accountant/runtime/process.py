@@ -14,9 +14,9 @@ import contextlib
 import logging
 import signal
 from enum import StrEnum
-from typing import Any
 
 from calico_accountant.runtime.heap import collect_unfrozen
+from calico_accountant.runtime.memory import trim
 
 __all__ = ["LOG_FORMAT", "LogFormat", "configure_logging", "release_free_memory", "stop_on_signals"]
 
@@ -62,9 +62,6 @@ def _formatter(log_format: LogFormat) -> logging.Formatter:
     )
 
 
-_LIBC: Any = None
-
-
 def release_free_memory(*, collect_cycles: bool = False) -> bool:
     """Hand the heap's free pages back to the operating system (glibc's ``malloc_trim``),
     after a collection of the unfrozen heap when ``collect_cycles``
@@ -80,19 +77,7 @@ def release_free_memory(*, collect_cycles: bool = False) -> bool:
     Returns False where there is no glibc (only the collection was done)."""
     if collect_cycles:
         collect_unfrozen()
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if not _LIBC:
-        return False
-    _LIBC.malloc_trim(0)
-    return True
+    return trim()
 
 
 def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
