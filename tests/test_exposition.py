@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.accountant import Accountant
+from aggregator.exposition import text as text_module
 from aggregator.exposition.serving import serve_metrics
 from aggregator.exposition.text import render_accountant, render_text
 from aggregator.ledger.ledger import Ledger
@@ -399,3 +400,13 @@ def test_scale_1000_pods_40_policies(capsys: pytest.CaptureFixture[str]) -> None
         )
     assert view.series_count >= pods * policies * 2 * 2
     assert copy_time + render_time < 10 and steady_apply < 10
+
+
+def test_a_family_rendered_in_parts_is_the_same_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However a family's series are cut into parts, the text is the same (headers once)."""
+    acct = populated(SeriesOptions(compat=True))
+    whole = render_accountant(acct, now=0)
+    for size in (1, 2, 7):
+        monkeypatch.setattr(text_module, "SERIES_PER_PART", size)
+        assert render_accountant(acct, now=0) == whole
+        assert whole.count("# TYPE calico_accountant_workload_policy_packets_total counter") == 1

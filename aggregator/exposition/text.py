@@ -30,24 +30,37 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _render_family(family_view: FamilyView) -> Iterator[str]:
-    """Both metrics of a family (packets, then bytes when it has them), one string each.
+SERIES_PER_PART = 50_000
+"""Series per part of a family's metric (~10 MB of text): compressing one part while the next
+is rendered overlaps nearly all of a scrape's gzip
+(:func:`calico_accountant.runtime.http.gzip_parts`), and joins of ~10 MB are faster than one
+of a whole metric.  Measured at 1,018,400 series on an idle machine (render and encode /
+gzip'd scrape): parts of 10k series 0.36 / 0.74 s, 50k 0.41 / 0.68 s, 100k 0.51 / 0.74 s,
+400k 0.73 / 0.96 s, a whole metric per part 0.75-0.81 / 1.00-1.03 s."""
 
-    One join per metric over [name, labels, value, name, labels, value, ...]: the name and
+
+def _render_family(family_view: FamilyView) -> Iterator[str]:
+    """Both metrics of a family (packets, then bytes when it has them), in parts of at most
+    :data:`SERIES_PER_PART` series.
+
+    One join per part over [name, labels, value, name, labels, value, ...]: the name and
     each series' label text are kept strings (made when the series was created), only the
     value is formatted (an f-string per line cost ~25 % more at 500k series)."""
     family = family_view.family
-    pairs: list[tuple[str, str, tuple[int, ...]]] = [
-        (family.packets_name, family.packets_help, family_view.packets)
-    ]
+    pairs = [(family.packets_name, family.packets_help, family_view.packets)]
     if family.bytes_name is not None:
         pairs.append((family.bytes_name, family.bytes_help, family_view.bytes))
+    texts = family_view.texts
     for metric_name, help_text, values in pairs:
-        parts = [metric_name] * (3 * len(values) + 1)
-        parts[0] = f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n"
-        parts[2::3] = family_view.texts
-        parts[3::3] = [f" {value}\n" for value in values]
-        yield "".join(parts)
+        header = f"# HELP {metric_name} {_escape_help(help_text)}\n# TYPE {metric_name} counter\n"
+        for start in range(0, max(len(values), 1), SERIES_PER_PART):
+            end = start + SERIES_PER_PART
+            part = values[start:end]
+            parts = [metric_name] * (3 * len(part) + 1)
+            parts[0] = header if start == 0 else ""
+            parts[2::3] = texts[start:end]
+            parts[3::3] = [f" {value}\n" for value in part]
+            yield "".join(parts)
 
 
 def _format_value(value: float) -> str:
