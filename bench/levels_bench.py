@@ -18,9 +18,9 @@ the best of ``--scrapes`` later ones: the label texts are made with the series, 
 costs about what the others do), the text's size and its gzip'd
 size (level 1, what a scrape with ``Accept-Encoding: gzip`` gets) and the time of such a scrape
 (the best of ``--scrapes``; render and gzip together: each part is compressed in a second
-thread while the next one is rendered), what a scraped aggregator keeps per stored counter (``B/ctr scraped``: the RSS
-after the scrapes, their text freed), and the peak RSS while rendering.  A measurement, not
-a test: nothing asserts a speed.
+thread while the next one is rendered), what a scraped aggregator keeps per stored counter
+(``B/ctr scraped``: the RSS after the scrapes, their text freed), and the peak RSS while
+rendering.  A measurement, not a test: nothing asserts a speed.
 """
 
 from __future__ import annotations
