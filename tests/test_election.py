@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from aetcd import rpc
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aggregator.checkpoint.etcd import EtcdCheckpointStore
 from aggregator.checkpoint.stores import FencedOut
-from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
 from aggregator.election.etcd import EtcdElection
 from aggregator.election.open import (
@@ -32,6 +30,7 @@ from aggregator.election.open import (
     parse_leader_election,
 )
 from aggregator.readiness import Phase, Readiness, serve_health
+from tests.support.etcd_leases import revoke_lease_of
 from tests.support.etcd_server import EtcdServer
 from tests.support.scrape import http_get, metric_samples
 
@@ -49,18 +48,6 @@ def _run(coroutine: Awaitable[_T]) -> _T:
         return await coroutine
 
     return asyncio.run(main())
-
-
-async def _revoke_holder(spec: EtcdSpec, key: bytes) -> None:
-    """What an expired lease looks like to its holder: etcd revokes it (and the key goes)."""
-    channel = EtcdChannel(spec)
-    try:
-        found = await rpc.KVStub(channel.get()).Range(rpc.RangeRequest(key=key), timeout=5)
-        await rpc.LeaseStub(channel.get()).LeaseRevoke(
-            rpc.LeaseRevokeRequest(ID=found.kvs[0].lease), timeout=5
-        )
-    finally:
-        await channel.close()
 
 
 def test_one_leads_the_other_stands_by_and_a_resignation_hands_over_at_once(etcd: EtcdServer) -> None:
@@ -86,7 +73,7 @@ def test_a_revoked_lease_is_lost_at_the_next_keep_alive(etcd: EtcdServer) -> Non
         a = EtcdElection(_spec(etcd), "a", ttl=3)
         await a.campaign()
         revoked = time.monotonic()
-        await _revoke_holder(_spec(etcd), a.key)
+        await revoke_lease_of(_spec(etcd), a.key)
         reason = await asyncio.wait_for(a.lost(), 5)
         await a.resign()
         return reason, time.monotonic() - revoked
@@ -125,7 +112,7 @@ def test_a_deposed_leader_cannot_replace_the_new_leaders_checkpoint(etcd: EtcdSe
         fence_checkpoints(a, store_a)
         await store_a.save(b"a, while leading")
         standing_by = asyncio.create_task(b.campaign())
-        await _revoke_holder(spec, a.key)  # a is deposed (it has not noticed yet)
+        await revoke_lease_of(spec, a.key)  # a is deposed (it has not noticed yet)
         await asyncio.wait_for(standing_by, 5)
         fence_checkpoints(b, store_b)
         assert await store_b.load() == b"a, while leading"

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
 from tests.support.accounting import FakeCatalog
 from tests.support.keyed import T0, Read, agent_messages, evolving_reads
 from tests.support.streaming import make_nodes
+from tests.support.waits import async_wait_until
 
 NODE = "node-k"
 
@@ -112,15 +113,6 @@ async def _aggregator(
     return Aggregator(accountant, servicer, server, f"127.0.0.1:{bound}", registry, hits)
 
 
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
-
-
 async def _base_read(tmp_path: Path) -> NodeRead:
     (node,) = make_nodes(tmp_path, [(1, 1)])
     return await NodeReader([f"cat {node.path}"]).read()
@@ -151,7 +143,7 @@ async def _feed(streamer: Streamer, base: NodeRead, reads: list[Read], start: in
         def sent(acked: int = acked) -> bool:
             return streamer.acked_sequence > acked
 
-        await _until(sent, f"read {index} acknowledged")
+        await async_wait_until(sent, what=f"read {index} acknowledged", timeout=15.0, interval=0.01)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -6,17 +6,16 @@ expired under it registers again, a clean stop is seen at once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
-from aetcd import rpc
 
-from aggregator.datastore.etcd_channel import EtcdChannel
 from aggregator.datastore.spec import EtcdSpec, parse_datastore_spec
 from aggregator.shard.etcd import DEFAULT_PREFIX, EtcdMembership, decode_member
 from aggregator.shard.membership import ViewKeeper
 from aggregator.shard.ring import Member, Ring
+from tests.support.etcd_leases import revoke_lease_of
 from tests.support.etcd_server import EtcdServer
+from tests.support.waits import async_wait_until
 
 ME = Member("shard-0", "10.0.0.1:9010")
 
@@ -74,27 +73,6 @@ def _etcd_spec(etcd: EtcdServer) -> EtcdSpec:
     return spec
 
 
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
-
-
-async def _revoke(spec: EtcdSpec, key: bytes) -> None:
-    """What an expired lease looks like to its holder: etcd revokes it (and the key goes)."""
-    channel = EtcdChannel(spec)
-    try:
-        found = await rpc.KVStub(channel.get()).Range(rpc.RangeRequest(key=key), timeout=5)
-        await rpc.LeaseStub(channel.get()).LeaseRevoke(
-            rpc.LeaseRevokeRequest(ID=found.kvs[0].lease), timeout=5
-        )
-    finally:
-        await channel.close()
-
-
 def test_etcd_members_see_each_other_come_and_go_and_an_expired_lease_registers_again(
     etcd: EtcdServer,
 ) -> None:
@@ -108,18 +86,24 @@ def test_etcd_members_see_each_other_come_and_go_and_an_expired_lease_registers_
         await a.start()
         await b.start()
         try:
-            await _until(lambda: set(a.ring.members) == {"shard-0", "shard-1"}, "a sees b")
-            await _until(lambda: set(b.ring.members) == {"shard-0", "shard-1"}, "b sees a")
+            await async_wait_until(
+                lambda: set(a.ring.members) == {"shard-0", "shard-1"}, what="a sees b", timeout=10.0
+            )
+            await async_wait_until(
+                lambda: set(b.ring.members) == {"shard-0", "shard-1"}, what="b sees a", timeout=10.0
+            )
             # b's lease expires under it (etcd revokes it, its key goes): a sees b leave, b
             # registers again at its next round, and a sees it back.
-            await _revoke(spec, f"{DEFAULT_PREFIX}shard-1".encode())
-            await _until(lambda: {"shard-0"} in changes, "a sees b's key go")
-            await _until(lambda: set(a.ring.members) == {"shard-0", "shard-1"}, "b registered again")
+            await revoke_lease_of(spec, f"{DEFAULT_PREFIX}shard-1".encode())
+            await async_wait_until(lambda: {"shard-0"} in changes, what="a sees b's key go", timeout=10.0)
+            await async_wait_until(
+                lambda: set(a.ring.members) == {"shard-0", "shard-1"}, what="b registered again", timeout=10.0
+            )
             assert b.view.metrics.errors._value.get() == 0
         finally:
             await b.close()
         # A clean stop revokes the lease: a sees b leave at its next read, not after the TTL.
-        await _until(lambda: set(a.ring.members) == {"shard-0"}, "b's clean stop", timeout=1.5)
+        await async_wait_until(lambda: set(a.ring.members) == {"shard-0"}, what="b's clean stop", timeout=1.5)
         await a.close()
 
     asyncio.run(scenario())

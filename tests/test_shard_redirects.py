@@ -27,6 +27,7 @@ from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from node_agent.reader import NodeRead, NodeReader
 from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
 from tests.support.streaming import make_nodes
+from tests.support.waits import async_wait_until
 
 NODE = "node-0"
 
@@ -103,15 +104,6 @@ def _streamer(target: str, read: NodeRead) -> Streamer:
     return Streamer(config, slot)
 
 
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
-
-
 def _count(streamer: Streamer, outcome: str) -> float:
     return float(streamer.metrics.redirects.labels(outcome)._value.get())
 
@@ -125,7 +117,9 @@ async def _redirect_followed(owners: Owners, a: Replica, b: Replica, read: NodeR
     streamer = _streamer(a.address, read)
     task = asyncio.create_task(streamer.run())
     try:
-        await _until(lambda: streamer.acked_sequence > 0, "the owner acked")
+        await async_wait_until(
+            lambda: streamer.acked_sequence > 0, what="the owner acked", timeout=10.0, interval=0.02
+        )
         assert b.accountant.node_names() == [NODE]
         assert a.accountant.node_names() == []  # the redirected snapshot was not applied
         assert streamer.connected_to == b.address
@@ -144,11 +138,15 @@ async def _disagreement(owners: Owners, a: Replica, b: Replica, read: NodeRead) 
     streamer = _streamer(a.address, read)
     task = asyncio.create_task(streamer.run())
     try:
-        await _until(lambda: _count(streamer, "fallback") >= 1, "a fallback")
+        await async_wait_until(
+            lambda: _count(streamer, "fallback") >= 1, what="a fallback", timeout=10.0, interval=0.02
+        )
         assert _count(streamer, "followed") == 3
         assert a.accountant.node_names() == b.accountant.node_names() == []
         owners.owner = {"a": None, "b": a.address}  # they agree again: a owns it
-        await _until(lambda: streamer.acked_sequence > 0, "acked once they agree")
+        await async_wait_until(
+            lambda: streamer.acked_sequence > 0, what="acked once they agree", timeout=10.0, interval=0.02
+        )
         assert a.accountant.node_names() == [NODE]
     finally:
         task.cancel()
@@ -164,14 +162,21 @@ async def _hand_over(owners: Owners, a: Replica, b: Replica, read: NodeRead) -> 
     streamer = _streamer(a.address, read)
     task = asyncio.create_task(streamer.run())
     try:
-        await _until(lambda: streamer.acked_sequence > 0, "a acked")
+        await async_wait_until(
+            lambda: streamer.acked_sequence > 0, what="a acked", timeout=10.0, interval=0.02
+        )
         assert a.accountant.node_names() == [NODE]
         owners.owner = {"a": b.address, "b": None}  # the membership changed: b owns it now
         a.servicer.release_nodes([NODE])
         assert a.accountant.node_names() == []
         acked = streamer.acked_sequence
         streamer.slot.put(read)  # the agent's next read goes out on its old stream
-        await _until(lambda: streamer.acked_sequence > acked and streamer.connected_to == b.address, "moved")
+        await async_wait_until(
+            lambda: streamer.acked_sequence > acked and streamer.connected_to == b.address,
+            what="moved",
+            timeout=10.0,
+            interval=0.02,
+        )
         assert b.accountant.node_names() == [NODE]
         assert a.accountant.node_names() == []
     finally:
