@@ -48,7 +48,7 @@ def test_a_hole_is_reused_and_left_out_of_the_columns() -> None:
     assert table.columns() == ((("a",), ("c",)), ("{a}", "{c}"), (1, 1), (2, 2))
     assert table.add(("d",), "{d}", 5, 6) == second  # the hole, not a new slot
     assert table.columns() == ((("a",), ("d",), ("c",)), ("{a}", "{d}", "{c}"), (1, 5, 1), (2, 6, 2))
-    assert table.value(second) == (5, 6) and table.holders[second] == 0
+    assert (table.packets[second], table.bytes[second]) == (5, 6) and table.holders[second] == 0
 
 
 def test_a_column_mapping_is_the_mapping_of_its_columns() -> None:

@@ -215,7 +215,7 @@ class SeriesState:
         so that the copy under the lock hashes nothing (:class:`ColumnMapping`)."""
         copies: list[FamilySeries] = []
         for index, family in enumerate(self.families):
-            labels, _, packets, octets = self.tables[index].columns()
+            labels, _, packets, octets = self.columns(index)
             values = ColumnMapping(labels, packets, octets)
             copies.append(FamilySeries(family.packets_name, self.label_names[index], values))
         return copies

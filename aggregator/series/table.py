@@ -78,9 +78,6 @@ class SeriesTable:
         self._free.append(slot)
         return labels, value
 
-    def value(self, slot: int) -> tuple[int, int]:
-        return self.packets[slot], self.bytes[slot]
-
     def items(self) -> Iterator[tuple[Labels, tuple[int, int]]]:
         """(labels, (packets, bytes)) of every live series."""
         packets, octets = self.packets, self.bytes
