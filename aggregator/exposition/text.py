@@ -78,9 +78,9 @@ def _render_simple(metric: SimpleMetric) -> str:
 
 def render_parts(view: StateView, *, version: str = __version__) -> Iterator[str]:
     """The whole exposition of ``view`` in the Prometheus text format, in parts (at most
-    :data:`SERIES_PER_PART` series each, made as they are asked for) whose concatenation is the text: a server sends
-    them one after another, never joining ~460 MB for a million series into one more copy,
-    and compresses each while the next is made."""
+    :data:`SERIES_PER_PART` series each, made as they are asked for) whose concatenation
+    is the text: a server sends them one after another, never joining ~460 MB for a
+    million series into one more copy, and compresses each while the next is made."""
     for family_view in view.families:
         yield from _render_family(family_view)
     for metric in self_metrics(view, version):
