@@ -1,9 +1,9 @@
 """Counters by key id in the ledger (the dictionary encoding of
 :mod:`calico_accountant.wire.keyed`).
 
-Per node the ledger keeps ``id -> CounterState`` for the ids its agent instance defined
-(``Counter.key_id``), so a changed counter sent by id is found with one int lookup: no key
-is built, hashed or compared.  The table is rebuilt from each full snapshot (a resync,
+Per node the ledger keeps ``id -> row`` (:mod:`aggregator.ledger.rows`) for the ids its agent
+instance defined (``Counter.key_id``), so a changed counter sent by id is found with one int
+lookup: no key is built, hashed or compared.  The table is rebuilt from each full snapshot (a resync,
 reconnect, a new agent instance or aggregator: every id is defined again), grows with the
 ids a delta defines, loses the ids a delta removes, and goes with the node.  It is not
 checkpointed: after a restore it is empty, and a delta naming ids is refused with a
@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem
-from aggregator.ledger.state import CounterState, Increase, NodeState, NodeUpdate, ResetReason
-from calico_accountant.records import CounterKey, CounterRecord
+from aggregator.ledger.rows import CounterRows
+from aggregator.ledger.state import Increase, NodeState, NodeUpdate, ResetReason
+from calico_accountant.records import CounterRecord
 
 __all__ = ["apply_values", "check_key_ids", "define_ids"]
 
@@ -28,14 +29,15 @@ _DECREASED = ResetReason.DECREASED.value
 
 
 def check_key_ids(
-    table: Mapping[int, CounterState], known: int, update: NodeUpdate, limits: Limits
+    table: Mapping[int, int], rows: CounterRows, update: NodeUpdate, limits: Limits
 ) -> Refusal | None:
-    """Whether ``update``'s ids can be trusted against ``table`` (the node's, which has
-    ``known`` counters): every id it sends values for or removes is known or defined by it,
+    """Whether ``update``'s ids can be trusted against ``table`` (the node's, whose counters
+    are ``rows``): every id it sends values for or removes is known or defined by it,
     none is defined again for another key, and the table stays within the node's counter
     cap and within the node's counters plus this snapshot's definitions (an agent frees the
     ids of vanished keys: a table that keeps growing is a peer defining ids without end)."""
     key_ids, values, removed_ids = update.key_ids, update.values, update.removed_ids
+    known = len(rows)
     if not key_ids and not len(values) and not removed_ids:
         return None
     defined = [key_id for key_id in key_ids if key_id]
@@ -53,7 +55,7 @@ def check_key_ids(
         return None
     for record, key_id in zip(update.records, key_ids, strict=True) if key_ids else ():
         holder = table.get(key_id) if key_id else None
-        if holder is not None and holder.key != record.key:
+        if holder is not None and rows.keys[holder] != record.key:
             return Refusal(
                 RefusalProblem.KEY_ID_CONFLICT,
                 f"key id {key_id} defined again for another key; send a full snapshot",
@@ -72,46 +74,54 @@ def check_key_ids(
 
 
 def define_ids(
-    table: dict[int, CounterState],
-    counters: Mapping[CounterKey, CounterState],
-    records: Sequence[CounterRecord],
-    key_ids: Sequence[int],
+    table: dict[int, int], rows: CounterRows, records: Sequence[CounterRecord], key_ids: Sequence[int]
 ) -> None:
-    """Enter the ids ``records`` (just applied) define: each names its record's counter."""
+    """Enter the ids ``records`` (just applied) define: each names its record's row."""
+    row_of = rows.row_of
     for record, key_id in zip(records, key_ids, strict=True):
         if key_id:
-            table[key_id] = counters[record.key]
+            table[key_id] = row_of[record.key]
 
 
 def apply_values(
     node_state: NodeState,
-    table: Mapping[int, CounterState],
+    rows: CounterRows,
+    table: Mapping[int, int],
     ids: Sequence[int],
     packets: Sequence[int],
     octets: Sequence[int],
 ) -> list[Increase]:
     """Apply raw values by id (all known: :func:`check_key_ids`); returns the increases.
-    The same arithmetic as the ledger's for a record with unchanged rule ids."""
+    The same arithmetic as the ledger's for a record with unchanged rule ids.  The values are
+    the wire's ``uint64`` fields: they fit the rows' 64-bit columns
+    (:data:`~aggregator.ledger.rows.RAW_MAX`)."""
     node = node_state.node
     increases: list[Increase] = []
     append = increases.append
     decreased = revived = 0
+    keys, retired_at = rows.keys, rows.retired_at
+    raws_p, raws_b, totals_p, totals_b = (
+        rows.raw_packets,
+        rows.raw_bytes,
+        rows.total_packets,
+        rows.total_bytes,
+    )
     for key_id, raw_packets, raw_bytes in zip(ids, packets, octets, strict=True):
-        state = table[key_id]
-        if state.retired_at is not None:
-            state.retired_at = None
+        row = table[key_id]
+        if retired_at[row] is not None:
+            retired_at[row] = None
             revived += 1
-        last_packets, last_bytes = state.raw_packets, state.raw_bytes
+        last_packets, last_bytes = raws_p[row], raws_b[row]
         if raw_packets >= last_packets and raw_bytes >= last_bytes:
             d_packets, d_bytes = raw_packets - last_packets, raw_bytes - last_bytes
         else:  # the counter restarted: all of the raw value is new
             d_packets, d_bytes = raw_packets, raw_bytes
             decreased += 1
-        state.raw_packets, state.raw_bytes = raw_packets, raw_bytes
+        raws_p[row], raws_b[row] = raw_packets, raw_bytes
         if d_packets or d_bytes:
-            state.total_packets += d_packets
-            state.total_bytes += d_bytes
-            append(Increase(node, state.key, d_packets, d_bytes))
+            totals_p[row] += d_packets
+            totals_b[row] += d_bytes
+            append(Increase(node, keys[row], d_packets, d_bytes))  # type: ignore[arg-type]  # a held row
     if decreased:
         node_state.resets[_DECREASED] = node_state.resets.get(_DECREASED, 0) + decreased
     node_state.counters_retired -= revived

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from sys import intern
+from dataclasses import replace
 from types import MappingProxyType
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
 from aggregator.ledger.counting import NodeLedger, apply_record
 from aggregator.ledger.keyed import apply_values, check_key_ids, define_ids
+from aggregator.ledger.rows import CounterRows
 from aggregator.ledger.state import (
     CounterState,
     ExpiredCounter,
@@ -18,11 +19,10 @@ from aggregator.ledger.state import (
     NodeRecord,
     NodeState,
     NodeUpdate,
-    copy_counter,
     copy_state,
     interned_key,
-    interned_strings,
 )
+from aggregator.ledger.views import CounterView
 from calico_accountant.records import CounterKey
 
 __all__ = ["VALUES_PER_RECORD", "Ledger"]
@@ -66,8 +66,9 @@ class Ledger:
         return [self._nodes[name].state for name in sorted(self._nodes)]
 
     def counters(self, node: str) -> Mapping[CounterKey, CounterState]:
+        """The node's counters, each copied out of its row when read."""
         entry = self._nodes.get(node)
-        return MappingProxyType(entry.counters) if entry else MappingProxyType({})
+        return CounterView(entry.counters if entry else CounterRows())
 
     def chain_comments(self, node: str) -> Mapping[str, str]:
         """Felix's identity comment per policy chain, as last seen on the node."""
@@ -77,7 +78,7 @@ class Ledger:
     def items(self) -> Iterator[tuple[str, CounterState]]:
         """Every counter the ledger remembers (live and retired), with its node."""
         for name, entry in self._nodes.items():
-            for state in entry.counters.values():
+            for state in entry.counters.states():
                 yield name, state
 
     def is_stale(self, node: str, now: float) -> bool:
@@ -98,14 +99,14 @@ class Ledger:
                 self.limits,
                 update,
                 entry.state if entry is not None else None,
-                entry.counters if entry is not None else {},
+                entry.counters.row_of if entry is not None else {},
                 len(self._nodes),
                 sum(len(other.counters) for other in self._nodes.values()),
             )
             or check_sequence(entry.state if entry is not None else None, update)
             or check_key_ids(
-                entry.key_ids if entry is not None else {},
-                len(entry.counters) if entry is not None else 0,
+                entry.key_rows if entry is not None else {},
+                entry.counters if entry is not None else CounterRows(),
                 update,
                 self.limits,
             )
@@ -153,7 +154,8 @@ class Ledger:
         node_state.received_at = now
         records, key_ids, values = update.records, update.key_ids, update.values
         # A full snapshot defines every id afresh; the new table replaces the old at the end.
-        table = {} if update.full else entry.key_ids
+        table = {} if update.full else entry.key_rows
+        rows = entry.counters
         step = chunk if chunk is not None and chunk > 0 else max(1, len(records) + len(values))
         seen: set[CounterKey] = set()
         increases: list[Increase] = []
@@ -170,7 +172,7 @@ class Ledger:
                     increases.append(increase)
             if key_ids:
                 ids = key_ids[begin : begin + step]
-                define_ids(table, entry.counters, records[begin : begin + step], ids)
+                define_ids(table, rows, records[begin : begin + step], ids)
         value_step = step * VALUES_PER_RECORD  # a value by id costs a fraction of a record
         for begin in range(0, len(values), value_step):
             if started:
@@ -179,9 +181,10 @@ class Ledger:
             started = True
             end = begin + value_step
             ids, packets, octets = values.ids[begin:end], values.packets[begin:end], values.bytes[begin:end]
-            increases.extend(apply_values(node_state, table, ids, packets, octets))
+            increases.extend(apply_values(node_state, rows, table, ids, packets, octets))
         if update.removed or update.removed_ids:  # a counter changed by id is not removed either
-            seen.update(table[key_id].key for key_id in values.ids)
+            keys = rows.keys
+            seen.update(keys[table[key_id]] for key_id in values.ids)  # type: ignore[misc]  # held rows
         same_instance = node_state.instance_id == update.agent_instance_id and node_state.snapshots > 0
         self._update_diagnostics(node_state, update.diagnostic_counts, same_instance)
         node_state.instance_id = update.agent_instance_id
@@ -193,22 +196,23 @@ class Ledger:
         node_state.snapshots += 1
         if update.sources:
             node_state.dataplanes = tuple(sorted({source.dataplane for source in update.sources}))
+        retired_at = rows.retired_at
         if update.full:
-            for key, state in entry.counters.items():
-                if key not in seen and state.retired_at is None:
-                    state.retired_at = now
+            for key, row in rows.row_of.items():
+                if retired_at[row] is None and key not in seen:
+                    retired_at[row] = now
                     node_state.counters_retired += 1
         for key in update.removed:
-            gone = entry.counters.get(key)
-            if gone is not None and gone.retired_at is None and key not in seen:
-                gone.retired_at = now
+            gone = rows.row_of.get(key)
+            if gone is not None and retired_at[gone] is None and key not in seen:
+                retired_at[gone] = now
                 node_state.counters_retired += 1
         for key_id in update.removed_ids:
             gone = table.pop(key_id, None)
-            if gone is not None and gone.retired_at is None and gone.key not in seen:
-                gone.retired_at = now
+            if gone is not None and retired_at[gone] is None and rows.keys[gone] not in seen:
+                retired_at[gone] = now
                 node_state.counters_retired += 1
-        entry.key_ids = table
+        entry.key_rows = table
         yield increases
 
     def expire(self, now: float) -> list[ExpiredCounter]:
@@ -219,18 +223,18 @@ class Ledger:
         for name, entry in self._nodes.items():
             if not entry.state.counters_retired:
                 continue
+            rows = entry.counters
             gone = [
-                key
-                for key, state in entry.counters.items()
-                if state.retired_at is not None and now - state.retired_at >= self.retired_grace
+                row
+                for row, retired in enumerate(rows.retired_at)
+                if retired is not None and now - retired >= self.retired_grace
             ]
             if not gone:
                 continue
-            dead = [entry.counters.pop(key) for key in gone]
-            expired.extend(ExpiredCounter(name, state) for state in dead)
-            if entry.key_ids:  # an id must not keep (or reach) a forgotten counter
-                identities = set(map(id, dead))
-                entry.key_ids = {i: s for i, s in entry.key_ids.items() if id(s) not in identities}
+            expired.extend(ExpiredCounter(name, rows.remove(row)) for row in gone)
+            if entry.key_rows:  # an id must not keep (or reach) a forgotten counter's row
+                freed = set(gone)
+                entry.key_rows = {i: row for i, row in entry.key_rows.items() if row not in freed}
             entry.state.counters_retired -= len(gone)
             entry.state.counters_known -= len(gone)
         return expired
@@ -240,7 +244,7 @@ class Ledger:
         return [
             NodeRecord(
                 copy_state(entry.state, connected=entry.state.connected),
-                tuple(copy_counter(state) for state in entry.counters.values()),
+                tuple(entry.counters.states()),
                 dict(entry.chain_comments),
             )
             for entry in self._nodes.values()
@@ -253,17 +257,15 @@ class Ledger:
         restored: dict[str, NodeLedger] = {}
         for record in nodes:
             state = copy_state(record.state, connected=False)
-            counters = {}
+            rows = CounterRows()
             for counter in record.counters:
-                copied = copy_counter(counter)
-                copied.key = interned_key(counter.key)
-                copied.rule_ids = interned_strings(counter.rule_ids)
-                copied.chain_comment = intern(counter.chain_comment)
-                copied.group_members = interned_strings(counter.group_members)
-                counters[copied.key] = copied
-            state.counters_known = len(counters)
-            state.counters_retired = sum(1 for counter in counters.values() if counter.retired_at is not None)
-            restored[state.node] = NodeLedger(state, counters, dict(record.chain_comments))
+                twice = rows.row_of.get(counter.key)
+                if twice is not None:  # a checkpoint lists each key once; the last one counts
+                    rows.remove(twice)
+                rows.add(replace(counter, key=interned_key(counter.key)))
+            state.counters_known = len(rows)
+            state.counters_retired = sum(1 for retired in rows.retired_at if retired is not None)
+            restored[state.node] = NodeLedger(state, rows, dict(record.chain_comments))
         self._nodes = restored
 
     def forget_nodes(self, now: float) -> list[ForgottenNode]:
@@ -274,13 +276,13 @@ class Ledger:
             for name, entry in self._nodes.items()
             if not entry.state.connected and now - entry.state.received_at >= self.node_expiry
         ]
-        return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.values())) for name in gone]
+        return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.states())) for name in gone]
 
     def forget(self, node: str) -> ForgottenNode | None:
         """Forget ``node`` now, whatever its state (it moved to another shard), and return
         it with its counters; None when unknown."""
         entry = self._nodes.pop(node, None)
-        return ForgottenNode(node, tuple(entry.counters.values())) if entry is not None else None
+        return ForgottenNode(node, tuple(entry.counters.states())) if entry is not None else None
 
     # -- internals -------------------------------------------------------------------
 

@@ -24,10 +24,8 @@ __all__ = [
     "NodeState",
     "NodeUpdate",
     "ResetReason",
-    "copy_counter",
     "copy_state",
     "interned_key",
-    "interned_strings",
 ]
 
 
@@ -102,7 +100,9 @@ class Increase(NamedTuple):
 
 @dataclass(slots=True)
 class CounterState:
-    """The ledger's memory of one counter.  Treat as read-only outside this module."""
+    """One counter as the ledger hands it out: a copy of its row
+    (:class:`aggregator.ledger.rows.CounterRows`, where the ledger keeps it), or a
+    checkpoint's counter on its way in."""
 
     key: CounterKey
     raw_packets: int
@@ -201,25 +201,12 @@ def copy_state(state: NodeState, *, connected: bool) -> NodeState:
     return copied
 
 
-def copy_counter(state: CounterState) -> CounterState:
-    return CounterState(
-        state.key,
-        state.raw_packets,
-        state.raw_bytes,
-        state.rule_ids,
-        state.total_packets,
-        state.total_bytes,
-        state.chain_comment,
-        state.group_members,
-        state.retired_at,
-    )
-
-
 def interned_key(key: CounterKey) -> CounterKey:
     """``key`` with its names interned: the ledger keeps a key for as long as its counter
     lives, and every snapshot decodes its own copies of the same interface, chain and tier
     names (~100 bytes a counter, shared instead of kept once per counter).  Field by field
-    (a loop over the fields with a type test cost twice as much, once per new counter)."""
+    (a loop over the fields with a type test cost twice as much, once per new counter).
+    Rule ids and group members are shared by :func:`aggregator.ledger.rows.shared_strings`."""
     return CounterKey(
         key.kind,
         key.family,
@@ -231,8 +218,3 @@ def interned_key(key: CounterKey) -> CounterKey:
         intern(key.action) if type(key.action) is str else key.action,  # a RuleAction member is shared
         key.endpoint,
     )
-
-
-def interned_strings(values: tuple[str, ...]) -> tuple[str, ...]:
-    """A tuple of rule ids or member chains with its strings interned (see :func:`interned_key`)."""
-    return tuple(map(intern, values)) if values else ()

@@ -1,0 +1,164 @@
+"""One node's counters as columns by row: what the ledger keeps per counter, without an
+object per counter.
+
+A 5,000-node cluster is ~23 M counters, and what each costs is what limits one aggregator.
+A slotted object per counter with four integer objects (raw and total packets and bytes)
+and a tuple of its rule ids was ~330 bytes before its key; here a counter is one row across
+a few columns: raw values in unsigned 64-bit arrays (kernel counters are 64-bit: no integer
+objects), totals in lists (they may outgrow 64 bits over a long life), rule-id tuples and
+felix's comments shared between every counter and node that has the same ones, and the row
+numbers themselves shared (:func:`row_number`).  ~100 bytes a counter besides its key.
+
+Rows of removed counters are holes, reused by the next counter added.  Outside the ledger a
+counter is seen as a :class:`~aggregator.ledger.state.CounterState` copied out of its row
+(:meth:`CounterRows.state`): nothing outside changes a row.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+from sys import intern
+
+from aggregator.ledger.state import CounterState
+from calico_accountant.records import CounterKey
+
+__all__ = ["RAW_MAX", "CounterRows", "row_number", "shared_strings"]
+
+RAW_MAX = 2**64 - 1
+"""The largest raw value a row holds: kernel counters are unsigned 64-bit."""
+
+_ROW_NUMBERS: list[int] = []
+_SHARED_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHARED_TUPLES_MAX = 200_000
+
+
+def row_number(row: int) -> int:
+    """``row`` as an int object shared by every node (the index of every node's dict refers
+    to the same ~5,000 objects instead of one 28-byte int per counter)."""
+    numbers = _ROW_NUMBERS
+    while len(numbers) <= row:
+        numbers.extend(range(len(numbers), len(numbers) + 4096))
+    return numbers[row]
+
+
+def shared_strings(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` as the one tuple of interned strings every counter with the same values
+    holds (the rule ids of one policy's rules are the same on every node).  Rule ids change
+    with every policy edit, so the table is bounded: when full it starts over (tuples in use
+    stay valid, only not shared with later ones)."""
+    if not values:
+        return ()
+    shared = _SHARED_TUPLES.get(values)
+    if shared is None:
+        if len(_SHARED_TUPLES) >= _SHARED_TUPLES_MAX:
+            _SHARED_TUPLES.clear()
+        shared = _SHARED_TUPLES[values] = tuple(map(intern, values))
+    return shared
+
+
+class CounterRows:
+    """One node's counters by row.  Treat the columns as read-only outside the ledger."""
+
+    __slots__ = (
+        "_free",
+        "chain_comment",
+        "group_members",
+        "keys",
+        "raw_bytes",
+        "raw_packets",
+        "retired_at",
+        "row_of",
+        "rule_ids",
+        "total_bytes",
+        "total_packets",
+    )
+
+    def __init__(self) -> None:
+        self.row_of: dict[CounterKey, int] = {}
+        self.keys: list[CounterKey | None] = []
+        """Per row its key; None for a hole."""
+        self.raw_packets = array("Q")
+        self.raw_bytes = array("Q")
+        self.total_packets: list[int] = []
+        self.total_bytes: list[int] = []
+        self.rule_ids: list[tuple[str, ...]] = []
+        self.chain_comment: list[str] = []
+        self.group_members: list[tuple[str, ...]] = []
+        self.retired_at: list[float | None] = []
+        """When the key vanished from its node's snapshots; None while live."""
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    def add(self, state: CounterState) -> int:
+        """A new row holding ``state`` (its key not held yet); returns the row."""
+        key = state.key
+        free = self._free
+        if free:
+            row = free.pop()
+            self.keys[row] = key
+            self.raw_packets[row] = state.raw_packets
+            self.raw_bytes[row] = state.raw_bytes
+            self.total_packets[row] = state.total_packets
+            self.total_bytes[row] = state.total_bytes
+            self.rule_ids[row] = shared_strings(state.rule_ids)
+            self.chain_comment[row] = intern(state.chain_comment)
+            self.group_members[row] = shared_strings(state.group_members)
+            self.retired_at[row] = state.retired_at
+        else:
+            row = row_number(len(self.keys))
+            self.keys.append(key)
+            self.raw_packets.append(state.raw_packets)
+            self.raw_bytes.append(state.raw_bytes)
+            self.total_packets.append(state.total_packets)
+            self.total_bytes.append(state.total_bytes)
+            self.rule_ids.append(shared_strings(state.rule_ids))
+            self.chain_comment.append(intern(state.chain_comment))
+            self.group_members.append(shared_strings(state.group_members))
+            self.retired_at.append(state.retired_at)
+        self.row_of[key] = row
+        return row
+
+    def remove(self, row: int) -> CounterState:
+        """Free ``row``; returns what it held."""
+        state = self.state(row)
+        del self.row_of[state.key]
+        self.keys[row] = None
+        self.total_packets[row] = self.total_bytes[row] = 0  # no big ints kept in a hole
+        self.rule_ids[row] = self.group_members[row] = ()
+        self.chain_comment[row] = ""
+        self.retired_at[row] = None
+        self._free.append(row)
+        return state
+
+    def state(self, row: int) -> CounterState:
+        """A copy of ``row`` (which must hold a counter)."""
+        key = self.keys[row]
+        assert key is not None, "a hole has no counter"
+        return CounterState(
+            key,
+            self.raw_packets[row],
+            self.raw_bytes[row],
+            self.rule_ids[row],
+            self.total_packets[row],
+            self.total_bytes[row],
+            self.chain_comment[row],
+            self.group_members[row],
+            self.retired_at[row],
+        )
+
+    def get(self, key: CounterKey) -> CounterState | None:
+        row = self.row_of.get(key)
+        return None if row is None else self.state(row)
+
+    def states(self) -> Iterator[CounterState]:
+        """A copy of every counter held, in row order."""
+        for row, key in enumerate(self.keys):
+            if key is not None:
+                yield self.state(row)
+
+    def rows(self) -> Iterator[int]:
+        """Every row that holds a counter."""
+        return (row for row, key in enumerate(self.keys) if key is not None)
