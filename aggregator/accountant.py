@@ -180,7 +180,7 @@ class Accountant:
             for forgotten in self.ledger.forget_nodes(now):
                 self._expired_counters += len(forgotten.counters)
                 self._forgotten_nodes += 1
-                removed += self._series.forget_node(forgotten.node, forgotten.counters)
+                removed += self._series.forget_node(forgotten.node)
             return removed
 
     def node_names(self) -> list[str]:
@@ -195,14 +195,14 @@ class Accountant:
             forgotten = self.ledger.forget(node)
             if forgotten is None:
                 return 0
-            return self._series.forget_node(node, forgotten.counters)
+            return self._series.forget_node(node)
 
     def totals(self) -> list[ResolvedTotal]:
         """Every counter the ledger remembers, resolved, with its total."""
         with self._lock:
             out: list[ResolvedTotal] = []
-            for node, state in self.ledger.items():
-                counter = self._series.resolved(node, state.key)
+            for node, row, state in self.ledger.rows():
+                counter = self._series.resolved(node, row)
                 if counter is None:
                     counter = self._series.resolve_state(node, state, self.ledger.chain_comments(node))
                 out.append(ResolvedTotal(counter, state.total_packets, state.total_bytes, state.live))

@@ -48,7 +48,7 @@ def apply_record(
         total_packets, total_bytes = (packets, octets) if counted else (0, 0)
         entry.state.counters_known += 1
         key = interned_key(record.key)
-        rows.add(
+        row = rows.add(
             CounterState(
                 key,
                 packets,
@@ -60,7 +60,7 @@ def apply_record(
                 record.group_members,
             )
         )
-        return Increase(entry.state.node, key, total_packets, total_bytes, first_snapshot, new_key=True)
+        return Increase(entry.state.node, key, row, total_packets, total_bytes, first_snapshot, new_key=True)
 
     if rows.retired_at[row] is not None:
         rows.retired_at[row] = None
@@ -82,7 +82,7 @@ def apply_record(
         return None
     rows.total_packets[row] += d_packets
     rows.total_bytes[row] += d_bytes
-    return Increase(entry.state.node, record.key, d_packets, d_bytes)
+    return Increase(entry.state.node, record.key, row, d_packets, d_bytes)
 
 
 def _difference(

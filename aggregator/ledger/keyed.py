@@ -121,7 +121,7 @@ def apply_values(
         if d_packets or d_bytes:
             totals_p[row] += d_packets
             totals_b[row] += d_bytes
-            append(Increase(node, keys[row], d_packets, d_bytes))  # type: ignore[arg-type]  # a held row
+            append(Increase(node, keys[row], row, d_packets, d_bytes))  # type: ignore[arg-type]  # a held row
     if decreased:
         node_state.resets[_DECREASED] = node_state.resets.get(_DECREASED, 0) + decreased
     node_state.counters_retired -= revived

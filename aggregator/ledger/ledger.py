@@ -75,11 +75,23 @@ class Ledger:
         entry = self._nodes.get(node)
         return MappingProxyType(entry.chain_comments) if entry else MappingProxyType({})
 
-    def items(self) -> Iterator[tuple[str, CounterState]]:
-        """Every counter the ledger remembers (live and retired), with its node."""
+    def rows(self) -> Iterator[tuple[str, int, CounterState]]:
+        """Every counter the ledger remembers (live and retired), with its node and row."""
         for name, entry in self._nodes.items():
-            for state in entry.counters.states():
-                yield name, state
+            for row, state in entry.counters.states():
+                yield name, row, state
+
+    def node_rows(self, node: str) -> Iterator[tuple[int, CounterState]]:
+        """The node's counters with their rows, in row order (as a checkpoint keeps them)."""
+        entry = self._nodes.get(node)
+        return entry.counters.states() if entry is not None else iter(())
+
+    def counter_at(self, node: str, row: int) -> CounterState | None:
+        """A copy of the counter in ``row`` of ``node``, None when the row holds none."""
+        entry = self._nodes.get(node)
+        if entry is None or row >= len(entry.counters.keys) or entry.counters.keys[row] is None:
+            return None
+        return entry.counters.state(row)
 
     def is_stale(self, node: str, now: float) -> bool:
         state = self.node(node)
@@ -231,7 +243,7 @@ class Ledger:
             ]
             if not gone:
                 continue
-            expired.extend(ExpiredCounter(name, rows.remove(row)) for row in gone)
+            expired.extend(ExpiredCounter(name, row, rows.remove(row)) for row in gone)
             if entry.key_rows:  # an id must not keep (or reach) a forgotten counter's row
                 freed = set(gone)
                 entry.key_rows = {i: row for i, row in entry.key_rows.items() if row not in freed}
@@ -244,7 +256,7 @@ class Ledger:
         return [
             NodeRecord(
                 copy_state(entry.state, connected=entry.state.connected),
-                tuple(entry.counters.states()),
+                entry.counters.copies(),
                 dict(entry.chain_comments),
             )
             for entry in self._nodes.values()
@@ -276,13 +288,13 @@ class Ledger:
             for name, entry in self._nodes.items()
             if not entry.state.connected and now - entry.state.received_at >= self.node_expiry
         ]
-        return [ForgottenNode(name, tuple(self._nodes.pop(name).counters.states())) for name in gone]
+        return [ForgottenNode(name, self._nodes.pop(name).counters.copies()) for name in gone]
 
     def forget(self, node: str) -> ForgottenNode | None:
         """Forget ``node`` now, whatever its state (it moved to another shard), and return
         it with its counters; None when unknown."""
         entry = self._nodes.pop(node, None)
-        return ForgottenNode(node, tuple(entry.counters.states())) if entry is not None else None
+        return ForgottenNode(node, entry.counters.copies()) if entry is not None else None
 
     # -- internals -------------------------------------------------------------------
 

@@ -153,12 +153,12 @@ class CounterRows:
         row = self.row_of.get(key)
         return None if row is None else self.state(row)
 
-    def states(self) -> Iterator[CounterState]:
-        """A copy of every counter held, in row order."""
+    def states(self) -> Iterator[tuple[int, CounterState]]:
+        """Every row that holds a counter, with a copy of it, in row order."""
         for row, key in enumerate(self.keys):
             if key is not None:
-                yield self.state(row)
+                yield row, self.state(row)
 
-    def rows(self) -> Iterator[int]:
-        """Every row that holds a counter."""
-        return (row for row, key in enumerate(self.keys) if key is not None)
+    def copies(self) -> tuple[CounterState, ...]:
+        """A copy of every counter held, in row order."""
+        return tuple(state for _, state in self.states())

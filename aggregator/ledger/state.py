@@ -90,6 +90,9 @@ class Increase(NamedTuple):
 
     node: str
     key: CounterKey
+    row: int
+    """The counter's row in its node's columns (:mod:`aggregator.ledger.rows`): where the
+    series keep its route."""
     packets: int
     bytes: int
     initial: bool = False
@@ -122,9 +125,10 @@ class CounterState:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredCounter:
-    """A retired counter whose grace period ended: the ledger forgot it."""
+    """A retired counter whose grace period ended: the ledger forgot it (and freed ``row``)."""
 
     node: str
+    row: int
     state: CounterState
 
 

@@ -23,12 +23,11 @@ from aggregator.model import (
     WorkloadIdentity,
 )
 from aggregator.resolution.resolve import Resolver
-from calico_accountant.records import CounterKey
 
 __all__ = ["CounterPlace", "Lookup", "LookupKind", "MemoResolver"]
 
-CounterPlace = tuple[str, CounterKey]
-"""A counter of a node: (node, key)."""
+CounterPlace = tuple[str, int]
+"""A counter of a node: (node, its row in the ledger, :mod:`aggregator.ledger.rows`)."""
 
 
 class LookupKind(enum.StrEnum):
@@ -55,7 +54,8 @@ class MemoResolver:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self._answers: dict[LookupKind, dict[Lookup, Any]] = {kind: {} for kind in LookupKind}
-        self._users: dict[Lookup, set[CounterPlace]] = {}
+        self._users: dict[Lookup, dict[str, set[int]]] = {}
+        """Per lookup, the rows of the counters that use it, per node (no tuple per counter)."""
         self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity | HostEndpointIdentity] = {}
         """Per workload, host endpoint or policy lookup, the last answer that resolved (see _remembering)."""
         self.touched: list[Lookup] = []
@@ -81,24 +81,31 @@ class MemoResolver:
         answer: ProfileIdentity = self._lookup((LookupKind.PROFILE, chain))
         return answer
 
-    def use(self, place: CounterPlace, lookups: Iterable[Lookup]) -> None:
-        """``place``'s counter is routed by ``lookups``."""
+    def use(self, node: str, row: int, lookups: Iterable[Lookup]) -> None:
+        """The counter in ``row`` of ``node`` is routed by ``lookups``."""
         for lookup in lookups:
             users = self._users.get(lookup)
             if users is None:
-                users = self._users[lookup] = set()
-            users.add(place)
+                users = self._users[lookup] = {}
+            rows = users.get(node)
+            if rows is None:
+                rows = users[node] = set()
+            rows.add(row)
 
-    def release(self, place: CounterPlace, lookups: Iterable[Lookup]) -> None:
-        """``place``'s counter no longer uses ``lookups``; unused answers are forgotten."""
+    def release(self, node: str, row: int, lookups: Iterable[Lookup]) -> None:
+        """The counter in ``row`` of ``node`` no longer uses ``lookups``; unused answers are
+        forgotten."""
         for lookup in lookups:
             users = self._users.get(lookup)
-            if users is None:
+            rows = users.get(node) if users is not None else None
+            if users is None or rows is None:
                 continue
-            users.discard(place)
-            if not users:
-                del self._users[lookup]
-                self._answers[lookup[0]].pop(lookup, None)
+            rows.discard(row)
+            if not rows:
+                del users[node]
+                if not users:
+                    del self._users[lookup]
+                    self._answers[lookup[0]].pop(lookup, None)
 
     def refresh(self, resolver: Resolver) -> set[CounterPlace]:
         """Switch to ``resolver``; returns the counters whose lookups now answer differently."""
@@ -112,7 +119,7 @@ class MemoResolver:
             except Exception:
                 new = None
             if new != old:
-                dirty |= users
+                dirty.update((node, row) for node, rows in users.items() for row in rows)
             if new is None:
                 answers.pop(lookup, None)
             else:

@@ -5,8 +5,12 @@ increases are added to, by their slots in the families' tables
 (:mod:`aggregator.series.table`).  Working it out means resolving the counter's names through
 the catalog and asking every exported level which label set it has there; both are
 done once per counter and kept until the catalog changes the answer
-(:meth:`Router.refresh` names exactly those counters) or the counter expires.  The parts
-of a route that repeat across counters (its series slots, its lookups) are shared
+(:meth:`Router.refresh` names exactly those counters) or the counter expires.
+
+Routes are kept per node by the counter's row in the ledger
+(:mod:`aggregator.ledger.rows`): an increase names its row, so finding its route is two list
+indexings, with no (node, key) tuple built, hashed or kept per counter.  The parts of a route
+that repeat across counters (its series slots, its lookups) are shared
 (:class:`~aggregator.series.interning.Interned`), not one copy per counter.
 The router also keeps what the aggregator's self-metrics report about resolution:
 the raw names exported per node and the number of lookups that failed.
@@ -15,18 +19,18 @@ the raw names exported per node and the number of lookups that failed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from aggregator.ledger.state import CounterState
 from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
 from aggregator.model import ResolvedCounter
-from aggregator.resolution.memo import CounterPlace, Lookup, MemoResolver
+from aggregator.resolution.memo import Lookup, MemoResolver
 from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolve_counter, unresolved_names
 from aggregator.series.interning import Interned
 from aggregator.series.options import SeriesOptions
 
-__all__ = ["Route", "Router", "SeriesRef", "Slot"]
+__all__ = ["NodeRoutes", "Route", "Router", "SeriesRef", "Slot"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,54 @@ Slot = tuple[int, int]
 
 
 class Route(NamedTuple):
+    """One counter's route, as :meth:`Router.route` hands it out (kept in columns)."""
+
     counter: ResolvedCounter
     slots: tuple[Slot, ...]
     lookups: tuple[Lookup, ...]
     unresolved: tuple[RawName, ...]
+
+
+class NodeRoutes:
+    """One node's routes in columns by ledger row; a row without a route holds None."""
+
+    __slots__ = ("counters", "lookups", "slots", "unresolved")
+
+    def __init__(self) -> None:
+        self.counters: list[ResolvedCounter | None] = []
+        self.slots: list[tuple[Slot, ...]] = []
+        self.lookups: list[tuple[Lookup, ...]] = []
+        self.unresolved: dict[int, tuple[RawName, ...]] = {}
+        """Only the rows with raw names (few: names the catalog could not explain)."""
+
+    def put(self, row: int, route: Route) -> None:
+        missing = row + 1 - len(self.counters)
+        if missing > 0:
+            self.counters.extend([None] * missing)
+            self.slots.extend([()] * missing)
+            self.lookups.extend([()] * missing)
+        self.counters[row] = route.counter
+        self.slots[row] = route.slots
+        self.lookups[row] = route.lookups
+        if route.unresolved:
+            self.unresolved[row] = route.unresolved
+
+    def get(self, row: int) -> Route | None:
+        counter = self.counters[row] if row < len(self.counters) else None
+        if counter is None:
+            return None
+        return Route(counter, self.slots[row], self.lookups[row], self.unresolved.get(row, ()))
+
+    def pop(self, row: int) -> Route | None:
+        route = self.get(row)
+        if route is not None:
+            self.counters[row] = None
+            self.slots[row] = self.lookups[row] = ()
+            self.unresolved.pop(row, None)
+        return route
+
+    def rows(self) -> Iterator[int]:
+        return (row for row, counter in enumerate(self.counters) if counter is not None)
 
 
 class Router:
@@ -68,10 +116,12 @@ class Router:
             names.index("node") if "node" in names else None for names in self.label_names
         ]
         """Per family, the position of its ``node`` label (after the allow-list), if any."""
-        self.routes: dict[CounterPlace, Route] = {}
+        self.routes: dict[str, NodeRoutes] = {}
+        """Per node, its counters' routes by ledger row."""
         self._slots: Interned[Slot] = Interned()
         self._slot_sets: Interned[tuple[Slot, ...]] = Interned()
         self._lookups: Interned[Lookup] = Interned()
+        self._lookup_sets: Interned[tuple[Lookup, ...]] = Interned()
         self._unresolved: dict[tuple[str, RawName], int] = {}
         """(node, raw name) -> counters exported under that raw name."""
         self.resolution_errors = 0
@@ -112,9 +162,15 @@ class Router:
                     refs.append(ref)
         return refs
 
+    def route(self, node: str, row: int) -> Route | None:
+        """The route of the counter in ``row`` of ``node``, if it has one."""
+        routes = self.routes.get(node)
+        return routes.get(row) if routes is not None else None
+
     def register(
         self,
-        place: CounterPlace,
+        node: str,
+        row: int,
         counter: ResolvedCounter,
         lookups: tuple[Lookup, ...],
         slots: tuple[Slot, ...],
@@ -122,34 +178,41 @@ class Router:
         shared = self._slot_sets.held(slots)
         if shared is None:  # a new set: its slots shared with other sets (each held once per set)
             shared = self._slot_sets.acquire(tuple(self._slots.acquire(slot) for slot in slots))
-        lookups = tuple(self._lookups.acquire(lookup) for lookup in lookups)
-        route = Route(counter, shared, lookups, unresolved_names(counter))
-        self.routes[place] = route
-        self.memo.use(place, lookups)
+        held = self._lookup_sets.held(lookups)
+        if held is None:
+            held = self._lookup_sets.acquire(tuple(self._lookups.acquire(lookup) for lookup in lookups))
+        route = Route(counter, shared, held, unresolved_names(counter))
+        routes = self.routes.get(node)
+        if routes is None:
+            routes = self.routes[node] = NodeRoutes()
+        routes.put(row, route)
+        self.memo.use(node, row, held)
         for raw in route.unresolved:
-            tag = (place[0], raw)
+            tag = (node, raw)
             self._unresolved[tag] = self._unresolved.get(tag, 0) + 1
         return route
 
-    def forget(self, place: CounterPlace) -> Route | None:
-        """Drop ``place``'s route (returned, or None when it had none)."""
-        route = self.routes.pop(place, None)
+    def forget(self, node: str, row: int) -> Route | None:
+        """Drop the route of ``row`` of ``node`` (returned, or None when it had none)."""
+        routes = self.routes.get(node)
+        route = routes.pop(row) if routes is not None else None
         if route is None:
             return None
-        self.memo.release(place, route.lookups)
-        if self._slot_sets.release(route.slots):
-            for slot in route.slots:
-                self._slots.release(slot)
-        for lookup in route.lookups:
-            self._lookups.release(lookup)
-        for raw in route.unresolved:
-            tag = (place[0], raw)
-            left = self._unresolved.get(tag, 0) - 1
-            if left > 0:
-                self._unresolved[tag] = left
-            else:
-                self._unresolved.pop(tag, None)
+        self._release(node, row, route)
         return route
+
+    def forget_node(self, node: str) -> list[Route]:
+        """Drop every route of ``node`` (returned)."""
+        routes = self.routes.pop(node, None)
+        if routes is None:
+            return []
+        dropped: list[Route] = []
+        for row in list(routes.rows()):
+            route = routes.pop(row)
+            if route is not None:
+                self._release(node, row, route)
+                dropped.append(route)
+        return dropped
 
     def unresolved_counts(self) -> dict[str, tuple[int, int]]:
         """node -> (unresolved interfaces, unresolved chains) currently exported raw."""
@@ -158,6 +221,22 @@ class Router:
             entry = counts.setdefault(node, [0, 0])
             entry[0 if raw.kind is RawNameKind.INTERFACE else 1] += 1
         return {node: (c[0], c[1]) for node, c in counts.items()}
+
+    def _release(self, node: str, row: int, route: Route) -> None:
+        self.memo.release(node, row, route.lookups)
+        if self._slot_sets.release(route.slots):
+            for slot in route.slots:
+                self._slots.release(slot)
+        if self._lookup_sets.release(route.lookups):
+            for lookup in route.lookups:
+                self._lookups.release(lookup)
+        for raw in route.unresolved:
+            tag = (node, raw)
+            left = self._unresolved.get(tag, 0) - 1
+            if left > 0:
+                self._unresolved[tag] = left
+            else:
+                self._unresolved.pop(tag, None)
 
     def _count_error(self, what: str, error: Exception) -> None:
         self.resolution_errors += 1

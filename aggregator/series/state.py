@@ -48,7 +48,6 @@ from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Route, Router, SeriesRef, Slot
 from aggregator.series.table import Columns, SeriesTable
 from aggregator.series.views import ColumnMapping, FamilySeries, ResolvedIncrease
-from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
 
@@ -99,18 +98,30 @@ class SeriesState:
         routes = self.router.routes
         packets_of = [table.packets for table in self.tables]
         bytes_of = [table.bytes for table in self.tables]
+        current = ""
+        counters: list[ResolvedCounter | None] = []
+        slots_of: list[tuple[Slot, ...]] = []
         for increase in increases:
-            node, key, packets, octets = increase.node, increase.key, increase.packets, increase.bytes
-            route = routes.get((node, key))
-            if route is None:
-                state = ledger.counters(node).get(key)
+            node, row, packets, octets = increase.node, increase.row, increase.packets, increase.bytes
+            if node != current:  # a snapshot's increases are all of one node
+                current = node
+                node_routes = routes.get(node)
+                counters, slots_of = (node_routes.counters, node_routes.slots) if node_routes else ([], [])
+            counter = counters[row] if row < len(counters) else None
+            if counter is None:
+                state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
-                route = self._route(node, state, ledger.chain_comments(node))
-            for index, slot in route.slots:
+                route = self._route(node, row, state, ledger.chain_comments(node))
+                counter, slots = route.counter, route.slots
+                node_routes = routes[node]  # the lists may have been made or grown
+                counters, slots_of = node_routes.counters, node_routes.slots
+            else:
+                slots = slots_of[row]
+            for index, slot in slots:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
-            resolved.append(ResolvedIncrease(route.counter, packets, octets, time, increase.initial))
+            resolved.append(ResolvedIncrease(counter, packets, octets, time, increase.initial))
         return resolved
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
@@ -118,15 +129,17 @@ class SeriesState:
         holder leave; aggregate series stay.  Returns the number of series removed."""
         removed = 0
         for item in expired:
-            route = self.router.forget((item.node, item.state.key))
+            route = self.router.forget(item.node, item.row)
             if route is not None:
                 removed += sum(self._release(slot) for slot in route.slots)
         return removed
 
-    def forget_node(self, node: str, counters: Iterable[CounterState]) -> int:
+    def forget_node(self, node: str) -> int:
         """The ledger forgot ``node``: its counters expire, and every series labelled with
         the node leaves; series summed over nodes keep what it counted."""
-        removed = self.expire(ExpiredCounter(node, state) for state in counters)
+        removed = 0
+        for route in self.router.forget_node(node):
+            removed += sum(self._release(slot) for slot in route.slots)
         for index, position in enumerate(self.router.node_label):
             if position is None:
                 continue
@@ -141,14 +154,14 @@ class SeriesState:
         """The catalog changed: the counters whose names changed get new routes, for
         their future increases.  Returns how many counters were re-routed."""
         moved = 0
-        for place in self.router.memo.refresh(resolver):
-            route = self.router.forget(place)
-            state = ledger.counters(place[0]).get(place[1])
+        for node, row in self.router.memo.refresh(resolver):
+            route = self.router.forget(node, row)
+            state = ledger.counter_at(node, row)
             if route is None or state is None:
                 continue
             for slot in route.slots:
                 self._release(slot)
-            self._route(place[0], state, ledger.chain_comments(place[0]))
+            self._route(node, row, state, ledger.chain_comments(node))
             moved += 1
         return moved
 
@@ -173,12 +186,12 @@ class SeriesState:
         carried = self.series_values() if values is None else dict(values)
         fresh._tombstones = dict(self._tombstones if tombstones is None else tombstones)
         fresh._tombstones.update(carried)
-        pending: list[tuple[str, CounterState, ResolvedCounter, tuple[Lookup, ...], list[SeriesRef]]] = []
+        pending: list[tuple[str, int, ResolvedCounter, tuple[Lookup, ...], list[SeriesRef]]] = []
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
-            for state in ledger.counters(node).values():
+            for row, state in ledger.node_rows(node):
                 counter, lookups = fresh.router.resolve(node, state, comments)
-                pending.append((node, state, counter, lookups, fresh.router.candidate_refs(counter)))
+                pending.append((node, row, counter, lookups, fresh.router.candidate_refs(counter)))
         by_level: dict[Level, list[SeriesRef]] = {level: [] for level in _LEVEL_PRIORITY}
         for ref in carried:  # exported aggregate series stay even without a holder
             if not fresh.families[ref[0]].per_workload:
@@ -193,9 +206,9 @@ class SeriesState:
                     slot = fresh._admit(ref)
                     if slot is not None:
                         admitted[ref] = slot
-        for node, state, counter, lookups, refs in pending:
+        for node, row, counter, lookups, refs in pending:
             kept = tuple(admitted[ref] for ref in refs if ref in admitted)
-            fresh.router.register((node, state.key), counter, lookups, kept)
+            fresh.router.register(node, row, counter, lookups, kept)
             fresh._hold(kept)
         fresh._prune_tombstones()
         return fresh
@@ -246,8 +259,9 @@ class SeriesState:
                 placed[(index, labels)] = value
         return placed, dropped
 
-    def resolved(self, node: str, key: CounterKey) -> ResolvedCounter | None:
-        route = self.router.routes.get((node, key))
+    def resolved(self, node: str, row: int) -> ResolvedCounter | None:
+        """The names of the counter in ``row`` of ``node``, as routed."""
+        route = self.router.route(node, row)
         return route.counter if route else None
 
     def resolve_state(self, node: str, state: CounterState, comments: Mapping[str, str]) -> ResolvedCounter:
@@ -260,13 +274,13 @@ class SeriesState:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _route(self, node: str, state: CounterState, comments: Mapping[str, str]) -> Route:
+    def _route(self, node: str, row: int, state: CounterState, comments: Mapping[str, str]) -> Route:
         counter, lookups = self.router.resolve(node, state, comments)
         slots = tuple(
             slot for slot in map(self._admit, self.router.candidate_refs(counter)) if slot is not None
         )
         self._hold(slots)
-        return self.router.register((node, state.key), counter, lookups, slots)
+        return self.router.register(node, row, counter, lookups, slots)
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
