@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from array import array
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +77,16 @@ def _moved(records: list[CounterRecord], round_: int) -> list[CounterRecord]:
         r._replace(packets=r.packets + round_, bytes=r.bytes + 100 * round_)
         for r in records[round_ % 10 :: 10]
     ]
+
+
+def _moved_by_id(ids: array[int], packets: array[int], octets: array[int], round_: int) -> KeyedColumns:
+    """:func:`_moved` by key id: the values only."""
+    picked = slice(round_ % 10, None, 10)
+    return KeyedColumns(
+        ids[picked].tolist(),
+        [value + round_ for value in packets[picked]],
+        [value + 100 * round_ for value in octets[picked]],
+    )
 
 
 class _Stubs:
@@ -120,15 +131,19 @@ async def _node(
     call, queue = open_stream(targets[node % len(targets)])
     records = node_records(shape, node, 0)
     name = f"node-{node}"
-    ids = KeyIds()
+    keyed = args.encoding == "keyed"
+    # By id, a node keeps only its ids and base values, not its records (regenerated when a
+    # full snapshot is due again): so that thousands of simulated nodes fit beside the aggregator.
+    full_ids = array("L", KeyIds().for_full(records) if keyed else ())
+    base_packets = array("Q", (r.packets for r in records))
+    base_bytes = array("Q", (r.bytes for r in records))
+    count = len(records)
     peer_key_ids = False  # as the agent: values by id once the stream's aggregator advertised them
 
-    async def send(sequence: int, full: bool, batch: list[CounterRecord]) -> float:
+    async def send(sequence: int, full: bool, batch: list[CounterRecord], round_: int = 0) -> float:
         nonlocal call, queue, peer_key_ids
-        keyed = args.encoding == "keyed"
         if not full and keyed and peer_key_ids:  # only values moved: the keys' ids, no keys
-            values = KeyedColumns([ids.assign(r.key) for r in batch], [r.packets for r in batch],
-                                  [r.bytes for r in batch])  # fmt: skip
+            values = _moved_by_id(full_ids, base_packets, base_bytes, round_)
             snapshot = build_snapshot(
                 node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
                 full=False, records=(), values=values,
@@ -136,7 +151,7 @@ async def _node(
         else:
             snapshot = build_snapshot(
                 node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
-                full=full, records=batch, key_ids=ids.for_full(batch) if full and keyed else (),
+                full=full, records=batch, key_ids=full_ids.tolist() if full and keyed else (),
             )  # fmt: skip
         started = time.monotonic()
         for chunk in split_snapshot(snapshot, CHUNK):
@@ -163,6 +178,8 @@ async def _node(
     try:
         out["first"].append(await send(1, True, records))
         out["first_done"].append(time.time())
+        if keyed:
+            records = []
         steady_from = time.time() + args.warmup
         end = steady_from + args.duration
         next_at = time.time() + offset
@@ -171,11 +188,12 @@ async def _node(
             await asyncio.sleep(max(0.0, next_at - time.time()))
             round_ += 1
             sequence += 1
-            moved = _moved(records, round_)
-            latency = await send(sequence, False, moved)
+            # whole counters only as agents before key ids, or to an aggregator without them
+            moved = [] if keyed and peer_key_ids else _moved(records or node_records(shape, node, 0), round_)
+            latency = await send(sequence, False, moved, round_)
             if next_at >= steady_from:
                 out["steady"].append(latency)
-                out["counters"].append(float(len(moved)))
+                out["counters"].append(float(len(range(round_ % 10, count, 10))))
             next_at += args.interval
     except (grpc.RpcError, ConnectionError) as error:
         out["errors"].append(1.0)

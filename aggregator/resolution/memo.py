@@ -54,8 +54,10 @@ class MemoResolver:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self._answers: dict[LookupKind, dict[Lookup, Any]] = {kind: {} for kind in LookupKind}
-        self._users: dict[Lookup, dict[str, set[int]]] = {}
-        """Per lookup, the rows of the counters that use it, per node (no tuple per counter)."""
+        self._users: dict[Lookup, dict[str, list[int]]] = {}
+        """Per lookup, the rows of the counters that use it, per node: no tuple per counter, and
+        lists, not sets (8 bytes a row, not ~40: a row leaves its few dozen neighbours of one
+        workload or chain rarely, and a whole node's go at once, :meth:`release_node`)."""
         self._last_known: dict[Lookup, WorkloadIdentity | PolicyIdentity | HostEndpointIdentity] = {}
         """Per workload, host endpoint or policy lookup, the last answer that resolved (see _remembering)."""
         self.touched: list[Lookup] = []
@@ -89,8 +91,9 @@ class MemoResolver:
                 users = self._users[lookup] = {}
             rows = users.get(node)
             if rows is None:
-                rows = users[node] = set()
-            rows.add(row)
+                users[node] = [row]
+            else:
+                rows.append(row)
 
     def release(self, node: str, row: int, lookups: Iterable[Lookup]) -> None:
         """The counter in ``row`` of ``node`` no longer uses ``lookups``; unused answers are
@@ -100,12 +103,22 @@ class MemoResolver:
             rows = users.get(node) if users is not None else None
             if users is None or rows is None:
                 continue
-            rows.discard(row)
+            if row in rows:
+                rows.remove(row)
             if not rows:
                 del users[node]
                 if not users:
                     del self._users[lookup]
                     self._answers[lookup[0]].pop(lookup, None)
+
+    def release_node(self, node: str) -> None:
+        """Every counter of ``node`` is gone; answers no other node uses are forgotten."""
+        for lookup in [lookup for lookup, users in self._users.items() if node in users]:
+            users = self._users[lookup]
+            del users[node]
+            if not users:
+                del self._users[lookup]
+                self._answers[lookup[0]].pop(lookup, None)
 
     def refresh(self, resolver: Resolver) -> set[CounterPlace]:
         """Switch to ``resolver``; returns the counters whose lookups now answer differently."""

@@ -121,7 +121,9 @@ class Router:
         self._slots: Interned[Slot] = Interned()
         self._slot_sets: Interned[tuple[Slot, ...]] = Interned()
         self._lookups: Interned[Lookup] = Interned()
-        self._lookup_sets: Interned[tuple[Lookup, ...]] = Interned()
+        self._last_lookups: tuple[Lookup, ...] = ()
+        """The lookups of the counter registered last: the counters of one workload and chain
+        come one after another and share one tuple (a tuple a counter was ~56 bytes)."""
         self._unresolved: dict[tuple[str, RawName], int] = {}
         """(node, raw name) -> counters exported under that raw name."""
         self.resolution_errors = 0
@@ -178,9 +180,10 @@ class Router:
         shared = self._slot_sets.held(slots)
         if shared is None:  # a new set: its slots shared with other sets (each held once per set)
             shared = self._slot_sets.acquire(tuple(self._slots.acquire(slot) for slot in slots))
-        held = self._lookup_sets.held(lookups)
-        if held is None:
-            held = self._lookup_sets.acquire(tuple(self._lookups.acquire(lookup) for lookup in lookups))
+        held = tuple(self._lookups.acquire(lookup) for lookup in lookups)
+        if held == self._last_lookups:  # the previous counter's workload and chain (the norm)
+            held = self._last_lookups
+        self._last_lookups = held
         route = Route(counter, shared, held, unresolved_names(counter))
         routes = self.routes.get(node)
         if routes is None:
@@ -206,12 +209,10 @@ class Router:
         routes = self.routes.pop(node, None)
         if routes is None:
             return []
-        dropped: list[Route] = []
-        for row in list(routes.rows()):
-            route = routes.pop(row)
-            if route is not None:
-                self._release(node, row, route)
-                dropped.append(route)
+        dropped = [route for row in routes.rows() if (route := routes.get(row)) is not None]
+        self.memo.release_node(node)
+        for route in dropped:
+            self._release_shared(node, route)
         return dropped
 
     def unresolved_counts(self) -> dict[str, tuple[int, int]]:
@@ -224,12 +225,15 @@ class Router:
 
     def _release(self, node: str, row: int, route: Route) -> None:
         self.memo.release(node, row, route.lookups)
+        self._release_shared(node, route)
+
+    def _release_shared(self, node: str, route: Route) -> None:
+        """``route``'s holds on shared slots and lookups, and its raw-name counts, released."""
         if self._slot_sets.release(route.slots):
             for slot in route.slots:
                 self._slots.release(slot)
-        if self._lookup_sets.release(route.lookups):
-            for lookup in route.lookups:
-                self._lookups.release(lookup)
+        for lookup in route.lookups:
+            self._lookups.release(lookup)
         for raw in route.unresolved:
             tag = (node, raw)
             left = self._unresolved.get(tag, 0) - 1
