@@ -47,7 +47,8 @@ Counters sent by key id (the dictionary encoding of :mod:`calico_accountant.wire
 follow the same rules; ids the node's table does not hold, or an id defined again for another
 key, refuse the snapshot with a resync request, like a sequence gap (:mod:`.keyed`).
 
-Modules: :mod:`.state` (what the ledger keeps and hands out), :mod:`.admission` (which
-snapshots it accepts), :mod:`.counting` (one whole counter's rules), :mod:`.keyed` (key
-ids), :mod:`.ledger` (the state machine).
+Modules: :mod:`.state` (what the ledger hands out), :mod:`.rows` (a node's counters as columns
+by row: what it keeps), :mod:`.views` (those counters seen from outside, copied),
+:mod:`.admission` (which snapshots it accepts), :mod:`.counting` (one whole counter's rules),
+:mod:`.keyed` (key ids), :mod:`.ledger` (the state machine).
 """

@@ -1,0 +1,98 @@
+"""A node's counters as columns by row (:mod:`aggregator.ledger.rows`): the columns behave like a
+dictionary of keys to counters whatever is added and removed, holes are reused, and a reused
+row never carries the series route of the counter that held it before."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.accountant import Accountant
+from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.rows import RAW_MAX, CounterRows
+from aggregator.ledger.state import CounterState
+from calico_accountant.records import CounterKey
+from tests.support.accounting import FakeCatalog, accept, snapshot
+
+KEYS = [accept(f"cali-{i}", "cali-pi-allow", 1).key for i in range(6)]
+VALUES = st.integers(0, RAW_MAX)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "remove"]),
+        st.sampled_from(KEYS),
+        VALUES,
+        st.integers(0, 2**80),  # totals may outgrow 64 bits over a long life
+        st.sampled_from([(), ("r1",), ("r1", "r2")]),
+        st.none() | st.floats(0, 1e9),
+    ),
+    max_size=50,
+)
+
+
+def _state(
+    key: CounterKey, raw: int, total: int, ids: tuple[str, ...], retired: float | None
+) -> CounterState:
+    return CounterState(key, raw, RAW_MAX - raw, ids, total, total + 1, "comment", ids, retired)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_rows_are_a_dictionary_of_counters(
+    ops: list[tuple[str, CounterKey, int, int, tuple[str, ...], float | None]],
+) -> None:
+    rows = CounterRows()
+    model: dict[CounterKey, CounterState] = {}
+    for op, key, raw, total, ids, retired in ops:
+        if op == "add" and key not in model:
+            state = _state(key, raw, total, ids, retired)
+            high = len(rows.keys)
+            row = rows.add(state)
+            assert row <= high  # a hole is reused before the columns grow
+            model[key] = state
+        elif op == "remove" and key in model:
+            assert rows.remove(rows.row_of[key]) == model.pop(key)
+        assert len(rows) == len(model)
+        assert {key: rows.get(key) for key in model} == model
+        assert {state.key: state for _, state in rows.states()} == model
+        assert [state.key for _, state in rows.states()] == [k for k in rows.keys if k is not None]
+        assert all(rows.keys[row] == key for key, row in rows.row_of.items())
+
+
+def test_a_checkpoint_lists_each_key_once_and_the_last_one_counts() -> None:
+    ledger = Ledger()
+    ledger.apply(snapshot("n1", [accept("cali-a", "cali-pi-allow", 5)]), 0.0)
+    [record] = ledger.export()
+    first = record.counters[0]
+    again = CounterState(first.key, 9, 900, first.rule_ids, 7, 700)
+    ledger.restore([type(record)(record.state, (first, again), record.chain_comments)])
+    assert dict(ledger.counters("n1")) == {first.key: again}
+    assert ledger.node("n1") is not None and ledger.node("n1").counters_known == 1  # type: ignore[union-attr]
+
+
+def test_a_reused_row_is_routed_for_its_new_counter() -> None:
+    """Pods come and go on one node: each new pod's counters take the rows the expired pods
+    freed, and every series gets exactly its own pod's traffic."""
+    catalog = FakeCatalog().add_policy("cali-pi-allow", "allow", "shop")
+    for pod in range(6):
+        catalog.add_pod("n1", f"cali-{pod}", "shop", f"pod-{pod}", app="web")
+    accountant = Accountant(catalog, ledger=Ledger(retired_grace=0))
+    for round_ in range(1, 6):
+        pods = [f"cali-{round_ - 1}", f"cali-{round_}"]  # one pod stays a round, one is new
+        records = [accept(pod, "cali-pi-allow", 10 * round_ + i) for i, pod in enumerate(pods)]
+        accountant.apply(snapshot("n1", records, sequence=round_), float(round_))
+        accountant.expire(float(round_) + 0.5)  # the pod gone this round expires: its row is free
+        rows = {state.key.interface for _, state in accountant.ledger.node_rows("n1")}
+        assert rows == set(pods)
+    totals = {t.counter.workload.pod: t.packets for t in accountant.totals() if t.counter.workload}
+    # pod-k counted its first value (the first snapshot of a node counts its raw values) and,
+    # a round later, the growth from 10k+1 to 10(k+1)
+    assert totals == {"pod-4": 41 + 9, "pod-5": 51}
+    assert len(accountant.ledger.counters("n1")) == 2
+    [family] = [
+        family
+        for family in accountant.view(9.0).families
+        if family.family.packets_name == "calico_accountant_workload_policy_packets_total"
+    ]
+    pod = family.label_names.index("pod")
+    series = {labels[pod]: value for labels, value in zip(family.labels, family.values, strict=True)}
+    assert {pod: packets for pod, (packets, _) in series.items()} == {"pod-4": 50, "pod-5": 51}
