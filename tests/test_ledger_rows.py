@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.accountant import Accountant
+from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.rows import RAW_MAX, CounterRows
 from aggregator.ledger.state import CounterState
@@ -56,6 +57,13 @@ def test_rows_are_a_dictionary_of_counters(
         assert {state.key: state for _, state in rows.states()} == model
         assert [state.key for _, state in rows.states()] == [k for k in rows.keys if k is not None]
         assert all(rows.keys[row] == key for key, row in rows.row_of.items())
+    frozen = rows.frozen()
+    held = [state for _, state in rows.states()]
+    assert list(frozen) == held and len(frozen) == len(held) and list(frozen[:]) == held
+    for key in list(rows.row_of):  # what the ledger does later changes no frozen copy
+        rows.remove(rows.row_of[key])
+    rows.add(_state(KEYS[0], 1, 1, ("r9",), None))
+    assert list(frozen) == held
 
 
 def test_a_checkpoint_lists_each_key_once_and_the_last_one_counts() -> None:
@@ -96,3 +104,31 @@ def test_a_reused_row_is_routed_for_its_new_counter() -> None:
     pod = family.label_names.index("pod")
     series = {labels[pod]: value for labels, value in zip(family.labels, family.values, strict=True)}
     assert {pod: packets for pod, (packets, _) in series.items()} == {"pod-4": 50, "pod-5": 51}
+
+
+def test_the_cap_on_all_counters_follows_expiry_and_forgotten_nodes() -> None:
+    """The ledger keeps its count of every node's counters as they come and go (no sum over
+    the nodes for every snapshot): the cap refuses exactly when the held counters would pass it."""
+    ledger = Ledger(retired_grace=0, node_expiry=1, limits=Limits(max_counters=4))
+    three = [accept(f"cali-{i}", "cali-pi-allow", 1) for i in range(3)]
+    ledger.apply(snapshot("n1", three), 0.0)
+    two = [accept(f"cali-{i}", "cali-pi-allow", 1) for i in range(7, 9)]
+    assert ledger.check(snapshot("n2", two)) is not None  # 3 + 2 > 4
+    ledger.apply(snapshot("n1", three[:1], sequence=2), 1.0)  # two retire...
+    ledger.expire(2.0)  # ...and expire
+    assert ledger.check(snapshot("n2", two)) is None  # 1 + 2
+    ledger.apply(snapshot("n2", two), 2.0)
+    assert ledger.check(snapshot("n3", two)) is not None  # 3 + 2
+    ledger.forget("n2")
+    assert ledger.check(snapshot("n3", two)) is None
+    ledger.apply(snapshot("n3", two), 3.0)
+    ledger.set_connected("n3", False)
+    assert [gone.node for gone in ledger.forget_nodes(10.0)] == ["n1", "n3"]
+    four = [*three, accept("cali-9", "cali-pi-allow", 1)]
+    assert ledger.check(snapshot("n4", four)) is None  # 0 + 4
+    ledger.apply(snapshot("n4", four), 11.0)
+    one = [accept("cali-5", "cali-pi-allow", 1)]
+    ledger.restore(ledger.export())
+    assert ledger.check(snapshot("n5", one)) is not None  # the 4 restored + 1
+    ledger.restore([])
+    assert ledger.check(snapshot("n5", one)) is None

@@ -137,7 +137,7 @@ class ForgottenNode:
     """A node that stopped reporting long ago: the ledger forgot it and its counters."""
 
     node: str
-    counters: tuple[CounterState, ...]
+    counters: Sequence[CounterState]
 
 
 @dataclass(slots=True)
@@ -193,7 +193,9 @@ class NodeRecord:
     changes when the ledger does."""
 
     state: NodeState
-    counters: tuple[CounterState, ...]
+    counters: Sequence[CounterState]
+    """In row order (:class:`aggregator.ledger.rows.FrozenRows` from the ledger, a tuple from a
+    checkpoint)."""
     chain_comments: Mapping[str, str]
 
 
