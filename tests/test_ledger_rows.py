@@ -4,6 +4,8 @@ row never carries the series route of the counter that held it before."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +49,7 @@ def test_rows_are_a_dictionary_of_counters(
         if op == "add" and key not in model:
             state = _state(key, raw, total, ids, retired)
             high = len(rows.keys)
-            row = rows.add(state)
+            row = rows.add(*astuple(state))
             assert row <= high  # a hole is reused before the columns grow
             model[key] = state
         elif op == "remove" and key in model:
@@ -62,7 +64,7 @@ def test_rows_are_a_dictionary_of_counters(
     assert list(frozen) == held and len(frozen) == len(held) and list(frozen[:]) == held
     for key in list(rows.row_of):  # what the ledger does later changes no frozen copy
         rows.remove(rows.row_of[key])
-    rows.add(_state(KEYS[0], 1, 1, ("r9",), None))
+    rows.add(*astuple(_state(KEYS[0], 1, 1, ("r9",), None)))
     assert list(frozen) == held
 
 

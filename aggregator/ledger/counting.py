@@ -9,7 +9,6 @@ from sys import intern
 
 from aggregator.ledger.rows import RAW_MAX, CounterRows, shared_strings
 from aggregator.ledger.state import (
-    CounterState,
     FirstSnapshot,
     Increase,
     NodeState,
@@ -49,17 +48,9 @@ def apply_record(
         entry.state.counters_known += 1
         key = interned_key(record.key)
         row = rows.add(
-            CounterState(
-                key,
-                packets,
-                octets,
-                record.rule_ids,
-                total_packets,
-                total_bytes,
-                record.chain_comment,
-                record.group_members,
-            )
-        )
+            key, packets, octets, record.rule_ids, total_packets, total_bytes, record.chain_comment,
+            record.group_members,
+        )  # fmt: skip
         return Increase(entry.state.node, key, row, total_packets, total_bytes, first_snapshot, new_key=True)
 
     if rows.retired_at[row] is not None:

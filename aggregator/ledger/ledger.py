@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from types import MappingProxyType
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
@@ -280,7 +279,11 @@ class Ledger:
                 twice = rows.row_of.get(counter.key)
                 if twice is not None:  # a checkpoint lists each key once; the last one counts
                     rows.remove(twice)
-                rows.add(replace(counter, key=interned_key(counter.key)))
+                rows.add(
+                    interned_key(counter.key), counter.raw_packets, counter.raw_bytes, counter.rule_ids,
+                    counter.total_packets, counter.total_bytes, counter.chain_comment,
+                    counter.group_members, counter.retired_at,
+                )  # fmt: skip
             state.counters_known = len(rows)
             state.counters_retired = sum(1 for retired in rows.retired_at if retired is not None)
             restored[state.node] = NodeLedger(state, rows, dict(record.chain_comments))

@@ -93,32 +93,46 @@ class CounterRows:
     def __len__(self) -> int:
         return len(self.row_of)
 
-    def add(self, state: CounterState) -> int:
-        """A new row holding ``state`` (its key not held yet); returns the row."""
-        key = state.key
+    def add(
+        self,
+        key: CounterKey,
+        raw_packets: int,
+        raw_bytes: int,
+        rule_ids: tuple[str, ...],
+        total_packets: int,
+        total_bytes: int,
+        chain_comment: str = "",
+        group_members: tuple[str, ...] = (),
+        retired_at: float | None = None,
+    ) -> int:
+        """A new row holding a counter (``key`` not held yet; the fields are
+        :class:`~aggregator.ledger.state.CounterState`'s, passed one by one so that no state
+        object is made only to be taken apart); returns the row."""
+        rule_ids, group_members = shared_strings(rule_ids), shared_strings(group_members)
+        chain_comment = intern(chain_comment)
         free = self._free
         if free:
             row = free.pop()
             self.keys[row] = key
-            self.raw_packets[row] = state.raw_packets
-            self.raw_bytes[row] = state.raw_bytes
-            self.total_packets[row] = state.total_packets
-            self.total_bytes[row] = state.total_bytes
-            self.rule_ids[row] = shared_strings(state.rule_ids)
-            self.chain_comment[row] = intern(state.chain_comment)
-            self.group_members[row] = shared_strings(state.group_members)
-            self.retired_at[row] = state.retired_at
+            self.raw_packets[row] = raw_packets
+            self.raw_bytes[row] = raw_bytes
+            self.total_packets[row] = total_packets
+            self.total_bytes[row] = total_bytes
+            self.rule_ids[row] = rule_ids
+            self.chain_comment[row] = chain_comment
+            self.group_members[row] = group_members
+            self.retired_at[row] = retired_at
         else:
             row = row_number(len(self.keys))
             self.keys.append(key)
-            self.raw_packets.append(state.raw_packets)
-            self.raw_bytes.append(state.raw_bytes)
-            self.total_packets.append(state.total_packets)
-            self.total_bytes.append(state.total_bytes)
-            self.rule_ids.append(shared_strings(state.rule_ids))
-            self.chain_comment.append(intern(state.chain_comment))
-            self.group_members.append(shared_strings(state.group_members))
-            self.retired_at.append(state.retired_at)
+            self.raw_packets.append(raw_packets)
+            self.raw_bytes.append(raw_bytes)
+            self.total_packets.append(total_packets)
+            self.total_bytes.append(total_bytes)
+            self.rule_ids.append(rule_ids)
+            self.chain_comment.append(chain_comment)
+            self.group_members.append(group_members)
+            self.retired_at.append(retired_at)
         self.row_of[key] = row
         return row
 
