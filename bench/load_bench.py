@@ -334,11 +334,14 @@ def main() -> None:
                 ",".join(f"127.0.0.1:{grpc}" for _, grpc, _ in aggregators[: 1 if args.one_door else None]),
             ),
         ]
+        # Each worker's figures go to a file, not a pipe: a pipe fills (64 KiB) before the
+        # worker ends at ~250 nodes a worker, and nothing reads it until every worker has ended.
+        outputs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(args.workers)]
         started = time.time()
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "bench.load_bench", *common, "--worker", str(w)],
-                stdout=subprocess.PIPE,
+                stdout=outputs[w],
                 text=True,
             )
             for w in range(args.workers)
@@ -359,7 +362,10 @@ def main() -> None:
             time.sleep(max(0.0, 1.0 - (time.time() - checked)))
         for channel in health_channels:
             channel.close()
-        results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
+        results = []
+        for output in outputs:
+            output.seek(0)
+            results.append(json.loads(output.read().strip().splitlines()[-1]))
         memory = [_rss(pid) for pid, _, _ in aggregators]
         lags = [_loop_lag(_scrape_text(port)) for _, _, port in aggregators]
         scrapes = [(_scrape(port, False), _scrape(port, True)) for _, _, port in aggregators]
