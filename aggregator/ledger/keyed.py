@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem
-from aggregator.ledger.rows import CounterRows
+from aggregator.ledger.rows import CounterRows, row_number
 from aggregator.ledger.state import Increase, NodeState, NodeUpdate, ResetReason
 from calico_accountant.records import CounterRecord
 
@@ -76,11 +76,12 @@ def check_key_ids(
 def define_ids(
     table: dict[int, int], rows: CounterRows, records: Sequence[CounterRecord], key_ids: Sequence[int]
 ) -> None:
-    """Enter the ids ``records`` (just applied) define: each names its record's row."""
+    """Enter the ids ``records`` (just applied) define: each names its record's row (the
+    ids as shared int objects, :func:`~aggregator.ledger.rows.row_number`)."""
     row_of = rows.row_of
     for record, key_id in zip(records, key_ids, strict=True):
         if key_id:
-            table[key_id] = row_of[record.key]
+            table[row_number(key_id)] = row_of[record.key]
 
 
 def apply_values(

@@ -34,9 +34,15 @@ _SHARED_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 _SHARED_TUPLES_MAX = 200_000
 
 
+_SHARED_NUMBERS_MAX = 1 << 20
+
+
 def row_number(row: int) -> int:
     """``row`` as an int object shared by every node (the index of every node's dict refers
-    to the same ~5,000 objects instead of one 28-byte int per counter)."""
+    to the same ~5,000 objects instead of one 28-byte int per counter); the same for key ids,
+    which agents number from 1.  Numbers from 2**20 on (a hostile key id) are not shared."""
+    if row >= _SHARED_NUMBERS_MAX:
+        return row
     numbers = _ROW_NUMBERS
     while len(numbers) <= row:
         numbers.extend(range(len(numbers), len(numbers) + 4096))
