@@ -9,6 +9,7 @@ only the few other plans (drops, profiles, policy rules) are converted.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ from node_agent.columnar.jumps import AcceptedJumps
 from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns
 
-__all__ = ["compile_plans"]
+__all__ = ["compile_plans", "deny_slots", "plan_kinds"]
 
 _T = TypeVar("_T")
 
@@ -39,13 +40,11 @@ def compile_plans(
     """
 
     def denied(column: list[_T]) -> list[_T]:
-        return list(column if exact is None else itertools.compress(column, exact))
+        return _denied(column, exact)
 
     get_id = columns.rule_ids.__getitem__  # [-1] is "": the id of slot -1
     first_line = rows.first_line
-    deny_entered = denied(accepted.entered)
-    deny_accepted = denied(accepted.following)
-    deny_after = denied(accepted.after)
+    deny_entered, deny_accepted, deny_after = deny_slots(accepted, exact)
     deny = PlanColumns(
         _keys(Kind.POLICY_DENY, rows.family, accepted, exact),
         (deny_entered, deny_accepted, deny_after),
@@ -69,6 +68,32 @@ def compile_plans(
     # After the denies took copies of the shared columns: extending in place is safe.
     single.extend(PlanColumns.of(other_plans, 1))
     return CompiledPlans.from_columns(single, deny)
+
+
+def deny_slots(accepted: AcceptedJumps, exact: list[bool] | None) -> tuple[list[int], list[int], list[int]]:
+    """The slots the ``policy_deny`` plans read (entered, accepted, after), one entry per
+    accepted jump whose deny is ``exact`` (None: all)."""
+    return (
+        _denied(accepted.entered, exact),
+        _denied(accepted.following, exact),
+        _denied(accepted.after, exact),
+    )
+
+
+def plan_kinds(
+    accepted: AcceptedJumps, exact: list[bool] | None, other_plans: list[RecordPlan]
+) -> Counter[Kind]:
+    """How many plans of each kind :func:`compile_plans` makes of the same arguments,
+    without making them: when a read evaluates column-wise (no unreadable counter, no
+    negative deny) each plan is one record, so these are the read's records per kind."""
+    kinds = Counter(plan.key.kind for plan in other_plans)
+    kinds[Kind.POLICY_ACCEPT] += len(accepted.entered)
+    kinds[Kind.POLICY_DENY] += len(accepted.entered) if exact is None else sum(exact)
+    return kinds
+
+
+def _denied(column: list[_T], exact: list[bool] | None) -> list[_T]:
+    return list(column if exact is None else itertools.compress(column, exact))
 
 
 def _keys(kind: Kind, family: int, accepted: AcceptedJumps, selected: list[bool] | None) -> list[CounterKey]:
