@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import mmap
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from calico_accountant.records import CounterRecord, Diagnostic, Kind
 from calico_accountant.runtime.flags import FlagSet
@@ -53,16 +54,33 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run, exit_without_teardown=True)
 
 
-def read_inputs(files: Iterable[str]) -> list[tuple[str, bytes]]:
-    """(name, bytes) for each file; ``-`` reads stdin.  Bytes so bad UTF-8 is diagnosed, not fatal."""
-    inputs = []
+def read_inputs(files: Iterable[str]) -> list[tuple[str, str | bytes]]:
+    """(name, text) for each file, or (name, bytes) when it is not valid UTF-8, so that bad
+    UTF-8 is diagnosed by the parse, not fatal; ``-`` reads stdin."""
+    inputs: list[tuple[str, str | bytes]] = []
     for name in files:
         if name == "-":
             inputs.append(("-", sys.stdin.buffer.read()))
         else:
             with open(name, "rb") as handle:
-                inputs.append((name, handle.read()))
+                inputs.append((name, _contents(handle)))
     return inputs
+
+
+def _contents(handle: BinaryIO) -> str | bytes:
+    """A file's text, decoded straight from a read-only map of it when it is a regular file:
+    a big node's dump is ~25 MB, and reading it into bytes before decoding them doubles the
+    memory the process touches (~6k page faults, ~10 ms).  The map lives only while it is
+    decoded."""
+    try:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # not a regular file (a pipe, a device), or empty
+        return handle.read()
+    with mapping:
+        try:
+            return str(mapping, "utf-8")
+        except UnicodeDecodeError:
+            return bytes(mapping)
 
 
 def record_as_json(record: CounterRecord) -> dict[str, Any]:
@@ -148,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             gc.enable()
 
 
-def _parse_and_write(args: argparse.Namespace, inputs: list[tuple[str, bytes]]) -> int:
+def _parse_and_write(args: argparse.Namespace, inputs: list[tuple[str, str | bytes]]) -> int:
     # What the parse leaves is held by ``args`` until main() ends the process without
     # teardown (see ``exit_without_teardown``): dropped here, its ~1M tuples would be freed
     # one by one.
