@@ -87,7 +87,7 @@ def cold_stages(text: str) -> dict[str, float]:
         lambda: plan_policy_rules(facts.chains, facts, policy_tiers(jumps, facts), rows.family, "s")
     )
     compiled, times["compile"] = _timed(
-        lambda: compile_plans(rows, columns, accepted, exact, special + policy, "s")
+        lambda: compile_plans(rows, columns, runs, facts, accepted, exact, special + policy, "s")
     )
     _, times["evaluate"] = _timed(lambda: compiled.evaluate_split(rows.packets, rows.octets))
     times["cold total"] = sum(times.values())

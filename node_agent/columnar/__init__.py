@@ -174,7 +174,9 @@ def compile_columnar(plan: ColumnarPlan) -> ColumnarParse:
     (its accepted jumps' columns become the plans' columns)."""
     rows, runs, columns = plan.rows, plan.runs, plan.columns
     accepts = len(plan.accepted.entered)
-    compiled = compile_plans(rows, columns, plan.accepted, plan.exact, plan.other_plans, plan.source)
+    compiled = compile_plans(
+        rows, columns, runs, plan.facts, plan.accepted, plan.exact, plan.other_plans, plan.source
+    )
     return ColumnarParse(
         compiled,
         plan.structural,

@@ -13,7 +13,6 @@ import operator
 from dataclasses import dataclass
 
 from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES, POLICY_ACCEPTED_MARKER
-from calico_accountant.records import Direction, EndpointKind
 from node_agent.attribution.chains import ChainFacts
 from node_agent.columnar.rows import Irregular
 from node_agent.columnar.rules import RuleClass, RuleColumns
@@ -86,15 +85,13 @@ class AcceptedJumps:
     """The slot of the rule after the accept return, or -1 at the end of the chain."""
     targets: list[str]
     tiers: list[str]
-    comments: list[str]
-    members: list[tuple[str, ...]]
-    directions: list[Direction | None]
-    interfaces: list[str]
-    endpoints: list[EndpointKind]
 
 
 def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainFacts) -> AcceptedJumps:
-    """The jumps whose next rule, in the same chain, is their accept return."""
+    """The jumps whose next rule, in the same chain, is their accept return.  What only
+    their records say (endpoint, comments, members) is left to
+    :func:`~node_agent.columnar.assemble.compile_plans`: ``parse --format summary`` counts
+    these jumps without it."""
     end_of = runs.end_of
     following_of = list(map((1).__add__, jumps.slots))
     # probes[count] is "": a jump on the last slot reads it (and its end test fails anyway).
@@ -123,20 +120,10 @@ def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainF
             itertools.repeat(1),
         )
     )
-    comment_of = {target: facts.chain_comment(target) for target in jumps.distinct}
-    members_of = {
-        target: facts.group_members(target) if target.startswith(GROUP_CHAIN_PREFIXES) else ()
-        for target in jumps.distinct
-    }
     return AcceptedJumps(
         entered,
         list(itertools.compress(following_of, flags)),
         after,
         targets,
         list(itertools.compress(jumps.tiers, flags)),
-        list(map(comment_of.__getitem__, targets)),
-        list(map(members_of.__getitem__, targets)),
-        list(map(runs.direction_of.__getitem__, entered)),
-        list(map(runs.interface_of.__getitem__, entered)),
-        list(map(runs.endpoint_of.__getitem__, entered)),
     )
