@@ -91,12 +91,20 @@ def rule_columns(rows: Rows, runs: Runs) -> RuleColumns:
     if any(map((1).__and__, map(str.count, distinct, itertools.repeat('"')))):
         raise Irregular
     target_of_rest = dict(zip(distinct, map(_word_after_jump, distinct), strict=True))
-    prefixes = map(_PREFIX, target_of_rest.values())
-    class_of_rest = dict(
-        zip(distinct, map(CLASS_BY_PREFIX.get, prefixes, itertools.repeat(RuleClass.OTHER)), strict=True)
-    )
     targets = list(map(target_of_rest.__getitem__, rows.rests))
-    classes = list(map(class_of_rest.__getitem__, rows.rests))
+    # Classes by target, not by rest: a lookup of a short target (one object per distinct
+    # rest) is much cheaper than one of a ~100-character rest (each line its own object,
+    # compared in full on a hit).
+    distinct_targets = set(target_of_rest.values())
+    prefixes = map(_PREFIX, distinct_targets)
+    class_of_target = dict(
+        zip(
+            distinct_targets,
+            map(CLASS_BY_PREFIX.get, prefixes, itertools.repeat(RuleClass.OTHER)),
+            strict=True,
+        )
+    )
+    classes = list(map(class_of_target.__getitem__, targets))
     # Every None (no leading id) is replaced in the loop below.
     rule_ids = cast(list[str], [*rows.leading_ids, ""])
     probes = [*rows.rests, ""]
