@@ -103,12 +103,11 @@ def summarize_node(
 def _evaluable(plan: ColumnarPlan) -> bool:
     """Whether the plans' column-wise evaluation gives every plan its record and no
     diagnostic (:meth:`~node_agent.attribution.compiled.CompiledPlans.evaluate_split` is
-    not None): no unreadable counter and no deny below zero."""
-    packets, octets = plan.rows.packets, plan.rows.octets
-    if min(packets, default=0) < 0 or min(octets, default=0) < 0:
-        return False
+    not None): no unreadable counter and no deny below zero.  A columnar parse has no
+    unreadable counter (its row pattern takes digits only, and counters past u64 send the
+    table to the general path), so only the denies are checked."""
     entered, accepted, after = deny_slots(plan.accepted, plan.exact)
     return all(
         min(deny_counts([*counters, 0], entered, accepted, after), default=0) >= 0
-        for counters in (packets, octets)
+        for counters in (plan.rows.packets, plan.rows.octets)
     )
