@@ -108,21 +108,17 @@ def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainF
     )
     entered = list(itertools.compress(jumps.slots, flags))
     targets = list(itertools.compress(jumps.targets, flags))
-    # The rule after the accept, or -1: (index + 3) * (index + 2 < end) - 1.
-    after = list(
-        map(
-            operator.sub,
-            map(
-                operator.mul,
-                map((3).__add__, entered),
-                map(operator.lt, map((2).__add__, entered), map(end_of.__getitem__, entered)),
-            ),
-            itertools.repeat(1),
-        )
-    )
+    following = list(itertools.compress(following_of, flags))
+    # The rule after the accept, or -1 where the accept ends its chain (rare: fixed up one
+    # by one; each arithmetic pass over 70k slots makes 70k new ints).
+    after = list(map((1).__add__, following))
+    for at in itertools.compress(
+        range(len(after)), map(operator.ge, after, map(end_of.__getitem__, entered))
+    ):
+        after[at] = -1
     return AcceptedJumps(
         entered,
-        list(itertools.compress(following_of, flags)),
+        following,
         after,
         targets,
         list(itertools.compress(jumps.tiers, flags)),
