@@ -28,7 +28,7 @@ from node_agent.iptables_save import decode_input
 from node_agent.nftables.document import looks_like_nft_json
 from node_agent.parsing import SteadyStateParser
 
-__all__ = ["ParseSummary", "summarize_node"]
+__all__ = ["ParseSummary", "plan_records", "summarize_node"]
 
 _KIND_OF = operator.attrgetter("key.kind")
 
@@ -85,10 +85,11 @@ def summarize_node(
         plan = (
             None if decode_diagnostics or looks_like_nft_json(text) else plan_columnar(text, source, family)
         )
-        if retain is not None:
+        if retain is not None and plan is not None:
             retain.append(plan)
-        if plan is not None and _evaluable(plan):
-            summary.kinds.update(plan_kinds(plan.accepted, plan.exact, plan.other_plans))
+        kinds = None if plan is None else plan_records(plan)
+        if plan is not None and kinds is not None:
+            summary.kinds.update(kinds)
             summary.diagnostics.extend(plan.structural)
             summary.rules_seen += plan.rows.count
             summary.lines_seen += plan.rows.line_count
@@ -100,14 +101,15 @@ def summarize_node(
     return summary
 
 
-def _evaluable(plan: ColumnarPlan) -> bool:
-    """Whether the plans' column-wise evaluation gives every plan its record and no
-    diagnostic (:meth:`~node_agent.attribution.compiled.CompiledPlans.evaluate_split` is
-    not None): no unreadable counter and no deny below zero.  A columnar parse has no
+def plan_records(plan: ColumnarPlan) -> Counter[Kind] | None:
+    """The records per kind of a table's columnar plan, when the plans' column-wise
+    evaluation gives every plan its record and no diagnostic
+    (:meth:`~node_agent.attribution.compiled.CompiledPlans.evaluate_split` is not None: no
+    unreadable counter and no deny below zero); else None.  A columnar parse has no
     unreadable counter (its row pattern takes digits only, and counters past u64 send the
     table to the general path), so only the denies are checked."""
     entered, accepted, after = deny_slots(plan.accepted, plan.exact)
-    return all(
-        min(deny_counts([*counters, 0], entered, accepted, after), default=0) >= 0
-        for counters in (plan.rows.packets, plan.rows.octets)
-    )
+    for counters in (plan.rows.packets, plan.rows.octets):
+        if min(deny_counts([*counters, 0], entered, accepted, after), default=0) < 0:
+            return None
+    return plan_kinds(plan.accepted, plan.exact, plan.other_plans)
