@@ -9,6 +9,7 @@ only the few other plans (drops, profiles, policy rules) are converted.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def compile_plans(
         ),
         denied(ends.comments),
         denied(ends.members),
-        list(map(first_line.__add__, deny_entered)),
+        list(map(operator.add, deny_entered, itertools.repeat(first_line))),
         [source] * len(deny_entered),
     )
     single = PlanColumns(
@@ -69,7 +70,7 @@ def compile_plans(
         list(zip(map(get_id, accepted.following))),
         ends.comments,
         ends.members,
-        list(map(first_line.__add__, accepted.following)),
+        list(map(operator.add, accepted.following, itertools.repeat(first_line))),
         [source] * len(accepted.entered),
     )
     # After the denies took copies of the shared columns: extending in place is safe.

@@ -41,7 +41,11 @@ def jumps_of(columns: RuleColumns, tier_of: list[str], facts: ChainFacts) -> Jum
     path words that ``missing_chain`` diagnostic.
     """
     classes = columns.classes
-    slots = list(itertools.compress(range(len(classes)), map(RuleClass.JUMP.__eq__, classes)))
+    # ``operator.is_`` (classes are enum members): a builtin call, twice as fast per slot as
+    # the bound ``RuleClass.JUMP.__eq__``.
+    slots = list(
+        itertools.compress(range(len(classes)), map(operator.is_, classes, itertools.repeat(RuleClass.JUMP)))
+    )
     targets = list(map(columns.targets.__getitem__, slots))
     distinct = list(dict.fromkeys(targets))
     present = facts.present
@@ -93,7 +97,7 @@ def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainF
     :func:`~node_agent.columnar.assemble.compile_plans`: ``parse --format summary`` counts
     these jumps without it."""
     end_of = runs.end_of
-    following_of = list(map((1).__add__, jumps.slots))
+    following_of = list(map(operator.add, jumps.slots, itertools.repeat(1)))
     # probes[count] is "": a jump on the last slot reads it (and its end test fails anyway).
     flags = list(
         map(
@@ -111,7 +115,7 @@ def accepted_jumps(jumps: Jumps, columns: RuleColumns, runs: Runs, facts: ChainF
     following = list(itertools.compress(following_of, flags))
     # The rule after the accept, or -1 where the accept ends its chain (rare: fixed up one
     # by one; each arithmetic pass over 70k slots makes 70k new ints).
-    after = list(map((1).__add__, following))
+    after = list(map(operator.add, following, itertools.repeat(1)))
     for at in itertools.compress(
         range(len(after)), map(operator.ge, after, map(end_of.__getitem__, entered))
     ):
