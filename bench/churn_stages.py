@@ -67,7 +67,8 @@ def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
 
 
 def cold_stages(text: str) -> dict[str, float]:
-    """The columnar cold parse's stages (as ``node_agent.columnar._parse`` runs them), ms each."""
+    """The columnar cold parse's stages (as ``node_agent.columnar.plan_columnar`` then
+    ``compile_columnar`` run them), ms each."""
     times: dict[str, float] = {}
     rows, times["rows"] = _timed(lambda: split_rows(text, None))
     runs, times["runs"] = _timed(lambda: chain_runs(rows))
@@ -87,7 +88,7 @@ def cold_stages(text: str) -> dict[str, float]:
         lambda: plan_policy_rules(facts.chains, facts, policy_tiers(jumps, facts), rows.family, "s")
     )
     compiled, times["compile"] = _timed(
-        lambda: compile_plans(rows, columns, accepted, exact, special + policy, "s")
+        lambda: compile_plans(rows, columns, runs, facts, accepted, exact, special + policy, "s")
     )
     _, times["evaluate"] = _timed(lambda: compiled.evaluate_split(rows.packets, rows.octets))
     times["cold total"] = sum(times.values())

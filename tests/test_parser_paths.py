@@ -201,6 +201,18 @@ def test_a_quoted_comment_holding_dash_j_ends_the_parse() -> None:
     assert result.records
 
 
+@pytest.mark.parametrize("space", ["\t", "\r", "\x0b", "\x0c"])
+def test_a_chain_name_holding_other_whitespace_goes_to_the_general_path(space: str) -> None:
+    """The row pattern takes a chain as ASCII non-whitespace: a chain name holding a tab
+    (or CR, VT, FF) leaves its lines to the general path, whose result stands."""
+    text = render(sized_model(3, 2, layout="v3.30", seed=8)).text
+    chain = next(line.split()[2] for line in text.split("\n") if " -A cali-tw-" in line)
+    renamed = text.replace(chain, chain[:9] + space + chain[9:])
+    assert renamed != text
+    assert parse_columnar(renamed, "node", None) is None
+    assert_same(parse_node([("node", renamed)]), general_parse(renamed, None))
+
+
 def _as_read_at(text: str, second: int, policy_packets: int) -> str:
     """The table as iptables-save prints it at another moment: other timestamps in the
     ``# Generated``/``# Completed`` comments and other built-in chain policy counters."""

@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         report_json(result, catalog, args.node, sys.stdout)
     else:
         sys.stdout.write(report_prometheus(result, catalog, args.node, options))
-    write_diagnostics(result, err)
+    write_diagnostics(result.diagnostics, err)
     _write_unresolved(result, catalog, args.node, err)
     return 0 if result.rules_seen else 1
 

@@ -236,18 +236,8 @@ class CompiledPlans:
     ) -> list[CounterRecord] | None:
         """Deny records (all, or those at ``positions``); None if one comes out negative."""
         keys, (entered, accepted, after), rule_ids, comments, members, _, _ = _select(self.deny, positions)
-        get_packets = packets.__getitem__
-        get_octets = octets.__getitem__
-        deny_packets = list(
-            map(
-                _sub,
-                map(_sub, map(get_packets, entered), map(get_packets, accepted)),
-                map(get_packets, after),
-            )
-        )
-        deny_octets = list(
-            map(_sub, map(_sub, map(get_octets, entered), map(get_octets, accepted)), map(get_octets, after))
-        )
+        deny_packets = deny_counts(packets, entered, accepted, after)
+        deny_octets = deny_counts(octets, entered, accepted, after)
         if min(deny_packets, default=0) < 0 or min(deny_octets, default=0) < 0:
             return None
         return list(
@@ -286,6 +276,14 @@ class ReaderIndex:
                     found.update(more[slot])
         found.discard(-1)
         return list(found)
+
+
+def deny_counts(counters: list[int], entered: list[int], accepted: list[int], after: list[int]) -> list[int]:
+    """Each deny's count (entered - accepted - after: the jump's, its accept return's and the
+    next rule's counters), from a counter array ending in the 0 that slot -1 reads; a
+    negative one makes a read's denies not column-wise evaluable (see :meth:`evaluate`)."""
+    get = counters.__getitem__
+    return list(map(_sub, map(_sub, map(get, entered), map(get, accepted)), map(get, after)))
 
 
 def _select(columns: PlanColumns, positions: list[int] | None) -> PlanColumns:

@@ -9,17 +9,23 @@ only the few other plans (drops, profiles, policy rules) are converted.
 from __future__ import annotations
 
 import itertools
+import operator
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
-from calico_accountant.records import CounterKey, Kind
+from calico_accountant.felix.chains import GROUP_CHAIN_PREFIXES
+from calico_accountant.records import CounterKey, Direction, EndpointKind, Kind
+from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans, PlanColumns
 from node_agent.attribution.plans import RecordPlan, new_key
 from node_agent.columnar.jumps import AcceptedJumps
 from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns
+from node_agent.columnar.runs import Runs
 
-__all__ = ["compile_plans"]
+__all__ = ["compile_plans", "deny_slots", "plan_kinds"]
 
 _T = TypeVar("_T")
 
@@ -27,6 +33,8 @@ _T = TypeVar("_T")
 def compile_plans(
     rows: Rows,
     columns: RuleColumns,
+    runs: Runs,
+    facts: ChainFacts,
     accepted: AcceptedJumps,
     exact: list[bool] | None,
     other_plans: list[RecordPlan],
@@ -39,31 +47,30 @@ def compile_plans(
     """
 
     def denied(column: list[_T]) -> list[_T]:
-        return list(column if exact is None else itertools.compress(column, exact))
+        return _denied(column, exact)
 
     get_id = columns.rule_ids.__getitem__  # [-1] is "": the id of slot -1
     first_line = rows.first_line
-    deny_entered = denied(accepted.entered)
-    deny_accepted = denied(accepted.following)
-    deny_after = denied(accepted.after)
+    ends = _EndpointColumns.of(accepted, runs, facts)
+    deny_entered, deny_accepted, deny_after = deny_slots(accepted, exact)
     deny = PlanColumns(
-        _keys(Kind.POLICY_DENY, rows.family, accepted, exact),
+        _keys(Kind.POLICY_DENY, rows.family, accepted, ends, exact),
         (deny_entered, deny_accepted, deny_after),
         list(
             zip(map(get_id, deny_entered), map(get_id, deny_accepted), map(get_id, deny_after), strict=True)
         ),
-        denied(accepted.comments),
-        denied(accepted.members),
-        list(map(first_line.__add__, deny_entered)),
+        denied(ends.comments),
+        denied(ends.members),
+        list(map(operator.add, deny_entered, itertools.repeat(first_line))),
         [source] * len(deny_entered),
     )
     single = PlanColumns(
-        _keys(Kind.POLICY_ACCEPT, rows.family, accepted, None),
+        _keys(Kind.POLICY_ACCEPT, rows.family, accepted, ends, None),
         (accepted.following,),
         list(zip(map(get_id, accepted.following))),
-        accepted.comments,
-        accepted.members,
-        list(map(first_line.__add__, accepted.following)),
+        ends.comments,
+        ends.members,
+        list(map(operator.add, accepted.following, itertools.repeat(first_line))),
         [source] * len(accepted.entered),
     )
     # After the denies took copies of the shared columns: extending in place is safe.
@@ -71,7 +78,64 @@ def compile_plans(
     return CompiledPlans.from_columns(single, deny)
 
 
-def _keys(kind: Kind, family: int, accepted: AcceptedJumps, selected: list[bool] | None) -> list[CounterKey]:
+def deny_slots(accepted: AcceptedJumps, exact: list[bool] | None) -> tuple[list[int], list[int], list[int]]:
+    """The slots the ``policy_deny`` plans read (entered, accepted, after), one entry per
+    accepted jump whose deny is ``exact`` (None: all)."""
+    return (
+        _denied(accepted.entered, exact),
+        _denied(accepted.following, exact),
+        _denied(accepted.after, exact),
+    )
+
+
+def plan_kinds(
+    accepted: AcceptedJumps, exact: list[bool] | None, other_plans: list[RecordPlan]
+) -> Counter[Kind]:
+    """How many plans of each kind :func:`compile_plans` makes of the same arguments,
+    without making them: when a read evaluates column-wise (no unreadable counter, no
+    negative deny) each plan is one record, so these are the read's records per kind."""
+    kinds = Counter(plan.key.kind for plan in other_plans)
+    kinds[Kind.POLICY_ACCEPT] += len(accepted.entered)
+    kinds[Kind.POLICY_DENY] += len(accepted.entered) if exact is None else sum(exact)
+    return kinds
+
+
+def _denied(column: list[_T], exact: list[bool] | None) -> list[_T]:
+    return list(column if exact is None else itertools.compress(column, exact))
+
+
+@dataclass(slots=True)
+class _EndpointColumns:
+    """What only the records of accepted jumps say, one entry per jump: the chain comment
+    and group members of its target, and its endpoint chain's direction, interface and kind."""
+
+    comments: list[str]
+    members: list[tuple[str, ...]]
+    directions: list[Direction | None]
+    interfaces: list[str]
+    endpoints: list[EndpointKind]
+
+    @classmethod
+    def of(cls, accepted: AcceptedJumps, runs: Runs, facts: ChainFacts) -> _EndpointColumns:
+        distinct = dict.fromkeys(accepted.targets)
+        comment_of = {target: facts.chain_comment(target) for target in distinct}
+        members_of = {
+            target: facts.group_members(target) if target.startswith(GROUP_CHAIN_PREFIXES) else ()
+            for target in distinct
+        }
+        entered = accepted.entered
+        return cls(
+            list(map(comment_of.__getitem__, accepted.targets)),
+            list(map(members_of.__getitem__, accepted.targets)),
+            list(map(runs.direction_of.__getitem__, entered)),
+            list(map(runs.interface_of.__getitem__, entered)),
+            list(map(runs.endpoint_of.__getitem__, entered)),
+        )
+
+
+def _keys(
+    kind: Kind, family: int, accepted: AcceptedJumps, ends: _EndpointColumns, selected: list[bool] | None
+) -> list[CounterKey]:
     """The record keys of the accepted jumps (those ``selected``, or all)."""
 
     def pick(column: list[_T]) -> Iterable[_T]:
@@ -83,13 +147,13 @@ def _keys(kind: Kind, family: int, accepted: AcceptedJumps, selected: list[bool]
             zip(
                 itertools.repeat(kind),
                 itertools.repeat(family),
-                pick(accepted.directions),
-                pick(accepted.interfaces),
+                pick(ends.directions),
+                pick(ends.interfaces),
                 pick(accepted.targets),
                 pick(accepted.tiers),
                 itertools.repeat(-1),
                 itertools.repeat(""),
-                pick(accepted.endpoints),
+                pick(ends.endpoints),
             ),
         )
     )

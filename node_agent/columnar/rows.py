@@ -34,15 +34,20 @@ class Irregular(Exception):
 
 
 ROW = re.compile(
-    r"\n\[([0-9]+):([0-9]+)\] -A ([^ \n]+)"
-    r' (?:-m comment --comment "cali:([^"\\\' \n]*)")?'
+    r"\n\[([0-9]+):([0-9]+)\] -A (\S+)"
+    r' (?:-m comment --comment "cali:([^"\\\' \n]*)")?',
+    re.ASCII,
 )
 """One rule line's head, split off as four columns: packets, octets (bytes), chain and felix's
 leading ``cali:`` rule id (None when the line does not start that way).  What ``split``
 leaves between two heads is the rest of a line (its "rest"), so a rule line this pattern
 does not match shows up as a newline inside a rest.  A big table has ~150k rule lines
 but only a few thousand distinct rests: everything else a line says (its target, whether
-it is odd) is worked out once per distinct rest (:mod:`node_agent.columnar.rules`)."""
+it is odd) is worked out once per distinct rest (:mod:`node_agent.columnar.rules`).
+
+The chain is ``\\S+`` (ASCII: no space, tab, CR, LF, VT or FF), a category the engine tests
+faster than the set ``[^ \\n]`` (60 -> 52 ms for 147k lines): a line whose chain holds other
+whitespace is then not taken apart, which sends the table to the general path."""
 
 
 class Field(enum.IntEnum):

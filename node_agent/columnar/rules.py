@@ -82,21 +82,31 @@ def rule_columns(rows: Rows, runs: Runs) -> RuleColumns:
     the general scan finds them, and for a line with a leading id comment that is always
     inside the rest; the rare line without one is completed from its whole body.
     """
-    distinct = list(dict.fromkeys(rows.rests))
-    # The checks and targets of ~18k distinct rests (a node with thousands of policy
-    # chains) as C-level passes: one search of all of them joined, one quote count each.
+    # One pass over the rests finds the distinct ones and the target of every line: the
+    # target is worked out on a rest's first sighting (_TargetOfRest.__missing__).
+    target_of_rest = _TargetOfRest()
+    targets = list(map(target_of_rest.__getitem__, rows.rests))
+    distinct = list(target_of_rest)
+    # The checks of ~18k distinct rests (a node with thousands of policy chains) as C-level
+    # passes: one search of all of them joined, one quote count each.
     joined = "".join(distinct)
     if "\n" in joined or "\\" in joined or "'" in joined:
         raise Irregular
     if any(map((1).__and__, map(str.count, distinct, itertools.repeat('"')))):
         raise Irregular
-    target_of_rest = dict(zip(distinct, map(_word_after_jump, distinct), strict=True))
-    prefixes = map(_PREFIX, target_of_rest.values())
-    class_of_rest = dict(
-        zip(distinct, map(CLASS_BY_PREFIX.get, prefixes, itertools.repeat(RuleClass.OTHER)), strict=True)
+    # Classes by target, not by rest: a lookup of a short target (one object per distinct
+    # rest) is much cheaper than one of a ~100-character rest (each line its own object,
+    # compared in full on a hit).
+    distinct_targets = set(target_of_rest.values())
+    prefixes = map(_PREFIX, distinct_targets)
+    class_of_target = dict(
+        zip(
+            distinct_targets,
+            map(CLASS_BY_PREFIX.get, prefixes, itertools.repeat(RuleClass.OTHER)),
+            strict=True,
+        )
     )
-    targets = list(map(target_of_rest.__getitem__, rows.rests))
-    classes = list(map(class_of_rest.__getitem__, rows.rests))
+    classes = list(map(class_of_target.__getitem__, targets))
     # Every None (no leading id) is replaced in the loop below.
     rule_ids = cast(list[str], [*rows.leading_ids, ""])
     probes = [*rows.rests, ""]
@@ -122,6 +132,15 @@ def rule_columns(rows: Rows, runs: Runs) -> RuleColumns:
 
 
 _PREFIX = operator.itemgetter(slice(PREFIX_LENGTH))
+
+
+class _TargetOfRest(dict[str, str]):
+    """Rest -> target, each worked out when first asked for (a C-level ``map`` over the
+    rests calls Python only once per distinct rest)."""
+
+    def __missing__(self, rest: str) -> str:
+        target = self[rest] = _word_after_jump(rest)
+        return target
 
 
 def _word_after_jump(rest: str) -> str:
