@@ -14,14 +14,14 @@ import gc
 import json
 import mmap
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, BinaryIO, TextIO
 
-from calico_accountant.records import CounterRecord, Diagnostic, Kind
+from calico_accountant.records import CounterRecord, Diagnostic, Kind, ParseResult
 from calico_accountant.runtime.flags import FlagSet
 from calico_accountant_cli.commands.command import add_command
 from node_agent.parsing import parse_node
-from node_agent.summary import ParseSummary, summarize_node
 
 
 def register(subparsers: Any) -> None:
@@ -138,11 +138,12 @@ def write_diagnostics(diagnostics: Iterable[Diagnostic], out: TextIO) -> None:
         out.write(f"{where}: {diagnostic.code}: {diagnostic.message}\n")
 
 
-def write_summary(summary: ParseSummary, out: TextIO) -> None:
-    out.write(f"lines: {summary.lines_seen}\nrules: {summary.rules_seen}\nrecords: {summary.records}\n")
+def write_summary(result: ParseResult, out: TextIO) -> None:
+    kinds = Counter(record.key.kind for record in result.records)
+    out.write(f"lines: {result.lines_seen}\nrules: {result.rules_seen}\nrecords: {len(result.records)}\n")
     for kind in Kind:
-        out.write(f"  {kind.value}: {summary.kinds.get(kind, 0)}\n")
-    codes = summary.diagnostic_counts()
+        out.write(f"  {kind.value}: {kinds.get(kind, 0)}\n")
+    codes = result.diagnostic_counts()
     out.write(f"diagnostics: {sum(codes.values())}\n")
     for code, count in sorted(codes.items()):
         out.write(f"  {code}: {count}\n")
@@ -167,23 +168,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _parse_and_write(args: argparse.Namespace, inputs: list[tuple[str, str | bytes]]) -> int:
-    # What the parse leaves is held by ``args`` until main() ends the process without
-    # teardown (see ``exit_without_teardown``): dropped here, its ~1M tuples would be freed
-    # one by one.
-    args.parsed = parsed = list[object]()
-    if args.format == "summary":
-        # The counts only: the records of a big node are not built (node_agent.summary).
-        summary = summarize_node(inputs, family=args.family, retain=parsed)
-        write_summary(summary, sys.stdout)
-        write_diagnostics(summary.diagnostics, sys.stderr)
-        return 0 if summary.rules_seen else 1
     result = parse_node(inputs, family=args.family)
-    parsed.append(result)
     out = sys.stdout
+    records = result.records
     if args.format == "json":
-        for record in result.records:
+        for record in records:
             out.write(json.dumps(record_as_json(record), separators=(",", ":")) + "\n")
+    elif args.format == "table":
+        write_table(records, out)
     else:
-        write_table(result.records, out)
+        write_summary(result, out)
     write_diagnostics(result.diagnostics, sys.stderr)
+    # Held by ``args`` until main() ends the process without teardown (see
+    # ``exit_without_teardown``): dropped here, its ~1M tuples would be freed one by one.
+    args.parsed = result
     return 0 if result.rules_seen else 1

@@ -93,8 +93,7 @@ class ColumnarParse:
 @dataclass(slots=True)
 class ColumnarPlan:
     """What stages 1 to 7 of the columnar parse found, before the plans are compiled into
-    columns (stage 8): enough to count the records of each kind without building them
-    (:func:`~node_agent.columnar.assemble.plan_kinds`, for ``parse --format summary``)."""
+    columns (stage 8)."""
 
     rows: Rows
     runs: Runs

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,7 +24,7 @@ from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns
 from node_agent.columnar.runs import Runs
 
-__all__ = ["compile_plans", "deny_slots", "plan_kinds"]
+__all__ = ["compile_plans", "deny_slots"]
 
 _T = TypeVar("_T")
 
@@ -86,18 +85,6 @@ def deny_slots(accepted: AcceptedJumps, exact: list[bool] | None) -> tuple[list[
         _denied(accepted.following, exact),
         _denied(accepted.after, exact),
     )
-
-
-def plan_kinds(
-    accepted: AcceptedJumps, exact: list[bool] | None, other_plans: list[RecordPlan]
-) -> Counter[Kind]:
-    """How many plans of each kind :func:`compile_plans` makes of the same arguments,
-    without making them: when a read evaluates column-wise (no unreadable counter, no
-    negative deny) each plan is one record, so these are the read's records per kind."""
-    kinds = Counter(plan.key.kind for plan in other_plans)
-    kinds[Kind.POLICY_ACCEPT] += len(accepted.entered)
-    kinds[Kind.POLICY_DENY] += len(accepted.entered) if exact is None else sum(exact)
-    return kinds
 
 
 def _denied(column: list[_T], exact: list[bool] | None) -> list[_T]:
