@@ -4,6 +4,8 @@ row never carries the series route of the counter that held it before."""
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple
 
 from hypothesis import given, settings
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from aggregator.accountant import Accountant
 from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
-from aggregator.ledger.rows import RAW_MAX, CounterRows
+from aggregator.ledger.rows import RAW_MAX, CounterRows, row_number
 from aggregator.ledger.state import CounterState
 from calico_accountant.records import CounterKey
 from tests.support.accounting import FakeCatalog, accept, snapshot
@@ -134,3 +136,18 @@ def test_the_cap_on_all_counters_follows_expiry_and_forgotten_nodes() -> None:
     assert ledger.check(snapshot("n5", one)) is not None  # the 4 restored + 1
     ledger.restore([])
     assert ledger.check(snapshot("n5", one)) is None
+
+
+def test_shared_numbers_are_their_own_value_when_ledgers_grow_them_at_once() -> None:
+    """Two accountants in one process (shards in a test, a tool) grow the shared row numbers
+    from their own threads: every number must stay its own index."""
+    wanted = list(range(0, 1 << 20, 4093))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            seen = list(pool.map(row_number, wanted * 4))
+    finally:
+        sys.setswitchinterval(switch)
+    assert seen == wanted * 4
+    assert all(row_number(n) == n for n in range(0, 1 << 20, 997))

@@ -16,6 +16,7 @@ counter is seen as a :class:`~aggregator.ledger.state.CounterState` copied out o
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from sys import intern
@@ -30,11 +31,12 @@ RAW_MAX = 2**64 - 1
 """The largest raw value a row holds: kernel counters are unsigned 64-bit."""
 
 _ROW_NUMBERS: list[int] = []
+_ROW_NUMBERS_GROWING = threading.Lock()
+"""Held while the shared numbers grow: two ledgers (two accountants in one process) growing
+them at once would both append the same range, and a number would no longer be its index."""
+_SHARED_NUMBERS_MAX = 1 << 20
 _SHARED_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 _SHARED_TUPLES_MAX = 200_000
-
-
-_SHARED_NUMBERS_MAX = 1 << 20
 
 
 def row_number(row: int) -> int:
@@ -44,8 +46,10 @@ def row_number(row: int) -> int:
     if row >= _SHARED_NUMBERS_MAX:
         return row
     numbers = _ROW_NUMBERS
-    while len(numbers) <= row:
-        numbers.extend(range(len(numbers), len(numbers) + 4096))
+    if row >= len(numbers):
+        with _ROW_NUMBERS_GROWING:
+            while len(numbers) <= row:
+                numbers.extend(range(len(numbers), len(numbers) + 4096))
     return numbers[row]
 
 
