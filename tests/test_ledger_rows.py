@@ -151,3 +151,20 @@ def test_shared_numbers_are_their_own_value_when_ledgers_grow_them_at_once() -> 
         sys.setswitchinterval(switch)
     assert seen == wanted * 4
     assert all(row_number(n) == n for n in range(0, 1 << 20, 997))
+
+
+def test_a_forgotten_node_leaves_nothing_in_the_memo() -> None:
+    """Its counters' lookups are released with it: a catalog change afterwards re-routes only
+    the counters still held, and the answers only it used are forgotten."""
+    catalog = FakeCatalog().add_policy("cali-pi-allow", "allow", "shop")
+    catalog.add_pod("n1", "cali-a", "shop", "a", app="web").add_pod("n2", "cali-b", "shop", "b", app="web")
+    accountant = Accountant(catalog, ledger=Ledger())
+    accountant.apply(snapshot("n1", [accept("cali-a", "cali-pi-allow", 1)]), 0.0)
+    accountant.apply(snapshot("n2", [accept("cali-b", "cali-pi-allow", 1)]), 0.0)
+    accountant.forget_node("n1")
+    renamed = FakeCatalog().add_policy("cali-pi-allow", "allow-all", "shop")
+    renamed.add_pod("n1", "cali-a", "shop", "a2", app="web").add_pod("n2", "cali-b", "shop", "b", app="web")
+    accountant.set_resolver(renamed)
+    assert accountant.moved_counters == 1  # n2's counter (its policy renamed), not n1's
+    memo = accountant._series.router.memo
+    assert not any("n1" in users for users in memo._users.values())

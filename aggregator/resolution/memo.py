@@ -111,14 +111,16 @@ class MemoResolver:
                     del self._users[lookup]
                     self._answers[lookup[0]].pop(lookup, None)
 
-    def release_node(self, node: str) -> None:
-        """Every counter of ``node`` is gone; answers no other node uses are forgotten."""
-        for lookup in [lookup for lookup, users in self._users.items() if node in users]:
-            users = self._users[lookup]
-            del users[node]
-            if not users:
-                del self._users[lookup]
-                self._answers[lookup[0]].pop(lookup, None)
+    def release_node(self, node: str, lookups: Iterable[Lookup]) -> None:
+        """Every counter of ``node`` is gone (``lookups``: every lookup its counters used; only
+        those are visited, not every lookup of the cluster); answers no other node uses are
+        forgotten."""
+        for lookup in set(lookups):
+            users = self._users.get(lookup)
+            if users is None or users.pop(node, None) is None or users:
+                continue
+            del self._users[lookup]
+            self._answers[lookup[0]].pop(lookup, None)
 
     def refresh(self, resolver: Resolver) -> set[CounterPlace]:
         """Switch to ``resolver``; returns the counters whose lookups now answer differently."""

@@ -210,7 +210,7 @@ class Router:
         if routes is None:
             return []
         dropped = [route for row in routes.rows() if (route := routes.get(row)) is not None]
-        self.memo.release_node(node)
+        self.memo.release_node(node, (lookup for route in dropped for lookup in route.lookups))
         for route in dropped:
             self._release_shared(node, route)
         return dropped
