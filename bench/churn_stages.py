@@ -67,8 +67,7 @@ def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
 
 
 def cold_stages(text: str) -> dict[str, float]:
-    """The columnar cold parse's stages (as ``node_agent.columnar.plan_columnar`` then
-    ``compile_columnar`` run them), ms each."""
+    """The columnar cold parse's stages (as ``node_agent.columnar._parse`` runs them), ms each."""
     times: dict[str, float] = {}
     rows, times["rows"] = _timed(lambda: split_rows(text, None))
     runs, times["runs"] = _timed(lambda: chain_runs(rows))

@@ -25,8 +25,8 @@ class CounterView(Mapping[CounterKey, CounterState]):
         return self._rows.state(self._rows.row_of[key])
 
     def get(self, key: CounterKey, default: CounterState | None = None) -> CounterState | None:  # type: ignore[override]
-        row = self._rows.row_of.get(key)
-        return default if row is None else self._rows.state(row)
+        state = self._rows.get(key)
+        return default if state is None else state
 
     def __contains__(self, key: object) -> bool:
         return key in self._rows.row_of

@@ -236,8 +236,8 @@ class CompiledPlans:
     ) -> list[CounterRecord] | None:
         """Deny records (all, or those at ``positions``); None if one comes out negative."""
         keys, (entered, accepted, after), rule_ids, comments, members, _, _ = _select(self.deny, positions)
-        deny_packets = deny_counts(packets, entered, accepted, after)
-        deny_octets = deny_counts(octets, entered, accepted, after)
+        deny_packets = _deny_counts(packets, entered, accepted, after)
+        deny_octets = _deny_counts(octets, entered, accepted, after)
         if min(deny_packets, default=0) < 0 or min(deny_octets, default=0) < 0:
             return None
         return list(
@@ -278,7 +278,7 @@ class ReaderIndex:
         return list(found)
 
 
-def deny_counts(counters: list[int], entered: list[int], accepted: list[int], after: list[int]) -> list[int]:
+def _deny_counts(counters: list[int], entered: list[int], accepted: list[int], after: list[int]) -> list[int]:
     """Each deny's count (entered - accepted - after: the jump's, its accept return's and the
     next rule's counters), from a counter array ending in the 0 that slot -1 reads; a
     negative one makes a read's denies not column-wise evaluable (see :meth:`evaluate`)."""

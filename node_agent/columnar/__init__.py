@@ -40,16 +40,15 @@ from node_agent.attribution.chains import ChainFacts
 from node_agent.attribution.compiled import CompiledPlans
 from node_agent.attribution.marks import MarkBits
 from node_agent.attribution.planning import plan_policy_rules
-from node_agent.attribution.plans import RecordPlan
 from node_agent.columnar.assemble import compile_plans
 from node_agent.columnar.denies import exact_denies
-from node_agent.columnar.jumps import AcceptedJumps, Jumps, accepted_jumps, jumps_of, policy_tiers
+from node_agent.columnar.jumps import Jumps, accepted_jumps, jumps_of, policy_tiers
 from node_agent.columnar.markers import special_plans, tier_column
-from node_agent.columnar.rows import Head, Irregular, Rows, split_rows
-from node_agent.columnar.rules import RuleClass, RuleColumns, chain_facts, positions, rule_columns
-from node_agent.columnar.runs import Runs, chain_runs
+from node_agent.columnar.rows import Head, Irregular, split_rows
+from node_agent.columnar.rules import RuleClass, chain_facts, positions, rule_columns
+from node_agent.columnar.runs import chain_runs
 
-__all__ = ["ColumnarParse", "ColumnarPlan", "TiersOf", "compile_columnar", "parse_columnar", "plan_columnar"]
+__all__ = ["ColumnarParse", "TiersOf", "parse_columnar"]
 
 TiersOf = Callable[[Jumps, ChainFacts], dict[str, str]]
 """How the tier of each policy chain is worked out from the table's jumps (the tier of its
@@ -90,27 +89,6 @@ class ColumnarParse:
     chains whose change can change an endpoint chain's plans."""
 
 
-@dataclass(slots=True)
-class ColumnarPlan:
-    """What stages 1 to 7 of the columnar parse found, before the plans are compiled into
-    columns (stage 8)."""
-
-    rows: Rows
-    runs: Runs
-    columns: RuleColumns
-    facts: ChainFacts
-    jumps: Jumps
-    accepted: AcceptedJumps
-    exact: list[bool] | None
-    """Per accepted jump whether its deny is exact (None: all are)."""
-    structural: list[Diagnostic]
-    tiers: dict[str, str]
-    other_plans: list[RecordPlan]
-    """The drop and profile plans (``specials`` of them), then the policy rules' plans."""
-    specials: int
-    source: str
-
-
 def parse_columnar(
     text: str,
     source: str,
@@ -120,25 +98,15 @@ def parse_columnar(
 ) -> ColumnarParse | None:
     """The columnar parse of one table's text, or None when the general path must do it
     (``known``: see :func:`~node_agent.columnar.rows.split_rows`)."""
-    plan = plan_columnar(text, source, family, tiers_of, known)
-    return None if plan is None else compile_columnar(plan)
-
-
-def plan_columnar(
-    text: str,
-    source: str,
-    family: int | None,
-    tiers_of: TiersOf = policy_tiers,
-    known: Head | None = None,
-) -> ColumnarPlan | None:
-    """Stages 1 to 7 of :func:`parse_columnar`, or None when the general path must parse."""
     try:
-        return _plan(text, source, family, tiers_of, known)
+        return _parse(text, source, family, tiers_of, known)
     except Irregular:
         return None
 
 
-def _plan(text: str, source: str, family: int | None, tiers_of: TiersOf, known: Head | None) -> ColumnarPlan:
+def _parse(
+    text: str, source: str, family: int | None, tiers_of: TiersOf, known: Head | None
+) -> ColumnarParse:
     """The stages in order; any of them raises :class:`Irregular` for the general path."""
     rows = split_rows(text, family, known)
     runs = chain_runs(rows)
@@ -152,33 +120,11 @@ def _plan(text: str, source: str, family: int | None, tiers_of: TiersOf, known: 
     exact, structural = exact_denies(rows, columns, runs, jumps, accepted, facts, source)
     tiers = tiers_of(jumps, facts)
     policy_rules = plan_policy_rules(facts.chains, facts, tiers, rows.family, source)
-    return ColumnarPlan(
-        rows,
-        runs,
-        columns,
-        facts,
-        jumps,
-        accepted,
-        exact,
-        structural,
-        tiers,
-        special + policy_rules,
-        len(special),
-        source,
-    )
-
-
-def compile_columnar(plan: ColumnarPlan) -> ColumnarParse:
-    """Stage 8: the plans as columns, and what a later read reuses.  ``plan`` is consumed
-    (its accepted jumps' columns become the plans' columns)."""
-    rows, runs, columns = plan.rows, plan.runs, plan.columns
-    accepts = len(plan.accepted.entered)
-    compiled = compile_plans(
-        rows, columns, runs, plan.facts, plan.accepted, plan.exact, plan.other_plans, plan.source
-    )
+    accepts = len(accepted.entered)
+    compiled = compile_plans(rows, columns, runs, facts, accepted, exact, special + policy_rules, source)
     return ColumnarParse(
         compiled,
-        plan.structural,
+        structural,
         rows.packets,
         rows.octets,
         rows.count,
@@ -190,11 +136,11 @@ def compile_columnar(plan: ColumnarPlan) -> ColumnarParse:
         rows.declared,
         rows.first_line,
         rows.family,
-        plan.facts.marks,
-        plan.jumps,
+        facts.marks,
+        jumps,
         accepts,
-        plan.specials,
-        plan.tiers,
+        len(special),
+        tiers,
         set().union(
             *(
                 columns.targets[start : start + length]

@@ -24,7 +24,7 @@ from node_agent.columnar.rows import Rows
 from node_agent.columnar.rules import RuleColumns
 from node_agent.columnar.runs import Runs
 
-__all__ = ["compile_plans", "deny_slots"]
+__all__ = ["compile_plans"]
 
 _T = TypeVar("_T")
 
@@ -46,12 +46,14 @@ def compile_plans(
     """
 
     def denied(column: list[_T]) -> list[_T]:
-        return _denied(column, exact)
+        return list(column if exact is None else itertools.compress(column, exact))
 
     get_id = columns.rule_ids.__getitem__  # [-1] is "": the id of slot -1
     first_line = rows.first_line
     ends = _EndpointColumns.of(accepted, runs, facts)
-    deny_entered, deny_accepted, deny_after = deny_slots(accepted, exact)
+    deny_entered = denied(accepted.entered)
+    deny_accepted = denied(accepted.following)
+    deny_after = denied(accepted.after)
     deny = PlanColumns(
         _keys(Kind.POLICY_DENY, rows.family, accepted, ends, exact),
         (deny_entered, deny_accepted, deny_after),
@@ -75,20 +77,6 @@ def compile_plans(
     # After the denies took copies of the shared columns: extending in place is safe.
     single.extend(PlanColumns.of(other_plans, 1))
     return CompiledPlans.from_columns(single, deny)
-
-
-def deny_slots(accepted: AcceptedJumps, exact: list[bool] | None) -> tuple[list[int], list[int], list[int]]:
-    """The slots the ``policy_deny`` plans read (entered, accepted, after), one entry per
-    accepted jump whose deny is ``exact`` (None: all)."""
-    return (
-        _denied(accepted.entered, exact),
-        _denied(accepted.following, exact),
-        _denied(accepted.after, exact),
-    )
-
-
-def _denied(column: list[_T], exact: list[bool] | None) -> list[_T]:
-    return list(column if exact is None else itertools.compress(column, exact))
 
 
 @dataclass(slots=True)
