@@ -85,8 +85,8 @@ class Accountant:
         return self._series.options
 
     def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
-        """Apply one snapshot; returns the resolved increases (zero ones included, see
-        :class:`~aggregator.ledger.state.Increase`).  Raises :class:`SnapshotRefused` (after
+        """Apply one snapshot; returns its hits (:class:`~aggregator.series.views.ResolvedIncrease`:
+        no zero increases, nothing from a node's first snapshot).  Raises :class:`SnapshotRefused` (after
         the ledger counted it) when the ledger refuses the snapshot.  Takes the lock once
         per step of :attr:`chunk` counters (see the module docstring)."""
         with self._applying(update.node):

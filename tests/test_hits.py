@@ -40,11 +40,10 @@ def increase(
     *,
     policy: PolicyIdentity | None = None,
     group: PolicyGroup | None = None,
-    initial: bool = False,
 ) -> ResolvedIncrease:
     node = workload.node if workload else "n1"
     counter = ResolvedCounter(node, record.key, workload, policy, group)
-    return ResolvedIncrease(counter, record.packets, record.bytes, T0, initial)
+    return ResolvedIncrease(counter, record.packets, record.bytes, T0)
 
 
 class Clock:
@@ -121,19 +120,6 @@ def test_bad_filter_values_are_errors() -> None:
         spec(verdict=["allowed"])
     with pytest.raises(ValueError, match="direction"):
         spec(direction=["up"])
-
-
-def test_initial_and_zero_increases_are_not_hits() -> None:
-    hub = HitHub()
-    count = hub.publish(
-        [
-            increase(WEB, accept("cali1", "cali-pi-allow", 5), policy=ALLOW, initial=True),
-            increase(WEB, accept("cali1", "cali-pi-allow", 0, 0), policy=ALLOW),
-            increase(WEB, accept("cali1", "cali-pi-allow", 6), policy=ALLOW),
-        ]
-    )
-    assert count == 1
-    assert [h.packets for h in hub.recent(HitFilterSpec(), None)] == [6]
 
 
 def test_a_full_buffer_loses_hits_in_place_and_counts_them() -> None:

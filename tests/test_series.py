@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 
 from aggregator.accountant import Accountant
 from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.state import FirstSnapshot
 from aggregator.metrics import Level
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
 from aggregator.series.views import StateView
-from calico_accountant.records import CounterRecord
+from calico_accountant.records import CounterRecord, Kind
 from tests.support.accounting import (
     EGRESS,
     FakeCatalog,
@@ -425,16 +426,30 @@ def test_a_resolver_that_raises_costs_names_not_counts() -> None:
     assert view.resolution_errors == 2
 
 
-def test_resolved_increases_for_the_hit_api() -> None:
-    acct = Accountant(catalog())
-    first = acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5)]), 0)
-    assert [(i.counter.workload.pod, i.packets, i.initial) for i in first] == [("web-1", 5, True)]  # type: ignore[union-attr]
-    later = acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 9)], sequence=2), 1)
-    assert [(i.counter.policy.name, i.counter.verdict, i.packets, i.initial) for i in later] == [  # type: ignore[union-attr]
-        ("allow-web", "accept", 4, False)
+def test_hits_for_the_hit_api() -> None:
+    """A hit is traffic seen happen: not a node's first snapshot (history, even when the
+    ledger counts it), not a counter that did not move."""
+    acct = Accountant(catalog(), ledger=Ledger(first_snapshot=FirstSnapshot.COUNT))
+    first = acct.apply(
+        snapshot("n1", [accept("cali1", "cali-pi-allow", 5), deny("cali1", "cali-pi-allow", 2)]), 0
+    )
+    assert first == []
+    assert sorted(v[0] for v in by_name(acct.view(0))[WORKLOAD_POLICY].values()) == [
+        2,
+        5,
+    ]  # counted all the same
+    later = acct.apply(
+        snapshot("n1", [accept("cali1", "cali-pi-allow", 9), deny("cali1", "cali-pi-allow", 2)], sequence=2),
+        1,
+    )
+    assert [(i.counter.workload.pod, i.counter.policy.name, i.counter.verdict, i.packets) for i in later] == [  # type: ignore[union-attr]
+        ("web-1", "allow-web", "accept", 4)
     ]
     totals = acct.totals()
-    assert [(t.counter.key.chain, t.packets, t.live) for t in totals] == [("cali-pi-allow", 9, True)]
+    assert sorted((t.counter.key.kind, t.packets, t.live) for t in totals) == [
+        (Kind.POLICY_ACCEPT, 9, True),
+        (Kind.POLICY_DENY, 2, True),
+    ]
 
 
 def test_scrapes_while_ingesting_see_consistent_copies() -> None:

@@ -10,9 +10,8 @@ not fit are dropped *for that consumer*, and it finds, at the place in its strea
 they would have been, a ``HitBatch`` with ``lost = N`` (as Hubble reports lost events);
 ``calico_accountant_hits_lost_total`` counts them.
 
-Not hits: zero increases (a series being created) and the increases of a node's first
-snapshot after the aggregator started (``initial``: traffic since the rule was created,
-already history).  Their totals are in ``Snapshot`` and in ``/metrics``.
+What is a hit and what is not (a zero increase, a node's first snapshot) is decided where
+the increases are made (:class:`~aggregator.series.views.ResolvedIncrease`).
 """
 
 from __future__ import annotations
@@ -169,14 +168,10 @@ class HitHub:
         return len(self._subscribers)
 
     def publish(self, increases: Iterable[ResolvedIncrease]) -> int:
-        """Turn increases into hits, keep them, offer them to every subscriber; never
-        waits.  Returns the number of hits."""
+        """Keep ``increases`` (hits), offer them to every subscriber; never waits.  Returns
+        the number of hits."""
         now = self._clock()
-        entries = [
-            _Entry(increase, now)
-            for increase in increases
-            if not increase.initial and (increase.packets or increase.bytes)
-        ]
+        entries = [_Entry(increase, now) for increase in increases]
         if not entries:
             return 0
         if self.window_hits:

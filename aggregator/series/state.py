@@ -94,6 +94,7 @@ class SeriesState:
     # -- as counters grow ------------------------------------------------------------------
 
     def apply(self, increases: Iterable[Increase], ledger: Ledger, time: datetime) -> list[ResolvedIncrease]:
+        """Add ``increases`` to their series (routing new counters); returns the hits among them."""
         resolved: list[ResolvedIncrease] = []
         routes = self.router.routes
         packets_of = [table.packets for table in self.tables]
@@ -121,7 +122,8 @@ class SeriesState:
             for index, slot in slots:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
-            resolved.append(ResolvedIncrease(counter, packets, octets, time, increase.initial))
+            if (packets or octets) and not increase.initial:  # a hit (see ResolvedIncrease)
+                resolved.append(ResolvedIncrease(counter, packets, octets, time))
         return resolved
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:

@@ -23,16 +23,20 @@ __all__ = [
 
 
 class ResolvedIncrease(NamedTuple):
-    """One counter's growth in one update, with names: what the hit API streams."""
+    """One counter's growth in one update, with names: a *hit*, what the hit API streams.
+
+    Only traffic the aggregator saw happen is a hit: not a zero increase (a series being
+    created) and not what a node's first snapshot since the aggregator started carries
+    (``Increase.initial``: traffic since the rule was created, already history; its totals
+    are in ``Snapshot`` and ``/metrics``).  A first snapshot's thousands of counters make
+    no object here.
+    """
 
     counter: ResolvedCounter
     packets: int
     bytes: int
     time: datetime
     """The agent's read time of the snapshot that carried it."""
-    initial: bool = False
-    """From the node's first snapshot since the aggregator started (traffic since the
-    rule was created, not since the previous read): usually not a "hit"."""
 
 
 @dataclass(frozen=True, slots=True)
