@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from calico_accountant.records import CounterKey, Direction, Verdict, verdict_of
 
@@ -120,9 +121,12 @@ class ProfileIdentity:
     resolved: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedCounter:
+class ResolvedCounter(NamedTuple):
     """One counter of one node with the datastore's names attached.
+
+    A named tuple, not a frozen dataclass like the identities: one is made for every
+    counter routed (millions at a start-up), and a frozen dataclass's ``__init__`` sets
+    each of its eight fields through ``object.__setattr__`` (0.83 us against 0.17 us).
 
     ``policy`` is the identity series are exported under: for a policy-group chain it is
     :meth:`PolicyGroup.as_identity` and ``group`` holds the members.

@@ -26,7 +26,8 @@ from aggregator.ledger.state import CounterState
 from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
 from aggregator.model import ResolvedCounter
 from aggregator.resolution.memo import Lookup, MemoResolver
-from aggregator.resolution.resolve import RawName, RawNameKind, Resolver, resolve_counter, unresolved_names
+from aggregator.resolution.resolve import RawName, RawNameKind, Resolver
+from aggregator.resolution.runs import Resolution, RunResolver
 from aggregator.series.interning import Interned
 from aggregator.series.options import SeriesOptions
 
@@ -98,6 +99,7 @@ class Router:
     def __init__(self, resolver: Resolver, options: SeriesOptions) -> None:
         self.options = options
         self.memo = MemoResolver(resolver)
+        self._runs = RunResolver(self.memo)
         self.families: tuple[SeriesFamily, ...] = tuple(f for f in FAMILIES if options.exports(f))
         self._family_index = {family: index for index, family in enumerate(self.families)}
         self._makers = series_makers(options.exports)
@@ -133,22 +135,16 @@ class Router:
         self.memo.inherit(previous.memo)
         self.resolution_errors = previous.resolution_errors
 
-    def resolve(
-        self, node: str, state: CounterState, comments: Mapping[str, str]
-    ) -> tuple[ResolvedCounter, tuple[Lookup, ...]]:
-        """The counter's names, and the lookups that gave them (see :attr:`memo`)."""
-        memo = self.memo
-        memo.touched = []
-        counter = resolve_counter(
-            memo,
-            node,
-            state.key,
-            chain_comment=state.chain_comment,
-            group_members=state.group_members,
-            comments=comments,
-            on_error=self._count_error,
-        )
-        return counter, tuple(memo.touched)
+    def resolve(self, node: str, state: CounterState, comments: Mapping[str, str]) -> Resolution:
+        """The counter's names, and the lookups that gave them (see :attr:`memo`); once per
+        run of counters of one workload and chain (:mod:`aggregator.resolution.runs`) since
+        the last :meth:`new_batch`."""
+        return self._runs.resolve(node, state, comments, self._count_error)
+
+    def new_batch(self) -> None:
+        """What the next counters are resolved with may have changed (a node's chain
+        comments, the catalog): no run continues past here."""
+        self._runs.restart()
 
     def candidate_refs(self, counter: ResolvedCounter) -> list[SeriesRef]:
         """Every exported series ``counter`` belongs to (admission is the caller's)."""
@@ -169,22 +165,16 @@ class Router:
         routes = self.routes.get(node)
         return routes.get(row) if routes is not None else None
 
-    def register(
-        self,
-        node: str,
-        row: int,
-        counter: ResolvedCounter,
-        lookups: tuple[Lookup, ...],
-        slots: tuple[Slot, ...],
-    ) -> Route:
+    def register(self, node: str, row: int, resolution: Resolution, slots: tuple[Slot, ...]) -> Route:
         shared = self._slot_sets.held(slots)
         if shared is None:  # a new set: its slots shared with other sets (each held once per set)
             shared = self._slot_sets.acquire(tuple(self._slots.acquire(slot) for slot in slots))
-        held = tuple(self._lookups.acquire(lookup) for lookup in lookups)
+        acquire = self._lookups.acquire
+        held = tuple([acquire(lookup) for lookup in resolution.lookups])
         if held == self._last_lookups:  # the previous counter's workload and chain (the norm)
             held = self._last_lookups
         self._last_lookups = held
-        route = Route(counter, shared, held, unresolved_names(counter))
+        route = Route(resolution.counter, shared, held, resolution.unresolved)
         routes = self.routes.get(node)
         if routes is None:
             routes = self.routes[node] = NodeRoutes()

@@ -41,8 +41,8 @@ from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import CounterState, ExpiredCounter, Increase
 from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import ResolvedCounter
-from aggregator.resolution.memo import Lookup
 from aggregator.resolution.resolve import Resolver
+from aggregator.resolution.runs import Resolution
 from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Route, Router, SeriesRef, Slot
@@ -96,6 +96,7 @@ class SeriesState:
     def apply(self, increases: Iterable[Increase], ledger: Ledger, time: datetime) -> list[ResolvedIncrease]:
         """Add ``increases`` to their series (routing new counters); returns the hits among them."""
         resolved: list[ResolvedIncrease] = []
+        self.router.new_batch()
         routes = self.router.routes
         packets_of = [table.packets for table in self.tables]
         bytes_of = [table.bytes for table in self.tables]
@@ -156,6 +157,7 @@ class SeriesState:
         """The catalog changed: the counters whose names changed get new routes, for
         their future increases.  Returns how many counters were re-routed."""
         moved = 0
+        self.router.new_batch()
         for node, row in self.router.memo.refresh(resolver):
             route = self.router.forget(node, row)
             state = ledger.counter_at(node, row)
@@ -188,12 +190,12 @@ class SeriesState:
         carried = self.series_values() if values is None else dict(values)
         fresh._tombstones = dict(self._tombstones if tombstones is None else tombstones)
         fresh._tombstones.update(carried)
-        pending: list[tuple[str, int, ResolvedCounter, tuple[Lookup, ...], list[SeriesRef]]] = []
+        pending: list[tuple[str, int, Resolution, list[SeriesRef]]] = []
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
             for row, state in ledger.node_rows(node):
-                counter, lookups = fresh.router.resolve(node, state, comments)
-                pending.append((node, row, counter, lookups, fresh.router.candidate_refs(counter)))
+                resolution = fresh.router.resolve(node, state, comments)
+                pending.append((node, row, resolution, fresh.router.candidate_refs(resolution.counter)))
         by_level: dict[Level, list[SeriesRef]] = {level: [] for level in _LEVEL_PRIORITY}
         for ref in carried:  # exported aggregate series stay even without a holder
             if not fresh.families[ref[0]].per_workload:
@@ -208,9 +210,9 @@ class SeriesState:
                     slot = fresh._admit(ref)
                     if slot is not None:
                         admitted[ref] = slot
-        for node, row, counter, lookups, refs in pending:
+        for node, row, resolution, refs in pending:
             kept = tuple(admitted[ref] for ref in refs if ref in admitted)
-            fresh.router.register(node, row, counter, lookups, kept)
+            fresh.router.register(node, row, resolution, kept)
             fresh._hold(kept)
         fresh._prune_tombstones()
         return fresh
@@ -268,8 +270,8 @@ class SeriesState:
 
     def resolve_state(self, node: str, state: CounterState, comments: Mapping[str, str]) -> ResolvedCounter:
         """Resolve a counter without routing it (e.g. for the Snapshot API)."""
-        counter, _ = self.router.resolve(node, state, comments)
-        return counter
+        self.router.new_batch()
+        return self.router.resolve(node, state, comments).counter
 
     def unresolved_counts(self) -> dict[str, tuple[int, int]]:
         return self.router.unresolved_counts()
@@ -277,12 +279,11 @@ class SeriesState:
     # -- internals -------------------------------------------------------------------------
 
     def _route(self, node: str, row: int, state: CounterState, comments: Mapping[str, str]) -> Route:
-        counter, lookups = self.router.resolve(node, state, comments)
-        slots = tuple(
-            slot for slot in map(self._admit, self.router.candidate_refs(counter)) if slot is not None
-        )
+        resolution = self.router.resolve(node, state, comments)
+        refs = self.router.candidate_refs(resolution.counter)
+        slots = tuple(slot for slot in map(self._admit, refs) if slot is not None)
         self._hold(slots)
-        return self.router.register(node, row, counter, lookups, slots)
+        return self.router.register(node, row, resolution, slots)
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
