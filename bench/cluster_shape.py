@@ -28,7 +28,10 @@ class Shape:
         return max(1, self.nodes * PODS // REPLICAS)
 
     def app_of(self, node: int, pod: int) -> int:
-        return (node * PODS + pod) // REPLICAS
+        """Pod ``pod`` of each of ``REPLICAS`` consecutive nodes: an app's replicas on
+        different nodes, as the scheduler's default spread puts them (all on one node would
+        make a node's counters share app series, and routes, a real node's do not)."""
+        return (pod * self.nodes + node) // REPLICAS
 
     def policies_of(self, app: int) -> list[int]:
         pool = max(POLICIES, 2 * self.nodes)
