@@ -1,10 +1,8 @@
 """One shared copy of equal immutable values held by many counters.
 
 An aggregator keeps one route per counter (millions), but the values in routes repeat: a
-series ref is shared by every counter summed into that series, a lookup by every counter
-of the same workload or chain, a whole tuple of refs by the counters of one application's
-pods on a node.  Built per counter, each equal tuple was a separate object (and its label
-tuples too): ~600 bytes a counter in ``bench/levels_bench.py``'s cluster.  An
+lookup is shared by every counter of the same workload or chain.  Built per counter, each
+equal tuple was a separate object.  An
 :class:`Interned` table hands out the copy it already holds, and counts its holders so
 that a value no counter holds any more is dropped (memory stays bounded under churn).
 """

@@ -10,8 +10,12 @@ done once per counter and kept until the catalog changes the answer
 Routes are kept per node by the counter's row in the ledger
 (:mod:`aggregator.ledger.rows`): an increase names its row, so finding its route is two list
 indexings, with no (node, key) tuple built, hashed or kept per counter.  The parts of a route
-that repeat across counters (its series slots, its lookups) are shared
-(:class:`~aggregator.series.interning.Interned`), not one copy per counter.
+that repeat across counters are shared, not one copy per counter: its slots are the tables'
+own ``(index, slot)`` tuples (:attr:`~aggregator.series.table.SeriesTable.refs`), its lookups
+held in an :class:`~aggregator.series.interning.Interned` table.  The tuple of a counter's
+slots is its own: interning those too paid only while a node's counters shared series sets,
+which a node whose pods belong to different applications (the norm) does not (~200 bytes a
+counter for an entry no other counter used).
 The router also keeps what the aggregator's self-metrics report about resolution:
 the raw names exported per node and the number of lookups that failed.
 """
@@ -120,8 +124,6 @@ class Router:
         """Per family, the position of its ``node`` label (after the allow-list), if any."""
         self.routes: dict[str, NodeRoutes] = {}
         """Per node, its counters' routes by ledger row."""
-        self._slots: Interned[Slot] = Interned()
-        self._slot_sets: Interned[tuple[Slot, ...]] = Interned()
         self._lookups: Interned[Lookup] = Interned()
         self._last_lookups: tuple[Lookup, ...] = ()
         """The lookups of the counter registered last: the counters of one workload and chain
@@ -166,15 +168,12 @@ class Router:
         return routes.get(row) if routes is not None else None
 
     def register(self, node: str, row: int, resolution: Resolution, slots: tuple[Slot, ...]) -> Route:
-        shared = self._slot_sets.held(slots)
-        if shared is None:  # a new set: its slots shared with other sets (each held once per set)
-            shared = self._slot_sets.acquire(tuple(self._slots.acquire(slot) for slot in slots))
         acquire = self._lookups.acquire
         held = tuple([acquire(lookup) for lookup in resolution.lookups])
         if held == self._last_lookups:  # the previous counter's workload and chain (the norm)
             held = self._last_lookups
         self._last_lookups = held
-        route = Route(resolution.counter, shared, held, resolution.unresolved)
+        route = Route(resolution.counter, slots, held, resolution.unresolved)
         routes = self.routes.get(node)
         if routes is None:
             routes = self.routes[node] = NodeRoutes()
@@ -218,10 +217,7 @@ class Router:
         self._release_shared(node, route)
 
     def _release_shared(self, node: str, route: Route) -> None:
-        """``route``'s holds on shared slots and lookups, and its raw-name counts, released."""
-        if self._slot_sets.release(route.slots):
-            for slot in route.slots:
-                self._slots.release(slot)
+        """``route``'s holds on shared lookups, and its raw-name counts, released."""
         for lookup in route.lookups:
             self._lookups.release(lookup)
         for raw in route.unresolved:

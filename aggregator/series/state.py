@@ -72,7 +72,7 @@ class SeriesState:
         self.router = Router(resolver, self.options)
         self.families: tuple[SeriesFamily, ...] = self.router.families
         self.label_names = self.router.label_names
-        self.tables: list[SeriesTable] = [SeriesTable() for _ in self.families]
+        self.tables: list[SeriesTable] = [SeriesTable(index) for index in range(len(self.families))]
         """Per family, its series by slot."""
         self.max_tombstones = max_tombstones
         self._tombstones: dict[SeriesRef, tuple[int, int]] = {}
@@ -317,7 +317,7 @@ class SeriesState:
         table = self.tables[index]
         slot = table.slots.get(labels)
         if slot is not None:
-            return index, slot
+            return table.refs[slot]
         if ref in self._refused:
             return None
         cap = self.options.max_series
@@ -330,7 +330,7 @@ class SeriesState:
             return None
         packets, octets = self._tombstones.pop(ref, (0, 0))
         self.series_count += 1
-        return index, table.add(labels, label_text(self.label_names[index], labels), packets, octets)
+        return table.refs[table.add(labels, label_text(self.label_names[index], labels), packets, octets)]
 
     def columns(self, index: int) -> Columns:
         """A copy of family ``index``'s live series (what a scrape renders)."""

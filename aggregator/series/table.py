@@ -31,9 +31,11 @@ Columns = tuple[tuple[Labels, ...], tuple[str, ...], tuple[int, ...], tuple[int,
 class SeriesTable:
     """The series of one family: label sets, label texts, values and holder counts by slot."""
 
-    __slots__ = ("_free", "bytes", "holders", "labels", "packets", "slots", "texts")
+    __slots__ = ("_free", "bytes", "holders", "index", "labels", "packets", "refs", "slots", "texts")
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        """The family's index among the exported ones."""
         self.slots: dict[Labels, int] = {}
         """label values -> slot, for the live series."""
         self.labels: list[Labels | None] = []
@@ -42,6 +44,9 @@ class SeriesTable:
         self.bytes: list[int] = []
         self.holders: list[int] = []
         """Counters routed to the series (they keep it alive when it is per workload)."""
+        self.refs: list[tuple[int, int]] = []
+        """``(index, slot)`` for every slot, made once: what the counters' routes hold, one
+        shared tuple per slot whichever series lives in it."""
         self._free: list[int] = []
 
     def __len__(self) -> int:
@@ -58,6 +63,7 @@ class SeriesTable:
             self.holders[slot] = 0
         else:
             slot = len(self.labels)
+            self.refs.append((self.index, slot))
             self.labels.append(labels)
             self.texts.append(text)
             self.packets.append(packets)
