@@ -177,25 +177,24 @@ class Accountant:
             expired = self.ledger.expire(now)
             self._expired_counters += len(expired)
             removed = self._series.expire(expired)
+            gone = set()
             for forgotten in self.ledger.forget_nodes(now):
                 self._expired_counters += len(forgotten.counters)
                 self._forgotten_nodes += 1
-                removed += self._series.forget_node(forgotten.node)
-            return removed
+                gone.add(forgotten.node)
+            return removed + self._series.forget_nodes(gone)
 
     def node_names(self) -> list[str]:
         """The nodes the ledger holds."""
         with self._lock:
             return self.ledger.node_names()
 
-    def forget_node(self, node: str) -> int:
-        """Forget ``node`` at once (it moved to another shard): its series leave, what it
-        counted stays in the series summed over nodes.  Returns series removed."""
+    def forget_nodes(self, nodes: Iterable[str]) -> int:
+        """Forget ``nodes`` at once (they moved to another shard): their series leave, what
+        they counted stays in the series summed over nodes.  Returns series removed."""
         with self._lock:
-            forgotten = self.ledger.forget(node)
-            if forgotten is None:
-                return 0
-            return self._series.forget_node(node)
+            gone = {node for node in nodes if self.ledger.forget(node) is not None}
+            return self._series.forget_nodes(gone)
 
     def totals(self) -> list[ResolvedTotal]:
         """Every counter the ledger remembers, resolved, with its total."""

@@ -15,9 +15,10 @@ from aggregator.accountant import Accountant
 from aggregator.ledger.admission import Limits
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.rows import RAW_MAX, CounterRows, row_number
-from aggregator.ledger.state import CounterState
+from aggregator.ledger.state import CounterState, FirstSnapshot
+from aggregator.series.options import SeriesOptions, parse_levels
 from calico_accountant.records import CounterKey
-from tests.support.accounting import FakeCatalog, accept, snapshot
+from tests.support.accounting import FakeCatalog, accept, deny, snapshot
 
 KEYS = [accept(f"cali-{i}", "cali-pi-allow", 1).key for i in range(6)]
 VALUES = st.integers(0, RAW_MAX)
@@ -161,10 +162,47 @@ def test_a_forgotten_node_leaves_nothing_in_the_memo() -> None:
     accountant = Accountant(catalog, ledger=Ledger())
     accountant.apply(snapshot("n1", [accept("cali-a", "cali-pi-allow", 1)]), 0.0)
     accountant.apply(snapshot("n2", [accept("cali-b", "cali-pi-allow", 1)]), 0.0)
-    accountant.forget_node("n1")
+    accountant.forget_nodes(["n1"])
     renamed = FakeCatalog().add_policy("cali-pi-allow", "allow-all", "shop")
     renamed.add_pod("n1", "cali-a", "shop", "a2", app="web").add_pod("n2", "cali-b", "shop", "b", app="web")
     accountant.set_resolver(renamed)
     assert accountant.moved_counters == 1  # n2's counter (its policy renamed), not n1's
     memo = accountant._series.router.memo
     assert not any("n1" in users for users in memo._users.values())
+
+
+def _series_after_forgetting(
+    batches: list[list[str]],
+) -> dict[str, list[tuple[tuple[str, ...], tuple[int, int]]]]:
+    catalog = FakeCatalog().add_policy("cali-pi-allow", "allow", "shop")
+    for node in ("n1", "n2", "n3"):
+        catalog.add_pod(node, "cali-a", "shop", f"a-{node}", app="web")
+    accountant = Accountant(
+        catalog,
+        ledger=Ledger(first_snapshot=FirstSnapshot.COUNT, retired_grace=5.0, node_expiry=10_000.0),
+        options=SeriesOptions(levels=parse_levels("workload,app,node,cluster")),
+    )
+    for node in ("n1", "n2", "n3"):
+        accountant.apply(
+            snapshot(node, [accept("cali-a", "cali-pi-allow", 3), deny("cali-a", "cali-pi-allow", 1)]), 0.0
+        )
+    # n2's deny counter retires and expires first: its node series stays without a holder
+    accountant.apply(snapshot("n2", [accept("cali-a", "cali-pi-allow", 4)], sequence=2), 1.0)
+    assert accountant.expire(100.0) == 1  # its workload series; its node series stays, held by none
+    for batch in batches:
+        accountant.forget_nodes(batch)
+    return {
+        family.family.packets_name: sorted(zip(family.labels, family.values, strict=True))
+        for family in accountant.view(99.0).families
+    }
+
+
+def test_forgetting_nodes_at_once_is_forgetting_them_one_by_one() -> None:
+    """A shard hands nodes over in one batch (one pass over the node-labelled series): the
+    same series leave as one node at a time, also a node series no counter holds any more."""
+    together = _series_after_forgetting([["n1", "n2"]])
+    assert together == _series_after_forgetting([["n1"], ["n2"]])
+    nodes_left = {labels[0] for labels, _ in together["calico_accountant_node_policy_packets_total"]}
+    assert nodes_left == {"n3"}
+    cluster = together["calico_accountant_cluster_policy_packets_total"]
+    assert sorted(value[0] for _, value in cluster) == [1 + 1 + 1, 3 + 4 + 3]  # sums keep what they counted

@@ -81,7 +81,7 @@ class Accounting(Protocol):
 
     def set_connected(self, node: str, connected: bool) -> None: ...
 
-    def forget_node(self, node: str) -> int: ...
+    def forget_nodes(self, nodes: Iterable[str]) -> int: ...
 
 
 class Sharding(Protocol):
@@ -338,11 +338,12 @@ class IngestServicer(pb_grpc.IngestServicer):
     def release_nodes(self, nodes: Iterable[str]) -> None:
         """Hand ``nodes`` over (they moved to another shard): the accountant forgets them
         and their streams, if any, are redirected at their next message."""
+        nodes = list(nodes)
         for node in nodes:
             stream = self._owner.pop(node, None)
             if stream is not None:
                 stream.connected = False  # its end must not mark the forgotten node again
-            self._accounting.forget_node(node)
+        self._accounting.forget_nodes(nodes)
 
     def _bad_snapshot(self, message: pb.NodeSnapshot, error: WireError) -> _Abort:
         self._metrics.snapshots.labels("full" if message.full else "delta", "error").inc()

@@ -34,7 +34,7 @@ scrape copies whole columns and looks nothing up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 
 from aggregator.ledger.ledger import Ledger
@@ -137,20 +137,25 @@ class SeriesState:
                 removed += sum(self._release(slot) for slot in route.slots)
         return removed
 
-    def forget_node(self, node: str) -> int:
-        """The ledger forgot ``node``: its counters expire, and every series labelled with
-        the node leaves; series summed over nodes keep what it counted."""
+    def forget_nodes(self, nodes: Collection[str]) -> int:
+        """The ledger forgot ``nodes``: their counters expire, and every series labelled with
+        one of them leaves; series summed over nodes keep what they counted.  One pass over
+        the node-labelled series for all of them: a shard handing over half its nodes
+        forgets thousands at once, and a pass each was ~50 ms a node at 5,000 nodes."""
         removed = 0
-        for route in self.router.forget_node(node):
-            removed += sum(self._release(slot) for slot in route.slots)
+        for node in nodes:
+            for route in self.router.forget_node(node):
+                removed += sum(self._release(slot) for slot in route.slots)
+        if not nodes:
+            return removed
         for index, position in enumerate(self.router.node_label):
             if position is None:
                 continue
             table = self.tables[index]
-            for labels in [labels for labels in table.slots if labels[position] == node]:
+            for labels in [labels for labels in table.slots if labels[position] in nodes]:
                 slot = table.slots[labels]
                 if not table.holders[slot]:
-                    removed += self._remove((index, slot))
+                    removed += self._remove(table.refs[slot])
         return removed
 
     def set_resolver(self, resolver: Resolver, ledger: Ledger) -> int:
