@@ -151,13 +151,14 @@ class Router:
     def candidate_refs(self, counter: ResolvedCounter) -> list[SeriesRef]:
         """Every exported series ``counter`` belongs to (admission is the caller's)."""
         refs: list[SeriesRef] = []
+        family_index, projections = self._family_index, self._projections
         for make in self._makers:
             for family, labels in make(counter):
-                index = self._family_index.get(family)
+                index = family_index.get(family)
                 if index is None:
                     continue
-                projection = self._projections[index]
-                ref = (index, labels if projection is None else tuple(labels[i] for i in projection))
+                projection = projections[index]
+                ref = (index, labels if projection is None else tuple([labels[i] for i in projection]))
                 if ref not in refs:
                     refs.append(ref)
         return refs

@@ -103,18 +103,20 @@ class SeriesState:
         current = ""
         counters: list[ResolvedCounter | None] = []
         slots_of: list[tuple[Slot, ...]] = []
+        comments: Mapping[str, str] = {}
         for increase in increases:
             node, row, packets, octets = increase.node, increase.row, increase.packets, increase.bytes
             if node != current:  # a snapshot's increases are all of one node
                 current = node
                 node_routes = routes.get(node)
                 counters, slots_of = (node_routes.counters, node_routes.slots) if node_routes else ([], [])
+                comments = ledger.chain_comments(node)  # a live view
             counter = counters[row] if row < len(counters) else None
             if counter is None:
                 state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
-                route = self._route(node, row, state, ledger.chain_comments(node))
+                route = self._route(node, row, state, comments)
                 counter, slots = route.counter, route.slots
                 node_routes = routes[node]  # the lists may have been made or grown
                 counters, slots_of = node_routes.counters, node_routes.slots
@@ -284,11 +286,18 @@ class SeriesState:
     # -- internals -------------------------------------------------------------------------
 
     def _route(self, node: str, row: int, state: CounterState, comments: Mapping[str, str]) -> Route:
-        resolution = self.router.resolve(node, state, comments)
-        refs = self.router.candidate_refs(resolution.counter)
-        slots = tuple(slot for slot in map(self._admit, refs) if slot is not None)
-        self._hold(slots)
-        return self.router.register(node, row, resolution, slots)
+        router = self.router
+        resolution = router.resolve(node, state, comments)
+        tables = self.tables
+        slots: list[Slot] = []
+        for ref in router.candidate_refs(resolution.counter):  # _admit and _hold, inline: the hot path
+            table = tables[ref[0]]
+            slot = table.slots.get(ref[1])
+            held = table.refs[slot] if slot is not None else self._create(ref)
+            if held is not None:
+                table.holders[held[1]] += 1
+                slots.append(held)
+        return router.register(node, row, resolution, tuple(slots))
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
@@ -318,11 +327,14 @@ class SeriesState:
     def _admit(self, ref: SeriesRef) -> Slot | None:
         """The slot of ``ref``'s series, created if it may be (at its tombstone's value,
         else zero); None when the cap refuses it."""
+        slot = self.tables[ref[0]].slots.get(ref[1])
+        return self.tables[ref[0]].refs[slot] if slot is not None else self._create(ref)
+
+    def _create(self, ref: SeriesRef) -> Slot | None:
+        """A new series for ``ref`` (not live), at its tombstone's value, else zero; None when
+        the cap refuses it."""
         index, labels = ref
         table = self.tables[index]
-        slot = table.slots.get(labels)
-        if slot is not None:
-            return table.refs[slot]
         if ref in self._refused:
             return None
         cap = self.options.max_series
