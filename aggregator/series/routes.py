@@ -67,17 +67,25 @@ class NodeRoutes:
         self.unresolved: dict[int, tuple[RawName, ...]] = {}
         """Only the rows with raw names (few: names the catalog could not explain)."""
 
-    def put(self, row: int, route: Route) -> None:
+    def put(
+        self,
+        row: int,
+        counter: ResolvedCounter,
+        slots: tuple[Slot, ...],
+        lookups: tuple[Lookup, ...],
+        unresolved: tuple[RawName, ...],
+    ) -> None:
+        """The route of ``row`` (its fields one by one: no Route is made only to be taken apart)."""
         missing = row + 1 - len(self.counters)
         if missing > 0:
             self.counters.extend([None] * missing)
             self.slots.extend([()] * missing)
             self.lookups.extend([()] * missing)
-        self.counters[row] = route.counter
-        self.slots[row] = route.slots
-        self.lookups[row] = route.lookups
-        if route.unresolved:
-            self.unresolved[row] = route.unresolved
+        self.counters[row] = counter
+        self.slots[row] = slots
+        self.lookups[row] = lookups
+        if unresolved:
+            self.unresolved[row] = unresolved
 
     def get(self, row: int) -> Route | None:
         counter = self.counters[row] if row < len(self.counters) else None
@@ -168,22 +176,22 @@ class Router:
         routes = self.routes.get(node)
         return routes.get(row) if routes is not None else None
 
-    def register(self, node: str, row: int, resolution: Resolution, slots: tuple[Slot, ...]) -> Route:
+    def register(self, node: str, row: int, resolution: Resolution, slots: tuple[Slot, ...]) -> None:
+        """Keep the route of ``row`` of ``node``: ``resolution``'s names and lookups, ``slots``."""
         acquire = self._lookups.acquire
         held = tuple([acquire(lookup) for lookup in resolution.lookups])
         if held == self._last_lookups:  # the previous counter's workload and chain (the norm)
             held = self._last_lookups
         self._last_lookups = held
-        route = Route(resolution.counter, slots, held, resolution.unresolved)
         routes = self.routes.get(node)
         if routes is None:
             routes = self.routes[node] = NodeRoutes()
-        routes.put(row, route)
+        unresolved = resolution.unresolved
+        routes.put(row, resolution.counter, slots, held, unresolved)
         self.memo.use(node, row, held)
-        for raw in route.unresolved:
+        for raw in unresolved:
             tag = (node, raw)
             self._unresolved[tag] = self._unresolved.get(tag, 0) + 1
-        return route
 
     def forget(self, node: str, row: int) -> Route | None:
         """Drop the route of ``row`` of ``node`` (returned, or None when it had none)."""

@@ -45,7 +45,7 @@ from aggregator.resolution.resolve import Resolver
 from aggregator.resolution.runs import Resolution
 from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
-from aggregator.series.routes import Route, Router, SeriesRef, Slot
+from aggregator.series.routes import Router, SeriesRef, Slot
 from aggregator.series.table import Columns, SeriesTable
 from aggregator.series.views import ColumnMapping, FamilySeries, ResolvedIncrease
 
@@ -116,8 +116,7 @@ class SeriesState:
                 state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
-                route = self._route(node, row, state, comments)
-                counter, slots = route.counter, route.slots
+                counter, slots = self._route(node, row, state, comments)
                 node_routes = routes[node]  # the lists may have been made or grown
                 counters, slots_of = node_routes.counters, node_routes.slots
             else:
@@ -285,7 +284,10 @@ class SeriesState:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _route(self, node: str, row: int, state: CounterState, comments: Mapping[str, str]) -> Route:
+    def _route(
+        self, node: str, row: int, state: CounterState, comments: Mapping[str, str]
+    ) -> tuple[ResolvedCounter, tuple[Slot, ...]]:
+        """Route the new counter in ``row``: its names and the series it adds to."""
         router = self.router
         resolution = router.resolve(node, state, comments)
         tables = self.tables
@@ -297,7 +299,9 @@ class SeriesState:
             if held is not None:
                 table.holders[held[1]] += 1
                 slots.append(held)
-        return router.register(node, row, resolution, tuple(slots))
+        route = tuple(slots)
+        router.register(node, row, resolution, route)
+        return resolution.counter, route
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
