@@ -201,7 +201,7 @@ class Accountant:
         with self._lock:
             out: list[ResolvedTotal] = []
             for node, row, state in self.ledger.rows():
-                counter = self._series.resolved(node, row)
+                counter = self._series.resolved(node, row, state.key)
                 if counter is None:
                     counter = self._series.resolve_state(node, state, self.ledger.chain_comments(node))
                 out.append(ResolvedTotal(counter, state.total_packets, state.total_bytes, state.live))

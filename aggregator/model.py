@@ -167,3 +167,31 @@ class ResolvedCounter(NamedTuple):
     def endpoint_chain_type(self) -> str:
         """``tw`` (to workload, ingress) or ``fw`` (from workload, egress), monzo's ``type``."""
         return "tw" if self.key.direction is Direction.INGRESS else "fw"
+
+
+class CounterNames(NamedTuple):
+    """What resolution attached to a counter, without its key: the same for every counter
+    of one workload's chain (a *run*, :mod:`aggregator.resolution.runs`), so the routes keep
+    it once per run, not a :class:`ResolvedCounter` per counter (~110 bytes each)."""
+
+    node: str
+    workload: WorkloadIdentity | None
+    policy: PolicyIdentity | None
+    group: PolicyGroup | None
+    profile: ProfileIdentity | None
+    chain_comment: str
+    host_endpoint: HostEndpointIdentity | None
+
+    @classmethod
+    def of(cls, counter: ResolvedCounter) -> CounterNames:
+        return cls(
+            counter.node, counter.workload, counter.policy, counter.group, counter.profile,
+            counter.chain_comment, counter.host_endpoint,
+        )  # fmt: skip
+
+    def counter(self, key: CounterKey) -> ResolvedCounter:
+        """The resolved counter of ``key`` (one of the run's)."""
+        return ResolvedCounter(
+            self.node, key, self.workload, self.policy, self.group, self.profile, self.chain_comment,
+            self.host_endpoint,
+        )  # fmt: skip

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.ledger.state import CounterState
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind
+from aggregator.model import CounterNames, PolicyGroup, PolicyIdentity, PolicyKind
 from aggregator.resolution.memo import MemoResolver
 from aggregator.resolution.resolve import resolve_counter, unresolved_names
 from aggregator.resolution.runs import Resolution, RunResolver
@@ -81,7 +81,8 @@ def _alone(
         memo, node, state.key, chain_comment=state.chain_comment, group_members=state.group_members,
         comments=comments, on_error=lambda what, error: errors.append(what),
     )  # fmt: skip
-    return Resolution(counter, tuple(memo.touched), unresolved_names(counter)), len(errors)
+    resolution = Resolution(counter, tuple(memo.touched), unresolved_names(counter), CounterNames.of(counter))
+    return resolution, len(errors)
 
 
 SIBLINGS = ("verdict", "tier", "comment", "kind")
@@ -124,6 +125,7 @@ def test_runs_resolve_every_counter_as_alone(
         alone, failed = _alone(catalog, node, state, comments)
         expected_errors += failed
         assert got == alone
+        assert got.names.counter(state.key) == got.counter  # what the routes keep gives it back
     assert len(errors) == expected_errors  # a failed lookup counted for every counter, as alone
 
 

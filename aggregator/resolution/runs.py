@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from aggregator.ledger.state import CounterState
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames, ResolvedCounter
 from aggregator.resolution.memo import Lookup, MemoResolver
 from aggregator.resolution.resolve import OnError, RawName, resolve_counter, unresolved_names
 from calico_accountant.records import Kind
@@ -33,11 +33,13 @@ __all__ = ["Resolution", "RunResolver"]
 
 
 class Resolution(NamedTuple):
-    """One counter's names, the lookups that gave them, and those the catalog did not explain."""
+    """One counter's names, the lookups that gave them, and those the catalog did not explain;
+    ``names`` is the run's (one object for all its counters)."""
 
     counter: ResolvedCounter
     lookups: tuple[Lookup, ...]
     unresolved: tuple[RawName, ...]
+    names: CounterNames
 
 
 class _Asks(enum.Enum):
@@ -86,12 +88,7 @@ class RunResolver:
         last = self._last
         if last is not None and last[0] == signature:
             run = last[1]
-            names = run.counter
-            counter = ResolvedCounter(
-                node, key, names.workload, names.policy, names.group, names.profile, names.chain_comment,
-                names.host_endpoint,
-            )  # fmt: skip
-            return Resolution(counter, run.lookups, run.unresolved)
+            return Resolution(run.names.counter(key), run.lookups, run.unresolved, run.names)
         failed: list[bool] = []
 
         def tell(what: str, error: Exception) -> None:
@@ -109,6 +106,8 @@ class RunResolver:
             comments=comments,
             on_error=tell,
         )
-        resolution = Resolution(counter, tuple(memo.touched), unresolved_names(counter))
+        resolution = Resolution(
+            counter, tuple(memo.touched), unresolved_names(counter), CounterNames.of(counter)
+        )
         self._last = None if failed else (signature, resolution)
         return resolution

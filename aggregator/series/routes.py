@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from aggregator.ledger.state import CounterState
 from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames, ResolvedCounter
 from aggregator.resolution.memo import Lookup, MemoResolver
 from aggregator.resolution.resolve import RawName, RawNameKind, Resolver
 from aggregator.resolution.runs import Resolution, RunResolver
@@ -49,7 +49,7 @@ Slot = tuple[int, int]
 class Route(NamedTuple):
     """One counter's route, as :meth:`Router.route` hands it out (kept in columns)."""
 
-    counter: ResolvedCounter
+    names: CounterNames
     slots: tuple[Slot, ...]
     lookups: tuple[Lookup, ...]
     unresolved: tuple[RawName, ...]
@@ -58,10 +58,11 @@ class Route(NamedTuple):
 class NodeRoutes:
     """One node's routes in columns by ledger row; a row without a route holds None."""
 
-    __slots__ = ("counters", "lookups", "slots", "unresolved")
+    __slots__ = ("lookups", "names", "slots", "unresolved")
 
     def __init__(self) -> None:
-        self.counters: list[ResolvedCounter | None] = []
+        self.names: list[CounterNames | None] = []
+        """The names of each row's counter: its run's (:class:`~aggregator.model.CounterNames`)."""
         self.slots: list[tuple[Slot, ...]] = []
         self.lookups: list[tuple[Lookup, ...]] = []
         self.unresolved: dict[int, tuple[RawName, ...]] = {}
@@ -70,39 +71,39 @@ class NodeRoutes:
     def put(
         self,
         row: int,
-        counter: ResolvedCounter,
+        names: CounterNames,
         slots: tuple[Slot, ...],
         lookups: tuple[Lookup, ...],
         unresolved: tuple[RawName, ...],
     ) -> None:
         """The route of ``row`` (its fields one by one: no Route is made only to be taken apart)."""
-        missing = row + 1 - len(self.counters)
+        missing = row + 1 - len(self.names)
         if missing > 0:
-            self.counters.extend([None] * missing)
+            self.names.extend([None] * missing)
             self.slots.extend([()] * missing)
             self.lookups.extend([()] * missing)
-        self.counters[row] = counter
+        self.names[row] = names
         self.slots[row] = slots
         self.lookups[row] = lookups
         if unresolved:
             self.unresolved[row] = unresolved
 
     def get(self, row: int) -> Route | None:
-        counter = self.counters[row] if row < len(self.counters) else None
-        if counter is None:
+        names = self.names[row] if row < len(self.names) else None
+        if names is None:
             return None
-        return Route(counter, self.slots[row], self.lookups[row], self.unresolved.get(row, ()))
+        return Route(names, self.slots[row], self.lookups[row], self.unresolved.get(row, ()))
 
     def pop(self, row: int) -> Route | None:
         route = self.get(row)
         if route is not None:
-            self.counters[row] = None
+            self.names[row] = None
             self.slots[row] = self.lookups[row] = ()
             self.unresolved.pop(row, None)
         return route
 
     def rows(self) -> Iterator[int]:
-        return (row for row, counter in enumerate(self.counters) if counter is not None)
+        return (row for row, names in enumerate(self.names) if names is not None)
 
 
 class Router:
@@ -187,7 +188,7 @@ class Router:
         if routes is None:
             routes = self.routes[node] = NodeRoutes()
         unresolved = resolution.unresolved
-        routes.put(row, resolution.counter, slots, held, unresolved)
+        routes.put(row, resolution.names, slots, held, unresolved)
         self.memo.use(node, row, held)
         for raw in unresolved:
             tag = (node, raw)

@@ -40,7 +40,7 @@ from datetime import datetime
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import CounterState, ExpiredCounter, Increase
 from aggregator.metrics import Level, SeriesFamily
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames, ResolvedCounter
 from aggregator.resolution.resolve import Resolver
 from aggregator.resolution.runs import Resolution
 from aggregator.series.label_text import label_text
@@ -48,6 +48,7 @@ from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Router, SeriesRef, Slot
 from aggregator.series.table import Columns, SeriesTable
 from aggregator.series.views import ColumnMapping, FamilySeries, ResolvedIncrease
+from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
 
@@ -101,7 +102,7 @@ class SeriesState:
         packets_of = [table.packets for table in self.tables]
         bytes_of = [table.bytes for table in self.tables]
         current = ""
-        counters: list[ResolvedCounter | None] = []
+        names_of: list[CounterNames | None] = []
         slots_of: list[tuple[Slot, ...]] = []
         comments: Mapping[str, str] = {}
         for increase in increases:
@@ -109,23 +110,23 @@ class SeriesState:
             if node != current:  # a snapshot's increases are all of one node
                 current = node
                 node_routes = routes.get(node)
-                counters, slots_of = (node_routes.counters, node_routes.slots) if node_routes else ([], [])
+                names_of, slots_of = (node_routes.names, node_routes.slots) if node_routes else ([], [])
                 comments = ledger.chain_comments(node)  # a live view
-            counter = counters[row] if row < len(counters) else None
-            if counter is None:
+            names = names_of[row] if row < len(names_of) else None
+            if names is None:
                 state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
-                counter, slots = self._route(node, row, state, comments)
+                names, slots = self._route(node, row, state, comments)
                 node_routes = routes[node]  # the lists may have been made or grown
-                counters, slots_of = node_routes.counters, node_routes.slots
+                names_of, slots_of = node_routes.names, node_routes.slots
             else:
                 slots = slots_of[row]
             for index, slot in slots:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
             if (packets or octets) and not increase.initial:  # a hit (see ResolvedIncrease)
-                resolved.append(ResolvedIncrease(counter, packets, octets, time))
+                resolved.append(ResolvedIncrease(names.counter(increase.key), packets, octets, time))
         return resolved
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
@@ -269,10 +270,10 @@ class SeriesState:
                 placed[(index, labels)] = value
         return placed, dropped
 
-    def resolved(self, node: str, row: int) -> ResolvedCounter | None:
-        """The names of the counter in ``row`` of ``node``, as routed."""
+    def resolved(self, node: str, row: int, key: CounterKey) -> ResolvedCounter | None:
+        """The counter ``key`` in ``row`` of ``node``, with the names it was routed by."""
         route = self.router.route(node, row)
-        return route.counter if route else None
+        return route.names.counter(key) if route else None
 
     def resolve_state(self, node: str, state: CounterState, comments: Mapping[str, str]) -> ResolvedCounter:
         """Resolve a counter without routing it (e.g. for the Snapshot API)."""
@@ -286,7 +287,7 @@ class SeriesState:
 
     def _route(
         self, node: str, row: int, state: CounterState, comments: Mapping[str, str]
-    ) -> tuple[ResolvedCounter, tuple[Slot, ...]]:
+    ) -> tuple[CounterNames, tuple[Slot, ...]]:
         """Route the new counter in ``row``: its names and the series it adds to."""
         router = self.router
         resolution = router.resolve(node, state, comments)
@@ -301,7 +302,7 @@ class SeriesState:
                 slots.append(held)
         route = tuple(slots)
         router.register(node, row, resolution, route)
-        return resolution.counter, route
+        return resolution.names, route
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
