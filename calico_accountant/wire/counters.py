@@ -112,10 +112,9 @@ def counter_to_record(counter: pb.Counter) -> CounterRecord:
 
 
 # The decoding hot path: a 1000-pod node sends ~130k counters, so keys and records are
-# built positionally (``_make``) after one pass of cheap checks; the slow, explanatory
+# built positionally (``tuple.__new__``) after one pass of cheap checks; the slow, explanatory
 # :func:`invalid_reason` runs only for a counter that fails them.
-_make_key = CounterKey._make
-_make_record = CounterRecord._make
+_new_tuple = tuple.__new__  # what NamedTuple._make calls, without its Python frame
 _RULE_KIND = int(pb.POLICY_RULE)
 
 
@@ -142,7 +141,9 @@ def fast_key(counter: pb.Counter) -> CounterKey | None:
             return None
     elif rule_index != -1 or action or not interface:
         return None
-    return _make_key((kind, family, direction, interface, chain, counter.tier, rule_index, action, endpoint))
+    return _new_tuple(
+        CounterKey, (kind, family, direction, interface, chain, counter.tier, rule_index, action, endpoint)
+    )
 
 
 def fast_record(counter: pb.Counter) -> CounterRecord | None:
@@ -151,23 +152,18 @@ def fast_record(counter: pb.Counter) -> CounterRecord | None:
         return None
     members = counter.group_members
     rule_ids = counter.rule_ids
+    ids = tuple(rule_ids)
+    comment = counter.chain_comment
     if (
-        len(rule_ids) > MAX_RULE_IDS
+        len(ids) > MAX_RULE_IDS
         or len(members) > MAX_GROUP_MEMBERS
-        or len(counter.chain_comment) > MAX_COMMENT_LENGTH
-        or any(len(text) > MAX_CHAIN_LENGTH for text in rule_ids)
-        or any(len(text) > MAX_CHAIN_LENGTH for text in members)
+        or len(comment) > MAX_COMMENT_LENGTH
+        or max(map(len, ids), default=0) > MAX_CHAIN_LENGTH  # map: no generator per counter
+        or (members and max(map(len, members)) > MAX_CHAIN_LENGTH)
     ):
         return None
-    return _make_record(
-        (
-            key,
-            counter.packets,
-            counter.bytes,
-            tuple(rule_ids),
-            counter.chain_comment,
-            tuple(members) if members else (),
-        )
+    return _new_tuple(
+        CounterRecord, (key, counter.packets, counter.bytes, ids, comment, tuple(members) if members else ())
     )
 
 
