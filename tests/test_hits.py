@@ -15,7 +15,14 @@ from google.protobuf import duration_pb2
 from aggregator.hits.convert import counter_to_hit
 from aggregator.hits.filters import HitFilterSpec
 from aggregator.hits.hub import HitHub
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter, WorkloadIdentity
+from aggregator.model import (
+    CounterNames,
+    PolicyGroup,
+    PolicyIdentity,
+    PolicyKind,
+    ResolvedCounter,
+    WorkloadIdentity,
+)
 from aggregator.series.views import ResolvedIncrease
 from aggregator.server import Aggregator, AggregatorConfig
 from calico_accountant.records import CounterRecord, Direction
@@ -43,7 +50,7 @@ def increase(
 ) -> ResolvedIncrease:
     node = workload.node if workload else "n1"
     counter = ResolvedCounter(node, record.key, workload, policy, group)
-    return ResolvedIncrease(counter, record.packets, record.bytes, T0)
+    return ResolvedIncrease(CounterNames.of(counter), record.key, record.packets, record.bytes, T0)
 
 
 class Clock:

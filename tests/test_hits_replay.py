@@ -35,7 +35,7 @@ from tests.test_hits import (
 def _at(seconds: int, packets: int) -> ResolvedIncrease:
     """A hit of ``packets`` read ``seconds`` after T0."""
     base = increase_of(packets)
-    return ResolvedIncrease(base.counter, base.packets, base.bytes, T0 + timedelta(seconds=seconds))
+    return ResolvedIncrease(base.names, base.key, base.packets, base.bytes, T0 + timedelta(seconds=seconds))
 
 
 def increase_of(packets: int) -> ResolvedIncrease:

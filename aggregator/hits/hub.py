@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from aggregator.hits.convert import policy_names
 from aggregator.hits.encoding import HitEncoder
 from aggregator.hits.filters import HitFilterSpec, ReplayWindow
+from aggregator.model import ResolvedCounter
 from aggregator.series.views import ResolvedIncrease
 from calico_accountant.v1 import hits_pb2 as hpb
 
@@ -40,30 +41,37 @@ class _Entry:
     use are built on first need only: a busy node yields ~100k increases per read, most
     of which no consumer ever asks for."""
 
-    __slots__ = ("_encoded", "_names", "increase", "received")
+    __slots__ = ("_counter", "_encoded", "_names", "increase", "received")
 
     def __init__(self, increase: ResolvedIncrease, received: float) -> None:
         self.increase = increase
         self.received = received
         """Aggregator wall time of arrival: what ``since`` is measured against."""
+        self._counter: ResolvedCounter | None = None
         self._encoded: bytes | None = None
         self._names: frozenset[str] | None = None
+
+    @property
+    def counter(self) -> ResolvedCounter:
+        if self._counter is None:
+            self._counter = self.increase.counter
+        return self._counter
 
     def encoded(self, encoder: HitEncoder) -> bytes:
         """The ``Hit`` as wire bytes (shared by every consumer it goes to)."""
         if self._encoded is None:
             increase = self.increase
-            self._encoded = encoder.encode(increase.counter, increase.packets, increase.bytes, increase.time)
+            self._encoded = encoder.encode(self.counter, increase.packets, increase.bytes, increase.time)
         return self._encoded
 
     @property
     def policy_names(self) -> frozenset[str]:
         if self._names is None:
-            self._names = policy_names(self.increase.counter)
+            self._names = policy_names(self.counter)
         return self._names
 
     def passes(self, spec: HitFilterSpec) -> bool:
-        return spec.matches(self.increase.counter, self.increase.packets, lambda: self.policy_names)
+        return spec.matches(self.counter, self.increase.packets, lambda: self.policy_names)
 
 
 class HitMetrics:

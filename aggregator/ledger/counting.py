@@ -19,6 +19,8 @@ from calico_accountant.records import CounterRecord
 
 __all__ = ["NodeLedger", "apply_record"]
 
+_new_tuple = tuple.__new__  # makes an Increase without its __new__'s frame (see Increase)
+
 
 @dataclass(slots=True)
 class NodeLedger:
@@ -51,7 +53,9 @@ def apply_record(
             key, packets, octets, record.rule_ids, total_packets, total_bytes, record.chain_comment,
             record.group_members,
         )  # fmt: skip
-        return Increase(entry.state.node, key, row, total_packets, total_bytes, first_snapshot, new_key=True)
+        return _new_tuple(
+            Increase, (entry.state.node, key, row, total_packets, total_bytes, first_snapshot, True)
+        )
 
     if rows.retired_at[row] is not None:
         rows.retired_at[row] = None
@@ -73,7 +77,7 @@ def apply_record(
         return None
     rows.total_packets[row] += d_packets
     rows.total_bytes[row] += d_bytes
-    return Increase(entry.state.node, record.key, row, d_packets, d_bytes)
+    return _new_tuple(Increase, (entry.state.node, record.key, row, d_packets, d_bytes, False, False))
 
 
 def _difference(

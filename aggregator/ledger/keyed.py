@@ -26,6 +26,7 @@ from calico_accountant.records import CounterRecord
 __all__ = ["apply_values", "check_key_ids", "define_ids"]
 
 _DECREASED = ResetReason.DECREASED.value
+_new_tuple = tuple.__new__  # makes an Increase without its __new__'s frame (see Increase)
 
 
 def check_key_ids(
@@ -122,7 +123,7 @@ def apply_values(
         if d_packets or d_bytes:
             totals_p[row] += d_packets
             totals_b[row] += d_bytes
-            append(Increase(node, keys[row], row, d_packets, d_bytes))  # type: ignore[arg-type]  # a held row
+            append(_new_tuple(Increase, (node, keys[row], row, d_packets, d_bytes, False, False)))
     if decreased:
         node_state.resets[_DECREASED] = node_state.resets.get(_DECREASED, 0) + decreased
     node_state.counters_retired -= revived

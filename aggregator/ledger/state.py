@@ -85,7 +85,9 @@ class Increase(NamedTuple):
 
     Zero increases are reported once for every key the ledger sees for the first time,
     so that series exist for policies that never matched; the hit API skips them.  A named
-    tuple: one is made per changed counter, in a third of a frozen dataclass's time.
+    tuple: one is made per changed counter, in a third of a frozen dataclass's time; the hot
+    paths make it with ``tuple.__new__(Increase, (every field))``, without the Python frame of
+    the generated ``__new__`` (~0.1 us each).
     """
 
     node: str

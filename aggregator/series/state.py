@@ -126,7 +126,7 @@ class SeriesState:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
             if (packets or octets) and not increase.initial:  # a hit (see ResolvedIncrease)
-                resolved.append(ResolvedIncrease(names.counter(increase.key), packets, octets, time))
+                resolved.append(ResolvedIncrease(names, increase.key, packets, octets, time))
         return resolved
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:

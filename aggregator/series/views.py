@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from aggregator.metrics import Level, SeriesFamily
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames, ResolvedCounter
+from calico_accountant.records import CounterKey
 
 __all__ = [
     "ColumnMapping",
@@ -29,14 +30,20 @@ class ResolvedIncrease(NamedTuple):
     created) and not what a node's first snapshot since the aggregator started carries
     (``Increase.initial``: traffic since the rule was created, already history; its totals
     are in ``Snapshot`` and ``/metrics``).  A first snapshot's thousands of counters make
-    no object here.
+    no object here.  The counter's names are its run's (:class:`~aggregator.model.CounterNames`):
+    its :attr:`counter` is made only when a consumer asks (most hits reach none).
     """
 
-    counter: ResolvedCounter
+    names: CounterNames
+    key: CounterKey
     packets: int
     bytes: int
     time: datetime
     """The agent's read time of the snapshot that carried it."""
+
+    @property
+    def counter(self) -> ResolvedCounter:
+        return self.names.counter(self.key)
 
 
 @dataclass(frozen=True, slots=True)
