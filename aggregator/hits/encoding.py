@@ -11,6 +11,10 @@ and the template never sets the three, so the bytes decode to exactly the messag
 for field).  A batch is the hits framed as field 1 of ``HitBatch``, parsed back once into
 a message for gRPC's serializer (upb parses ~3 M hits/s).
 
+A counter is named by its run's names (one object per workload's chain while it is routed,
+:class:`~aggregator.model.CounterNames`) and its key: hits carry those, not a
+``ResolvedCounter``, which is made only for a template.
+
 The template cache is bounded: past ``max_templates`` counters it starts afresh, so its
 memory stays bounded whatever the cluster size; it lives only while someone watches.
 """
@@ -21,7 +25,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aggregator.hits.convert import counter_to_hit
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames
+from calico_accountant.records import CounterKey
 from calico_accountant.v1 import hits_pb2 as hpb
 
 __all__ = ["HitEncoder", "varint"]
@@ -52,21 +57,22 @@ class HitEncoder:
         if max_templates <= 0:
             raise ValueError("max_templates must be > 0")
         self.max_templates = max_templates
-        # id(counter) -> (counter, template): the counter is kept so that its id cannot be
-        # reused by another object while the entry exists (identity checked on every use).
-        self._templates: dict[int, tuple[ResolvedCounter, bytes]] = {}
+        # (id(names), key) -> (names, template): the names are kept so that their id cannot
+        # be reused by another object while the entry exists (identity checked on every use).
+        self._templates: dict[tuple[int, CounterKey], tuple[CounterNames, bytes]] = {}
         self._times: dict[datetime, bytes] = {}
 
-    def _template(self, counter: ResolvedCounter) -> bytes:
-        cached = self._templates.get(id(counter))
-        if cached is not None and cached[0] is counter:
+    def _template(self, names: CounterNames, key: CounterKey) -> bytes:
+        place = (id(names), key)
+        cached = self._templates.get(place)
+        if cached is not None and cached[0] is names:
             return cached[1]
         if len(self._templates) >= self.max_templates:
             self._templates.clear()
-        hit = counter_to_hit(counter, 0, 0, _EPOCH)
+        hit = counter_to_hit(names.counter(key), 0, 0, _EPOCH)
         hit.ClearField("time")
         template = hit.SerializeToString()
-        self._templates[id(counter)] = (counter, template)
+        self._templates[place] = (names, template)
         return template
 
     def _time(self, moment: datetime) -> bytes:
@@ -80,9 +86,12 @@ class HitEncoder:
             self._times[moment] = encoded
         return encoded
 
-    def encode(self, counter: ResolvedCounter, packets: int, octets: int, moment: datetime) -> bytes:
-        """One hit's ``Hit`` bytes (what ``counter_to_hit(...).SerializeToString()`` decodes equal to)."""
-        parts = [self._template(counter)]
+    def encode(
+        self, names: CounterNames, key: CounterKey, packets: int, octets: int, moment: datetime
+    ) -> bytes:
+        """One hit's ``Hit`` bytes (what ``counter_to_hit(names.counter(key), ...).SerializeToString()``
+        decodes equal to)."""
+        parts = [self._template(names, key)]
         if packets:
             parts += (_PACKETS_TAG, varint(packets))
         if octets:

@@ -61,7 +61,9 @@ class _Entry:
         """The ``Hit`` as wire bytes (shared by every consumer it goes to)."""
         if self._encoded is None:
             increase = self.increase
-            self._encoded = encoder.encode(self.counter, increase.packets, increase.bytes, increase.time)
+            self._encoded = encoder.encode(
+                increase.names, increase.key, increase.packets, increase.bytes, increase.time
+            )
         return self._encoded
 
     @property
