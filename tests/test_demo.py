@@ -86,9 +86,16 @@ def _start_demo(*args: str, env: dict[str, str] | None = None) -> DemoRun:
         "--metrics-port", str(metrics_port), "--grpc-port", str(grpc_port),
         "--plain", "--interval", "0.5", "--traffic-period", "1", "--refresh", "1", *args,
     ]  # fmt: skip
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or python_env()
-    )
+    # Started as from a terminal: a shell's background job (a CI step run with `&`) inherits
+    # SIGINT ignored, the demo keeps what it inherits as programs should, and the Ctrl-C test
+    # then waited in vain.  A handler (not SIG_IGN) becomes the default disposition at exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or python_env()
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run = DemoRun(process, metrics_port, grpc_port)
 
     def read() -> None:
