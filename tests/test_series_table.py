@@ -19,7 +19,7 @@ OPS = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(OPS)
 def test_a_table_is_a_dictionary_of_live_series(ops: list[tuple[str, tuple[str, str], int]]) -> None:
-    table = SeriesTable()
+    table = SeriesTable(0)
     model: dict[tuple[str, ...], tuple[int, int]] = {}
     for op, labels, amount in ops:
         if op == "add" and labels not in model:
@@ -41,7 +41,7 @@ def test_a_table_is_a_dictionary_of_live_series(ops: list[tuple[str, tuple[str, 
 
 
 def test_a_hole_is_reused_and_left_out_of_the_columns() -> None:
-    table = SeriesTable()
+    table = SeriesTable(0)
     first, second, third = (table.add((name,), f"{{{name}}}", 1, 2) for name in ("a", "b", "c"))
     assert (first, second, third) == (0, 1, 2)
     assert table.remove(second) == (("b",), (1, 2))

@@ -332,8 +332,9 @@ class SeriesState:
     def _admit(self, ref: SeriesRef) -> Slot | None:
         """The slot of ``ref``'s series, created if it may be (at its tombstone's value,
         else zero); None when the cap refuses it."""
-        slot = self.tables[ref[0]].slots.get(ref[1])
-        return self.tables[ref[0]].refs[slot] if slot is not None else self._create(ref)
+        table = self.tables[ref[0]]
+        slot = table.slots.get(ref[1])
+        return table.refs[slot] if slot is not None else self._create(ref)
 
     def _create(self, ref: SeriesRef) -> Slot | None:
         """A new series for ``ref`` (not live), at its tombstone's value, else zero; None when

@@ -33,7 +33,7 @@ class SeriesTable:
 
     __slots__ = ("_free", "bytes", "holders", "index", "labels", "packets", "refs", "slots", "texts")
 
-    def __init__(self, index: int = 0) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
         """The family's index among the exported ones."""
         self.slots: dict[Labels, int] = {}
