@@ -29,6 +29,10 @@ member, for a like-for-like comparison): simulated node i first reaches shard i 
 agents reaching the shards through a Service do; ``--one-door``: all reach the first one)
 and follows the redirect it gets, as agents do; CPU (start-up CPU seconds, steady cores),
 RSS, pauses and ``/metrics`` are reported per shard.
+
+``--pin`` gives one aggregator a CPU of its own (every thread of it on the first CPU, the
+load processes on the others), as a pod with one core would have: its CPU and pause figures
+are then its own, not the machine's sharing with the load processes building snapshots.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -229,6 +233,22 @@ async def _worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+@contextlib.contextmanager
+def _children_on(cpus: list[int] | None) -> Iterator[None]:
+    """Processes started meanwhile run on ``cpus`` (all: None), every thread of theirs: a
+    child inherits this process's affinity, and its threads the affinity of the thread
+    starting them."""
+    if cpus is None:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -305,9 +325,16 @@ def main() -> None:
         help="with --shards: every node first reaches the first shard (default: node i reaches shard "
         "i mod N, as agents reaching the shards through a Service do)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the aggregator's threads on the first CPU, the load processes on the others (one shard)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pin and (args.shards > 1 or len(os.sched_getaffinity(0)) < 2):
+        parser.error("--pin needs one aggregator and at least two CPUs")
     if args.worker is not None:
         asyncio.run(_worker(args))
         return
@@ -318,15 +345,17 @@ def main() -> None:
             etcd = stack.enter_context(EtcdServer())
             extra = ["--datastore", f"etcd://{etcd.endpoint}", "--shards", "etcd"]
         aggregators = []
+        cpus = sorted(os.sched_getaffinity(0))
         for shard in range(max(1, args.shards)):
             grpc_port, metrics_port = free_port(), free_port()
-            process = run.aggregator(
-                grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
-                "--max-counters", str(args.nodes * 5000 + 100_000),
-                "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
-                *extra, *(("--advertise-address", f"127.0.0.1:{grpc_port}") if args.shards else ()),
-                name=f"aggregator-{shard}", env={"POD_NAME": f"shard-{shard}"},
-            )  # fmt: skip
+            with _children_on(cpus[:1] if args.pin else None):
+                process = run.aggregator(
+                    grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
+                    "--max-counters", str(args.nodes * 5000 + 100_000),
+                    "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
+                    *extra, *(("--advertise-address", f"127.0.0.1:{grpc_port}") if args.shards else ()),
+                    name=f"aggregator-{shard}", env={"POD_NAME": f"shard-{shard}"},
+                )  # fmt: skip
             aggregators.append((process.popen.pid, grpc_port, metrics_port))
         if args.shards:
             _wait_members([metrics for _, _, metrics in aggregators], args.shards)
@@ -342,14 +371,15 @@ def main() -> None:
         # worker ends at ~250 nodes a worker, and nothing reads it until every worker has ended.
         outputs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(args.workers)]
         started = time.time()
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.load_bench", *common, "--worker", str(w)],
-                stdout=outputs[w],
-                text=True,
-            )
-            for w in range(args.workers)
-        ]
+        with _children_on(cpus[1:] if args.pin else None):
+            workers = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.load_bench", *common, "--worker", str(w)],
+                    stdout=outputs[w],
+                    text=True,
+                )
+                for w in range(args.workers)
+            ]
         samples: list[tuple[float, list[float]]] = [
             (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
         ]
@@ -391,7 +421,8 @@ def main() -> None:
     redirects = len(merged["redirects"])
     shape = f"{args.nodes} nodes x 4,620 counters, interval {args.interval:g} s, levels {args.levels}"
     sharding = f", {args.shards} shard(s) on etcd" if args.shards else ""
-    print(f"{shape}, {args.workers} load processes{sharding}")
+    pinned = ", aggregator pinned to a CPU of its own" if args.pin else ""
+    print(f"{shape}, {args.workers} load processes{sharding}{pinned}")
     print(
         f"  start-up: all {len(first)} full snapshots acked in {up:.1f} s; ack p50 "
         f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}; "
