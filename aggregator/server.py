@@ -87,7 +87,7 @@ from calico_accountant.runtime.http import HttpServer
 from calico_accountant.runtime.loop_lag import LoopLagMonitor, favour_event_loop
 from calico_accountant.runtime.process import release_free_memory, stop_on_signals
 from calico_accountant.runtime.web_config import WebConfig
-from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2, snapshot_pb2_grpc
+from calico_accountant.v1 import hits_pb2, hits_pb2_grpc, snapshot_pb2
 from calico_accountant.wire.bounds import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["Aggregator", "AggregatorConfig", "run_aggregator", "server_options"]
@@ -301,7 +301,7 @@ class Aggregator:
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(options=server_options(config))
-        snapshot_pb2_grpc.add_IngestServicer_to_server(self.ingest, self.server)  # type: ignore[no-untyped-call]
+        self.ingest.add_to(self.server)
         hits_pb2_grpc.add_PolicyHitsServicer_to_server(self.hits, self.server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

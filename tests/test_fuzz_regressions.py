@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from aggregator.ingest.servicer import PARSE_INLINE_BELOW
 from aggregator.ledger.admission import RefusalProblem
 from aggregator.ledger.ledger import Ledger
 from calico_accountant.records import Kind
@@ -131,10 +132,12 @@ def harness() -> Iterator[IngestHarness]:
 def test_undecodable_bytes_end_the_stream_invalid_argument(
     harness: IngestHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """gRPC deserializes before the servicer runs: the ``DecodeError`` escaped it, the
-    client saw UNKNOWN and gRPC logged a traceback for every such message."""
+    """gRPC deserialized before the servicer ran: the ``DecodeError`` escaped it, the
+    client saw UNKNOWN and gRPC logged a traceback for every such message.  The servicer
+    parses now, small messages on the loop and large ones in its worker thread: both ways."""
     caplog.set_level(logging.WARNING)
-    for data in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x08" * 11):
+    large = b"\xff" * (PARSE_INLINE_BELOW + 1)
+    for data in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x08" * 11, large):
         outcome = harness.stream([data])
         assert outcome.code.name == "INVALID_ARGUMENT", outcome
         assert outcome.details.startswith("a message that is not a NodeSnapshot")

@@ -54,9 +54,10 @@ class SpyServicer(IngestServicer):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.seen: list[tuple[bool, int, int]] = []
 
-    async def _receive(self, stream, message):  # type: ignore[no-untyped-def]
+    async def _parse(self, raw: bytes) -> pb.NodeSnapshot:
+        message = await super()._parse(raw)
         self.seen.append((message.full, len(message.counters), len(message.values.ids)))
-        return await super()._receive(stream, message)
+        return message
 
 
 @dataclass
@@ -107,7 +108,7 @@ async def _aggregator(
         accountant, metrics=IngestMetrics(registry), key_ids=key_ids, heartbeat=0.5, on_increases=record
     )
     server = grpc.aio.server()
-    pb_grpc.add_IngestServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    servicer.add_to(server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return Aggregator(accountant, servicer, server, f"127.0.0.1:{bound}", registry, hits)

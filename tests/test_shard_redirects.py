@@ -23,7 +23,6 @@ from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
 from aggregator.ingest.servicer import IngestServicer
 from aggregator.shard.router import Redirect
-from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from node_agent.reader import NodeRead, NodeReader
 from node_agent.streamer import LatestSlot, Streamer, StreamerConfig
 from tests.support.streaming import make_nodes
@@ -68,7 +67,7 @@ async def _replica(name: str, owners: Owners) -> Replica:
     accountant = Accountant(Catalog.empty())
     servicer = IngestServicer(accountant, shard=owners.policy(name), heartbeat=0.5)
     server = grpc.aio.server()
-    pb_grpc.add_IngestServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    servicer.add_to(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return Replica(accountant, servicer, server, f"127.0.0.1:{port}")

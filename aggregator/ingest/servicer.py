@@ -43,6 +43,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -60,7 +61,6 @@ from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
 from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.v1 import snapshot_pb2 as pb
-from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.bounds import WireError
 from calico_accountant.wire.chunks import ChunkAssembler
 from calico_accountant.wire.snapshots import DecodedSnapshot, decode_snapshot
@@ -69,6 +69,17 @@ __all__ = ["Accounting", "IngestServicer", "peer_address", "peer_key"]
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
+
+INGEST_SERVICE: str = pb.DESCRIPTOR.services_by_name["Ingest"].full_name
+
+PARSE_INLINE_BELOW = 64 * 1024
+"""Bytes from which a message is parsed in a worker thread, not on the event loop.  gRPC
+used to parse every message on the loop before the servicer saw it: when hundreds of
+agents' full snapshots arrive at once (an aggregator restart), the loop parsed them one
+after another in one pass (~0.3 ms for a 110-pod node's 4,620 counters, 338 kB), and
+health checks, keepalives and acks waited for the whole pass (150-320 ms at 300 nodes,
+``bench/load_bench.py --pin``).  A delta of a few hundred counters (tens of kB) parses in
+microseconds: a thread's hand-off would cost more."""
 
 LOG_INTERVAL = 60.0
 """Seconds between two log lines about the same peer and reason."""
@@ -109,6 +120,8 @@ class _Stream:
         """The ledger knows the node and it is marked connected for this stream."""
         self.redirected = False
         """Ended with a redirect to the node's owner (sharding)."""
+        self.sequence = 0
+        """The sequence of the message being handled (once parsed), for interim acks."""
 
 
 class _Abort:
@@ -120,7 +133,7 @@ class _Abort:
         self.reason = reason
 
 
-class IngestServicer(pb_grpc.IngestServicer):
+class IngestServicer:
     """The grpc.aio servicer; ``on_increases`` receives every applied snapshot's increases."""
 
     def __init__(
@@ -134,6 +147,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.time,
         inline_below: int = 2000,
+        parse_inline_below: int = PARSE_INLINE_BELOW,
         heartbeat: float = 5.0,
         shard: Sharding | None = None,
         key_ids: bool = True,
@@ -143,6 +157,14 @@ class IngestServicer(pb_grpc.IngestServicer):
         self.shard = shard
         """None: this replica takes every node (no sharding); settable after construction."""
         self._inline_below = inline_below
+        self._parse_inline_below = parse_inline_below
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        """Where large messages are parsed, decoded and applied: one thread, not the loop's
+        default executor (six threads on two CPUs).  They all hold the GIL while they work,
+        so more threads apply nothing sooner; they only take turns with the event loop more
+        often: when a restart brought 1,000 full snapshots at once, six threads parsing and
+        applying them stalled the loop for up to 350 ms at a time (``bench/load_bench.py
+        --pin``), each of their hand-offs waking it as well."""
         self._on_increases = on_increases
         self._metrics = metrics if metrics is not None else IngestMetrics(CollectorRegistry())
         self._access = access or AccessRules()
@@ -161,8 +183,20 @@ class IngestServicer(pb_grpc.IngestServicer):
         """Streams that ended, refused or not (each may leave garbage only a full
         collection frees: the server's housekeeping collects when this moved)."""
 
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Serve ``calico_accountant.v1.Ingest`` on ``server``, its requests handed over as
+        bytes (see :meth:`_parse`), not parsed by gRPC on the event loop."""
+        handler = grpc.stream_stream_rpc_method_handler(
+            self.StreamSnapshots,
+            request_deserializer=None,
+            response_serializer=pb.IngestAck.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(INGEST_SERVICE, {"StreamSnapshots": handler}),)
+        )
+
     async def StreamSnapshots(
-        self, request_iterator: AsyncIterator[pb.NodeSnapshot], context: grpc.aio.ServicerContext[Any, Any]
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.IngestAck]:
         try:
             identity = self._identify(context)
@@ -181,17 +215,17 @@ class IngestServicer(pb_grpc.IngestServicer):
         stream = _Stream(next(self._ids), peer, identity)
         self._metrics.streams.inc()
         try:
-            async for message in request_iterator:
+            async for raw in request_iterator:
                 self._metrics.messages.inc()
-                work = asyncio.ensure_future(self._receive(stream, message))
+                work = asyncio.ensure_future(self._receive(stream, raw))
+                del raw  # the parsed message is what waits its turn, not its bytes too
                 try:
                     while not (await asyncio.wait((work,), timeout=self._heartbeat))[0]:
-                        yield self._waiting_ack(stream, message)
+                        yield self._waiting_ack(stream)
                 finally:
                     work.cancel()  # only when this stream ended while the snapshot waited
                 ack = work.result()
                 if isinstance(ack, _Abort):
-                    del message  # nothing large may stay in this frame (see _refuse)
                     await self._refuse(context, ack, stream)
                     return
                 if ack is not None:
@@ -200,9 +234,9 @@ class IngestServicer(pb_grpc.IngestServicer):
                         stream.redirected = True
                         return  # the agent continues with the owner
         except DecodeError as error:
-            # gRPC deserializes each message before the servicer sees it: bytes that are not
-            # a NodeSnapshot surface here.  Uncaught, the stream ended UNKNOWN and gRPC logged
-            # a traceback per such message, past the per-peer log limit below.
+            # Bytes that are not a NodeSnapshot (from _parse, through work.result()).  Before
+            # the servicer parsed its messages itself, gRPC did, the error escaped, the stream
+            # ended UNKNOWN and gRPC logged a traceback per such message.
             await self._refuse(
                 context,
                 _Abort(
@@ -241,12 +275,12 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._log_refusal(peer, abort.reason or RejectReason.MALFORMED, abort.message, stream)
         await context.abort(abort.code, abort.message)
 
-    def _waiting_ack(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck:
+    def _waiting_ack(self, stream: _Stream) -> pb.IngestAck:
         """An interim ack: the snapshot is heard and waits (see ``IngestAck.waiting``)."""
         self._metrics.waiting_acks.inc()
         position = stream.ticket.position if stream.ticket is not None else 0
         return pb.IngestAck(
-            sequence=max(0, message.sequence - 1),
+            sequence=max(0, stream.sequence - 1),
             waiting=True,
             queue_position=position,
             message=f"{position} snapshots ahead of this one" if position else "being applied",
@@ -263,8 +297,18 @@ class IngestServicer(pb_grpc.IngestServicer):
         node = stream.node if stream is not None and stream.node else "?"
         log.warning("ingest from %s (node %s) refused, %s: %s", peer, node, reason.value, message)
 
-    async def _receive(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck | _Abort | None:
+    async def _parse(self, raw: bytes) -> pb.NodeSnapshot:
+        """``raw`` as a NodeSnapshot (raises ``DecodeError``): on the event loop when small,
+        in a worker thread from :data:`PARSE_INLINE_BELOW` bytes on."""
+        if len(raw) < self._parse_inline_below:
+            return pb.NodeSnapshot.FromString(raw)
+        return await self._in_worker(pb.NodeSnapshot.FromString, raw)
+
+    async def _receive(self, stream: _Stream, raw: bytes) -> pb.IngestAck | _Abort | None:
         """Handle one message; an ack when it completed a snapshot, an abort on bad input."""
+        message = await self._parse(raw)
+        del raw  # a full snapshot's bytes: a third of a MB and more, while it waits its turn
+        stream.sequence = message.sequence
         if not message.node:
             return _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "snapshot without a node name", RejectReason.MALFORMED
@@ -407,7 +451,11 @@ class IngestServicer(pb_grpc.IngestServicer):
         )
         if size < self._inline_below:
             return function(*args)
-        return await asyncio.to_thread(function, *args)
+        return await self._in_worker(function, *args)
+
+    async def _in_worker(self, function: Callable[..., _R], *args: Any) -> _R:
+        """``function(*args)`` in this servicer's one worker thread (see :attr:`_worker`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
 
     async def _apply(self, stream: _Stream, update: DecodedSnapshot) -> pb.IngestAck | _Abort:
         kind = "full" if update.full else "delta"

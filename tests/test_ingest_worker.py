@@ -1,0 +1,106 @@
+"""Where the ingest servicer does its heavy work, over real gRPC on loopback.
+
+Large messages are parsed, decoded and applied in the servicer's one worker thread: not on
+the event loop (health checks, keepalives and acks wait while it works) and not on several
+threads at once (they would only take the GIL from the loop more often; see
+``IngestServicer._worker`` and ``PARSE_INLINE_BELOW`` in aggregator.ingest.servicer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+import grpc
+import grpc.aio
+
+from aggregator.accountant import Accountant
+from aggregator.catalog.index import Catalog
+from aggregator.ingest.servicer import PARSE_INLINE_BELOW, IngestServicer
+from aggregator.ledger.state import NodeUpdate
+from aggregator.series.views import ResolvedIncrease
+from calico_accountant.v1 import snapshot_pb2 as pb
+from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
+from calico_accountant.wire.snapshots import build_snapshot
+from tests.support.accounting import accept
+
+NODES = 4
+
+
+class ThreadNotingAccountant(Accountant):
+    """The real accountant, noting the thread each snapshot was applied in."""
+
+    def __init__(self) -> None:
+        super().__init__(Catalog.empty())
+        self.threads: list[str] = []
+
+    def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
+        self.threads.append(threading.current_thread().name)
+        return super().apply(update, now)
+
+
+def _message(node: int, sequence: int, packets: int) -> pb.NodeSnapshot:
+    records = [accept(f"cali{node:04d}{i:07d}", "cali-pi-_x", packets) for i in range(50)]
+    return build_snapshot(
+        node=f"node-{node}", agent_instance_id=f"agent-{node}", sequence=sequence,
+        read_time=datetime.now(UTC), full=sequence == 1, records=records,
+    )  # fmt: skip
+
+
+async def _exchange(stub: pb_grpc.IngestStub, node: int) -> list[pb.IngestAck]:
+    messages = [_message(node, 1, 10), _message(node, 2, 15)]
+    acks: list[pb.IngestAck] = []
+    queue: asyncio.Queue[pb.NodeSnapshot | None] = asyncio.Queue()
+
+    async def requests() -> object:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = stub.StreamSnapshots(requests())
+    for message in messages:  # each after the previous one's ack, as agents send them
+        queue.put_nowait(message)
+        ack = await call.read()
+        assert ack is not grpc.aio.EOF  # type: ignore[attr-defined]
+        acks.append(ack)
+    queue.put_nowait(None)
+    return acks
+
+
+def test_large_snapshots_are_applied_in_one_worker_thread_off_the_loop() -> None:
+    accountant = ThreadNotingAccountant()
+
+    async def main() -> str:
+        # Every snapshot counts as large here: parsed and applied in the worker.
+        servicer = IngestServicer(accountant, inline_below=1, parse_inline_below=1)
+        server = grpc.aio.server()
+        servicer.add_to(server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+                results = await asyncio.gather(*(_exchange(stub, node) for node in range(NODES)))
+        finally:
+            await server.stop(0)
+        for acks in results:
+            assert [(ack.sequence, ack.resync_requested) for ack in acks] == [(1, False), (2, False)]
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    assert len(accountant.threads) == 2 * NODES
+    (worker,) = set(accountant.threads)  # one thread, whatever the number of streams
+    assert worker.startswith("ingest") and worker != loop_thread
+    assert [len(accountant.ledger.counters(f"node-{node}")) for node in range(NODES)] == [50] * NODES
+
+
+def test_the_parse_threshold_sits_between_a_delta_and_a_full_snapshot() -> None:
+    """A 110-pod node's full snapshot (4,620 counters, ~338 kB) is parsed off the loop; a
+    tenth of it moving (a delta by key id, a few kB) is parsed on it."""
+    full = _message(0, 1, 10)
+    full.counters.extend(full.counters[0] for _ in range(4620 - 50))
+    delta = pb.NodeSnapshot(node="node-0", sequence=2)
+    delta.values.ids.extend(range(462))
+    delta.values.packets.extend(range(462))
+    delta.values.bytes.extend(range(462))
+    assert delta.ByteSize() < PARSE_INLINE_BELOW < full.ByteSize()
