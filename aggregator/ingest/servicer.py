@@ -81,6 +81,14 @@ health checks, keepalives and acks waited for the whole pass (150-320 ms at 300 
 ``bench/load_bench.py --pin``).  A delta of a few hundred counters (tens of kB) parses in
 microseconds: a thread's hand-off would cost more."""
 
+FREEZE_EVERY_STREAMS = 100
+"""Streams opened between two looks at the collector's unfrozen objects
+(:func:`~calico_accountant.runtime.heap.freeze_when_grown`, a few ms).  When every agent
+reconnects at once, each new stream leaves a few hundred long-lived objects (its gRPC call,
+its generator and tasks) before any full snapshot is applied, and an automatic full collection
+in the middle of that burst scanned them all: 67-97 ms at 1,000 nodes (``bench/load_bench.py
+--pin``), growing with the streams."""
+
 LOG_INTERVAL = 60.0
 """Seconds between two log lines about the same peer and reason."""
 
@@ -213,6 +221,8 @@ class IngestServicer:
             )
             return
         stream = _Stream(next(self._ids), peer, identity)
+        if stream.stream_id % FREEZE_EVERY_STREAMS == 0:
+            freeze_when_grown()  # streams open by the thousand after a restart, and live on
         self._metrics.streams.inc()
         try:
             async for raw in request_iterator:

@@ -1,9 +1,12 @@
-"""Where the ingest servicer does its heavy work, over real gRPC on loopback.
+"""What keeps the ingest servicer's event loop answering when every agent connects at once
+(an aggregator restart), over real gRPC on loopback.
 
-Large messages are parsed, decoded and applied in the servicer's one worker thread: not on
-the event loop (health checks, keepalives and acks wait while it works) and not on several
-threads at once (they would only take the GIL from the loop more often; see
-``IngestServicer._worker`` and ``PARSE_INLINE_BELOW`` in aggregator.ingest.servicer).
+* Large messages are parsed, decoded and applied in the servicer's one worker thread: not on
+  the event loop (health checks, keepalives and acks wait while it works) and not on several
+  threads at once (they would only take the GIL from the loop more often; see
+  ``IngestServicer._worker`` and ``PARSE_INLINE_BELOW`` in aggregator.ingest.servicer).
+* Opening streams looks at the collector's unfrozen objects every ``FREEZE_EVERY_STREAMS``
+  streams, so that a burst of new streams is not scanned by automatic full collections.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
+import pytest
 
+import aggregator.ingest.servicer as servicer_module
 from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
 from aggregator.ingest.servicer import PARSE_INLINE_BELOW, IngestServicer
@@ -67,27 +72,28 @@ async def _exchange(stub: pb_grpc.IngestStub, node: int) -> list[pb.IngestAck]:
     return acks
 
 
+async def _nodes_stream(accountant: Accountant, nodes: int) -> str:
+    """``nodes`` agents stream two snapshots each at once; returns the loop's thread name.
+    Every snapshot counts as large here: parsed and applied in the worker."""
+    servicer = IngestServicer(accountant, inline_below=1, parse_inline_below=1)
+    server = grpc.aio.server()
+    servicer.add_to(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+            results = await asyncio.gather(*(_exchange(stub, node) for node in range(nodes)))
+    finally:
+        await server.stop(0)
+    for acks in results:
+        assert [(ack.sequence, ack.resync_requested) for ack in acks] == [(1, False), (2, False)]
+    return threading.current_thread().name
+
+
 def test_large_snapshots_are_applied_in_one_worker_thread_off_the_loop() -> None:
     accountant = ThreadNotingAccountant()
-
-    async def main() -> str:
-        # Every snapshot counts as large here: parsed and applied in the worker.
-        servicer = IngestServicer(accountant, inline_below=1, parse_inline_below=1)
-        server = grpc.aio.server()
-        servicer.add_to(server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
-                results = await asyncio.gather(*(_exchange(stub, node) for node in range(NODES)))
-        finally:
-            await server.stop(0)
-        for acks in results:
-            assert [(ack.sequence, ack.resync_requested) for ack in acks] == [(1, False), (2, False)]
-        return threading.current_thread().name
-
-    loop_thread = asyncio.run(main())
+    loop_thread = asyncio.run(_nodes_stream(accountant, NODES))
     assert len(accountant.threads) == 2 * NODES
     (worker,) = set(accountant.threads)  # one thread, whatever the number of streams
     assert worker.startswith("ingest") and worker != loop_thread
@@ -104,3 +110,17 @@ def test_the_parse_threshold_sits_between_a_delta_and_a_full_snapshot() -> None:
     delta.values.packets.extend(range(462))
     delta.values.bytes.extend(range(462))
     assert delta.ByteSize() < PARSE_INLINE_BELOW < full.ByteSize()
+
+
+def test_opening_streams_freezes_what_grew_every_so_many_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks: list[int] = []
+
+    def freeze_when_grown() -> bool:
+        looks.append(1)
+        return False
+
+    monkeypatch.setattr(servicer_module, "FREEZE_EVERY_STREAMS", 3)
+    monkeypatch.setattr(servicer_module, "freeze_when_grown", freeze_when_grown)
+    asyncio.run(_nodes_stream(Accountant(Catalog.empty()), 7))
+    # streams 3 and 6 looked; so did the 7 full snapshots applied (one look each)
+    assert len(looks) == 2 + 7
