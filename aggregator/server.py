@@ -426,6 +426,7 @@ class Aggregator:
         await _cancel(self._opening_metrics, self._housekeeping)
         await self.loop_lag.stop()
         await self.server.stop(0)
+        self.ingest.close()
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None

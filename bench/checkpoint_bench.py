@@ -13,7 +13,7 @@ the exported series (label sets, each a packets and a bytes sample) reach ``--se
 Measured, ``--repeat`` times each (best and worst shown where they differ):
 
 * the capture alone, :meth:`Accountant.capture` with the garbage collector as it is (what
-  the keeper did before :mod:`aggregator.checkpoint.nogc`) -- it runs under the
+  the keeper did before :func:`calico_accountant.runtime.heap.collector_paused`) -- it runs under the
   accountant's lock, so ingest waits for it;
 * :meth:`CheckpointKeeper.write` as the aggregator runs it (capture and encoding with the
   collector paused, then the write) into a :class:`FileCheckpointStore` in a temporary
@@ -236,7 +236,7 @@ def main() -> None:
     waited = probe.longest
     views, _ = timed(args.repeat, lambda: accountant.view(3))
     print(
-        f"capture with the collector as it is (before nogc): {_span(captures)} s under the lock "
+        f"capture with the collector as it is (before collector_paused): {_span(captures)} s under the lock "
         f"(a small snapshot of another node waited up to {waited:.2f} s); a scrape's copy under the "
         f"same lock: {_span(views)} s"
     )

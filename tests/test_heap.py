@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import gc
+import threading
+import urllib.error
+import urllib.request
 import weakref
+from collections.abc import Iterator
+
+import pytest
 
 from calico_accountant.runtime.heap import (
     collect_everything,
     collect_unfrozen,
+    collector_paused,
     freeze_long_lived,
     freeze_when_grown,
     unfrozen_objects,
 )
+from calico_accountant.runtime.http import HttpServer, Response
 
 
 class _Cell:
@@ -66,3 +74,57 @@ def test_freezing_waits_for_growth_and_housekeeping_collects_only_the_unfrozen()
         assert gc.get_freeze_count() >= frozen + len(kept)
     finally:
         gc.unfreeze()
+
+
+def test_the_collector_is_paused_while_any_user_is_inside_and_then_as_it_was() -> None:
+    assert gc.isenabled()
+    entered, release = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with collector_paused():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    with collector_paused():
+        assert not gc.isenabled()
+        thread.start()
+        assert entered.wait(10)
+    assert not gc.isenabled()  # the other user is still inside
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: stays off
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_body_made_with_the_collector_paused_leaves_it_on_after_the_response(fails: bool) -> None:
+    """The aggregator's scrape renders its body inside :func:`collector_paused`; the HTTP
+    server consumes and closes the body, whether the route succeeds or fails midway."""
+
+    def body() -> Iterator[bytes]:
+        with collector_paused():
+            yield b"part one\n"
+            assert not gc.isenabled()
+            if fails:
+                raise RuntimeError("the render failed")
+            yield b"part two\n"
+
+    server = HttpServer("127.0.0.1", 0, {"/metrics": lambda: Response(200, "text/plain", body())})
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        if fails:
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(url, timeout=10)
+            assert error.value.code == 500
+        else:
+            assert urllib.request.urlopen(url, timeout=10).read() == b"part one\npart two\n"
+    finally:
+        server.close()
+    assert gc.isenabled()

@@ -29,10 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from aggregator.accountant import Accountant
 from aggregator.checkpoint.catchup import CatchUp, Restored
 from aggregator.checkpoint.codec import Checkpoint, CheckpointError, decode, encode
-from aggregator.checkpoint.nogc import collector_paused
 from aggregator.checkpoint.stores import CheckpointStore
 from calico_accountant import __version__
-from calico_accountant.runtime.heap import freeze_long_lived
+from calico_accountant.runtime.heap import collector_paused, freeze_long_lived
 
 __all__ = ["CheckpointKeeper", "CheckpointMetrics", "RestoreOutcome"]
 
@@ -156,7 +155,8 @@ class CheckpointKeeper:
         return RestoreOutcome.RESTORED
 
     def _decode_and_restore(self, data: bytes) -> str:
-        """Decode and restore (in a worker thread, the collector paused: see :mod:`.nogc`);
+        """Decode and restore (in a worker thread, the collector paused: see
+        :func:`~calico_accountant.runtime.heap.collector_paused`);
         what was restored, for the log."""
         with collector_paused():
             checkpoint = decode(data)
@@ -201,7 +201,7 @@ class CheckpointKeeper:
     def _capture_and_encode(self) -> tuple[bytes, float, float]:
         """The checkpoint's bytes, and the seconds of its capture (under the accountant's
         lock) and of its encoding; in a worker thread, the collector paused (see
-        :mod:`.nogc`) until the copies are gone."""
+        :func:`~calico_accountant.runtime.heap.collector_paused`) until the copies are gone."""
         with collector_paused():
             started = time.perf_counter()
             nodes, series, tombstones = self.accountant.capture()

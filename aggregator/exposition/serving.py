@@ -19,8 +19,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from aggregator.accountant import Accountant
 from aggregator.exposition.text import CONTENT_TYPE, render_parts
-from aggregator.series.views import StateView
 from calico_accountant import __version__
+from calico_accountant.runtime.heap import collector_paused
 from calico_accountant.runtime.http import HttpServer, Response
 from calico_accountant.runtime.web_config import WebConfig
 
@@ -45,11 +45,15 @@ def serve_metrics(
     metrics).  ``web``: TLS and basic auth (``--web-config``)."""
 
     def metrics() -> Response:
-        return Response(200, CONTENT_TYPE, _encoded(accountant.view(clock())))
+        return Response(200, CONTENT_TYPE, _encoded())
 
-    def _encoded(view: StateView) -> Iterator[bytes]:
-        for part in render_parts(view, version=version):
-            yield part.encode()
+    def _encoded() -> Iterator[bytes]:
+        # The state's copy is a few tuples of up to millions of entries: a young collection
+        # while it lives traverses all of them (see calico_accountant.runtime.heap), holding
+        # the GIL and with it the event loop.  The HTTP server closes this generator.
+        with collector_paused():
+            for part in render_parts(accountant.view(clock()), version=version):
+                yield part.encode()
         if extra is not None:
             yield generate_latest(extra)
 

@@ -203,6 +203,10 @@ class IngestServicer:
             (grpc.method_handlers_generic_handler(INGEST_SERVICE, {"StreamSnapshots": handler}),)
         )
 
+    def close(self) -> None:
+        """Stop the worker thread once the server stopped (what it was given is dropped)."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
     async def StreamSnapshots(
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.IngestAck]:

@@ -185,6 +185,7 @@ def _handler(
                     return
                 route = not_found
             gzipped = compress and "gzip" in (self.headers.get("Accept-Encoding") or "")
+            body: bytes | Iterable[bytes] = b""
             try:
                 status, content_type, body = route()
                 if isinstance(body, bytes):
@@ -194,6 +195,10 @@ def _handler(
                 logger.exception("%s: GET %s failed", name, path)
                 self.send_error(500, failure)
                 return
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:  # a generator's cleanup runs now, also after a failure
+                    close()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             if gzipped:
