@@ -21,8 +21,10 @@ the aggregator's CPU (cores, from /proc over the window, and the worst interval)
 peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip).  Pauses: a gRPC health
 check every second from outside (its latency, during the start-up and the steady window)
 and the aggregator's own ``calico_accountant_event_loop_lag_seconds`` (its longest event
-loop pause, and how many wake-ups were over 100 ms).  A measurement, not a test: nothing
-asserts a speed.
+loop pause, and how many wake-ups were over 100 ms).  ``--scrape-every S`` scrapes
+``/metrics`` (gzip'd) every S seconds meanwhile, as Prometheus does, and reports the steady
+window's scrapes and the loop's wake-ups over 100 ms between its first and last scrape.
+A measurement, not a test: nothing asserts a speed.
 
 ``--shards N`` runs N aggregators sharded over a real etcd (``--shards etcd``; N=1 is one
 member, for a like-for-like comparison): simulated node i first reaches shard i mod N (as
@@ -40,12 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from array import array
@@ -294,6 +298,25 @@ def _loop_lag(text: str) -> tuple[float, float, float]:
     return longest, total, total + over
 
 
+def _scrape_periodically(
+    ports: list[int],
+    every: float,
+    out: list[list[tuple[float, float, tuple[float, float, float]]]],
+    stop: threading.Event,
+) -> None:
+    """Every ``every`` seconds until ``stop``: a gzip'd scrape of each aggregator, noting
+    when, how long it took and the loop lag figures it read (:func:`_loop_lag`)."""
+    while not stop.wait(every):
+        for shard, port in enumerate(ports):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+            request.add_header("Accept-Encoding", "gzip")
+            at = time.time()
+            with urllib.request.urlopen(request, timeout=300) as response:
+                body = response.read()
+            took = time.time() - at
+            out[shard].append((at, took, _loop_lag(gzip.decompress(body).decode())))
+
+
 def _scrape_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as response:
         return str(response.read().decode())
@@ -324,6 +347,12 @@ def main() -> None:
         action="store_true",
         help="with --shards: every node first reaches the first shard (default: node i reaches shard "
         "i mod N, as agents reaching the shards through a Service do)",
+    )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        help="scrape /metrics (gzip'd) every S seconds, as Prometheus does (0: once, at the end)",
     )
     parser.add_argument(
         "--pin",
@@ -384,6 +413,15 @@ def main() -> None:
             (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
         ]
         health_checks: list[list[tuple[float, float]]] = [[] for _ in aggregators]
+        periodic: list[list[tuple[float, float, tuple[float, float, float]]]] = [[] for _ in aggregators]
+        stop_scraping = threading.Event()
+        scraper = threading.Thread(
+            target=_scrape_periodically,
+            args=([port for _, _, port in aggregators], args.scrape_every, periodic, stop_scraping),
+            name="scraper",
+        )
+        if args.scrape_every > 0:
+            scraper.start()
         health_channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _, port, _ in aggregators]
         healths = [health_pb2_grpc.HealthStub(channel) for channel in health_channels]
         while any(w.poll() is None for w in workers):
@@ -394,6 +432,9 @@ def main() -> None:
                 if latency is not None:
                     health_checks[shard].append((checked, latency))
             time.sleep(max(0.0, 1.0 - (time.time() - checked)))
+        stop_scraping.set()
+        if scraper.is_alive():
+            scraper.join()
         for channel in health_channels:
             channel.close()
         results = []
@@ -433,8 +474,8 @@ def main() -> None:
         f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
         f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
     )
-    shards = zip(memory, scrapes, held, lags, health_checks, strict=True)
-    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks) in enumerate(shards):
+    shards = zip(memory, scrapes, held, lags, health_checks, periodic, strict=True)
+    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks, scraped) in enumerate(shards):
         if len(window) > 1:
             cores = (window[-1][1][shard] - window[0][1][shard]) / span
             worst = max(
@@ -462,6 +503,15 @@ def main() -> None:
             f"{max(steady_checks, default=float('nan')) * 1000:.0f} ms steady ({len(steady_checks)}); "
             f"event loop lag max {lag[0] * 1000:.0f} ms, {lag[2]:.0f} of {lag[1]:.0f} wake-ups over 100 ms"
         )
+        in_window = [entry for entry in scraped if steady_from <= entry[0] <= steady_from + args.duration]
+        if len(in_window) > 1:
+            first_lag, last_lag = in_window[0][2], in_window[-1][2]
+            print(
+                f"    scrapes every {args.scrape_every:g} s: {len(in_window)} in the steady window, "
+                f"longest {max(took for _, took, _ in in_window):.2f} s; between the first and the last, "
+                f"{last_lag[2] - first_lag[2]:.0f} of {last_lag[1] - first_lag[1]:.0f} loop wake-ups "
+                "over 100 ms"
+            )
 
 
 def _held(metrics_port: int) -> int:
