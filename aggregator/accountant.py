@@ -11,7 +11,9 @@ whole snapshot: a 160k-counter full snapshot took the lock for seconds, and ever
 else waited that long -- other nodes' deltas (applied on the event loop, which then
 stopped answering health checks and keepalives too), scrapes, checkpoints.  Between steps
 readers see part of the snapshot's increases (series only ever grow, so a scrape is still
-right); two snapshots of one node never interleave (a per-node lock).
+right); two snapshots of one node never interleave (a per-node lock).  A scrape's copy is
+taken in steps too (:data:`VIEW_STEP` series each): every value in it is one its series
+had, but two series may be read a step apart, as when each is read at its own time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 
 from aggregator.ledger.admission import Refusal
 from aggregator.ledger.ledger import Ledger
@@ -27,6 +30,7 @@ from aggregator.ledger.state import NodeRecord, NodeUpdate
 from aggregator.resolution.resolve import Resolver
 from aggregator.series.options import SeriesOptions
 from aggregator.series.state import SeriesState
+from aggregator.series.table import Columns
 from aggregator.series.views import (
     FamilySeries,
     FamilyView,
@@ -40,6 +44,12 @@ __all__ = ["APPLY_CHUNK", "Accountant", "SnapshotRefused"]
 
 APPLY_CHUNK = 1000
 """Counters applied per step under the lock (~10 ms)."""
+
+VIEW_STEP = 100_000
+"""Series slots a scrape's copy takes per step under the lock.  Copied in one go, the
+state's columns held the lock for ~0.2 us a series (a cache miss on each value's reference
+count): ~0.5 s at 2,000 simulated nodes (2.6 M series with ``app,node,cluster``), 1.4 s at
+5,000, and the event loop, applying small deltas itself, waited as long."""
 
 
 class SnapshotRefused(Exception):
@@ -212,13 +222,14 @@ class Accountant:
             return self._node_views(now)
 
     def view(self, now: float) -> StateView:
-        """A consistent copy for rendering outside the lock."""
+        """A copy for rendering outside the lock, taken :data:`VIEW_STEP` series at a time
+        (see the module docstring)."""
+        series = self._series
+        families = tuple(
+            FamilyView(family, series.label_names[index], *self._family_columns(index))
+            for index, family in enumerate(series.families)
+        )
         with self._lock:
-            series = self._series
-            families = tuple(
-                FamilyView(family, series.label_names[index], *series.columns(index))
-                for index, family in enumerate(series.families)
-            )
             return StateView(
                 families=families,
                 nodes=tuple(self._node_views(now)),
@@ -231,6 +242,27 @@ class Accountant:
                 moved_counters=self._moved,
                 levels=series.options.levels,
             )
+
+    def _family_columns(self, index: int) -> Columns:
+        """Family ``index``'s columns, copied a step at a time under the lock and joined
+        outside it."""
+        steps: list[Columns] = []
+        start = 0
+        while True:
+            with self._lock:
+                if steps and start >= self._series.slot_count(index):
+                    break
+                steps.append(self._series.columns(index, start, start + VIEW_STEP))
+            start += VIEW_STEP
+        if len(steps) == 1:
+            return steps[0]
+        labels, texts, packets, octets = zip(*steps, strict=True)
+        return (
+            tuple(chain.from_iterable(labels)),
+            tuple(chain.from_iterable(texts)),
+            tuple(chain.from_iterable(packets)),
+            tuple(chain.from_iterable(octets)),
+        )
 
     def _node_views(self, now: float) -> list[NodeView]:
         unresolved = self._series.unresolved_counts()

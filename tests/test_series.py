@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aggregator.accountant as accountant_module
 from aggregator.accountant import Accountant
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot
@@ -723,3 +724,21 @@ def test_group_members_resolve_with_comments_from_policy_rules() -> None:
     )
     labels, _ = one(by_name(acct.view(0))[WORKLOAD_POLICY])
     assert (labels["policy_kind"], labels["policy"]) == ("PolicyGroup", "late")
+
+
+def test_a_scrape_copy_taken_in_steps_is_the_copy_taken_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Accountant.view`` copies ``VIEW_STEP`` series slots per step under the lock: the
+    same series and values as one copy, also with holes left by expired series."""
+    pods = [(f"cali{i}", f"web-{i}") for i in range(1, 12)]
+    shop = FakeCatalog().add_policy("cali-pi-allow", "allow-web", "shop")
+    for interface, pod in pods:
+        shop.add_pod("n1", interface, "shop", pod, "web", [])
+    acct = Accountant(shop, ledger=Ledger(retired_grace=0))
+    acct.apply(snapshot("n1", [accept(i, "cali-pi-allow", n + 1) for n, (i, _) in enumerate(pods)]), 0)
+    kept = [accept(i, "cali-pi-allow", 20 + n) for n, (i, _) in enumerate(pods) if n % 3]
+    acct.apply(snapshot("n1", kept, sequence=2), 1)
+    assert acct.expire(1) == 4  # holes in the workload family's table
+    whole = [(f.labels, f.texts, f.values) for f in acct.view(1).families]
+    monkeypatch.setattr(accountant_module, "VIEW_STEP", 2)
+    assert [(f.labels, f.texts, f.values) for f in acct.view(1).families] == whole
+    assert sum(len(labels) for labels, _, _ in whole) > 2 * 4  # several steps in a family

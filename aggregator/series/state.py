@@ -355,6 +355,11 @@ class SeriesState:
         self.series_count += 1
         return table.refs[table.add(labels, label_text(self.label_names[index], labels), packets, octets)]
 
-    def columns(self, index: int) -> Columns:
-        """A copy of family ``index``'s live series (what a scrape renders)."""
-        return self.tables[index].columns()
+    def columns(self, index: int, start: int = 0, stop: int | None = None) -> Columns:
+        """A copy of family ``index``'s live series in slots ``start`` to ``stop`` (what a
+        scrape renders)."""
+        return self.tables[index].columns(start, stop)
+
+    def slot_count(self, index: int) -> int:
+        """The slots of family ``index``'s table (live series and holes)."""
+        return self.tables[index].size

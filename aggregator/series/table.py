@@ -90,15 +90,22 @@ class SeriesTable:
         for labels, slot in self.slots.items():
             yield labels, (packets[slot], octets[slot])
 
-    def columns(self) -> Columns:
-        """A copy of the live series' columns (C-level copies: taken under the lock)."""
+    @property
+    def size(self) -> int:
+        """Slots in use or free (the bound of :meth:`columns`' ``stop``)."""
+        return len(self.labels)
+
+    def columns(self, start: int = 0, stop: int | None = None) -> Columns:
+        """A copy of the live series' columns among slots ``start`` to ``stop`` (C-level
+        copies: taken under the lock)."""
+        labels, texts = self.labels[start:stop], self.texts[start:stop]
+        packets, octets = self.packets[start:stop], self.bytes[start:stop]
         if not self._free:  # no holes: every slot is a live series
-            labels = cast(tuple[Labels, ...], tuple(self.labels))
-            return labels, tuple(self.texts), tuple(self.packets), tuple(self.bytes)
-        live = list(map(is_not, self.labels, repeat(None)))
+            return cast(tuple[Labels, ...], tuple(labels)), tuple(texts), tuple(packets), tuple(octets)
+        live = list(map(is_not, labels, repeat(None)))
         return (
-            cast(tuple[Labels, ...], tuple(compress(self.labels, live))),
-            tuple(compress(self.texts, live)),
-            tuple(compress(self.packets, live)),
-            tuple(compress(self.bytes, live)),
+            cast(tuple[Labels, ...], tuple(compress(labels, live))),
+            tuple(compress(texts, live)),
+            tuple(compress(packets, live)),
+            tuple(compress(octets, live)),
         )
