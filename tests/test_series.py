@@ -153,6 +153,28 @@ def test_unresolved_interfaces_and_chains_are_exported_raw_and_counted() -> None
     assert (node.unresolved_interfaces, node.unresolved_chains) == (1, 1)
 
 
+def test_the_counts_of_raw_names_follow_counters_as_they_come_and_go() -> None:
+    """Kept per node as routes are registered and released (a scrape reads them under the
+    lock): a raw name counts once however many counters carry it, and until the last goes."""
+    acct = Accountant(catalog(), ledger=Ledger(retired_grace=0))
+
+    def counts() -> dict[str, tuple[int, int]]:
+        return {v.node: (v.unresolved_interfaces, v.unresolved_chains) for v in acct.view(9).nodes}
+
+    unknown = [accept("caliX", "cali-pi-_unknownA", 3), accept("caliX", "cali-pi-_unknownB", 1)]
+    acct.apply(snapshot("n1", [*unknown, accept("caliY", "cali-pi-_unknownA", 2)]), 0)
+    acct.apply(snapshot("n2", [accept("cali3", "cali-pi-allow", 2)]), 0)
+    assert counts() == {"n1": (2, 2), "n2": (0, 0)}
+    acct.apply(snapshot("n1", unknown, sequence=2), 1)  # caliY's counter retired
+    assert acct.expire(1) == 1
+    assert counts() == {"n1": (1, 2), "n2": (0, 0)}  # cali-pi-_unknownA still has caliX's
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 4)], sequence=3), 2)
+    assert acct.expire(2) > 0
+    assert counts() == {"n1": (0, 0), "n2": (0, 0)}
+    acct.forget_nodes(["n1"])
+    assert counts() == {"n2": (0, 0)}
+
+
 def test_profiles_accept_and_no_profile_drop() -> None:
     cat = catalog()
     cat.profiles["cali-pri-kns.shop"] = "kns.shop"
