@@ -48,8 +48,8 @@ APPLY_CHUNK = 1000
 VIEW_STEP = 100_000
 """Series slots a scrape's copy takes per step under the lock.  Copied in one go, the
 state's columns held the lock for ~0.2 us a series (a cache miss on each value's reference
-count): ~0.5 s at 2,000 simulated nodes (2.6 M series with ``app,node,cluster``), 1.4 s at
-5,000, and the event loop, applying small deltas itself, waited as long."""
+count): 1.38 s at 5,000 simulated nodes with ``app,node,cluster`` (6.5 M series,
+``bench/levels_bench.py``), and the event loop, applying small deltas itself, waited as long."""
 
 
 class SnapshotRefused(Exception):
@@ -242,6 +242,11 @@ class Accountant:
                 moved_counters=self._moved,
                 levels=series.options.levels,
             )
+
+    def busy(self) -> bool:
+        """Whether some thread holds the lock now (the event loop then hands even a small
+        snapshot to the ingest worker rather than wait for it)."""
+        return self._lock.locked()
 
     def _family_columns(self, index: int) -> Columns:
         """Family ``index``'s columns, copied a step at a time under the lock and joined

@@ -29,6 +29,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.accounting import accept
+from tests.support.waits import async_wait_until
 
 NODES = 4
 
@@ -124,3 +125,44 @@ def test_opening_streams_freezes_what_grew_every_so_many_streams(monkeypatch: py
     asyncio.run(_nodes_stream(Accountant(Catalog.empty()), 7))
     # streams 3 and 6 looked; so did the 7 full snapshots applied (one look each)
     assert len(looks) == 2 + 7
+
+
+def test_a_small_snapshot_goes_to_the_worker_while_another_thread_holds_the_lock() -> None:
+    """Small snapshots are applied on the loop, unless the accountant's lock is held (a
+    scrape's copy, a checkpoint): the loop must not wait for it."""
+    accountant = ThreadNotingAccountant()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with accountant._lock:  # as a scrape's copy or a checkpoint's capture does
+            held.set()
+            release.wait(10)
+
+    async def main() -> str:
+        servicer = IngestServicer(accountant)  # the default thresholds: these are small
+        server = grpc.aio.server()
+        servicer.add_to(server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        holder = threading.Thread(target=hold_the_lock)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+                await _exchange(stub, 0)
+                # node-0's stream has ended: its disconnection (which takes the lock on the
+                # loop, briefly) is done before the lock is held
+                await async_wait_until(lambda: not accountant.ledger.node("node-0").connected)  # type: ignore[union-attr]
+                holder.start()
+                assert held.wait(10)
+                asyncio.get_running_loop().call_later(0.3, release.set)
+                await _exchange(stub, 1)
+        finally:
+            release.set()
+            holder.join(10)
+            await server.stop(0)
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    assert accountant.threads[:2] == [loop_thread, loop_thread]
+    assert accountant.threads[2].startswith("ingest")  # node-1's first, while the lock was held
+    assert len(accountant.threads) == 4  # its second came after the release: either way

@@ -102,6 +102,11 @@ class Accounting(Protocol):
 
     def forget_nodes(self, nodes: Iterable[str]) -> int: ...
 
+    def busy(self) -> bool:
+        """Another thread holds the state's lock now (a scrape's copy, a checkpoint, a
+        large snapshot's step)."""
+        ...
+
 
 class Sharding(Protocol):
     """Which nodes this replica owns (:class:`aggregator.shard.router.ShardRouter`)."""
@@ -452,10 +457,11 @@ class IngestServicer:
         self._owner[update.node] = stream
         return None
 
-    async def _offload(self, function: Callable[..., _R], *args: Any) -> _R:
+    async def _offload(self, function: Callable[..., _R], *args: Any, locking: bool = False) -> _R:
         """Run a large decode or apply in a worker thread, so Watch streams, health checks
-        and small snapshots of other nodes keep being served meanwhile.  Still atomic:
-        the accountant applies under its lock, and this stream waits for the result
+        and small snapshots of other nodes keep being served meanwhile; also a small one
+        that takes the accountant's lock (``locking``) while another thread holds it.  Still
+        atomic: the accountant applies under its lock, and this stream waits for the result
         before reading its next message (so a node's snapshots apply in order)."""
         message = args[0]
         size = (
@@ -463,7 +469,7 @@ class IngestServicer:
             if isinstance(message, DecodedSnapshot)
             else len(message.counters) + len(message.values.ids)
         )
-        if size < self._inline_below:
+        if size < self._inline_below and not (locking and self._accounting.busy()):
             return function(*args)
         return await self._in_worker(function, *args)
 
@@ -475,7 +481,7 @@ class IngestServicer:
         kind = "full" if update.full else "delta"
         started = time.perf_counter()
         try:
-            increases = await self._offload(self._accounting.apply, update, self._clock())
+            increases = await self._offload(self._accounting.apply, update, self._clock(), locking=True)
         except SnapshotRefused as refused:
             if not refused.refusal.problem.is_sequence:
                 self._metrics.snapshots.labels(kind, "error").inc()
