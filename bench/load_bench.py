@@ -265,14 +265,15 @@ def _rss(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def _scrape(port: int, gzip: bool) -> tuple[float, int]:
+def _scrape(port: int, gzipped: bool) -> tuple[float, bytes]:
+    """Seconds one scrape of ``/metrics`` took, and its body (gzip'd when asked)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-    if gzip:
+    if gzipped:
         request.add_header("Accept-Encoding", "gzip")
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=300) as response:
         body = response.read()
-    return time.perf_counter() - started, len(body)
+    return time.perf_counter() - started, body
 
 
 def _health_latency(stub: health_pb2_grpc.HealthStub) -> float | None:
@@ -308,12 +309,8 @@ def _scrape_periodically(
     when, how long it took and the loop lag figures it read (:func:`_loop_lag`)."""
     while not stop.wait(every):
         for shard, port in enumerate(ports):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-            request.add_header("Accept-Encoding", "gzip")
             at = time.time()
-            with urllib.request.urlopen(request, timeout=300) as response:
-                body = response.read()
-            took = time.time() - at
+            took, body = _scrape(port, gzipped=True)
             out[shard].append((at, took, _loop_lag(gzip.decompress(body).decode())))
 
 
@@ -443,7 +440,11 @@ def main() -> None:
             results.append(json.loads(output.read().strip().splitlines()[-1]))
         memory = [_rss(pid) for pid, _, _ in aggregators]
         lags = [_loop_lag(_scrape_text(port)) for _, _, port in aggregators]
-        scrapes = [(_scrape(port, False), _scrape(port, True)) for _, _, port in aggregators]
+        scrapes: list[tuple[tuple[float, int], tuple[float, int]]] = []
+        for _, _, port in aggregators:
+            plain_took, plain_body = _scrape(port, gzipped=False)
+            gzip_took, gzip_body = _scrape(port, gzipped=True)
+            scrapes.append(((plain_took, len(plain_body)), (gzip_took, len(gzip_body))))
         held = [_held(port) for _, _, port in aggregators]
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
     up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")

@@ -17,7 +17,7 @@ lock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import is_not
 from typing import cast
 
@@ -97,15 +97,19 @@ class SeriesTable:
 
     def columns(self, start: int = 0, stop: int | None = None) -> Columns:
         """A copy of the live series' columns among slots ``start`` to ``stop`` (C-level
-        copies: taken under the lock)."""
-        labels, texts = self.labels[start:stop], self.texts[start:stop]
-        packets, octets = self.packets[start:stop], self.bytes[start:stop]
+        copies, one per column: taken under the lock; ``islice`` skips to ``start`` over the
+        list's pointers without the copy a slice would make first)."""
         if not self._free:  # no holes: every slot is a live series
-            return cast(tuple[Labels, ...], tuple(labels)), tuple(texts), tuple(packets), tuple(octets)
-        live = list(map(is_not, labels, repeat(None)))
+            return (
+                cast(tuple[Labels, ...], tuple(islice(self.labels, start, stop))),
+                tuple(islice(self.texts, start, stop)),
+                tuple(islice(self.packets, start, stop)),
+                tuple(islice(self.bytes, start, stop)),
+            )
+        live = list(map(is_not, islice(self.labels, start, stop), repeat(None)))
         return (
-            cast(tuple[Labels, ...], tuple(compress(labels, live))),
-            tuple(compress(texts, live)),
-            tuple(compress(packets, live)),
-            tuple(compress(octets, live)),
+            cast(tuple[Labels, ...], tuple(compress(islice(self.labels, start, stop), live))),
+            tuple(compress(islice(self.texts, start, stop), live)),
+            tuple(compress(islice(self.packets, start, stop), live)),
+            tuple(compress(islice(self.bytes, start, stop), live)),
         )
