@@ -212,6 +212,9 @@ async def _node(
         return time.monotonic() - started
 
     async with start.building:
+        # Uncontended, the lock is taken without yielding: yield here, so that the other nodes
+        # queue for it and the loop runs between two builds.
+        await asyncio.sleep(0)
         records = node_records(shape, node, 0)
         # By id, a node keeps only its ids and base values, not its records (regenerated when a
         # full snapshot is due again): so that thousands of simulated nodes fit beside the aggregator.
