@@ -76,7 +76,6 @@ from tests.support.processes import processes
 
 CHUNK = 4 * 1024 * 1024 - 64 * 1024
 ACK_TIMEOUT = 30.0
-NODES_PER_CHANNEL = 50
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -99,10 +98,11 @@ def _moved_by_id(ids: array[int], packets: array[int], octets: array[int], round
 
 
 class _Stubs:
-    """One channel per ``NODES_PER_CHANNEL`` simulated nodes, per aggregator address."""
+    """One channel per ``per_channel`` simulated nodes, per aggregator address."""
 
-    def __init__(self, options: list[tuple[str, int]]) -> None:
+    def __init__(self, options: list[tuple[str, int]], per_channel: int) -> None:
         self.options = options
+        self.per_channel = per_channel
         self.channels: dict[tuple[str, int], grpc.aio.Channel] = {}
 
     def get(self, address: str, index: int) -> Any:
@@ -111,7 +111,7 @@ class _Stubs:
         until it is acknowledged.  Holding every node's records and message until then took
         4.2 MiB a simulated node (1,245 MiB for 300 nodes; 309 MiB now), more than the
         aggregator's ~3.4 MiB: 5,000 nodes could not be run beside it on 24 GiB."""
-        key = (address, index // NODES_PER_CHANNEL)
+        key = (address, index // self.per_channel)
         if key not in self.channels:
             self.channels[key] = grpc.aio.insecure_channel(
                 address, options=[*self.options, ("grpc.use_local_subchannel_pool", 1)]
@@ -260,9 +260,7 @@ async def _worker(args: argparse.Namespace) -> None:
     }
     options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
     mine = list(range(args.worker, args.nodes, args.workers))
-    # Agents each have a connection of their own; the aggregator allows 100 streams on one, so
-    # this process opens one channel per NODES_PER_CHANNEL simulated nodes (per aggregator).
-    stubs = _Stubs(options)
+    stubs = _Stubs(options, args.nodes_per_connection)
     start = _StartLine(len(mine))
     try:
         await asyncio.gather(
@@ -396,6 +394,15 @@ def main() -> None:
         action="store_true",
         help="the aggregator's threads on the first CPU, the load processes on the others (one shard)",
     )
+    parser.add_argument(
+        "--nodes-per-connection",
+        type=int,
+        default=1,
+        help="simulated nodes sharing one gRPC connection (1: a connection each, as agents have; the "
+        "aggregator allows 100 streams on one). Runs before 2026-12-05 21:30 UTC used 50: at 5,000 "
+        "nodes their connections' pings (keepalive and flow control, 50 streams' worth) drew "
+        "'too_many_pings' GOAWAYs from the aggregator, which agents with a connection each do not send",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -428,6 +435,7 @@ def main() -> None:
         common = [
             *("--nodes", str(args.nodes), "--workers", str(args.workers), "--interval", str(args.interval)),
             *("--duration", str(args.duration), "--warmup", str(args.warmup), "--encoding", args.encoding),
+            *("--nodes-per-connection", str(args.nodes_per_connection)),
             *(
                 "--target",
                 ",".join(f"127.0.0.1:{grpc}" for _, grpc, _ in aggregators[: 1 if args.one_door else None]),
