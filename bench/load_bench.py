@@ -168,7 +168,8 @@ async def _node(
         return stubs.get(address, index)(requests()), messages
 
     targets = args.target.split(",")
-    call, queue = open_stream(targets[node % len(targets)])
+    call: Any  # the stream and its queue of messages, once connected (see below)
+    queue: asyncio.Queue[bytes | None]
     name = f"node-{node}"
     keyed = args.encoding == "keyed"
     peer_key_ids = False  # as the agent: values by id once the stream's aggregator advertised them
@@ -225,8 +226,13 @@ async def _node(
         first_chunks = encoded(1, True, records)
         if keyed:  # the records are made again only if whole counters are ever needed
             records = []
+    await start.all_built()
+    # Connected only now, as an agent connects once it has a snapshot to send: a stream left
+    # open and idle for the minutes 5,000 nodes take to build drew too_many_pings GOAWAYs on
+    # every connection when the sends began (the pings held back while idle go out with the
+    # first data).
+    call, queue = open_stream(targets[node % len(targets)])
     try:
-        await start.all_built()
         out["first"].append(await send(first_chunks))
         del first_chunks
         out["first_done"].append(time.time())
@@ -513,11 +519,13 @@ def main() -> None:
     sharding = f", {args.shards} shard(s) on etcd" if args.shards else ""
     pinned = ", aggregator pinned to a CPU of its own" if args.pin else ""
     peaks = merged["peak_rss_mib"]
+    nan = float("nan")
     print(f"{shape}, {args.workers} load processes{sharding}{pinned}")
     print(f"  load processes: peak RSS {sum(peaks):,.0f} MiB in all ({max(peaks):,.0f} the largest)")
     print(
         f"  start-up: all {len(first)} full snapshots acked in {up:.1f} s; ack p50 "
-        f"{statistics.median(first):.2f} s, max {max(first):.2f} s, over {ACK_TIMEOUT:g} s: {late_first}; "
+        f"{statistics.median(first) if first else nan:.2f} s, max {max(first, default=nan):.2f} s, "
+        f"over {ACK_TIMEOUT:g} s: {late_first}; "
         f"interim acks received {waiting}; redirects followed {redirects}"
     )
     print(
