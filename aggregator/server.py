@@ -158,6 +158,9 @@ class AggregatorConfig:
 MAX_METADATA_BYTES = 16 * 1024
 """Call metadata a client may send (a ServiceAccount token is 1-2 KiB)."""
 MAX_STREAMS_PER_CONNECTION = 100
+MAX_UNREQUESTED_SECONDS = 600
+"""How long a new call may wait for the server to pick it up before gRPC cancels it (see
+:func:`server_options`; gRPC's default is 30 s)."""
 
 
 def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
@@ -177,6 +180,15 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # A new call waits in gRPC until the asyncio server picks it up, one at a time on the
+        # event loop.  gRPC's defaults cancel waiting calls: at random once 1,000 wait, all
+        # beyond 3,000, and any waiting 30 s.  When 5,000 agents reconnected at once (an
+        # aggregator restart, bench/load_bench.py), 3,100-3,750 streams lived and the others
+        # ended CANCELLED within seconds: their agents reconnected into the same storm.  As
+        # many may wait as streams may be open; the ingest limits refuse the rest, counted.
+        ("grpc.server.max_pending_requests", config.stream_limits.max_streams),
+        ("grpc.server.max_pending_requests_hard_limit", config.stream_limits.max_streams),
+        ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_SECONDS),
         # A port still held by another aggregator (a paused old leader) is an error, not
         # shared: with SO_REUSEPORT the kernel would split the agents between the two.
         ("grpc.so_reuseport", 0),

@@ -190,11 +190,14 @@ async def _node(
 
     async def send(chunks: list[bytes]) -> float:
         nonlocal call, queue, peer_key_ids
-        started = time.monotonic()
+        started = heard = time.monotonic()
+        silence = 0.0  # the longest wait for any message: what an agent's ack timeout applies to
         for chunk in chunks:
             queue.put_nowait(chunk)
         while True:
             ack = await call.read()
+            now = time.monotonic()
+            silence, heard = max(silence, now - heard), now
             if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
                 raise ConnectionError("stream ended")
             if ack.redirect_address:  # sharded: the owner is elsewhere, resend it there
@@ -210,6 +213,7 @@ async def _node(
             out["waiting"].append(1.0)
         if ack.resync_requested:
             out["resyncs"].append(1.0)
+        out["silences"].append(silence)
         return time.monotonic() - started
 
     async with start.building:
@@ -253,7 +257,7 @@ async def _node(
             next_at += args.interval
     except (grpc.RpcError, ConnectionError) as error:
         out["errors"].append(1.0)
-        print(f"node {node}: {error}", file=sys.stderr)
+        print(f"{time.time():.3f} node {node}: {error}", file=sys.stderr)
     finally:
         queue.put_nowait(None)
 
@@ -262,7 +266,17 @@ async def _worker(args: argparse.Namespace) -> None:
     shape = Shape(args.nodes)
     out: dict[str, list[float]] = {
         k: []
-        for k in ("first", "first_done", "steady", "counters", "resyncs", "errors", "waiting", "redirects")
+        for k in (
+            "first",
+            "first_done",
+            "steady",
+            "counters",
+            "resyncs",
+            "errors",
+            "waiting",
+            "redirects",
+            "silences",
+        )
     }
     options = [("grpc.max_send_message_length", 4 << 20), ("grpc.keepalive_time_ms", 20_000)]
     mine = list(range(args.worker, args.nodes, args.workers))
@@ -527,6 +541,12 @@ def main() -> None:
         f"{statistics.median(first) if first else nan:.2f} s, max {max(first, default=nan):.2f} s, "
         f"over {ACK_TIMEOUT:g} s: {late_first}; "
         f"interim acks received {waiting}; redirects followed {redirects}"
+    )
+    silences = merged["silences"]
+    print(
+        f"  waits for any message (an agent's ack timeout, {ACK_TIMEOUT:g} s, applies to each): longest "
+        f"{max(silences, default=nan):.2f} s; over {ACK_TIMEOUT:g} s (an agent would have reconnected): "
+        f"{sum(1 for v in silences if v > ACK_TIMEOUT)}"
     )
     print(
         f"  steady ({args.duration:g} s): {rate:.1f} snapshots/s, {counters:,.0f} counters/s; "
