@@ -127,6 +127,51 @@ class _Stubs:
             await channel.close(None)
 
 
+class _Window:
+    """The steady window, one for the whole run: it opens ``--warmup`` seconds after every
+    node of every worker has its first full snapshot acknowledged (or failed), and lasts
+    ``--duration``; nodes send deltas from their first ack until it closes.  A window per
+    node, from its own first ack, ended the first nodes' deltas long before the last ones
+    were acknowledged (a 5,000-node start-up takes many minutes), so the aggregator's
+    steady CPU was measured while most nodes had stopped sending.
+
+    Workers and the main process agree through files in ``directory``: each worker writes
+    ``settled-W`` once its nodes have all settled; the main process then writes ``window``
+    (start and end, epoch seconds), which the workers read."""
+
+    def __init__(self, nodes: int, directory: Path, worker: int) -> None:
+        self._left = nodes
+        self._directory = directory
+        self._worker = worker
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def settled(self) -> None:
+        """One node's first full snapshot was acknowledged, or its stream failed."""
+        self._left -= 1
+        if not self._left:
+            (self._directory / f"settled-{self._worker}").touch()
+
+    async def watch(self) -> None:
+        path = self._directory / "window"
+        while self.end is None:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                self.start, self.end = map(float, path.read_text().split())
+
+    @staticmethod
+    def open_when_settled(
+        directory: Path, workers: int, warmup: float, duration: float
+    ) -> tuple[float, float] | None:
+        """The main process: the window, written once every worker has settled (else None)."""
+        if not all((directory / f"settled-{w}").exists() for w in range(workers)):
+            return None
+        start = time.time() + warmup
+        (directory / "window.tmp").write_text(f"{start} {start + duration}")
+        (directory / "window.tmp").rename(directory / "window")
+        return start, start + duration
+
+
 class _StartLine:
     """A worker's nodes build their full snapshots one at a time, the event loop running
     between two (answering keepalive pings), then send them all at once, as agents do when
@@ -151,6 +196,7 @@ class _StartLine:
 async def _node(
     stubs: _Stubs,
     start: _StartLine,
+    window: _Window,
     index: int,
     shape: Shape,
     node: int,
@@ -165,7 +211,8 @@ async def _node(
             while (message := await messages.get()) is not None:
                 yield message
 
-        return stubs.get(address, index)(requests()), messages
+        # wait_for_ready: as agents retry until the aggregator listens (it may still be starting)
+        return stubs.get(address, index)(requests(), wait_for_ready=True), messages
 
     targets = args.target.split(",")
     call: Any  # the stream and its queue of messages, once connected (see below)
@@ -237,21 +284,22 @@ async def _node(
     # first data).
     call, queue = open_stream(targets[node % len(targets)])
     try:
-        out["first"].append(await send(first_chunks))
+        try:
+            out["first"].append(await send(first_chunks))
+        finally:
+            window.settled()
         del first_chunks
         out["first_done"].append(time.time())
-        steady_from = time.time() + args.warmup
-        end = steady_from + args.duration
         next_at = time.time() + offset
         sequence, round_ = 1, 0
-        while next_at < end:
+        while window.end is None or next_at < window.end:
             await asyncio.sleep(max(0.0, next_at - time.time()))
             round_ += 1
             sequence += 1
             # whole counters only as agents before key ids, or to an aggregator without them
             moved = [] if keyed and peer_key_ids else _moved(records or node_records(shape, node, 0), round_)
             latency = await send(encoded(sequence, False, moved, round_))
-            if next_at >= steady_from:
+            if window.start is not None and next_at >= window.start:
                 out["steady"].append(latency)
                 out["counters"].append(float(len(range(round_ % 10, count, 10))))
             next_at += args.interval
@@ -282,14 +330,17 @@ async def _worker(args: argparse.Namespace) -> None:
     mine = list(range(args.worker, args.nodes, args.workers))
     stubs = _Stubs(options, args.nodes_per_connection)
     start = _StartLine(len(mine))
+    window = _Window(len(mine), Path(args.window_dir), args.worker)
+    watching = asyncio.ensure_future(window.watch())
     try:
         await asyncio.gather(
             *(
-                _node(stubs, start, i, shape, n, args.interval * n / args.nodes, args, out)
+                _node(stubs, start, window, i, shape, n, args.interval * n / args.nodes, args, out)
                 for i, n in enumerate(mine)
             )
         )
     finally:
+        watching.cancel()
         await stubs.close()
     out["peak_rss_mib"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
     print(json.dumps(out))
@@ -425,6 +476,7 @@ def main() -> None:
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--window-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pin and (args.shards > 1 or len(os.sched_getaffinity(0)) < 2):
         parser.error("--pin needs one aggregator and at least two CPUs")
@@ -464,6 +516,9 @@ def main() -> None:
         # Each worker's figures go to a file, not a pipe: a pipe fills (64 KiB) before the
         # worker ends at ~250 nodes a worker, and nothing reads it until every worker has ended.
         outputs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(args.workers)]
+        window_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        common += ["--window-dir", str(window_dir)]
+        steady_window: tuple[float, float] | None = None
         started = time.time()
         with _children_on(cpus[1:] if args.pin else None):
             workers = [
@@ -490,6 +545,10 @@ def main() -> None:
         health_channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _, port, _ in aggregators]
         healths = [health_pb2_grpc.HealthStub(channel) for channel in health_channels]
         while any(w.poll() is None for w in workers):
+            if steady_window is None:
+                steady_window = _Window.open_when_settled(
+                    window_dir, args.workers, args.warmup, args.duration
+                )
             samples.append((time.time(), [_cpu_seconds(pid) for pid, _, _ in aggregators]))
             checked = time.time()
             for shard, health in enumerate(healths):
@@ -516,7 +575,7 @@ def main() -> None:
         held = [_held(port) for _, _, port in aggregators]
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
     up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")
-    steady_from = started + up + args.warmup
+    steady_from = steady_window[0] if steady_window is not None else float("nan")
     window = [s for s in samples if steady_from <= s[0] <= steady_from + args.duration]
     span = window[-1][0] - window[0][0] if len(window) > 1 else float("nan")
     step = max(1, int(args.interval))
