@@ -176,9 +176,9 @@ class _StartLine:
     """A worker's nodes build their full snapshots one at a time, the event loop running
     between two (answering keepalive pings), then send them all at once, as agents do when
     an aggregator restarts.  Built in one stretch (each node's first step, all in one loop
-    iteration), 1,250 nodes a worker kept the loop away for minutes: the aggregator's pings
-    went unanswered and it closed the connections, cancelling nearly every stream (5,000
-    nodes on 4 workers)."""
+    iteration), 1,250 nodes a worker kept the worker's loop away for minutes (5,000 nodes on
+    4 workers): nothing it was sent was read meanwhile, and its start-up figures counted the
+    stall."""
 
     def __init__(self, nodes: int) -> None:
         self.building = asyncio.Lock()
