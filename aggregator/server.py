@@ -185,7 +185,8 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
         # beyond 3,000, and any waiting 30 s.  When 5,000 agents reconnected at once (an
         # aggregator restart, bench/load_bench.py), 3,100-3,750 streams lived and the others
         # ended CANCELLED within seconds: their agents reconnected into the same storm.  As
-        # many may wait as streams may be open; the ingest limits refuse the rest, counted.
+        # many may wait as ingest streams may be open (``--max-streams``): more could not be
+        # served anyway.
         ("grpc.server.max_pending_requests", config.stream_limits.max_streams),
         ("grpc.server.max_pending_requests_hard_limit", config.stream_limits.max_streams),
         ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_SECONDS),

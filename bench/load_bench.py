@@ -278,10 +278,9 @@ async def _node(
         if keyed:  # the records are made again only if whole counters are ever needed
             records = []
     await start.all_built()
-    # Connected only now, as an agent connects once it has a snapshot to send: a stream left
+    # Connected only now, as an agent connects once it has a snapshot to send: streams left
     # open and idle for the minutes 5,000 nodes take to build drew too_many_pings GOAWAYs on
-    # every connection when the sends began (the pings held back while idle go out with the
-    # first data).
+    # thousands of connections when the sends began.
     call, queue = open_stream(targets[node % len(targets)])
     try:
         try:
@@ -470,9 +469,7 @@ def main() -> None:
         type=int,
         default=1,
         help="simulated nodes sharing one gRPC connection (1: a connection each, as agents have; the "
-        "aggregator allows 100 streams on one). Runs before 2026-12-05 21:30 UTC used 50: at 5,000 "
-        "nodes their connections' pings (keepalive and flow control, 50 streams' worth) drew "
-        "'too_many_pings' GOAWAYs from the aggregator, which agents with a connection each do not send",
+        "aggregator allows 100 streams on one). Runs before 2026-12-05 21:30 UTC used 50",
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
