@@ -138,12 +138,12 @@ class Router:
         """The lookups of the counter registered last: the counters of one workload and chain
         come one after another and share one tuple (a tuple a counter was ~56 bytes)."""
         self._unresolved: dict[tuple[str, RawName], int] = {}
+        """(node, raw name) -> counters exported under that raw name."""
         self._unresolved_by_node: dict[str, list[int]] = {}
         """node -> [raw interfaces, raw chains] among ``_unresolved``'s keys, kept as they
         change: a scrape reads it under the accountant's lock, and counting the keys there
         was where the lock was held in event loop pauses of 0.17-0.21 s at 2,000 nodes whose
         names all stayed raw (``bench/load_bench.py --scrape-every``)."""
-        """(node, raw name) -> counters exported under that raw name."""
         self.resolution_errors = 0
 
     def inherit(self, previous: Router) -> None:
