@@ -34,8 +34,8 @@ from aggregator.series.table import Columns
 from aggregator.series.views import (
     FamilySeries,
     FamilyView,
+    Hits,
     NodeView,
-    ResolvedIncrease,
     ResolvedTotal,
     StateView,
 )
@@ -94,28 +94,28 @@ class Accountant:
     def options(self) -> SeriesOptions:
         return self._series.options
 
-    def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
-        """Apply one snapshot; returns its hits (:class:`~aggregator.series.views.ResolvedIncrease`:
+    def apply(self, update: NodeUpdate, now: float) -> Hits:
+        """Apply one snapshot; returns its hits (:class:`~aggregator.series.views.Hits`:
         no zero increases, nothing from a node's first snapshot).  Raises :class:`SnapshotRefused` (after
         the ledger counted it) when the ledger refuses the snapshot.  Takes the lock once
         per step of :attr:`chunk` counters (see the module docstring)."""
         with self._applying(update.node):
             steps = self.ledger.applying(update, now, self.chunk)
-            resolved: list[ResolvedIncrease] = []
+            hits = Hits(update.read_time)
             with self._lock:
                 refusal = self.ledger.check(update)
                 increases = next(steps, None)
                 if refusal is not None:
                     raise SnapshotRefused(refusal)
                 if increases is not None:
-                    resolved.extend(self._series.apply(increases, self.ledger, update.read_time))
+                    self._series.apply(increases, self.ledger, hits)
             while increases is not None:
                 time.sleep(0)  # let a thread waiting for the lock (the event loop's) take it
                 with self._lock:
                     increases = next(steps, None)
                     if increases is not None:
-                        resolved.extend(self._series.apply(increases, self.ledger, update.read_time))
-            return resolved
+                        self._series.apply(increases, self.ledger, hits)
+            return hits
 
     @contextmanager
     def _applying(self, node: str) -> Iterator[None]:

@@ -288,7 +288,7 @@ class Aggregator:
         self.trust = port_trust(config.tls, config.access, self.verifier)
         self.ingest = IngestServicer(
             self.accountant,
-            on_increases=self.hub.publish,
+            on_hits=self.hub.publish,
             metrics=IngestMetrics(self.registry),
             access=self.trust.access,
             identify=self.trust.identify,

@@ -11,10 +11,11 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf import duration_pb2
+from prometheus_client import CollectorRegistry
 
 from aggregator.hits.convert import counter_to_hit
 from aggregator.hits.filters import HitFilterSpec
-from aggregator.hits.hub import HitHub
+from aggregator.hits.hub import HitHub, HitMetrics
 from aggregator.model import (
     CounterNames,
     PolicyGroup,
@@ -23,7 +24,7 @@ from aggregator.model import (
     ResolvedCounter,
     WorkloadIdentity,
 )
-from aggregator.series.views import ResolvedIncrease
+from aggregator.series.views import Hits, ResolvedIncrease
 from aggregator.server import Aggregator, AggregatorConfig
 from calico_accountant.records import CounterRecord, Direction
 from calico_accountant.v1 import hits_pb2 as hpb
@@ -53,6 +54,18 @@ def increase(
     return ResolvedIncrease(CounterNames.of(counter), record.key, record.packets, record.bytes, T0)
 
 
+def hits(increases: Sequence[ResolvedIncrease]) -> Hits:
+    """``increases`` as one snapshot's hits (they share its read time)."""
+    batch = Hits(increases[0].time if increases else T0)
+    for one in increases:
+        assert one.time == batch.time, "one snapshot's hits share its read time"
+        batch.names.append(one.names)
+        batch.keys.append(one.key)
+        batch.packets.append(one.packets)
+        batch.bytes.append(one.bytes)
+    return batch
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -67,7 +80,7 @@ def spec(**fields: Sequence[str] | int) -> HitFilterSpec:
 
 def matching(hub_spec: HitFilterSpec, incs: Sequence[ResolvedIncrease]) -> list[tuple[str, int]]:
     hub = HitHub()
-    hub.publish(incs)
+    hub.publish(hits(incs))
     return [(h.pod or h.node, h.packets) for h in hub.recent(hub_spec, None)]
 
 
@@ -133,14 +146,14 @@ def test_a_full_buffer_loses_hits_in_place_and_counts_them() -> None:
     hub = HitHub(buffer_hits=5)
     sub = hub.subscribe(HitFilterSpec())
     web = [increase(WEB, accept("cali1", "cali-pi-allow", p), policy=ALLOW) for p in range(1, 10)]
-    hub.publish(web[:3])
-    hub.publish(web[3:7])  # 2 fit, 2 lost
-    hub.publish(web[7:8])  # lost, merged into the same notice
+    hub.publish(hits(web[:3]))
+    hub.publish(hits(web[3:7]))  # 2 fit, 2 lost
+    hub.publish(hits(web[7:8]))  # lost, merged into the same notice
     batches = sub.drain()
     assert [[h.packets for h in b.hits] for b in batches if b.hits] == [[1, 2, 3, 4, 5]]
     assert [b.lost for b in batches] == [0, 3]
     assert hub.metrics.lost._value.get() == 3
-    hub.publish(web[8:9])
+    hub.publish(hits(web[8:9]))
     assert [[h.packets for h in b.hits] for b in sub.drain()] == [[9]]
 
 
@@ -148,9 +161,9 @@ def test_loss_notice_sits_between_the_hits_around_it() -> None:
     hub = HitHub(buffer_hits=2)
     sub = hub.subscribe(HitFilterSpec())
     web = [increase(WEB, accept("cali1", "cali-pi-allow", p), policy=ALLOW) for p in range(1, 6)]
-    hub.publish(web[:4])  # 1, 2 kept; 3, 4 lost
+    hub.publish(hits(web[:4]))  # 1, 2 kept; 3, 4 lost
     first = sub.drain()
-    hub.publish(web[4:])
+    hub.publish(hits(web[4:]))
     assert [(list(h.packets for h in b.hits), b.lost) for b in first + sub.drain()] == [
         ([1, 2], 0),
         ([], 2),
@@ -163,7 +176,7 @@ def test_a_slow_subscriber_does_not_affect_a_fast_one() -> None:
     slow, fast = hub.subscribe(HitFilterSpec()), hub.subscribe(HitFilterSpec())
     received = 0
     for round_ in range(50):
-        hub.publish([increase(WEB, accept("cali1", "cali-pi-allow", round_ + 1), policy=ALLOW)] * 4)
+        hub.publish(hits([increase(WEB, accept("cali1", "cali-pi-allow", round_ + 1), policy=ALLOW)] * 4))
         received += sum(len(b.hits) for b in fast.drain())
     assert received == 200 and fast.lost == 0
     assert slow.lost == 190 and slow.buffered == 10
@@ -173,7 +186,7 @@ def test_replay_window_is_bounded_by_count_and_age() -> None:
     clock = Clock()
     hub = HitHub(window_hits=5, window_seconds=60, clock=clock)
     for p in range(1, 8):
-        hub.publish([increase(WEB, accept("cali1", "cali-pi-allow", p), policy=ALLOW)])
+        hub.publish(hits([increase(WEB, accept("cali1", "cali-pi-allow", p), policy=ALLOW)]))
         clock.now += 10
     assert [h.packets for h in hub.recent(HitFilterSpec(), None)] == [3, 4, 5, 6, 7]
     assert [h.packets for h in hub.recent(HitFilterSpec(), 25)] == [6, 7]
@@ -181,10 +194,30 @@ def test_replay_window_is_bounded_by_count_and_age() -> None:
     assert [h.packets for h in hub.recent(HitFilterSpec(), None)] == [4, 5, 6, 7]
 
 
+def test_the_count_bound_cuts_into_a_snapshot_and_subscribers_still_get_all_of_it() -> None:
+    """The window keeps hits by snapshot: the count bound drops the oldest hits even from
+    the middle of a snapshot's, and a live subscriber gets every hit whatever the window."""
+    registry = CollectorRegistry()
+    hub = HitHub(window_hits=4, window_seconds=600, clock=Clock(), metrics=HitMetrics(registry))
+    live = hub.subscribe(HitFilterSpec())
+    web = [increase(WEB, accept("cali1", "cali-pi-allow", p), policy=ALLOW) for p in range(1, 10)]
+    hub.publish(hits(web[:6]))  # more than the window holds
+    assert [h.packets for h in hub.recent(HitFilterSpec())] == [3, 4, 5, 6]
+    hub.publish(hits(web[6:8]))
+    assert [h.packets for h in hub.recent(HitFilterSpec())] == [5, 6, 7, 8]
+    hub.publish(hits(web[8:]))
+    assert [h.packets for h in hub.recent(HitFilterSpec())] == [6, 7, 8, 9]
+    assert registry.get_sample_value("calico_accountant_hits_window") == 4
+    delivered = [h.packets for batch in live.drain() for h in batch.hits]
+    assert delivered == list(range(1, 10))
+    no_window = HitHub(window_hits=0)
+    assert no_window.publish(hits(web[:2])) == 2 and no_window.recent(HitFilterSpec()) == []
+
+
 def test_watch_without_follow_replays_and_ends() -> None:
     async def scenario() -> list[int]:
         hub = HitHub()
-        hub.publish(SAMPLE)
+        hub.publish(hits(SAMPLE))
         out: list[int] = []
         async for batch in hub.watch(spec(verdict=["deny"]), None, follow=False):
             out += [h.packets for h in batch.hits]

@@ -27,6 +27,7 @@ from tests.test_hits import (
     _aggregator,
     _collect,
     _snapshots,
+    hits,
     increase,
     records,
 )
@@ -44,7 +45,8 @@ def increase_of(packets: int) -> ResolvedIncrease:
 
 def _hub_with_timeline() -> HitHub:
     hub = HitHub()
-    hub.publish([_at(second, packets) for second, packets in ((0, 1), (10, 2), (20, 3), (30, 4), (40, 5))])
+    for second, packets in ((0, 1), (10, 2), (20, 3), (30, 4), (40, 5)):
+        hub.publish(hits([_at(second, packets)]))  # a snapshot each
     return hub
 
 
@@ -70,7 +72,7 @@ def test_since_time_and_until_bound_by_read_time() -> None:
 
 def test_exclusions_leave_out_what_any_of_them_matches() -> None:
     hub = HitHub()
-    hub.publish(SAMPLE)
+    hub.publish(hits(SAMPLE))
     no_denies = HitFilterSpec.from_request(hpb.HitFilter(), [hpb.HitFilter(verdict=["deny"])])
     assert sorted(h.packets for h in hub.recent(no_denies)) == [4, 10]
     neither = HitFilterSpec.from_request(
@@ -103,7 +105,7 @@ def test_replay_requests_that_cannot_work(request_fields: dict[str, object], pro
 
 def test_a_rule_hit_names_its_rule() -> None:
     hub = HitHub()
-    hub.publish(SAMPLE)
+    hub.publish(hits(SAMPLE))
     rule_hits = [h for h in hub.recent(HitFilterSpec()) if h.kind == spb.POLICY_RULE]
     assert [(h.rule.index, h.rule.action, h.policy.name) for h in rule_hits] == [(0, "deny", "guard")]
     others = [h for h in hub.recent(HitFilterSpec()) if h.kind != spb.POLICY_RULE]

@@ -24,7 +24,7 @@ from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
 from aggregator.ingest.servicer import PARSE_INLINE_BELOW, IngestServicer
 from aggregator.ledger.state import NodeUpdate
-from aggregator.series.views import ResolvedIncrease
+from aggregator.series.views import Hits
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.snapshots import build_snapshot
@@ -41,7 +41,7 @@ class ThreadNotingAccountant(Accountant):
         super().__init__(Catalog.empty())
         self.threads: list[str] = []
 
-    def apply(self, update: NodeUpdate, now: float) -> list[ResolvedIncrease]:
+    def apply(self, update: NodeUpdate, now: float) -> Hits:
         self.threads.append(threading.current_thread().name)
         return super().apply(update, now)
 

@@ -105,7 +105,7 @@ async def _aggregator(
             hits[f"{increase.counter.key} bytes"] += increase.bytes
 
     servicer = SpyServicer(
-        accountant, metrics=IngestMetrics(registry), key_ids=key_ids, heartbeat=0.5, on_increases=record
+        accountant, metrics=IngestMetrics(registry), key_ids=key_ids, heartbeat=0.5, on_hits=record
     )
     server = grpc.aio.server()
     servicer.add_to(server)

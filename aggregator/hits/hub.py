@@ -17,6 +17,7 @@ the increases are made (:class:`~aggregator.series.views.ResolvedIncrease`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from aggregator.hits.convert import policy_names
 from aggregator.hits.encoding import HitEncoder
 from aggregator.hits.filters import HitFilterSpec, ReplayWindow
 from aggregator.model import ResolvedCounter
-from aggregator.series.views import ResolvedIncrease
+from aggregator.series.views import Hits
 from calico_accountant.v1 import hits_pb2 as hpb
 
 __all__ = ["MAX_HITS_PER_BATCH", "HitHub", "HitMetrics"]
@@ -36,44 +37,64 @@ __all__ = ["MAX_HITS_PER_BATCH", "HitHub", "HitMetrics"]
 MAX_HITS_PER_BATCH = 1000
 
 
-class _Entry:
-    """One hit as kept and fanned out.  Its encoded ``Hit`` and the policy names filters
-    use are built on first need only: a busy node yields ~100k increases per read, most
-    of which no consumer ever asks for."""
+class _Kept:
+    """One snapshot's hits as kept and fanned out.  Each hit's counter, the policy names
+    filters use and its encoded ``Hit`` are made on first need only: a busy node yields
+    ~100k hits per read, most of which no consumer ever asks for."""
 
-    __slots__ = ("_counter", "_encoded", "_names", "increase", "received")
+    __slots__ = ("_counters", "_encoded", "_names", "hits", "received", "start")
 
-    def __init__(self, increase: ResolvedIncrease, received: float) -> None:
-        self.increase = increase
+    def __init__(self, hits: Hits, received: float) -> None:
+        self.hits = hits
         self.received = received
         """Aggregator wall time of arrival: what ``since`` is measured against."""
-        self._counter: ResolvedCounter | None = None
-        self._encoded: bytes | None = None
-        self._names: frozenset[str] | None = None
+        self.start = 0
+        """The first hit still in the replay window (older ones were dropped for its count)."""
+        self._counters: list[ResolvedCounter | None] | None = None
+        self._encoded: list[bytes | None] | None = None
+        self._names: list[frozenset[str] | None] | None = None
 
-    @property
-    def counter(self) -> ResolvedCounter:
-        if self._counter is None:
-            self._counter = self.increase.counter
-        return self._counter
+    def __len__(self) -> int:
+        return len(self.hits)
 
-    def encoded(self, encoder: HitEncoder) -> bytes:
-        """The ``Hit`` as wire bytes (shared by every consumer it goes to)."""
+    def counter(self, index: int) -> ResolvedCounter:
+        if self._counters is None:
+            self._counters = [None] * len(self.hits)
+        counter = self._counters[index]
+        if counter is None:
+            counter = self._counters[index] = self.hits.names[index].counter(self.hits.keys[index])
+        return counter
+
+    def encoded(self, index: int, encoder: HitEncoder) -> bytes:
+        """Hit ``index`` as wire bytes (shared by every consumer it goes to)."""
         if self._encoded is None:
-            increase = self.increase
-            self._encoded = encoder.encode(
-                increase.names, increase.key, increase.packets, increase.bytes, increase.time
+            self._encoded = [None] * len(self.hits)
+        encoded = self._encoded[index]
+        if encoded is None:
+            hits = self.hits
+            encoded = self._encoded[index] = encoder.encode(
+                hits.names[index], hits.keys[index], hits.packets[index], hits.bytes[index], hits.time
             )
-        return self._encoded
+        return encoded
 
-    @property
-    def policy_names(self) -> frozenset[str]:
+    def policy_names(self, index: int) -> frozenset[str]:
         if self._names is None:
-            self._names = policy_names(self.counter)
-        return self._names
+            self._names = [None] * len(self.hits)
+        names = self._names[index]
+        if names is None:
+            names = self._names[index] = policy_names(self.counter(index))
+        return names
 
-    def passes(self, spec: HitFilterSpec) -> bool:
-        return spec.matches(self.counter, self.increase.packets, lambda: self.policy_names)
+    def matching(self, spec: HitFilterSpec, start: int = 0) -> Sequence[int]:
+        """The indexes of the hits from ``start`` on that pass ``spec``."""
+        if spec.everything:
+            return range(start, len(self.hits))
+        packets = self.hits.packets
+        return [
+            index
+            for index in range(start, len(self.hits))
+            if spec.matches(self.counter(index), packets[index], functools.partial(self.policy_names, index))
+        ]
 
 
 class HitMetrics:
@@ -95,59 +116,61 @@ class HitMetrics:
 
 
 class _Subscriber:
-    """One Watch stream's bounded buffer: batches of hits and lost-N markers, in order."""
+    """One Watch stream's bounded buffer: hits (by snapshot) and lost-N markers, in order."""
 
     def __init__(self, spec: HitFilterSpec, capacity: int, encoder: HitEncoder) -> None:
         self.spec = spec
         self.encoder = encoder
         self.capacity = capacity
-        self.items: deque[list[_Entry] | int] = deque()
+        self.items: deque[tuple[_Kept, Sequence[int]] | int] = deque()
         self.buffered = 0
         self.lost = 0
         self.wakeup = asyncio.Event()
         self.closed = False
 
-    def offer(self, hits: list[_Entry]) -> int:
-        """Buffer what fits; returns how many were lost."""
+    def offer(self, kept: _Kept, indexes: Sequence[int]) -> int:
+        """Buffer what fits of ``kept``'s hits ``indexes``; returns how many were lost."""
         room = self.capacity - self.buffered
-        kept = hits[: max(room, 0)]
-        dropped = len(hits) - len(kept)
-        if kept:
-            self.items.append(kept)
-            self.buffered += len(kept)
+        taken = indexes[: max(room, 0)]
+        dropped = len(indexes) - len(taken)
+        if taken:
+            self.items.append((kept, taken))
+            self.buffered += len(taken)
         if dropped:
             if self.items and isinstance(self.items[-1], int):
                 self.items[-1] += dropped
             else:
                 self.items.append(dropped)
             self.lost += dropped
-        if kept or dropped:
+        if taken or dropped:
             self.wakeup.set()
         return dropped
 
     def drain(self) -> list[hpb.HitBatch]:
         """Everything buffered as messages (hits merged up to the batch size)."""
         out: list[hpb.HitBatch] = []
-        pending: list[_Entry] = []
+        pending: list[bytes] = []
+        encoder = self.encoder
         while self.items:
             item = self.items.popleft()
             if isinstance(item, int):
                 if pending:
-                    out.extend(_batches(pending, self.encoder))
+                    out.extend(_batches(pending, encoder))
                     pending = []
                 out.append(hpb.HitBatch(lost=item))
             else:
-                self.buffered -= len(item)
-                pending.extend(item)
+                kept, indexes = item
+                self.buffered -= len(indexes)
+                pending.extend(kept.encoded(index, encoder) for index in indexes)
         if pending:
-            out.extend(_batches(pending, self.encoder))
+            out.extend(_batches(pending, encoder))
         self.wakeup.clear()
         return out
 
 
-def _batches(entries: Sequence[_Entry], encoder: HitEncoder) -> Iterable[hpb.HitBatch]:
-    for start in range(0, len(entries), MAX_HITS_PER_BATCH):
-        yield encoder.batch([entry.encoded(encoder) for entry in entries[start : start + MAX_HITS_PER_BATCH]])
+def _batches(encoded: Sequence[bytes], encoder: HitEncoder) -> Iterable[hpb.HitBatch]:
+    for start in range(0, len(encoded), MAX_HITS_PER_BATCH):
+        yield encoder.batch(encoded[start : start + MAX_HITS_PER_BATCH])
 
 
 class HitHub:
@@ -169,7 +192,9 @@ class HitHub:
         self.buffer_hits = buffer_hits
         self.metrics = metrics if metrics is not None else HitMetrics(CollectorRegistry())
         self._clock = clock
-        self._window: deque[_Entry] = deque(maxlen=window_hits or None)
+        self._window: deque[_Kept] = deque()
+        self._window_count = 0
+        """Hits in :attr:`_window` from each one's ``start`` on: at most ``window_hits``."""
         self._subscribers: set[_Subscriber] = set()
         self._encoder = HitEncoder()
 
@@ -177,38 +202,52 @@ class HitHub:
     def watchers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, increases: Iterable[ResolvedIncrease]) -> int:
-        """Keep ``increases`` (hits), offer them to every subscriber; never waits.  Returns
-        the number of hits."""
-        now = self._clock()
-        entries = [_Entry(increase, now) for increase in increases]
-        if not entries:
+    def publish(self, hits: Hits) -> int:
+        """Keep ``hits`` (one snapshot's), offer them to every subscriber; never waits.
+        Returns the number of hits."""
+        if not hits:
             return 0
+        now = self._clock()
+        kept = _Kept(hits, now)
         if self.window_hits:
-            self._window.extend(entries)
+            self._window.append(kept)
+            self._window_count += len(kept)
         self._prune(now)
-        self.metrics.window.set(len(self._window))
-        self.metrics.published.inc(len(entries))
+        self.metrics.window.set(self._window_count)
+        self.metrics.published.inc(len(kept))
         for subscriber in self._subscribers:
-            spec = subscriber.spec
-            matching = entries if spec.everything else [e for e in entries if e.passes(spec)]
+            matching = kept.matching(subscriber.spec)
             if matching:
-                lost = subscriber.offer(matching)
+                lost = subscriber.offer(kept, matching)
                 if lost:
                     self.metrics.lost.inc(lost)
-        return len(entries)
+        return len(kept)
 
     def _prune(self, now: float) -> None:
+        """Drop kept hits older than the window's age, then the oldest beyond its count."""
+        window = self._window
         horizon = now - self.window_seconds
-        while self._window and self._window[0].received < horizon:
-            self._window.popleft()
+        while window and window[0].received < horizon:
+            oldest = window.popleft()
+            self._window_count -= len(oldest) - oldest.start
+        while self._window_count > self.window_hits:
+            oldest = window[0]
+            excess = self._window_count - self.window_hits
+            left = len(oldest) - oldest.start
+            if left <= excess:
+                window.popleft()
+                self._window_count -= left
+            else:
+                oldest.start += excess
+                self._window_count -= excess
 
     def recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None = None) -> list[hpb.Hit]:
         """Kept hits matching ``spec`` within ``window`` (a number: seconds back by
         receipt; None: all kept hits), oldest first."""
-        return [hpb.Hit.FromString(entry.encoded(self._encoder)) for entry in self._recent(spec, window)]
+        return [hpb.Hit.FromString(encoded) for encoded in self._recent(spec, window)]
 
-    def _recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None) -> list[_Entry]:
+    def _recent(self, spec: HitFilterSpec, window: ReplayWindow | float | None) -> list[bytes]:
+        """The encoded hits :meth:`recent` returns."""
         if not isinstance(window, ReplayWindow):
             window = ReplayWindow(since=window)
         now = self._clock()
@@ -218,13 +257,12 @@ class HitHub:
         high = window.until if window.until is not None else float("inf")
         timed = window.since_time is not None or window.until is not None
         chosen = [
-            e
-            for e in self._window
-            if e.received >= horizon
-            and (not timed or low <= e.increase.time.timestamp() < high)
-            and e.passes(spec)
+            (kept, index)
+            for kept in self._window
+            if kept.received >= horizon and (not timed or low <= kept.hits.time.timestamp() < high)
+            for index in kept.matching(spec, kept.start)
         ]
-        return window.trim(chosen)
+        return [kept.encoded(index, self._encoder) for kept, index in window.trim(chosen)]
 
     def subscribe(self, spec: HitFilterSpec, capacity: int | None = None) -> _Subscriber:
         subscriber = _Subscriber(spec, capacity or self.buffer_hits, self._encoder)

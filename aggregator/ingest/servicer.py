@@ -42,7 +42,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -55,7 +55,7 @@ from aggregator.accountant import SnapshotRefused
 from aggregator.ingest.limits import StreamAdmission, StreamLimits
 from aggregator.ingest.metrics import IngestMetrics, RejectReason
 from aggregator.ingest.queue import SnapshotQueue, Ticket
-from aggregator.series.views import ResolvedIncrease
+from aggregator.series.views import Hits
 from aggregator.shard.router import Redirect
 from aggregator.trust.access import AccessRules
 from aggregator.trust.identity import Identify, PeerIdentity, no_identity
@@ -96,7 +96,7 @@ LOG_INTERVAL = 60.0
 class Accounting(Protocol):
     """What ingest needs of the accounting state (:class:`aggregator.accountant.Accountant`)."""
 
-    def apply(self, update: DecodedSnapshot, now: float) -> list[ResolvedIncrease]: ...
+    def apply(self, update: DecodedSnapshot, now: float) -> Hits: ...
 
     def set_connected(self, node: str, connected: bool) -> None: ...
 
@@ -147,13 +147,13 @@ class _Abort:
 
 
 class IngestServicer:
-    """The grpc.aio servicer; ``on_increases`` receives every applied snapshot's increases."""
+    """The grpc.aio servicer; ``on_hits`` receives every applied snapshot's hits."""
 
     def __init__(
         self,
         accounting: Accounting,
         *,
-        on_increases: Callable[[Sequence[ResolvedIncrease]], object] | None = None,
+        on_hits: Callable[[Hits], object] | None = None,
         metrics: IngestMetrics | None = None,
         access: AccessRules | None = None,
         identify: Identify = no_identity,
@@ -178,7 +178,7 @@ class IngestServicer:
         often: when a restart brought 1,000 full snapshots at once, six threads parsing and
         applying them stalled the loop for up to 350 ms at a time (``bench/load_bench.py
         --pin``), each of their hand-offs waking it as well."""
-        self._on_increases = on_increases
+        self._on_hits = on_hits
         self._metrics = metrics if metrics is not None else IngestMetrics(CollectorRegistry())
         self._access = access or AccessRules()
         self._identify = identify
@@ -481,7 +481,7 @@ class IngestServicer:
         kind = "full" if update.full else "delta"
         started = time.perf_counter()
         try:
-            increases = await self._offload(self._accounting.apply, update, self._clock(), locking=True)
+            hits = await self._offload(self._accounting.apply, update, self._clock(), locking=True)
         except SnapshotRefused as refused:
             if not refused.refusal.problem.is_sequence:
                 self._metrics.snapshots.labels(kind, "error").inc()
@@ -518,9 +518,9 @@ class IngestServicer:
                 f"{reason} (x{count})" for reason, count in sorted(update.invalid_reasons.items())[:5]
             )
             log.warning("node %s: %s", update.node, message)
-        if self._on_increases is not None and increases:
+        if self._on_hits is not None and hits:
             try:
-                self._on_increases(increases)
+                self._on_hits(hits)
             except Exception:
                 log.exception("publishing hits of node %s failed", update.node)
         return pb.IngestAck(sequence=update.sequence, message=message, key_ids=self._key_ids)

@@ -35,7 +35,6 @@ scrape copies whole columns and looks nothing up.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime
 
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import CounterState, ExpiredCounter, Increase
@@ -47,7 +46,7 @@ from aggregator.series.label_text import label_text
 from aggregator.series.options import SeriesOptions
 from aggregator.series.routes import Router, SeriesRef, Slot
 from aggregator.series.table import Columns, SeriesTable
-from aggregator.series.views import ColumnMapping, FamilySeries, ResolvedIncrease
+from aggregator.series.views import ColumnMapping, FamilySeries, Hits
 from calico_accountant.records import CounterKey
 
 __all__ = ["DEFAULT_MAX_TOMBSTONES", "SeriesState"]
@@ -94,9 +93,11 @@ class SeriesState:
 
     # -- as counters grow ------------------------------------------------------------------
 
-    def apply(self, increases: Iterable[Increase], ledger: Ledger, time: datetime) -> list[ResolvedIncrease]:
-        """Add ``increases`` to their series (routing new counters); returns the hits among them."""
-        resolved: list[ResolvedIncrease] = []
+    def apply(self, increases: Iterable[Increase], ledger: Ledger, hits: Hits) -> None:
+        """Add ``increases`` to their series (routing new counters); the hits among them
+        are added to ``hits``."""
+        hit_names, hit_keys = hits.names.append, hits.keys.append
+        hit_packets, hit_bytes = hits.packets.append, hits.bytes.append
         self.router.new_batch()
         routes = self.router.routes
         packets_of = [table.packets for table in self.tables]
@@ -125,9 +126,11 @@ class SeriesState:
             for index, slot in slots:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
-            if (packets or octets) and not increase.initial:  # a hit (see ResolvedIncrease)
-                resolved.append(ResolvedIncrease(names, increase.key, packets, octets, time))
-        return resolved
+            if (packets or octets) and not increase.initial:  # a hit (see Hits)
+                hit_names(names)
+                hit_keys(increase.key)
+                hit_packets(packets)
+                hit_bytes(octets)
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
         """Expired counters stop holding their series: per-workload series without another
