@@ -104,17 +104,17 @@ class Accountant:
             hits = Hits(update.read_time)
             with self._lock:
                 refusal = self.ledger.check(update)
-                increases = next(steps, None)
+                step = next(steps, None)
                 if refusal is not None:
                     raise SnapshotRefused(refusal)
-                if increases is not None:
-                    self._series.apply(increases, self.ledger, hits)
-            while increases is not None:
+                if step is not None:
+                    self._series.apply(step.increases, self.ledger, hits)
+            while step is not None and not step.last:
                 time.sleep(0)  # let a thread waiting for the lock (the event loop's) take it
                 with self._lock:
-                    increases = next(steps, None)
-                    if increases is not None:
-                        self._series.apply(increases, self.ledger, hits)
+                    step = next(steps, None)
+                    if step is not None:
+                        self._series.apply(step.increases, self.ledger, hits)
             return hits
 
     @contextmanager

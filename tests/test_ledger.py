@@ -285,7 +285,8 @@ def test_applying_in_steps_is_exactly_applying_whole(
         expected = whole.apply(update, now=sequence)
         steps = list(stepped.applying(update, now=sequence, chunk=chunk))
         assert len(steps) == max(1, -(-len(records) // chunk))
-        assert [i for step in steps for i in step] == expected
+        assert [i for step in steps for i in step.increases] == expected
+        assert [step.last for step in steps] == [False] * (len(steps) - 1) + [True]
         assert totals(stepped) == totals(whole)
         assert {k: s.retired_at for k, s in stepped.counters(NODE).items()} == {
             k: s.retired_at for k, s in whole.counters(NODE).items()

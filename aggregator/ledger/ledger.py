@@ -10,6 +10,7 @@ from aggregator.ledger.counting import NodeLedger, apply_record
 from aggregator.ledger.keyed import apply_values, check_key_ids, define_ids
 from aggregator.ledger.rows import CounterRows
 from aggregator.ledger.state import (
+    ApplyStep,
     CounterState,
     ExpiredCounter,
     FirstSnapshot,
@@ -131,15 +132,16 @@ class Ledger:
         changes nothing but the node's refusal counts (and a node over a limit is not
         even created)."""
         increases: list[Increase] = []
-        for part in self.applying(update, now):
-            increases.extend(part)
+        for step in self.applying(update, now):
+            increases.extend(step.increases)
         return increases
 
-    def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[list[Increase]]:
+    def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[ApplyStep]:
         """:meth:`apply` in steps of at most ``chunk`` records, or ``chunk`` x
         :data:`VALUES_PER_RECORD` values by key id (all at once when None),
-        each step's increases yielded: a caller that holds a lock only per step lets others
-        read and write between steps (:class:`aggregator.accountant.Accountant`).
+        each step's increases yielded (:class:`~aggregator.ledger.state.ApplyStep`): a
+        caller that holds a lock only per step lets others read and write between steps
+        (:class:`aggregator.accountant.Accountant`).
 
         Between steps the node is half-applied, and seen from outside it is as if the
         snapshot were not applied yet: its sequence, agent instance and snapshot count
@@ -176,7 +178,7 @@ class Ledger:
         started = False
         for begin in range(0, len(records), step):
             if started:  # the previous step's, before the next one starts
-                yield increases
+                yield ApplyStep(increases, last=False)
                 increases = []
             started = True
             known = node_state.counters_known
@@ -192,7 +194,7 @@ class Ledger:
         value_step = step * VALUES_PER_RECORD  # a value by id costs a fraction of a record
         for begin in range(0, len(values), value_step):
             if started:
-                yield increases
+                yield ApplyStep(increases, last=False)
                 increases = []
             started = True
             end = begin + value_step
@@ -229,7 +231,7 @@ class Ledger:
                 retired_at[gone] = now
                 node_state.counters_retired += 1
         entry.key_rows = table
-        yield increases
+        yield ApplyStep(increases, last=True)
 
     def expire(self, now: float) -> list[ExpiredCounter]:
         """Forget counters retired for longer than the grace period, and return them.

@@ -15,6 +15,7 @@ from calico_accountant.wire.keyed import KeyedColumns
 from calico_accountant.wire.snapshots import SourceInfo
 
 __all__ = [
+    "ApplyStep",
     "CounterState",
     "ExpiredCounter",
     "FirstSnapshot",
@@ -101,6 +102,15 @@ class Increase(NamedTuple):
     """Counted from the node's first snapshot since the aggregator started: traffic since
     the rule was created, not traffic since the previous read."""
     new_key: bool = False
+
+
+class ApplyStep(NamedTuple):
+    """One step of :meth:`~aggregator.ledger.ledger.Ledger.applying`: its increases, and
+    whether it is the last (the snapshot is then applied whole: a caller taking turns with
+    other threads between steps has no turn to give after it)."""
+
+    increases: list[Increase]
+    last: bool
 
 
 @dataclass(slots=True)
