@@ -59,7 +59,9 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What the ledger holds at most, so that no agent (or impostor) can grow it without
-    bound.  The defaults fit a 5,000-node cluster with big nodes several times over."""
+    bound.  The node caps fit a 5,000-node cluster with big nodes several times over; the
+    counter cap in all is what bounds memory, and is sized for ~1,000 nodes of 110 pods x 10
+    policies (raise it with the memory: ``docs/performance.md``, "Sizing")."""
 
     max_nodes: int = 20_000
     max_counters_per_node: int = 1_000_000
