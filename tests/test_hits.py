@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -212,6 +213,26 @@ def test_the_count_bound_cuts_into_a_snapshot_and_subscribers_still_get_all_of_i
     assert delivered == list(range(1, 10))
     no_window = HitHub(window_hits=0)
     assert no_window.publish(hits(web[:2])) == 2 and no_window.recent(HitFilterSpec()) == []
+
+
+def test_a_consumer_picking_few_hits_holds_those_not_their_snapshots() -> None:
+    """A Watch whose filter matches one hit of each snapshot buffers that hit, not the
+    snapshot's columns: a slow such consumer must not keep every snapshot it saw alive."""
+    hub = HitHub(window_hits=10, clock=Clock())
+    picky = hub.subscribe(spec(min_packets=100))
+    everything = hub.subscribe(HitFilterSpec(), capacity=50)
+    for _ in range(300):
+        snapshot = [
+            increase(WEB, accept(f"cali{i}", "cali-pi-allow", 100 if i == 0 else 1), policy=ALLOW)
+            for i in range(40)
+        ]
+        hub.publish(hits(snapshot))
+        del snapshot
+    gc.collect()
+    alive = sum(1 for thing in gc.get_objects() if isinstance(thing, Hits))
+    assert alive <= 3, f"{alive} snapshots' hits still held"  # the window's last; the first, taken whole
+    assert picky.buffered == 300 and everything.buffered == 50 and everything.lost == 300 * 40 - 50
+    assert [h.packets for batch in picky.drain() for h in batch.hits] == [100] * 300
 
 
 def test_watch_without_follow_replays_and_ends() -> None:

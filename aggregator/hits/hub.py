@@ -116,13 +116,18 @@ class HitMetrics:
 
 
 class _Subscriber:
-    """One Watch stream's bounded buffer: hits (by snapshot) and lost-N markers, in order."""
+    """One Watch stream's bounded buffer: hits and lost-N markers, in order.
+
+    What it holds is bounded by its capacity in hits: a snapshot's hits all taken are held
+    as the snapshot and a range (its columns are what the buffer needs anyway); a few hits
+    picked by a filter are held as their wire bytes, never as the snapshot they came in,
+    or a consumer matching one hit in each of 100k snapshots would hold all of their hits."""
 
     def __init__(self, spec: HitFilterSpec, capacity: int, encoder: HitEncoder) -> None:
         self.spec = spec
         self.encoder = encoder
         self.capacity = capacity
-        self.items: deque[tuple[_Kept, Sequence[int]] | int] = deque()
+        self.items: deque[tuple[_Kept, range] | list[bytes] | int] = deque()
         self.buffered = 0
         self.lost = 0
         self.wakeup = asyncio.Event()
@@ -134,7 +139,10 @@ class _Subscriber:
         taken = indexes[: max(room, 0)]
         dropped = len(indexes) - len(taken)
         if taken:
-            self.items.append((kept, taken))
+            if isinstance(taken, range) and len(taken) == len(kept):
+                self.items.append((kept, taken))
+            else:
+                self.items.append([kept.encoded(index, self.encoder) for index in taken])
             self.buffered += len(taken)
         if dropped:
             if self.items and isinstance(self.items[-1], int):
@@ -158,6 +166,9 @@ class _Subscriber:
                     out.extend(_batches(pending, encoder))
                     pending = []
                 out.append(hpb.HitBatch(lost=item))
+            elif isinstance(item, list):
+                self.buffered -= len(item)
+                pending.extend(item)
             else:
                 kept, indexes = item
                 self.buffered -= len(indexes)
