@@ -1,8 +1,10 @@
 """The fan-out: recent hits for ``since`` replays, and one bounded buffer per ``Watch``.
 
-:class:`HitHub` receives every applied snapshot's increases from ingest, keeps a recent
-window for ``since`` replays (bounded by age *and* count), and offers them to every
-``Watch`` stream through that stream's own bounded buffer.
+:class:`HitHub` receives every applied snapshot's hits from ingest (in columns,
+:class:`~aggregator.series.views.Hits`), keeps a recent window for ``since`` replays
+(bounded by age *and* count) and offers them to every ``Watch`` stream through that
+stream's own bounded buffer.  Everything is kept by snapshot, not by hit: a hit becomes an
+object (its counter, its wire bytes) only when a consumer needs it.
 
 A slow consumer never slows ingest or other consumers: :meth:`HitHub.publish` only
 appends to buffers and never waits.  When a consumer's buffer is full, the hits that do
@@ -11,7 +13,7 @@ they would have been, a ``HitBatch`` with ``lost = N`` (as Hubble reports lost e
 ``calico_accountant_hits_lost_total`` counts them.
 
 What is a hit and what is not (a zero increase, a node's first snapshot) is decided where
-the increases are made (:class:`~aggregator.series.views.ResolvedIncrease`).
+the increases are made (:class:`~aggregator.series.views.Hits`).
 """
 
 from __future__ import annotations
