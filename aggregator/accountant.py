@@ -103,18 +103,17 @@ class Accountant:
             steps = self.ledger.applying(update, now, self.chunk)
             hits = Hits(update.read_time)
             with self._lock:
-                refusal = self.ledger.check(update)
-                step = next(steps, None)
-                if refusal is not None:
-                    raise SnapshotRefused(refusal)
-                if step is not None:
-                    self._series.apply(step.increases, self.ledger, hits)
-            while step is not None and not step.last:
+                try:
+                    step = next(steps)
+                except StopIteration as refused:  # no step: the ledger refused it (and counted it)
+                    assert refused.value is not None, "a snapshot the ledger applies has a step"
+                    raise SnapshotRefused(refused.value) from None
+                self._series.apply(step.increases, self.ledger, hits)
+            while not step.last:  # the ledger's last step is marked
                 time.sleep(0)  # let a thread waiting for the lock (the event loop's) take it
                 with self._lock:
-                    step = next(steps, None)
-                    if step is not None:
-                        self._series.apply(step.increases, self.ledger, hits)
+                    step = next(steps)
+                    self._series.apply(step.increases, self.ledger, hits)
             return hits
 
     @contextmanager

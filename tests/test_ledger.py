@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.ledger.admission import RefusalProblem
 from aggregator.ledger.ledger import Ledger
 from calico_accountant.records import CounterRecord
 from tests.support.accounting import accept, deny, no_policy_drop, snapshot
@@ -306,3 +307,22 @@ def test_between_steps_the_node_is_still_at_its_previous_sequence() -> None:
     assert state is not None and state.sequence == 1 and state.snapshots == 1
     assert ledger.forget_nodes(now=105) == []
     assert list(steps) and ledger.node(NODE).sequence == 2  # type: ignore[union-attr]
+
+
+def test_a_refused_snapshot_yields_no_step_and_returns_why() -> None:
+    """The generator of a refused snapshot ends at once with the refusal :meth:`check`
+    gives (the accountant raises it without checking twice), and counts it."""
+    ledger = Ledger()
+    ledger.apply(snapshot(NODE, [accept("cali1", "cali-pi-a", 1)]), now=0)
+    gap = snapshot(NODE, [accept("cali1", "cali-pi-a", 2)], sequence=3, full=False)
+    expected = ledger.check(gap)
+    assert expected is not None and expected.problem is RefusalProblem.GAP
+    steps = ledger.applying(gap, now=1)
+    with pytest.raises(StopIteration) as ended:
+        next(steps)
+    assert ended.value.value == expected
+    assert ledger.node(NODE).sequence_gaps == 1  # type: ignore[union-attr]
+    applied = ledger.applying(
+        snapshot(NODE, [accept("cali1", "cali-pi-a", 3)], sequence=2, full=False), now=2
+    )
+    assert [step.last for step in applied] == [True]

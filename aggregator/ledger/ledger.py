@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem, check_limits, check_sequence
@@ -136,12 +136,17 @@ class Ledger:
             increases.extend(step.increases)
         return increases
 
-    def applying(self, update: NodeUpdate, now: float, chunk: int | None = None) -> Iterator[ApplyStep]:
+    def applying(
+        self, update: NodeUpdate, now: float, chunk: int | None = None
+    ) -> Generator[ApplyStep, None, Refusal | None]:
         """:meth:`apply` in steps of at most ``chunk`` records, or ``chunk`` x
         :data:`VALUES_PER_RECORD` values by key id (all at once when None),
         each step's increases yielded (:class:`~aggregator.ledger.state.ApplyStep`): a
         caller that holds a lock only per step lets others read and write between steps
-        (:class:`aggregator.accountant.Accountant`).
+        (:class:`aggregator.accountant.Accountant`).  A refused snapshot yields no step: the
+        generator returns the :class:`~aggregator.ledger.admission.Refusal` (what
+        :meth:`check` says; a caller need not check first, and a delta's ids are looked up
+        once less).
 
         Between steps the node is half-applied, and seen from outside it is as if the
         snapshot were not applied yet: its sequence, agent instance and snapshot count
@@ -155,7 +160,7 @@ class Ledger:
             entry = self._nodes.get(update.node)
             if entry is not None:
                 entry.state.limit_refusals += 1
-            return
+            return refusal
         entry = self._nodes.get(update.node)
         first_snapshot = entry is None or entry.state.snapshots == 0
         if entry is None:
@@ -166,7 +171,7 @@ class Ledger:
                 node_state.out_of_order += 1
             else:
                 node_state.sequence_gaps += 1
-            return
+            return refusal
         node_state.received_at = now
         records, key_ids, values = update.records, update.key_ids, update.values
         # A full snapshot defines every id afresh; the new table replaces the old at the end.
@@ -232,6 +237,7 @@ class Ledger:
                 node_state.counters_retired += 1
         entry.key_rows = table
         yield ApplyStep(increases, last=True)
+        return None
 
     def expire(self, now: float) -> list[ExpiredCounter]:
         """Forget counters retired for longer than the grace period, and return them.
