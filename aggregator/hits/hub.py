@@ -59,6 +59,11 @@ class _Kept:
     def __len__(self) -> int:
         return len(self.hits)
 
+    @property
+    def in_window(self) -> int:
+        """Its hits from :attr:`start` on: what it counts in the replay window."""
+        return len(self.hits) - self.start
+
     def counter(self, index: int) -> ResolvedCounter:
         if self._counters is None:
             self._counters = [None] * len(self.hits)
@@ -241,15 +246,12 @@ class HitHub:
         window = self._window
         horizon = now - self.window_seconds
         while window and window[0].received < horizon:
-            oldest = window.popleft()
-            self._window_count -= len(oldest) - oldest.start
+            self._window_count -= window.popleft().in_window
         while self._window_count > self.window_hits:
             oldest = window[0]
             excess = self._window_count - self.window_hits
-            left = len(oldest) - oldest.start
-            if left <= excess:
-                window.popleft()
-                self._window_count -= left
+            if oldest.in_window <= excess:
+                self._window_count -= window.popleft().in_window
             else:
                 oldest.start += excess
                 self._window_count -= excess
