@@ -8,18 +8,10 @@ from dataclasses import dataclass, field
 from sys import intern
 
 from aggregator.ledger.rows import RAW_MAX, CounterRows, shared_strings
-from aggregator.ledger.state import (
-    FirstSnapshot,
-    Increase,
-    NodeState,
-    ResetReason,
-    interned_key,
-)
+from aggregator.ledger.state import FirstSnapshot, Increases, NodeState, ResetReason, interned_key
 from calico_accountant.records import CounterRecord
 
 __all__ = ["NodeLedger", "apply_record"]
-
-_new_tuple = tuple.__new__  # makes an Increase without its __new__'s frame (see Increase)
 
 
 @dataclass(slots=True)
@@ -35,9 +27,14 @@ class NodeLedger:
 
 
 def apply_record(
-    entry: NodeLedger, record: CounterRecord, first_snapshot: bool, counts_first: FirstSnapshot
-) -> Increase | None:
-    """Apply one whole counter to its node (the rules of :mod:`aggregator.ledger`)."""
+    entry: NodeLedger,
+    record: CounterRecord,
+    first_snapshot: bool,
+    counts_first: FirstSnapshot,
+    increases: Increases,
+) -> None:
+    """Apply one whole counter to its node (the rules of :mod:`aggregator.ledger`); its
+    increase, if any, is added to ``increases``."""
     packets = min(max(record.packets, 0), RAW_MAX)
     octets = min(max(record.bytes, 0), RAW_MAX)
     if record.chain_comment and record.key.chain:
@@ -53,9 +50,13 @@ def apply_record(
             key, packets, octets, record.rule_ids, total_packets, total_bytes, record.chain_comment,
             record.group_members,
         )  # fmt: skip
-        return _new_tuple(
-            Increase, (entry.state.node, key, row, total_packets, total_bytes, first_snapshot, True)
-        )
+        increases.rows.append(row)
+        increases.packets.append(total_packets)
+        increases.bytes.append(total_bytes)
+        increases.new_keys.add(row)
+        if first_snapshot:
+            increases.initial.add(row)
+        return
 
     if rows.retired_at[row] is not None:
         rows.retired_at[row] = None
@@ -74,10 +75,12 @@ def apply_record(
         rows.rule_ids[row] = shared_strings(record.rule_ids)
     rows.raw_packets[row], rows.raw_bytes[row] = packets, octets
     if d_packets == 0 and d_bytes == 0:
-        return None
+        return
     rows.total_packets[row] += d_packets
     rows.total_bytes[row] += d_bytes
-    return _new_tuple(Increase, (entry.state.node, record.key, row, d_packets, d_bytes, False, False))
+    increases.rows.append(row)
+    increases.packets.append(d_packets)
+    increases.bytes.append(d_bytes)
 
 
 def _difference(

@@ -20,13 +20,12 @@ from collections.abc import Mapping, Sequence
 
 from aggregator.ledger.admission import Limits, Refusal, RefusalProblem
 from aggregator.ledger.rows import CounterRows, row_number
-from aggregator.ledger.state import Increase, NodeState, NodeUpdate, ResetReason
+from aggregator.ledger.state import Increases, NodeState, NodeUpdate, ResetReason
 from calico_accountant.records import CounterRecord
 
 __all__ = ["apply_values", "check_key_ids", "define_ids"]
 
 _DECREASED = ResetReason.DECREASED.value
-_new_tuple = tuple.__new__  # makes an Increase without its __new__'s frame (see Increase)
 
 
 def check_key_ids(
@@ -92,16 +91,16 @@ def apply_values(
     ids: Sequence[int],
     packets: Sequence[int],
     octets: Sequence[int],
-) -> list[Increase]:
-    """Apply raw values by id (all known: :func:`check_key_ids`); returns the increases.
+    increases: Increases,
+) -> None:
+    """Apply raw values by id (all known: :func:`check_key_ids`); their increases are added
+    to ``increases``.
     The same arithmetic as the ledger's for a record with unchanged rule ids.  The values are
     the wire's ``uint64`` fields: they fit the rows' 64-bit columns
     (:data:`~aggregator.ledger.rows.RAW_MAX`)."""
-    node = node_state.node
-    increases: list[Increase] = []
-    append = increases.append
+    add_row, add_packets, add_bytes = increases.rows.append, increases.packets.append, increases.bytes.append
     decreased = revived = 0
-    keys, retired_at = rows.keys, rows.retired_at
+    retired_at = rows.retired_at
     raws_p, raws_b, totals_p, totals_b = (
         rows.raw_packets,
         rows.raw_bytes,
@@ -123,8 +122,9 @@ def apply_values(
         if d_packets or d_bytes:
             totals_p[row] += d_packets
             totals_b[row] += d_bytes
-            append(_new_tuple(Increase, (node, keys[row], row, d_packets, d_bytes, False, False)))
+            add_row(row)
+            add_packets(d_packets)
+            add_bytes(d_bytes)
     if decreased:
         node_state.resets[_DECREASED] = node_state.resets.get(_DECREASED, 0) + decreased
     node_state.counters_retired -= revived
-    return increases

@@ -16,6 +16,7 @@ from aggregator.ledger.state import (
     FirstSnapshot,
     ForgottenNode,
     Increase,
+    Increases,
     NodeRecord,
     NodeState,
     NodeUpdate,
@@ -133,7 +134,7 @@ class Ledger:
         even created)."""
         increases: list[Increase] = []
         for step in self.applying(update, now):
-            increases.extend(step.increases)
+            increases.extend(step.increases)  # each step's before the next one reuses no row
         return increases
 
     def applying(
@@ -179,19 +180,17 @@ class Ledger:
         rows = entry.counters
         step = chunk if chunk is not None and chunk > 0 else max(1, len(records) + len(values))
         seen: set[CounterKey] = set()
-        increases: list[Increase] = []
+        increases = Increases(update.node, rows.keys)
         started = False
         for begin in range(0, len(records), step):
             if started:  # the previous step's, before the next one starts
                 yield ApplyStep(increases, last=False)
-                increases = []
+                increases = Increases(update.node, rows.keys)
             started = True
             known = node_state.counters_known
             for record in records[begin : begin + step]:
                 seen.add(record.key)
-                increase = apply_record(entry, record, first_snapshot, self.first_snapshot)
-                if increase is not None:
-                    increases.append(increase)
+                apply_record(entry, record, first_snapshot, self.first_snapshot, increases)
             self._counters += node_state.counters_known - known
             if key_ids:
                 ids = key_ids[begin : begin + step]
@@ -200,11 +199,11 @@ class Ledger:
         for begin in range(0, len(values), value_step):
             if started:
                 yield ApplyStep(increases, last=False)
-                increases = []
+                increases = Increases(update.node, rows.keys)
             started = True
             end = begin + value_step
             ids, packets, octets = values.ids[begin:end], values.packets[begin:end], values.bytes[begin:end]
-            increases.extend(apply_values(node_state, rows, table, ids, packets, octets))
+            apply_values(node_state, rows, table, ids, packets, octets, increases)
         if update.removed or update.removed_ids:  # a counter changed by id is not removed either
             keys = rows.keys
             seen.update(keys[table[key_id]] for key_id in values.ids)  # type: ignore[misc]  # held rows

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 
 from aggregator.ledger.ledger import Ledger
-from aggregator.ledger.state import CounterState, ExpiredCounter, Increase
+from aggregator.ledger.state import CounterState, ExpiredCounter, Increases
 from aggregator.metrics import Level, SeriesFamily
 from aggregator.model import CounterNames, ResolvedCounter
 from aggregator.resolution.resolve import Resolver
@@ -93,44 +93,51 @@ class SeriesState:
 
     # -- as counters grow ------------------------------------------------------------------
 
-    def apply(self, increases: Iterable[Increase], ledger: Ledger, hits: Hits) -> None:
-        """Add ``increases`` to their series (routing new counters); the hits among them
-        are added to ``hits``."""
-        hit_names, hit_keys = hits.names.append, hits.keys.append
-        hit_packets, hit_bytes = hits.packets.append, hits.bytes.append
+    def apply(self, increases: Increases, ledger: Ledger, hits: Hits) -> None:
+        """Add ``increases`` (one node's) to their series (routing new counters); the hits
+        among them are added to ``hits``."""
         self.router.new_batch()
-        routes = self.router.routes
+        node = increases.node
+        node_routes = self.router.routes.get(node)
+        names_of, slots_of = (node_routes.names, node_routes.slots) if node_routes else ([], [])
+        routed = len(names_of)
         packets_of = [table.packets for table in self.tables]
         bytes_of = [table.bytes for table in self.tables]
-        current = ""
-        names_of: list[CounterNames | None] = []
-        slots_of: list[tuple[Slot, ...]] = []
-        comments: Mapping[str, str] = {}
-        for increase in increases:
-            node, row, packets, octets = increase.node, increase.row, increase.packets, increase.bytes
-            if node != current:  # a snapshot's increases are all of one node
-                current = node
-                node_routes = routes.get(node)
-                names_of, slots_of = (node_routes.names, node_routes.slots) if node_routes else ([], [])
-                comments = ledger.chain_comments(node)  # a live view
-            names = names_of[row] if row < len(names_of) else None
+        comments = ledger.chain_comments(node)  # a live view
+        keys = increases.keys
+        hit_names, hit_keys = hits.names.append, hits.keys.append
+        all_hits = increases.all_hits
+        initial = increases.initial
+        hits_before = len(hits.names)
+        for row, packets, octets in zip(increases.rows, increases.packets, increases.bytes, strict=True):
+            names = names_of[row] if row < routed else None
             if names is None:
                 state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
                     continue
                 names, slots = self._route(node, row, state, comments)
-                node_routes = routes[node]  # the lists may have been made or grown
+                node_routes = self.router.routes[node]  # the lists may have been made or grown
                 names_of, slots_of = node_routes.names, node_routes.slots
+                routed = len(names_of)
             else:
                 slots = slots_of[row]
             for index, slot in slots:
                 packets_of[index][slot] += packets
                 bytes_of[index][slot] += octets
-            if (packets or octets) and not increase.initial:  # a hit (see Hits)
+            if all_hits or ((packets or octets) and row not in initial):  # a hit (see Hits)
                 hit_names(names)
-                hit_keys(increase.key)
-                hit_packets(packets)
-                hit_bytes(octets)
+                hit_keys(keys[row])  # type: ignore[arg-type]  # a routed row holds a counter
+                if not all_hits:
+                    hits.packets.append(packets)
+                    hits.bytes.append(octets)
+        if all_hits and len(hits.names) - hits_before == len(increases):
+            hits.packets.extend(increases.packets)
+            hits.bytes.extend(increases.bytes)
+        elif all_hits:  # rows without a counter were skipped (not possible through Accountant)
+            for row, packets, octets in zip(increases.rows, increases.packets, increases.bytes, strict=True):
+                if row < len(names_of) and names_of[row] is not None:
+                    hits.packets.append(packets)
+                    hits.bytes.append(octets)
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
         """Expired counters stop holding their series: per-workload series without another
