@@ -22,7 +22,7 @@ install points at ONE replica, as they would at a Service.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,26 @@ def _node_labels(series: Series) -> set[str]:
 
 def _cluster(series: Series) -> Series:
     return {key: value for key, value in series.items() if key[0].startswith("calico_accountant_cluster_")}
+
+
+def _by_node(series: Series) -> dict[str, Series]:
+    """Each node's non-zero node-level series."""
+    out: dict[str, Series] = {}
+    for key, value in series.items():
+        if value and key[0].startswith("calico_accountant_node_"):
+            out.setdefault(dict(key[1])["node"], {})[key] = value
+    return out
+
+
+def _counted_on_each(now: Series, since: Series, nodes: Iterable[str]) -> bool:
+    """Every one of ``nodes`` counted something after ``since``.  A round of traffic is one
+    write of each table, which an agent reads whole and the aggregator applies at once: a
+    node's series that moved hold its whole round.  (The cluster-level totals cannot tell
+    which nodes were counted: node-c reads node-a's table and node-d node-b's, so an
+    aggregator that counted node-a's round but not node-c's has the totals of one that
+    counted node-c's but not node-a's.)"""
+    now_by, since_by = _by_node(now), _by_node(since)
+    return all(now_by.get(node) != since_by.get(node) for node in nodes)
 
 
 def _plus(*parts: Series) -> Series:
@@ -128,7 +148,12 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
 
         before = level_series(single.scrape())
         sim.traffic(1)
-        wait_until(lambda: level_series(single.scrape()) != before, what="the single aggregator counted")
+        # Every node's traffic, not just some: the shards must equal the single aggregator
+        # with the whole round counted, as one of them stops next (its last series final).
+        wait_until(
+            lambda: _counted_on_each(level_series(single.scrape()), before, nodes),
+            what="the single aggregator counted the traffic of every node",
+        )
 
         def shards_equal_single() -> bool:
             return summed([served_a.scrape(), served_b.scrape()]) == level_series(single.scrape())
@@ -148,17 +173,22 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
             timeout=30,
             what="every node on the survivor",
         )
-        moved_from = level_series(single.scrape())
+        # Nothing in flight: every agent's read of the last traffic was applied (above, and
+        # the moved nodes' first snapshots on the survivor, their baselines, came after).
+        moved_from, survivor_from = level_series(single.scrape()), level_series(served_a.scrape())
         sim.traffic(1)
 
-        def survivor_continues() -> bool:
+        def survivor_counted() -> tuple[Series, Series] | None:
             now_single, now_a = level_series(single.scrape()), level_series(served_a.scrape())
-            if now_single == moved_from:
-                return False
-            return _cluster(_plus(now_a, last_b)) == _cluster(now_single)
+            counted = _counted_on_each(now_single, moved_from, nodes) and _counted_on_each(
+                now_a, survivor_from, nodes
+            )
+            return (now_single, now_a) if counted else None
 
-        wait_until(survivor_continues, timeout=30, what="cluster totals of the shards equal the single's")
-        now_single, now_a = level_series(single.scrape()), level_series(served_a.scrape())
+        now_single, now_a = wait_until(
+            survivor_counted, timeout=30, what="the single aggregator and the survivor counted every node"
+        )
+        assert _cluster(_plus(now_a, last_b)) == _cluster(now_single)
         assert _node_labels(now_a) == set(nodes)
         moved = {
             key: value - moved_from.get(key, 0.0)
@@ -191,16 +221,23 @@ def test_two_shards_split_the_nodes_and_sum_to_one_aggregator(
         assert served_a.metric("calico_accountant_shard_handed_over_nodes_total")[()] == len(mine[second])
         assert _cluster(level_series(served_b.scrape())) == _cluster(last_b)
         back_from = level_series(single.scrape())
+        back_from_a, back_from_b = level_series(served_a.scrape()), level_series(served_b.scrape())
         sim.traffic(1)
 
-        def shards_sum_again() -> bool:
+        def shards_counted_again() -> tuple[Series, Series] | None:
             now_single = level_series(single.scrape())
-            if now_single == back_from:
-                return False
-            shards = _plus(level_series(served_a.scrape()), level_series(served_b.scrape()))
-            return _cluster(shards) == _cluster(now_single)
+            now_a, now_b = level_series(served_a.scrape()), level_series(served_b.scrape())
+            counted = (
+                _counted_on_each(now_single, back_from, nodes)
+                and _counted_on_each(now_a, back_from_a, mine[first])
+                and _counted_on_each(now_b, back_from_b, mine[second])
+            )
+            return (now_single, _plus(now_a, now_b)) if counted else None
 
-        wait_until(shards_sum_again, timeout=30, what="cluster totals of the shards equal the single's again")
+        now_single, shards = wait_until(
+            shards_counted_again, timeout=30, what="the single aggregator and both shards counted every node"
+        )
+        assert _cluster(shards) == _cluster(now_single)
         assert _node_labels(level_series(served_b.scrape())) == mine[second]
         assert b.stop() == 0
         assert a.stop() == 0
