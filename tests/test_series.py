@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -13,11 +14,12 @@ from hypothesis import strategies as st
 import aggregator.accountant as accountant_module
 from aggregator.accountant import Accountant
 from aggregator.ledger.ledger import Ledger
-from aggregator.ledger.state import FirstSnapshot
+from aggregator.ledger.state import FirstSnapshot, Increases
 from aggregator.metrics import Level
 from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
-from aggregator.series.views import StateView
+from aggregator.series.state import SeriesState
+from aggregator.series.views import Hits, StateView
 from calico_accountant.records import CounterRecord, Kind
 from tests.support.accounting import (
     EGRESS,
@@ -30,6 +32,8 @@ from tests.support.accounting import (
     profile_accept,
     snapshot,
 )
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 Series = dict[tuple[tuple[str, str], ...], tuple[int, int]]
 
@@ -472,6 +476,36 @@ def test_hits_for_the_hit_api() -> None:
     assert sorted((t.counter.key.kind, t.packets, t.live) for t in totals) == [
         (Kind.POLICY_ACCEPT, 9, True),
         (Kind.POLICY_DENY, 2, True),
+    ]
+
+
+def test_a_row_without_a_counter_is_skipped_and_the_other_hits_keep_their_values() -> None:
+    """Increases are columns, and a delta's hits take its packets and bytes columns whole; a
+    row that holds no counter (not possible through the accountant) is skipped, and the hits
+    on either side of it keep their own values."""
+    ledger = Ledger(first_snapshot=FirstSnapshot.BASELINE)
+    state = SeriesState(catalog())
+    records = [accept("cali1", "cali-pi-allow", 1), accept("cali2", "cali-pi-allow", 1)]
+    for step in ledger.applying(snapshot("n1", records), 0):
+        state.apply(step.increases, ledger, Hits(T0))
+    assert [ledger.counter_at("n1", row).key for row in (0, 1)] == [r.key for r in records]  # type: ignore[union-attr]
+    assert ledger.counter_at("n1", 2) is None
+    increases = Increases("n1", [record.key for record in records] + [None])
+    for row, packets in ((0, 3), (2, 7), (1, 5)):  # row 2 holds no counter
+        increases.rows.append(row)
+        increases.packets.append(packets)
+        increases.bytes.append(packets * 100)
+    assert increases.all_hits
+    hits = Hits(T0)
+    state.apply(increases, ledger, hits)
+    assert [(hit.key, hit.packets, hit.bytes) for hit in hits] == [
+        (records[0].key, 3, 300),
+        (records[1].key, 5, 500),
+    ]
+    (workload,) = [i for i, family in enumerate(state.families) if family.packets_name == WORKLOAD_POLICY]
+    assert sorted(v for (index, _), v in state.series_values().items() if index == workload) == [
+        (3, 300),
+        (5, 500),
     ]
 
 

@@ -108,12 +108,17 @@ class SeriesState:
         hit_names, hit_keys = hits.names.append, hits.keys.append
         all_hits = increases.all_hits
         initial = increases.initial
-        hits_before = len(hits.names)
+        hits_before = len(hits.names)  # (another step of the snapshot may have added some)
         for row, packets, octets in zip(increases.rows, increases.packets, increases.bytes, strict=True):
             names = names_of[row] if row < routed else None
             if names is None:
                 state = ledger.counter_at(node, row)
                 if state is None:  # not possible through Accountant; tolerate anyway
+                    if all_hits:  # hit by hit from here: the hits so far take their values
+                        done = len(hits.names) - hits_before
+                        hits.packets.extend(increases.packets[:done])
+                        hits.bytes.extend(increases.bytes[:done])
+                        all_hits = False
                     continue
                 names, slots = self._route(node, row, state, comments)
                 node_routes = self.router.routes[node]  # the lists may have been made or grown
@@ -130,14 +135,9 @@ class SeriesState:
                 if not all_hits:
                     hits.packets.append(packets)
                     hits.bytes.append(octets)
-        if all_hits and len(hits.names) - hits_before == len(increases):
+        if all_hits:
             hits.packets.extend(increases.packets)
             hits.bytes.extend(increases.bytes)
-        elif all_hits:  # rows without a counter were skipped (not possible through Accountant)
-            for row, packets, octets in zip(increases.rows, increases.packets, increases.bytes, strict=True):
-                if row < len(names_of) and names_of[row] is not None:
-                    hits.packets.append(packets)
-                    hits.bytes.append(octets)
 
     def expire(self, expired: Iterable[ExpiredCounter]) -> int:
         """Expired counters stop holding their series: per-workload series without another
