@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import aggregator.accountant as accountant_module
 from aggregator.accountant import Accountant
+from aggregator.exposition.text import render_text
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot, Increases
 from aggregator.metrics import Level
@@ -507,6 +508,24 @@ def test_a_row_without_a_counter_is_skipped_and_the_other_hits_keep_their_values
         (3, 300),
         (5, 500),
     ]
+
+
+def test_series_count_on_past_64_bits() -> None:
+    """Series are 64-bit columns with the excess carried beside them: a counter's resets
+    near the top of its 64-bit range take its series (and their sums over pods, nodes and
+    the cluster) past 2**64, exactly."""
+    acct = Accountant(catalog(), ledger=Ledger(first_snapshot=FirstSnapshot.COUNT))
+    top = 2**64 - 1
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", top, top)]), 0)
+    acct.apply(snapshot("n2", [accept("cali3", "cali-pi-allow", top - 1, top)]), 0)
+    acct.apply(snapshot("n1", [accept("cali1", "cali-pi-allow", 5, 7)], sequence=2), 1)  # reset: + 5, 7
+    series = by_name(acct.view(1))
+    assert one(series[CLUSTER_POLICY])[1] == (2 * top - 1 + 5, 2 * top + 7)
+    assert sorted(series[WORKLOAD_POLICY].values()) == [(top - 1, top), (top + 5, top + 7)]
+    assert sorted(v for v in series[NODE_POLICY].values()) == [(top - 1, top), (top + 5, top + 7)]
+    bytes_family = "calico_accountant_cluster_policy_bytes_total"
+    assert f"{bytes_family}{{" in render_text(acct.view(1))
+    assert f" {2 * top + 7}\n" in render_text(acct.view(1))
 
 
 def test_scrapes_while_ingesting_see_consistent_copies() -> None:
