@@ -134,7 +134,7 @@ class Ledger:
         even created)."""
         increases: list[Increase] = []
         for step in self.applying(update, now):
-            increases.extend(step.increases)  # each step's before the next one reuses no row
+            increases.extend(step.increases)  # read per step: its rows name its keys until then
         return increases
 
     def applying(
