@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from calico_accountant.records import CounterKey, Direction, Verdict, verdict_of
+from calico_accountant.records import CounterKey, Verdict, verdict_of
 
 
 class PolicyKind(enum.StrEnum):
@@ -153,20 +153,13 @@ class ResolvedCounter(NamedTuple):
     @property
     def tier(self) -> str:
         """The tier the dataplane enforced it in, else the datastore's."""
-        if self.key.tier:
-            return self.key.tier
-        return self.policy.tier if self.policy is not None else ""
+        return tier_of(self.key, self.policy)
 
     @property
     def direction(self) -> str:
         """The ``direction`` label: the member itself, a ``str`` equal to its value (reading
         ``.value`` went through the enum's descriptor for every series of every counter)."""
         return self.key.direction
-
-    @property
-    def endpoint_chain_type(self) -> str:
-        """``tw`` (to workload, ingress) or ``fw`` (from workload, egress), monzo's ``type``."""
-        return "tw" if self.key.direction is Direction.INGRESS else "fw"
 
 
 class CounterNames(NamedTuple):
@@ -195,3 +188,11 @@ class CounterNames(NamedTuple):
             self.node, key, self.workload, self.policy, self.group, self.profile, self.chain_comment,
             self.host_endpoint,
         )  # fmt: skip
+
+
+def tier_of(key: CounterKey, policy: PolicyIdentity | None) -> str:
+    """The ``tier`` label of the counter ``key`` exported under ``policy``: the tier the
+    dataplane enforced it in, else the datastore's (else empty)."""
+    if key.tier:
+        return key.tier
+    return policy.tier if policy is not None else ""

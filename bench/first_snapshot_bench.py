@@ -94,9 +94,15 @@ def _routing_stages(ledger: Ledger, shape: Shape, options: SeriesOptions) -> dic
     gc.disable()  # the stages' own lists would be scanned again and again
     try:
         started = time.thread_time()
-        resolutions = [router.resolve(node, counter, comments) for node, _, counter, comments in counters]
+        resolutions = [
+            router.resolve(node, counter.key, counter.chain_comment, counter.group_members, comments)
+            for node, _, counter, comments in counters
+        ]
         resolved = time.thread_time()
-        refs = [router.candidate_refs(resolution.counter) for resolution in resolutions]
+        refs = [
+            router.candidate_refs(resolution.names, counter.key)
+            for resolution, (_, _, counter, _) in zip(resolutions, counters, strict=True)
+        ]
         labelled = time.thread_time()
         slots: list[tuple[Slot, ...]] = []
         for counter_refs in refs:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.ledger.state import CounterState
-from aggregator.model import CounterNames, PolicyGroup, PolicyIdentity, PolicyKind
+from aggregator.model import CounterNames, PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter
 from aggregator.resolution.memo import MemoResolver
 from aggregator.resolution.resolve import resolve_counter, unresolved_names
 from aggregator.resolution.runs import Resolution, RunResolver
@@ -74,15 +74,34 @@ def counters(draw: st.DrawFn) -> tuple[str, CounterState]:
 
 def _alone(
     catalog: CommentedCatalog, node: str, state: CounterState, comments: dict[str, str]
-) -> tuple[Resolution, int]:
+) -> tuple[Resolution, ResolvedCounter, int]:
     memo = MemoResolver(catalog)
     errors: list[str] = []
     counter = resolve_counter(
         memo, node, state.key, chain_comment=state.chain_comment, group_members=state.group_members,
         comments=comments, on_error=lambda what, error: errors.append(what),
     )  # fmt: skip
-    resolution = Resolution(counter, tuple(memo.touched), unresolved_names(counter), CounterNames.of(counter))
-    return resolution, len(errors)
+    resolution = Resolution(CounterNames.of(counter), tuple(memo.touched), unresolved_names(counter))
+    return resolution, counter, len(errors)
+
+
+def _resolve(
+    runs: RunResolver,
+    node: str,
+    state: CounterState,
+    comments: dict[str, str],
+    errors: list[str] | None = None,
+) -> Resolution:
+    """``runs.resolve`` of ``state``'s key, with its comment and group members."""
+    told = errors if errors is not None else []
+    return runs.resolve(
+        node,
+        state.key,
+        state.chain_comment,
+        state.group_members,
+        comments,
+        lambda what, error: told.append(what),
+    )
 
 
 SIBLINGS = ("verdict", "tier", "comment", "kind")
@@ -121,11 +140,11 @@ def test_runs_resolve_every_counter_as_alone(
     for node, state, restart in steps:
         if restart:
             runs.restart()
-        got = runs.resolve(node, state, comments, lambda what, error: errors.append(what))
-        alone, failed = _alone(catalog, node, state, comments)
+        got = _resolve(runs, node, state, comments, errors)
+        alone, counter, failed = _alone(catalog, node, state, comments)
         expected_errors += failed
         assert got == alone
-        assert got.names.counter(state.key) == got.counter  # what the routes keep gives it back
+        assert got.names.counter(state.key) == counter  # what the routes keep gives it back
     assert len(errors) == expected_errors  # a failed lookup counted for every counter, as alone
 
 
@@ -136,12 +155,11 @@ def test_a_restart_reads_the_chain_comments_again() -> None:
     key = CounterKey(Kind.POLICY_ACCEPT, 4, Direction.INGRESS, "cali1", "cali-gi-abc", "default")
     state = CounterState(key, 0, 0, (), 0, 0, "", ("cali-pi-other",), None)
     comments = {"cali-pi-other": "one"}
-    first = runs.resolve("n1", state, comments, lambda what, error: None)
-    assert first.counter.policy is not None and first.counter.policy.name == "cali-pi-other:one"
+    first = _resolve(runs, "n1", state, comments)
+    assert first.names.policy is not None and first.names.policy.name == "cali-pi-other:one"
     comments["cali-pi-other"] = "two"
     runs.restart()
-    again = runs.resolve(
-        "n1", dataclasses.replace(state, key=key._replace(kind=Kind.POLICY_DENY)), comments, lambda w, e: None
+    again = _resolve(
+        runs, "n1", dataclasses.replace(state, key=key._replace(kind=Kind.POLICY_DENY)), comments
     )
-    assert again.counter.policy is not None and again.counter.policy.name == "cali-pi-other:two"
-    assert again.counter.key.kind is Kind.POLICY_DENY
+    assert again.names.policy is not None and again.names.policy.name == "cali-pi-other:two"

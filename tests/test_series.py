@@ -491,7 +491,7 @@ def test_a_row_without_a_counter_is_skipped_and_the_other_hits_keep_their_values
         state.apply(step.increases, ledger, Hits(T0))
     assert [ledger.counter_at("n1", row).key for row in (0, 1)] == [r.key for r in records]  # type: ignore[union-attr]
     assert ledger.counter_at("n1", 2) is None
-    increases = Increases("n1", [record.key for record in records] + [None])
+    increases = Increases("n1", [record.key for record in records] + [None], [""] * 3, [()] * 3)
     for row, packets in ((0, 3), (2, 7), (1, 5)):  # row 2 holds no counter
         increases.rows.append(row)
         increases.packets.append(packets)

@@ -180,12 +180,12 @@ class Ledger:
         rows = entry.counters
         step = chunk if chunk is not None and chunk > 0 else max(1, len(records) + len(values))
         seen: set[CounterKey] = set()
-        increases = Increases(update.node, rows.keys)
+        increases = _step_increases(update.node, rows)
         started = False
         for begin in range(0, len(records), step):
             if started:  # the previous step's, before the next one starts
                 yield ApplyStep(increases, last=False)
-                increases = Increases(update.node, rows.keys)
+                increases = _step_increases(update.node, rows)
             started = True
             known = node_state.counters_known
             for record in records[begin : begin + step]:
@@ -199,7 +199,7 @@ class Ledger:
         for begin in range(0, len(values), value_step):
             if started:
                 yield ApplyStep(increases, last=False)
-                increases = Increases(update.node, rows.keys)
+                increases = _step_increases(update.node, rows)
             started = True
             end = begin + value_step
             ids, packets, octets = values.ids[begin:end], values.packets[begin:end], values.bytes[begin:end]
@@ -334,3 +334,8 @@ class Ledger:
             else:
                 state.diagnostic_totals.setdefault(code, 0)
         state.diagnostic_counts = dict(counts)
+
+
+def _step_increases(node: str, rows: CounterRows) -> Increases:
+    """An empty step of ``node``, whose rows are ``rows``."""
+    return Increases(node, rows.keys, rows.chain_comment, rows.group_members)

@@ -112,11 +112,17 @@ class Increases:
     dropped) cost more than the three appends that replace it; each was also an object
     for the cyclic collector, whose young collections ran every ~700 of them.  A counter's
     key is not copied either: it is ``keys[row]``, the ledger's own column, valid while the
-    step is applied (a row is reused only by a later snapshot)."""
+    step is applied (a row is reused only by a later snapshot); nor are the other columns a
+    new counter is resolved by."""
 
     node: str
     keys: Sequence[CounterKey | None]
     """The node's keys by row (the ledger's column: read-only)."""
+    chain_comments: Sequence[str]
+    """Each row's own chain comment (the ledger's column: read-only; what resolving a new
+    counter reads besides its key, so routing it needs no copy of its row)."""
+    group_members: Sequence[tuple[str, ...]]
+    """Each row's group members (the ledger's column: read-only)."""
     rows: list[int] = field(default_factory=list)
     packets: list[int] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)

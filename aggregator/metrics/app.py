@@ -10,7 +10,8 @@ and the policies that apply to them, not with pods or nodes.  A 5,000-node clust
 from __future__ import annotations
 
 from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames
+from calico_accountant.records import CounterKey
 
 __all__ = ["ADMIN_DOWN", "FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
@@ -63,9 +64,10 @@ _ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
 FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
-def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
-    """The per-application series ``counter`` adds to: those of its workload's, without the pod."""
-    workload = counter.workload
+def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """The per-application series the counter ``key`` of ``names`` adds to: those of its
+    workload's, without the pod."""
+    workload = names.workload
     if workload is None:
         return []
-    return endpoint_series(counter, (workload.namespace, workload.app, counter.direction), _ENDPOINT)
+    return endpoint_series(names, key, (workload.namespace, workload.app, key.direction), _ENDPOINT)

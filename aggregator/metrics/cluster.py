@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
-from aggregator.model import ResolvedCounter
-from calico_accountant.records import Kind
+from aggregator.model import CounterNames
+from calico_accountant.records import CounterKey, Kind, verdict_of
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "series"]
 
@@ -32,24 +32,15 @@ NO_POLICY_DROP = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP)
 
 
-def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
     """Workload counters only: the sums of the node families over nodes."""
-    if counter.host_endpoint is not None:
+    if names.host_endpoint is not None:
         return []
-    kind = counter.key.kind
-    policy = counter.policy
-    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and policy is not None:
-        return [
-            (
-                POLICY,
-                (
-                    counter.direction,
-                    counter.verdict,
-                    *policy_label_values(counter, policy),
-                ),
-            )
-        ]
-    if kind is Kind.NO_POLICY_DROP and counter.workload is not None:
-        workload = counter.workload
-        return [(NO_POLICY_DROP, (workload.namespace, workload.app, counter.direction))]
+    kind = key.kind
+    policy = names.policy
+    if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
+        return [(POLICY, (key.direction, verdict_of(key), *policy_label_values(key, policy)))]
+    if kind is Kind.NO_POLICY_DROP and names.workload is not None:
+        workload = names.workload
+        return [(NO_POLICY_DROP, (workload.namespace, workload.app, key.direction))]
     return []

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 from aggregator.metrics.family import Level, SeriesFamily
-from aggregator.model import PolicyIdentity, ResolvedCounter
-from calico_accountant.records import Kind
+from aggregator.model import CounterNames, PolicyIdentity
+from calico_accountant.records import CounterKey, Direction, Kind
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY_ACCEPT", "POLICY_ACCEPT_DROP", "series"]
 
@@ -48,20 +48,20 @@ POLICY_ACCEPT_DROP = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (NO_POLICY_DROP, POLICY_ACCEPT, POLICY_ACCEPT_DROP)
 
 
-def policy_label(counter: ResolvedCounter) -> str:
+def policy_label(names: CounterNames, key: CounterKey) -> str:
     """monzo's ``policy``: felix's v1 name, ``<namespace>/<stored name>`` (or the stored name
     of a global policy).  Felix's own identity comment (``Policy <v1 name> ingress``, v3.22
     to v3.31) is the most faithful source, since it is exactly the name monzo derived the
     chain from; otherwise the catalog's stored name.  A group's members are joined by
     ``+``; an unresolved chain is exported as is."""
-    if counter.group is not None and counter.group.policies:
-        return "+".join(_qualified(p) for p in counter.group.policies)
-    if counter.policy is None:
-        return counter.key.chain
-    match = _V1_COMMENT.match(counter.chain_comment)
-    if match is not None and counter.policy.resolved:
+    if names.group is not None and names.group.policies:
+        return "+".join(_qualified(p) for p in names.group.policies)
+    if names.policy is None:
+        return key.chain
+    match = _V1_COMMENT.match(names.chain_comment)
+    if match is not None and names.policy.resolved:
         return match.group(1)
-    return _qualified(counter.policy)
+    return _qualified(names.policy)
 
 
 def _qualified(policy: PolicyIdentity) -> str:
@@ -69,8 +69,8 @@ def _qualified(policy: PolicyIdentity) -> str:
     return f"{policy.namespace}/{stored}" if policy.namespace else stored
 
 
-def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
-    workload = counter.workload
+def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    workload = names.workload
     if workload is None:
         return []
     base = (
@@ -78,13 +78,13 @@ def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]
         workload.namespace,
         workload.app,
         ",".join(workload.ips),
-        counter.endpoint_chain_type,
+        "tw" if key.direction is Direction.INGRESS else "fw",  # monzo's type: to or from the workload
     )
-    kind = counter.key.kind
+    kind = key.kind
     if kind is Kind.NO_POLICY_DROP:
         return [(NO_POLICY_DROP, base)]
     if kind is Kind.POLICY_ACCEPT:
-        return [(POLICY_ACCEPT, (*base, policy_label(counter)))]
+        return [(POLICY_ACCEPT, (*base, policy_label(names, key)))]
     if kind is Kind.POLICY_DENY:
-        return [(POLICY_ACCEPT_DROP, (*base, policy_label(counter)))]
+        return [(POLICY_ACCEPT_DROP, (*base, policy_label(names, key)))]
     return []

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from aggregator.model import PolicyIdentity, ResolvedCounter
-from calico_accountant.records import Kind, Verdict
+from aggregator.model import CounterNames, PolicyIdentity, tier_of
+from calico_accountant.records import CounterKey, Kind, Verdict, verdict_of
 
 __all__ = [
     "POLICY_LABELS",
@@ -58,9 +58,9 @@ class SeriesFamily:
     aggregate families keep their series forever so sums never drop."""
 
 
-def policy_label_values(counter: ResolvedCounter, policy: PolicyIdentity) -> tuple[str, str, str, str]:
-    """The values of :data:`POLICY_LABELS` for ``counter`` exported under ``policy``."""
-    return (counter.tier, policy.kind, policy.namespace, policy.name)
+def policy_label_values(key: CounterKey, policy: PolicyIdentity) -> tuple[str, str, str, str]:
+    """The values of :data:`POLICY_LABELS` for the counter ``key`` exported under ``policy``."""
+    return (key.tier or policy.tier, policy.kind, policy.namespace, policy.name)  # tier_of, inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +79,18 @@ class EndpointFamilies:
 
 
 def endpoint_series(
-    counter: ResolvedCounter, base: tuple[str, ...], families: EndpointFamilies
+    names: CounterNames, key: CounterKey, base: tuple[str, ...], families: EndpointFamilies
 ) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
-    """The series of ``families`` an endpoint counter adds to; ``base`` are the level's leading
-    labels (ending with the direction).  None for per-rule counters."""
-    kind = counter.key.kind
-    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and counter.policy is not None:
-        return [(families.policy, (*base, counter.verdict, *policy_label_values(counter, counter.policy)))]
+    """The series of ``families`` the counter ``key`` (of ``names``) adds to; ``base`` are the
+    level's leading labels (ending with the direction).  None for per-rule counters."""
+    kind = key.kind
+    policy = names.policy
+    if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
+        return [(families.policy, (*base, verdict_of(key), *policy_label_values(key, policy)))]
     if kind is Kind.NO_POLICY_DROP:
-        return [(families.no_policy_drop, (*base, counter.tier))]
+        return [(families.no_policy_drop, (*base, tier_of(key, policy)))]
     if kind is Kind.PROFILE_ACCEPT:
-        name = counter.profile.name if counter.profile is not None else counter.key.chain
+        name = names.profile.name if names.profile is not None else key.chain
         return [(families.profile, (*base, Verdict.ACCEPT, name))]
     if kind is Kind.NO_PROFILE_DROP:
         return [(families.profile, (*base, Verdict.DENY, ""))]

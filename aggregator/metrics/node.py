@@ -7,8 +7,8 @@ Per-rule counters are read inside the shared policy chains, so they are exact pe
 from __future__ import annotations
 
 from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
-from aggregator.model import ResolvedCounter
-from calico_accountant.records import Kind
+from aggregator.model import CounterNames
+from calico_accountant.records import CounterKey, Kind, verdict_of
 
 __all__ = ["FAMILIES", "NO_POLICY_DROP", "POLICY", "POLICY_RULE", "series"]
 
@@ -48,38 +48,18 @@ POLICY_RULE = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, POLICY_RULE)
 
 
-def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
     """Workload counters and per-rule counters; host endpoints have their own families
     (:mod:`aggregator.metrics.host_endpoint`), so these stay the sums of the workload ones."""
-    if counter.host_endpoint is not None:
+    if names.host_endpoint is not None:
         return []
-    kind = counter.key.kind
-    policy = counter.policy
-    if kind in (Kind.POLICY_ACCEPT, Kind.POLICY_DENY) and policy is not None:
-        return [
-            (
-                POLICY,
-                (
-                    counter.node,
-                    counter.direction,
-                    counter.verdict,
-                    *policy_label_values(counter, policy),
-                ),
-            )
-        ]
+    kind = key.kind
+    policy = names.policy
+    if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
+        return [(POLICY, (names.node, key.direction, verdict_of(key), *policy_label_values(key, policy)))]
     if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, (counter.node, counter.direction))]
+        return [(NO_POLICY_DROP, (names.node, key.direction))]
     if kind is Kind.POLICY_RULE and policy is not None:
-        return [
-            (
-                POLICY_RULE,
-                (
-                    counter.node,
-                    counter.direction,
-                    *policy_label_values(counter, policy),
-                    str(counter.key.rule_index),
-                    counter.key.action,
-                ),
-            )
-        ]
+        labels = (*policy_label_values(key, policy), str(key.rule_index), key.action)
+        return [(POLICY_RULE, (names.node, key.direction, *labels))]
     return []

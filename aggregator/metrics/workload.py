@@ -8,7 +8,8 @@ packet of denied flows.  IPv4 and IPv6 are summed.
 from __future__ import annotations
 
 from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
-from aggregator.model import ResolvedCounter
+from aggregator.model import CounterNames
+from calico_accountant.records import CounterKey
 
 __all__ = ["ADMIN_DOWN", "FAMILIES", "NO_POLICY_DROP", "POLICY", "PROFILE", "series"]
 
@@ -59,10 +60,10 @@ _ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
 FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
-def series(counter: ResolvedCounter) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
-    """The per-workload series ``counter`` adds to (none for per-rule counters)."""
-    workload = counter.workload
+def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+    """The per-workload series the counter ``key`` of ``names`` adds to (none for per-rule counters)."""
+    workload = names.workload
     if workload is None:
         return []
-    base = (counter.node, workload.namespace, workload.pod, workload.app, counter.direction)
-    return endpoint_series(counter, base, _ENDPOINT)
+    base = (names.node, workload.namespace, workload.pod, workload.app, key.direction)
+    return endpoint_series(names, key, base, _ENDPOINT)

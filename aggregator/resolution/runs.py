@@ -23,23 +23,22 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from aggregator.ledger.state import CounterState
-from aggregator.model import CounterNames, ResolvedCounter
+from aggregator.model import CounterNames
 from aggregator.resolution.memo import Lookup, MemoResolver
 from aggregator.resolution.resolve import OnError, RawName, resolve_counter, unresolved_names
-from calico_accountant.records import Kind
+from calico_accountant.records import CounterKey, Kind
 
 __all__ = ["Resolution", "RunResolver"]
 
 
 class Resolution(NamedTuple):
-    """One counter's names, the lookups that gave them, and those the catalog did not explain;
-    ``names`` is the run's (one object for all its counters)."""
+    """A run's names, the lookups that gave them, and those the catalog did not explain: one
+    object for all the run's counters (a counter is its run's names and its own key,
+    :meth:`~aggregator.model.CounterNames.counter`)."""
 
-    counter: ResolvedCounter
+    names: CounterNames
     lookups: tuple[Lookup, ...]
     unresolved: tuple[RawName, ...]
-    names: CounterNames
 
 
 class _Asks(enum.Enum):
@@ -76,19 +75,32 @@ class RunResolver:
         self._last = None
 
     def resolve(
-        self, node: str, state: CounterState, comments: Mapping[str, str], on_error: OnError
+        self,
+        node: str,
+        key: CounterKey,
+        chain_comment: str,
+        group_members: tuple[str, ...],
+        comments: Mapping[str, str],
+        on_error: OnError,
     ) -> Resolution:
-        """``state``'s names (``comments``: the node's chain comments; ``on_error`` is told
-        about every lookup that raised)."""
-        key = state.key
-        comment = state.chain_comment or comments.get(key.chain, "")
-        members = state.group_members
-        asks = _ASKS[key.kind]
-        signature = (node, key.interface, key.endpoint, key.chain, key.tier, asks, comment, members)
+        """The names of the counter ``key`` of ``node`` (with its own chain comment and group
+        members as the ledger keeps them; ``comments``: the node's chain comments;
+        ``on_error`` is told about every lookup that raised).  A run's counters get the same
+        :class:`Resolution` object."""
+        comment = chain_comment or comments.get(key.chain, "")
+        signature = (
+            node,
+            key.interface,
+            key.endpoint,
+            key.chain,
+            key.tier,
+            _ASKS[key.kind],
+            comment,
+            group_members,
+        )
         last = self._last
         if last is not None and last[0] == signature:
-            run = last[1]
-            return Resolution(run.names.counter(key), run.lookups, run.unresolved, run.names)
+            return last[1]
         failed: list[bool] = []
 
         def tell(what: str, error: Exception) -> None:
@@ -102,12 +114,10 @@ class RunResolver:
             node,
             key,
             chain_comment=comment,
-            group_members=members,
+            group_members=group_members,
             comments=comments,
             on_error=tell,
         )
-        resolution = Resolution(
-            counter, tuple(memo.touched), unresolved_names(counter), CounterNames.of(counter)
-        )
+        resolution = Resolution(CounterNames.of(counter), tuple(memo.touched), unresolved_names(counter))
         self._last = None if failed else (signature, resolution)
         return resolution

@@ -26,14 +26,14 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
-from aggregator.ledger.state import CounterState
 from aggregator.metrics import FAMILIES, Level, SeriesFamily, series_makers
-from aggregator.model import CounterNames, ResolvedCounter
+from aggregator.model import CounterNames
 from aggregator.resolution.memo import Lookup, MemoResolver
 from aggregator.resolution.resolve import RawName, RawNameKind, Resolver
 from aggregator.resolution.runs import Resolution, RunResolver
 from aggregator.series.interning import Interned
 from aggregator.series.options import SeriesOptions
+from calico_accountant.records import CounterKey
 
 __all__ = ["NodeRoutes", "Route", "Router", "SeriesRef", "Slot"]
 
@@ -151,23 +151,32 @@ class Router:
         self.memo.inherit(previous.memo)
         self.resolution_errors = previous.resolution_errors
 
-    def resolve(self, node: str, state: CounterState, comments: Mapping[str, str]) -> Resolution:
-        """The counter's names, and the lookups that gave them (see :attr:`memo`); once per
-        run of counters of one workload and chain (:mod:`aggregator.resolution.runs`) since
-        the last :meth:`new_batch`."""
-        return self._runs.resolve(node, state, comments, self._count_error)
+    def resolve(
+        self,
+        node: str,
+        key: CounterKey,
+        chain_comment: str,
+        group_members: tuple[str, ...],
+        comments: Mapping[str, str],
+    ) -> Resolution:
+        """The names of the counter ``key`` (its chain comment and group members as the ledger
+        keeps them), and the lookups that gave them (see :attr:`memo`); once per run of
+        counters of one workload and chain (:mod:`aggregator.resolution.runs`) since the last
+        :meth:`new_batch`."""
+        return self._runs.resolve(node, key, chain_comment, group_members, comments, self._count_error)
 
     def new_batch(self) -> None:
         """What the next counters are resolved with may have changed (a node's chain
         comments, the catalog): no run continues past here."""
         self._runs.restart()
 
-    def candidate_refs(self, counter: ResolvedCounter) -> list[SeriesRef]:
-        """Every exported series ``counter`` belongs to (admission is the caller's)."""
+    def candidate_refs(self, names: CounterNames, key: CounterKey) -> list[SeriesRef]:
+        """Every exported series the counter ``key`` of ``names`` belongs to (admission is the
+        caller's)."""
         refs: list[SeriesRef] = []
         family_index, projections = self._family_index, self._projections
         for make in self._makers:
-            for family, labels in make(counter):
+            for family, labels in make(names, key):
                 index = family_index.get(family)
                 if index is None:
                     continue

@@ -104,7 +104,11 @@ class SeriesState:
         packets_of = [table.packets for table in self.tables]
         bytes_of = [table.bytes for table in self.tables]
         comments = ledger.chain_comments(node)  # a live view
-        keys = increases.keys
+        keys, chain_comments, group_members = (
+            increases.keys,
+            increases.chain_comments,
+            increases.group_members,
+        )
         hit_names, hit_keys = hits.names.append, hits.keys.append
         all_hits = increases.all_hits
         initial = increases.initial
@@ -112,15 +116,15 @@ class SeriesState:
         for row, packets, octets in zip(increases.rows, increases.packets, increases.bytes, strict=True):
             names = names_of[row] if row < routed else None
             if names is None:
-                state = ledger.counter_at(node, row)
-                if state is None:  # not possible through Accountant; tolerate anyway
+                key = keys[row] if row < len(keys) else None
+                if key is None:  # not possible through Accountant; tolerate anyway
                     if all_hits:  # hit by hit from here: the hits so far take their values
                         done = len(hits.names) - hits_before
                         hits.packets.extend(increases.packets[:done])
                         hits.bytes.extend(increases.bytes[:done])
                         all_hits = False
                     continue
-                names, slots = self._route(node, row, state, comments)
+                names, slots = self._route(node, row, key, chain_comments[row], group_members[row], comments)
                 node_routes = self.router.routes[node]  # the lists may have been made or grown
                 names_of, slots_of = node_routes.names, node_routes.slots
                 routed = len(names_of)
@@ -182,7 +186,9 @@ class SeriesState:
                 continue
             for slot in route.slots:
                 self._release(slot)
-            self._route(node, row, state, ledger.chain_comments(node))
+            self._route(
+                node, row, state.key, state.chain_comment, state.group_members, ledger.chain_comments(node)
+            )
             moved += 1
         return moved
 
@@ -211,8 +217,11 @@ class SeriesState:
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
             for row, state in ledger.node_rows(node):
-                resolution = fresh.router.resolve(node, state, comments)
-                pending.append((node, row, resolution, fresh.router.candidate_refs(resolution.counter)))
+                key = state.key
+                resolution = fresh.router.resolve(
+                    node, key, state.chain_comment, state.group_members, comments
+                )
+                pending.append((node, row, resolution, fresh.router.candidate_refs(resolution.names, key)))
         by_level: dict[Level, list[SeriesRef]] = {level: [] for level in _LEVEL_PRIORITY}
         for ref in carried:  # exported aggregate series stay even without a holder
             if not fresh.families[ref[0]].per_workload:
@@ -288,7 +297,10 @@ class SeriesState:
     def resolve_state(self, node: str, state: CounterState, comments: Mapping[str, str]) -> ResolvedCounter:
         """Resolve a counter without routing it (e.g. for the Snapshot API)."""
         self.router.new_batch()
-        return self.router.resolve(node, state, comments).counter
+        key = state.key
+        return self.router.resolve(
+            node, key, state.chain_comment, state.group_members, comments
+        ).names.counter(key)
 
     def unresolved_counts(self) -> dict[str, tuple[int, int]]:
         return self.router.unresolved_counts()
@@ -296,14 +308,21 @@ class SeriesState:
     # -- internals -------------------------------------------------------------------------
 
     def _route(
-        self, node: str, row: int, state: CounterState, comments: Mapping[str, str]
+        self,
+        node: str,
+        row: int,
+        key: CounterKey,
+        chain_comment: str,
+        group_members: tuple[str, ...],
+        comments: Mapping[str, str],
     ) -> tuple[CounterNames, tuple[Slot, ...]]:
-        """Route the new counter in ``row``: its names and the series it adds to."""
+        """Route the new counter ``key`` in ``row`` (``chain_comment`` and ``group_members``:
+        its own, as the ledger keeps them): its names and the series it adds to."""
         router = self.router
-        resolution = router.resolve(node, state, comments)
+        resolution = router.resolve(node, key, chain_comment, group_members, comments)
         tables = self.tables
         slots: list[Slot] = []
-        for ref in router.candidate_refs(resolution.counter):  # _admit and _hold, inline: the hot path
+        for ref in router.candidate_refs(resolution.names, key):  # _admit and _hold, inline: the hot path
             table = tables[ref[0]]
             slot = table.slots.get(ref[1])
             held = table.refs[slot] if slot is not None else self._create(ref)
