@@ -83,17 +83,21 @@ class MemoResolver:
         answer: ProfileIdentity = self._lookup((LookupKind.PROFILE, chain))
         return answer
 
-    def use(self, node: str, row: int, lookups: Iterable[Lookup]) -> None:
-        """The counter in ``row`` of ``node`` is routed by ``lookups``."""
+    def user_rows(self, node: str, lookups: Iterable[Lookup]) -> list[list[int]]:
+        """For each of ``lookups``, the list of the rows of ``node`` it routes (made if
+        missing): a counter routed by ``lookups`` appends its row to each, and the next
+        counters of its run append to the same lists.  A list made here must get a row at
+        once; the lists stay valid until the next :meth:`release` or :meth:`release_node`."""
+        found: list[list[int]] = []
         for lookup in lookups:
             users = self._users.get(lookup)
             if users is None:
                 users = self._users[lookup] = {}
             rows = users.get(node)
             if rows is None:
-                users[node] = [row]
-            else:
-                rows.append(row)
+                rows = users[node] = []
+            found.append(rows)
+        return found
 
     def release(self, node: str, row: int, lookups: Iterable[Lookup]) -> None:
         """The counter in ``row`` of ``node`` no longer uses ``lookups``; unused answers are

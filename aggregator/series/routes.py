@@ -77,14 +77,19 @@ class NodeRoutes:
         unresolved: tuple[RawName, ...],
     ) -> None:
         """The route of ``row`` (its fields one by one: no Route is made only to be taken apart)."""
-        missing = row + 1 - len(self.names)
-        if missing > 0:
-            self.names.extend([None] * missing)
-            self.slots.extend([()] * missing)
-            self.lookups.extend([()] * missing)
-        self.names[row] = names
-        self.slots[row] = slots
-        self.lookups[row] = lookups
+        missing = row - len(self.names)
+        if missing == 0:  # the next row (a new node's counters come in row order)
+            self.names.append(names)
+            self.slots.append(slots)
+            self.lookups.append(lookups)
+        else:
+            if missing > 0:
+                self.names.extend([None] * missing)
+                self.slots.extend([()] * missing)
+                self.lookups.extend([()] * missing)
+            self.names[row] = names
+            self.slots[row] = slots
+            self.lookups[row] = lookups
         if unresolved:
             self.unresolved[row] = unresolved
 
@@ -104,6 +109,16 @@ class NodeRoutes:
 
     def rows(self) -> Iterator[int]:
         return (row for row, names in enumerate(self.names) if names is not None)
+
+
+class _RunHolds(NamedTuple):
+    """What a run's counters hold, taken once (:meth:`Router.register`)."""
+
+    resolution: Resolution
+    node: str
+    lookups: tuple[Lookup, ...]
+    user_rows: list[list[int]]
+    """The memo's lists of the node's rows routed by each of ``lookups``."""
 
 
 class Router:
@@ -134,9 +149,10 @@ class Router:
         self.routes: dict[str, NodeRoutes] = {}
         """Per node, its counters' routes by ledger row."""
         self._lookups: Interned[Lookup] = Interned()
-        self._last_lookups: tuple[Lookup, ...] = ()
-        """The lookups of the counter registered last: the counters of one workload and chain
-        come one after another and share one tuple (a tuple a counter was ~56 bytes)."""
+        self._run: _RunHolds | None = None
+        """What the counter registered last holds: the next counters of its run (one workload
+        and chain, one after another) share its lookups' tuple (a tuple a counter was ~56
+        bytes) and append to the same rows of the memo."""
         self._unresolved: dict[tuple[str, RawName], int] = {}
         """(node, raw name) -> counters exported under that raw name."""
         self._unresolved_by_node: dict[str, list[int]] = {}
@@ -194,16 +210,25 @@ class Router:
     def register(self, node: str, row: int, resolution: Resolution, slots: tuple[Slot, ...]) -> None:
         """Keep the route of ``row`` of ``node``: ``resolution``'s names and lookups, ``slots``."""
         acquire = self._lookups.acquire
-        held = tuple([acquire(lookup) for lookup in resolution.lookups])
-        if held == self._last_lookups:  # the previous counter's workload and chain (the norm)
-            held = self._last_lookups
-        self._last_lookups = held
+        run = self._run
+        if run is not None and run.resolution is resolution and run.node == node:  # the norm
+            held = run.lookups
+            for lookup in held:
+                acquire(lookup)
+            user_rows = run.user_rows
+        else:
+            held = tuple([acquire(lookup) for lookup in resolution.lookups])
+            if run is not None and held == run.lookups:  # another kind of the same workload and chain
+                held = run.lookups
+            user_rows = self.memo.user_rows(node, held)
+            self._run = _RunHolds(resolution, node, held, user_rows)
+        for rows in user_rows:
+            rows.append(row)
         routes = self.routes.get(node)
         if routes is None:
             routes = self.routes[node] = NodeRoutes()
         unresolved = resolution.unresolved
         routes.put(row, resolution.names, slots, held, unresolved)
-        self.memo.use(node, row, held)
         for raw in unresolved:
             tag = (node, raw)
             counters = self._unresolved.get(tag, 0)
@@ -214,6 +239,7 @@ class Router:
 
     def forget(self, node: str, row: int) -> Route | None:
         """Drop the route of ``row`` of ``node`` (returned, or None when it had none)."""
+        self._run = None  # the memo's rows it holds may go
         routes = self.routes.get(node)
         route = routes.pop(row) if routes is not None else None
         if route is None:
@@ -223,6 +249,7 @@ class Router:
 
     def forget_node(self, node: str) -> list[Route]:
         """Drop every route of ``node`` (returned)."""
+        self._run = None
         routes = self.routes.pop(node, None)
         if routes is None:
             return []
