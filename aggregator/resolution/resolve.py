@@ -22,7 +22,19 @@ from aggregator.model import (
 from calico_accountant.felix.chains import is_group_chain
 from calico_accountant.records import CounterKey, EndpointKind, Kind
 
-__all__ = ["RawName", "RawNameKind", "Resolver", "resolve_counter", "unresolved_names"]
+__all__ = [
+    "ChainNames",
+    "EndpointNames",
+    "RawName",
+    "RawNameKind",
+    "Resolver",
+    "resolve_chain",
+    "resolve_counter",
+    "resolve_endpoint",
+    "unresolved_chain",
+    "unresolved_endpoint",
+    "unresolved_names",
+]
 
 OnError = Callable[[str, Exception], None]
 
@@ -43,6 +55,23 @@ class Resolver(Protocol):
     def profile(self, chain: str) -> ProfileIdentity: ...
 
 
+class EndpointNames(NamedTuple):
+    """What a counter's interface resolved to: a pod, a host endpoint, or neither (per-rule
+    counters have no interface)."""
+
+    workload: WorkloadIdentity | None
+    host_endpoint: HostEndpointIdentity | None
+
+
+class ChainNames(NamedTuple):
+    """What a counter's chain resolved to (under ``comment``, felix's identity comment)."""
+
+    policy: PolicyIdentity | None
+    group: PolicyGroup | None
+    profile: ProfileIdentity | None
+    comment: str
+
+
 def resolve_counter(
     resolver: Resolver,
     node: str,
@@ -60,24 +89,54 @@ def resolve_counter(
     """
     comments = comments or {}
     comment = chain_comment or comments.get(key.chain, "")
-    workload: WorkloadIdentity | None = None
-    policy: PolicyIdentity | None = None
-    group: PolicyGroup | None = None
-    profile: ProfileIdentity | None = None
-    host_endpoint: HostEndpointIdentity | None = None
+    endpoint = resolve_endpoint(resolver, node, key, on_error)
+    chain = resolve_chain(resolver, key, comment, group_members, comments, on_error)
+    return ResolvedCounter(
+        node=node,
+        key=key,
+        workload=endpoint.workload,
+        policy=chain.policy,
+        group=chain.group,
+        profile=chain.profile,
+        chain_comment=comment,
+        host_endpoint=endpoint.host_endpoint,
+    )
+
+
+def resolve_endpoint(
+    resolver: Resolver, node: str, key: CounterKey, on_error: OnError | None
+) -> EndpointNames:
+    """The names of ``key``'s interface on ``node``: what depends on the node, the interface
+    and the endpoint kind only."""
+    if not key.interface:
+        return EndpointNames(None, None)
+    if key.endpoint is not EndpointKind.WORKLOAD:
+        try:
+            return EndpointNames(None, resolver.host_endpoint(node, key.interface))
+        except Exception as error:
+            _tell(on_error, key.interface, error)
+            return EndpointNames(None, HostEndpointIdentity(node, key.interface, "", resolved=False))
+    try:
+        return EndpointNames(resolver.workload(node, key.interface), None)
+    except Exception as error:
+        _tell(on_error, key.interface, error)
+        return EndpointNames(
+            WorkloadIdentity(node, key.interface, "", key.interface, "", resolved=False), None
+        )
+
+
+def resolve_chain(
+    resolver: Resolver,
+    key: CounterKey,
+    comment: str,
+    group_members: Sequence[str],
+    comments: Mapping[str, str],
+    on_error: OnError | None,
+) -> ChainNames:
+    """The names of ``key``'s chain (``comment``: its identity comment; ``comments``: the
+    node's, for group members): what depends on the chain, the tier, the counter's kind,
+    the comment and the group's members only."""
     chain = key.chain
-    if key.interface and key.endpoint is not EndpointKind.WORKLOAD:
-        try:
-            host_endpoint = resolver.host_endpoint(node, key.interface)
-        except Exception as error:
-            _tell(on_error, key.interface, error)
-            host_endpoint = HostEndpointIdentity(node, key.interface, "", resolved=False)
-    elif key.interface:
-        try:
-            workload = resolver.workload(node, key.interface)
-        except Exception as error:
-            _tell(on_error, key.interface, error)
-            workload = WorkloadIdentity(node, key.interface, "", key.interface, "", resolved=False)
     kind = key.kind
     if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and (group_members or is_group_chain(chain)):
         members = tuple(group_members)
@@ -88,28 +147,22 @@ def resolve_counter(
             _tell(on_error, chain, error)
             group = PolicyGroup(chain, tuple(PolicyIdentity.unresolved(m, key.tier) for m in members))
         policy = group.as_identity(key.tier) if group.policies else PolicyIdentity.unresolved(chain, key.tier)
-    elif kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY or kind is Kind.POLICY_RULE:
+        return ChainNames(policy, group, None, comment)
+    if kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY or kind is Kind.POLICY_RULE:
         try:
             policy = resolver.policy(chain, comment)
         except Exception as error:
             _tell(on_error, chain, error)
             policy = PolicyIdentity.unresolved(chain, key.tier)
-    elif kind is Kind.PROFILE_ACCEPT:
+        return ChainNames(policy, None, None, comment)
+    if kind is Kind.PROFILE_ACCEPT:
         try:
             profile = resolver.profile(chain)
         except Exception as error:
             _tell(on_error, chain, error)
             profile = ProfileIdentity(chain, resolved=False)
-    return ResolvedCounter(
-        node=node,
-        key=key,
-        workload=workload,
-        policy=policy,
-        group=group,
-        profile=profile,
-        chain_comment=comment,
-        host_endpoint=host_endpoint,
-    )
+        return ChainNames(None, None, profile, comment)
+    return ChainNames(None, None, None, comment)
 
 
 def _tell(on_error: OnError | None, what: str, error: Exception) -> None:
@@ -131,21 +184,33 @@ class RawName(NamedTuple):
 
 def unresolved_names(counter: ResolvedCounter) -> tuple[RawName, ...]:
     """Every name of ``counter`` the catalog did not explain (exported raw)."""
-    names: list[RawName] = []
-    if counter.workload is not None and not counter.workload.resolved:
-        names.append(RawName(RawNameKind.INTERFACE, counter.workload.interface))
-    if counter.host_endpoint is not None and not counter.host_endpoint.resolved:
-        names.append(RawName(RawNameKind.INTERFACE, counter.host_endpoint.interface))
-    if counter.group is not None:
-        names.extend(
+    return unresolved_endpoint(EndpointNames(counter.workload, counter.host_endpoint)) + unresolved_chain(
+        ChainNames(counter.policy, counter.group, counter.profile, counter.chain_comment), counter.key.chain
+    )
+
+
+def unresolved_endpoint(names: EndpointNames) -> tuple[RawName, ...]:
+    """The interface of ``names``, if the catalog did not explain it."""
+    if names.workload is not None and not names.workload.resolved:
+        return (RawName(RawNameKind.INTERFACE, names.workload.interface),)
+    if names.host_endpoint is not None and not names.host_endpoint.resolved:
+        return (RawName(RawNameKind.INTERFACE, names.host_endpoint.interface),)
+    return ()
+
+
+def unresolved_chain(names: ChainNames, chain: str) -> tuple[RawName, ...]:
+    """The chains behind ``names`` (of ``chain``) the catalog did not explain."""
+    raw: list[RawName] = []
+    if names.group is not None:
+        raw.extend(
             RawName(RawNameKind.CHAIN, p.stored_name or p.name)
-            for p in counter.group.policies
+            for p in names.group.policies
             if not p.resolved
         )
-        if not counter.group.policies:
-            names.append(RawName(RawNameKind.CHAIN, counter.key.chain))
-    elif counter.policy is not None and not counter.policy.resolved:
-        names.append(RawName(RawNameKind.CHAIN, counter.key.chain))
-    if counter.profile is not None and not counter.profile.resolved:
-        names.append(RawName(RawNameKind.CHAIN, counter.key.chain))
-    return tuple(names)
+        if not names.group.policies:
+            raw.append(RawName(RawNameKind.CHAIN, chain))
+    elif names.policy is not None and not names.policy.resolved:
+        raw.append(RawName(RawNameKind.CHAIN, chain))
+    if names.profile is not None and not names.profile.resolved:
+        raw.append(RawName(RawNameKind.CHAIN, chain))
+    return tuple(raw)
