@@ -17,8 +17,16 @@ from aggregator.exposition.text import render_text
 from aggregator.ledger.ledger import Ledger
 from aggregator.ledger.state import FirstSnapshot, Increases
 from aggregator.metrics import Level
-from aggregator.model import PolicyGroup, PolicyIdentity, PolicyKind, ProfileIdentity, WorkloadIdentity
+from aggregator.model import (
+    CounterNames,
+    PolicyGroup,
+    PolicyIdentity,
+    PolicyKind,
+    ProfileIdentity,
+    WorkloadIdentity,
+)
 from aggregator.series.options import SeriesOptions, parse_labels, parse_levels
+from aggregator.series.routes import NodeRoutes
 from aggregator.series.state import SeriesState
 from aggregator.series.views import Hits, StateView
 from calico_accountant.records import CounterRecord, Kind
@@ -817,3 +825,20 @@ def test_a_scrape_copy_taken_in_steps_is_the_copy_taken_at_once(monkeypatch: pyt
     monkeypatch.setattr(accountant_module, "VIEW_STEP", 2)
     assert [(f.labels, f.texts, f.values) for f in acct.view(1).families] == whole
     assert sum(len(labels) for labels, _, _ in whole) > 2 * 4  # several steps in a family
+
+
+def test_node_routes_keep_rows_in_any_order_with_holes_between() -> None:
+    """A new node's routes are appended row after row; a row past the end leaves holes, and a
+    hole filled later holds its route (routes of a node whose rows were freed and reused)."""
+    routes = NodeRoutes()
+    names = [CounterNames(f"n{i}", None, None, None, None, "", None) for i in range(5)]
+    for row in (0, 1, 4, 2):
+        routes.put(row, names[row], ((0, row),), (), ())
+    assert [routes.get(row) is not None for row in range(6)] == [True, True, True, False, True, False]
+    assert list(routes.rows()) == [0, 1, 2, 4]
+    for row in (0, 1, 2, 4):
+        route = routes.get(row)
+        assert route is not None and route.names is names[row] and route.slots == ((0, row),)
+    routes.put(3, names[3], (), (), ())
+    assert list(routes.rows()) == [0, 1, 2, 3, 4]
+    assert routes.pop(1) is not None and routes.get(1) is None and list(routes.rows()) == [0, 2, 3, 4]

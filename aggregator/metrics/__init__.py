@@ -1,7 +1,7 @@
 """The exported metric families, one module per aggregation level (the node_exporter way).
 
 Each level's module declares its families and a ``series(names, key)`` function saying which
-series of them a resolved counter (its run's names and its own key) adds to;
+series of them (at most one) a resolved counter (its run's names and its own key) adds to;
 :func:`series_makers` hands the series state (:mod:`aggregator.series`) the functions of the
 exported levels, and the exposition (:mod:`aggregator.exposition`) renders the sums.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aggregator.metrics import app, cluster, compat, host_endpoint, node, workload
-from aggregator.metrics.family import Level, SeriesFamily
+from aggregator.metrics.family import Level, Series, SeriesFamily
 from aggregator.model import CounterNames
 from calico_accountant.records import CounterKey
 
@@ -34,7 +34,7 @@ FAMILIES: tuple[SeriesFamily, ...] = (
 
 _MODULES = (workload, app, node, host_endpoint, cluster, compat)
 
-SeriesMaker = Callable[[CounterNames, CounterKey], list[tuple[SeriesFamily, tuple[str, ...]]]]
+SeriesMaker = Callable[[CounterNames, CounterKey], Series | None]
 
 
 def series_makers(exported: Callable[[SeriesFamily], bool]) -> tuple[SeriesMaker, ...]:

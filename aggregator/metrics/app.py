@@ -9,7 +9,14 @@ and the policies that apply to them, not with pods or nodes.  A 5,000-node clust
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
+from aggregator.metrics.family import (
+    POLICY_LABELS,
+    EndpointFamilies,
+    Level,
+    Series,
+    SeriesFamily,
+    endpoint_series,
+)
 from aggregator.model import CounterNames
 from calico_accountant.records import CounterKey
 
@@ -64,10 +71,10 @@ _ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
 FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     """The per-application series the counter ``key`` of ``names`` adds to: those of its
     workload's, without the pod."""
     workload = names.workload
     if workload is None:
-        return []
+        return None
     return endpoint_series(names, key, (workload.namespace, workload.app, key.direction), _ENDPOINT)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, Series, SeriesFamily, policy_label_values
 from aggregator.model import CounterNames
 from calico_accountant.records import CounterKey, Kind, verdict_of
 
@@ -32,15 +32,15 @@ NO_POLICY_DROP = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP)
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     """Workload counters only: the sums of the node families over nodes."""
     if names.host_endpoint is not None:
-        return []
+        return None
     kind = key.kind
     policy = names.policy
     if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
-        return [(POLICY, (key.direction, verdict_of(key), *policy_label_values(key, policy)))]
+        return (POLICY, (key.direction, verdict_of(key), *policy_label_values(key, policy)))
     if kind is Kind.NO_POLICY_DROP and names.workload is not None:
         workload = names.workload
-        return [(NO_POLICY_DROP, (workload.namespace, workload.app, key.direction))]
-    return []
+        return (NO_POLICY_DROP, (workload.namespace, workload.app, key.direction))
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from aggregator.metrics.family import Level, SeriesFamily
+from aggregator.metrics.family import Level, Series, SeriesFamily
 from aggregator.model import CounterNames, PolicyIdentity
 from calico_accountant.records import CounterKey, Direction, Kind
 
@@ -69,10 +69,10 @@ def _qualified(policy: PolicyIdentity) -> str:
     return f"{policy.namespace}/{stored}" if policy.namespace else stored
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     workload = names.workload
     if workload is None:
-        return []
+        return None
     base = (
         workload.pod,
         workload.namespace,
@@ -82,9 +82,9 @@ def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tup
     )
     kind = key.kind
     if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, base)]
+        return (NO_POLICY_DROP, base)
     if kind is Kind.POLICY_ACCEPT:
-        return [(POLICY_ACCEPT, (*base, policy_label(names, key)))]
+        return (POLICY_ACCEPT, (*base, policy_label(names, key)))
     if kind is Kind.POLICY_DENY:
-        return [(POLICY_ACCEPT_DROP, (*base, policy_label(names, key)))]
-    return []
+        return (POLICY_ACCEPT_DROP, (*base, policy_label(names, key)))
+    return None

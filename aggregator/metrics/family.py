@@ -17,6 +17,7 @@ __all__ = [
     "POLICY_LABELS",
     "EndpointFamilies",
     "Level",
+    "Series",
     "SeriesFamily",
     "endpoint_series",
     "policy_label_values",
@@ -63,6 +64,11 @@ def policy_label_values(key: CounterKey, policy: PolicyIdentity) -> tuple[str, s
     return (key.tier or policy.tier, policy.kind, policy.namespace, policy.name)  # tier_of, inline
 
 
+Series = tuple[SeriesFamily, tuple[str, ...]]
+"""A series a counter adds to: its family and its label values.  A level gives a counter at
+most one (its ``series(names, key)`` returns it or None)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointFamilies:
     """The families of a level that keeps an endpoint's verdicts apart (per workload, per app):
@@ -80,20 +86,20 @@ class EndpointFamilies:
 
 def endpoint_series(
     names: CounterNames, key: CounterKey, base: tuple[str, ...], families: EndpointFamilies
-) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+) -> Series | None:
     """The series of ``families`` the counter ``key`` (of ``names``) adds to; ``base`` are the
     level's leading labels (ending with the direction).  None for per-rule counters."""
     kind = key.kind
     policy = names.policy
     if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
-        return [(families.policy, (*base, verdict_of(key), *policy_label_values(key, policy)))]
+        return (families.policy, (*base, verdict_of(key), *policy_label_values(key, policy)))
     if kind is Kind.NO_POLICY_DROP:
-        return [(families.no_policy_drop, (*base, tier_of(key, policy)))]
+        return (families.no_policy_drop, (*base, tier_of(key, policy)))
     if kind is Kind.PROFILE_ACCEPT:
         name = names.profile.name if names.profile is not None else key.chain
-        return [(families.profile, (*base, Verdict.ACCEPT, name))]
+        return (families.profile, (*base, Verdict.ACCEPT, name))
     if kind is Kind.NO_PROFILE_DROP:
-        return [(families.profile, (*base, Verdict.DENY, ""))]
+        return (families.profile, (*base, Verdict.DENY, ""))
     if kind is Kind.ENDPOINT_ADMIN_DROP:
-        return [(families.admin_down, base)]
-    return []
+        return (families.admin_down, base)
+    return None

@@ -15,7 +15,7 @@ the sums of the workload families.
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, Series, SeriesFamily, policy_label_values
 from aggregator.model import CounterNames, tier_of
 from calico_accountant.records import CounterKey, EndpointKind, Kind, Verdict, verdict_of
 
@@ -62,24 +62,24 @@ PROFILE = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, PROFILE)
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     """The host endpoint series the counter ``key`` of ``names`` adds to (none for workload
     and per-rule counters)."""
     host_endpoint = names.host_endpoint
     if host_endpoint is None:
-        return []
+        return None
     base = (names.node, host_endpoint.name, host_endpoint.interface)
     kind = key.kind
     traffic = TRAFFIC[key.endpoint]
     policy = names.policy
     if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
         labels = (*base, traffic, key.direction, verdict_of(key))
-        return [(POLICY, (*labels, *policy_label_values(key, policy)))]
+        return (POLICY, (*labels, *policy_label_values(key, policy)))
     if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, (*base, traffic, key.direction, tier_of(key, policy)))]
+        return (NO_POLICY_DROP, (*base, traffic, key.direction, tier_of(key, policy)))
     if kind is Kind.PROFILE_ACCEPT:
         name = names.profile.name if names.profile is not None else key.chain
-        return [(PROFILE, (*base, key.direction, Verdict.ACCEPT, name))]
+        return (PROFILE, (*base, key.direction, Verdict.ACCEPT, name))
     if kind is Kind.NO_PROFILE_DROP:
-        return [(PROFILE, (*base, key.direction, Verdict.DENY, ""))]
-    return []
+        return (PROFILE, (*base, key.direction, Verdict.DENY, ""))
+    return None

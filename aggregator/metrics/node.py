@@ -6,7 +6,7 @@ Per-rule counters are read inside the shared policy chains, so they are exact pe
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, Level, SeriesFamily, policy_label_values
+from aggregator.metrics.family import POLICY_LABELS, Level, Series, SeriesFamily, policy_label_values
 from aggregator.model import CounterNames
 from calico_accountant.records import CounterKey, Kind, verdict_of
 
@@ -48,18 +48,18 @@ POLICY_RULE = SeriesFamily(
 FAMILIES: tuple[SeriesFamily, ...] = (POLICY, NO_POLICY_DROP, POLICY_RULE)
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     """Workload counters and per-rule counters; host endpoints have their own families
     (:mod:`aggregator.metrics.host_endpoint`), so these stay the sums of the workload ones."""
     if names.host_endpoint is not None:
-        return []
+        return None
     kind = key.kind
     policy = names.policy
     if (kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY) and policy is not None:
-        return [(POLICY, (names.node, key.direction, verdict_of(key), *policy_label_values(key, policy)))]
+        return (POLICY, (names.node, key.direction, verdict_of(key), *policy_label_values(key, policy)))
     if kind is Kind.NO_POLICY_DROP:
-        return [(NO_POLICY_DROP, (names.node, key.direction))]
+        return (NO_POLICY_DROP, (names.node, key.direction))
     if kind is Kind.POLICY_RULE and policy is not None:
         labels = (*policy_label_values(key, policy), str(key.rule_index), key.action)
-        return [(POLICY_RULE, (names.node, key.direction, *labels))]
-    return []
+        return (POLICY_RULE, (names.node, key.direction, *labels))
+    return None

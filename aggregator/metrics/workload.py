@@ -7,7 +7,14 @@ packet of denied flows.  IPv4 and IPv6 are summed.
 
 from __future__ import annotations
 
-from aggregator.metrics.family import POLICY_LABELS, EndpointFamilies, Level, SeriesFamily, endpoint_series
+from aggregator.metrics.family import (
+    POLICY_LABELS,
+    EndpointFamilies,
+    Level,
+    Series,
+    SeriesFamily,
+    endpoint_series,
+)
 from aggregator.model import CounterNames
 from calico_accountant.records import CounterKey
 
@@ -60,10 +67,10 @@ _ENDPOINT = EndpointFamilies(POLICY, NO_POLICY_DROP, PROFILE, ADMIN_DOWN)
 FAMILIES: tuple[SeriesFamily, ...] = _ENDPOINT.all
 
 
-def series(names: CounterNames, key: CounterKey) -> list[tuple[SeriesFamily, tuple[str, ...]]]:
+def series(names: CounterNames, key: CounterKey) -> Series | None:
     """The per-workload series the counter ``key`` of ``names`` adds to (none for per-rule counters)."""
     workload = names.workload
     if workload is None:
-        return []
+        return None
     base = (names.node, workload.namespace, workload.pod, workload.app, key.direction)
     return endpoint_series(names, key, base, _ENDPOINT)

@@ -83,10 +83,10 @@ class NodeRoutes:
             self.slots.append(slots)
             self.lookups.append(lookups)
         else:
-            if missing > 0:
-                self.names.extend([None] * missing)
-                self.slots.extend([()] * missing)
-                self.lookups.extend([()] * missing)
+            if missing > 0:  # rows between: holes
+                self.names.extend([None] * (missing + 1))
+                self.slots.extend([()] * (missing + 1))
+                self.lookups.extend([()] * (missing + 1))
             self.names[row] = names
             self.slots[row] = slots
             self.lookups[row] = lookups
@@ -192,14 +192,15 @@ class Router:
         refs: list[SeriesRef] = []
         family_index, projections = self._family_index, self._projections
         for make in self._makers:
-            for family, labels in make(names, key):
-                index = family_index.get(family)
-                if index is None:
-                    continue
-                projection = projections[index]
-                ref = (index, labels if projection is None else tuple([labels[i] for i in projection]))
-                if ref not in refs:
-                    refs.append(ref)
+            series = make(names, key)
+            if series is None:
+                continue
+            index = family_index.get(series[0])
+            if index is None:  # a family of an exported level that is not exported itself
+                continue
+            labels, projection = series[1], projections[index]
+            # No two refs are the same: each level gives at most one series, of its own families.
+            refs.append((index, labels if projection is None else tuple([labels[i] for i in projection])))
         return refs
 
     def route(self, node: str, row: int) -> Route | None:
