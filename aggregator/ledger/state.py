@@ -271,7 +271,8 @@ def interned_key(key: CounterKey) -> CounterKey:
     (a loop over the fields with a type test cost twice as much, once per new counter).
     Rule ids and group members are shared by :func:`aggregator.ledger.rows.shared_strings`.
     Built with ``tuple.__new__``, as the wire decoder builds keys: a named tuple's own
-    ``__new__`` is a Python frame, ~5 % of a start-up's worker time."""
+    ``__new__`` is a Python frame (named tuples' frames were ~5 % of the ingest worker's time
+    in a 500-node start-up, ``py-spy``)."""
     return _new_tuple(
         CounterKey,
         (

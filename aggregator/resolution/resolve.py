@@ -64,12 +64,12 @@ class EndpointNames(NamedTuple):
 
 
 class ChainNames(NamedTuple):
-    """What a counter's chain resolved to (under ``comment``, felix's identity comment)."""
+    """What a counter's chain resolved to: a policy (with the group's members, for a group
+    chain), a profile, or nothing (the drops)."""
 
     policy: PolicyIdentity | None
     group: PolicyGroup | None
     profile: ProfileIdentity | None
-    comment: str
 
 
 def resolve_counter(
@@ -147,22 +147,22 @@ def resolve_chain(
             _tell(on_error, chain, error)
             group = PolicyGroup(chain, tuple(PolicyIdentity.unresolved(m, key.tier) for m in members))
         policy = group.as_identity(key.tier) if group.policies else PolicyIdentity.unresolved(chain, key.tier)
-        return ChainNames(policy, group, None, comment)
+        return ChainNames(policy, group, None)
     if kind is Kind.POLICY_ACCEPT or kind is Kind.POLICY_DENY or kind is Kind.POLICY_RULE:
         try:
             policy = resolver.policy(chain, comment)
         except Exception as error:
             _tell(on_error, chain, error)
             policy = PolicyIdentity.unresolved(chain, key.tier)
-        return ChainNames(policy, None, None, comment)
+        return ChainNames(policy, None, None)
     if kind is Kind.PROFILE_ACCEPT:
         try:
             profile = resolver.profile(chain)
         except Exception as error:
             _tell(on_error, chain, error)
             profile = ProfileIdentity(chain, resolved=False)
-        return ChainNames(None, None, profile, comment)
-    return ChainNames(None, None, None, comment)
+        return ChainNames(None, None, profile)
+    return ChainNames(None, None, None)
 
 
 def _tell(on_error: OnError | None, what: str, error: Exception) -> None:
@@ -185,7 +185,7 @@ class RawName(NamedTuple):
 def unresolved_names(counter: ResolvedCounter) -> tuple[RawName, ...]:
     """Every name of ``counter`` the catalog did not explain (exported raw)."""
     return unresolved_endpoint(EndpointNames(counter.workload, counter.host_endpoint)) + unresolved_chain(
-        ChainNames(counter.policy, counter.group, counter.profile, counter.chain_comment), counter.key.chain
+        ChainNames(counter.policy, counter.group, counter.profile), counter.key.chain
     )
 
 
