@@ -180,6 +180,55 @@ def test_corrupt_and_foreign_checkpoints_are_refused_whole() -> None:
             assert refused.value.problem is problem, sample[:60]
 
 
+_POISON_COUNTER_FIELDS = [
+    (0, "no_such_kind"),  # a kind this release does not know
+    (0, ["policy_accept"]),  # not a string (and not hashable)
+    (2, 1),  # a direction that is not a string
+    (2, "sideways"),
+    (10, ["cali:abc", 7]),  # a rule id that is not a string
+    (10, "cali:abc"),  # rule ids not a list
+    (14, [None]),  # a group member that is not a string
+    (16, "satellite"),  # an endpoint kind this release does not know
+]
+
+
+@pytest.mark.parametrize(("field", "value"), _POISON_COUNTER_FIELDS)
+def test_a_poison_counter_field_refuses_the_checkpoint_whole(field: int, value: object) -> None:
+    """Each field a restore decodes is checked: a checkpoint with one wrong value is corrupt,
+    never half restored and never a crash."""
+    acct = accountant()
+    feed(acct, 1, 1)
+    data = encode(checkpoint_of(acct))
+    _, body = _header_and_body(data)
+    nodes = body["nodes"]
+    assert isinstance(nodes, list)
+    counter = nodes[0]["counters"][0]
+    if field == 16 and len(counter) == 16:
+        counter.append("workload")
+    counter[field] = value
+    with pytest.raises(CheckpointError) as refused:
+        decode(_with_body(data, body))
+    assert refused.value.problem is CheckpointProblem.CORRUPT
+
+
+@pytest.mark.parametrize("poison", [5, None, ["x"]])
+def test_a_poison_series_label_refuses_the_checkpoint_whole(poison: object) -> None:
+    """A label value that is not a string (with the right number of labels) is corrupt."""
+    acct = accountant()
+    feed(acct, 1, 1)
+    data = encode(checkpoint_of(acct))
+    _, body = _header_and_body(data)
+    series = body["series"]
+    assert isinstance(series, list) and series[0]["values"]
+    labels = series[0]["values"][0][0]
+    assert isinstance(labels, list) and labels
+    labels[-1] = poison
+    with pytest.raises(CheckpointError) as refused:
+        decode(_with_body(data, body))
+    assert refused.value.problem is CheckpointProblem.CORRUPT
+    assert "expected strings" in str(refused.value)
+
+
 def test_the_keeper_restores_or_refuses_and_counts_what_happened(tmp_path: Path) -> None:
     async def scenario() -> None:
         path = tmp_path / "checkpoint"
