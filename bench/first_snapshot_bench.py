@@ -52,7 +52,18 @@ def _messages(shape: Shape) -> list[pb.NodeSnapshot]:
     return messages
 
 
-def _ledger() -> Ledger:
+def prepared(nodes: int) -> tuple[Shape, list[pb.NodeSnapshot], int]:
+    """``nodes`` nodes' first snapshots as messages, and their counters; the heap frozen (what
+    a run measures is then the only garbage the collector scans)."""
+    shape = Shape(nodes)
+    messages = _messages(shape)
+    counters = sum(len(message.counters) for message in messages)
+    gc.collect()
+    gc.freeze()
+    return shape, messages, counters
+
+
+def empty_ledger() -> Ledger:
     return Ledger(first_snapshot=FirstSnapshot.BASELINE, limits=Limits(max_counters=100_000_000))
 
 
@@ -64,7 +75,7 @@ def _timed_pass(shape: Shape, levels: str, messages: list[pb.NodeSnapshot]) -> d
         decode_snapshot(message)
         seconds["decode"] += time.thread_time() - started
     updates: list[DecodedSnapshot] = [decode_snapshot(message) for message in messages]
-    ledger = _ledger()
+    ledger = empty_ledger()
     for update in updates:
         started = time.thread_time()
         for _ in ledger.applying(update, 0.0, 1000):
@@ -72,7 +83,7 @@ def _timed_pass(shape: Shape, levels: str, messages: list[pb.NodeSnapshot]) -> d
         seconds["ledger"] += time.thread_time() - started
         freeze_when_grown()
     options = SeriesOptions(levels=parse_levels(levels))
-    accountant = Accountant(catalog(shape), ledger=_ledger(), options=options)
+    accountant = Accountant(catalog(shape), ledger=empty_ledger(), options=options)
     for update in updates:
         started = time.thread_time()
         accountant.apply(update, 0.0)
@@ -129,11 +140,7 @@ def main() -> None:
     parser.add_argument("--levels", default="app,node,cluster")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    shape = Shape(args.nodes)
-    messages = _messages(shape)
-    counters = sum(len(message.counters) for message in messages)
-    gc.collect()
-    gc.freeze()
+    shape, messages, counters = prepared(args.nodes)
     best: dict[str, float] = {}
     for _ in range(args.repeat):
         for stage, took in _timed_pass(shape, args.levels, messages).items():

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from aggregator.accountant import Accountant
 from aggregator.series.options import SeriesOptions, parse_levels
 from bench.cluster_shape import Shape, catalog
-from bench.first_snapshot_bench import _ledger, _messages
+from bench.first_snapshot_bench import empty_ledger, prepared
 from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.wire.snapshots import decode_snapshot
@@ -125,9 +125,8 @@ def _aggregator(shape: Shape, messages: list[pb.NodeSnapshot], repeat: int) -> t
     """Seconds of thread CPU the aggregator's decode and apply take, best of ``repeat``."""
     best_decode = best_apply = float("inf")
     for _ in range(repeat):
-        accountant = Accountant(
-            catalog(shape), ledger=_ledger(), options=SeriesOptions(levels=parse_levels("app,node,cluster"))
-        )
+        options = SeriesOptions(levels=parse_levels("app,node,cluster"))
+        accountant = Accountant(catalog(shape), ledger=empty_ledger(), options=options)
         decoding = applying = 0.0
         for message in messages:
             started = time.thread_time()
@@ -148,11 +147,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    shape = Shape(args.nodes)
-    messages = _messages(shape)
-    counters = sum(len(message.counters) for message in messages)
-    gc.collect()
-    gc.freeze()
+    shape, messages, counters = prepared(args.nodes)
     nodes = _read(messages)
     routing = _Routing(shape, nodes)
     routing.route()  # the series exist, as after the first node of each app and policy
