@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -410,3 +412,16 @@ def test_a_family_rendered_in_parts_is_the_same_text(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(text_module, "SERIES_PER_PART", size)
         assert render_accountant(acct, now=0) == whole
         assert whole.count("# TYPE calico_accountant_workload_policy_packets_total counter") == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), st.text(max_size=12)), max_size=8))
+def test_label_text_escapes_exactly_what_the_text_format_needs(pairs: list[tuple[str, str]]) -> None:
+    """Whatever the values (quotes, backslashes, line feeds among others), the text is the
+    format's: each value with backslash, line feed and double quote escaped, nothing else."""
+    names, labels = tuple(name for name, _ in pairs), tuple(value for _, value in pairs)
+    escaped = [v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in labels]
+    expected = (
+        "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped, strict=True)) + "}" if names else ""
+    )
+    assert label_text(names, labels) == expected
