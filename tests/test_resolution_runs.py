@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from aggregator.ledger.state import CounterState
 from aggregator.model import CounterNames, PolicyGroup, PolicyIdentity, PolicyKind, ResolvedCounter
 from aggregator.resolution.memo import MemoResolver
-from aggregator.resolution.resolve import resolve_counter, unresolved_names
+from aggregator.resolution.resolve import (
+    ChainNames,
+    EndpointNames,
+    resolve_counter,
+    unresolved_chain,
+    unresolved_endpoint,
+)
 from aggregator.resolution.runs import Resolution, RunResolver
 from calico_accountant.records import CounterKey, Direction, EndpointKind, Kind
 from tests.support.accounting import FakeCatalog
@@ -81,7 +87,10 @@ def _alone(
         memo, node, state.key, chain_comment=state.chain_comment, group_members=state.group_members,
         comments=comments, on_error=lambda what, error: errors.append(what),
     )  # fmt: skip
-    resolution = Resolution(CounterNames.of(counter), tuple(memo.touched), unresolved_names(counter))
+    unresolved = unresolved_endpoint(
+        EndpointNames(counter.workload, counter.host_endpoint)
+    ) + unresolved_chain(ChainNames(counter.policy, counter.group, counter.profile), counter.key.chain)
+    resolution = Resolution(CounterNames.of(counter), tuple(memo.touched), unresolved)
     return resolution, counter, len(errors)
 
 

@@ -45,7 +45,6 @@ _ACTIONS = frozenset({"", *(action.value for action in RuleAction)})
 _KINDS = {kind.value: kind for kind in Kind}
 _DIRECTIONS = {direction.value: direction for direction in Direction}
 _ENDPOINTS = {endpoint.value: endpoint for endpoint in EndpointKind}
-_new_tuple = tuple.__new__
 
 
 class CheckpointProblem(enum.StrEnum):
@@ -241,7 +240,7 @@ def _counter(row: object) -> CounterState:
     family, rule_index, action = fields[1], fields[6], _text(fields[7])
     if family not in (4, 6) or type(rule_index) is not int or rule_index < -1 or action not in _ACTIONS:
         raise ValueError(f"bad counter key fields {fields[:8]!r}")
-    key = _new_tuple(
+    key = tuple.__new__(
         CounterKey,
         (
             _KINDS[_text(fields[0])],

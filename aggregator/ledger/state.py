@@ -273,7 +273,7 @@ def interned_key(key: CounterKey) -> CounterKey:
     Built with ``tuple.__new__``, as the wire decoder builds keys: a named tuple's own
     ``__new__`` is a Python frame (named tuples' frames were ~5 % of the ingest worker's time
     in a 500-node start-up, ``py-spy``)."""
-    return _new_tuple(
+    return tuple.__new__(
         CounterKey,
         (
             key.kind,
@@ -287,6 +287,3 @@ def interned_key(key: CounterKey) -> CounterKey:
             key.endpoint,
         ),
     )
-
-
-_new_tuple = tuple.__new__

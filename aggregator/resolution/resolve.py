@@ -33,7 +33,6 @@ __all__ = [
     "resolve_endpoint",
     "unresolved_chain",
     "unresolved_endpoint",
-    "unresolved_names",
 ]
 
 OnError = Callable[[str, Exception], None]
@@ -180,13 +179,6 @@ class RawNameKind(enum.StrEnum):
 class RawName(NamedTuple):
     kind: RawNameKind
     name: str
-
-
-def unresolved_names(counter: ResolvedCounter) -> tuple[RawName, ...]:
-    """Every name of ``counter`` the catalog did not explain (exported raw)."""
-    return unresolved_endpoint(EndpointNames(counter.workload, counter.host_endpoint)) + unresolved_chain(
-        ChainNames(counter.policy, counter.group, counter.profile), counter.key.chain
-    )
 
 
 def unresolved_endpoint(names: EndpointNames) -> tuple[RawName, ...]:
