@@ -392,6 +392,59 @@ def test_rebuild_prefers_aggregate_series_under_the_cap() -> None:
     assert acct.view(0).overflow == {"cluster": 1, "workload": 1}
 
 
+def test_a_rebuild_without_a_cap_routes_as_the_one_with_priorities_and_as_no_rebuild() -> None:
+    """Without a cap a rebuild routes each counter as it comes (no priorities to keep); with one
+    it admits by level first.  Both, and an accountant never rebuilt, must agree on every
+    series then and after more increases, expiries (the holders) and a catalog change."""
+
+    def make(options: SeriesOptions) -> Accountant:
+        return Accountant(catalog(), options=options, ledger=Ledger(retired_grace=60))
+
+    plain, capped, never = (
+        make(SeriesOptions(compat=True)),
+        make(SeriesOptions(compat=True, max_series=10_000)),
+        make(SeriesOptions(compat=True)),
+    )
+    first_n1 = [
+        accept("cali1", "cali-pi-allow", 5),
+        deny("cali1", "cali-pi-gdeny", 2, tier="security"),
+        accept("cali2", "cali-pi-allow", 6),
+        no_policy_drop("cali2", 1, direction=EGRESS),
+        accept("cali9", "cali-pi-unknown", 3),
+        profile_accept("cali1", "kns.shop", 4),
+        no_profile_drop("cali2", 1),
+        policy_rule("cali-pi-allow", 0, "allow", 7),
+    ]
+    first_n2 = [accept("cali3", "cali-pi-allow", 1), deny("cali3", "cali-pi-gdeny", 1, tier="security")]
+    grown = [*first_n1[:4], accept("cali2", "cali-pi-allow", 9), *first_n1[5:]]
+    for acct in (plain, capped, never):
+        acct.apply(snapshot("n1", first_n1), 0)
+        acct.apply(snapshot("n2", first_n2), 0)
+        acct.apply(snapshot("n1", [*grown[:4], *grown[5:]], sequence=2), 10)  # cali9's counter gone
+        # expired: its workload series leave, its node and cluster series stay without a holder
+        assert acct.expire(70) == 2
+    plain.rebuild()
+    capped.rebuild()
+    assert by_name(plain.view(70)) == by_name(capped.view(70)) == by_name(never.view(70))
+    held_by_none = [
+        value
+        for labels, value in by_name(plain.view(70))[NODE_POLICY].items()
+        if dict(labels)["policy"] == "cali-pi-unknown"
+    ]
+    assert held_by_none == [(3, 300)]
+    later = [deny("cali1", "cali-pi-gdeny", 9, tier="security"), accept("cali2", "cali-pi-allow", 16)]
+    renamed = (
+        catalog().add_pod("n1", "cali9", "late", "late-pod").add_policy("cali-pi-allow", "allow-2", "shop")
+    )
+    for acct in (plain, capped, never):
+        acct.apply(snapshot("n1", later, sequence=3), 80)
+        acct.apply(snapshot("n2", first_n2, sequence=2), 80)
+        assert acct.expire(140) > 0  # the holders: what n1 stopped sending at t=80 leaves
+        acct.set_resolver(renamed)
+        acct.apply(snapshot("n1", [*later, accept("cali9", "cali-pi-unknown", 4)], sequence=4), 150)
+    assert by_name(plain.view(150)) == by_name(capped.view(150)) == by_name(never.view(150))
+
+
 def test_a_pod_learned_late_gets_its_future_increases_and_no_series_goes_down() -> None:
     cat = FakeCatalog()
     acct = Accountant(cat)

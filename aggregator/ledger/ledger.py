@@ -20,6 +20,7 @@ from aggregator.ledger.state import (
     NodeRecord,
     NodeState,
     NodeUpdate,
+    RoutingColumns,
     copy_state,
     interned_key,
 )
@@ -89,6 +90,13 @@ class Ledger:
         """The node's counters with their rows, in row order (as a checkpoint keeps them)."""
         entry = self._nodes.get(node)
         return entry.counters.states() if entry is not None else iter(())
+
+    def routing_columns(self, node: str) -> RoutingColumns:
+        """The node's keys, chain comments and group members by row, for routing every
+        counter at once (a rebuild) without a copy of each row."""
+        entry = self._nodes.get(node)
+        rows = entry.counters if entry is not None else CounterRows()
+        return RoutingColumns(rows.keys, rows.chain_comment, rows.group_members)
 
     def counter_at(self, node: str, row: int) -> CounterState | None:
         """A copy of the counter in ``row`` of ``node``, None when the row holds none."""

@@ -26,6 +26,7 @@ __all__ = [
     "NodeState",
     "NodeUpdate",
     "ResetReason",
+    "RoutingColumns",
     "copy_state",
     "interned_key",
 ]
@@ -147,6 +148,15 @@ class Increases:
         """Every increase is a hit (none zero, none initial): the series may take the
         packets and bytes columns whole (what a delta by key id always is)."""
         return not self.new_keys and not self.initial
+
+
+class RoutingColumns(NamedTuple):
+    """A node's counters by row as a route is worked out from them: the ledger's own columns
+    (read-only, valid until the ledger next changes; a hole's key is None)."""
+
+    keys: Sequence[CounterKey | None]
+    chain_comments: Sequence[str]
+    group_members: Sequence[tuple[str, ...]]
 
 
 class ApplyStep(NamedTuple):

@@ -202,8 +202,10 @@ class SeriesState:
         values: SeriesValues | None = None,
         tombstones: SeriesValues | None = None,
     ) -> SeriesState:
-        """A new state with the same options, every counter routed afresh (aggregate
-        series admitted first under the cap) and every series value carried over: this
+        """A new state with the same options, every counter routed afresh and every series
+        value carried over.  Under a cap aggregate series are admitted first, which needs
+        every counter's series before any is made; without one (the default) each counter is
+        routed as it comes, as a first snapshot's are, and a restore takes ~10% less.  Values: this
         state's series and tombstones, or ``values`` and ``tombstones`` (a restored
         checkpoint's) when given."""
         fresh = SeriesState(resolver or self.resolver, self.options, max_tombstones=self.max_tombstones)
@@ -213,6 +215,14 @@ class SeriesState:
         carried = self.series_values() if values is None else dict(values)
         fresh._tombstones = dict(self._tombstones if tombstones is None else tombstones)
         fresh._tombstones.update(carried)
+        if fresh.options.max_series is None:  # no cap: no priorities, each counter routed as it comes
+            for node in ledger.node_names():
+                fresh._route_node(node, ledger)
+            for ref in carried:  # exported aggregate series stay even without a holder
+                if not fresh.families[ref[0]].per_workload:
+                    fresh._admit(ref)
+            fresh._prune_tombstones()
+            return fresh
         pending: list[tuple[str, int, Resolution, list[SeriesRef]]] = []
         for node in ledger.node_names():
             comments = ledger.chain_comments(node)
@@ -332,6 +342,15 @@ class SeriesState:
         route = tuple(slots)
         router.register(node, row, resolution, route)
         return resolution.names, route
+
+    def _route_node(self, node: str, ledger: Ledger) -> None:
+        """Route every counter of ``node`` (none routed yet), in row order."""
+        keys, chain_comments, group_members = ledger.routing_columns(node)
+        comments = ledger.chain_comments(node)
+        route = self._route
+        for row, key in enumerate(keys):
+            if key is not None:
+                route(node, row, key, chain_comments[row], group_members[row], comments)
 
     def _hold(self, slots: Iterable[Slot]) -> None:
         tables = self.tables
