@@ -117,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> AggregatorConfig:
             max_pending_bytes_total=args.max_pending_bytes_total,
         ),
         ingest_heartbeat=args.ingest_heartbeat,
+        delta_hold=args.delta_hold,
         access=_access_rules(args),
         tls=_server_tls(args),
         max_message_bytes=args.max_message_bytes,

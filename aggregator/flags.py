@@ -242,6 +242,14 @@ def _add_limit_arguments(flags: FlagSet) -> None:
         help="seconds between interim acks to an agent whose full snapshot waits its turn or is being "
         "applied (full snapshots take turns); keep it well below the agents' --ack-timeout",
     )
+    flags.add(
+        "--delta-hold",
+        type=non_negative_float,
+        default=300.0,
+        help="while full snapshots wait their turn (a restart's reconnect storm), hold the ack of an "
+        "applied delta up to this many seconds, so that each agent's reads of that time come as one "
+        "delta (0: never hold)",
+    )
 
 
 def _add_tls_arguments(tls: FlagSet) -> None:

@@ -132,6 +132,8 @@ class AggregatorConfig:
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     ingest_heartbeat: float = 5.0
     """Seconds between interim acks while an agent's full snapshot waits or is applied."""
+    delta_hold: float = 300.0
+    """At most this long an applied delta's ack waits while full snapshots wait (0: never)."""
     access: AccessRules = field(default_factory=AccessRules)
     """Node identity template and API clients; enforced whenever identities are checked."""
     tls: ServerTls | None = None
@@ -294,6 +296,7 @@ class Aggregator:
             identify=self.trust.identify,
             limits=config.stream_limits,
             heartbeat=config.ingest_heartbeat,
+            delta_hold=config.delta_hold,
         )
         self.router: ShardRouter | None = None
         if self.membership is not None:

@@ -10,7 +10,10 @@ sends a full snapshot at start -- all nodes at once, as after an aggregator rest
 then, every ``--interval`` seconds (nodes spread evenly over the interval), a delta in which
 10 % of its counters moved (a different tenth each time, so pod churn touches everything),
 sent by key id once the aggregator advertised key ids, as agents do (``--encoding plain``:
-whole counters, as agents before key ids).
+whole counters, as agents before key ids).  As an agent, a node sends its next delta only
+once the last one was acknowledged, and then its newest read's: an ack that came late (held
+while full snapshots wait, the aggregator's ``--delta-hold``) makes it one delta of every
+round read meanwhile (the tenths of up to ten rounds, each counter once).
 ``--workers`` processes share the nodes (one asyncio loop and one channel each).  The
 aggregator runs without a datastore: names stay raw, which is the cheaper path for it.
 
@@ -79,22 +82,35 @@ ACK_TIMEOUT = 30.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _moved(records: list[CounterRecord], round_: int) -> list[CounterRecord]:
-    """A tenth of the counters, a different tenth each round, each one packet more."""
+def _tenths(first: int, last: int) -> list[tuple[int, int]]:
+    """The tenths of the counters that moved in rounds ``first`` to ``last`` (a different tenth
+    each round), each with the last round it moved in: what an agent sends when its ack
+    came after several reads (it sends its newest read, against the one acknowledged)."""
+    return sorted({round_ % 10: round_ for round_ in range(max(first, last - 9), last + 1)}.items())
+
+
+def _moved(records: list[CounterRecord], first: int, last: int) -> list[CounterRecord]:
+    """The counters that moved in rounds ``first`` to ``last``, each one packet more a round."""
     return [
         r._replace(packets=r.packets + round_, bytes=r.bytes + 100 * round_)
-        for r in records[round_ % 10 :: 10]
+        for tenth, round_ in _tenths(first, last)
+        for r in records[tenth::10]
     ]
 
 
-def _moved_by_id(ids: array[int], packets: array[int], octets: array[int], round_: int) -> KeyedColumns:
+def _moved_by_id(
+    ids: array[int], packets: array[int], octets: array[int], first: int, last: int
+) -> KeyedColumns:
     """:func:`_moved` by key id: the values only."""
-    picked = slice(round_ % 10, None, 10)
-    return KeyedColumns(
-        ids[picked].tolist(),
-        [value + round_ for value in packets[picked]],
-        [value + 100 * round_ for value in octets[picked]],
-    )
+    moved_ids: list[int] = []
+    moved_packets: list[int] = []
+    moved_bytes: list[int] = []
+    for tenth, round_ in _tenths(first, last):
+        picked = slice(tenth, None, 10)
+        moved_ids.extend(ids[picked].tolist())
+        moved_packets.extend(value + round_ for value in packets[picked])
+        moved_bytes.extend(value + 100 * round_ for value in octets[picked])
+    return KeyedColumns(moved_ids, moved_packets, moved_bytes)
 
 
 class _Stubs:
@@ -221,9 +237,11 @@ async def _node(
     keyed = args.encoding == "keyed"
     peer_key_ids = False  # as the agent: values by id once the stream's aggregator advertised them
 
-    def encoded(sequence: int, full: bool, batch: list[CounterRecord], round_: int = 0) -> list[bytes]:
+    def encoded(
+        sequence: int, full: bool, batch: list[CounterRecord], rounds: tuple[int, int] = (0, 0)
+    ) -> list[bytes]:
         if not full and keyed and peer_key_ids:  # only values moved: the keys' ids, no keys
-            values = _moved_by_id(full_ids, base_packets, base_bytes, round_)
+            values = _moved_by_id(full_ids, base_packets, base_bytes, *rounds)
             snapshot = build_snapshot(
                 node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
                 full=False, records=(), values=values,
@@ -289,19 +307,33 @@ async def _node(
             window.settled()
         del first_chunks
         out["first_done"].append(time.time())
-        next_at = time.time() + offset
-        sequence, round_ = 1, 0
-        while window.end is None or next_at < window.end:
-            await asyncio.sleep(max(0.0, next_at - time.time()))
-            round_ += 1
+        # A read every interval from here (round 1 at first_read); after each ack a delta of the
+        # newest read, as the agent sends it: one round's tenth in the steady state, the tenths
+        # of every round read meanwhile when the ack came late (held during a storm).
+        first_read = time.time() + offset
+        sequence, sent = 1, 0
+        while True:
+            due = int((time.time() - first_read) // args.interval) + 1  # rounds read so far
+            if due <= sent:  # nothing read since the last delta: wait for the next read
+                await asyncio.sleep(max(0.0, first_read + sent * args.interval - time.time()))
+                continue
+            read_at = first_read + (due - 1) * args.interval
+            if window.end is not None and read_at >= window.end:
+                break
             sequence += 1
             # whole counters only as agents before key ids, or to an aggregator without them
-            moved = [] if keyed and peer_key_ids else _moved(records or node_records(shape, node, 0), round_)
-            latency = await send(encoded(sequence, False, moved, round_))
-            if window.start is not None and next_at >= window.start:
+            moved = (
+                []
+                if keyed and peer_key_ids
+                else _moved(records or node_records(shape, node, 0), sent + 1, due)
+            )
+            latency = await send(encoded(sequence, False, moved, (sent + 1, due)))
+            if window.start is not None and read_at >= window.start:
                 out["steady"].append(latency)
-                out["counters"].append(float(len(range(round_ % 10, count, 10))))
-            next_at += args.interval
+                out["counters"].append(
+                    float(sum(len(range(t, count, 10)) for t, _ in _tenths(sent + 1, due)))
+                )
+            sent = due
     except (grpc.RpcError, ConnectionError) as error:
         out["errors"].append(1.0)
         print(f"{time.time():.3f} node {node}: {error}", file=sys.stderr)
@@ -466,6 +498,11 @@ def main() -> None:
         help="simulated nodes sharing one gRPC connection (1: a connection each, as agents have; the "
         "aggregator allows 100 streams on one). Runs before 2026-12-05 21:30 UTC used 50",
     )
+    parser.add_argument(
+        "--delta-hold",
+        help="the aggregator's --delta-hold (seconds an applied delta's ack is held while full snapshots "
+        "wait; 0: never); its default when not given",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--window-dir", help=argparse.SUPPRESS)
@@ -491,6 +528,7 @@ def main() -> None:
                     "--max-counters", str(args.nodes * 5000 + 100_000),
                     "--max-streams-per-peer", str(args.nodes + 10), "--max-streams", str(args.nodes + 10),
                     *extra, *(("--advertise-address", f"127.0.0.1:{grpc_port}") if args.shards else ()),
+                    *(("--delta-hold", args.delta_hold) if args.delta_hold is not None else ()),
                     name=f"aggregator-{shard}", env={"POD_NAME": f"shard-{shard}"},
                 )  # fmt: skip
             aggregators.append((process.popen.pid, grpc_port, metrics_port))

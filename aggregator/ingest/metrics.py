@@ -80,6 +80,17 @@ class IngestMetrics:
             "Interim acks sent to agents whose snapshot waited or was being applied.",
             registry=registry,
         )
+        self.held_acks = Counter(
+            "calico_accountant_ingest_held_acks",
+            "Acks of applied deltas held back while full snapshots waited their turn (the agent's "
+            "reads of that time then come as one delta).",
+            registry=registry,
+        )
+        self.held_seconds = Counter(
+            "calico_accountant_ingest_held_ack_seconds",
+            "Seconds acks of applied deltas were held back, summed.",
+            registry=registry,
+        )
         self.apply_seconds = Histogram(
             "calico_accountant_ingest_apply_seconds",
             "Time to apply one whole snapshot to the totals and series.",

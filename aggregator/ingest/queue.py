@@ -11,6 +11,12 @@ deltas (small, and only possible after a full snapshot was applied) do not queue
 While a snapshot waits, the servicer answers its stream with interim acks carrying its
 :attr:`Ticket.position` (see ``IngestAck.waiting`` in the proto), so the agent knows it is
 heard and keeps waiting.
+
+Deltas of the nodes already applied do not queue, but while full snapshots wait their acks
+do (:meth:`SnapshotQueue.quiet`, the servicer's ``delta_hold``): an agent sends its next
+snapshot only once the last one is acknowledged, and then sends its newest read, so its
+reads of the meantime reach the aggregator as one delta (a counter that moved in ten reads
+is sent once, not ten times) instead of adding a message every interval to the storm.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class SnapshotQueue:
         if concurrency < 1:
             raise ValueError("at least one snapshot must be applied at a time")
         self._slots = asyncio.Semaphore(concurrency)
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._issued = 0
         self.passed = 0
         """Tickets that got their turn or left before it."""
@@ -57,11 +65,14 @@ class SnapshotQueue:
         and hold it inside."""
         ticket = ticket or self.ticket()
         self.waiting += 1
+        self._quiet.clear()
         try:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
             self.passed += 1
+            if not self.waiting:
+                self._quiet.set()
         ticket.admitted = True
         try:
             yield ticket
@@ -71,3 +82,14 @@ class SnapshotQueue:
     def ticket(self) -> Ticket:
         self._issued += 1
         return Ticket(self, self._issued)
+
+    async def quiet(self, timeout: float) -> bool:
+        """Wait until no snapshot waits for its turn, at most ``timeout`` seconds; True when
+        none waits (at once if none waited)."""
+        if self._quiet.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._quiet.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -26,6 +26,9 @@ Stream rules (the agent's side is :mod:`node_agent.streamer`):
 * full snapshots take turns (:mod:`aggregator.ingest.queue`); while one waits or is
   applied, its stream gets an interim ack (``waiting``, its queue position) every
   ``heartbeat`` seconds, so no agent times out in a reconnect storm;
+* while full snapshots wait, an applied delta's ack is held back, up to ``delta_hold``
+  seconds (interim acks meanwhile): the agent's reads of that time come as one delta, so
+  the nodes already applied do not keep the storm's one core busy with their deltas;
 * every ack of a snapshot sets ``key_ids`` (unless built with ``key_ids=False``, which
   stands for an aggregator that predates them): the agent may then send values by key id
   (:mod:`calico_accountant.wire.keyed`).  A snapshot naming an id the node's table does not
@@ -135,6 +138,8 @@ class _Stream:
         """Ended with a redirect to the node's owner (sharding)."""
         self.sequence = 0
         """The sequence of the message being handled (once parsed), for interim acks."""
+        self.held = False
+        """Its applied delta's ack is held while full snapshots wait (``delta_hold``)."""
 
 
 class _Abort:
@@ -162,6 +167,7 @@ class IngestServicer:
         inline_below: int = 2000,
         parse_inline_below: int = PARSE_INLINE_BELOW,
         heartbeat: float = 5.0,
+        delta_hold: float = 300.0,
         shard: Sharding | None = None,
         key_ids: bool = True,
     ) -> None:
@@ -186,6 +192,8 @@ class IngestServicer:
         self._clock = clock
         self._heartbeat = heartbeat
         """Seconds between interim acks while a snapshot waits or is applied."""
+        self._delta_hold = delta_hold
+        """At most this long an applied delta's ack waits while full snapshots wait (0: never)."""
         self._queue = SnapshotQueue()
         self._metrics.queued.set_function(lambda: self._queue.waiting)
         self._ids = itertools.count(1)
@@ -297,6 +305,14 @@ class IngestServicer:
     def _waiting_ack(self, stream: _Stream) -> pb.IngestAck:
         """An interim ack: the snapshot is heard and waits (see ``IngestAck.waiting``)."""
         self._metrics.waiting_acks.inc()
+        if stream.held:
+            waiting = self._queue.waiting
+            return pb.IngestAck(
+                sequence=max(0, stream.sequence - 1),
+                waiting=True,
+                queue_position=waiting,
+                message=f"applied; its ack waits while {waiting} full snapshots wait their turn",
+            )
         position = stream.ticket.position if stream.ticket is not None else 0
         return pb.IngestAck(
             sequence=max(0, stream.sequence - 1),
@@ -362,7 +378,10 @@ class IngestServicer:
         if isinstance(whole, _Abort) or whole is None:
             return whole
         if not whole.full:
-            return await self._decode_and_apply(stream, whole)
+            ack = await self._decode_and_apply(stream, whole)
+            if isinstance(ack, pb.IngestAck) and not ack.resync_requested:
+                await self._hold(stream)
+            return ack
         stream.ticket = self._queue.ticket()
         try:
             async with self._queue.turn(stream.ticket):
@@ -380,6 +399,19 @@ class IngestServicer:
             if taken is not None:
                 return taken
         return await self._apply(stream, update)
+
+    async def _hold(self, stream: _Stream) -> None:
+        """Hold an applied delta's ack while full snapshots wait (see :attr:`_delta_hold`)."""
+        if self._delta_hold <= 0 or not self._queue.waiting:
+            return
+        stream.held = True
+        started = time.monotonic()
+        try:
+            await self._queue.quiet(self._delta_hold)
+        finally:
+            stream.held = False
+            self._metrics.held_acks.inc()
+            self._metrics.held_seconds.inc(time.monotonic() - started)
 
     def _redirect(self, stream: _Stream, message: pb.NodeSnapshot) -> pb.IngestAck | None:
         """Sharded: the ack sending the agent to its node's owner, or None when this
