@@ -598,6 +598,7 @@ def main() -> None:
         memory = [_rss(pid) for pid, _, _ in aggregators]
         lags: list[tuple[float, float, float]] = []
         held: list[int] = []
+        ingested: list[tuple[float, float, float, float]] = []
         scrapes: list[tuple[tuple[float, int], tuple[float, int]]] = []
         for _, _, port in aggregators:
             plain_took, plain_body = _scrape(port, gzipped=False)
@@ -606,6 +607,7 @@ def main() -> None:
             text = plain_body.decode()  # read once: at 5,000 nodes a scrape is ~1.6 GB
             lags.append(_loop_lag(text))
             held.append(_held(text))
+            ingested.append(_ingested(text))
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
     up = max(merged["first_done"]) - started if merged["first_done"] else float("nan")
     steady_from = steady_window[0] if steady_window is not None else float("nan")
@@ -645,8 +647,8 @@ def main() -> None:
         f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
         f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
     )
-    shards = zip(memory, scrapes, held, lags, health_checks, periodic, strict=True)
-    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks, scraped) in enumerate(shards):
+    shards = zip(memory, scrapes, held, lags, health_checks, periodic, ingested, strict=True)
+    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks, scraped, ingest) in enumerate(shards):
         if len(window) > 1:
             cores = (window[-1][1][shard] - window[0][1][shard]) / span
             worst = max(
@@ -666,6 +668,10 @@ def main() -> None:
             f"{worst:.2f}); RSS {rss:,.0f} MiB (peak {peak:,.0f}); /metrics {plain[1] / 1e6:.1f} MB in "
             f"{plain[0]:.2f} s, gzip {gzipped[1] / 1e6:.1f} MB in {gzipped[0]:.2f} s"
         )
+        print(
+            f"    ingest, whole run: {ingest[0]:,.0f} deltas applied, {ingest[1]:,.0f} counters applied "
+            f"(full and delta); {ingest[2]:,.0f} delta acks held ({ingest[3]:,.0f} s summed)"
+        )
         up_checks = [v for t, v in checks if t <= started + up]
         steady_checks = [v for t, v in checks if steady_from <= t <= steady_from + args.duration]
         print(
@@ -683,6 +689,23 @@ def main() -> None:
                 f"{last_lag[2] - first_lag[2]:.0f} of {last_lag[1] - first_lag[1]:.0f} loop wake-ups "
                 "over 100 ms"
             )
+
+
+def _ingested(text: str) -> tuple[float, float, float, float]:
+    """From the aggregator's /metrics ``text``: deltas applied, counters applied, delta acks
+    held and the seconds they were held."""
+    wanted = {
+        'calico_accountant_ingest_snapshots_total{outcome="applied",type="delta"}': 0,
+        "calico_accountant_ingest_counters_applied_total": 1,
+        "calico_accountant_ingest_held_acks_total": 2,
+        "calico_accountant_ingest_held_ack_seconds_total": 3,
+    }
+    figures = [0.0, 0.0, 0.0, 0.0]
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            figures[wanted[name]] = float(value)
+    return figures[0], figures[1], figures[2], figures[3]
 
 
 def _held(text: str) -> int:
