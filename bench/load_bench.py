@@ -80,6 +80,8 @@ from tests.support.processes import processes
 
 CHUNK = 4 * 1024 * 1024 - 64 * 1024
 ACK_TIMEOUT = 30.0
+FIRST_ACK_TIMEOUT = 120.0
+"""The agent's defaults (``--ack-timeout``, ``--first-ack-timeout``)."""
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -257,13 +259,20 @@ async def _node(
     async def send(chunks: list[bytes], first: bool = False) -> float:
         nonlocal call, queue, peer_key_ids
         started = heard = time.monotonic()
-        silence = 0.0  # the longest wait for any message: what an agent's ack timeout applies to
+        # The longest wait for any message (what an agent's ack timeout applies to), the wait
+        # for a new stream's first message apart (its own, longer timeout): on a redirect the
+        # new stream's first wait counts as a silence.
+        silence, first_reply = 0.0, None
         for chunk in chunks:
             queue.put_nowait(chunk)
         while True:
             ack = await call.read()
             now = time.monotonic()
-            silence, heard = max(silence, now - heard), now
+            if first and first_reply is None:
+                first_reply = now - heard
+            else:
+                silence = max(silence, now - heard)
+            heard = now
             if ack is grpc.aio.EOF:  # type: ignore[attr-defined]
                 raise ConnectionError("stream ended")
             if ack.redirect_address:  # sharded: the owner is elsewhere, resend it there
@@ -280,6 +289,8 @@ async def _node(
         if ack.resync_requested:
             out["resyncs"].append(1.0)
         out["first_silences" if first else "silences"].append(silence)
+        if first_reply is not None:
+            out["first_replies"].append(first_reply)
         return time.monotonic() - started
 
     async with start.building:
@@ -357,6 +368,7 @@ async def _worker(args: argparse.Namespace) -> None:
             "redirects",
             "silences",
             "first_silences",
+            "first_replies",
             "own_lag",
         )
     }
@@ -684,9 +696,16 @@ def main() -> None:
         f"over {ACK_TIMEOUT:g} s: {late_first}; "
         f"interim acks received {waiting}; redirects followed {redirects}"
     )
-    silences, first_silences = merged["silences"], merged["first_silences"]
+    silences, first_silences, replies = merged["silences"], merged["first_silences"], merged["first_replies"]
     print(
-        f"  waits for any message (an agent's ack timeout, {ACK_TIMEOUT:g} s, applies to each): longest "
+        f"  a new stream's first message (an agent waits {FIRST_ACK_TIMEOUT:g} s for it) came within "
+        f"{max(replies, default=nan):.2f} s (p50 {statistics.median(replies) if replies else nan:.2f} s); "
+        f"over {ACK_TIMEOUT:g} s: {sum(1 for v in replies if v > ACK_TIMEOUT)}, over "
+        f"{FIRST_ACK_TIMEOUT:g} s (an agent would have reconnected): "
+        f"{sum(1 for v in replies if v > FIRST_ACK_TIMEOUT)}"
+    )
+    print(
+        f"  then waits for any message (an agent's ack timeout, {ACK_TIMEOUT:g} s, applies to each): longest "
         f"{max(first_silences, default=nan):.2f} s for a full snapshot, {max(silences, default=nan):.2f} s "
         f"for a delta; over {ACK_TIMEOUT:g} s (an agent would have reconnected): "
         f"{sum(1 for v in first_silences if v > ACK_TIMEOUT)} and "

@@ -71,6 +71,7 @@ class AgentConfig:
     listen_port: int = AGENT_HEALTH_PORT
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ack_timeout: float = 30.0
+    first_ack_timeout: float = 120.0
     backoff_max: float = 30.0
     tls: ClientTls | None = None
     """None: plaintext."""
@@ -114,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         listen_port=port,
         max_message_bytes=args.max_message_bytes,
         ack_timeout=args.ack_timeout,
+        first_ack_timeout=args.first_ack_timeout,
         backoff_max=args.backoff_max,
         tls=tls,
         token_file=args.token_file or None,
@@ -158,6 +160,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
                 max_message_bytes=config.max_message_bytes,
                 chunk_bytes=max(64 * 1024, config.max_message_bytes - 64 * 1024),
                 ack_timeout=config.ack_timeout,
+                first_ack_timeout=config.first_ack_timeout,
                 backoff_max=config.backoff_max,
                 tls=config.tls,
                 token_file=config.token_file,

@@ -105,7 +105,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest message sent; bigger snapshots go in chunks",
     )
     stream.add(
-        "--ack-timeout", type=positive_float, default=30.0, help="seconds to wait for a snapshot's ack"
+        "--ack-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds to wait for a snapshot's ack, or for any message in between (the aggregator "
+        "sends interim acks while the snapshot waits its turn)",
+    )
+    stream.add(
+        "--first-ack-timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds to wait for the first message of a new stream (in a reconnect storm the "
+        "aggregator takes new streams up one after another, and one not yet taken up gets no interim "
+        "ack; a dead connection is still noticed by the keepalives)",
     )
     stream.add("--backoff-max", type=positive_float, default=30.0, help="longest wait between reconnects")
     stream.add(

@@ -21,7 +21,11 @@ Protocol (see ``snapshot.proto``):
 * "missing" means no message within ``ack_timeout``: while the aggregator has the snapshot
   queued or applies it, it sends interim acks (``waiting``, the queue position) every few
   seconds, each restarting the timeout, so a reconnect storm after an aggregator restart
-  cannot make agents give up and send their full snapshots again.
+  cannot make agents give up and send their full snapshots again.  Before the first message
+  of a stream the wait is ``first_ack_timeout`` (longer): when thousands of agents reconnect
+  at once the aggregator takes their new streams up one after another, and a stream not yet
+  taken up gets no interim ack (36.9 s for the last of 5,000, ``bench/load_bench.py``).  A
+  dead connection is still noticed within the keepalive's time.
 
 Sharded aggregators (``--shards``): an ack with ``redirect_address`` means the replica
 reached does not own this node; the agent ends the stream and opens one to that address at
@@ -134,6 +138,8 @@ class StreamerConfig:
     chunk_bytes: int = DEFAULT_MAX_MESSAGE_BYTES - 64 * 1024
     """Snapshots larger than this are sent in chunks."""
     ack_timeout: float = 30.0
+    first_ack_timeout: float = 120.0
+    """The wait for the first message of a new stream (see the module docstring)."""
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     keepalive_time_ms: int = 20_000
@@ -211,6 +217,8 @@ class Streamer:
         """This instance's id per counter key (a new instance starts a new table)."""
         self.peer_key_ids = False
         """The aggregator of the current stream advertised key ids (``IngestAck.key_ids``)."""
+        self._heard = False
+        """The current stream's aggregator has sent a message (an ack, interim or not)."""
         self._rng = rng if rng is not None else random.Random()
         self.sequence = 0
         self.sessions = 0
@@ -283,6 +291,7 @@ class Streamer:
             self.metrics.reconnects.inc()
         acked: Mapping[CounterKey, CounterRecord] | None = None  # None: next one is full
         self.peer_key_ids = False  # until this stream's aggregator says otherwise
+        self._heard = False  # nothing from this stream's aggregator yet
         current = self.slot.take_latest()
         if current is None:
             current = await self.slot.take()
@@ -338,12 +347,12 @@ class Streamer:
         self.metrics.snapshots_sent.labels("full" if full else "delta").inc()
         self.metrics.counters_sent.inc(len(encoded.defined) + len(encoded.values))
         while True:
+            timeout = self.config.ack_timeout if self._heard else self.config.first_ack_timeout
             try:
-                ack = await asyncio.wait_for(call.read(), self.config.ack_timeout)
+                ack = await asyncio.wait_for(call.read(), timeout)
             except TimeoutError:
-                raise StreamBroken(
-                    f"no ack for snapshot {self.sequence} in {self.config.ack_timeout:g} s"
-                ) from None
+                raise StreamBroken(f"no ack for snapshot {self.sequence} in {timeout:g} s") from None
+            self._heard = True
             if not isinstance(ack, pb.IngestAck):  # grpc.aio.EOF
                 raise StreamBroken("the aggregator closed the stream")
             if ack.redirect_address:
