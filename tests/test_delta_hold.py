@@ -32,6 +32,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.accounting import accept
+from tests.support.streaming import ingest_on_loopback
 from tests.support.waits import async_wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,13 +108,8 @@ async def _delta_during_a_storm(delta_hold: float, release_after_ack: bool) -> O
     servicer = IngestServicer(
         accountant, heartbeat=HEARTBEAT, delta_hold=delta_hold, metrics=IngestMetrics(registry)
     )
-    server = grpc.aio.server()
-    servicer.add_to(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+        async with ingest_on_loopback(servicer) as stub:
             applied, gate, queued = _Agent(stub), _Agent(stub), _Agent(stub)
             applied.send(_snapshot("node-applied", 1, 10))
             assert (await applied.ack())[0].sequence == 1  # nothing queued yet: at once
@@ -138,7 +134,6 @@ async def _delta_during_a_storm(delta_hold: float, release_after_ack: bool) -> O
                 agent.close()
     finally:
         accountant.release.set()
-        await server.stop(0)
     return Outcome(
         ack,
         interim,

@@ -29,6 +29,7 @@ from calico_accountant.v1 import snapshot_pb2 as pb
 from calico_accountant.v1 import snapshot_pb2_grpc as pb_grpc
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.accounting import accept
+from tests.support.streaming import ingest_on_loopback
 from tests.support.waits import async_wait_until
 
 NODES = 4
@@ -77,16 +78,8 @@ async def _nodes_stream(accountant: Accountant, nodes: int) -> str:
     """``nodes`` agents stream two snapshots each at once; returns the loop's thread name.
     Every snapshot counts as large here: parsed and applied in the worker."""
     servicer = IngestServicer(accountant, inline_below=1, parse_inline_below=1)
-    server = grpc.aio.server()
-    servicer.add_to(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
-            results = await asyncio.gather(*(_exchange(stub, node) for node in range(nodes)))
-    finally:
-        await server.stop(0)
+    async with ingest_on_loopback(servicer) as stub:
+        results = await asyncio.gather(*(_exchange(stub, node) for node in range(nodes)))
     for acks in results:
         assert [(ack.sequence, ack.resync_requested) for ack in acks] == [(1, False), (2, False)]
     return threading.current_thread().name
@@ -140,14 +133,9 @@ def test_a_small_snapshot_goes_to_the_worker_while_another_thread_holds_the_lock
 
     async def main() -> str:
         servicer = IngestServicer(accountant)  # the default thresholds: these are small
-        server = grpc.aio.server()
-        servicer.add_to(server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
         holder = threading.Thread(target=hold_the_lock)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = pb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+            async with ingest_on_loopback(servicer) as stub:
                 await _exchange(stub, 0)
                 # node-0's stream has ended: its disconnection (which takes the lock on the
                 # loop, briefly) is done before the lock is held
@@ -159,7 +147,6 @@ def test_a_small_snapshot_goes_to_the_worker_while_another_thread_holds_the_lock
         finally:
             release.set()
             holder.join(10)
-            await server.stop(0)
         return threading.current_thread().name
 
     loop_thread = asyncio.run(main())

@@ -9,18 +9,22 @@ A :class:`Node`'s dump at version k has every counter of version 1 multiplied by
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import grpc.aio
 
+from aggregator.ingest.servicer import IngestServicer
 from calico_accountant.records import CounterRecord, Direction
 from calico_accountant.runtime.client_tls import ClientTls, open_channel
 from calico_accountant.v1 import hits_pb2 as hpb
 from calico_accountant.v1 import hits_pb2_grpc as hpb_grpc
 from calico_accountant.v1 import snapshot_pb2 as spb
+from calico_accountant.v1 import snapshot_pb2_grpc as spb_grpc
 from calico_accountant.wire.counters import KIND_TO_PB
 from node_agent.parsing import parse_node
 from tests.support.dumps import scale_dump, write_atomic
@@ -35,6 +39,7 @@ __all__ = [
     "Node",
     "Sums",
     "hit_sums",
+    "ingest_on_loopback",
     "make_nodes",
     "nonzero",
     "raw_ingest",
@@ -173,3 +178,18 @@ def start_aggregator(
     finally:
         client.close()
     return grpc_port, metrics_port
+
+
+@contextlib.asynccontextmanager
+async def ingest_on_loopback(servicer: IngestServicer) -> AsyncIterator[spb_grpc.IngestStub]:
+    """``servicer`` served by a real gRPC server on loopback, and a stub on a channel to it
+    (both closed after)."""
+    server = grpc.aio.server()
+    servicer.add_to(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield spb_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        await server.stop(0)
