@@ -148,8 +148,10 @@ def test_a_delta_is_applied_at_once_and_acked_when_no_full_snapshot_waits() -> N
     assert outcome.full_waiting_at_ack == 0  # released when the queue emptied, not before
     assert len(outcome.interim) >= 3  # ~0.3 s held, an interim ack every 0.05 s
     for interim in outcome.interim:
-        assert interim.sequence == 1 and interim.queue_position == 1
-        assert "applied" in interim.message
+        assert interim.sequence == 1 and "applied" in interim.message
+    # one full snapshot waited throughout; the last interim ack may come as the queue empties
+    positions = [interim.queue_position for interim in outcome.interim]
+    assert set(positions[:-1]) == {1} and positions[-1] in (0, 1)
     assert outcome.held_acks == 1
 
 

@@ -305,13 +305,15 @@ class IngestServicer:
     def _waiting_ack(self, stream: _Stream) -> pb.IngestAck:
         """An interim ack: the snapshot is heard and waits (see ``IngestAck.waiting``)."""
         self._metrics.waiting_acks.inc()
-        if stream.held:
+        if stream.held:  # (the hold may have just ended: its ack follows)
             waiting = self._queue.waiting
             return pb.IngestAck(
                 sequence=max(0, stream.sequence - 1),
                 waiting=True,
                 queue_position=waiting,
-                message=f"applied; its ack waits while {waiting} full snapshots wait their turn",
+                message=f"applied; its ack waits while {waiting} full snapshots wait their turn"
+                if waiting
+                else "applied; its ack follows",
             )
         position = stream.ticket.position if stream.ticket is not None else 0
         return pb.IngestAck(
