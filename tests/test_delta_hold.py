@@ -165,4 +165,6 @@ def test_a_delta_ack_is_held_at_most_delta_hold_seconds() -> None:
 def test_no_hold_with_delta_hold_zero() -> None:
     outcome = asyncio.run(_delta_during_a_storm(delta_hold=0, release_after_ack=True))
     assert outcome.ack.sequence == 2 and outcome.full_waiting_at_ack == 1
-    assert outcome.interim == [] and outcome.held_acks == 0
+    # (an interim ack "being applied" could come if the inline apply took a heartbeat)
+    assert not any("its ack" in interim.message for interim in outcome.interim)
+    assert outcome.held_acks == 0
