@@ -82,6 +82,7 @@ from aggregator.trust.port import port_trust
 from aggregator.trust.tokens import TokenSettings, TokenVerifier
 from calico_accountant import __version__
 from calico_accountant.contract import AGGREGATOR_GRPC_PORT, AGGREGATOR_HEALTH_PORT, AGGREGATOR_METRICS_PORT
+from calico_accountant.runtime.collector_pauses import CollectorPauses
 from calico_accountant.runtime.heap import freeze_when_grown
 from calico_accountant.runtime.http import HttpServer
 from calico_accountant.runtime.loop_lag import LoopLagMonitor, favour_event_loop
@@ -246,6 +247,7 @@ class Aggregator:
             self.cache.add_listener(self.accountant.set_resolver)
         ProcessCollector(registry=self.registry)  # process_start_time_seconds and friends
         self.loop_lag = LoopLagMonitor(self.registry)
+        self.collector_pauses = CollectorPauses(self.registry)
         self.checkpoints: CheckpointKeeper | None = None
         sharded = config.shards.backend is not ShardBackend.NONE
         self.shard_identity = replica_identity() if sharded else ""
@@ -337,6 +339,7 @@ class Aggregator:
         answers on the health port, and keeps its catalog current for a quick takeover)."""
         favour_event_loop()
         self.loop_lag.start()
+        self.collector_pauses.install()
         if self._source is not None:
             self._source.start()
         await self.role.stand_by(self.checkpoints.store if self.checkpoints else None)
@@ -441,6 +444,7 @@ class Aggregator:
             await self.checkpoints.close(final=False)
         await _cancel(self._opening_metrics, self._housekeeping)
         await self.loop_lag.stop()
+        self.collector_pauses.remove()
         await self.server.stop(0)
         self.ingest.close()
         if self.metrics is not None:
@@ -469,6 +473,7 @@ class Aggregator:
         await self.health.enter_graceful_shutdown()
         await _cancel(self._housekeeping, self._opening_metrics)
         await self.loop_lag.stop()
+        self.collector_pauses.remove()
         # Agents' streams never end by themselves, so the grace period ends by cancelling
         # them; grpc logs each cancelled servicer as an error, which here it is not.
         logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)

@@ -25,7 +25,9 @@ peak RSS; one scrape of ``/metrics`` (time and size, plain and gzip); the load p
 RSS (summed: what the generator leaves of the machine's memory).  Pauses: a gRPC health
 check every second from outside (its latency, during the start-up and the steady window)
 and the aggregator's own ``calico_accountant_event_loop_lag_seconds`` (its longest event
-loop pause, and how many wake-ups were over 100 ms).  ``--scrape-every S`` scrapes
+loop pause, and how many wake-ups were over 100 ms) beside its garbage collections
+(``calico_accountant_gc_pause_seconds``: how many of each generation, their time, the
+longest, those over 100 ms).  ``--scrape-every S`` scrapes
 ``/metrics`` (gzip'd) every S seconds meanwhile, as Prometheus does, and reports the steady
 window's scrapes and the loop's wake-ups over 100 ms between its first and last scrape.
 A measurement, not a test: nothing asserts a speed.
@@ -437,10 +439,12 @@ def _rss(pid: int) -> tuple[float, float]:
 
 _READ_LINES = (
     b"calico_accountant_event_loop_lag",
+    b"calico_accountant_gc_pause",
     b"calico_accountant_ingest_",
     b"calico_accountant_node_connected{",
 )
-"""The lines of a scrape this benchmark reads (:func:`_loop_lag`, :func:`_ingested`, :func:`_held`)."""
+"""The lines of a scrape this benchmark reads (:func:`_loop_lag`, :func:`_collector_pauses`,
+:func:`_ingested`, :func:`_held`)."""
 
 
 def _scrape(port: int, gzipped: bool) -> tuple[float, int, str]:
@@ -498,6 +502,31 @@ def _loop_lag(text: str) -> tuple[float, float, float]:
         elif line.startswith('calico_accountant_event_loop_lag_seconds_bucket{le="0.1"}'):
             over = -float(line.split()[-1])
     return longest, total, total + over
+
+
+def _collector_pauses(text: str) -> str:
+    """The aggregator's garbage collections by generation, from its /metrics ``text``: how
+    many, their summed and longest pause, and how many took over 100 ms."""
+    figures: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("calico_accountant_gc_pause"):
+            continue
+        name_and_labels, value = line.rsplit(" ", 1)
+        generation = name_and_labels.split('generation="', 1)[1].split('"', 1)[0]
+        kept = figures.setdefault(generation, {"count": 0.0, "sum": 0.0, "max": 0.0, "under": 0.0})
+        if name_and_labels.startswith("calico_accountant_gc_pause_seconds_count"):
+            kept["count"] = float(value)
+        elif name_and_labels.startswith("calico_accountant_gc_pause_seconds_sum"):
+            kept["sum"] = float(value)
+        elif name_and_labels.startswith("calico_accountant_gc_pause_max_seconds"):
+            kept["max"] = float(value)
+        elif name_and_labels.startswith("calico_accountant_gc_pause_seconds_bucket") and 'le="0.1"' in line:
+            kept["under"] = float(value)
+    return "; ".join(
+        f"generation {generation}: {kept['count']:,.0f} collections, {kept['sum']:.1f} s, longest "
+        f"{kept['max'] * 1000:.0f} ms, {kept['count'] - kept['under']:.0f} over 100 ms"
+        for generation, kept in sorted(figures.items())
+    )
 
 
 def _scrape_periodically(
@@ -658,6 +687,7 @@ def main() -> None:
             results.append(json.loads(output.read().strip().splitlines()[-1]))
         memory = [_rss(pid) for pid, _, _ in aggregators]
         lags: list[tuple[float, float, float]] = []
+        collections: list[str] = []
         held: list[int] = []
         ingested: list[tuple[float, float, float, float]] = []
         scrapes: list[tuple[tuple[float, int], tuple[float, int]]] = []
@@ -666,6 +696,7 @@ def main() -> None:
             gzip_took, gzip_size, _ = _scrape(port, gzipped=True)
             scrapes.append(((plain_took, plain_size), (gzip_took, gzip_size)))
             lags.append(_loop_lag(text))
+            collections.append(_collector_pauses(text))
             held.append(_held(text))
             ingested.append(_ingested(text))
     merged = {key: [v for r in results for v in r[key]] for key in results[0]}
@@ -717,8 +748,10 @@ def main() -> None:
         f"ack p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {slowest:.0f} ms; over {ACK_TIMEOUT:g} s: "
         f"{late_steady}; resyncs {resyncs}; stream errors {errors}"
     )
-    shards = zip(memory, scrapes, held, lags, health_checks, periodic, ingested, strict=True)
-    for shard, ((rss, peak), (plain, gzipped), nodes, lag, checks, scraped, ingest) in enumerate(shards):
+    shards = zip(memory, scrapes, held, lags, collections, health_checks, periodic, ingested, strict=True)
+    for shard, ((rss, peak), (plain, gzipped), nodes, lag, collected, checks, scraped, ingest) in enumerate(
+        shards
+    ):
         if len(window) > 1:
             cores = (window[-1][1][shard] - window[0][1][shard]) / span
             worst = max(
@@ -750,6 +783,7 @@ def main() -> None:
             f"{max(steady_checks, default=float('nan')) * 1000:.0f} ms steady ({len(steady_checks)}); "
             f"event loop lag max {lag[0] * 1000:.0f} ms, {lag[2]:.0f} of {lag[1]:.0f} wake-ups over 100 ms"
         )
+        print(f"    garbage collections, whole run: {collected}")
         in_window = [entry for entry in scraped if steady_from <= entry[0] <= steady_from + args.duration]
         if len(in_window) > 1:
             first_lag, last_lag = in_window[0][2], in_window[-1][2]
