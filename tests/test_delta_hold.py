@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from unittest import mock
 
 import grpc
 import grpc.aio
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from aggregator.accountant import Accountant
 from aggregator.catalog.index import Catalog
+from aggregator.ingest import servicer as servicer_module
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.servicer import IngestServicer
 from aggregator.ledger.state import NodeUpdate
@@ -100,6 +102,9 @@ class Outcome:
     full_waiting_at_ack: int
     """Full snapshots still waiting their turn when the ack came."""
     held_acks: float
+    freezes: list[str]
+    """How each applied full snapshot was frozen, in order: "counted" (the unfrozen objects
+    counted first, :func:`~calico_accountant.runtime.heap.freeze_when_grown`) or "at once"."""
 
 
 async def _delta_during_a_storm(delta_hold: float, release_after_ack: bool) -> Outcome:
@@ -108,6 +113,13 @@ async def _delta_during_a_storm(delta_hold: float, release_after_ack: bool) -> O
     servicer = IngestServicer(
         accountant, heartbeat=HEARTBEAT, delta_hold=delta_hold, metrics=IngestMetrics(registry)
     )
+    freezes: list[str] = []
+    patches = (
+        mock.patch.object(servicer_module, "freeze_when_grown", lambda: freezes.append("counted")),
+        mock.patch.object(servicer_module, "freeze_long_lived", lambda: freezes.append("at once")),
+    )
+    for patch in patches:
+        patch.start()
     try:
         async with ingest_on_loopback(servicer) as stub:
             applied, gate, queued = _Agent(stub), _Agent(stub), _Agent(stub)
@@ -134,11 +146,14 @@ async def _delta_during_a_storm(delta_hold: float, release_after_ack: bool) -> O
                 agent.close()
     finally:
         accountant.release.set()
+        for patch in patches:
+            patch.stop()
     return Outcome(
         ack,
         interim,
         full_waiting_at_ack=waiting,
         held_acks=registry.get_sample_value("calico_accountant_ingest_held_acks_total") or 0.0,
+        freezes=freezes,
     )
 
 
@@ -153,6 +168,8 @@ def test_a_delta_is_applied_at_once_and_acked_when_no_full_snapshot_waits() -> N
     positions = [interim.queue_position for interim in outcome.interim]
     assert set(positions[:-1]) == {1} and positions[-1] in (0, 1)
     assert outcome.held_acks == 1
+    # the first node's full snapshot and the last one's had no other waiting; the gate's had
+    assert outcome.freezes == ["counted", "at once", "counted"]
 
 
 def test_a_delta_ack_is_held_at_most_delta_hold_seconds() -> None:
