@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import logging
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from calico_accountant.runtime.collector_pauses import CollectorPauses
@@ -65,3 +67,14 @@ def test_nothing_is_timed_once_removed() -> None:
         if enabled:
             gc.enable()
     assert pauses.longest[1] > 0.0
+
+
+def test_a_long_collection_is_logged_at_most_once_an_interval(caplog: pytest.LogCaptureFixture) -> None:
+    pauses = CollectorPauses(CollectorRegistry())
+    with caplog.at_level(logging.WARNING, logger="calico_accountant.runtime.collector_pauses"):
+        pauses.record(2, 0.05)  # under 100 ms: counted, not logged
+        pauses.record(2, 0.4, collected=12)
+        pauses.record(1, 0.2)  # within the interval: only counted in the next line
+    assert len(caplog.records) == 1
+    assert "generation 2" in caplog.text and "400 ms" in caplog.text and "freeing 12" in caplog.text
+    assert pauses.longest == [0.0, 0.2, 0.4]

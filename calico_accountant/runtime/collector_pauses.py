@@ -11,13 +11,16 @@ exports ``calico_accountant_gc_pause_seconds{generation}`` (a histogram) and
 standard ``python_gc_*`` families, so a pause of the loop can be matched with a collection
 of the same length or ruled out as one.
 
-A young collection runs every few hundred allocations: the callback costs ~2 us a
-collection (two clock reads and one histogram observation).
+A collection over :data:`LOGGED_FROM` seconds is also logged (at most one line per
+:data:`LOG_INTERVAL`, with how many were not), so a pause shows in the log beside what else
+happened then.  A young collection runs every few hundred allocations: the callback costs
+~2 us a collection (two clock reads and one histogram observation).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from typing import Any
 
@@ -27,10 +30,18 @@ from calico_accountant.runtime.loop_lag import LAG_BUCKETS
 
 __all__ = ["CollectorPauses"]
 
+log = logging.getLogger(__name__)
+
 PAUSE_BUCKETS = (0.001, 0.0025, *LAG_BUCKETS)
 """Young collections take microseconds to a few milliseconds; full ones up to seconds."""
 
 GENERATIONS = (0, 1, 2)
+
+LOGGED_FROM = 0.1
+"""Seconds from which a collection is logged: the pause the scale issue allows at most."""
+
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines about long collections."""
 
 
 class CollectorPauses:
@@ -58,6 +69,8 @@ class CollectorPauses:
         """The longest collection of each generation so far, in seconds."""
         self._started = 0.0
         self._installed = False
+        self._logged_at = float("-inf")
+        self._unlogged = 0
 
     def install(self) -> None:
         """Start timing collections (idempotent)."""
@@ -71,12 +84,25 @@ class CollectorPauses:
             gc.callbacks.remove(self._on_collection)
             self._installed = False
 
-    def record(self, generation: int, seconds: float) -> None:
-        """One collection of ``generation`` that took ``seconds``."""
+    def record(self, generation: int, seconds: float, collected: int = 0) -> None:
+        """One collection of ``generation`` that took ``seconds`` and freed ``collected``
+        objects."""
         self._pauses[generation].observe(seconds)
         if seconds > self.longest[generation]:
             self.longest[generation] = seconds
             self._longest_gauges[generation].set(seconds)
+        if seconds >= LOGGED_FROM:
+            now = time.monotonic()
+            if now - self._logged_at < LOG_INTERVAL:
+                self._unlogged += 1
+                return
+            log.warning(
+                "a garbage collection of generation %d held the process for %.0f ms, freeing %d "
+                "objects (%d more over %.0f ms since the last such line)",
+                generation, seconds * 1000, collected, self._unlogged, LOGGED_FROM * 1000,
+            )  # fmt: skip
+            self._logged_at = now
+            self._unlogged = 0
 
     def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
         # A collection holds the GIL throughout and collections never nest, so one start
@@ -84,4 +110,4 @@ class CollectorPauses:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.record(info["generation"], time.perf_counter() - self._started)
+            self.record(info["generation"], time.perf_counter() - self._started, info["collected"])
