@@ -24,20 +24,18 @@ the container's cgroup too; ``bench/parser_bench.py`` times them).  Figures in `
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.process_figures import cpu_seconds
 from tests.support.felix_render import render_restore, sized_model
 from tests.support.ports import free_port
 from tests.support.processes import REPO, processes
 from tests.support.scrape import http_get
 from tests.support.waits import wait_until
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -64,11 +62,6 @@ def _rollup_kib(pid: int) -> dict[str, int]:
     return {name: int(value.split()[0]) for name, value in (line.split(":", 1) for line in lines)}
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
-
-
 def measure(name: str, text: str, reads: int, interval: float, directory: Path) -> Figures:
     dump = directory / f"{name}.save"
     dump.write_text(text)
@@ -80,9 +73,9 @@ def measure(name: str, text: str, reads: int, interval: float, directory: Path) 
         )
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200, timeout=120)
         pid = agent.popen.pid
-        start = _cpu_seconds(pid)
+        start = cpu_seconds(pid)
         time.sleep(reads * interval)
-        cpu = _cpu_seconds(pid) - start
+        cpu = cpu_seconds(pid) - start
         rollup = _rollup_kib(pid)
         return Figures(
             name,

@@ -61,7 +61,7 @@ import threading
 import time
 import urllib.request
 from array import array
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,10 +71,11 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.cluster_shape import Shape, node_records
+from bench.process_figures import children_on, cpu_seconds, percentile, rss_mib
 from calico_accountant.records import CounterRecord
 from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire.chunks import split_snapshot
-from calico_accountant.wire.keyed import KeyedColumns, KeyIds
+from calico_accountant.wire.keyed import EMPTY_COLUMNS, KeyedColumns, KeyIds
 from calico_accountant.wire.snapshots import build_snapshot
 from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
@@ -84,7 +85,6 @@ CHUNK = 4 * 1024 * 1024 - 64 * 1024
 ACK_TIMEOUT = 30.0
 FIRST_ACK_TIMEOUT = 120.0
 """The agent's defaults (``--ack-timeout``, ``--first-ack-timeout``)."""
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _tenths(first: int, last: int) -> list[tuple[int, int]]:
@@ -116,6 +116,25 @@ def _moved_by_id(
         moved_packets.extend(value + round_ for value in packets[picked])
         moved_bytes.extend(value + 100 * round_ for value in octets[picked])
     return KeyedColumns(moved_ids, moved_packets, moved_bytes)
+
+
+def snapshot_chunks(
+    node: int,
+    sequence: int,
+    full: bool,
+    records: list[CounterRecord] | tuple[()],
+    *,
+    key_ids: list[int] | tuple[()] = (),
+    values: KeyedColumns = EMPTY_COLUMNS,
+) -> list[bytes]:
+    """Simulated node ``node``'s snapshot ``sequence`` as the messages an agent sends (chunks of
+    at most :data:`CHUNK` bytes, serialized): ``records`` whole (with ``key_ids``, one each,
+    when defining them), or ``values`` by key id."""
+    snapshot = build_snapshot(
+        node=f"node-{node}", agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
+        full=full, records=records, key_ids=key_ids, values=values,
+    )  # fmt: skip
+    return [chunk.SerializeToString() for chunk in split_snapshot(snapshot, CHUNK)]
 
 
 class _Stubs:
@@ -238,7 +257,6 @@ async def _node(
     targets = args.target.split(",")
     call: Any  # the stream and its queue of messages, once connected (see below)
     queue: asyncio.Queue[bytes | None]
-    name = f"node-{node}"
     keyed = args.encoding == "keyed"
     peer_key_ids = False  # as the agent: values by id once the stream's aggregator advertised them
 
@@ -247,16 +265,10 @@ async def _node(
     ) -> list[bytes]:
         if not full and keyed and peer_key_ids:  # only values moved: the keys' ids, no keys
             values = _moved_by_id(full_ids, base_packets, base_bytes, *rounds)
-            snapshot = build_snapshot(
-                node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
-                full=False, records=(), values=values,
-            )  # fmt: skip
-        else:
-            snapshot = build_snapshot(
-                node=name, agent_instance_id=f"load-{node}", sequence=sequence, read_time=datetime.now(UTC),
-                full=full, records=batch, key_ids=full_ids.tolist() if full and keyed else (),
-            )  # fmt: skip
-        return [chunk.SerializeToString() for chunk in split_snapshot(snapshot, CHUNK)]
+            return snapshot_chunks(node, sequence, False, (), values=values)
+        return snapshot_chunks(
+            node, sequence, full, batch, key_ids=full_ids.tolist() if full and keyed else ()
+        )
 
     async def send(chunks: list[bytes], first: bool = False) -> float:
         nonlocal call, queue, peer_key_ids
@@ -409,34 +421,6 @@ async def _own_lag(out: list[float]) -> None:
             out.append(lag)
 
 
-@contextlib.contextmanager
-def _children_on(cpus: list[int] | None) -> Iterator[None]:
-    """Processes started meanwhile run on ``cpus`` (all: None), every thread of theirs: a
-    child inherits this process's affinity, and its threads the affinity of the thread
-    starting them."""
-    if cpus is None:
-        yield
-        return
-    own = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, own)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _rss(pid: int) -> tuple[float, float]:
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
-
-
 _READ_LINES = (
     b"calico_accountant_event_loop_lag",
     b"calico_accountant_gc_pause",
@@ -544,11 +528,6 @@ def _scrape_periodically(
             out[shard].append((at, took, _loop_lag(text)))
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=100)
@@ -612,7 +591,7 @@ def main() -> None:
         cpus = sorted(os.sched_getaffinity(0))
         for shard in range(max(1, args.shards)):
             grpc_port, metrics_port = free_port(), free_port()
-            with _children_on(cpus[:1] if args.pin else None):
+            with children_on(cpus[:1] if args.pin else None):
                 process = run.aggregator(
                     grpc_port, metrics_port, "--levels", args.levels, "--max-nodes", str(args.nodes + 10),
                     "--max-counters", str(args.nodes * 5000 + 100_000),
@@ -640,7 +619,7 @@ def main() -> None:
         common += ["--window-dir", str(window_dir)]
         steady_window: tuple[float, float] | None = None
         started = time.time()
-        with _children_on(cpus[1:] if args.pin else None):
+        with children_on(cpus[1:] if args.pin else None):
             workers = [
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.load_bench", *common, "--worker", str(w)],
@@ -650,7 +629,7 @@ def main() -> None:
                 for w in range(args.workers)
             ]
         samples: list[tuple[float, list[float]]] = [
-            (started, [_cpu_seconds(pid) for pid, _, _ in aggregators])
+            (started, [cpu_seconds(pid) for pid, _, _ in aggregators])
         ]
         health_checks: list[list[tuple[float, float]]] = [[] for _ in aggregators]
         periodic: list[list[tuple[float, float, tuple[float, float, float]]]] = [[] for _ in aggregators]
@@ -669,7 +648,7 @@ def main() -> None:
                 steady_window = _Window.open_when_settled(
                     window_dir, args.workers, args.warmup, args.duration
                 )
-            samples.append((time.time(), [_cpu_seconds(pid) for pid, _, _ in aggregators]))
+            samples.append((time.time(), [cpu_seconds(pid) for pid, _, _ in aggregators]))
             checked = time.time()
             for shard, health in enumerate(healths):
                 latency = _health_latency(health)
@@ -685,7 +664,7 @@ def main() -> None:
         for output in outputs:
             output.seek(0)
             results.append(json.loads(output.read().strip().splitlines()[-1]))
-        memory = [_rss(pid) for pid, _, _ in aggregators]
+        memory = [rss_mib(pid) for pid, _, _ in aggregators]
         lags: list[tuple[float, float, float]] = []
         collections: list[str] = []
         held: list[int] = []
@@ -710,7 +689,7 @@ def main() -> None:
     late_steady = sum(1 for v in steady if v > ACK_TIMEOUT)
     rate = len(steady) / args.duration
     counters = sum(merged["counters"]) / args.duration
-    p50, p99 = _pct(steady, 0.5) * 1000, _pct(steady, 0.99) * 1000
+    p50, p99 = percentile(steady, 0.5) * 1000, percentile(steady, 0.99) * 1000
     slowest = max(steady, default=float("nan")) * 1000
     resyncs, errors, waiting = len(merged["resyncs"]), len(merged["errors"]), len(merged["waiting"])
     redirects = len(merged["redirects"])
