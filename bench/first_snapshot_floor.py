@@ -50,75 +50,66 @@ def _best(repeat: int, run: Callable[[], object]) -> float:
     return best
 
 
-def _read(messages: list[pb.NodeSnapshot]) -> list[list[Fields]]:
+def read_counters(message: pb.NodeSnapshot) -> list[Fields]:
+    """Every field of every counter of ``message`` a decoder must read, a tuple a counter."""
     return [
-        [
-            (c.kind, c.family, c.direction, c.interface, c.chain, c.tier, c.rule_index, c.action, c.endpoint,
-             c.packets, c.bytes, c.key_id)
-            for c in message.counters
-        ]
-        for message in messages
+        (c.kind, c.family, c.direction, c.interface, c.chain, c.tier, c.rule_index, c.action, c.endpoint,
+         c.packets, c.bytes, c.key_id)
+        for c in message.counters
     ]  # fmt: skip
 
 
-def _store(nodes: list[list[Fields]]) -> None:
-    for fields in nodes:
-        row_of: dict[tuple[object, ...], int] = {}
-        packets: list[int] = []
-        octets: list[int] = []
-        for counter in fields:
-            row_of[counter[:9]] = len(packets)
-            packets.append(counter[9])
-            octets.append(counter[10])
+def store(fields: list[Fields]) -> tuple[dict[tuple[object, ...], int], list[int], list[int]]:
+    """One node's counters kept: each key's row (one dict entry), the values in two lists."""
+    row_of: dict[tuple[object, ...], int] = {}
+    packets: list[int] = []
+    octets: list[int] = []
+    for counter in fields:
+        row_of[counter[:9]] = len(packets)
+        packets.append(counter[9])
+        octets.append(counter[10])
+    return row_of, packets, octets
 
 
-class _Routing:
-    """The names by interface and chain, and the three levels' series, as plain dicts."""
+class FloorRouting:
+    """The names by interface and chain of every node of ``shape``, and the three levels'
+    series, as plain dicts (made before any counter is routed: a lookup is then one dict get)."""
 
-    def __init__(self, shape: Shape, nodes: list[list[Fields]]) -> None:
+    def __init__(self, shape: Shape) -> None:
         names = catalog(shape)
-        self.nodes = nodes
-        self.workloads: dict[tuple[int, str], tuple[str, str]] = {}
-        self.policies: dict[str, tuple[str, str, str]] = {}
-        for node, fields in enumerate(nodes):
-            for counter in fields:
-                interface, chain = counter[3], counter[4]
-                if (node, interface) not in self.workloads:
-                    workload = names.workload(f"node-{node}", interface)
-                    self.workloads[(node, interface)] = (workload.namespace, workload.app)
-                if chain and chain not in self.policies:
-                    policy = names.policy(chain)
-                    self.policies[chain] = (str(policy.kind), policy.namespace, policy.name)
+        self.workloads = {where: (w.namespace, w.app) for where, w in names.workloads.items()}
+        """(node, interface) -> (namespace, app)."""
+        self.policies = {chain: (str(p.kind), p.namespace, p.name) for chain, p in names.policies.items()}
         self.series: tuple[dict[tuple[object, ...], int], ...] = ({}, {}, {})
 
-    def route(self) -> None:
+    def route(self, node: str, fields: list[Fields]) -> list[tuple[int, int, int]]:
+        """Each counter of ``node``'s its three series (made when new), in order."""
         app_series, node_series, cluster_series = self.series
         routes = []
         workloads, policies = self.workloads, self.policies
-        for node, fields in enumerate(self.nodes):
-            name = f"node-{node}"
-            for counter in fields:
-                namespace, app = workloads[(node, counter[3])]
-                direction, kind, tier = counter[2], counter[0], counter[5]
-                policy = policies.get(counter[4])
-                if policy is None:
-                    at_app: tuple[object, ...] = (namespace, app, direction, tier)
-                    at_node: tuple[object, ...] = (name, direction)
-                    at_cluster: tuple[object, ...] = (namespace, app, direction)
-                else:
-                    at_app = (namespace, app, direction, kind, tier, *policy)
-                    at_node = (name, direction, kind, tier, *policy)
-                    at_cluster = (direction, kind, tier, *policy)
-                first = app_series.get(at_app)
-                if first is None:
-                    first = app_series[at_app] = len(app_series)
-                second = node_series.get(at_node)
-                if second is None:
-                    second = node_series[at_node] = len(node_series)
-                third = cluster_series.get(at_cluster)
-                if third is None:
-                    third = cluster_series[at_cluster] = len(cluster_series)
-                routes.append((first, second, third))
+        for counter in fields:
+            namespace, app = workloads[(node, counter[3])]
+            direction, kind, tier = counter[2], counter[0], counter[5]
+            policy = policies.get(counter[4])
+            if policy is None:
+                at_app: tuple[object, ...] = (namespace, app, direction, tier)
+                at_node: tuple[object, ...] = (node, direction)
+                at_cluster: tuple[object, ...] = (namespace, app, direction)
+            else:
+                at_app = (namespace, app, direction, kind, tier, *policy)
+                at_node = (node, direction, kind, tier, *policy)
+                at_cluster = (direction, kind, tier, *policy)
+            first = app_series.get(at_app)
+            if first is None:
+                first = app_series[at_app] = len(app_series)
+            second = node_series.get(at_node)
+            if second is None:
+                second = node_series[at_node] = len(node_series)
+            third = cluster_series.get(at_cluster)
+            if third is None:
+                third = cluster_series[at_cluster] = len(cluster_series)
+            routes.append((first, second, third))
+        return routes
 
 
 def _aggregator(shape: Shape, messages: list[pb.NodeSnapshot], repeat: int) -> tuple[float, float]:
@@ -148,15 +139,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     shape, messages, counters = prepared(args.nodes)
-    nodes = _read(messages)
-    routing = _Routing(shape, nodes)
-    routing.route()  # the series exist, as after the first node of each app and policy
+    nodes = [read_counters(message) for message in messages]
+    routing = FloorRouting(shape)
+
+    def route_all() -> None:
+        for node, fields in enumerate(nodes):
+            routing.route(f"node-{node}", fields)
+
+    route_all()  # the series exist, as after the first node of each app and policy
     gc.disable()  # the floor's own lists would be scanned again and again
     try:
         floor = {
-            "read": _best(args.repeat, lambda: _read(messages)),
-            "store": _best(args.repeat, lambda: _store(nodes)),
-            "route": _best(args.repeat, routing.route),
+            "read": _best(args.repeat, lambda: [read_counters(message) for message in messages]),
+            "store": _best(args.repeat, lambda: [store(fields) for fields in nodes]),
+            "route": _best(args.repeat, route_all),
         }
     finally:
         gc.enable()
