@@ -763,6 +763,12 @@ def main() -> None:
             f"event loop lag max {lag[0] * 1000:.0f} ms, {lag[2]:.0f} of {lag[1]:.0f} wake-ups over 100 ms"
         )
         print(f"    garbage collections, whole run: {collected}")
+        if scraped:  # every periodic scrape (a scrape as long as the interval leaves few in a window)
+            durations = [seconds for _, seconds, _ in scraped]
+            print(
+                f"    scrapes every {args.scrape_every:g} s (gzip), whole run: {len(durations)}, "
+                f"p50 {percentile(durations, 0.5):.2f} s, longest {max(durations):.2f} s"
+            )
         in_window = [entry for entry in scraped if steady_from <= entry[0] <= steady_from + args.duration]
         if len(in_window) > 1:
             first_lag, last_lag = in_window[0][2], in_window[-1][2]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from aggregator.ledger.admission import RefusalProblem
 from aggregator.ledger.ledger import Ledger
+from aggregator.ledger.rows import RAW_MAX
 from calico_accountant.records import CounterRecord
 from tests.support.accounting import accept, deny, no_policy_drop, snapshot
 
@@ -182,6 +183,18 @@ def test_staleness_and_connection() -> None:
     assert not ledger.is_stale(NODE, now=130)
     assert ledger.is_stale(NODE, now=131)
     assert ledger.node(NODE).connected  # type: ignore[union-attr]
+
+
+def test_values_outside_64_bits_are_clamped_not_fatal() -> None:
+    """A record (not the wire, whose fields are uint64) may carry any int: it is kept within
+    what a row's 64-bit raw column holds, the first time and after."""
+    ledger = Ledger()
+    ledger.apply(snapshot(NODE, [accept("cali1", "cali-pi-a", -5, 2**70)]), now=0)
+    state = ledger.counters(NODE)[accept("cali1", "cali-pi-a", 0).key]
+    assert (state.raw_packets, state.raw_bytes) == (0, RAW_MAX)
+    ledger.apply(snapshot(NODE, [accept("cali1", "cali-pi-a", 2**65, -1)], sequence=2), now=1)
+    state = ledger.counters(NODE)[accept("cali1", "cali-pi-a", 0).key]
+    assert (state.raw_packets, state.raw_bytes) == (RAW_MAX, 0)
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -35,8 +35,9 @@ def apply_record(
 ) -> None:
     """Apply one whole counter to its node (the rules of :mod:`aggregator.ledger`); its
     increase, if any, is added to ``increases``."""
-    packets = min(max(record.packets, 0), RAW_MAX)
-    octets = min(max(record.bytes, 0), RAW_MAX)
+    packets, octets = record.packets, record.bytes
+    if not (0 <= packets <= RAW_MAX and 0 <= octets <= RAW_MAX):  # comparisons: min(max()) cost ~0.7 us
+        packets, octets = _clamped(packets), _clamped(octets)
     if record.chain_comment and record.key.chain:
         entry.chain_comments[record.key.chain] = record.chain_comment
     rows = entry.counters
@@ -106,3 +107,8 @@ def _any_same_position(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
     if len(old) != len(new):
         return bool(set(old) & set(new))
     return any(a == b for a, b in zip(old, new, strict=True))
+
+
+def _clamped(value: int) -> int:
+    """``value`` within what a row's raw column holds (a peer may send anything)."""
+    return min(max(value, 0), RAW_MAX)

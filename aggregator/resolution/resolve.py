@@ -124,6 +124,10 @@ def resolve_endpoint(
         )
 
 
+_NO_CHAIN_NAMES = ChainNames(None, None, None)
+"""The names of a drop's chain (no policy, group or profile): one object for all of them."""
+
+
 def resolve_chain(
     resolver: Resolver,
     key: CounterKey,
@@ -153,7 +157,9 @@ def resolve_chain(
         except Exception as error:
             _tell(on_error, chain, error)
             policy = PolicyIdentity.unresolved(chain, key.tier)
-        return ChainNames(policy, None, None)
+        # Built with ``tuple.__new__``: a named tuple's own ``__new__`` is a Python frame, and
+        # this is made once per run of a first snapshot's counters (see :mod:`.runs`).
+        return tuple.__new__(ChainNames, (policy, None, None))
     if kind is Kind.PROFILE_ACCEPT:
         try:
             profile = resolver.profile(chain)
@@ -161,7 +167,7 @@ def resolve_chain(
             _tell(on_error, chain, error)
             profile = ProfileIdentity(chain, resolved=False)
         return ChainNames(None, None, profile)
-    return ChainNames(None, None, None)
+    return _NO_CHAIN_NAMES
 
 
 def _tell(on_error: OnError | None, what: str, error: Exception) -> None:

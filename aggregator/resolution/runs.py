@@ -148,13 +148,16 @@ class RunResolver:
         endpoint = known.names
         memo.touched = []
         chain = resolve_chain(memo, key, comment, group_members, comments, tell)
-        names = CounterNames(
-            node, endpoint.workload, chain.policy, chain.group, chain.profile, comment, endpoint.host_endpoint
+        # Built with ``tuple.__new__``, the fields in order: a named tuple's own ``__new__`` is a
+        # Python frame, and these two and the chain's names (``resolve_chain``) were ~3.5 % of a
+        # first snapshot's decode and apply (py-spy, ``bench/first_snapshot_bench.py``'s shape).
+        workload, host_endpoint = endpoint.workload, endpoint.host_endpoint
+        names = tuple.__new__(
+            CounterNames, (node, workload, chain.policy, chain.group, chain.profile, comment, host_endpoint)
         )
-        resolution = Resolution(
-            names,
-            known.lookups + tuple(memo.touched),
-            known.unresolved + unresolved_chain(chain, key.chain),
+        lookups = known.lookups + tuple(memo.touched)
+        resolution = tuple.__new__(
+            Resolution, (names, lookups, known.unresolved + unresolved_chain(chain, key.chain))
         )
         self._last = None if failed else (signature, resolution)
         return resolution
