@@ -83,7 +83,7 @@ class FloorRouting:
         self.series: tuple[dict[tuple[object, ...], int], ...] = ({}, {}, {})
 
     def route(self, node: str, fields: list[Fields]) -> list[tuple[int, int, int]]:
-        """Each counter of ``node``'s its three series (made when new), in order."""
+        """The three series (app, node, cluster) of each counter of ``node``, made when new, in order."""
         app_series, node_series, cluster_series = self.series
         routes = []
         workloads, policies = self.workloads, self.policies
