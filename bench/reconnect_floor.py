@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import gc
 import json
 import os
@@ -49,6 +50,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from aggregator.ingest.servicer import INGEST_SERVICE
 from aggregator.server import AggregatorConfig, server_options
 from bench.cluster_shape import Shape, node_records
 from bench.first_snapshot_floor import FloorRouting, read_counters, store
@@ -58,16 +60,23 @@ from calico_accountant.v1 import snapshot_pb2 as spb
 from calico_accountant.wire.keyed import KeyIds
 from tests.support.ports import free_port
 
-_METHOD = "/calico_accountant.v1.Ingest/StreamSnapshots"
-WORKS = ("parse", "read", "floor")
+_METHOD = f"/{INGEST_SERVICE}/StreamSnapshots"
+
+
+class Work(enum.StrEnum):
+    """What the floor server does with each message (see the module's docstring)."""
+
+    PARSE = "parse"
+    READ = "read"
+    FLOOR = "floor"
 
 
 class _FloorServer:
     """The floor server's handler and what it keeps (see the module's docstring)."""
 
-    def __init__(self, shape: Shape, work: str) -> None:
+    def __init__(self, shape: Shape, work: Work) -> None:
         self.work = work
-        self.routing = FloorRouting(shape) if work == "floor" else None
+        self.routing = FloorRouting(shape) if work is Work.FLOOR else None
         self.kept: dict[str, object] = {}
         """node -> what was kept of its snapshot (so the heap grows as an aggregator's does)."""
         self.counters = 0
@@ -75,9 +84,9 @@ class _FloorServer:
     def take(self, raw: bytes) -> spb.IngestAck:
         message = spb.NodeSnapshot.FromString(raw)
         self.counters += len(message.counters)
-        if self.work == "parse":
+        if self.work is Work.PARSE:
             self.kept[message.node] = message
-        elif self.work == "read":
+        elif self.work is Work.READ:
             self.kept[message.node] = read_counters(message)
         else:
             assert self.routing is not None
@@ -102,7 +111,7 @@ async def _serve(args: argparse.Namespace) -> None:
         server_state.stream, request_deserializer=None, response_serializer=spb.IngestAck.SerializeToString
     )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("calico_accountant.v1.Ingest", {"StreamSnapshots": handler}),)
+        (grpc.method_handlers_generic_handler(INGEST_SERVICE, {"StreamSnapshots": handler}),)
     )
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
@@ -115,10 +124,10 @@ async def _load(args: argparse.Namespace) -> None:
     process says go) send them all at once, a connection each, and note each ack's wait."""
     shape = Shape(args.nodes)
     mine = list(range(args.worker, args.nodes, args.workers))
-    built: list[tuple[int, list[bytes]]] = []
+    built: list[list[bytes]] = []
     for node in mine:
         records = node_records(shape, node, 0)
-        built.append((node, snapshot_chunks(node, 1, True, records, key_ids=KeyIds().for_full(records))))
+        built.append(snapshot_chunks(node, 1, True, records, key_ids=KeyIds().for_full(records)))
     ready, go = Path(args.dir) / f"built-{args.worker}", Path(args.dir) / "go"
     ready.touch()
     while not go.exists():
@@ -150,7 +159,7 @@ async def _load(args: argparse.Namespace) -> None:
         finally:
             await channel.close(None)
 
-    await asyncio.gather(*(one(chunks) for _, chunks in built))
+    await asyncio.gather(*(one(chunks) for chunks in built))
     print(json.dumps({"waits": waits, "failures": failures, "last": time.time()}))
 
 
@@ -158,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--work", choices=WORKS, default="floor")
+    parser.add_argument("--work", type=Work, choices=list(Work), default=Work.FLOOR)
     parser.add_argument("--collector", action="store_true", help="keep the cyclic collector on in the server")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
